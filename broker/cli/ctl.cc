@@ -1,0 +1,352 @@
+#include "broker/cli/ctl.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "broker/cli/client.h"
+#include "carebroker/v1/exchange.grpc.pb.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace carebroker {
+namespace {
+
+namespace fs = std::filesystem;
+using google::protobuf::util::TimeUtil;
+using json = nlohmann::json;
+
+struct Global {
+  ClientTls tls;
+  double timeout_s = 30;
+  std::string format = "text";
+  bool json() const { return format == "json"; }
+};
+
+std::string EnvOr(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+
+std::string Rfc3339(const google::protobuf::Timestamp& t) {
+  return t.seconds() == 0 && t.nanos() == 0 ? "" : TimeUtil::ToString(t);
+}
+
+// Guesses a content type from a file name; --content-type wins.
+std::string GuessContentType(const std::string& path) {
+  const std::string ext = fs::path(path).extension().string();
+  if (ext == ".hl7" || ext == ".er7") return "x-application/hl7-v2+er7";
+  if (ext == ".json") return "application/json";
+  if (ext == ".csv") return "text/csv";
+  if (ext == ".xml") return "application/xml";
+  if (ext == ".pb") return "application/x-protobuf; proto=carebroker.v1.CareRecord";
+  return "application/octet-stream";
+}
+
+std::string ExtensionFor(const std::string& content_type) {
+  if (content_type.find("hl7") != std::string::npos) return ".hl7";
+  if (content_type.find("json") != std::string::npos) return ".json";
+  if (content_type.find("csv") != std::string::npos) return ".csv";
+  if (content_type.find("xml") != std::string::npos) return ".xml";
+  if (content_type.find("protobuf") != std::string::npos) return ".pb";
+  return ".dat";
+}
+
+// Writes `data` to dir/name atomically: temp file, fsync, rename, fsync dir.
+bool WriteAtomically(const fs::path& dir, const std::string& name, const std::string& data) {
+  const fs::path tmp = dir / ("." + name + ".tmp");
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return false;
+  size_t off = 0;
+  while (off < data.size()) {
+    const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
+    if (n <= 0) {
+      ::close(fd);
+      return false;
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) return false;
+  if (::rename(tmp.c_str(), (dir / name).c_str()) != 0) return false;
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return false;
+  const bool ok = ::fsync(dfd) == 0;
+  ::close(dfd);
+  return ok;
+}
+
+int RpcFailed(std::ostream& err, const grpc::Status& s) {
+  err << "carebrokerctl: " << DescribeStatus(s) << "\n";
+  return 1;
+}
+
+std::unique_ptr<v1::Exchange::Stub> Connect(const Global& g, std::ostream& err) {
+  auto ch = MakeChannel(g.tls);
+  if (!ch.ok()) {
+    err << "carebrokerctl: " << ch.status().message() << "\n";
+    return nullptr;
+  }
+  return v1::Exchange::NewStub(*ch);
+}
+
+void SetDeadline(grpc::ClientContext& ctx, const Global& g) {
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000)));
+}
+
+struct SendArgs {
+  std::string to, workflow, purpose, key, content_type, local_reference, file;
+};
+
+int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& err) {
+  std::ifstream in(a.file, std::ios::binary);
+  if (!in) {
+    err << "carebrokerctl: cannot read " << a.file << "\n";
+    return 2;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  v1::SendRequest req;
+  req.set_recipient(a.to);
+  req.set_workflow(a.workflow);
+  req.set_purpose(a.purpose);
+  req.set_idempotency_key(a.key);
+  req.set_content_type(a.content_type.empty() ? GuessContentType(a.file) : a.content_type);
+  req.set_local_reference(a.local_reference);
+  req.set_payload(ss.str());
+  auto stub = Connect(g, err);
+  if (!stub) return 2;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, g);
+  v1::SendReceipt r;
+  grpc::Status s = stub->Send(&ctx, req, &r);
+  if (!s.ok()) return RpcFailed(err, s);
+  if (g.json()) {
+    out << json{{"message_id", r.message_id()}, {"accepted_at", Rfc3339(r.accepted_at())},
+                {"duplicate", r.duplicate()}}
+               .dump()
+        << "\n";
+  } else {
+    out << r.message_id() << (r.duplicate() ? " (duplicate: first send's id)" : "") << "\n";
+  }
+  return 0;
+}
+
+struct ReceiveArgs {
+  std::string out_dir;
+  int max = 0;  // 0: no limit
+  double wait_s = 5;
+};
+
+int DoReceive(const Global& g, const ReceiveArgs& a, std::ostream& out, std::ostream& err) {
+  const fs::path dir(a.out_dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) {
+    err << "carebrokerctl: cannot use output folder " << a.out_dir << "\n";
+    return 2;
+  }
+  auto stub = Connect(g, err);
+  if (!stub) return 2;
+  grpc::ClientContext ctx;
+  auto stream = stub->Receive(&ctx);
+
+  std::mutex mu;  // guards writes on the stream and the fields below
+  std::condition_variable cv;
+  bool closed = false;
+  auto last = std::chrono::steady_clock::now();
+  auto close_writes = [&]() {  // caller holds mu
+    if (!closed) {
+      closed = true;
+      stream->WritesDone();
+    }
+  };
+
+  v1::ReceiveRequest open;
+  open.mutable_open()->set_max_in_flight(a.max > 0 ? std::min(a.max, 100) : 100);
+  if (!stream->Write(open)) return RpcFailed(err, stream->Finish());
+
+  // Ends the stream after `wait` seconds with no delivery.
+  std::thread idle([&]() {
+    std::unique_lock<std::mutex> l(mu);
+    const auto wait = std::chrono::milliseconds(static_cast<int64_t>(a.wait_s * 1000));
+    while (!closed) {
+      if (cv.wait_until(l, last + wait, [&] { return closed; })) break;
+      if (std::chrono::steady_clock::now() >= last + wait) close_writes();
+    }
+  });
+
+  int count = 0;
+  bool local_error = false;
+  json files = json::array();
+  v1::Delivery d;
+  while (stream->Read(&d)) {
+    std::unique_lock<std::mutex> l(mu);
+    last = std::chrono::steady_clock::now();
+    if (closed) continue;  // not acknowledged: redelivered later
+    const std::string base = d.message_id();
+    json meta{{"message_id", d.message_id()},     {"sender", d.sender()},
+              {"workflow", d.workflow()},         {"purpose", d.purpose()},
+              {"content_type", d.content_type()}, {"local_reference", d.local_reference()},
+              {"accepted_at", Rfc3339(d.accepted_at())}, {"delivery_count", d.delivery_count()},
+              {"kind", v1::MessageKind_Name(d.kind())}};
+    const std::string body_name = base + ExtensionFor(d.content_type());
+    if (!WriteAtomically(dir, base + ".meta.json", meta.dump(2) + "\n") ||
+        !WriteAtomically(dir, body_name, d.payload())) {
+      err << "carebrokerctl: cannot write into " << a.out_dir << "; message left unacknowledged\n";
+      local_error = true;
+      close_writes();
+      continue;
+    }
+    v1::ReceiveRequest ack;
+    ack.set_ack(d.message_id());
+    if (!stream->Write(ack)) break;
+    ++count;
+    files.push_back((dir / body_name).string());
+    if (a.max > 0 && count >= a.max) close_writes();
+  }
+  {
+    std::lock_guard<std::mutex> l(mu);
+    closed = true;
+  }
+  cv.notify_all();
+  idle.join();
+  grpc::Status s = stream->Finish();
+  if (!s.ok()) return RpcFailed(err, s);
+  if (g.json()) {
+    out << json{{"received", count}, {"files", files}}.dump() << "\n";
+  } else {
+    out << "received " << count << " message" << (count == 1 ? "" : "s") << " into " << a.out_dir << "\n";
+  }
+  return local_error ? 2 : 0;
+}
+
+int DoAck(const Global& g, const std::vector<std::string>& ids, std::ostream& out, std::ostream& err) {
+  auto stub = Connect(g, err);
+  if (!stub) return 2;
+  v1::AckRequest req;
+  for (const auto& id : ids) req.add_message_ids(id);
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, g);
+  v1::AckResponse r;
+  grpc::Status s = stub->Ack(&ctx, req, &r);
+  if (!s.ok()) return RpcFailed(err, s);
+  if (g.json()) {
+    out << json{{"acknowledged", r.acknowledged()}, {"not_found", r.not_found()}, {"expired", r.expired()}}.dump()
+        << "\n";
+  } else {
+    for (const auto& id : r.acknowledged()) out << id << " acknowledged\n";
+    for (const auto& id : r.not_found()) out << id << " not found\n";
+    for (const auto& id : r.expired()) out << id << " expired\n";
+  }
+  return r.not_found().empty() && r.expired().empty() ? 0 : 1;
+}
+
+int DoTrack(const Global& g, const std::string& id, std::ostream& out, std::ostream& err) {
+  auto stub = Connect(g, err);
+  if (!stub) return 2;
+  v1::TrackRequest req;
+  req.set_message_id(id);
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, g);
+  v1::TrackResponse r;
+  grpc::Status s = stub->Track(&ctx, req, &r);
+  if (!s.ok()) return RpcFailed(err, s);
+  std::string status = v1::MessageStatus_Name(r.status());
+  status = status.substr(std::string("MESSAGE_STATUS_").size());
+  json j{{"message_id", r.message_id()},
+         {"status", status},
+         {"sender", r.sender()},
+         {"recipient", r.recipient()},
+         {"workflow", r.workflow()},
+         {"local_reference", r.local_reference()},
+         {"accepted_at", Rfc3339(r.accepted_at())},
+         {"first_delivered_at", Rfc3339(r.first_delivered_at())},
+         {"acknowledged_at", Rfc3339(r.acknowledged_at())},
+         {"expired_at", Rfc3339(r.expired_at())},
+         {"expires_at", Rfc3339(r.expires_at())},
+         {"delivery_count", r.delivery_count()},
+         {"body_purged", r.body_purged()}};
+  if (g.json()) {
+    out << j.dump() << "\n";
+  } else {
+    for (const auto& [k, v] : j.items()) {
+      if (v.is_string() && v.get<std::string>().empty()) continue;
+      out << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
+  CLI::App app{"carebrokerctl: send, receive, acknowledge and track carebroker messages"};
+  app.require_subcommand(1);
+  app.fallthrough();  // global flags may follow the command
+  Global g;
+  g.tls.target = EnvOr("CAREBROKER_TARGET", "127.0.0.1:7443");
+  g.tls.cert = EnvOr("CAREBROKER_CERT", "");
+  g.tls.key = EnvOr("CAREBROKER_KEY", "");
+  g.tls.ca = EnvOr("CAREBROKER_CA", "");
+  app.add_option("--target", g.tls.target, "broker host:port (CAREBROKER_TARGET)");
+  app.add_option("--cert", g.tls.cert, "client certificate PEM (CAREBROKER_CERT)");
+  app.add_option("--key", g.tls.key, "client key PEM (CAREBROKER_KEY)");
+  app.add_option("--ca", g.tls.ca, "CA certificate PEM (CAREBROKER_CA)");
+  app.add_option("--timeout", g.timeout_s, "deadline in seconds for each request")->check(CLI::PositiveNumber);
+  app.add_option("--format", g.format, "output format")->check(CLI::IsMember({"text", "json"}));
+
+  SendArgs sa;
+  auto* send = app.add_subcommand("send", "send one message; prints its id");
+  send->add_option("--to", sa.to, "recipient ODS code")->required();
+  send->add_option("--workflow", sa.workflow, "workflow, e.g. HOSPITAL_DISCHARGE")->required();
+  send->add_option("--purpose", sa.purpose, "purpose of use, e.g. direct-care")->required();
+  send->add_option("--idempotency-key", sa.key, "your key for safe retries");
+  send->add_option("--content-type", sa.content_type, "payload content type (default: from the file name)");
+  send->add_option("--local-reference", sa.local_reference, "your reference, echoed to the recipient");
+  send->add_option("FILE", sa.file, "payload file")->required();
+
+  ReceiveArgs ra;
+  auto* receive = app.add_subcommand("receive", "write messages into a folder, acknowledging each once written");
+  receive->add_option("--out", ra.out_dir, "output folder")->required();
+  receive->add_option("--max", ra.max, "stop after this many messages")->check(CLI::NonNegativeNumber);
+  receive->add_option("--wait", ra.wait_s, "stop after this many seconds with no message (default 5)")
+      ->check(CLI::NonNegativeNumber);
+
+  std::vector<std::string> ack_ids;
+  auto* ack = app.add_subcommand("ack", "acknowledge messages by id");
+  ack->add_option("ID", ack_ids, "message ids")->required();
+
+  std::string track_id;
+  auto* track = app.add_subcommand("track", "show a message's status and times");
+  track->add_option("ID", track_id, "message id")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e, out, err);
+    return rc == 0 ? 0 : 2;
+  }
+  if (g.tls.cert.empty() || g.tls.key.empty() || g.tls.ca.empty()) {
+    err << "carebrokerctl: --cert, --key and --ca (or CAREBROKER_CERT, _KEY, _CA) are required\n";
+    return 2;
+  }
+  if (*send) return DoSend(g, sa, out, err);
+  if (*receive) return DoReceive(g, ra, out, err);
+  if (*ack) return DoAck(g, ack_ids, out, err);
+  if (*track) return DoTrack(g, track_id, out, err);
+  return 2;
+}
+
+}  // namespace carebroker

@@ -1,0 +1,27 @@
+// carebrokerctl: the operators' and integrators' client, as a library with
+// a command table; main() only forwards argv.
+//
+// Global flags (or environment): --target (CAREBROKER_TARGET, default
+// 127.0.0.1:7443), --cert/--key (CAREBROKER_CERT/_KEY), --ca
+// (CAREBROKER_CA), --timeout seconds for each unary RPC (default 30),
+// --format text|json (json is a stable contract).
+//
+// Commands:
+//   send --to ODS --workflow W --purpose P [--idempotency-key K]
+//        [--content-type T] [--local-reference R] FILE   -> message id
+//   receive --out DIR [--max N] [--wait SECONDS]          -> count
+//   ack ID...                                              -> per-id result
+//   track ID                                               -> status, times
+//
+// Exit codes: 0 success; 1 the broker refused or failed the request (the
+// gRPC code and reason are on stderr); 2 bad usage or a local error
+// (unreadable file, unwritable folder).
+#pragma once
+
+#include <ostream>
+
+namespace carebroker {
+
+int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err);
+
+}  // namespace carebroker

@@ -1,0 +1,5 @@
+#include <iostream>
+
+#include "broker/cli/ctl.h"
+
+int main(int argc, char** argv) { return carebroker::RunCtl(argc, argv, std::cout, std::cerr); }

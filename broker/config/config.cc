@@ -1,0 +1,176 @@
+#include "broker/config/config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "broker/core/status.h"
+#include "broker/core/yaml_proto.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace carebroker {
+namespace {
+
+namespace fs = std::filesystem;
+using google::protobuf::util::TimeUtil;
+
+constexpr uint64_t kMaxMessageBytesCeiling = 64ull << 20;  // gRPC frames above this are unwise
+
+absl::Duration ToAbsl(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+void SetDefault(google::protobuf::Duration* d, absl::Duration v, bool has) {
+  if (!has) *d = TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(v));
+}
+
+std::string Resolve(const std::string& base, const std::string& p) {
+  if (p.empty()) return p;
+  fs::path path(p);
+  return (path.is_absolute() ? path : fs::path(base) / path).lexically_normal().string();
+}
+
+bool ValidListen(absl::string_view s) {
+  // host:port or [v6]:port
+  const auto colon = s.rfind(':');
+  if (colon == absl::string_view::npos || colon == 0) return false;
+  absl::string_view host = s.substr(0, colon);
+  if (host.front() == '[' && host.back() != ']') return false;
+  uint32_t port;
+  return absl::SimpleAtoi(s.substr(colon + 1), &port) && port <= 65535;
+}
+
+}  // namespace
+
+bool IsOdsCodeShape(absl::string_view s) {
+  if (s.size() < 3 || s.size() > 10) return false;
+  for (char c : s) {
+    if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return false;
+  }
+  return true;
+}
+
+const v1::Organisation* Config::FindOrganisation(const OrgCode& ods) const {
+  auto it = org_index_.find(ods.str());
+  return it == org_index_.end() ? nullptr : &proto_.organisations(it->second);
+}
+
+absl::Duration Config::visibility_timeout() const { return ToAbsl(proto_.delivery().visibility_timeout()); }
+absl::Duration Config::expiry() const { return ToAbsl(proto_.delivery().expiry()); }
+absl::Duration Config::retention() const { return ToAbsl(proto_.delivery().retention()); }
+absl::Duration Config::sweep_interval() const { return ToAbsl(proto_.delivery().sweep_interval()); }
+
+absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text, absl::string_view file,
+                                                          const std::string& base_dir,
+                                                          const ConfigOverrides& overrides) {
+  auto cfg = std::shared_ptr<Config>(new Config);
+  v1::BrokerConfig& c = cfg->proto_;
+  YamlLines lines;
+  if (auto s = YamlToProto(text, file, &c, &lines); !s.ok()) return s;
+  auto err = [&](absl::string_view path, absl::string_view reason) {
+    return YamlError(file, lines, path, reason);
+  };
+
+  if (overrides.listen) c.set_listen(*overrides.listen);
+  if (c.listen().empty()) return err("listen", "required (host:port, e.g. 127.0.0.1:7443)");
+  if (!ValidListen(c.listen())) return err("listen", "expected host:port with a port 0-65535");
+
+  if (overrides.data_dir) {
+    c.set_data_dir(fs::absolute(*overrides.data_dir).lexically_normal().string());
+  } else {
+    if (c.data_dir().empty()) return err("data_dir", "required (folder for the store)");
+    c.set_data_dir(Resolve(base_dir, c.data_dir()));
+  }
+
+  // TLS: mutual TLS always; every file must be readable now, not at the first handshake.
+  auto* tls = c.mutable_tls();
+  struct {
+    const char* key;
+    std::string* value;
+    bool required;
+  } files[] = {{"tls.cert", tls->mutable_cert(), true},
+               {"tls.key", tls->mutable_key(), true},
+               {"tls.ca", tls->mutable_ca(), true},
+               {"tls.crl", tls->mutable_crl(), false}};
+  for (auto& f : files) {
+    if (f.value->empty()) {
+      if (f.required) return err(f.key, "required (PEM file)");
+      continue;
+    }
+    *f.value = Resolve(base_dir, *f.value);
+    std::ifstream in(*f.value);
+    if (!in) return err(f.key, absl::StrCat("cannot read ", *f.value));
+  }
+
+  // Store: SQLite is the embedded default.
+  if (!c.store().has_sqlite()) c.mutable_store()->mutable_sqlite();
+  std::string file_name = c.store().sqlite().file().empty() ? "carebroker.db" : c.store().sqlite().file();
+  cfg->sqlite_path_ = Resolve(c.data_dir(), file_name);
+
+  auto* lim = c.mutable_limits();
+  if (lim->max_message_bytes() == 0) lim->set_max_message_bytes(8ull << 20);
+  if (lim->max_message_bytes() > kMaxMessageBytesCeiling) {
+    return err("limits.max_message_bytes", "must be at most 67108864 (64 MiB)");
+  }
+  if (lim->max_in_flight_per_stream() == 0) lim->set_max_in_flight_per_stream(1000);
+  if (lim->max_in_flight_per_stream() > 100000) {
+    return err("limits.max_in_flight_per_stream", "must be at most 100000");
+  }
+  if (lim->max_pending_per_stream() == 0) lim->set_max_pending_per_stream(1000);
+  if (lim->max_pending_per_stream() > 100000) {
+    return err("limits.max_pending_per_stream", "must be at most 100000");
+  }
+  if (lim->memory_budget_bytes() == 0) lim->set_memory_budget_bytes(256ull << 20);
+  if (lim->memory_budget_bytes() < 2 * lim->max_message_bytes()) {
+    return err("limits.memory_budget_bytes", "must hold at least two messages of max_message_bytes");
+  }
+  if (lim->max_streams() == 0) lim->set_max_streams(1024);
+
+  auto* del = c.mutable_delivery();
+  SetDefault(del->mutable_visibility_timeout(), absl::Seconds(30), del->has_visibility_timeout());
+  SetDefault(del->mutable_expiry(), absl::Hours(24 * 5), del->has_expiry());
+  SetDefault(del->mutable_retention(), absl::Hours(24 * 30), del->has_retention());
+  SetDefault(del->mutable_sweep_interval(), absl::Seconds(60), del->has_sweep_interval());
+  for (auto [key, d] : {std::pair{"delivery.visibility_timeout", del->visibility_timeout()},
+                        std::pair{"delivery.expiry", del->expiry()},
+                        std::pair{"delivery.retention", del->retention()},
+                        std::pair{"delivery.sweep_interval", del->sweep_interval()}}) {
+    if (ToAbsl(d) <= absl::ZeroDuration()) return err(key, "must be more than zero");
+  }
+
+  if (c.organisations().empty()) return err("organisations", "at least one organisation is required");
+  for (int i = 0; i < c.organisations_size(); ++i) {
+    const auto& o = c.organisations(i);
+    const std::string at = absl::StrCat("organisations[", i, "]");
+    if (o.ods().empty()) return err(at + ".ods", "required");
+    if (!IsOdsCodeShape(o.ods())) {
+      return err(at + ".ods", "an ODS code is 3 to 10 upper-case letters or digits");
+    }
+    if (o.name().empty()) return err(at + ".name", "required");
+    if (o.kind() == v1::ORGANISATION_KIND_UNSPECIFIED) {
+      return err(at + ".kind", "required (nhs_trust, gp_practice, local_authority, nhs_england, ...)");
+    }
+    if (!cfg->org_index_.emplace(o.ods(), i).second) {
+      return err(at + ".ods", absl::StrCat("'", o.ods(), "' is registered twice"));
+    }
+  }
+  return std::shared_ptr<const Config>(std::move(cfg));
+}
+
+absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path,
+                                                         const ConfigOverrides& overrides) {
+  std::ifstream in(path);
+  if (!in) {
+    return Error(absl::StatusCode::kInvalidArgument, "CONFIG_INVALID",
+                 absl::StrCat(path, ": cannot read the config file"));
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string base = fs::absolute(path).parent_path().string();
+  return ParseConfig(ss.str(), path, base, overrides);
+}
+
+}  // namespace carebroker

@@ -1,0 +1,64 @@
+// The broker's configuration: one YAML file (schema: proto BrokerConfig),
+// validated once at start and then held as an immutable snapshot.
+//
+// LoadConfig resolves relative paths (TLS files against the config file's
+// folder; the store file against data_dir), fills defaults, and checks every
+// key. A bad config is INVALID_ARGUMENT whose message is
+// "FILE:LINE: key.path: reason"; the server must not start.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "broker/core/types.h"
+#include "carebroker/v1/config.pb.h"
+
+namespace carebroker {
+
+// Command-line values that win over the file.
+struct ConfigOverrides {
+  std::optional<std::string> listen;
+  std::optional<std::string> data_dir;
+};
+
+// The validated config plus derived lookups. Immutable once built.
+class Config {
+ public:
+  const v1::BrokerConfig& proto() const { return proto_; }
+  // Absolute path of the SQLite file.
+  const std::string& sqlite_path() const { return sqlite_path_; }
+  // The registered organisation with this ODS code, or null.
+  const v1::Organisation* FindOrganisation(const OrgCode& ods) const;
+
+  absl::Duration visibility_timeout() const;
+  absl::Duration expiry() const;
+  absl::Duration retention() const;
+  absl::Duration sweep_interval() const;
+
+ private:
+  friend absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view, absl::string_view,
+                                                                   const std::string&,
+                                                                   const ConfigOverrides&);
+  v1::BrokerConfig proto_;
+  std::string sqlite_path_;
+  absl::flat_hash_map<std::string, int> org_index_;
+};
+
+// Reads, validates and completes the config at `path`.
+absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path,
+                                                         const ConfigOverrides& overrides = {});
+
+// As LoadConfig, from text; `file` names it in errors and `base_dir` anchors
+// relative paths.
+absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text, absl::string_view file,
+                                                          const std::string& base_dir,
+                                                          const ConfigOverrides& overrides);
+
+// True for an ODS-code-shaped string: 3 to 10 upper-case letters or digits.
+bool IsOdsCodeShape(absl::string_view s);
+
+}  // namespace carebroker

@@ -1,0 +1,10 @@
+#include "broker/core/clock.h"
+
+namespace carebroker {
+
+const Clock& SystemClock::Get() {
+  static const SystemClock* c = new SystemClock;
+  return *c;
+}
+
+}  // namespace carebroker

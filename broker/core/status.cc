@@ -1,0 +1,33 @@
+#include "broker/core/status.h"
+
+#include <string>
+
+#include "absl/strings/cord.h"
+#include "broker/core/types.h"
+
+namespace carebroker {
+namespace {
+constexpr absl::string_view kReasonUrl = "type.carebroker.nhs.uk/reason";
+}  // namespace
+
+absl::Status Error(absl::StatusCode code, absl::string_view reason, absl::string_view message) {
+  absl::Status s(code, message);
+  s.SetPayload(kReasonUrl, absl::Cord(reason));
+  return s;
+}
+
+std::string ReasonOf(const absl::Status& s) {
+  auto p = s.GetPayload(kReasonUrl);
+  return p ? std::string(*p) : std::string();
+}
+
+absl::string_view RoleName(Role r) {
+  switch (r) {
+    case Role::kAgency: return "agency";
+    case Role::kIgOfficer: return "ig-officer";
+    case Role::kOperator: return "operator";
+  }
+  return "unknown";
+}
+
+}  // namespace carebroker

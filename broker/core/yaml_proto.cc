@@ -1,0 +1,242 @@
+#include "broker/core/yaml_proto.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cctype>
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "broker/core/status.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/duration.pb.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace carebroker {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::EnumDescriptor;
+using google::protobuf::EnumValueDescriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::Message;
+using google::protobuf::Reflection;
+
+class Reader {
+ public:
+  Reader(absl::string_view file, YamlLines* lines) : file_(file), lines_(lines) {}
+
+  absl::Status Fail(const YAML::Node& n, absl::string_view path, absl::string_view reason) const {
+    return InvalidArgument("CONFIG_INVALID", absl::StrCat(file_, ":", n.Mark().line + 1, ": ",
+                                                          path.empty() ? "(top)" : path, ": ",
+                                                          reason));
+  }
+
+  absl::Status ReadMessage(const YAML::Node& n, const std::string& path, Message* msg) {
+    const Descriptor* d = msg->GetDescriptor();
+    if (d->full_name() == "google.protobuf.Duration") return ReadDuration(n, path, msg);
+    if (n.IsNull()) return absl::OkStatus();  // an empty section is an empty message
+    if (!n.IsMap()) return Fail(n, path, "expected a mapping of keys");
+    const Reflection* r = msg->GetReflection();
+    for (const auto& kv : n) {
+      std::string key;
+      if (!kv.first.IsScalar()) return Fail(kv.first, path, "keys must be plain words");
+      key = kv.first.Scalar();
+      const std::string sub = path.empty() ? key : absl::StrCat(path, ".", key);
+      Record(sub, kv.first);
+      const FieldDescriptor* f = d->FindFieldByName(key);
+      if (f == nullptr) return Fail(kv.first, sub, "unknown key");
+      if (f->is_map()) return Fail(kv.first, sub, "maps are not supported here");
+      if (const auto* oneof = f->containing_oneof()) {
+        if (const FieldDescriptor* set = r->GetOneofFieldDescriptor(*msg, oneof)) {
+          return Fail(kv.first, sub,
+                      absl::StrCat("conflicts with '", set->name(), "': only one of them may be given"));
+        }
+      }
+      if (f->is_repeated()) {
+        if (kv.second.IsNull()) continue;
+        if (!kv.second.IsSequence()) return Fail(kv.second, sub, "expected a list");
+        int i = 0;
+        for (const auto& item : kv.second) {
+          const std::string ip = absl::StrCat(sub, "[", i++, "]");
+          Record(ip, item);
+          if (auto s = ReadField(item, ip, msg, f, /*repeated=*/true); !s.ok()) return s;
+        }
+      } else if (auto s = ReadField(kv.second, sub, msg, f, false); !s.ok()) {
+        return s;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  void Record(const std::string& path, const YAML::Node& n) {
+    if (lines_ != nullptr) lines_->emplace(path, n.Mark().line + 1);
+  }
+
+  absl::Status ReadDuration(const YAML::Node& n, const std::string& path, Message* msg) {
+    if (!n.IsScalar()) return Fail(n, path, "expected a duration such as 30s, 15m, 2h or 5d");
+    auto d = ParseDurationWithDays(n.Scalar());
+    if (!d.ok()) return Fail(n, path, d.status().message());
+    auto* out = static_cast<google::protobuf::Duration*>(msg);
+    *out = google::protobuf::util::TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(*d));
+    return absl::OkStatus();
+  }
+
+  absl::Status ReadField(const YAML::Node& n, const std::string& path, Message* msg,
+                         const FieldDescriptor* f, bool repeated) {
+    const Reflection* r = msg->GetReflection();
+    if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
+      Message* sub = repeated ? r->AddMessage(msg, f) : r->MutableMessage(msg, f);
+      return ReadMessage(n, path, sub);
+    }
+    if (!n.IsScalar()) return Fail(n, path, "expected a single value");
+    const std::string& v = n.Scalar();
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING:
+        repeated ? r->AddString(msg, f, v) : r->SetString(msg, f, v);
+        return absl::OkStatus();
+      case FieldDescriptor::CPPTYPE_BOOL: {
+        bool b;
+        if (!absl::SimpleAtob(v, &b)) return Fail(n, path, "expected true or false");
+        repeated ? r->AddBool(msg, f, b) : r->SetBool(msg, f, b);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_INT32: {
+        int32_t x;
+        if (!absl::SimpleAtoi(v, &x)) return Fail(n, path, "expected a whole number");
+        repeated ? r->AddInt32(msg, f, x) : r->SetInt32(msg, f, x);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_INT64: {
+        int64_t x;
+        if (!absl::SimpleAtoi(v, &x)) return Fail(n, path, "expected a whole number");
+        repeated ? r->AddInt64(msg, f, x) : r->SetInt64(msg, f, x);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_UINT32: {
+        uint32_t x;
+        if (!absl::SimpleAtoi(v, &x)) return Fail(n, path, "expected a whole number, 0 or more");
+        repeated ? r->AddUInt32(msg, f, x) : r->SetUInt32(msg, f, x);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_UINT64: {
+        uint64_t x;
+        if (!absl::SimpleAtoi(v, &x)) return Fail(n, path, "expected a whole number, 0 or more");
+        repeated ? r->AddUInt64(msg, f, x) : r->SetUInt64(msg, f, x);
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_DOUBLE:
+      case FieldDescriptor::CPPTYPE_FLOAT: {
+        double x;
+        if (!absl::SimpleAtod(v, &x) || !std::isfinite(x)) return Fail(n, path, "expected a number");
+        if (f->cpp_type() == FieldDescriptor::CPPTYPE_DOUBLE) {
+          repeated ? r->AddDouble(msg, f, x) : r->SetDouble(msg, f, x);
+        } else {
+          repeated ? r->AddFloat(msg, f, static_cast<float>(x)) : r->SetFloat(msg, f, static_cast<float>(x));
+        }
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        const EnumValueDescriptor* ev = FindEnum(f->enum_type(), v);
+        if (ev == nullptr || ev->number() == 0) {
+          return Fail(n, path, absl::StrCat("'", v, "' is not one of ", EnumChoices(f->enum_type())));
+        }
+        repeated ? r->AddEnumValue(msg, f, ev->number()) : r->SetEnumValue(msg, f, ev->number());
+        return absl::OkStatus();
+      }
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        break;
+    }
+    return Fail(n, path, "unsupported field type");
+  }
+
+  // The prefix shared by an enum's values, from its _UNSPECIFIED value.
+  static std::string EnumPrefix(const EnumDescriptor* e) {
+    const std::string& zero = e->value(0)->name();
+    constexpr absl::string_view kSuffix = "UNSPECIFIED";
+    if (zero.size() > kSuffix.size() && absl::EndsWith(zero, kSuffix)) {
+      return zero.substr(0, zero.size() - kSuffix.size());
+    }
+    return "";
+  }
+
+  static const EnumValueDescriptor* FindEnum(const EnumDescriptor* e, absl::string_view v) {
+    std::string norm = absl::AsciiStrToUpper(absl::StrReplaceAll(v, {{"-", "_"}, {" ", "_"}}));
+    if (const auto* ev = e->FindValueByName(norm)) return ev;
+    return e->FindValueByName(EnumPrefix(e) + norm);
+  }
+
+  static std::string EnumChoices(const EnumDescriptor* e) {
+    const std::string prefix = EnumPrefix(e);
+    std::string out;
+    for (int i = 1; i < e->value_count(); ++i) {
+      std::string name = e->value(i)->name().substr(prefix.size());
+      absl::StrAppend(&out, i > 1 ? ", " : "", absl::AsciiStrToLower(name));
+    }
+    return out;
+  }
+
+  std::string file_;
+  YamlLines* lines_;
+};
+
+}  // namespace
+
+absl::StatusOr<absl::Duration> ParseDurationWithDays(absl::string_view s) {
+  absl::Duration d;
+  absl::string_view t = absl::StripAsciiWhitespace(s);
+  if (t.size() > 1 && t.back() == 'd') {
+    int64_t days;
+    if (!absl::SimpleAtoi(t.substr(0, t.size() - 1), &days) || days < 0 || days > 36500) {
+      return absl::InvalidArgumentError(absl::StrCat("'", s, "' is not a duration"));
+    }
+    return absl::Hours(24 * days);
+  }
+  if (!absl::ParseDuration(t, &d) || d == absl::InfiniteDuration() || d < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", s, "' is not a duration (use e.g. 30s, 15m, 2h, 5d)"));
+  }
+  return d;
+}
+
+absl::Status YamlToProto(absl::string_view text, absl::string_view file, Message* msg,
+                         YamlLines* lines) {
+  msg->Clear();
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("CONFIG_INVALID",
+                           absl::StrCat(file, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
+  }
+  Reader reader(file, lines);
+  try {
+    return reader.ReadMessage(root, "", msg);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("CONFIG_INVALID", absl::StrCat(file, ":", e.mark.line + 1, ": ", e.msg));
+  }
+}
+
+absl::Status YamlError(absl::string_view file, const YamlLines& lines, absl::string_view path,
+                       absl::string_view reason) {
+  std::string p(path);
+  int line = 0;
+  while (true) {
+    if (auto it = lines.find(p); it != lines.end()) {
+      line = it->second;
+      break;
+    }
+    const auto cut = p.find_last_of(".[");
+    if (cut == std::string::npos) break;
+    p.resize(cut);
+  }
+  return InvalidArgument("CONFIG_INVALID", line > 0 ? absl::StrCat(file, ":", line, ": ", path, ": ", reason)
+                                                    : absl::StrCat(file, ": ", path, ": ", reason));
+}
+
+}  // namespace carebroker

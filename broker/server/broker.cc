@@ -1,0 +1,219 @@
+#include "broker/server/broker.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
+#include <grpcpp/server.h>
+#include <grpcpp/server_builder.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "broker/core/status.h"
+#include "broker/exchange/mailboxes.h"
+#include "broker/server/exchange_service.h"
+#include "broker/server/identity.h"
+#include "broker/store/sqlite_store.h"
+
+namespace carebroker {
+namespace {
+
+namespace fs = std::filesystem;
+
+absl::Status TlsError(absl::string_view key, absl::string_view why) {
+  return InvalidArgument("CONFIG_INVALID", absl::StrCat(key, ": ", why));
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view key) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return TlsError(key, absl::StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// gRPC checks CRLs from an OpenSSL hashed folder: <issuer-hash>.r0. Checks
+// the CRL is signed by a CA in `ca_pem` and in date, then writes it there.
+absl::Status PrepareCrlDir(const std::string& crl_pem, const std::string& ca_pem, const fs::path& dir,
+                           absl::Time now) {
+  using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
+  Bio crl_bio(BIO_new_mem_buf(crl_pem.data(), static_cast<int>(crl_pem.size())), &BIO_free);
+  std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(
+      PEM_read_bio_X509_CRL(crl_bio.get(), nullptr, nullptr, nullptr), &X509_CRL_free);
+  if (!crl) return TlsError("tls.crl", "not a PEM certificate revocation list");
+
+  Bio ca_bio(BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size())), &BIO_free);
+  bool signed_by_ca = false;
+  while (X509* ca = PEM_read_bio_X509(ca_bio.get(), nullptr, nullptr, nullptr)) {
+    if (X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl.get())) == 0 &&
+        X509_CRL_verify(crl.get(), X509_get0_pubkey(ca)) == 1) {
+      signed_by_ca = true;
+    }
+    X509_free(ca);
+  }
+  if (!signed_by_ca) return TlsError("tls.crl", "not signed by a CA in tls.ca");
+  const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
+  const time_t now_t = absl::ToTimeT(now);
+  if (next != nullptr && X509_cmp_time(next, const_cast<time_t*>(&now_t)) < 0) {
+    return TlsError("tls.crl", "has passed its next-update time; issue a fresh CRL");
+  }
+
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  fs::create_directories(dir, ec);
+  if (ec) return TlsError("tls.crl", absl::StrCat("cannot create ", dir.string()));
+  int ok = 0;
+  const unsigned long hash = X509_NAME_hash_ex(X509_CRL_get_issuer(crl.get()), nullptr, nullptr, &ok);
+  if (!ok) return TlsError("tls.crl", "cannot hash the issuer name");
+  std::ofstream out(dir / absl::StrFormat("%08lx.r0", hash), std::ios::binary | std::ios::trunc);
+  out << crl_pem;
+  if (!out.flush()) return TlsError("tls.crl", absl::StrCat("cannot write into ", dir.string()));
+  return absl::OkStatus();
+}
+
+void Log(absl::string_view msg) { absl::FPrintF(stderr, "carebroker: %s\n", msg); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Config> config, BrokerOptions options) {
+  std::unique_ptr<Broker> b(new Broker);
+  b->config_ = config;
+  b->clock_ = options.clock;
+  const auto& c = config->proto();
+
+  std::error_code ec;
+  fs::create_directories(c.data_dir(), ec);
+  if (ec) {
+    return Error(absl::StatusCode::kUnavailable, "DATA_DIR_UNAVAILABLE",
+                 absl::StrCat("cannot create data_dir ", c.data_dir(), ": ", ec.message()));
+  }
+  fs::permissions(c.data_dir(), fs::perms::owner_all, fs::perm_options::replace, ec);
+
+  auto cert = ReadFile(c.tls().cert(), "tls.cert");
+  if (!cert.ok()) return cert.status();
+  auto key = ReadFile(c.tls().key(), "tls.key");
+  if (!key.ok()) return key.status();
+  auto ca = ReadFile(c.tls().ca(), "tls.ca");
+  if (!ca.ok()) return ca.status();
+
+  auto provider = std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
+      *ca, std::vector<grpc::experimental::IdentityKeyCertPair>{{*key, *cert}});
+  grpc::experimental::TlsServerCredentialsOptions tls(provider);
+  tls.watch_root_certs();
+  tls.watch_identity_key_cert_pairs();
+  tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  if (!c.tls().crl().empty()) {
+    auto crl = ReadFile(c.tls().crl(), "tls.crl");
+    if (!crl.ok()) return crl.status();
+    const fs::path dir = fs::path(c.data_dir()) / "crl.d";
+    if (auto s = PrepareCrlDir(*crl, *ca, dir, options.clock->Now()); !s.ok()) return s;
+    tls.set_crl_directory(dir.string());
+  }
+
+  auto store = OpenSqliteStore(config->sqlite_path());
+  if (!store.ok()) return store.status();
+  b->store_ = *std::move(store);
+  b->mailboxes_ = std::make_unique<Mailboxes>();
+  b->budget_ = std::make_unique<MemoryBudget>(c.limits().memory_budget_bytes());
+  b->identities_ = std::make_unique<IdentityCache>();
+  b->streams_ = std::make_unique<std::atomic<int>>(0);
+  Mailboxes* mailboxes = b->mailboxes_.get();
+  b->store_->SetArrivalListener([mailboxes](const OrgCode& org) { mailboxes->Notify(org); });
+  b->service_ = std::make_unique<ExchangeService>(ExchangeDeps{config, b->store_.get(), b->mailboxes_.get(),
+                                                               b->budget_.get(), b->clock_, b->identities_.get(),
+                                                               b->streams_.get()});
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(c.listen(), grpc::experimental::TlsServerCredentials(tls), &b->port_);
+  builder.RegisterService(b->service_.get());
+  const int max_frame = static_cast<int>(c.limits().max_message_bytes() + (64 << 10));
+  builder.SetMaxReceiveMessageSize(max_frame);
+  builder.SetMaxSendMessageSize(max_frame);
+  b->server_ = builder.BuildAndStart();
+  if (!b->server_ || b->port_ == 0) {
+    b->store_->Close();
+    return Error(absl::StatusCode::kUnavailable, "LISTEN_FAILED", absl::StrCat("cannot listen on ", c.listen()));
+  }
+  b->server_->GetHealthCheckService()->SetServingStatus(true);
+  b->housekeeping_ = std::thread([raw = b.get()] { raw->Housekeeping(); });
+  Log(absl::StrCat("listening on ", b->address(), " (mutual TLS), store ", config->sqlite_path()));
+  return b;
+}
+
+std::string Broker::address() const {
+  std::string host = config_->proto().listen().substr(0, config_->proto().listen().rfind(':'));
+  return absl::StrCat(host, ":", port_);
+}
+
+void Broker::WakeAll() { mailboxes_->NotifyAll(); }
+
+absl::StatusOr<SweepResult> Broker::SweepNow() {
+  SweepResult total;
+  for (int round = 0; round < 100; ++round) {
+    const absl::Time now = clock_->Now();
+    SweepRequest req{now, now - config_->retention(), config_->expiry(), 10000};
+    absl::Mutex mu;
+    bool done = false;
+    absl::StatusOr<SweepResult> r = absl::UnknownError("not run");
+    store_->Sweep(req, [&](absl::StatusOr<SweepResult> res) {
+      absl::MutexLock l(&mu);
+      r = std::move(res);
+      done = true;
+    });
+    {
+      absl::MutexLock l(&mu);
+      mu.Await(absl::Condition(&done));
+    }
+    if (!r.ok()) return r.status();
+    total.expired += r->expired;
+    total.reports += r->reports;
+    total.purged += r->purged;
+    if (!r->more) break;
+  }
+  if (total.expired > 0 || total.purged > 0) {
+    Log(absl::StrCat("sweep: ", total.expired, " expired, ", total.reports, " non-delivery reports, ",
+                     total.purged, " bodies purged"));
+  }
+  return total;
+}
+
+void Broker::Housekeeping() {
+  absl::Time next_sweep = absl::Now();
+  absl::MutexLock l(&mu_);
+  while (!stopping_) {
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Seconds(1));
+    if (stopping_) break;
+    mu_.Unlock();
+    WakeAll();  // deliveries whose visibility timeout passed are claimable again
+    if (absl::Now() >= next_sweep) {
+      if (auto r = SweepNow(); !r.ok()) Log(absl::StrCat("sweep failed: ", r.status().message()));
+      next_sweep = absl::Now() + config_->sweep_interval();
+    }
+    mu_.Lock();
+  }
+}
+
+void Broker::Shutdown() {
+  {
+    absl::MutexLock l(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (housekeeping_.joinable()) housekeeping_.join();
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  if (store_) store_->Close();  // runs the last callbacks, releasing reactors
+  Log("stopped");
+}
+
+Broker::~Broker() { Shutdown(); }
+
+}  // namespace carebroker

@@ -1,0 +1,83 @@
+// The carebroker server: config in, a listening mutual-TLS gRPC server out.
+//
+//   auto broker = Broker::Start(config);   // opens the store, binds, serves
+//   broker->port();                        // the bound port (config may say :0)
+//   broker->Shutdown();                    // graceful: streams end, store drains
+//
+// Serves carebroker.v1.Exchange, grpc.health.v1.Health and server
+// reflection, all over mutual TLS only: a client needs a certificate from
+// tls.ca that is in date and not revoked in tls.crl, or the handshake fails.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "broker/config/config.h"
+#include "broker/core/clock.h"
+#include "broker/store/store.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace carebroker {
+
+class ExchangeService;
+class Mailboxes;
+class MemoryBudget;
+class IdentityCache;
+
+struct BrokerOptions {
+  // Time for expiry, visibility and acceptance stamps. Not owned.
+  const Clock* clock = &SystemClock::Get();
+};
+
+class Broker {
+ public:
+  // Opens the store, writes the CRL lookup folder, binds and starts serving.
+  // Errors: INVALID_ARGUMENT (TLS material or CRL unusable, naming the
+  // config key), UNAVAILABLE (store cannot open, address cannot be bound).
+  static absl::StatusOr<std::unique_ptr<Broker>> Start(std::shared_ptr<const Config> config,
+                                                       BrokerOptions options = {});
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  int port() const { return port_; }
+  // "127.0.0.1:PORT" style address clients can dial.
+  std::string address() const;
+
+  // Runs expiry and purge now (also run every delivery.sweep_interval).
+  absl::StatusOr<SweepResult> SweepNow();
+  // Wakes every Receive stream (as the housekeeping tick does each second),
+  // so visibility timeouts are noticed at once.
+  void WakeAll();
+
+  // Stops accepting calls, ends streams (unacked deliveries are released),
+  // drains the store. Idempotent.
+  void Shutdown();
+
+ private:
+  Broker() = default;
+  void Housekeeping();
+
+  std::shared_ptr<const Config> config_;
+  const Clock* clock_ = nullptr;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Mailboxes> mailboxes_;
+  std::unique_ptr<MemoryBudget> budget_;
+  std::unique_ptr<IdentityCache> identities_;
+  std::unique_ptr<std::atomic<int>> streams_;
+  std::unique_ptr<ExchangeService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+
+  std::thread housekeeping_;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+}  // namespace carebroker

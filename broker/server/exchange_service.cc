@@ -1,0 +1,572 @@
+#include "broker/server/exchange_service.h"
+
+#include <deque>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "broker/core/ids.h"
+#include "broker/core/status.h"
+#include "broker/exchange/intake.h"
+#include "broker/server/grpc_status.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace carebroker {
+namespace {
+
+using google::protobuf::util::TimeUtil;
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
+}
+
+// A stream refused before it started.
+template <typename Req, typename Resp>
+class RefusedStream final : public grpc::ServerBidiReactor<Req, Resp> {
+ public:
+  explicit RefusedStream(const absl::Status& s) { this->Finish(ToGrpcStatus(s)); }
+  void OnDone() override { delete this; }
+};
+
+// Counts an open stream for the max_streams limit; false when full.
+bool EnterStream(const ExchangeDeps& d) {
+  const int limit = static_cast<int>(d.config->proto().limits().max_streams());
+  if (d.streams->fetch_add(1) >= limit) {
+    d.streams->fetch_sub(1);
+    return false;
+  }
+  return true;
+}
+
+absl::Status TooManyStreams() {
+  return Error(absl::StatusCode::kResourceExhausted, "TOO_MANY_STREAMS", "the broker's stream limit is reached");
+}
+
+// Reference counting for reactors with asynchronous store work in flight:
+// one reference for gRPC (dropped in OnDone) and one per store operation.
+class RefCounted {
+ public:
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+ protected:
+  virtual ~RefCounted() = default;
+
+ private:
+  std::atomic<int> refs_{1};
+};
+
+// ---------------------------------------------------------------- SendStream
+
+class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, v1::SendStreamResponse>,
+                                public RefCounted {
+ public:
+  SendStreamReactor(const ExchangeDeps& d, Identity id)
+      : d_(d), id_(std::move(id)), max_pending_(d.config->proto().limits().max_pending_per_stream()) {
+    StartRead(&req_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      bool finish;
+      {
+        absl::MutexLock l(&mu_);
+        read_done_ = true;
+        finish = ShouldFinishLocked();
+      }
+      if (finish) DoFinish(absl::OkStatus());
+      return;
+    }
+    absl::StatusOr<NewMessage> msg = Admit(*d_.config, id_.org, req_, d_.clock->Now());
+    uint64_t bytes = msg.ok() ? msg->payload.size() : 0;
+    if (msg.ok() && !d_.budget->TryAcquire(bytes)) {
+      msg = Error(absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",
+                  "the broker is at its memory budget; retry shortly");
+    }
+    bool read_more;
+    {
+      absl::MutexLock l(&mu_);
+      Slot& slot = slots_.emplace_back();
+      if (!msg.ok()) {
+        *slot.resp.mutable_error() = ToStreamError(msg.status());
+        slot.ready = true;
+      } else {
+        Ref();
+        std::vector<NewMessage> batch;
+        batch.push_back(*std::move(msg));
+        d_.store->Append(std::move(batch), [this, slot = &slot, bytes](auto r) { OnAppended(slot, bytes, std::move(r)); });
+      }
+      read_more = slots_.size() < max_pending_;
+      if (!read_more) read_paused_ = true;
+    }
+    if (read_more) StartRead(&req_);
+    MaybeWrite();
+  }
+
+  void OnWriteDone(bool ok) override {
+    bool finish;
+    {
+      absl::MutexLock l(&mu_);
+      writing_ = false;
+      if (!ok) broken_ = true;
+      finish = ShouldFinishLocked();
+    }
+    if (finish) {
+      DoFinish(ok ? absl::OkStatus() : absl::CancelledError("stream broken"));
+      return;
+    }
+    MaybeWrite();
+  }
+
+  void OnDone() override {
+    d_.streams->fetch_sub(1);
+    Unref();
+  }
+
+ private:
+  struct Slot {
+    bool ready = false;
+    v1::SendStreamResponse resp;
+  };
+
+  void OnAppended(Slot* slot, uint64_t bytes, absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> r) {
+    d_.budget->Release(bytes);
+    {
+      absl::MutexLock l(&mu_);
+      absl::Status s = r.ok() ? (*r)[0].status() : r.status();
+      if (s.ok()) {
+        const AppendReceipt& rc = *(*r)[0];
+        auto* out = slot->resp.mutable_receipt();
+        out->set_message_id(rc.id.str());
+        *out->mutable_accepted_at() = ToProto(rc.accepted_at);
+        out->set_duplicate(rc.duplicate);
+      } else {
+        *slot->resp.mutable_error() = ToStreamError(s);
+      }
+      slot->ready = true;
+    }
+    MaybeWrite();
+    Unref();
+  }
+
+  // Writes the oldest response if it is ready and no write is in flight.
+  void MaybeWrite() {
+    bool write = false, resume_read = false, finish = false;
+    {
+      absl::MutexLock l(&mu_);
+      if (!writing_ && !broken_ && !finished_ && !slots_.empty() && slots_.front().ready) {
+        write_buf_ = std::move(slots_.front().resp);
+        slots_.pop_front();
+        writing_ = write = true;
+        if (read_paused_ && slots_.size() < max_pending_) {
+          read_paused_ = false;
+          resume_read = true;
+        }
+      }
+      finish = ShouldFinishLocked();
+    }
+    if (write) StartWrite(&write_buf_);
+    if (resume_read) StartRead(&req_);
+    if (finish) DoFinish(absl::OkStatus());
+  }
+
+  bool ShouldFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || writing_) return false;
+    if (broken_ || (read_done_ && slots_.empty())) {
+      finished_ = true;
+      return true;
+    }
+    return false;
+  }
+
+  void DoFinish(const absl::Status& s) { Finish(ToGrpcStatus(s)); }
+
+  const ExchangeDeps& d_;
+  const Identity id_;
+  const size_t max_pending_;
+  v1::SendRequest req_;  // one read in flight at a time
+  v1::SendStreamResponse write_buf_;
+
+  absl::Mutex mu_;
+  std::deque<Slot> slots_ ABSL_GUARDED_BY(mu_);  // responses in request order
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// ------------------------------------------------------------------- Receive
+
+class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, v1::Delivery>,
+                             public Subscriber,
+                             public RefCounted {
+ public:
+  ReceiveReactor(const ExchangeDeps& d, Identity id) : d_(d), id_(std::move(id)) {
+    thread_local absl::BitGen gen;
+    token_ = absl::Uniform<uint64_t>(gen) >> 1;  // positive in a signed 64-bit column
+    StartRead(&req_);
+  }
+
+  void Wake() override { TryClaim(); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      // The client closed its side: finish once its acks are durable, so a
+      // clean end of stream means every ack sent on it is committed.
+      bool finish;
+      {
+        absl::MutexLock l(&mu_);
+        closing_ = true;
+        finish = !ack_outstanding_ && pending_acks_.empty();
+      }
+      if (finish) FinishOnce(absl::OkStatus());
+      return;
+    }
+    if (req_.has_open()) {
+      bool first;
+      {
+        absl::MutexLock l(&mu_);
+        first = !opened_;
+        if (first) {
+          const uint32_t limit = d_.config->proto().limits().max_in_flight_per_stream();
+          const uint32_t asked = req_.open().max_in_flight();
+          max_in_flight_ = asked == 0 || asked > limit ? limit : asked;
+          opened_ = true;
+        }
+      }
+      if (!first) {
+        FinishOnce(InvalidArgument("RECEIVE_ALREADY_OPEN", "open was sent twice on one stream"));
+        return;
+      }
+      d_.mailboxes->Subscribe(id_.org, this);
+      TryClaim();
+    } else if (req_.kind_case() == v1::ReceiveRequest::kAck) {
+      if (!IsMessageIdShape(req_.ack())) {
+        FinishOnce(InvalidArgument("MESSAGE_ID_INVALID", "ack is not a message id"));
+        return;
+      }
+      bool opened, flush = false;
+      {
+        absl::MutexLock l(&mu_);
+        opened = opened_;
+        if (opened) {
+          in_flight_.erase(req_.ack());
+          pending_acks_.emplace_back(req_.ack());
+          flush = !ack_outstanding_;
+        }
+      }
+      if (!opened) {
+        FinishOnce(InvalidArgument("RECEIVE_OPEN_REQUIRED", "the first request on a Receive stream must be open"));
+        return;
+      }
+      if (flush) FlushAcks();
+      TryClaim();
+    } else {
+      FinishOnce(InvalidArgument("RECEIVE_OPEN_REQUIRED", "the first request on a Receive stream must be open"));
+      return;
+    }
+    StartRead(&req_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      absl::MutexLock l(&mu_);
+      writing_ = false;
+      d_.budget->Release(write_bytes_);
+      write_bytes_ = 0;
+    }
+    if (!ok) {
+      FinishOnce(absl::CancelledError("stream broken"));
+      return;
+    }
+    MaybeWrite();
+  }
+
+  void OnDone() override {
+    d_.mailboxes->Unsubscribe(id_.org, this);
+    std::vector<MessageId> unacked;
+    {
+      absl::MutexLock l(&mu_);
+      done_ = true;
+      for (const auto& id : in_flight_) unacked.emplace_back(id);
+      in_flight_.clear();
+      for (const auto& d : to_write_) d_.budget->Release(d.payload.size());
+      to_write_.clear();
+    }
+    if (!unacked.empty()) {
+      // Unacknowledged deliveries go back to the mailbox at once.
+      Ref();
+      d_.store->Release(id_.org, token_, std::move(unacked), d_.clock->Now(), [this](auto) { Unref(); });
+    }
+    d_.streams->fetch_sub(1);
+    Unref();
+  }
+
+ private:
+  void TryClaim() {
+    absl::MutexLock l(&mu_);
+    if (!opened_ || done_ || finished_) return;
+    if (claiming_) {
+      rewake_ = true;
+      return;
+    }
+    const int credit = static_cast<int>(max_in_flight_) - static_cast<int>(in_flight_.size());
+    if (credit <= 0 || d_.budget->Exhausted()) return;
+    claiming_ = true;
+    rewake_ = false;
+    const absl::Time now = d_.clock->Now();
+    ClaimRequest req{id_.org, std::min(credit, 512), now, now + d_.config->visibility_timeout(), token_};
+    Ref();
+    d_.store->Claim(std::move(req), [this, asked = std::min(credit, 512)](auto r) { OnClaimed(asked, std::move(r)); });
+  }
+
+  void OnClaimed(int asked, absl::StatusOr<std::vector<StoredDelivery>> r) {
+    bool again = false;
+    {
+      absl::MutexLock l(&mu_);
+      claiming_ = false;
+      if (r.ok() && !done_) {
+        for (auto& d : *r) {
+          d_.budget->ForceAcquire(d.payload.size());
+          in_flight_.insert(d.id.str());
+          to_write_.push_back(std::move(d));
+        }
+        again = rewake_ || static_cast<int>(r->size()) == asked;
+      }
+    }
+    if (!r.ok()) {
+      FinishOnce(r.status());
+    } else {
+      MaybeWrite();
+      if (again) TryClaim();
+    }
+    Unref();
+  }
+
+  void FlushAcks() {
+    std::vector<MessageId> ids;
+    {
+      absl::MutexLock l(&mu_);
+      if (ack_outstanding_ || pending_acks_.empty() || done_) return;
+      ids.swap(pending_acks_);
+      ack_outstanding_ = true;
+    }
+    Ref();
+    d_.store->Ack(id_.org, std::move(ids), d_.clock->Now(), [this](absl::StatusOr<AckResult> r) {
+      {
+        absl::MutexLock l(&mu_);
+        ack_outstanding_ = false;
+      }
+      if (!r.ok()) {
+        FinishOnce(r.status());
+      } else {
+        FlushAcks();
+        bool finish;
+        {
+          absl::MutexLock l(&mu_);
+          finish = closing_ && !ack_outstanding_ && pending_acks_.empty();
+        }
+        if (finish) FinishOnce(absl::OkStatus());
+      }
+      Unref();
+    });
+  }
+
+  void MaybeWrite() {
+    {
+      absl::MutexLock l(&mu_);
+      if (writing_ || done_ || finished_ || to_write_.empty()) return;
+      StoredDelivery d = std::move(to_write_.front());
+      to_write_.pop_front();
+      write_buf_.Clear();
+      write_buf_.set_message_id(d.id.str());
+      write_buf_.set_sender(d.sender.str());
+      write_buf_.set_workflow(std::move(d.workflow));
+      write_buf_.set_purpose(std::move(d.purpose));
+      write_buf_.set_content_type(std::move(d.content_type));
+      write_bytes_ = d.payload.size();
+      write_buf_.set_payload(std::move(d.payload));
+      *write_buf_.mutable_accepted_at() = ToProto(d.accepted_at);
+      write_buf_.set_delivery_count(d.delivery_count);
+      write_buf_.set_kind(d.kind);
+      write_buf_.set_local_reference(std::move(d.local_reference));
+      writing_ = true;
+    }
+    StartWrite(&write_buf_);
+  }
+
+  void FinishOnce(const absl::Status& s) {
+    {
+      absl::MutexLock l(&mu_);
+      if (finished_) return;
+      finished_ = true;
+    }
+    Finish(ToGrpcStatus(s));
+  }
+
+  const ExchangeDeps& d_;
+  const Identity id_;
+  ClaimToken token_ = 0;
+  v1::ReceiveRequest req_;
+  v1::Delivery write_buf_;
+
+  absl::Mutex mu_;
+  bool opened_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool claiming_ ABSL_GUARDED_BY(mu_) = false;
+  bool rewake_ ABSL_GUARDED_BY(mu_) = false;
+  bool ack_outstanding_ ABSL_GUARDED_BY(mu_) = false;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;  // the client half-closed
+  uint32_t max_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t write_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);  // claimed, not acked
+  std::deque<StoredDelivery> to_write_ ABSL_GUARDED_BY(mu_);
+  std::vector<MessageId> pending_acks_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config,
+                                   Role role) {
+  auto auth = ctx->auth_context();
+  std::vector<grpc::string_ref> pems =
+      auth ? auth->FindPropertyValues("x509_pem_cert") : std::vector<grpc::string_ref>{};
+  if (pems.empty()) {
+    return Error(absl::StatusCode::kUnauthenticated, "CERTIFICATE_REQUIRED", "a verified client certificate is required");
+  }
+  auto id = cache.Get(absl::string_view(pems[0].data(), pems[0].size()));
+  if (!id.ok()) return id.status();
+  if (id->role != role) {
+    return Error(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+                 absl::StrCat("this call needs the ", RoleName(role), " role; the certificate has ",
+                              RoleName(id->role)));
+  }
+  if (config.FindOrganisation(id->org) == nullptr) {
+    return Error(absl::StatusCode::kPermissionDenied, "UNKNOWN_ORGANISATION",
+                 absl::StrCat("organisation ", id->org.str(), " is not registered with this broker"));
+  }
+  return id;
+}
+
+grpc::ServerUnaryReactor* ExchangeService::Send(grpc::CallbackServerContext* ctx, const v1::SendRequest* req,
+                                                v1::SendReceipt* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
+  if (!id.ok()) {
+    reactor->Finish(ToGrpcStatus(id.status()));
+    return reactor;
+  }
+  auto msg = Admit(*deps_.config, id->org, *req, deps_.clock->Now());
+  if (!msg.ok()) {
+    reactor->Finish(ToGrpcStatus(msg.status()));
+    return reactor;
+  }
+  const uint64_t bytes = msg->payload.size();
+  if (!deps_.budget->TryAcquire(bytes)) {
+    reactor->Finish(ToGrpcStatus(Error(absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",
+                                       "the broker is at its memory budget; retry shortly")));
+    return reactor;
+  }
+  std::vector<NewMessage> batch;
+  batch.push_back(*std::move(msg));
+  deps_.store->Append(std::move(batch), [this, reactor, resp, bytes](auto r) {
+    deps_.budget->Release(bytes);
+    absl::Status s = r.ok() ? (*r)[0].status() : r.status();
+    if (s.ok()) {
+      const AppendReceipt& rc = *(*r)[0];
+      resp->set_message_id(rc.id.str());
+      *resp->mutable_accepted_at() = ToProto(rc.accepted_at);
+      resp->set_duplicate(rc.duplicate);
+    }
+    reactor->Finish(ToGrpcStatus(s));
+  });
+  return reactor;
+}
+
+grpc::ServerBidiReactor<v1::SendRequest, v1::SendStreamResponse>* ExchangeService::SendStream(
+    grpc::CallbackServerContext* ctx) {
+  auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
+  if (!id.ok()) return new RefusedStream<v1::SendRequest, v1::SendStreamResponse>(id.status());
+  if (!EnterStream(deps_)) return new RefusedStream<v1::SendRequest, v1::SendStreamResponse>(TooManyStreams());
+  return new SendStreamReactor(deps_, *std::move(id));
+}
+
+grpc::ServerBidiReactor<v1::ReceiveRequest, v1::Delivery>* ExchangeService::Receive(
+    grpc::CallbackServerContext* ctx) {
+  auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
+  if (!id.ok()) return new RefusedStream<v1::ReceiveRequest, v1::Delivery>(id.status());
+  if (!EnterStream(deps_)) return new RefusedStream<v1::ReceiveRequest, v1::Delivery>(TooManyStreams());
+  return new ReceiveReactor(deps_, *std::move(id));
+}
+
+grpc::ServerUnaryReactor* ExchangeService::Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest* req,
+                                               v1::AckResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
+  if (!id.ok()) {
+    reactor->Finish(ToGrpcStatus(id.status()));
+    return reactor;
+  }
+  if (req->message_ids().empty() || req->message_ids_size() > 10000) {
+    reactor->Finish(ToGrpcStatus(InvalidArgument("ACK_INVALID", "give 1 to 10000 message ids")));
+    return reactor;
+  }
+  std::vector<MessageId> ids;
+  for (const auto& m : req->message_ids()) {
+    if (!IsMessageIdShape(m)) {
+      reactor->Finish(ToGrpcStatus(InvalidArgument("MESSAGE_ID_INVALID", "a message id is 32 hex characters")));
+      return reactor;
+    }
+    ids.emplace_back(m);
+  }
+  deps_.store->Ack(id->org, std::move(ids), deps_.clock->Now(), [reactor, resp](absl::StatusOr<AckResult> r) {
+    if (r.ok()) {
+      for (const auto& m : r->acknowledged) resp->add_acknowledged(m.str());
+      for (const auto& m : r->not_found) resp->add_not_found(m.str());
+      for (const auto& m : r->expired) resp->add_expired(m.str());
+    }
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ctx, const v1::TrackRequest* req,
+                                                 v1::TrackResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
+  if (!id.ok()) {
+    reactor->Finish(ToGrpcStatus(id.status()));
+    return reactor;
+  }
+  if (!IsMessageIdShape(req->message_id())) {
+    reactor->Finish(ToGrpcStatus(InvalidArgument("MESSAGE_ID_INVALID", "a message id is 32 hex characters")));
+    return reactor;
+  }
+  deps_.store->Track(id->org, MessageId(req->message_id()), [reactor, resp](absl::StatusOr<TrackInfo> r) {
+    if (r.ok()) {
+      resp->set_message_id(r->id.str());
+      resp->set_sender(r->sender.str());
+      resp->set_recipient(r->recipient.str());
+      resp->set_workflow(r->workflow);
+      resp->set_local_reference(r->local_reference);
+      resp->set_status(r->status);
+      *resp->mutable_accepted_at() = ToProto(r->accepted_at);
+      if (r->first_delivered_at) *resp->mutable_first_delivered_at() = ToProto(*r->first_delivered_at);
+      if (r->acknowledged_at) *resp->mutable_acknowledged_at() = ToProto(*r->acknowledged_at);
+      if (r->expired_at) *resp->mutable_expired_at() = ToProto(*r->expired_at);
+      *resp->mutable_expires_at() = ToProto(r->expires_at);
+      resp->set_delivery_count(r->delivery_count);
+      resp->set_body_purged(r->body_purged);
+    }
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+  return reactor;
+}
+
+}  // namespace carebroker

@@ -1,0 +1,59 @@
+// carebroker.v1.Exchange over the gRPC callback API.
+//
+// Every RPC first derives the caller's identity from its verified client
+// certificate and requires the agency role and a registered organisation.
+// No handler blocks: store work is asynchronous, and each stream has one
+// write in flight, a bounded number of outstanding sends (SendStream stops
+// reading when full) and a bounded number of unacknowledged deliveries
+// (Receive claims only what it has credit for).
+#pragma once
+
+#include <atomic>
+#include <memory>
+
+#include "broker/config/config.h"
+#include "broker/core/clock.h"
+#include "broker/exchange/mailboxes.h"
+#include "broker/server/identity.h"
+#include "broker/store/store.h"
+#include "carebroker/v1/exchange.grpc.pb.h"
+
+namespace carebroker {
+
+// What the service's handlers share. All pointers outlive the service.
+struct ExchangeDeps {
+  std::shared_ptr<const Config> config;
+  Store* store = nullptr;
+  Mailboxes* mailboxes = nullptr;
+  MemoryBudget* budget = nullptr;
+  const Clock* clock = nullptr;
+  IdentityCache* identities = nullptr;
+  std::atomic<int>* streams = nullptr;  // open Receive and SendStream streams
+};
+
+class ExchangeService final : public v1::Exchange::CallbackService {
+ public:
+  explicit ExchangeService(ExchangeDeps deps) : deps_(std::move(deps)) {}
+
+  grpc::ServerUnaryReactor* Send(grpc::CallbackServerContext* ctx, const v1::SendRequest* req,
+                                 v1::SendReceipt* resp) override;
+  grpc::ServerBidiReactor<v1::SendRequest, v1::SendStreamResponse>* SendStream(
+      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerBidiReactor<v1::ReceiveRequest, v1::Delivery>* Receive(grpc::CallbackServerContext* ctx) override;
+  grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest* req,
+                                v1::AckResponse* resp) override;
+  grpc::ServerUnaryReactor* Track(grpc::CallbackServerContext* ctx, const v1::TrackRequest* req,
+                                  v1::TrackResponse* resp) override;
+
+ private:
+  ExchangeDeps deps_;
+};
+
+// The caller's identity from the verified client certificate, requiring
+// `role` and a registered organisation:
+//   UNAUTHENTICATED    no usable certificate identity
+//   PERMISSION_DENIED  ROLE_NOT_ALLOWED, UNKNOWN_ORGANISATION
+absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config,
+                                   Role role);
+
+}  // namespace carebroker

@@ -1,0 +1,19 @@
+// The one place absl::Status becomes grpc::Status. Every code maps to
+// itself; the reason (broker/core/status.h) travels as a google.rpc.ErrorInfo
+// in the status details. INTERNAL and UNKNOWN get a generic message, so a
+// bug never leaks data.
+#pragma once
+
+#include <grpcpp/support/status.h>
+
+#include "absl/status/status.h"
+#include "carebroker/v1/exchange.pb.h"
+
+namespace carebroker {
+
+grpc::Status ToGrpcStatus(const absl::Status& s);
+
+// The same error as a per-request result inside a stream.
+v1::Error ToStreamError(const absl::Status& s);
+
+}  // namespace carebroker

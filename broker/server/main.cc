@@ -1,0 +1,44 @@
+// carebroker: the broker server. See README.md and deploy/config/.
+#include <csignal>
+#include <cstdio>
+
+#include <CLI/CLI.hpp>
+
+#include "broker/config/config.h"
+#include "broker/server/broker.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"carebroker: consent-aware care-data broker (gRPC, mutual TLS)"};
+  std::string config_path;
+  carebroker::ConfigOverrides overrides;
+  std::string listen, data_dir;
+  app.add_option("--config", config_path, "YAML config file")->required();
+  app.add_option("--listen", listen, "host:port to listen on (overrides listen)");
+  app.add_option("--data-dir", data_dir, "folder for the embedded store (overrides data_dir)");
+  CLI11_PARSE(app, argc, argv);
+  if (!listen.empty()) overrides.listen = listen;
+  if (!data_dir.empty()) overrides.data_dir = data_dir;
+
+  auto config = carebroker::LoadConfig(config_path, overrides);
+  if (!config.ok()) {
+    std::fprintf(stderr, "carebroker: bad config: %s\n", std::string(config.status().message()).c_str());
+    return 2;
+  }
+  // Block the stop signals in every thread; main waits for them below.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+
+  auto broker = carebroker::Broker::Start(*config);
+  if (!broker.ok()) {
+    std::fprintf(stderr, "carebroker: cannot start: %s\n", std::string(broker.status().message()).c_str());
+    return 1;
+  }
+  int sig = 0;
+  sigwait(&stop, &sig);
+  std::fprintf(stderr, "carebroker: signal %d, shutting down\n", sig);
+  (*broker)->Shutdown();
+  return 0;
+}

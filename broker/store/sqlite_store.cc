@@ -1,0 +1,597 @@
+#include "broker/store/sqlite_store.h"
+
+#include <sqlite3.h>
+
+#include <deque>
+#include <thread>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "broker/core/status.h"
+
+namespace carebroker {
+namespace {
+
+constexpr int kSchemaVersion = 1;
+constexpr size_t kMaxOpsPerCommit = 4096;
+
+enum State : int { kAccepted = 1, kDelivered = 2, kAcknowledged = 3, kExpired = 4 };
+
+int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
+absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
+
+absl::Status SqlError(sqlite3* db, absl::string_view what) {
+  // SQLite messages name tables and constraints, never row values.
+  return Error(absl::StatusCode::kUnavailable, "STORE_UNAVAILABLE",
+               absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db)));
+}
+
+// A prepared statement, reset after each use.
+class Stmt {
+ public:
+  Stmt() = default;
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  ~Stmt() { sqlite3_finalize(s_); }
+
+  absl::Status Prepare(sqlite3* db, const char* sql) {
+    db_ = db;
+    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr) != SQLITE_OK) {
+      return SqlError(db, "prepare");
+    }
+    return absl::OkStatus();
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& Bind(int i, absl::string_view v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+    return *this;
+  }
+  Stmt& BindBlob(int i, absl::string_view v) {
+    sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+    return *this;
+  }
+  Stmt& BindNull(int i) {
+    sqlite3_bind_null(s_, i);
+    return *this;
+  }
+  // SQLITE_ROW, SQLITE_DONE, or an error status.
+  absl::StatusOr<bool> Step() {
+    int rc = sqlite3_step(s_);
+    if (rc == SQLITE_ROW) return true;
+    if (rc == SQLITE_DONE) return false;
+    return SqlError(db_, "step");
+  }
+  // Runs a statement that returns no rows, then resets it.
+  absl::Status Exec() {
+    auto r = Step();
+    Reset();
+    return r.ok() ? absl::OkStatus() : r.status();
+  }
+  void Reset() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+  int64_t Int(int col) const { return sqlite3_column_int64(s_, col); }
+  bool IsNull(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
+  std::string Text(int col) const {
+    const void* p = sqlite3_column_blob(s_, col);
+    return p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(s_, col)) : std::string();
+  }
+  int Changes() const { return sqlite3_changes(db_); }
+
+ private:
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* s_ = nullptr;
+};
+
+// Resets a statement when leaving a scope that stepped through rows.
+struct ResetOnExit {
+  Stmt& s;
+  ~ResetOnExit() { s.Reset(); }
+};
+
+constexpr const char* kSchema = R"sql(
+CREATE TABLE IF NOT EXISTS messages (
+  seq INTEGER PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  sender TEXT NOT NULL,
+  recipient TEXT NOT NULL,
+  workflow TEXT NOT NULL,
+  purpose TEXT NOT NULL,
+  idem_key TEXT,
+  content_type TEXT NOT NULL,
+  local_ref TEXT NOT NULL,
+  kind INTEGER NOT NULL,
+  digest BLOB NOT NULL,
+  state INTEGER NOT NULL,
+  accepted_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  visible_at INTEGER NOT NULL,
+  claim_token INTEGER,
+  deliveries INTEGER NOT NULL DEFAULT 0,
+  first_delivered_at INTEGER,
+  acked_at INTEGER,
+  expired_at INTEGER,
+  purged INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages(sender, idem_key) WHERE idem_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_mailbox ON messages(recipient, visible_at, seq) WHERE state < 3;
+CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at) WHERE state < 3;
+CREATE INDEX IF NOT EXISTS messages_purge ON messages(acked_at) WHERE state = 3 AND purged = 0;
+CREATE TABLE IF NOT EXISTS bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+)sql";
+
+// One queued operation: runs inside the batch transaction, then completes.
+class Op {
+ public:
+  virtual ~Op() = default;
+  // Runs against the open transaction. A non-OK status fails the batch.
+  virtual absl::Status Run() = 0;
+  // Completes with the batch's outcome (OK: the commit is durable).
+  virtual void Finish(const absl::Status& batch) = 0;
+};
+
+template <typename T>
+class OpImpl final : public Op {
+ public:
+  OpImpl(absl::AnyInvocable<absl::StatusOr<T>()> run, StoreCallback<T> done)
+      : run_(std::move(run)), done_(std::move(done)) {}
+  absl::Status Run() override {
+    result_ = run_();
+    return result_.status().code() == absl::StatusCode::kUnavailable ? result_.status()
+                                                                        : absl::OkStatus();
+  }
+  void Finish(const absl::Status& batch) override {
+    if (!batch.ok()) {
+      std::move(done_)(batch);
+    } else {
+      std::move(done_)(std::move(result_));
+    }
+  }
+
+ private:
+  absl::AnyInvocable<absl::StatusOr<T>()> run_;
+  StoreCallback<T> done_;
+  absl::StatusOr<T> result_ = absl::UnknownError("not run");
+};
+
+class SqliteStore final : public Store {
+ public:
+  ~SqliteStore() override {
+    Close();
+    sqlite3_close_v2(db_);
+  }
+
+  absl::Status Open(const std::string& path) {
+    if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        nullptr) != SQLITE_OK) {
+      return SqlError(db_, absl::StrCat("open ", path));
+    }
+    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+                               "PRAGMA busy_timeout=5000", "PRAGMA temp_store=MEMORY",
+                               "PRAGMA cache_size=-65536", "PRAGMA wal_autocheckpoint=4000"}) {
+      if (auto s = ExecSql(pragma); !s.ok()) return s;
+    }
+    if (auto s = Migrate(); !s.ok()) return s;
+    if (auto s = PrepareAll(); !s.ok()) return s;
+    // Single node: no other process can hold claims, so a previous run's
+    // claims are stale. Release them so they are redelivered at once.
+    if (auto s = ExecSql("UPDATE messages SET claim_token = NULL, visible_at = 0 "
+                         "WHERE state < 3 AND claim_token IS NOT NULL");
+        !s.ok()) {
+      return s;
+    }
+    writer_ = std::thread([this] { WriterLoop(); });
+    return absl::OkStatus();
+  }
+
+  void Append(std::vector<NewMessage> msgs,
+              StoreCallback<std::vector<absl::StatusOr<AppendReceipt>>> done) override {
+    auto shared = std::make_shared<std::vector<NewMessage>>(std::move(msgs));
+    Enqueue<std::vector<absl::StatusOr<AppendReceipt>>>(
+        [this, shared]() { return DoAppend(*shared); }, std::move(done));
+  }
+
+  void Claim(ClaimRequest req, StoreCallback<std::vector<StoredDelivery>> done) override {
+    if (req.max < 1 || req.max > 10000) {
+      std::move(done)(InvalidArgument("CLAIM_INVALID", "claim max must be 1..10000"));
+      return;
+    }
+    Enqueue<std::vector<StoredDelivery>>([this, req = std::move(req)]() { return DoClaim(req); },
+                                         std::move(done));
+  }
+
+  void Ack(OrgCode recipient, std::vector<MessageId> ids, absl::Time now,
+           StoreCallback<AckResult> done) override {
+    Enqueue<AckResult>(
+        [this, r = std::move(recipient), ids = std::move(ids), now]() { return DoAck(r, ids, now); },
+        std::move(done));
+  }
+
+  void Release(OrgCode recipient, ClaimToken token, std::vector<MessageId> ids, absl::Time now,
+               StoreCallback<int> done) override {
+    Enqueue<int>([this, r = std::move(recipient), token, ids = std::move(ids),
+                  now]() -> absl::StatusOr<int> { return DoRelease(r, token, ids, now); },
+                 std::move(done));
+  }
+
+  void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) override {
+    Enqueue<TrackInfo>([this, c = std::move(caller), id = std::move(id)]() { return DoTrack(c, id); },
+                       std::move(done));
+  }
+
+  void Sweep(SweepRequest req, StoreCallback<SweepResult> done) override {
+    Enqueue<SweepResult>([this, req]() { return DoSweep(req); }, std::move(done));
+  }
+
+  void SetArrivalListener(ArrivalListener listener) override { listener_ = std::move(listener); }
+
+  void Close() override {
+    {
+      absl::MutexLock l(&mu_);
+      if (closed_) return;
+      closed_ = true;
+    }
+    if (writer_.joinable()) writer_.join();
+  }
+
+ private:
+  template <typename T>
+  void Enqueue(absl::AnyInvocable<absl::StatusOr<T>()> run, StoreCallback<T> done) {
+    {
+      absl::MutexLock l(&mu_);
+      if (!closed_) {
+        queue_.push_back(std::make_unique<OpImpl<T>>(std::move(run), std::move(done)));
+        return;
+      }
+    }
+    std::move(done)(Error(absl::StatusCode::kFailedPrecondition, "STORE_CLOSED", "store is closed"));
+  }
+
+  void WriterLoop() {
+    std::vector<std::unique_ptr<Op>> batch;
+    while (true) {
+      {
+        absl::MutexLock l(&mu_);
+        mu_.Await(absl::Condition(
+            +[](SqliteStore* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->closed_ || !s->queue_.empty(); },
+            this));
+        if (queue_.empty()) return;  // closed and drained
+        while (!queue_.empty() && batch.size() < kMaxOpsPerCommit) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+      absl::Status s = ExecSql("BEGIN IMMEDIATE");
+      for (size_t i = 0; s.ok() && i < batch.size(); ++i) s = batch[i]->Run();
+      if (s.ok()) s = ExecSql("COMMIT");
+      if (!s.ok()) {
+        sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+        arrivals_.clear();
+      }
+      for (auto& op : batch) op->Finish(s);
+      batch.clear();
+      if (listener_) {
+        for (const auto& r : arrivals_) listener_(r);
+      }
+      arrivals_.clear();
+    }
+  }
+
+  absl::Status ExecSql(const char* sql) {
+    if (sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) != SQLITE_OK) return SqlError(db_, sql);
+    return absl::OkStatus();
+  }
+
+  absl::Status Migrate() {
+    Stmt v;
+    if (auto s = v.Prepare(db_, "PRAGMA user_version"); !s.ok()) return s;
+    auto row = v.Step();
+    if (!row.ok()) return row.status();
+    const int64_t version = v.Int(0);
+    v.Reset();
+    if (version > kSchemaVersion) {
+      return Error(absl::StatusCode::kFailedPrecondition, "STORE_SCHEMA_NEWER",
+                   absl::StrCat("store schema version ", version, " is newer than this build (",
+                                kSchemaVersion, ")"));
+    }
+    if (version == kSchemaVersion) return absl::OkStatus();
+    if (auto s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
+    if (sqlite3_exec(db_, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK) {
+      auto err = SqlError(db_, "create schema");
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return err;
+    }
+    if (auto s = ExecSql(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()); !s.ok()) return s;
+    return ExecSql("COMMIT");
+  }
+
+  absl::Status PrepareAll() {
+    struct {
+      Stmt* s;
+      const char* sql;
+    } all[] = {
+        {&find_idem_, "SELECT id, accepted_at, digest FROM messages WHERE sender = ?1 AND idem_key = ?2"},
+        {&insert_msg_,
+         "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
+         "local_ref, kind, digest, state, accepted_at, expires_at, visible_at) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?11)"},
+        {&insert_body_, "INSERT INTO bodies (seq, body) VALUES (?1, ?2)"},
+        {&claim_select_,
+         "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries "
+         "FROM messages WHERE recipient = ?1 AND state < 3 AND visible_at <= ?2 AND expires_at > ?2 "
+         "ORDER BY visible_at, seq LIMIT ?3"},
+        {&claim_update_,
+         "UPDATE messages SET state = 2, visible_at = ?2, claim_token = ?3, deliveries = deliveries + 1, "
+         "first_delivered_at = coalesce(first_delivered_at, ?4) WHERE seq = ?1"},
+        {&select_body_, "SELECT body FROM bodies WHERE seq = ?1"},
+        {&ack_update_,
+         "UPDATE messages SET state = 3, acked_at = ?3, claim_token = NULL "
+         "WHERE id = ?1 AND recipient = ?2 AND state < 3"},
+        {&ack_state_, "SELECT state FROM messages WHERE id = ?1 AND recipient = ?2"},
+        {&release_,
+         "UPDATE messages SET visible_at = ?4, claim_token = NULL "
+         "WHERE id = ?1 AND recipient = ?2 AND claim_token = ?3 AND state < 3"},
+        {&track_,
+         "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, "
+         "acked_at, expired_at, expires_at, deliveries, purged FROM messages "
+         "WHERE id = ?1 AND (sender = ?2 OR recipient = ?2)"},
+        {&expire_select_,
+         "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind FROM messages "
+         "WHERE state < 3 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"},
+        {&expire_update_,
+         "UPDATE messages SET state = 4, expired_at = ?2, claim_token = NULL, purged = 1 WHERE seq = ?1"},
+        {&delete_body_, "DELETE FROM bodies WHERE seq = ?1"},
+        {&purge_select_,
+         "SELECT seq FROM messages WHERE state = 3 AND purged = 0 AND acked_at <= ?1 "
+         "ORDER BY acked_at LIMIT ?2"},
+        {&purge_update_, "UPDATE messages SET purged = 1 WHERE seq = ?1"},
+    };
+    for (auto& p : all) {
+      if (auto s = p.s->Prepare(db_, p.sql); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
+  // Inserts one message; the caller runs inside the batch transaction.
+  absl::Status Insert(const NewMessage& m) {
+    insert_msg_.Bind(1, m.id.str()).Bind(2, m.sender.str()).Bind(3, m.recipient.str());
+    insert_msg_.Bind(4, m.workflow).Bind(5, m.purpose);
+    if (m.idempotency_key.empty()) {
+      insert_msg_.BindNull(6);
+    } else {
+      insert_msg_.Bind(6, m.idempotency_key);
+    }
+    insert_msg_.Bind(7, m.content_type).Bind(8, m.local_reference).Bind(9, int64_t{m.kind});
+    insert_msg_.BindBlob(10, m.digest).Bind(11, Micros(m.accepted_at)).Bind(12, Micros(m.expires_at));
+    if (auto s = insert_msg_.Exec(); !s.ok()) return s;
+    const int64_t seq = sqlite3_last_insert_rowid(db_);
+    if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
+    arrivals_.insert(m.recipient);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> DoAppend(const std::vector<NewMessage>& msgs) {
+    std::vector<absl::StatusOr<AppendReceipt>> out;
+    out.reserve(msgs.size());
+    for (const NewMessage& m : msgs) {
+      if (!m.idempotency_key.empty()) {
+        find_idem_.Bind(1, m.sender.str()).Bind(2, m.idempotency_key);
+        ResetOnExit reset{find_idem_};
+        auto row = find_idem_.Step();
+        if (!row.ok()) return row.status();
+        if (*row) {
+          if (find_idem_.Text(2) != m.digest) {
+            out.push_back(Error(absl::StatusCode::kAlreadyExists, "IDEMPOTENCY_KEY_REUSED",
+                                "this idempotency key was already used for a different message"));
+          } else {
+            out.push_back(AppendReceipt{MessageId(find_idem_.Text(0)), FromMicros(find_idem_.Int(1)), true});
+          }
+          continue;
+        }
+      }
+      if (auto s = Insert(m); !s.ok()) return s;
+      out.push_back(AppendReceipt{m.id, m.accepted_at, false});
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<StoredDelivery>> DoClaim(const ClaimRequest& req) {
+    std::vector<std::pair<int64_t, StoredDelivery>> rows;
+    {
+      claim_select_.Bind(1, req.recipient.str()).Bind(2, Micros(req.now)).Bind(3, int64_t{req.max});
+      ResetOnExit reset{claim_select_};
+      while (true) {
+        auto row = claim_select_.Step();
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        StoredDelivery d;
+        d.id = MessageId(claim_select_.Text(1));
+        d.sender = OrgCode(claim_select_.Text(2));
+        d.workflow = claim_select_.Text(3);
+        d.purpose = claim_select_.Text(4);
+        d.content_type = claim_select_.Text(5);
+        d.local_reference = claim_select_.Text(6);
+        d.kind = static_cast<v1::MessageKind>(claim_select_.Int(7));
+        d.accepted_at = FromMicros(claim_select_.Int(8));
+        d.delivery_count = static_cast<uint32_t>(claim_select_.Int(9)) + 1;
+        rows.emplace_back(claim_select_.Int(0), std::move(d));
+      }
+    }
+    std::vector<StoredDelivery> out;
+    out.reserve(rows.size());
+    for (auto& [seq, d] : rows) {
+      claim_update_.Bind(1, seq).Bind(2, Micros(req.visible_until));
+      claim_update_.Bind(3, static_cast<int64_t>(req.token)).Bind(4, Micros(req.now));
+      if (auto s = claim_update_.Exec(); !s.ok()) return s;
+      select_body_.Bind(1, seq);
+      ResetOnExit reset{select_body_};
+      auto row = select_body_.Step();
+      if (!row.ok()) return row.status();
+      if (*row) d.payload = select_body_.Text(0);
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+  absl::StatusOr<AckResult> DoAck(const OrgCode& recipient, const std::vector<MessageId>& ids,
+                                  absl::Time now) {
+    AckResult r;
+    for (const MessageId& id : ids) {
+      ack_update_.Bind(1, id.str()).Bind(2, recipient.str()).Bind(3, Micros(now));
+      if (auto s = ack_update_.Exec(); !s.ok()) return s;
+      if (ack_update_.Changes() == 1) {
+        r.acknowledged.push_back(id);
+        continue;
+      }
+      ack_state_.Bind(1, id.str()).Bind(2, recipient.str());
+      ResetOnExit reset{ack_state_};
+      auto row = ack_state_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) {
+        r.not_found.push_back(id);
+      } else if (ack_state_.Int(0) == kExpired) {
+        r.expired.push_back(id);
+      } else {
+        r.acknowledged.push_back(id);
+      }
+    }
+    return r;
+  }
+
+  absl::StatusOr<int> DoRelease(const OrgCode& recipient, ClaimToken token, const std::vector<MessageId>& ids,
+                                absl::Time now) {
+    int n = 0;
+    for (const MessageId& id : ids) {
+      release_.Bind(1, id.str()).Bind(2, recipient.str()).Bind(3, static_cast<int64_t>(token));
+      release_.Bind(4, Micros(now));
+      if (auto s = release_.Exec(); !s.ok()) return s;
+      n += release_.Changes();
+    }
+    if (n > 0) arrivals_.insert(recipient);
+    return n;
+  }
+
+  absl::StatusOr<TrackInfo> DoTrack(const OrgCode& caller, const MessageId& id) {
+    track_.Bind(1, id.str()).Bind(2, caller.str());
+    ResetOnExit reset{track_};
+    auto row = track_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return Error(absl::StatusCode::kNotFound, "MESSAGE_NOT_FOUND", "no such message in your mailboxes");
+    TrackInfo t;
+    t.id = MessageId(track_.Text(0));
+    t.sender = OrgCode(track_.Text(1));
+    t.recipient = OrgCode(track_.Text(2));
+    t.workflow = track_.Text(3);
+    t.local_reference = track_.Text(4);
+    switch (track_.Int(5)) {
+      case kAccepted: t.status = v1::MESSAGE_STATUS_ACCEPTED; break;
+      case kDelivered: t.status = v1::MESSAGE_STATUS_DELIVERED; break;
+      case kAcknowledged: t.status = v1::MESSAGE_STATUS_ACKNOWLEDGED; break;
+      case kExpired: t.status = v1::MESSAGE_STATUS_EXPIRED; break;
+      default: return Error(absl::StatusCode::kInternal, "STORE_CORRUPT", "unknown message state");
+    }
+    t.accepted_at = FromMicros(track_.Int(6));
+    if (!track_.IsNull(7)) t.first_delivered_at = FromMicros(track_.Int(7));
+    if (!track_.IsNull(8)) t.acknowledged_at = FromMicros(track_.Int(8));
+    if (!track_.IsNull(9)) t.expired_at = FromMicros(track_.Int(9));
+    t.expires_at = FromMicros(track_.Int(10));
+    t.delivery_count = static_cast<uint32_t>(track_.Int(11));
+    t.body_purged = track_.Int(12) != 0;
+    return t;
+  }
+
+  absl::StatusOr<SweepResult> DoSweep(const SweepRequest& req) {
+    SweepResult r;
+    struct Expired {
+      int64_t seq;
+      TrackInfo info;
+      v1::MessageKind kind;
+    };
+    std::vector<Expired> expired;
+    {
+      expire_select_.Bind(1, Micros(req.now)).Bind(2, int64_t{req.max_items} + 1);
+      ResetOnExit reset{expire_select_};
+      while (true) {
+        auto row = expire_select_.Step();
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        if (static_cast<int>(expired.size()) == req.max_items) {
+          r.more = true;
+          break;
+        }
+        Expired e;
+        e.seq = expire_select_.Int(0);
+        e.info.id = MessageId(expire_select_.Text(1));
+        e.info.sender = OrgCode(expire_select_.Text(2));
+        e.info.recipient = OrgCode(expire_select_.Text(3));
+        e.info.workflow = expire_select_.Text(4);
+        e.info.local_reference = expire_select_.Text(5);
+        e.info.accepted_at = FromMicros(expire_select_.Int(6));
+        e.kind = static_cast<v1::MessageKind>(expire_select_.Int(7));
+        expired.push_back(std::move(e));
+      }
+    }
+    for (const Expired& e : expired) {
+      if (auto s = expire_update_.Bind(1, e.seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
+      if (auto s = delete_body_.Bind(1, e.seq).Exec(); !s.ok()) return s;
+      ++r.expired;
+      // Reports are never reported on, and a report needs a sender to go to.
+      if (e.kind == v1::MESSAGE_KIND_DATA && !e.info.sender.empty()) {
+        if (auto s = Insert(MakeNonDeliveryReport(e.info, req.now, req.report_expiry)); !s.ok()) return s;
+        ++r.reports;
+      }
+    }
+    std::vector<int64_t> purge;
+    {
+      purge_select_.Bind(1, Micros(req.purge_acked_before)).Bind(2, int64_t{req.max_items} + 1);
+      ResetOnExit reset{purge_select_};
+      while (true) {
+        auto row = purge_select_.Step();
+        if (!row.ok()) return row.status();
+        if (!*row) break;
+        if (static_cast<int>(purge.size()) == req.max_items) {
+          r.more = true;
+          break;
+        }
+        purge.push_back(purge_select_.Int(0));
+      }
+    }
+    for (int64_t seq : purge) {
+      if (auto s = purge_update_.Bind(1, seq).Exec(); !s.ok()) return s;
+      if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
+      ++r.purged;
+    }
+    return r;
+  }
+
+  sqlite3* db_ = nullptr;
+  std::thread writer_;
+  ArrivalListener listener_;
+
+  absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
+
+  // Writer thread only.
+  absl::flat_hash_set<OrgCode> arrivals_;
+  Stmt find_idem_, insert_msg_, insert_body_, claim_select_, claim_update_, select_body_;
+  Stmt ack_update_, ack_state_, release_, track_, expire_select_, expire_update_, delete_body_;
+  Stmt purge_select_, purge_update_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) {
+  auto store = std::make_unique<SqliteStore>();
+  if (auto s = store->Open(path); !s.ok()) return s;
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace carebroker

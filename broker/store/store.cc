@@ -1,0 +1,44 @@
+#include "broker/store/store.h"
+
+#include <openssl/sha.h>
+
+#include "broker/core/ids.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace carebroker {
+
+using google::protobuf::util::TimeUtil;
+
+NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl::Duration expiry) {
+  v1::NonDeliveryReport r;
+  r.set_message_id(expired.id.str());
+  r.set_recipient(expired.recipient.str());
+  r.set_workflow(expired.workflow);
+  r.set_local_reference(expired.local_reference);
+  *r.mutable_accepted_at() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(expired.accepted_at));
+  *r.mutable_expired_at() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now));
+  r.set_reason("NOT_ACKNOWLEDGED_BEFORE_EXPIRY");
+
+  NewMessage m;
+  m.id = NewMessageId(now);
+  m.recipient = expired.sender;
+  m.workflow = kNdrWorkflow;
+  m.purpose = "non-delivery-report";
+  m.content_type = kNdrContentType;
+  m.local_reference = expired.local_reference;
+  m.kind = v1::MESSAGE_KIND_NON_DELIVERY_REPORT;
+  m.payload = r.SerializeAsString();
+  m.digest = Sha256(m.payload);
+  m.accepted_at = now;
+  m.expires_at = now + expiry;
+  return m;
+}
+
+std::string Sha256(absl::string_view data) {
+  std::string out(SHA256_DIGEST_LENGTH, '\0');
+  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(),
+         reinterpret_cast<unsigned char*>(out.data()));
+  return out;
+}
+
+}  // namespace carebroker

@@ -1,0 +1,195 @@
+// Store: the durable home of every message, mailbox, idempotency key and
+// tracking record. One interface, several implementations (SQLite embedded;
+// PostgreSQL shared by several broker replicas), one conformance suite
+// (tests/conformance) that every implementation must pass.
+//
+// Threading and completion. Every operation is asynchronous: it is queued
+// and its callback runs exactly once, on a thread owned by the store, after
+// the operation's effects are durable (for writes) or known (for reads).
+// Callbacks must not block; they may start further store operations.
+// Concurrent operations share commits (group commit): many Appends submitted
+// together cost one transaction and one fsync. All methods are thread-safe.
+//
+// Errors. A status passed to a callback is one of:
+//   OK                   done (per-item outcomes are in the result);
+//   UNAVAILABLE          the store could not commit (I/O, full disk, lost
+//                        connection); nothing of the operation took effect;
+//   FAILED_PRECONDITION  the store is closed;
+//   INVALID_ARGUMENT     the request broke a documented precondition.
+// Per-item errors inside a result (e.g. an idempotency key reused for a
+// different payload) use ALREADY_EXISTS and NOT_FOUND.
+//
+// Ownership. Results are owned by the callback. Nothing returned borrows
+// from the store.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "broker/core/types.h"
+#include "carebroker/v1/exchange.pb.h"
+
+namespace carebroker {
+
+template <typename T>
+using StoreCallback = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
+
+// A message ready to be stored; the broker has checked and minimised it.
+struct NewMessage {
+  MessageId id;
+  OrgCode sender;  // empty for broker-generated reports
+  OrgCode recipient;
+  std::string workflow;
+  std::string purpose;
+  std::string idempotency_key;  // empty: no idempotency
+  std::string content_type;
+  std::string local_reference;
+  v1::MessageKind kind = v1::MESSAGE_KIND_DATA;
+  std::string payload;
+  std::string digest;  // SHA-256 of payload (32 bytes)
+  absl::Time accepted_at;
+  absl::Time expires_at;
+};
+
+// The answer to one appended message.
+struct AppendReceipt {
+  MessageId id;             // the first id stored under this idempotency key
+  absl::Time accepted_at;   // when that first message was accepted
+  bool duplicate = false;   // true: nothing new was stored
+};
+
+// Identifies one Receive stream's claims. Unique across replicas.
+using ClaimToken = uint64_t;
+
+struct ClaimRequest {
+  OrgCode recipient;
+  int max = 1;                // 1..10000
+  absl::Time now;
+  absl::Time visible_until;   // claimed messages are hidden until then
+  ClaimToken token = 0;
+};
+
+// A message handed to a recipient.
+struct StoredDelivery {
+  MessageId id;
+  OrgCode sender;
+  std::string workflow;
+  std::string purpose;
+  std::string content_type;
+  std::string local_reference;
+  v1::MessageKind kind = v1::MESSAGE_KIND_DATA;
+  std::string payload;
+  absl::Time accepted_at;
+  uint32_t delivery_count = 0;  // including this one
+};
+
+struct AckResult {
+  std::vector<MessageId> acknowledged;  // now or earlier
+  std::vector<MessageId> not_found;     // not in this recipient's mailbox
+  std::vector<MessageId> expired;       // expired before the ack arrived
+};
+
+struct TrackInfo {
+  MessageId id;
+  OrgCode sender;
+  OrgCode recipient;
+  std::string workflow;
+  std::string local_reference;
+  v1::MessageStatus status = v1::MESSAGE_STATUS_UNSPECIFIED;
+  absl::Time accepted_at;
+  std::optional<absl::Time> first_delivered_at;
+  std::optional<absl::Time> acknowledged_at;
+  std::optional<absl::Time> expired_at;
+  absl::Time expires_at;
+  uint32_t delivery_count = 0;
+  bool body_purged = false;
+};
+
+struct SweepRequest {
+  absl::Time now;
+  // Bodies of messages acknowledged at or before this are purged.
+  absl::Time purge_acked_before;
+  // Lifetime of the non-delivery reports this sweep creates.
+  absl::Duration report_expiry;
+  int max_items = 10000;  // bound on work per sweep; call again if `more`
+};
+
+struct SweepResult {
+  int expired = 0;
+  int reports = 0;   // non-delivery reports created (one per expired data message)
+  int purged = 0;
+  bool more = false;  // the bound was hit; more work is due
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  // Stores `msgs` in one atomic, durable commit and answers one result per
+  // message, in order. A message whose (sender, idempotency_key) is already
+  // stored with the same digest answers the first receipt with
+  // duplicate=true and stores nothing; with another digest it answers
+  // ALREADY_EXISTS. Messages become claimable by their recipient at once.
+  virtual void Append(std::vector<NewMessage> msgs,
+                      StoreCallback<std::vector<absl::StatusOr<AppendReceipt>>> done) = 0;
+
+  // Claims up to `max` visible, unexpired messages from the recipient's
+  // mailbox, oldest first, hiding them until `visible_until` and marking
+  // them delivered. An empty result means nothing is visible now.
+  virtual void Claim(ClaimRequest req, StoreCallback<std::vector<StoredDelivery>> done) = 0;
+
+  // Acknowledges messages in the recipient's own mailbox. Acknowledging
+  // twice is not an error. Another organisation's message is `not_found`.
+  virtual void Ack(OrgCode recipient, std::vector<MessageId> ids, absl::Time now,
+                   StoreCallback<AckResult> done) = 0;
+
+  // Makes the listed messages, still claimed under `token` and not yet
+  // acknowledged, visible again now (a Receive stream ended).
+  virtual void Release(OrgCode recipient, ClaimToken token, std::vector<MessageId> ids,
+                       absl::Time now, StoreCallback<int> done) = 0;
+
+  // Tracking for a message the caller sent or received; NOT_FOUND for any
+  // other (so ids of other organisations' messages reveal nothing).
+  virtual void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) = 0;
+
+  // Expires unacknowledged messages whose time is up (creating one
+  // non-delivery report in the sender's mailbox for each, in the same
+  // commit) and purges acknowledged bodies past retention.
+  virtual void Sweep(SweepRequest req, StoreCallback<SweepResult> done) = 0;
+
+  // Called (on a store thread) with a recipient each time messages become
+  // claimable in its mailbox, after they are durable. Set once, before any
+  // other call. Must not block.
+  using ArrivalListener = std::function<void(const OrgCode& recipient)>;
+  virtual void SetArrivalListener(ArrivalListener listener) = 0;
+
+  // Stops accepting operations, finishes queued ones, and waits for them.
+  // Later calls answer FAILED_PRECONDITION. Idempotent; also run by the
+  // destructor.
+  virtual void Close() = 0;
+
+ protected:
+  Store() = default;
+};
+
+// The non-delivery report stored for an expired message (shared by every
+// implementation so reports are identical whatever the store).
+NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl::Duration expiry);
+
+// SHA-256 of `data` (32 raw bytes).
+std::string Sha256(absl::string_view data);
+
+// Content type of a NonDeliveryReport payload.
+inline constexpr char kNdrContentType[] = "application/x-protobuf; proto=carebroker.v1.NonDeliveryReport";
+inline constexpr char kNdrWorkflow[] = "NON_DELIVERY_REPORT";
+
+}  // namespace carebroker
