@@ -209,7 +209,8 @@ void Broker::Shutdown() {
     stopping_ = true;
   }
   if (housekeeping_.joinable()) housekeeping_.join();
-  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  // Receive streams never end by themselves: give calls a second, then cancel.
+  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   if (store_) store_->Close();  // runs the last callbacks, releasing reactors
   Log("stopped");
 }

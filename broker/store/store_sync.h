@@ -1,0 +1,43 @@
+// Blocking wrappers over the asynchronous Store, for tools and tests. Never
+// call these from a store callback or a gRPC reactor.
+#pragma once
+
+#include <future>
+#include <utility>
+#include <vector>
+
+#include "broker/store/store.h"
+
+namespace carebroker {
+
+// Runs `start(callback)` and waits for the callback's result.
+template <typename T, typename Start>
+absl::StatusOr<T> AwaitStore(Start&& start) {
+  std::promise<absl::StatusOr<T>> p;
+  auto f = p.get_future();
+  std::forward<Start>(start)([&p](absl::StatusOr<T> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+inline absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> AppendSync(Store& s, std::vector<NewMessage> m) {
+  return AwaitStore<std::vector<absl::StatusOr<AppendReceipt>>>(
+      [&](auto cb) { s.Append(std::move(m), std::move(cb)); });
+}
+inline absl::StatusOr<std::vector<StoredDelivery>> ClaimSync(Store& s, ClaimRequest r) {
+  return AwaitStore<std::vector<StoredDelivery>>([&](auto cb) { s.Claim(std::move(r), std::move(cb)); });
+}
+inline absl::StatusOr<AckResult> AckSync(Store& s, OrgCode r, std::vector<MessageId> ids, absl::Time now) {
+  return AwaitStore<AckResult>([&](auto cb) { s.Ack(std::move(r), std::move(ids), now, std::move(cb)); });
+}
+inline absl::StatusOr<int> ReleaseSync(Store& s, OrgCode r, ClaimToken t, std::vector<MessageId> ids,
+                                       absl::Time now) {
+  return AwaitStore<int>([&](auto cb) { s.Release(std::move(r), t, std::move(ids), now, std::move(cb)); });
+}
+inline absl::StatusOr<TrackInfo> TrackSync(Store& s, OrgCode caller, MessageId id) {
+  return AwaitStore<TrackInfo>([&](auto cb) { s.Track(std::move(caller), std::move(id), std::move(cb)); });
+}
+inline absl::StatusOr<SweepResult> SweepSync(Store& s, SweepRequest r) {
+  return AwaitStore<SweepResult>([&](auto cb) { s.Sweep(r, std::move(cb)); });
+}
+
+}  // namespace carebroker

@@ -1,0 +1,358 @@
+#include "tests/conformance/store_conformance.h"
+
+#include <atomic>
+#include <thread>
+
+#include <gmock/gmock.h>
+
+#include "absl/synchronization/mutex.h"
+#include "broker/core/ids.h"
+#include "broker/core/status.h"
+#include "broker/store/store_sync.h"
+
+namespace carebroker {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
+const OrgCode kTrust("RR8"), kCouncil("503"), kGp("Y06601");
+
+int seq_counter = 0;
+
+NewMessage Msg(const OrgCode& from, const OrgCode& to, std::string key = "", std::string payload = "",
+               absl::Time at = kT0) {
+  NewMessage m;
+  m.id = NewMessageId(at);
+  m.sender = from;
+  m.recipient = to;
+  m.workflow = "HOSPITAL_DISCHARGE";
+  m.purpose = "direct-care";
+  m.idempotency_key = std::move(key);
+  m.content_type = "application/json";
+  m.local_reference = "ref-" + std::to_string(++seq_counter);
+  m.payload = payload.empty() ? "{\"n\":" + std::to_string(seq_counter) + "}" : payload;
+  m.digest = Sha256(m.payload);
+  m.accepted_at = at;
+  m.expires_at = at + absl::Hours(120);
+  return m;
+}
+
+std::unique_ptr<Store> Open(const std::string& instance) {
+  auto s = StoreConformance::GetParam().open(instance);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *std::move(s) : nullptr;
+}
+
+std::string Instance() {
+  std::string n = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  for (char& c : n) {
+    if (c == '/') c = '_';
+  }
+  return n;
+}
+
+ClaimRequest Claim(const OrgCode& who, int max, absl::Time now = kT0, ClaimToken token = 7) {
+  return ClaimRequest{who, max, now, now + absl::Seconds(30), token};
+}
+
+MessageId AppendOne(Store& s, NewMessage m) {
+  auto r = AppendSync(s, {std::move(m)});
+  EXPECT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE((*r)[0].ok()) << (*r)[0].status();
+  return (*r)[0]->id;
+}
+
+TEST_P(StoreConformance, AppendClaimAckTrack) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil, "k1", "payload-1");
+  const MessageId id = m.id;
+  auto r = AppendSync(*store, {m});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_THAT(*r, SizeIs(1));
+  EXPECT_EQ((*r)[0]->id, id);
+  EXPECT_FALSE((*r)[0]->duplicate);
+  EXPECT_EQ((*r)[0]->accepted_at, kT0);
+
+  auto t = TrackSync(*store, kTrust, id);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_ACCEPTED);
+  EXPECT_EQ(t->recipient, kCouncil);
+  EXPECT_EQ(t->expires_at, kT0 + absl::Hours(120));
+
+  auto c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Seconds(1)));
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].id, id);
+  EXPECT_EQ((*c)[0].payload, "payload-1");
+  EXPECT_EQ((*c)[0].sender, kTrust);
+  EXPECT_EQ((*c)[0].workflow, "HOSPITAL_DISCHARGE");
+  EXPECT_EQ((*c)[0].local_reference, m.local_reference);
+  EXPECT_EQ((*c)[0].delivery_count, 1u);
+
+  t = TrackSync(*store, kCouncil, id);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_DELIVERED);
+  EXPECT_EQ(t->first_delivered_at, kT0 + absl::Seconds(1));
+
+  auto a = AckSync(*store, kCouncil, {id}, kT0 + absl::Seconds(2));
+  ASSERT_TRUE(a.ok());
+  EXPECT_THAT(a->acknowledged, ElementsAre(id));
+  t = TrackSync(*store, kTrust, id);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  EXPECT_EQ(t->acknowledged_at, kT0 + absl::Seconds(2));
+
+  // Acknowledged messages are never claimed again, even after visibility.
+  c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Hours(1)));
+  EXPECT_THAT(*c, IsEmpty());
+}
+
+TEST_P(StoreConformance, ClaimsOldestFirstAndOnlyOwnMailbox) {
+  auto store = Open(Instance());
+  std::vector<MessageId> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(AppendOne(*store, Msg(kTrust, kCouncil, "", "", kT0 + absl::Milliseconds(i))));
+  AppendOne(*store, Msg(kTrust, kGp));
+  auto c = ClaimSync(*store, Claim(kCouncil, 3, kT0 + absl::Seconds(1)));
+  ASSERT_THAT(*c, SizeIs(3));
+  EXPECT_EQ((*c)[0].id, ids[0]);
+  EXPECT_EQ((*c)[1].id, ids[1]);
+  EXPECT_EQ((*c)[2].id, ids[2]);
+  c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Seconds(1)));
+  ASSERT_THAT(*c, SizeIs(2));
+  EXPECT_EQ((*c)[0].id, ids[3]);
+  // The sender's mailbox has nothing.
+  EXPECT_THAT(*ClaimSync(*store, Claim(kTrust, 10, kT0 + absl::Seconds(1))), IsEmpty());
+}
+
+TEST_P(StoreConformance, IdempotentRetryStoresNothingNew) {
+  auto store = Open(Instance());
+  NewMessage first = Msg(kTrust, kCouncil, "adt-123", "same");
+  const MessageId first_id = AppendOne(*store, first);
+  NewMessage retry = Msg(kTrust, kCouncil, "adt-123", "same", kT0 + absl::Minutes(5));
+  auto r = AppendSync(*store, {retry});
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)[0].ok());
+  EXPECT_TRUE((*r)[0]->duplicate);
+  EXPECT_EQ((*r)[0]->id, first_id);
+  EXPECT_EQ((*r)[0]->accepted_at, kT0);
+  EXPECT_EQ(TrackSync(*store, kTrust, retry.id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(*ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Hours(1))), SizeIs(1));
+
+  // The same key from another sender is a different message.
+  auto other = AppendSync(*store, {Msg(kGp, kCouncil, "adt-123", "same")});
+  EXPECT_FALSE((*other)[0]->duplicate);
+}
+
+TEST_P(StoreConformance, IdempotencyKeyReusedForDifferentPayloadIsRefused) {
+  auto store = Open(Instance());
+  AppendOne(*store, Msg(kTrust, kCouncil, "adt-9", "one"));
+  auto r = AppendSync(*store, {Msg(kTrust, kCouncil, "adt-9", "two"), Msg(kTrust, kCouncil, "adt-10", "three")});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ((*r)[0].status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(ReasonOf((*r)[0].status()), "IDEMPOTENCY_KEY_REUSED");
+  EXPECT_TRUE((*r)[1].ok());  // one bad item does not fail its neighbours
+}
+
+TEST_P(StoreConformance, DuplicateKeysWithinOneBatch) {
+  auto store = Open(Instance());
+  auto r = AppendSync(*store, {Msg(kTrust, kCouncil, "k", "p"), Msg(kTrust, kCouncil, "k", "p")});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE((*r)[0]->duplicate);
+  EXPECT_TRUE((*r)[1]->duplicate);
+  EXPECT_EQ((*r)[0]->id, (*r)[1]->id);
+}
+
+TEST_P(StoreConformance, UnackedDeliveryReturnsAfterVisibilityTimeout) {
+  auto store = Open(Instance());
+  const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil));
+  ASSERT_THAT(*ClaimSync(*store, Claim(kCouncil, 10, kT0)), SizeIs(1));
+  // Hidden while the claim lasts...
+  EXPECT_THAT(*ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Seconds(29))), IsEmpty());
+  // ...and redelivered after it.
+  auto c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Seconds(31)));
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].id, id);
+  EXPECT_EQ((*c)[0].delivery_count, 2u);
+}
+
+TEST_P(StoreConformance, ReleaseMakesClaimedMessagesVisibleAtOnce) {
+  auto store = Open(Instance());
+  const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil));
+  ASSERT_THAT(*ClaimSync(*store, Claim(kCouncil, 10, kT0, /*token=*/42)), SizeIs(1));
+  // Another token cannot release it.
+  EXPECT_EQ(*ReleaseSync(*store, kCouncil, 43, {id}, kT0 + absl::Seconds(1)), 0);
+  EXPECT_EQ(*ReleaseSync(*store, kCouncil, 42, {id}, kT0 + absl::Seconds(1)), 1);
+  auto c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Seconds(1)));
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].id, id);
+}
+
+TEST_P(StoreConformance, OtherOrganisationsCannotAckOrTrack) {
+  auto store = Open(Instance());
+  const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil));
+  auto a = AckSync(*store, kGp, {id}, kT0);
+  ASSERT_TRUE(a.ok());
+  EXPECT_THAT(a->not_found, ElementsAre(id));
+  EXPECT_THAT(a->acknowledged, IsEmpty());
+  // The sender cannot ack on the recipient's behalf either.
+  EXPECT_THAT(AckSync(*store, kTrust, {id}, kT0)->not_found, ElementsAre(id));
+  auto t = TrackSync(*store, kGp, id);
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ReasonOf(t.status()), "MESSAGE_NOT_FOUND");
+  EXPECT_EQ(TrackSync(*store, kTrust, MessageId("0123456789abcdef0123456789abcdef")).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_P(StoreConformance, AckIsIdempotent) {
+  auto store = Open(Instance());
+  const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil));
+  EXPECT_THAT(AckSync(*store, kCouncil, {id}, kT0)->acknowledged, ElementsAre(id));
+  EXPECT_THAT(AckSync(*store, kCouncil, {id}, kT0 + absl::Seconds(5))->acknowledged, ElementsAre(id));
+  EXPECT_EQ(TrackSync(*store, kCouncil, id)->acknowledged_at, kT0);
+}
+
+TEST_P(StoreConformance, ExpiryCreatesNonDeliveryReportForSender) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil);
+  const MessageId id = AppendOne(*store, m);
+  const MessageId acked = AppendOne(*store, Msg(kTrust, kCouncil));
+  ASSERT_TRUE(AckSync(*store, kCouncil, {acked}, kT0).ok());
+
+  // Not yet due.
+  auto s = SweepSync(*store, SweepRequest{kT0 + absl::Hours(119), kT0 - absl::Hours(1), absl::Hours(120), 100});
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->expired, 0);
+
+  const absl::Time later = kT0 + absl::Hours(121);
+  s = SweepSync(*store, SweepRequest{later, kT0 - absl::Hours(1), absl::Hours(120), 100});
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->expired, 1);
+  EXPECT_EQ(s->reports, 1);
+
+  auto t = TrackSync(*store, kTrust, id);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_EXPIRED);
+  EXPECT_EQ(t->expired_at, later);
+  EXPECT_EQ(TrackSync(*store, kTrust, acked)->status, v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  // The recipient can no longer receive it; a late ack says so.
+  EXPECT_THAT(*ClaimSync(*store, Claim(kCouncil, 10, later)), IsEmpty());
+  EXPECT_THAT(AckSync(*store, kCouncil, {id}, later)->expired, ElementsAre(id));
+
+  // The sender's mailbox has the report.
+  auto c = ClaimSync(*store, Claim(kTrust, 10, later));
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].kind, v1::MESSAGE_KIND_NON_DELIVERY_REPORT);
+  EXPECT_EQ((*c)[0].workflow, kNdrWorkflow);
+  EXPECT_EQ((*c)[0].content_type, kNdrContentType);
+  v1::NonDeliveryReport ndr;
+  ASSERT_TRUE(ndr.ParseFromString((*c)[0].payload));
+  EXPECT_EQ(ndr.message_id(), id.str());
+  EXPECT_EQ(ndr.recipient(), "503");
+  EXPECT_EQ(ndr.local_reference(), m.local_reference);
+  EXPECT_EQ(ndr.reason(), "NOT_ACKNOWLEDGED_BEFORE_EXPIRY");
+
+  // A report that expires in turn makes no report of its own.
+  s = SweepSync(*store, SweepRequest{later + absl::Hours(121), kT0 - absl::Hours(1), absl::Hours(120), 100});
+  EXPECT_EQ(s->expired, 1);
+  EXPECT_EQ(s->reports, 0);
+}
+
+TEST_P(StoreConformance, PurgeRemovesAcknowledgedBodiesAfterRetentionKeepsTracking) {
+  auto store = Open(Instance());
+  const MessageId old_id = AppendOne(*store, Msg(kTrust, kCouncil));
+  const MessageId new_id = AppendOne(*store, Msg(kTrust, kCouncil));
+  ASSERT_TRUE(AckSync(*store, kCouncil, {old_id}, kT0).ok());
+  ASSERT_TRUE(AckSync(*store, kCouncil, {new_id}, kT0 + absl::Hours(48)).ok());
+  auto s = SweepSync(*store, SweepRequest{kT0 + absl::Hours(50), kT0 + absl::Hours(24), absl::Hours(120), 100});
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->purged, 1);
+  auto t = TrackSync(*store, kTrust, old_id);
+  EXPECT_TRUE(t->body_purged);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  EXPECT_FALSE(TrackSync(*store, kTrust, new_id)->body_purged);
+}
+
+TEST_P(StoreConformance, SweepIsBoundedAndReportsMore) {
+  auto store = Open(Instance());
+  std::vector<NewMessage> batch;
+  for (int i = 0; i < 5; ++i) batch.push_back(Msg(kTrust, kCouncil));
+  ASSERT_TRUE(AppendSync(*store, std::move(batch)).ok());
+  const absl::Time later = kT0 + absl::Hours(200);
+  auto s = SweepSync(*store, SweepRequest{later, kT0, absl::Hours(120), 3});
+  EXPECT_EQ(s->expired, 3);
+  EXPECT_TRUE(s->more);
+  s = SweepSync(*store, SweepRequest{later, kT0, absl::Hours(120), 3});
+  EXPECT_EQ(s->expired, 2);
+  EXPECT_FALSE(s->more);
+}
+
+TEST_P(StoreConformance, ArrivalListenerHearsCommittedRecipients) {
+  auto store = Open(Instance());
+  absl::Mutex mu;
+  std::vector<std::string> heard;
+  store->SetArrivalListener([&](const OrgCode& o) {
+    absl::MutexLock l(&mu);
+    heard.push_back(o.str());
+  });
+  ASSERT_TRUE(AppendSync(*store, {Msg(kTrust, kCouncil), Msg(kTrust, kGp)}).ok());
+  absl::MutexLock l(&mu);
+  EXPECT_THAT(heard, ::testing::UnorderedElementsAre("503", "Y06601"));
+}
+
+TEST_P(StoreConformance, DataSurvivesReopen) {
+  const std::string name = Instance();
+  MessageId delivered, waiting;
+  {
+    auto store = Open(name);
+    delivered = AppendOne(*store, Msg(kTrust, kCouncil, "a", "payload-a"));
+    waiting = AppendOne(*store, Msg(kTrust, kCouncil, "b"));
+    ASSERT_THAT(*ClaimSync(*store, Claim(kCouncil, 1, kT0)), SizeIs(1));
+  }
+  auto store = Open(name);
+  // Idempotency keys survive, so retries after a restart are still safe.
+  auto r = AppendSync(*store, {Msg(kTrust, kCouncil, "a", "payload-a")});
+  ASSERT_TRUE((*r)[0].ok()) << (*r)[0].status();
+  EXPECT_TRUE((*r)[0]->duplicate);
+  EXPECT_EQ((*r)[0]->id, delivered);
+  EXPECT_EQ(TrackSync(*store, kTrust, waiting)->status, v1::MESSAGE_STATUS_ACCEPTED);
+  EXPECT_EQ(TrackSync(*store, kTrust, delivered)->status, v1::MESSAGE_STATUS_DELIVERED);
+}
+
+TEST_P(StoreConformance, ClosedStoreRefusesWork) {
+  auto store = Open(Instance());
+  store->Close();
+  auto r = AppendSync(*store, {Msg(kTrust, kCouncil)});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ReasonOf(r.status()), "STORE_CLOSED");
+}
+
+TEST_P(StoreConformance, InvalidClaimIsRefused) {
+  auto store = Open(Instance());
+  EXPECT_EQ(ClaimSync(*store, Claim(kCouncil, 0)).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreConformance, ConcurrentAppendsAllCommitAndShareCommits) {
+  auto store = Open(Instance());
+  constexpr int kThreads = 4, kPerThread = 250;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        auto r = AppendSync(*store, {Msg(kTrust, kCouncil, "t" + std::to_string(t) + "-" + std::to_string(i))});
+        if (r.ok() && (*r)[0].ok()) ok.fetch_add(1);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(ok.load(), kThreads * kPerThread);
+  int claimed = 0;
+  for (int round = 0; round < 100 && claimed < kThreads * kPerThread; ++round) {
+    claimed += static_cast<int>(ClaimSync(*store, Claim(kCouncil, 500, kT0 + absl::Seconds(1)))->size());
+  }
+  EXPECT_EQ(claimed, kThreads * kPerThread);
+}
+
+}  // namespace
+}  // namespace carebroker

@@ -1,0 +1,515 @@
+// The exchange through the real server: real gRPC on a loopback port, real
+// mutual TLS with the dev PKI, a real SQLite file. Time is a FakeClock.
+#include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/security/credentials.h>
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "broker/cli/client.h"
+#include "broker/exchange/intake.h"
+#include "carebroker/v1/record.pb.h"
+#include "tests/integration/harness.h"
+#include "tests/integration/probe.pb.h"
+
+namespace carebroker::testing {
+namespace {
+
+grpc::Status SendStatus(v1::Exchange::Stub& stub, const v1::SendRequest& req, v1::SendReceipt* out = nullptr) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::SendReceipt r;
+  grpc::Status s = stub.Send(&ctx, req, &r);
+  if (out) *out = r;
+  return s;
+}
+
+grpc::Status TrackStatus(v1::Exchange::Stub& stub, const std::string& id, v1::TrackResponse* out = nullptr) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::TrackRequest req;
+  req.set_message_id(id);
+  v1::TrackResponse r;
+  grpc::Status s = stub.Track(&ctx, req, &r);
+  if (out) *out = r;
+  return s;
+}
+
+v1::TrackResponse Tracked(v1::Exchange::Stub& stub, const std::string& id) {
+  v1::TrackResponse r;
+  grpc::Status s = TrackStatus(stub, id, &r);
+  EXPECT_TRUE(s.ok()) << DescribeStatus(s);
+  return r;
+}
+
+class ExchangeTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Start(); }
+  void Start(const std::string& extra = "", const std::string& orgs = "") {
+    if (data_dir_.empty()) data_dir_ = FreshDir("exchange");
+    broker_ = StartBroker(ConfigYaml(data_dir_, extra, orgs), &clock_);
+    ASSERT_NE(broker_, nullptr);
+    trust_ = StubAs(*broker_, "RR8");
+    council_ = StubAs(*broker_, "503");
+  }
+  void Restart(const std::string& extra = "", const std::string& orgs = "") {
+    broker_.reset();
+    Start(extra, orgs);
+  }
+
+  FakeClock clock_;
+  std::string data_dir_;
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<v1::Exchange::Stub> trust_, council_;
+};
+
+TEST_F(ExchangeTest, SendReceiveAckTrack) {
+  v1::SendRequest req = Req("503", "adt-1", "{\"event\":\"discharge\"}");
+  req.set_local_reference("MSG0001");
+  const std::string id = SendOk(*trust_, req);
+  ASSERT_EQ(id.size(), 32u);
+  EXPECT_EQ(Tracked(*trust_, id).status(), v1::MESSAGE_STATUS_ACCEPTED);
+
+  Receiver rx(*council_, 10);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->message_id(), id);
+  EXPECT_EQ(d->sender(), "RR8");  // from the certificate, never from the request
+  EXPECT_EQ(d->workflow(), "HOSPITAL_DISCHARGE");
+  EXPECT_EQ(d->purpose(), "direct-care");
+  EXPECT_EQ(d->content_type(), "application/json");
+  EXPECT_EQ(d->payload(), "{\"event\":\"discharge\"}");
+  EXPECT_EQ(d->local_reference(), "MSG0001");
+  EXPECT_EQ(d->delivery_count(), 1u);
+  EXPECT_EQ(d->kind(), v1::MESSAGE_KIND_DATA);
+  EXPECT_EQ(Tracked(*trust_, id).status(), v1::MESSAGE_STATUS_DELIVERED);
+
+  ASSERT_TRUE(rx.Ack(id));
+  grpc::Status end = rx.Close();  // a clean close means the ack is durable
+  EXPECT_TRUE(end.ok()) << DescribeStatus(end);
+  v1::TrackResponse t = Tracked(*trust_, id);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  EXPECT_TRUE(t.has_acknowledged_at());
+  EXPECT_TRUE(t.has_first_delivered_at());
+  EXPECT_EQ(t.delivery_count(), 1u);
+  // The recipient may track it too.
+  EXPECT_EQ(Tracked(*council_, id).status(), v1::MESSAGE_STATUS_ACKNOWLEDGED);
+}
+
+TEST_F(ExchangeTest, UnaryAckAndPerIdResults) {
+  const std::string id = SendOk(*trust_, Req("503"));
+  grpc::ClientContext ctx;
+  v1::AckRequest req;
+  req.add_message_ids(id);
+  req.add_message_ids("0123456789abcdef0123456789abcdef");
+  v1::AckResponse resp;
+  ASSERT_TRUE(council_->Ack(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.acknowledged_size(), 1);
+  EXPECT_EQ(resp.acknowledged(0), id);
+  ASSERT_EQ(resp.not_found_size(), 1);
+
+  grpc::ClientContext bad;
+  v1::AckRequest malformed;
+  malformed.add_message_ids("not-an-id");
+  grpc::Status s = council_->Ack(&bad, malformed, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ErrorReason(s), "MESSAGE_ID_INVALID");
+}
+
+TEST_F(ExchangeTest, SendStreamPipelinesAndAnswersInOrder) {
+  grpc::ClientContext ctx;
+  auto stream = trust_->SendStream(&ctx);
+  constexpr int kN = 300;
+  std::thread writer([&] {
+    for (int i = 0; i < kN; ++i) {
+      // Every 50th request is malformed: its error comes back in its place.
+      v1::SendRequest r = Req(i % 50 == 49 ? "999" : "503", absl::StrCat("s-", i), absl::StrCat("{\"i\":", i, "}"));
+      if (!stream->Write(r)) break;
+    }
+    stream->WritesDone();
+  });
+  std::vector<std::string> ids;
+  int errors = 0, n = 0;
+  v1::SendStreamResponse resp;
+  while (stream->Read(&resp)) {
+    if (n % 50 == 49) {
+      EXPECT_TRUE(resp.has_error()) << n;
+      EXPECT_EQ(resp.error().reason(), "UNKNOWN_RECIPIENT");
+      EXPECT_EQ(resp.error().code(), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION));
+      ++errors;
+    } else {
+      EXPECT_TRUE(resp.has_receipt()) << n;
+      ids.push_back(resp.receipt().message_id());
+    }
+    ++n;
+  }
+  writer.join();
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(n, kN);
+  EXPECT_EQ(errors, kN / 50);
+
+  Receiver rx(*council_, 100);
+  std::vector<std::string> got;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto d = rx.Next();
+    ASSERT_TRUE(d.has_value()) << "delivery " << i;
+    got.push_back(d->message_id());
+    rx.Ack(d->message_id());
+  }
+  EXPECT_EQ(got, ids);  // oldest first
+  EXPECT_TRUE(rx.Close().ok());
+}
+
+TEST_F(ExchangeTest, IdempotentRetryReturnsFirstIdAndDeliversOnce) {
+  v1::SendReceipt first, retry;
+  ASSERT_TRUE(SendStatus(*trust_, Req("503", "adt-42", "{}"), &first).ok());
+  ASSERT_TRUE(SendStatus(*trust_, Req("503", "adt-42", "{}"), &retry).ok());
+  EXPECT_EQ(retry.message_id(), first.message_id());
+  EXPECT_TRUE(retry.duplicate());
+  EXPECT_FALSE(first.duplicate());
+
+  grpc::Status reused = SendStatus(*trust_, Req("503", "adt-42", "{\"other\":1}"));
+  EXPECT_EQ(reused.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+  EXPECT_EQ(ErrorReason(reused), "IDEMPOTENCY_KEY_REUSED");
+
+  Receiver rx(*council_, 10);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  rx.Ack(d->message_id());
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value());
+  rx.Close();
+}
+
+TEST_F(ExchangeTest, UnknownRecipientIsFailedPreconditionAndStoresNothing) {
+  grpc::Status s = SendStatus(*trust_, Req("ZZZ99"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(ErrorReason(s), "UNKNOWN_RECIPIENT");
+  // A sweep of everything shows nothing was stored.
+  auto sweep = broker_->SweepNow();
+  ASSERT_TRUE(sweep.ok());
+  clock_.Advance(absl::Hours(24 * 6));
+  sweep = broker_->SweepNow();
+  EXPECT_EQ(sweep->expired, 0);
+}
+
+TEST_F(ExchangeTest, MalformedRequestsAreInvalidArgumentWithReasons) {
+  struct Case {
+    std::function<void(v1::SendRequest&)> mutate;
+    const char* reason;
+  } cases[] = {
+      {[](auto& r) { r.set_workflow("hospital discharge"); }, "WORKFLOW_INVALID"},
+      {[](auto& r) { r.set_workflow("NON_DELIVERY_REPORT"); }, "WORKFLOW_INVALID"},
+      {[](auto& r) { r.set_purpose("Direct Care"); }, "PURPOSE_INVALID"},
+      {[](auto& r) { r.set_recipient("rr8"); }, "RECIPIENT_INVALID"},
+      {[](auto& r) { r.set_content_type(""); }, "CONTENT_TYPE_INVALID"},
+      {[](auto& r) { r.set_payload(""); }, "PAYLOAD_EMPTY"},
+      {[](auto& r) { r.set_idempotency_key(std::string(129, 'k')); }, "IDEMPOTENCY_KEY_INVALID"},
+      {[](auto& r) {
+         r.set_content_type(kCareRecordContentType);
+         r.set_payload("\xff\xff\xff not a protobuf");
+       },
+       "PAYLOAD_MALFORMED"},
+      {[](auto& r) {
+         v1::CareRecord rec;
+         rec.mutable_person()->set_nhs_number("9912003890");  // fails Modulus 11
+         r.set_content_type(kCareRecordContentType);
+         r.set_payload(rec.SerializeAsString());
+       },
+       "NHS_NUMBER_INVALID"},
+  };
+  for (const auto& c : cases) {
+    v1::SendRequest r = Req("503");
+    c.mutate(r);
+    grpc::Status s = SendStatus(*trust_, r);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << c.reason;
+    EXPECT_EQ(ErrorReason(s), c.reason);
+    // No patient data in the message: the NHS number is never echoed.
+    EXPECT_EQ(s.error_message().find("9912003890"), std::string::npos);
+  }
+  Receiver rx(*council_, 10);
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value()) << "a refused message was stored";
+}
+
+TEST_F(ExchangeTest, CanonicalRecordWithValidNhsNumberIsAccepted) {
+  v1::CareRecord rec;
+  rec.mutable_person()->set_nhs_number("9434765919");
+  rec.add_events()->mutable_discharge()->set_discharge_destination("19");
+  v1::SendRequest r = Req("503");
+  r.set_content_type(kCareRecordContentType);
+  r.set_payload(rec.SerializeAsString());
+  EXPECT_TRUE(SendStatus(*trust_, r).ok());
+}
+
+TEST_F(ExchangeTest, OversizedMessageIsResourceExhausted) {
+  Restart("limits: {max_message_bytes: 4096, memory_budget_bytes: 1048576}\n");
+  grpc::Status s = SendStatus(*trust_, Req("503", "", std::string(4097, 'x')));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(ErrorReason(s), "MESSAGE_TOO_LARGE");
+  // Far past the limit, gRPC itself refuses the frame.
+  s = SendStatus(*trust_, Req("503", "", std::string(1 << 20, 'x')));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_TRUE(SendStatus(*trust_, Req("503", "", std::string(4096, 'x'))).ok());
+}
+
+TEST_F(ExchangeTest, CrossOrganisationAccessIsRefused) {
+  const std::string id = SendOk(*trust_, Req("503"));
+  auto other = StubAs(*broker_, "511");
+  // Another council cannot see, track or acknowledge 503's message.
+  grpc::Status t = TrackStatus(*other, id);
+  EXPECT_EQ(t.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(ErrorReason(t), "MESSAGE_NOT_FOUND");
+  grpc::ClientContext ctx;
+  v1::AckRequest ack;
+  ack.add_message_ids(id);
+  v1::AckResponse resp;
+  ASSERT_TRUE(other->Ack(&ctx, ack, &resp).ok());
+  EXPECT_EQ(resp.not_found_size(), 1);
+  Receiver rx(*other, 10);
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value());
+  rx.Close();
+  // The sender cannot acknowledge on the recipient's behalf.
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(trust_->Ack(&ctx2, ack, &resp).ok());
+  EXPECT_EQ(Tracked(*trust_, id).status(), v1::MESSAGE_STATUS_ACCEPTED);
+}
+
+TEST_F(ExchangeTest, RolesAreEnforcedPerRpc) {
+  for (const char* who : {"ig-officer", "operator"}) {
+    auto stub = StubAs(*broker_, who);
+    grpc::Status s = SendStatus(*stub, Req("503"));
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << who;
+    EXPECT_EQ(ErrorReason(s), "ROLE_NOT_ALLOWED");
+    Receiver rx(*stub, 1);
+    grpc::Status end = rx.Close();
+    EXPECT_EQ(end.error_code(), grpc::StatusCode::PERMISSION_DENIED) << who;
+    EXPECT_EQ(TrackStatus(*stub, "0123456789abcdef0123456789abcdef").error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+}
+
+TEST_F(ExchangeTest, UnregisteredOrganisationIsRefused) {
+  Restart("", R"(
+organisations:
+  - {ods: RR8, name: Leeds Teaching Hospitals NHS Trust, kind: nhs_trust}
+  - {ods: "503", name: Lincolnshire County Council, kind: local_authority}
+)");
+  auto stub = StubAs(*broker_, "511");
+  grpc::Status s = SendStatus(*stub, Req("503"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "UNKNOWN_ORGANISATION");
+}
+
+TEST_F(ExchangeTest, RefusedCertificatesFailTheHandshake) {
+  const std::string pki = PkiDir();
+  auto try_with = [&](const std::string& cert, const std::string& key) {
+    grpc::SslCredentialsOptions o;
+    std::ifstream ca(pki + "/ca.crt");
+    o.pem_root_certs.assign(std::istreambuf_iterator<char>(ca), {});
+    if (!cert.empty()) {
+      std::ifstream c(pki + "/" + cert), k(pki + "/" + key);
+      o.pem_cert_chain.assign(std::istreambuf_iterator<char>(c), {});
+      o.pem_private_key.assign(std::istreambuf_iterator<char>(k), {});
+    }
+    auto stub = v1::Exchange::NewStub(grpc::CreateChannel(broker_->address(), grpc::SslCredentials(o)));
+    return SendStatus(*stub, Req("503"));
+  };
+  EXPECT_TRUE(try_with("RR8.crt", "RR8.key").ok());  // control
+  for (auto [cert, key] : {std::pair{"", ""},  // no certificate at all
+                           std::pair{"rogue.crt", "rogue.key"}, std::pair{"expired.crt", "expired.key"},
+                           std::pair{"future.crt", "future.key"}, std::pair{"revoked.crt", "revoked.key"}}) {
+    grpc::Status s = try_with(cert, key);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << (*cert ? cert : "no certificate");
+  }
+  Receiver rx(*council_, 10);
+  auto d = rx.Next();  // only the control message arrived
+  ASSERT_TRUE(d.has_value());
+  rx.Ack(d->message_id());
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value());
+  rx.Close();
+}
+
+TEST_F(ExchangeTest, RestartKeepsUnackedMessagesAndRedelivers) {
+  const std::string id = SendOk(*trust_, Req("503", "k"));
+  {
+    Receiver rx(*council_, 10);
+    auto d = rx.Next();
+    ASSERT_TRUE(d.has_value());
+    EXPECT_EQ(d->delivery_count(), 1u);
+    // Not acknowledged: the broker restarts underneath the stream.
+    Restart();
+  }
+  Receiver rx(*council_, 10);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->message_id(), id);
+  EXPECT_EQ(d->delivery_count(), 2u);
+  rx.Ack(id);
+  EXPECT_TRUE(rx.Close().ok());
+  // Idempotency survives the restart too.
+  v1::SendReceipt again;
+  ASSERT_TRUE(SendStatus(*trust_, Req("503", "k"), &again).ok());
+  EXPECT_TRUE(again.duplicate());
+  EXPECT_EQ(again.message_id(), id);
+}
+
+TEST_F(ExchangeTest, ClosedStreamReleasesUnackedAtOnce) {
+  const std::string id = SendOk(*trust_, Req("503"));
+  {
+    Receiver rx(*council_, 10);
+    ASSERT_TRUE(rx.Next().has_value());
+    EXPECT_TRUE(rx.Close().ok());
+  }
+  Receiver rx(*council_, 10);
+  auto d = rx.Next();  // no visibility timeout wait: released on stream end
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->message_id(), id);
+  EXPECT_EQ(d->delivery_count(), 2u);
+  rx.Close();
+}
+
+TEST_F(ExchangeTest, UnackedDeliveryIsRedeliveredAfterVisibilityTimeout) {
+  const std::string id = SendOk(*trust_, Req("503"));
+  Receiver rx(*council_, 10);
+  ASSERT_TRUE(rx.Next().has_value());
+  broker_->WakeAll();
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value());  // hidden while claimed
+  clock_.Advance(absl::Seconds(31));
+  broker_->WakeAll();
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->message_id(), id);
+  EXPECT_EQ(d->delivery_count(), 2u);
+  rx.Ack(id);
+  rx.Close();
+}
+
+TEST_F(ExchangeTest, InFlightLimitGivesBackpressure) {
+  for (int i = 0; i < 5; ++i) SendOk(*trust_, Req("503"));
+  Receiver rx(*council_, 2);
+  auto a = rx.Next();
+  auto b = rx.Next();
+  ASSERT_TRUE(a && b);
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value()) << "more than max_in_flight unacked";
+  rx.Ack(a->message_id());
+  auto c = rx.Next();
+  ASSERT_TRUE(c.has_value());
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value());
+  rx.Ack(b->message_id());
+  rx.Ack(c->message_id());
+  int rest = 0;
+  while (auto d = rx.Next(absl::Seconds(2))) {
+    rx.Ack(d->message_id());
+    if (++rest == 2) break;
+  }
+  EXPECT_EQ(rest, 2);
+  rx.Close();
+}
+
+TEST_F(ExchangeTest, ExpiryMakesNonDeliveryReportForSender) {
+  v1::SendRequest r = Req("503", "exp-1");
+  r.set_local_reference("LOCAL-7");
+  const std::string id = SendOk(*trust_, r);
+  clock_.Advance(absl::Hours(24 * 5) + absl::Seconds(1));
+  auto sweep = broker_->SweepNow();
+  ASSERT_TRUE(sweep.ok());
+  EXPECT_EQ(sweep->expired, 1);
+  EXPECT_EQ(sweep->reports, 1);
+  v1::TrackResponse t = Tracked(*trust_, id);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_EXPIRED);
+  EXPECT_TRUE(t.has_expired_at());
+
+  Receiver sender_rx(*trust_, 10);
+  auto d = sender_rx.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->kind(), v1::MESSAGE_KIND_NON_DELIVERY_REPORT);
+  EXPECT_EQ(d->workflow(), "NON_DELIVERY_REPORT");
+  EXPECT_EQ(d->local_reference(), "LOCAL-7");
+  v1::NonDeliveryReport ndr;
+  ASSERT_TRUE(ndr.ParseFromString(d->payload()));
+  EXPECT_EQ(ndr.message_id(), id);
+  EXPECT_EQ(ndr.recipient(), "503");
+  sender_rx.Ack(d->message_id());
+  sender_rx.Close();
+
+  Receiver council_rx(*council_, 10);
+  EXPECT_FALSE(council_rx.Next(absl::Milliseconds(300)).has_value()) << "an expired message was delivered";
+  council_rx.Close();
+}
+
+TEST_F(ExchangeTest, ReceiveProtocolErrors) {
+  grpc::ClientContext ctx;
+  auto stream = council_->Receive(&ctx);
+  v1::ReceiveRequest ack;
+  ack.set_ack("0123456789abcdef0123456789abcdef");
+  stream->Write(ack);  // before open
+  v1::Delivery d;
+  EXPECT_FALSE(stream->Read(&d));
+  grpc::Status s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ErrorReason(s), "RECEIVE_OPEN_REQUIRED");
+}
+
+TEST_F(ExchangeTest, StreamLimitIsEnforced) {
+  Restart("limits: {max_streams: 1}\n");
+  Receiver first(*council_, 1);
+  ASSERT_FALSE(first.Next(absl::Milliseconds(200)).has_value());  // open and idle
+  Receiver second(*council_, 1);
+  grpc::Status s = second.Close();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(ErrorReason(s), "TOO_MANY_STREAMS");
+  EXPECT_TRUE(first.Close().ok());
+}
+
+TEST_F(ExchangeTest, HealthAndReflectionAreServed) {
+  auto channel = ChannelAs(*broker_, "operator");
+  grpc::TemplatedGenericStub<cbtest::HealthCheckRequest, cbtest::HealthCheckResponse> health(channel);
+  grpc::CompletionQueue cq;
+  {
+    grpc::ClientContext ctx;
+    cbtest::HealthCheckRequest req;
+    cbtest::HealthCheckResponse resp;
+    grpc::Status status;
+    auto call = health.PrepareUnaryCall(&ctx, "/grpc.health.v1.Health/Check", req, &cq);
+    call->StartCall();
+    call->Finish(&resp, &status, reinterpret_cast<void*>(1));
+    void* tag;
+    bool ok;
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    ASSERT_TRUE(status.ok()) << DescribeStatus(status);
+    EXPECT_EQ(resp.status(), 1);  // SERVING
+  }
+  grpc::TemplatedGenericStub<cbtest::ReflectionRequest, cbtest::ReflectionResponse> reflection(channel);
+  {
+    grpc::ClientContext ctx;
+    auto call = reflection.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+    void* tag;
+    bool ok;
+    call->StartCall(reinterpret_cast<void*>(2));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    cbtest::ReflectionRequest req;
+    req.set_list_services("*");
+    call->Write(req, reinterpret_cast<void*>(3));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    cbtest::ReflectionResponse resp;
+    call->Read(&resp, reinterpret_cast<void*>(4));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    std::vector<std::string> names;
+    for (const auto& s : resp.list_services_response().service()) names.push_back(s.name());
+    EXPECT_NE(std::find(names.begin(), names.end(), "carebroker.v1.Exchange"), names.end());
+    EXPECT_NE(std::find(names.begin(), names.end(), "grpc.health.v1.Health"), names.end());
+    ctx.TryCancel();
+    grpc::Status st;
+    call->Finish(&st, reinterpret_cast<void*>(5));
+    cq.Next(&tag, &ok);
+  }
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+}
+
+}  // namespace
+}  // namespace carebroker::testing

@@ -1,0 +1,147 @@
+#include "tests/integration/harness.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "broker/cli/client.h"
+#include "broker/config/config.h"
+
+namespace carebroker::testing {
+
+namespace fs = std::filesystem;
+
+std::string PkiDir() {
+  const char* d = std::getenv("CB_TEST_PKI");
+  if (d == nullptr || !fs::exists(fs::path(d) / "ca.crt")) {
+    ADD_FAILURE() << "CB_TEST_PKI does not name a dev PKI; run the tests through ctest";
+    return "/nonexistent";
+  }
+  return d;
+}
+
+std::string FreshDir(const std::string& tag) {
+  static std::atomic<int> n{0};
+  fs::path d = fs::temp_directory_path() / absl::StrCat("cb-", tag, "-", ::getpid(), "-", n++);
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d.string();
+}
+
+std::string ConfigYaml(const std::string& data_dir, const std::string& extra, const std::string& organisations) {
+  const std::string pki = PkiDir();
+  std::string orgs = organisations.empty() ? R"(
+organisations:
+  - {ods: RR8, name: Leeds Teaching Hospitals NHS Trust, kind: nhs_trust}
+  - {ods: RH8, name: Royal Devon University Healthcare NHS Foundation Trust, kind: nhs_trust}
+  - {ods: Y06601, name: Example GP practice, kind: gp_practice}
+  - {ods: "503", name: Lincolnshire County Council, kind: local_authority}
+  - {ods: "511", name: Example council, kind: local_authority}
+  - {ods: X26, name: NHS England, kind: nhs_england}
+)"
+                                           : organisations;
+  return absl::StrCat("listen: 127.0.0.1:0\n", "data_dir: ", data_dir, "\n", "tls:\n", "  cert: ", pki,
+                      "/server.crt\n", "  key: ", pki, "/server.key\n", "  ca: ", pki, "/ca.crt\n", "  crl: ", pki,
+                      "/crl.pem\n", orgs, extra);
+}
+
+std::unique_ptr<Broker> StartBroker(const std::string& yaml, const Clock* clock) {
+  auto config = ParseConfig(yaml, "test.yaml", "/", {});
+  EXPECT_TRUE(config.ok()) << config.status();
+  if (!config.ok()) return nullptr;
+  auto b = Broker::Start(*config, BrokerOptions{clock});
+  EXPECT_TRUE(b.ok()) << b.status();
+  return b.ok() ? *std::move(b) : nullptr;
+}
+
+std::shared_ptr<grpc::Channel> ChannelAs(const Broker& broker, const std::string& name) {
+  const std::string pki = PkiDir();
+  auto ch = MakeChannel(ClientTls{broker.address(), absl::StrCat(pki, "/", name, ".crt"),
+                                  absl::StrCat(pki, "/", name, ".key"), absl::StrCat(pki, "/ca.crt")});
+  EXPECT_TRUE(ch.ok()) << ch.status();
+  return *ch;
+}
+
+std::unique_ptr<v1::Exchange::Stub> StubAs(const Broker& broker, const std::string& name) {
+  return v1::Exchange::NewStub(ChannelAs(broker, name));
+}
+
+v1::SendRequest Req(const std::string& to, const std::string& key, const std::string& payload) {
+  v1::SendRequest r;
+  r.set_recipient(to);
+  r.set_workflow("HOSPITAL_DISCHARGE");
+  r.set_purpose("direct-care");
+  r.set_idempotency_key(key);
+  r.set_content_type("application/json");
+  r.set_payload(payload);
+  return r;
+}
+
+std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::SendReceipt r;
+  grpc::Status s = stub.Send(&ctx, req, &r);
+  EXPECT_TRUE(s.ok()) << DescribeStatus(s);
+  return r.message_id();
+}
+
+Receiver::Receiver(v1::Exchange::Stub& stub, uint32_t max_in_flight) {
+  stream_ = stub.Receive(&ctx_);
+  v1::ReceiveRequest open;
+  open.mutable_open()->set_max_in_flight(max_in_flight);
+  stream_->Write(open);
+  reader_ = std::thread([this] {
+    v1::Delivery d;
+    while (stream_->Read(&d)) {
+      absl::MutexLock l(&mu_);
+      got_.push_back(d);
+    }
+    absl::MutexLock l(&mu_);
+    ended_ = true;
+  });
+}
+
+Receiver::~Receiver() {
+  if (!closed_) {
+    ctx_.TryCancel();
+    reader_.join();
+    stream_->Finish();
+  }
+}
+
+std::optional<v1::Delivery> Receiver::Next(absl::Duration timeout) {
+  absl::MutexLock l(&mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !got_.empty() || ended_; };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  if (got_.empty()) return std::nullopt;
+  v1::Delivery d = std::move(got_.front());
+  got_.pop_front();
+  return d;
+}
+
+bool Receiver::Ack(const std::string& id) {
+  v1::ReceiveRequest r;
+  r.set_ack(id);
+  return stream_->Write(r);
+}
+
+bool Receiver::Send(const v1::ReceiveRequest& r) { return stream_->Write(r); }
+
+grpc::Status Receiver::Close() {
+  stream_->WritesDone();
+  reader_.join();
+  closed_ = true;
+  final_ = stream_->Finish();
+  return final_;
+}
+
+}  // namespace carebroker::testing

@@ -1,0 +1,64 @@
+// Test harness: a real broker on a loopback port with real certificates
+// from deploy/pki/dev-pki.sh, and clients presenting them.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "broker/core/clock.h"
+#include "broker/server/broker.h"
+#include "carebroker/v1/exchange.grpc.pb.h"
+
+namespace carebroker::testing {
+
+// Folder of the dev PKI made by the dev_pki ctest fixture.
+std::string PkiDir();
+// A fresh, empty folder under the system temp folder.
+std::string FreshDir(const std::string& tag);
+
+// Broker config YAML using the dev PKI, listening on 127.0.0.1:0, with
+// `extra` appended (e.g. a limits: or delivery: section) and, if
+// `organisations` is empty, the six dev organisations.
+std::string ConfigYaml(const std::string& data_dir, const std::string& extra = "",
+                       const std::string& organisations = "");
+
+std::unique_ptr<Broker> StartBroker(const std::string& yaml, const Clock* clock);
+
+// A channel to `broker` presenting the certificate NAME.crt/NAME.key.
+std::shared_ptr<grpc::Channel> ChannelAs(const Broker& broker, const std::string& name);
+std::unique_ptr<v1::Exchange::Stub> StubAs(const Broker& broker, const std::string& name);
+
+v1::SendRequest Req(const std::string& to, const std::string& key = "", const std::string& payload = "{\"n\":1}");
+
+// Sends and expects success; returns the message id.
+std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req);
+
+// A Receive stream with a reader thread, so tests can wait with a bound.
+class Receiver {
+ public:
+  Receiver(v1::Exchange::Stub& stub, uint32_t max_in_flight);
+  ~Receiver();
+  // The next delivery, or nullopt if none arrives within `timeout`.
+  std::optional<v1::Delivery> Next(absl::Duration timeout = absl::Seconds(10));
+  bool Ack(const std::string& id);
+  bool Send(const v1::ReceiveRequest& r);
+  // Half-closes and returns the final status.
+  grpc::Status Close();
+
+ private:
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ReceiveRequest, v1::Delivery>> stream_;
+  std::thread reader_;
+  absl::Mutex mu_;
+  std::deque<v1::Delivery> got_ ABSL_GUARDED_BY(mu_);
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ = false;
+  grpc::Status final_;
+};
+
+}  // namespace carebroker::testing
