@@ -1,1 +1,121 @@
+#include "broker/config/config.h"
+
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+namespace carebroker {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+
+// A folder with stand-in TLS files, so path checks can pass or fail.
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("cb-config-" + std::to_string(::getpid()));
+    fs::create_directories(dir_ / "pki");
+    for (const char* f : {"server.crt", "server.key", "ca.crt", "crl.pem"}) std::ofstream(dir_ / "pki" / f) << "x";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  absl::StatusOr<std::shared_ptr<const Config>> Parse(const std::string& yaml, ConfigOverrides o = {}) {
+    return ParseConfig(yaml, "cb.yaml", dir_.string(), o);
+  }
+  static std::string Base(const std::string& extra = "") {
+    return R"(listen: 127.0.0.1:7443
+data_dir: data
+tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt, crl: pki/crl.pem}
+organisations:
+  - {ods: RR8, name: Leeds, kind: nhs_trust}
+  - {ods: "503", name: Lincolnshire, kind: local_authority}
+)" + extra;
+  }
+  void ExpectError(const std::string& yaml, const std::string& want) {
+    auto c = Parse(yaml);
+    ASSERT_FALSE(c.ok()) << yaml;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(want));
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(ConfigTest, ResolvesPathsAndFillsDefaults) {
+  auto c = Parse(Base());
+  ASSERT_TRUE(c.ok()) << c.status();
+  const auto& p = (*c)->proto();
+  EXPECT_EQ(p.data_dir(), (dir_ / "data").string());
+  EXPECT_EQ(p.tls().ca(), (dir_ / "pki/ca.crt").string());
+  EXPECT_EQ((*c)->sqlite_path(), (dir_ / "data/carebroker.db").string());
+  EXPECT_EQ(p.limits().max_message_bytes(), 8u << 20);
+  EXPECT_EQ(p.limits().max_in_flight_per_stream(), 1000u);
+  EXPECT_EQ((*c)->expiry(), absl::Hours(120));
+  EXPECT_EQ((*c)->visibility_timeout(), absl::Seconds(30));
+  EXPECT_EQ((*c)->retention(), absl::Hours(24 * 30));
+  ASSERT_NE((*c)->FindOrganisation(OrgCode("503")), nullptr);
+  EXPECT_EQ((*c)->FindOrganisation(OrgCode("503"))->name(), "Lincolnshire");
+  EXPECT_EQ((*c)->FindOrganisation(OrgCode("999")), nullptr);
+}
+
+TEST_F(ConfigTest, FlagsOverrideTheFile) {
+  auto c = Parse(Base(), ConfigOverrides{"127.0.0.1:9999", "/tmp/elsewhere"});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->proto().listen(), "127.0.0.1:9999");
+  EXPECT_EQ((*c)->sqlite_path(), "/tmp/elsewhere/carebroker.db");
+}
+
+TEST_F(ConfigTest, PreciseErrors) {
+  ExpectError("data_dir: d\n", "cb.yaml: listen: required");
+  ExpectError(Base() + "delivery: {expiry: 0s}\n", "cb.yaml:7: delivery.expiry: must be more than zero");
+  ExpectError(Base() + "limits: {max_message_bytes: 999999999}\n", "limits.max_message_bytes: must be at most");
+  ExpectError(Base() + "limits: {max_message_bytes: 1048576, memory_budget_bytes: 1048576}\n",
+              "limits.memory_budget_bytes");
+  ExpectError(Base() + "  - {ods: RR8, name: Again, kind: nhs_trust}\n",
+              "cb.yaml:7: organisations[2].ods: 'RR8' is registered twice");
+  ExpectError(Base() + "  - {ods: rr9, name: Lower, kind: nhs_trust}\n", "organisations[2].ods: an ODS code is");
+  ExpectError(Base() + "  - {ods: RR9, name: NoKind}\n", "cb.yaml:7: organisations[2].kind: required");
+  ExpectError(Base() + "  - {ods: RR9, kind: nhs_trust}\n", "organisations[2].name: required");
+  ExpectError("listen: 127.0.0.1:99999\ndata_dir: d\n", "listen: expected host:port");
+  ExpectError("listen: 127.0.0.1:1\ndata_dir: d\ntls: {cert: pki/nope.crt}\n", "tls.cert: cannot read");
+  ExpectError("listen: 127.0.0.1:1\ndata_dir: d\ntls: {cert: pki/server.crt, key: pki/server.key}\n",
+              "tls.ca: required");
+  ExpectError(R"(listen: 127.0.0.1:1
+data_dir: d
+tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt}
+organisations: []
+)",
+              "organisations: at least one");
+}
+
+TEST_F(ConfigTest, MissingFileIsAClearError) {
+  auto c = LoadConfig((dir_ / "absent.yaml").string());
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("cannot read the config file"));
+}
+
+// The shipped example is loaded by the real loader, against a real dev PKI.
+TEST(ShippedConfig, ExampleLoads) {
+  const char* src = std::getenv("CB_SOURCE_DIR");
+  const char* pki = std::getenv("CB_TEST_PKI");
+  ASSERT_TRUE(src && pki) << "run through ctest";
+  const fs::path inst = fs::temp_directory_path() / ("cb-example-" + std::to_string(::getpid()));
+  fs::create_directories(inst);
+  fs::copy_file(fs::path(src) / "deploy/config/carebroker.yaml", inst / "carebroker.yaml",
+                fs::copy_options::overwrite_existing);
+  fs::remove(inst / "pki");
+  fs::create_directory_symlink(pki, inst / "pki");
+  auto c = LoadConfig((inst / "carebroker.yaml").string());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->proto().listen(), "127.0.0.1:7443");
+  EXPECT_EQ((*c)->proto().organisations_size(), 6);
+  EXPECT_EQ((*c)->expiry(), absl::Hours(120));
+  fs::remove_all(inst);
+}
+
+}  // namespace
+}  // namespace carebroker

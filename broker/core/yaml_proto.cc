@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -42,11 +43,12 @@ class Reader {
     if (n.IsNull()) return absl::OkStatus();  // an empty section is an empty message
     if (!n.IsMap()) return Fail(n, path, "expected a mapping of keys");
     const Reflection* r = msg->GetReflection();
+    absl::flat_hash_set<std::string> seen;
     for (const auto& kv : n) {
-      std::string key;
       if (!kv.first.IsScalar()) return Fail(kv.first, path, "keys must be plain words");
-      key = kv.first.Scalar();
+      const std::string& key = kv.first.Scalar();
       const std::string sub = path.empty() ? key : absl::StrCat(path, ".", key);
+      if (!seen.insert(key).second) return Fail(kv.first, sub, "appears twice");
       Record(sub, kv.first);
       const FieldDescriptor* f = d->FindFieldByName(key);
       if (f == nullptr) return Fail(kv.first, sub, "unknown key");
