@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds (warnings are errors), and runs every test
+# with ctest. Exits non-zero on any failure.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+build=${BUILD_DIR:-build}
+jobs=$(nproc)
+
+deploy/install-deps.sh
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCB_WERROR=ON
+cmake --build "$build" -j "$jobs"
+# A fresh dev PKI for every run (made by the dev_pki test fixture).
+rm -rf "$build/test-pki"
+if ! ctest --test-dir "$build" --output-on-failure -j "$jobs"; then
+  echo "tests/run.sh: TESTS FAILED" >&2
+  exit 1
+fi
