@@ -133,8 +133,7 @@ int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& 
   grpc::Status s = stub->Send(&ctx, req, &r);
   if (!s.ok()) return RpcFailed(err, s);
   if (g.json()) {
-    out << json{{"message_id", r.message_id()}, {"accepted_at", Rfc3339(r.accepted_at())},
-                {"duplicate", r.duplicate()}}
+    out << json{{"message_id", r.message_id()}, {"accepted_at", Rfc3339(r.accepted_at())}, {"duplicate", r.duplicate()}}
                .dump()
         << "\n";
   } else {
@@ -190,31 +189,37 @@ int DoReceive(const Global& g, const ReceiveArgs& a, std::ostream& out, std::ost
   int count = 0;
   bool local_error = false;
   json files = json::array();
-  v1::Delivery d;
-  while (stream->Read(&d)) {
+  v1::DeliveryBatch batch;
+  while (stream->Read(&batch)) {
     std::unique_lock<std::mutex> l(mu);
     last = std::chrono::steady_clock::now();
-    if (closed) continue;  // not acknowledged: redelivered later
-    const std::string base = d.message_id();
-    json meta{{"message_id", d.message_id()},     {"sender", d.sender()},
-              {"workflow", d.workflow()},         {"purpose", d.purpose()},
-              {"content_type", d.content_type()}, {"local_reference", d.local_reference()},
-              {"accepted_at", Rfc3339(d.accepted_at())}, {"delivery_count", d.delivery_count()},
-              {"kind", v1::MessageKind_Name(d.kind())}};
-    const std::string body_name = base + ExtensionFor(d.content_type());
-    if (!WriteAtomically(dir, base + ".meta.json", meta.dump(2) + "\n") ||
-        !WriteAtomically(dir, body_name, d.payload())) {
-      err << "carebrokerctl: cannot write into " << a.out_dir << "; message left unacknowledged\n";
-      local_error = true;
-      close_writes();
-      continue;
+    for (const v1::Delivery& d : batch.deliveries()) {
+      if (closed) break;  // not acknowledged: redelivered later
+      const std::string base = d.message_id();
+      json meta{{"message_id", d.message_id()},
+                {"sender", d.sender()},
+                {"workflow", d.workflow()},
+                {"purpose", d.purpose()},
+                {"content_type", d.content_type()},
+                {"local_reference", d.local_reference()},
+                {"accepted_at", Rfc3339(d.accepted_at())},
+                {"delivery_count", d.delivery_count()},
+                {"kind", v1::MessageKind_Name(d.kind())}};
+      const std::string body_name = base + ExtensionFor(d.content_type());
+      if (!WriteAtomically(dir, base + ".meta.json", meta.dump(2) + "\n") ||
+          !WriteAtomically(dir, body_name, d.payload())) {
+        err << "carebrokerctl: cannot write into " << a.out_dir << "; message left unacknowledged\n";
+        local_error = true;
+        close_writes();
+        break;
+      }
+      v1::ReceiveRequest ack;
+      ack.set_ack(d.message_id());
+      if (!stream->Write(ack)) break;
+      ++count;
+      files.push_back((dir / body_name).string());
+      if (a.max > 0 && count >= a.max) close_writes();
     }
-    v1::ReceiveRequest ack;
-    ack.set_ack(d.message_id());
-    if (!stream->Write(ack)) break;
-    ++count;
-    files.push_back((dir / body_name).string());
-    if (a.max > 0 && count >= a.max) close_writes();
   }
   {
     std::lock_guard<std::mutex> l(mu);

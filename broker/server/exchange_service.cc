@@ -91,7 +91,7 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
       absl::MutexLock l(&mu_);
       Slot& slot = slots_.emplace_back();
       if (!msg.ok()) {
-        *slot.resp.mutable_error() = ToStreamError(msg.status());
+        *slot.result.mutable_error() = ToStreamError(msg.status());
         slot.ready = true;
       } else {
         Ref();
@@ -129,7 +129,7 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
  private:
   struct Slot {
     bool ready = false;
-    v1::SendStreamResponse resp;
+    v1::SendResult result;
   };
 
   void OnAppended(Slot* slot, uint64_t bytes, absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> r) {
@@ -139,12 +139,12 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
       absl::Status s = r.ok() ? (*r)[0].status() : r.status();
       if (s.ok()) {
         const AppendReceipt& rc = *(*r)[0];
-        auto* out = slot->resp.mutable_receipt();
+        auto* out = slot->result.mutable_receipt();
         out->set_message_id(rc.id.str());
         *out->mutable_accepted_at() = ToProto(rc.accepted_at);
         out->set_duplicate(rc.duplicate);
       } else {
-        *slot->resp.mutable_error() = ToStreamError(s);
+        *slot->result.mutable_error() = ToStreamError(s);
       }
       slot->ready = true;
     }
@@ -152,14 +152,18 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
     Unref();
   }
 
-  // Writes the oldest response if it is ready and no write is in flight.
+  // Writes every ready result at the front, in request order, as one
+  // response, if no write is in flight.
   void MaybeWrite() {
     bool write = false, resume_read = false, finish = false;
     {
       absl::MutexLock l(&mu_);
       if (!writing_ && !broken_ && !finished_ && !slots_.empty() && slots_.front().ready) {
-        write_buf_ = std::move(slots_.front().resp);
-        slots_.pop_front();
+        write_buf_.Clear();
+        while (!slots_.empty() && slots_.front().ready) {
+          *write_buf_.add_results() = std::move(slots_.front().result);
+          slots_.pop_front();
+        }
         writing_ = write = true;
         if (read_paused_ && slots_.size() < max_pending_) {
           read_paused_ = false;
@@ -201,7 +205,7 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
 
 // ------------------------------------------------------------------- Receive
 
-class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, v1::Delivery>,
+class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, v1::DeliveryBatch>,
                              public Subscriber,
                              public RefCounted {
  public:
@@ -376,24 +380,33 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
     });
   }
 
+  // Writes the claimed deliveries waiting at the front as one response (at
+  // least one; more while they fit in one message of the size limit), if
+  // no write is in flight.
   void MaybeWrite() {
     {
       absl::MutexLock l(&mu_);
       if (writing_ || done_ || finished_ || to_write_.empty()) return;
-      StoredDelivery d = std::move(to_write_.front());
-      to_write_.pop_front();
+      const uint64_t cap = d_.config->proto().limits().max_message_bytes();
       write_buf_.Clear();
-      write_buf_.set_message_id(d.id.str());
-      write_buf_.set_sender(d.sender.str());
-      write_buf_.set_workflow(std::move(d.workflow));
-      write_buf_.set_purpose(std::move(d.purpose));
-      write_buf_.set_content_type(std::move(d.content_type));
-      write_bytes_ = d.payload.size();
-      write_buf_.set_payload(std::move(d.payload));
-      *write_buf_.mutable_accepted_at() = ToProto(d.accepted_at);
-      write_buf_.set_delivery_count(d.delivery_count);
-      write_buf_.set_kind(d.kind);
-      write_buf_.set_local_reference(std::move(d.local_reference));
+      write_bytes_ = 0;
+      while (!to_write_.empty() &&
+             (write_bytes_ == 0 || write_bytes_ + to_write_.front().payload.size() <= cap)) {
+        StoredDelivery d = std::move(to_write_.front());
+        to_write_.pop_front();
+        v1::Delivery* out = write_buf_.add_deliveries();
+        out->set_message_id(d.id.str());
+        out->set_sender(d.sender.str());
+        out->set_workflow(std::move(d.workflow));
+        out->set_purpose(std::move(d.purpose));
+        out->set_content_type(std::move(d.content_type));
+        write_bytes_ += d.payload.size();
+        out->set_payload(std::move(d.payload));
+        *out->mutable_accepted_at() = ToProto(d.accepted_at);
+        out->set_delivery_count(d.delivery_count);
+        out->set_kind(d.kind);
+        out->set_local_reference(std::move(d.local_reference));
+      }
       writing_ = true;
     }
     StartWrite(&write_buf_);
@@ -412,7 +425,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   const Identity id_;
   ClaimToken token_ = 0;
   v1::ReceiveRequest req_;
-  v1::Delivery write_buf_;
+  v1::DeliveryBatch write_buf_;
 
   absl::Mutex mu_;
   bool opened_ ABSL_GUARDED_BY(mu_) = false;
@@ -497,11 +510,11 @@ grpc::ServerBidiReactor<v1::SendRequest, v1::SendStreamResponse>* ExchangeServic
   return new SendStreamReactor(deps_, *std::move(id));
 }
 
-grpc::ServerBidiReactor<v1::ReceiveRequest, v1::Delivery>* ExchangeService::Receive(
+grpc::ServerBidiReactor<v1::ReceiveRequest, v1::DeliveryBatch>* ExchangeService::Receive(
     grpc::CallbackServerContext* ctx) {
   auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
-  if (!id.ok()) return new RefusedStream<v1::ReceiveRequest, v1::Delivery>(id.status());
-  if (!EnterStream(deps_)) return new RefusedStream<v1::ReceiveRequest, v1::Delivery>(TooManyStreams());
+  if (!id.ok()) return new RefusedStream<v1::ReceiveRequest, v1::DeliveryBatch>(id.status());
+  if (!EnterStream(deps_)) return new RefusedStream<v1::ReceiveRequest, v1::DeliveryBatch>(TooManyStreams());
   return new ReceiveReactor(deps_, *std::move(id));
 }
 

@@ -39,7 +39,7 @@ class ExchangeService final : public v1::Exchange::CallbackService {
                                  v1::SendReceipt* resp) override;
   grpc::ServerBidiReactor<v1::SendRequest, v1::SendStreamResponse>* SendStream(
       grpc::CallbackServerContext* ctx) override;
-  grpc::ServerBidiReactor<v1::ReceiveRequest, v1::Delivery>* Receive(grpc::CallbackServerContext* ctx) override;
+  grpc::ServerBidiReactor<v1::ReceiveRequest, v1::DeliveryBatch>* Receive(grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest* req,
                                 v1::AckResponse* resp) override;
   grpc::ServerUnaryReactor* Track(grpc::CallbackServerContext* ctx, const v1::TrackRequest* req,

@@ -13,6 +13,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
 #include <cinttypes>
@@ -24,14 +25,13 @@
 #include <thread>
 #include <vector>
 
-#include <CLI/CLI.hpp>
-
 #include "broker/cli/client.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
 
 namespace {
 
 using carebroker::v1::Delivery;
+using carebroker::v1::DeliveryBatch;
 using carebroker::v1::ReceiveRequest;
 using carebroker::v1::SendRequest;
 using carebroker::v1::SendStreamResponse;
@@ -84,9 +84,9 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   auto channel = [&](const std::string& who) {
-    auto ch = carebroker::MakeChannel(carebroker::ClientTls{o.host + ":" + std::to_string(o.port),
-                                                            o.pki + "/" + who + ".crt", o.pki + "/" + who + ".key",
-                                                            o.pki + "/ca.crt"});
+    auto ch =
+        carebroker::MakeChannel(carebroker::ClientTls{o.host + ":" + std::to_string(o.port), o.pki + "/" + who + ".crt",
+                                                      o.pki + "/" + who + ".key", o.pki + "/ca.crt"});
     if (!ch.ok()) {
       fprintf(stderr, "%s\n", std::string(ch.status().message()).c_str());
       exit(2);
@@ -120,26 +120,28 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::thread consumer([&] {
-    Delivery d;
+    DeliveryBatch batch;
     ReceiveRequest ack;
-    while (received.load() < n && con->Read(&d)) {
+    while (received.load() < n && con->Read(&batch)) {
       const uint64_t now = NowNs();
-      uint64_t seq = 0, ts = 0;
-      if (d.payload().size() >= 16) {
-        memcpy(&seq, d.payload().data(), 8);
-        memcpy(&ts, d.payload().data() + 8, 8);
+      for (const Delivery& d : batch.deliveries()) {
+        uint64_t seq = 0, ts = 0;
+        if (d.payload().size() >= 16) {
+          memcpy(&seq, d.payload().data(), 8);
+          memcpy(&ts, d.payload().data() + 8, 8);
+        }
+        if (seq == 0 || seq > n) {
+          fail("bad seq in payload");
+        } else if (seen[seq]) {
+          dups++;
+        } else {
+          seen[seq] = 1;
+          e2e_lat[seq] = now - ts;
+          if (received.fetch_add(1) + 1 == n) t_end = now;
+        }
+        ack.set_ack(d.message_id());
+        if (!con->Write(ack)) break;
       }
-      if (seq == 0 || seq > n) {
-        fail("bad seq in payload");
-      } else if (seen[seq]) {
-        dups++;
-      } else {
-        seen[seq] = 1;
-        e2e_lat[seq] = now - ts;
-        if (received.fetch_add(1) + 1 == n) t_end = now;
-      }
-      ack.set_ack(d.message_id());
-      if (!con->Write(ack)) break;
     }
   });
 
@@ -149,21 +151,23 @@ int main(int argc, char** argv) {
   std::condition_variable wcv;
   uint64_t inflight = 0;
   std::thread receipts([&] {
-    SendStreamResponse r;
+    SendStreamResponse resp;
     uint64_t seq = 0;
-    while (seq < n && pub->Read(&r)) {
-      ++seq;
+    while (seq < n && pub->Read(&resp)) {
       const uint64_t now = NowNs();
-      if (r.has_error()) {
-        nacks++;
-        fail("send refused: " + r.error().reason());
-      } else {
-        confirm_lat[seq] = now - pub_ts[seq];
-        if (confirmed.fetch_add(1) + 1 == n) t_pub_done = now;
+      for (const auto& r : resp.results()) {
+        ++seq;
+        if (r.has_error()) {
+          nacks++;
+          fail("send refused: " + r.error().reason());
+        } else {
+          confirm_lat[seq] = now - pub_ts[seq];
+          if (confirmed.fetch_add(1) + 1 == n) t_pub_done = now;
+        }
       }
       {
         std::lock_guard<std::mutex> l(wmu);
-        --inflight;
+        inflight -= uint64_t(resp.results_size());
       }
       wcv.notify_one();
     }
@@ -230,20 +234,19 @@ int main(int argc, char** argv) {
   if (t_pub_done == 0) t_pub_done = NowNs();
   rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  const double cpu = double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-                     double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  const double cpu =
+      double(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + double(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
   const double el = double(t_end - t_start) / 1e9, pel = double(t_pub_done - t_start) / 1e9;
   printf("%s: %" PRIu64 " x %zu B, window %" PRIu64 ", rate %s, prefetch %" PRIu64 "\n", o.label.c_str(), n, o.size,
          o.window, o.rate > 0 ? std::to_string(o.rate).c_str() : "max", o.prefetch);
   printf("  e2e throughput  %.0f msgs/s, elapsed %.2f s\n", double(received) / el, el);
   printf("  publish+confirm %.0f msgs/s\n", double(confirmed) / pel);
-  printf("  e2e latency     p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", PctMs(e2e, 50), PctMs(e2e, 99),
-         PctMs(e2e, 100));
+  printf("  e2e latency     p50 %.2f ms  p99 %.2f ms  max %.2f ms\n", PctMs(e2e, 50), PctMs(e2e, 99), PctMs(e2e, 100));
   printf("  confirm latency p50 %.2f ms  p99 %.2f ms\n", PctMs(conf, 50), PctMs(conf, 99));
   printf("RESULT peer=%s status=%s n=%" PRIu64 " size=%zu window=%" PRIu64 " rate=%.0f prefetch=%" PRIu64
          " elapsed_s=%.3f e2e_msgs_per_s=%.0f pub_msgs_per_s=%.0f e2e_p50_ms=%.3f e2e_p99_ms=%.3f"
-         " e2e_max_ms=%.3f confirm_p50_ms=%.3f confirm_p99_ms=%.3f received=%" PRIu64 " dups=%" PRIu64
-         " nacks=%" PRIu64 " client_cpu_s=%.2f\n",
+         " e2e_max_ms=%.3f confirm_p50_ms=%.3f confirm_p99_ms=%.3f received=%" PRIu64 " dups=%" PRIu64 " nacks=%" PRIu64
+         " client_cpu_s=%.2f\n",
          o.label.c_str(), ok ? "ok" : "fail", n, o.size, o.window, o.rate, o.prefetch, el, double(received) / el,
          double(confirmed) / pel, PctMs(e2e, 50), PctMs(e2e, 99), PctMs(e2e, 100), PctMs(conf, 50), PctMs(conf, 99),
          received.load(), dups.load(), nacks.load(), cpu);

@@ -119,8 +119,10 @@ class CrashTest : public ::testing::Test {
     std::vector<std::string> confirmed;
     v1::SendStreamResponse resp;
     while (stream->Read(&resp)) {
-      if (resp.has_receipt()) confirmed.push_back(resp.receipt().message_id());
-      if (static_cast<int>(confirmed.size()) == kill_after) Kill();
+      for (const auto& result : resp.results()) {
+        if (result.has_receipt()) confirmed.push_back(result.receipt().message_id());
+      }
+      if (pid_ > 0 && static_cast<int>(confirmed.size()) >= kill_after) Kill();
     }
     writer.join();
     stream->Finish();
@@ -149,13 +151,15 @@ class CrashTest : public ::testing::Test {
         }
       }
     });
-    v1::Delivery d;
-    while (static_cast<int>(got.size()) < limit && stream->Read(&d)) {
+    v1::DeliveryBatch batch;
+    while (static_cast<int>(got.size()) < limit && stream->Read(&batch)) {
       last_ms = absl::ToUnixMillis(absl::Now());
-      got.push_back(d.message_id());
-      v1::ReceiveRequest ack;
-      ack.set_ack(d.message_id());
-      stream->Write(ack);
+      for (const auto& d : batch.deliveries()) {
+        got.push_back(d.message_id());
+        v1::ReceiveRequest ack;
+        ack.set_ack(d.message_id());
+        stream->Write(ack);
+      }
     }
     {
       absl::MutexLock l(&mu);

@@ -131,20 +131,24 @@ TEST_F(ExchangeTest, SendStreamPipelinesAndAnswersInOrder) {
     stream->WritesDone();
   });
   std::vector<std::string> ids;
-  int errors = 0, n = 0;
+  int errors = 0, n = 0, responses = 0;
   v1::SendStreamResponse resp;
   while (stream->Read(&resp)) {
-    if (n % 50 == 49) {
-      EXPECT_TRUE(resp.has_error()) << n;
-      EXPECT_EQ(resp.error().reason(), "UNKNOWN_RECIPIENT");
-      EXPECT_EQ(resp.error().code(), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION));
-      ++errors;
-    } else {
-      EXPECT_TRUE(resp.has_receipt()) << n;
-      ids.push_back(resp.receipt().message_id());
+    ++responses;
+    for (const auto& result : resp.results()) {
+      if (n % 50 == 49) {
+        EXPECT_TRUE(result.has_error()) << n;
+        EXPECT_EQ(result.error().reason(), "UNKNOWN_RECIPIENT");
+        EXPECT_EQ(result.error().code(), static_cast<int>(grpc::StatusCode::FAILED_PRECONDITION));
+        ++errors;
+      } else {
+        EXPECT_TRUE(result.has_receipt()) << n;
+        ids.push_back(result.receipt().message_id());
+      }
+      ++n;
     }
-    ++n;
   }
+  EXPECT_GE(responses, 1);
   writer.join();
   EXPECT_TRUE(stream->Finish().ok());
   EXPECT_EQ(n, kN);
@@ -444,7 +448,7 @@ TEST_F(ExchangeTest, ReceiveProtocolErrors) {
   v1::ReceiveRequest ack;
   ack.set_ack("0123456789abcdef0123456789abcdef");
   stream->Write(ack);  // before open
-  v1::Delivery d;
+  v1::DeliveryBatch d;
   EXPECT_FALSE(stream->Read(&d));
   grpc::Status s = stream->Finish();
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);

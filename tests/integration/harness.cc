@@ -100,10 +100,10 @@ Receiver::Receiver(v1::Exchange::Stub& stub, uint32_t max_in_flight) {
   open.mutable_open()->set_max_in_flight(max_in_flight);
   stream_->Write(open);
   reader_ = std::thread([this] {
-    v1::Delivery d;
-    while (stream_->Read(&d)) {
+    v1::DeliveryBatch batch;
+    while (stream_->Read(&batch)) {
       absl::MutexLock l(&mu_);
-      got_.push_back(d);
+      for (auto& d : *batch.mutable_deliveries()) got_.push_back(std::move(d));
     }
     absl::MutexLock l(&mu_);
     ended_ = true;

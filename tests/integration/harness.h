@@ -52,7 +52,7 @@ class Receiver {
 
  private:
   grpc::ClientContext ctx_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::ReceiveRequest, v1::Delivery>> stream_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ReceiveRequest, v1::DeliveryBatch>> stream_;
   std::thread reader_;
   absl::Mutex mu_;
   std::deque<v1::Delivery> got_ ABSL_GUARDED_BY(mu_);
