@@ -49,7 +49,7 @@ bool IsPurposeShape(absl::string_view s) {
   return s.find("--") == absl::string_view::npos;
 }
 
-absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, const v1::SendRequest& req,
+absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, v1::SendRequest req,
                                  absl::Time now) {
   const auto& limits = config.proto().limits();
   if (req.payload().size() > limits.max_message_bytes()) {
@@ -93,13 +93,13 @@ absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, co
   m.id = NewMessageId(now);
   m.sender = sender;
   m.recipient = recipient;
-  m.workflow = req.workflow();
-  m.purpose = req.purpose();
-  m.idempotency_key = req.idempotency_key();
-  m.content_type = req.content_type();
-  m.local_reference = req.local_reference();
+  m.workflow = std::move(*req.mutable_workflow());
+  m.purpose = std::move(*req.mutable_purpose());
+  m.idempotency_key = std::move(*req.mutable_idempotency_key());
+  m.content_type = std::move(*req.mutable_content_type());
+  m.local_reference = std::move(*req.mutable_local_reference());
   m.kind = v1::MESSAGE_KIND_DATA;
-  m.payload = req.payload();
+  m.payload = std::move(*req.mutable_payload());
   m.digest = Sha256(m.payload);
   m.accepted_at = now;
   m.expires_at = now + config.expiry();

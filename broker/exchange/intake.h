@@ -24,9 +24,10 @@ namespace carebroker {
 // The content type of a canonical CareRecord payload.
 inline constexpr char kCareRecordContentType[] = "application/x-protobuf; proto=carebroker.v1.CareRecord";
 
-// Checks `req` from `sender` and builds the message to store. `sender` must
-// already be known to be a registered agency.
-absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, const v1::SendRequest& req,
+// Checks `req` from `sender` and builds the message to store, taking the
+// payload out of `req` (pass a moved request to avoid a copy). `sender`
+// must already be known to be a registered agency.
+absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, v1::SendRequest req,
                                  absl::Time now);
 
 bool IsWorkflowShape(absl::string_view s);  // UPPER_SNAKE, 1-64 chars

@@ -80,7 +80,7 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
       if (finish) DoFinish(absl::OkStatus());
       return;
     }
-    absl::StatusOr<NewMessage> msg = Admit(*d_.config, id_.org, req_, d_.clock->Now());
+    absl::StatusOr<NewMessage> msg = Admit(*d_.config, id_.org, std::move(req_), d_.clock->Now());
     uint64_t bytes = msg.ok() ? msg->payload.size() : 0;
     if (msg.ok() && !d_.budget->TryAcquire(bytes)) {
       msg = Error(absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",

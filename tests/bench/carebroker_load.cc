@@ -124,7 +124,9 @@ int main(int argc, char** argv) {
     ReceiveRequest ack;
     while (received.load() < n && con->Read(&batch)) {
       const uint64_t now = NowNs();
+      int left = batch.deliveries_size();
       for (const Delivery& d : batch.deliveries()) {
+        --left;
         uint64_t seq = 0, ts = 0;
         if (d.payload().size() >= 16) {
           memcpy(&seq, d.payload().data(), 8);
@@ -139,8 +141,10 @@ int main(int argc, char** argv) {
           e2e_lat[seq] = now - ts;
           if (received.fetch_add(1) + 1 == n) t_end = now;
         }
+        // One ack per message; the socket is flushed after the last ack
+        // for this response (the others are corked behind it).
         ack.set_ack(d.message_id());
-        if (!con->Write(ack)) break;
+        if (!con->Write(ack, left > 0 ? grpc::WriteOptions().set_buffer_hint() : grpc::WriteOptions())) break;
       }
     }
   });
@@ -182,6 +186,7 @@ int main(int argc, char** argv) {
   t_start = NowNs();
   for (uint64_t seq = 1; seq <= n && !failed; ++seq) {
     if (o.rate > 0) SleepUntilNs(t_start + uint64_t(double(seq - 1) * 1e9 / o.rate));
+    bool more_now;  // the next send will follow at once: cork this one
     {
       std::unique_lock<std::mutex> l(wmu);
       while (inflight >= o.window) {
@@ -196,6 +201,7 @@ int main(int argc, char** argv) {
         break;
       }
       ++inflight;
+      more_now = o.rate <= 0 && seq < n && inflight < o.window;
     }
     const uint64_t now = NowNs();
     const uint64_t ts = o.rate > 0 ? t_start + uint64_t(double(seq - 1) * 1e9 / o.rate) : now;
@@ -206,7 +212,7 @@ int main(int argc, char** argv) {
     for (size_t i = 16; i < o.size; ++i) payload[i] = char('a' + (seq + i) % 26);
     req.set_payload(payload);
     req.set_idempotency_key("bench-" + std::to_string(t_start) + "-" + std::to_string(seq));
-    if (!pub->Write(req)) {
+    if (!pub->Write(req, more_now ? grpc::WriteOptions().set_buffer_hint() : grpc::WriteOptions())) {
       fail("send stream broken: " + carebroker::DescribeStatus(pub->Finish()));
       break;
     }
