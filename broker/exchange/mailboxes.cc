@@ -29,6 +29,32 @@ void Mailboxes::NotifyAll() {
   }
 }
 
+Subscriber* Mailboxes::ReserveDirect(const OrgCode& org, ClaimToken* token) {
+  absl::MutexLock l(&mu_);
+  auto it = subs_.find(org);
+  if (it != subs_.end()) {
+    for (Subscriber* s : it->second) {
+      if (ClaimToken t = s->Reserve(); t != 0) {
+        *token = t;
+        return s;
+      }
+    }
+  }
+  if (it != subs_.end()) {
+    for (Subscriber* s : it->second) s->MarkBacklog();
+  }
+  return nullptr;
+}
+
+void Mailboxes::EndStoredSend(const OrgCode& org) {
+  absl::MutexLock l(&mu_);
+  // The message is now claimable; streams must claim it before taking
+  // direct deliveries again.
+  if (auto s = subs_.find(org); s != subs_.end()) {
+    for (Subscriber* sub : s->second) sub->MarkBacklog();
+  }
+}
+
 size_t Mailboxes::subscriber_count() const {
   absl::MutexLock l(&mu_);
   size_t n = 0;

@@ -10,15 +10,31 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "broker/core/types.h"
+#include "broker/store/store.h"
 
 namespace carebroker {
 
-// A Receive stream. Wake() is called with the registry's lock held: it must
-// not block and must not call back into Mailboxes.
+// A Receive stream. Every method is called with the registry's lock held
+// except Deliver and CancelReservation: none may block or call back into
+// Mailboxes.
 class Subscriber {
  public:
   virtual ~Subscriber() = default;
+  // Messages may be claimable: claim if there is credit.
   virtual void Wake() = 0;
+  // Direct delivery: reserves one slot for a message about to be stored
+  // already claimed by this stream, if the stream is open, has credit and
+  // has drained its mailbox. Returns the claim token, or 0. A reservation
+  // keeps the subscriber alive until Deliver or CancelReservation.
+  virtual ClaimToken Reserve() = 0;
+  // The reserved message is durable: send it.
+  virtual void Deliver(StoredDelivery d) = 0;
+  // The reserved message was not stored (error or duplicate).
+  virtual void CancelReservation() = 0;
+  // A message for this mailbox went to the store without a reservation:
+  // take direct deliveries again only after a claim has drained the store,
+  // so that older messages are never overtaken.
+  virtual void MarkBacklog() = 0;
 };
 
 class Mailboxes {
@@ -33,6 +49,17 @@ class Mailboxes {
   void Notify(const OrgCode& org);
   void NotifyAll();
   size_t subscriber_count() const;
+
+  // For a message to `org` about to be stored: a subscriber that reserved a
+  // slot for it (and its claim token in *token), or null when none can take
+  // it now. On null the caller must call EndStoredSend(org) once the
+  // message is durable (or failed). Streams take direct deliveries only
+  // after a claim has drained their mailbox, so deliveries stay oldest
+  // first, except that messages sent concurrently while a stream switches
+  // between claiming and direct delivery may arrive in either order (MESH
+  // makes no ordering promise either).
+  Subscriber* ReserveDirect(const OrgCode& org, ClaimToken* token);
+  void EndStoredSend(const OrgCode& org);
 
  private:
   mutable absl::Mutex mu_;

@@ -1,6 +1,7 @@
 #include "broker/server/exchange_service.h"
 
 #include <deque>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
@@ -41,6 +42,36 @@ bool EnterStream(const ExchangeDeps& d) {
 
 absl::Status TooManyStreams() {
   return Error(absl::StatusCode::kResourceExhausted, "TOO_MANY_STREAMS", "the broker's stream limit is reached");
+}
+
+// Stores one admitted message and answers `done` once it is durable. When a
+// Receive stream of the recipient can take it now, the message is stored
+// already claimed by that stream and handed to it directly after the
+// commit, with no claim query and no second trip through the store.
+void StoreAndDeliver(const ExchangeDeps& d, NewMessage m,
+                     absl::AnyInvocable<void(absl::StatusOr<AppendReceipt>) &&> done) {
+  const OrgCode recipient = m.recipient;
+  Subscriber* direct = d.mailboxes->ReserveDirect(recipient, &m.claim_token);
+  std::optional<StoredDelivery> delivery;
+  if (direct != nullptr) {
+    m.visible_until = m.accepted_at + d.config->visibility_timeout();
+    delivery.emplace(StoredDelivery{m.id, m.sender, m.workflow, m.purpose, m.content_type, m.local_reference,
+                                    m.kind, m.payload, m.accepted_at, 1});
+  }
+  std::vector<NewMessage> batch;
+  batch.push_back(std::move(m));
+  d.store->Append(std::move(batch), [&d, recipient, direct, delivery = std::move(delivery),
+                                     done = std::move(done)](auto r) mutable {
+    absl::StatusOr<AppendReceipt> one = r.ok() ? std::move((*r)[0]) : absl::StatusOr<AppendReceipt>(r.status());
+    if (direct == nullptr) {
+      d.mailboxes->EndStoredSend(recipient);
+    } else if (one.ok() && !one->duplicate) {
+      direct->Deliver(*std::move(delivery));
+    } else {
+      direct->CancelReservation();
+    }
+    std::move(done)(std::move(one));
+  });
 }
 
 // Reference counting for reactors with asynchronous store work in flight:
@@ -95,9 +126,9 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
         slot.ready = true;
       } else {
         Ref();
-        std::vector<NewMessage> batch;
-        batch.push_back(*std::move(msg));
-        d_.store->Append(std::move(batch), [this, slot = &slot, bytes](auto r) { OnAppended(slot, bytes, std::move(r)); });
+        StoreAndDeliver(d_, *std::move(msg), [this, slot = &slot, bytes](absl::StatusOr<AppendReceipt> r) {
+          OnAppended(slot, bytes, std::move(r));
+        });
       }
       read_more = slots_.size() < max_pending_;
       if (!read_more) read_paused_ = true;
@@ -132,19 +163,18 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
     v1::SendResult result;
   };
 
-  void OnAppended(Slot* slot, uint64_t bytes, absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> r) {
+  void OnAppended(Slot* slot, uint64_t bytes, absl::StatusOr<AppendReceipt> r) {
     d_.budget->Release(bytes);
     {
       absl::MutexLock l(&mu_);
-      absl::Status s = r.ok() ? (*r)[0].status() : r.status();
-      if (s.ok()) {
-        const AppendReceipt& rc = *(*r)[0];
+      if (r.ok()) {
+        const AppendReceipt& rc = *r;
         auto* out = slot->result.mutable_receipt();
         out->set_message_id(rc.id.str());
         *out->mutable_accepted_at() = ToProto(rc.accepted_at);
         out->set_duplicate(rc.duplicate);
       } else {
-        *slot->result.mutable_error() = ToStreamError(s);
+        *slot->result.mutable_error() = ToStreamError(r.status());
       }
       slot->ready = true;
     }
@@ -216,6 +246,51 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   }
 
   void Wake() override { TryClaim(); }
+
+  ClaimToken Reserve() override {
+    absl::MutexLock l(&mu_);
+    if (!opened_ || done_ || finished_ || !drained_ || claiming_ || CreditLocked() <= 0) return 0;
+    ++reserved_;
+    Ref();
+    return token_;
+  }
+
+  void Deliver(StoredDelivery d) override {
+    bool gone;
+    {
+      absl::MutexLock l(&mu_);
+      --reserved_;
+      gone = done_;
+      if (!gone) {
+        d_.budget->ForceAcquire(d.payload.size());
+        in_flight_.insert(d.id.str());
+        to_write_.push_back(std::move(d));
+      }
+    }
+    if (gone) {
+      // The stream ended while the message was being stored: put it back.
+      Ref();
+      d_.store->Release(id_.org, token_, {d.id}, d_.clock->Now(), [this](auto) { Unref(); });
+    } else {
+      MaybeWrite();
+    }
+    Unref();
+  }
+
+  void CancelReservation() override {
+    {
+      absl::MutexLock l(&mu_);
+      --reserved_;
+    }
+    TryClaim();
+    Unref();
+  }
+
+  void MarkBacklog() override {
+    absl::MutexLock l(&mu_);
+    drained_ = false;
+    if (claiming_) rewake_ = true;  // the claim in flight may predate the message
+  }
 
   void OnReadDone(bool ok) override {
     if (!ok) {
@@ -318,7 +393,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       rewake_ = true;
       return;
     }
-    const int credit = static_cast<int>(max_in_flight_) - static_cast<int>(in_flight_.size());
+    const int credit = CreditLocked();
     if (credit <= 0 || d_.budget->Exhausted()) return;
     claiming_ = true;
     rewake_ = false;
@@ -340,6 +415,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
           to_write_.push_back(std::move(d));
         }
         again = rewake_ || static_cast<int>(r->size()) == asked;
+        // Nothing older is left in the store: direct deliveries may follow.
+        drained_ = !again;
       }
     }
     if (!r.ok()) {
@@ -349,6 +426,11 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       if (again) TryClaim();
     }
     Unref();
+  }
+
+  // Deliveries this stream may still take.
+  int CreditLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return static_cast<int>(max_in_flight_) - static_cast<int>(in_flight_.size()) - reserved_;
   }
 
   void FlushAcks() {
@@ -436,6 +518,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   bool rewake_ ABSL_GUARDED_BY(mu_) = false;
   bool ack_outstanding_ ABSL_GUARDED_BY(mu_) = false;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;  // the client half-closed
+  bool drained_ ABSL_GUARDED_BY(mu_) = false;  // the last claim emptied the mailbox
+  int reserved_ ABSL_GUARDED_BY(mu_) = 0;      // slots reserved for direct delivery
   uint32_t max_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t write_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);  // claimed, not acked
@@ -486,18 +570,14 @@ grpc::ServerUnaryReactor* ExchangeService::Send(grpc::CallbackServerContext* ctx
                                        "the broker is at its memory budget; retry shortly")));
     return reactor;
   }
-  std::vector<NewMessage> batch;
-  batch.push_back(*std::move(msg));
-  deps_.store->Append(std::move(batch), [this, reactor, resp, bytes](auto r) {
+  StoreAndDeliver(deps_, *std::move(msg), [this, reactor, resp, bytes](absl::StatusOr<AppendReceipt> r) {
     deps_.budget->Release(bytes);
-    absl::Status s = r.ok() ? (*r)[0].status() : r.status();
-    if (s.ok()) {
-      const AppendReceipt& rc = *(*r)[0];
-      resp->set_message_id(rc.id.str());
-      *resp->mutable_accepted_at() = ToProto(rc.accepted_at);
-      resp->set_duplicate(rc.duplicate);
+    if (r.ok()) {
+      resp->set_message_id(r->id.str());
+      *resp->mutable_accepted_at() = ToProto(r->accepted_at);
+      resp->set_duplicate(r->duplicate);
     }
-    reactor->Finish(ToGrpcStatus(s));
+    reactor->Finish(ToGrpcStatus(r.status()));
   });
   return reactor;
 }

@@ -322,7 +322,8 @@ class SqliteStore final : public Store {
       // A batch that stored no message, committed after every stored message
       // is on disk, can complete its non-durable ops (claims, reads) now
       // instead of behind the next fdatasync.
-      const bool stored = s.ok() && !arrivals_.empty();
+      const bool stored = s.ok() && stored_;
+      stored_ = false;
       if (stored) ++committed_with_messages_;
       if (s.ok() && !stored && synced_with_messages_.load(std::memory_order_acquire) == committed_with_messages_) {
         std::vector<std::unique_ptr<Op>> durable;
@@ -454,8 +455,14 @@ class SqliteStore final : public Store {
         {&find_idem_, "SELECT id, accepted_at, digest FROM messages WHERE sender = ?1 AND idem_key = ?2"},
         {&insert_msg_,
          "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
-         "local_ref, kind, digest, state, accepted_at, expires_at, visible_at) "
-         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?11)"},
+         "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
+         "first_delivered_at) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?11, NULL, 0, NULL)"},
+        {&insert_claimed_,
+         "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
+         "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
+         "first_delivered_at) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 2, ?11, ?12, ?13, ?14, 1, ?11)"},
         {&insert_body_, "INSERT INTO bodies (seq, body) VALUES (?1, ?2)"},
         {&claim_select_,
          "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries "
@@ -495,19 +502,23 @@ class SqliteStore final : public Store {
 
   // Inserts one message; the caller runs inside the batch transaction.
   absl::Status Insert(const NewMessage& m) {
-    insert_msg_.Bind(1, m.id.str()).Bind(2, m.sender.str()).Bind(3, m.recipient.str());
-    insert_msg_.Bind(4, m.workflow).Bind(5, m.purpose);
+    Stmt& ins = m.claim_token != 0 ? insert_claimed_ : insert_msg_;
+    ins.Bind(1, m.id.str()).Bind(2, m.sender.str()).Bind(3, m.recipient.str());
+    ins.Bind(4, m.workflow).Bind(5, m.purpose);
     if (m.idempotency_key.empty()) {
-      insert_msg_.BindNull(6);
+      ins.BindNull(6);
     } else {
-      insert_msg_.Bind(6, m.idempotency_key);
+      ins.Bind(6, m.idempotency_key);
     }
-    insert_msg_.Bind(7, m.content_type).Bind(8, m.local_reference).Bind(9, int64_t{m.kind});
-    insert_msg_.BindBlob(10, m.digest).Bind(11, Micros(m.accepted_at)).Bind(12, Micros(m.expires_at));
-    if (auto s = insert_msg_.Exec(); !s.ok()) return s;
+    ins.Bind(7, m.content_type).Bind(8, m.local_reference).Bind(9, int64_t{m.kind});
+    ins.BindBlob(10, m.digest).Bind(11, Micros(m.accepted_at)).Bind(12, Micros(m.expires_at));
+    if (m.claim_token != 0) ins.Bind(13, Micros(m.visible_until)).Bind(14, static_cast<int64_t>(m.claim_token));
+    if (auto s = ins.Exec(); !s.ok()) return s;
     const int64_t seq = sqlite3_last_insert_rowid(db_);
     if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
-    arrivals_.insert(m.recipient);
+    stored_ = true;
+    // A message stored already claimed needs no wake-up: its stream has it.
+    if (m.claim_token == 0) arrivals_.insert(m.recipient);
     return absl::OkStatus();
   }
 
@@ -727,7 +738,8 @@ class SqliteStore final : public Store {
 
   // Writer thread only.
   absl::flat_hash_set<OrgCode> arrivals_;
-  Stmt find_idem_, insert_msg_, insert_body_, claim_select_, claim_update_, select_body_;
+  bool stored_ = false;  // this batch stored a message
+  Stmt find_idem_, insert_msg_, insert_claimed_, insert_body_, claim_select_, claim_update_, select_body_;
   Stmt ack_update_, ack_state_, release_, track_, expire_select_, expire_update_, delete_body_;
   Stmt purge_select_, purge_update_;
 };

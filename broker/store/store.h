@@ -56,6 +56,11 @@ struct NewMessage {
   std::string digest;  // SHA-256 of payload (32 bytes)
   absl::Time accepted_at;
   absl::Time expires_at;
+  // Non-zero: the message is stored already delivered to this claim (a
+  // Receive stream waiting for it), hidden from other claims until
+  // `visible_until`, exactly as if Claim had returned it.
+  uint64_t claim_token = 0;
+  absl::Time visible_until;
 };
 
 // The answer to one appended message.

@@ -189,6 +189,38 @@ TEST_P(StoreConformance, ReleaseMakesClaimedMessagesVisibleAtOnce) {
   EXPECT_EQ((*c)[0].id, id);
 }
 
+TEST_P(StoreConformance, AppendAlreadyClaimedDeliversToThatClaimOnly) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil);
+  m.claim_token = 99;
+  m.visible_until = kT0 + absl::Seconds(30);
+  const MessageId id = AppendOne(*store, m);
+  auto t = TrackSync(*store, kTrust, id);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_DELIVERED);
+  EXPECT_EQ(t->delivery_count, 1u);
+  EXPECT_EQ(t->first_delivered_at, kT0);
+  // Hidden from every other claim while the stream holds it...
+  EXPECT_THAT(*ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Seconds(1), /*token=*/5)), IsEmpty());
+  // ...released by its own token only, and then claimable as a redelivery.
+  EXPECT_EQ(*ReleaseSync(*store, kCouncil, 5, {id}, kT0 + absl::Seconds(2)), 0);
+  EXPECT_EQ(*ReleaseSync(*store, kCouncil, 99, {id}, kT0 + absl::Seconds(2)), 1);
+  auto c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Seconds(2), 5));
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].delivery_count, 2u);
+  EXPECT_THAT(AckSync(*store, kCouncil, {id}, kT0 + absl::Seconds(3))->acknowledged, ElementsAre(id));
+}
+
+TEST_P(StoreConformance, AlreadyClaimedMessageReturnsAfterVisibilityTimeout) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil);
+  m.claim_token = 99;
+  m.visible_until = kT0 + absl::Seconds(30);
+  const MessageId id = AppendOne(*store, m);
+  auto c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Seconds(31), 5));
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].id, id);
+}
+
 TEST_P(StoreConformance, OtherOrganisationsCannotAckOrTrack) {
   auto store = Open(Instance());
   const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil));
