@@ -1,0 +1,160 @@
+// carebrokerctl against a real broker: output formats, files, exit codes.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "broker/cli/ctl.h"
+#include "tests/integration/harness.h"
+
+namespace carebroker::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+struct CtlRun {
+  int rc;
+  std::string out, err;
+};
+
+class CtlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = FreshDir("ctl");
+    broker_ = StartBroker(ConfigYaml(dir_ + "/data"), &SystemClock::Get());
+    ASSERT_NE(broker_, nullptr);
+    payload_ = dir_ + "/discharge.json";
+    std::ofstream(payload_) << "{\"event\":\"discharge\"}";
+  }
+
+  CtlRun Ctl(const std::string& who, std::vector<std::string> args) {
+    const std::string pki = PkiDir();
+    std::vector<std::string> all = {"carebrokerctl",      "--target", broker_->address(),
+                                    "--cert",             pki + "/" + who + ".crt",
+                                    "--key",              pki + "/" + who + ".key",
+                                    "--ca",               pki + "/ca.crt"};
+    all.insert(all.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (auto& a : all) argv.push_back(a.data());
+    std::ostringstream out, err;
+    int rc = RunCtl(static_cast<int>(argv.size()), argv.data(), out, err);
+    return {rc, out.str(), err.str()};
+  }
+
+  std::string dir_, payload_;
+  std::unique_ptr<Broker> broker_;
+};
+
+TEST_F(CtlTest, SendReceiveTrackInJson) {
+  CtlRun sent = Ctl("RR8", {"--format", "json", "send", "--to", "503", "--workflow", "HOSPITAL_DISCHARGE", "--purpose",
+                         "direct-care", "--idempotency-key", "adt-1", "--local-reference", "L-1", payload_});
+  ASSERT_EQ(sent.rc, 0) << sent.err;
+  json s = json::parse(sent.out);
+  const std::string id = s.at("message_id");
+  EXPECT_EQ(id.size(), 32u);
+  EXPECT_FALSE(s.at("duplicate").get<bool>());
+
+  CtlRun again = Ctl("RR8", {"--format", "json", "send", "--to", "503", "--workflow", "HOSPITAL_DISCHARGE", "--purpose",
+                          "direct-care", "--idempotency-key", "adt-1", payload_});
+  ASSERT_EQ(again.rc, 0) << again.err;
+  EXPECT_EQ(json::parse(again.out).at("message_id"), id);
+  EXPECT_TRUE(json::parse(again.out).at("duplicate").get<bool>());
+
+  const std::string inbox = dir_ + "/inbox";
+  CtlRun got = Ctl("503", {"--format", "json", "receive", "--out", inbox, "--max", "5", "--wait", "1"});
+  ASSERT_EQ(got.rc, 0) << got.err;
+  json g = json::parse(got.out);
+  EXPECT_EQ(g.at("received"), 1);
+  std::ifstream body(inbox + "/" + id + ".json");
+  std::string content((std::istreambuf_iterator<char>(body)), {});
+  EXPECT_EQ(content, "{\"event\":\"discharge\"}");
+  json meta = json::parse(std::ifstream(inbox + "/" + id + ".meta.json"));
+  EXPECT_EQ(meta.at("sender"), "RR8");
+  EXPECT_EQ(meta.at("workflow"), "HOSPITAL_DISCHARGE");
+  EXPECT_EQ(meta.at("local_reference"), "L-1");
+  EXPECT_EQ(meta.at("kind"), "MESSAGE_KIND_DATA");
+  for (const auto& e : fs::directory_iterator(inbox)) {
+    EXPECT_NE(e.path().filename().string()[0], '.') << "temporary file left behind";
+  }
+
+  CtlRun t = Ctl("RR8", {"--format", "json", "track", id});
+  ASSERT_EQ(t.rc, 0) << t.err;
+  json tr = json::parse(t.out);
+  EXPECT_EQ(tr.at("status"), "ACKNOWLEDGED");  // receive acked after writing
+  EXPECT_EQ(tr.at("recipient"), "503");
+  EXPECT_NE(tr.at("acknowledged_at"), "");
+
+  CtlRun text = Ctl("RR8", {"track", id});
+  EXPECT_EQ(text.rc, 0);
+  EXPECT_NE(text.out.find("status: ACKNOWLEDGED"), std::string::npos) << text.out;
+}
+
+TEST_F(CtlTest, ReceiveWithNothingWaitingEndsAfterWait) {
+  CtlRun got = Ctl("503", {"receive", "--out", dir_ + "/empty", "--wait", "0.3"});
+  EXPECT_EQ(got.rc, 0) << got.err;
+  EXPECT_EQ(got.out, "received 0 messages into " + dir_ + "/empty\n");
+}
+
+TEST_F(CtlTest, AckByIdReportsEachId) {
+  CtlRun sent = Ctl("RR8", {"send", "--to", "503", "--workflow", "REFERRAL", "--purpose", "direct-care", payload_});
+  ASSERT_EQ(sent.rc, 0);
+  const std::string id = sent.out.substr(0, 32);
+  CtlRun ack = Ctl("503", {"ack", id, "0123456789abcdef0123456789abcdef"});
+  EXPECT_EQ(ack.rc, 1);  // one id was not found
+  EXPECT_NE(ack.out.find(id + " acknowledged"), std::string::npos) << ack.out;
+  EXPECT_NE(ack.out.find("0123456789abcdef0123456789abcdef not found"), std::string::npos);
+}
+
+TEST_F(CtlTest, BrokerRefusalsExitOneWithCodeAndReason) {
+  CtlRun r = Ctl("RR8", {"send", "--to", "999", "--workflow", "HOSPITAL_DISCHARGE", "--purpose", "direct-care", payload_});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("FAILED_PRECONDITION UNKNOWN_RECIPIENT"), std::string::npos) << r.err;
+  r = Ctl("RR8", {"track", "0123456789abcdef0123456789abcdef"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("NOT_FOUND MESSAGE_NOT_FOUND"), std::string::npos) << r.err;
+  r = Ctl("ig-officer", {"track", "0123456789abcdef0123456789abcdef"});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("PERMISSION_DENIED ROLE_NOT_ALLOWED"), std::string::npos) << r.err;
+  r = Ctl("RR8", {"send", "--to", "503", "--workflow", "discharge", "--purpose", "direct-care", payload_});
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("INVALID_ARGUMENT WORKFLOW_INVALID"), std::string::npos) << r.err;
+}
+
+TEST_F(CtlTest, LocalErrorsExitTwo) {
+  EXPECT_EQ(Ctl("RR8", {"send", "--to", "503", "--workflow", "W", "--purpose", "p", dir_ + "/absent"}).rc, 2);
+  EXPECT_EQ(Ctl("RR8", {"--format", "yaml", "track", "x"}).rc, 2);
+  EXPECT_EQ(Ctl("RR8", {"send", "--to", "503"}).rc, 2);  // missing required flags
+  EXPECT_EQ(Ctl("RR8", {}).rc, 2);                        // no command
+
+  // No certificate configured at all.
+  std::ostringstream out, err;
+  std::vector<std::string> args = {"carebrokerctl", "--target", broker_->address(), "track", "x"};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  ::unsetenv("CAREBROKER_CERT");
+  EXPECT_EQ(RunCtl(static_cast<int>(argv.size()), argv.data(), out, err), 2);
+  EXPECT_NE(err.str().find("--cert, --key and --ca"), std::string::npos);
+}
+
+TEST_F(CtlTest, EnvironmentSuppliesConnectionSettings) {
+  const std::string pki = PkiDir();
+  ::setenv("CAREBROKER_TARGET", broker_->address().c_str(), 1);
+  ::setenv("CAREBROKER_CERT", (pki + "/RR8.crt").c_str(), 1);
+  ::setenv("CAREBROKER_KEY", (pki + "/RR8.key").c_str(), 1);
+  ::setenv("CAREBROKER_CA", (pki + "/ca.crt").c_str(), 1);
+  std::vector<std::string> args = {"carebrokerctl", "send",        "--to", "503", "--workflow", "HOSPITAL_DISCHARGE",
+                                   "--purpose",     "direct-care", payload_};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  std::ostringstream out, err;
+  EXPECT_EQ(RunCtl(static_cast<int>(argv.size()), argv.data(), out, err), 0) << err.str();
+  EXPECT_EQ(out.str().size(), 33u);  // id and newline
+  for (const char* v : {"CAREBROKER_TARGET", "CAREBROKER_CERT", "CAREBROKER_KEY", "CAREBROKER_CA"}) ::unsetenv(v);
+}
+
+}  // namespace
+}  // namespace carebroker::testing
