@@ -411,6 +411,52 @@ TEST_F(ExchangeTest, InFlightLimitGivesBackpressure) {
   rx.Close();
 }
 
+TEST_F(ExchangeTest, MessagesSentToAnOpenStreamArriveOnceInOrder) {
+  Receiver rx(*council_, 50);
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(100)).has_value());  // the stream has drained its mailbox
+  std::vector<std::string> sent, got;
+  for (int round = 0; round < 3; ++round) {
+    // One at a time (each received before the next is sent), then a burst.
+    for (int i = 0; i < 5; ++i) {
+      sent.push_back(SendOk(*trust_, Req("503", absl::StrCat("one-", round, "-", i))));
+      auto d = rx.Next();
+      ASSERT_TRUE(d.has_value());
+      EXPECT_EQ(d->delivery_count(), 1u);
+      got.push_back(d->message_id());
+      rx.Ack(d->message_id());
+    }
+    for (int i = 0; i < 20; ++i) sent.push_back(SendOk(*trust_, Req("503", absl::StrCat("burst-", round, "-", i))));
+    for (int i = 0; i < 20; ++i) {
+      auto d = rx.Next();
+      ASSERT_TRUE(d.has_value());
+      got.push_back(d->message_id());
+      rx.Ack(d->message_id());
+    }
+  }
+  EXPECT_EQ(got, sent);
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value()) << "a message was delivered twice";
+  EXPECT_TRUE(rx.Close().ok());
+  for (const auto& id : sent) EXPECT_EQ(Tracked(*trust_, id).status(), v1::MESSAGE_STATUS_ACKNOWLEDGED);
+}
+
+TEST_F(ExchangeTest, DeliveredButUnackedOnAnOpenStreamComesBackAfterItEnds) {
+  auto rx = std::make_unique<Receiver>(*council_, 10);
+  EXPECT_FALSE(rx->Next(absl::Milliseconds(100)).has_value());
+  const std::string id = SendOk(*trust_, Req("503"));
+  auto d = rx->Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->message_id(), id);
+  EXPECT_EQ(Tracked(*trust_, id).status(), v1::MESSAGE_STATUS_DELIVERED);
+  rx.reset();  // cancelled without an ack
+  Receiver again(*council_, 10);
+  auto d2 = again.Next();
+  ASSERT_TRUE(d2.has_value());
+  EXPECT_EQ(d2->message_id(), id);
+  EXPECT_EQ(d2->delivery_count(), 2u);
+  again.Ack(id);
+  EXPECT_TRUE(again.Close().ok());
+}
+
 TEST_F(ExchangeTest, ExpiryMakesNonDeliveryReportForSender) {
   v1::SendRequest r = Req("503", "exp-1");
   r.set_local_reference("LOCAL-7");
