@@ -141,8 +141,9 @@ class Op {
   // Runs against the open transaction. A non-OK status fails the batch.
   virtual absl::Status Run() = 0;
   // Whether the op's effects must be on disk before it completes (appends,
-  // acks, expiry). Claims, releases and reads need only that every message
-  // they could see is on disk.
+  // acks, expiry). Claims, releases and reads complete right after their
+  // commit: claims only see messages already on disk (seq <= synced_seq_),
+  // and their own effects need no durability (a lost claim is a redelivery).
   virtual bool durable() const = 0;
   // Completes with the batch's outcome (OK: the commit is durable).
   virtual void Finish(const absl::Status& batch) = 0;
@@ -209,6 +210,14 @@ class SqliteStore final : public Store {
       return s;
     }
     if (auto s = OpenWal(); !s.ok()) return s;
+    // Whatever a previous run left is on disk once synced here.
+    if (auto s = SyncWal(); !s.ok()) return s;
+    {
+      Stmt max;
+      if (auto s = max.Prepare(db_, "SELECT coalesce(max(seq), 0) FROM messages"); !s.ok()) return s;
+      if (auto row = max.Step(); !row.ok()) return row.status();
+      synced_seq_.store(max.Int(0));
+    }
     syncer_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "cb-store-sync");
       SyncerLoop();
@@ -233,7 +242,7 @@ class SqliteStore final : public Store {
       return;
     }
     Enqueue<std::vector<StoredDelivery>>(
-        kOrdered, [this, req = std::move(req)]() { return DoClaim(req); }, std::move(done));
+        kAtCommit, [this, req = std::move(req)]() { return DoClaim(req); }, std::move(done));
   }
 
   void Ack(OrgCode recipient, std::vector<MessageId> ids, absl::Time now,
@@ -245,14 +254,14 @@ class SqliteStore final : public Store {
 
   void Release(OrgCode recipient, ClaimToken token, std::vector<MessageId> ids, absl::Time now,
                StoreCallback<int> done) override {
-    Enqueue<int>(kOrdered, [this, r = std::move(recipient), token, ids = std::move(ids),
+    Enqueue<int>(kAtCommit, [this, r = std::move(recipient), token, ids = std::move(ids),
                   now]() -> absl::StatusOr<int> { return DoRelease(r, token, ids, now); },
                  std::move(done));
   }
 
   void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) override {
     Enqueue<TrackInfo>(
-        kOrdered, [this, c = std::move(caller), id = std::move(id)]() { return DoTrack(c, id); }, std::move(done));
+        kAtCommit, [this, c = std::move(caller), id = std::move(id)]() { return DoTrack(c, id); }, std::move(done));
   }
 
   void Sweep(SweepRequest req, StoreCallback<SweepResult> done) override {
@@ -276,7 +285,7 @@ class SqliteStore final : public Store {
   }
 
  private:
-  static constexpr bool kDurable = true, kOrdered = false;
+  static constexpr bool kDurable = true, kAtCommit = false;
 
   template <typename T>
   void Enqueue(bool durable, absl::AnyInvocable<absl::StatusOr<T>()> run, StoreCallback<T> done) {
@@ -295,7 +304,7 @@ class SqliteStore final : public Store {
     std::vector<std::unique_ptr<Op>> ops;
     absl::Status status;
     absl::flat_hash_set<OrgCode> arrivals;
-    uint64_t with_messages = 0;  // committed_with_messages_ after this batch
+    int64_t max_seq = 0;  // highest message seq stored by this batch, 0: none
   };
 
   void WriterLoop() {
@@ -319,13 +328,8 @@ class SqliteStore final : public Store {
         sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
         arrivals_.clear();
       }
-      // A batch that stored no message, committed after every stored message
-      // is on disk, can complete its non-durable ops (claims, reads) now
-      // instead of behind the next fdatasync.
-      const bool stored = s.ok() && stored_;
-      stored_ = false;
-      if (stored) ++committed_with_messages_;
-      if (s.ok() && !stored && synced_with_messages_.load(std::memory_order_acquire) == committed_with_messages_) {
+      // Claims, releases and reads complete now, not behind the fdatasync.
+      if (s.ok()) {
         std::vector<std::unique_ptr<Op>> durable;
         for (auto& op : batch) {
           if (op->durable()) {
@@ -335,9 +339,9 @@ class SqliteStore final : public Store {
           }
         }
         batch.swap(durable);
-        if (batch.empty()) continue;
       }
-      Committed c{std::move(batch), s, std::move(arrivals_), committed_with_messages_};
+      Committed c{std::move(batch), s, std::move(arrivals_), batch_max_seq_};
+      batch_max_seq_ = 0;
       batch.clear();
       arrivals_.clear();
       bool inline_sync;
@@ -398,8 +402,13 @@ class SqliteStore final : public Store {
         for (const auto& op : c.ops) needs_sync |= c.status.ok() && op->durable();
       }
       absl::Status sync = needs_sync ? SyncWal() : absl::OkStatus();
-      if (sync.ok() && !ready.empty()) {
-        synced_with_messages_.store(ready.back().with_messages, std::memory_order_release);
+      if (sync.ok()) {
+        // The stored messages are on disk: claims may now return them.
+        for (const Committed& c : ready) {
+          if (c.status.ok() && c.max_seq > synced_seq_.load(std::memory_order_relaxed)) {
+            synced_seq_.store(c.max_seq, std::memory_order_release);
+          }
+        }
       }
       for (Committed& c : ready) {
         const absl::Status& s = c.status.ok() ? sync : c.status;
@@ -493,7 +502,7 @@ class SqliteStore final : public Store {
         {&claim_select_,
          "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries "
          "FROM messages WHERE recipient = ?1 AND state < 3 AND visible_at <= ?2 AND expires_at > ?2 "
-         "ORDER BY visible_at, seq LIMIT ?3"},
+         "AND seq <= ?4 ORDER BY visible_at, seq LIMIT ?3"},
         {&claim_update_,
          "UPDATE messages SET state = 2, visible_at = ?2, claim_token = ?3, deliveries = deliveries + 1, "
          "first_delivered_at = coalesce(first_delivered_at, ?4) WHERE seq = ?1"},
@@ -542,7 +551,7 @@ class SqliteStore final : public Store {
     if (auto s = ins.Exec(); !s.ok()) return s;
     const int64_t seq = sqlite3_last_insert_rowid(db_);
     if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
-    stored_ = true;
+    batch_max_seq_ = seq;
     // A message stored already claimed needs no wake-up: its stream has it.
     if (m.claim_token == 0) arrivals_.insert(m.recipient);
     return absl::OkStatus();
@@ -577,6 +586,7 @@ class SqliteStore final : public Store {
     std::vector<std::pair<int64_t, StoredDelivery>> rows;
     {
       claim_select_.Bind(1, req.recipient.str()).Bind(2, Micros(req.now)).Bind(3, int64_t{req.max});
+      claim_select_.Bind(4, synced_seq_.load(std::memory_order_acquire));
       ResetOnExit reset{claim_select_};
       while (true) {
         auto row = claim_select_.Step();
@@ -758,14 +768,12 @@ class SqliteStore final : public Store {
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
 
-  // Count of committed batches that stored messages; the syncer publishes
-  // how many of them are on disk.
-  uint64_t committed_with_messages_ = 0;  // writer thread only
-  std::atomic<uint64_t> synced_with_messages_{0};
+  // The highest message seq known to be on disk; claims see no later one.
+  std::atomic<int64_t> synced_seq_{0};
 
   // Writer thread only.
   absl::flat_hash_set<OrgCode> arrivals_;
-  bool stored_ = false;  // this batch stored a message
+  int64_t batch_max_seq_ = 0;  // highest seq stored by the batch being built
   Stmt find_idem_, insert_msg_, insert_claimed_, insert_body_, claim_select_, claim_update_, select_body_;
   Stmt ack_update_, ack_state_, release_, track_, expire_select_, expire_update_, delete_body_;
   Stmt purge_select_, purge_update_;
