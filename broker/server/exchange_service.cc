@@ -328,7 +328,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
         FinishOnce(InvalidArgument("MESSAGE_ID_INVALID", "ack is not a message id"));
         return;
       }
-      bool opened, flush = false;
+      bool opened, flush = false, backlog = false;
       {
         absl::MutexLock l(&mu_);
         opened = opened_;
@@ -336,6 +336,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
           in_flight_.erase(req_.ack());
           pending_acks_.emplace_back(req_.ack());
           flush = !ack_outstanding_;
+          backlog = !drained_;
         }
       }
       if (!opened) {
@@ -343,7 +344,9 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
         return;
       }
       if (flush) FlushAcks();
-      TryClaim();
+      // The freed credit is for messages waiting in the store; a drained
+      // stream has none (arrivals and the housekeeping tick wake it).
+      if (backlog) TryClaim();
     } else {
       FinishOnce(InvalidArgument("RECEIVE_OPEN_REQUIRED", "the first request on a Receive stream must be open"));
       return;
