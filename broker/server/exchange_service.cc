@@ -118,20 +118,22 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
                   "the broker is at its memory budget; retry shortly");
     }
     bool read_more;
+    Slot* slot;  // stable: only popped once ready, after its append completes
     {
       absl::MutexLock l(&mu_);
-      Slot& slot = slots_.emplace_back();
+      slot = &slots_.emplace_back();
       if (!msg.ok()) {
-        *slot.result.mutable_error() = ToStreamError(msg.status());
-        slot.ready = true;
-      } else {
-        Ref();
-        StoreAndDeliver(d_, *std::move(msg), [this, slot = &slot, bytes](absl::StatusOr<AppendReceipt> r) {
-          OnAppended(slot, bytes, std::move(r));
-        });
+        *slot->result.mutable_error() = ToStreamError(msg.status());
+        slot->ready = true;
       }
       read_more = slots_.size() < max_pending_;
       if (!read_more) read_paused_ = true;
+    }
+    if (msg.ok()) {
+      Ref();
+      StoreAndDeliver(d_, *std::move(msg), [this, slot, bytes](absl::StatusOr<AppendReceipt> r) {
+        OnAppended(slot, bytes, std::move(r));
+      });
     }
     if (read_more) StartRead(&req_);
     MaybeWrite();
@@ -241,7 +243,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
  public:
   ReceiveReactor(const ExchangeDeps& d, Identity id) : d_(d), id_(std::move(id)) {
     thread_local absl::BitGen gen;
-    token_ = absl::Uniform<uint64_t>(gen) >> 1;  // positive in a signed 64-bit column
+    token_ = (absl::Uniform<uint64_t>(gen) >> 1) | 1;  // positive in a signed 64-bit column, never 0
     StartRead(&req_);
   }
 
@@ -384,6 +386,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       Ref();
       d_.store->Release(id_.org, token_, std::move(unacked), d_.clock->Now(), [this](auto) { Unref(); });
     }
+    FlushAcks();  // acks that arrived before the end still count
     d_.streams->fetch_sub(1);
     Unref();
   }
@@ -440,7 +443,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
     std::vector<MessageId> ids;
     {
       absl::MutexLock l(&mu_);
-      if (ack_outstanding_ || pending_acks_.empty() || done_) return;
+      if (ack_outstanding_ || pending_acks_.empty()) return;
       ids.swap(pending_acks_);
       ack_outstanding_ = true;
     }
