@@ -2,9 +2,18 @@
 # a binary or a test, with the project's warnings applied everywhere.
 
 set(CB_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
-    -Wno-unused-parameter -Wno-missing-field-initializers
-    # GCC 12 reports false positives inside std::string (GCC bug 105329).
-    -Wno-restrict)
+    -Wno-unused-parameter -Wno-missing-field-initializers)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  # GCC 12 reports false positives inside std::string (GCC bug 105329).
+  list(APPEND CB_WARNINGS -Wno-restrict)
+endif()
+if(CB_THREAD_SAFETY)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "CB_THREAD_SAFETY needs clang (CXX=clang++)")
+  endif()
+  # Checks every ABSL_GUARDED_BY / ABSL_EXCLUSIVE_LOCKS_REQUIRED annotation.
+  list(APPEND CB_WARNINGS -Wthread-safety -Werror=thread-safety)
+endif()
 if(CB_WERROR)
   list(APPEND CB_WARNINGS -Werror)
 endif()

@@ -10,6 +10,9 @@ jobs=$(nproc)
 deploy/install-deps.sh
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCB_WERROR=ON
 cmake --build "$build" -j "$jobs"
+# The lock annotations, checked by clang's thread-safety analysis.
+CC=clang CXX=clang++ cmake -S . -B "$build-clang" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCB_THREAD_SAFETY=ON >/dev/null
+cmake --build "$build-clang" -j "$jobs" --target cb_server cb_ctl
 # A fresh dev PKI for every run (made by the dev_pki test fixture).
 rm -rf "$build/test-pki"
 if ! ctest --test-dir "$build" --output-on-failure -j "$jobs"; then
