@@ -188,26 +188,15 @@ int DoReceive(const Global& g, const ReceiveArgs& a, std::ostream& out, std::ost
 
   int count = 0;
   bool local_error = false;
-  json files = json::array();
+  json messages = json::array();
   v1::DeliveryBatch batch;
   while (stream->Read(&batch)) {
     std::unique_lock<std::mutex> l(mu);
     last = std::chrono::steady_clock::now();
     for (const v1::Delivery& d : batch.deliveries()) {
       if (closed) break;  // not acknowledged: redelivered later
-      const std::string base = d.message_id();
-      json meta{{"message_id", d.message_id()},
-                {"sender", d.sender()},
-                {"workflow", d.workflow()},
-                {"purpose", d.purpose()},
-                {"content_type", d.content_type()},
-                {"local_reference", d.local_reference()},
-                {"accepted_at", Rfc3339(d.accepted_at())},
-                {"delivery_count", d.delivery_count()},
-                {"kind", v1::MessageKind_Name(d.kind())}};
-      const std::string body_name = base + ExtensionFor(d.content_type());
-      if (!WriteAtomically(dir, base + ".meta.json", meta.dump(2) + "\n") ||
-          !WriteAtomically(dir, body_name, d.payload())) {
+      const std::string body_name = d.message_id() + ExtensionFor(d.content_type());
+      if (!WriteAtomically(dir, body_name, d.payload())) {
         err << "carebrokerctl: cannot write into " << a.out_dir << "; message left unacknowledged\n";
         local_error = true;
         close_writes();
@@ -217,7 +206,22 @@ int DoReceive(const Global& g, const ReceiveArgs& a, std::ostream& out, std::ost
       ack.set_ack(d.message_id());
       if (!stream->Write(ack)) break;
       ++count;
-      files.push_back((dir / body_name).string());
+      const std::string kind = v1::MessageKind_Name(d.kind()).substr(std::string("MESSAGE_KIND_").size());
+      if (g.json()) {
+        messages.push_back(json{{"file", (dir / body_name).string()},
+                                {"message_id", d.message_id()},
+                                {"sender", d.sender()},
+                                {"workflow", d.workflow()},
+                                {"purpose", d.purpose()},
+                                {"content_type", d.content_type()},
+                                {"local_reference", d.local_reference()},
+                                {"accepted_at", Rfc3339(d.accepted_at())},
+                                {"delivery_count", d.delivery_count()},
+                                {"kind", kind}});
+      } else {
+        out << (dir / body_name).string() << "  from " << d.sender() << "  " << d.workflow()
+            << (d.delivery_count() > 1 ? "  (redelivery)" : "") << "\n";
+      }
       if (a.max > 0 && count >= a.max) close_writes();
     }
   }
@@ -230,7 +234,7 @@ int DoReceive(const Global& g, const ReceiveArgs& a, std::ostream& out, std::ost
   grpc::Status s = stream->Finish();
   if (!s.ok()) return RpcFailed(err, s);
   if (g.json()) {
-    out << json{{"received", count}, {"files", files}}.dump() << "\n";
+    out << json{{"received", count}, {"messages", messages}}.dump() << "\n";
   } else {
     out << "received " << count << " message" << (count == 1 ? "" : "s") << " into " << a.out_dir << "\n";
   }

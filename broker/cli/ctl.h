@@ -9,7 +9,9 @@
 // Commands:
 //   send --to ODS --workflow W --purpose P [--idempotency-key K]
 //        [--content-type T] [--local-reference R] FILE   -> message id
-//   receive --out DIR [--max N] [--wait SECONDS]          -> count
+//   receive --out DIR [--max N] [--wait SECONDS]          -> one file per
+//        message (acknowledged once written); a line per message and the
+//        count on stdout (with --format json, each message's metadata)
 //   ack ID...                                              -> per-id result
 //   track ID                                               -> status, times
 //

@@ -69,17 +69,24 @@ TEST_F(CtlTest, SendReceiveTrackInJson) {
   ASSERT_EQ(got.rc, 0) << got.err;
   json g = json::parse(got.out);
   EXPECT_EQ(g.at("received"), 1);
-  std::ifstream body(inbox + "/" + id + ".json");
-  std::string content((std::istreambuf_iterator<char>(body)), {});
-  EXPECT_EQ(content, "{\"event\":\"discharge\"}");
-  json meta = json::parse(std::ifstream(inbox + "/" + id + ".meta.json"));
+  ASSERT_EQ(g.at("messages").size(), 1u);
+  json meta = g.at("messages")[0];
+  EXPECT_EQ(meta.at("file"), inbox + "/" + id + ".json");
+  EXPECT_EQ(meta.at("message_id"), id);
   EXPECT_EQ(meta.at("sender"), "RR8");
   EXPECT_EQ(meta.at("workflow"), "HOSPITAL_DISCHARGE");
   EXPECT_EQ(meta.at("local_reference"), "L-1");
-  EXPECT_EQ(meta.at("kind"), "MESSAGE_KIND_DATA");
+  EXPECT_EQ(meta.at("kind"), "DATA");
+  EXPECT_EQ(meta.at("delivery_count"), 1);
+  std::ifstream body(inbox + "/" + id + ".json");
+  std::string content((std::istreambuf_iterator<char>(body)), {});
+  EXPECT_EQ(content, "{\"event\":\"discharge\"}");
+  int files = 0;
   for (const auto& e : fs::directory_iterator(inbox)) {
     EXPECT_NE(e.path().filename().string()[0], '.') << "temporary file left behind";
+    ++files;
   }
+  EXPECT_EQ(files, 1) << "one file per message";
 
   CtlRun t = Ctl("RR8", {"--format", "json", "track", id});
   ASSERT_EQ(t.rc, 0) << t.err;
@@ -91,6 +98,23 @@ TEST_F(CtlTest, SendReceiveTrackInJson) {
   CtlRun text = Ctl("RR8", {"track", id});
   EXPECT_EQ(text.rc, 0);
   EXPECT_NE(text.out.find("status: ACKNOWLEDGED"), std::string::npos) << text.out;
+}
+
+TEST_F(CtlTest, ReceiveInTextListsEachFileAndStopsAtMax) {
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_EQ(Ctl("RR8", {"send", "--to", "503", "--workflow", "CARE_PACKAGE_STARTED", "--purpose", "direct-care",
+                          payload_})
+                  .rc,
+              0);
+  }
+  CtlRun got = Ctl("503", {"receive", "--out", dir_ + "/in", "--max", "2", "--wait", "2"});
+  ASSERT_EQ(got.rc, 0) << got.err;
+  EXPECT_NE(got.out.find("from RR8  CARE_PACKAGE_STARTED"), std::string::npos) << got.out;
+  EXPECT_NE(got.out.find("received 2 messages into " + dir_ + "/in"), std::string::npos) << got.out;
+  // The third is still waiting, unacknowledged, for the next receive.
+  CtlRun rest = Ctl("503", {"receive", "--out", dir_ + "/in", "--wait", "1"});
+  ASSERT_EQ(rest.rc, 0) << rest.err;
+  EXPECT_NE(rest.out.find("received 1 message into"), std::string::npos) << rest.out;
 }
 
 TEST_F(CtlTest, ReceiveWithNothingWaitingEndsAfterWait) {
