@@ -7,29 +7,23 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "broker/core/files.h"
 #include "google/rpc/status.pb.h"
 
 namespace carebroker {
 namespace {
 
-absl::StatusOr<std::string> Slurp(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::InvalidArgumentError(absl::StrCat("cannot read ", what, " file ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientTls& tls) {
   if (tls.target.empty()) return absl::InvalidArgumentError("no target given (host:port)");
   grpc::SslCredentialsOptions o;
-  auto ca = Slurp(tls.ca, "CA");
+  auto ca = ReadFileToString(tls.ca, "CA file");
   if (!ca.ok()) return ca.status();
-  auto cert = Slurp(tls.cert, "certificate");
+  auto cert = ReadFileToString(tls.cert, "certificate file");
   if (!cert.ok()) return cert.status();
-  auto key = Slurp(tls.key, "key");
+  auto key = ReadFileToString(tls.key, "key file");
   if (!key.ok()) return key.status();
   o.pem_root_certs = *ca;
   o.pem_cert_chain = *cert;

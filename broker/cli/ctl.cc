@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "broker/cli/client.h"
+#include "broker/core/files.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -110,13 +111,11 @@ struct SendArgs {
 };
 
 int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& err) {
-  std::ifstream in(a.file, std::ios::binary);
-  if (!in) {
-    err << "carebrokerctl: cannot read " << a.file << "\n";
+  auto payload = ReadFileToString(a.file, "payload file");
+  if (!payload.ok()) {
+    err << "carebrokerctl: " << payload.status().message() << "\n";
     return 2;
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
   v1::SendRequest req;
   req.set_recipient(a.to);
   req.set_workflow(a.workflow);
@@ -124,7 +123,7 @@ int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& 
   req.set_idempotency_key(a.key);
   req.set_content_type(a.content_type.empty() ? GuessContentType(a.file) : a.content_type);
   req.set_local_reference(a.local_reference);
-  req.set_payload(ss.str());
+  req.set_payload(*std::move(payload));
   auto stub = Connect(g, err);
   if (!stub) return 2;
   grpc::ClientContext ctx;

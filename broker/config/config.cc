@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "broker/core/files.h"
 #include "broker/core/status.h"
 #include "broker/core/yaml_proto.h"
 #include "google/protobuf/util/time_util.h"
@@ -162,15 +163,13 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
 
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path,
                                                          const ConfigOverrides& overrides) {
-  std::ifstream in(path);
-  if (!in) {
+  auto text = ReadFileToString(path, "file");
+  if (!text.ok()) {
     return Error(absl::StatusCode::kInvalidArgument, "CONFIG_INVALID",
                  absl::StrCat(path, ": cannot read the config file"));
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
   const std::string base = fs::absolute(path).parent_path().string();
-  return ParseConfig(ss.str(), path, base, overrides);
+  return ParseConfig(*text, path, base, overrides);
 }
 
 }  // namespace carebroker

@@ -16,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "broker/core/files.h"
 #include "broker/core/status.h"
 #include "broker/exchange/mailboxes.h"
 #include "broker/server/exchange_service.h"
@@ -32,11 +33,9 @@ absl::Status TlsError(absl::string_view key, absl::string_view why) {
 }
 
 absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view key) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return TlsError(key, absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  auto data = ReadFileToString(path, "file");
+  if (!data.ok()) return TlsError(key, data.status().message());
+  return data;
 }
 
 // gRPC checks CRLs from an OpenSSL hashed folder: <issuer-hash>.r0. Checks

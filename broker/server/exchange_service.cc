@@ -7,20 +7,15 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "broker/core/files.h"
 #include "broker/core/ids.h"
 #include "broker/core/status.h"
 #include "broker/exchange/intake.h"
 #include "broker/server/grpc_status.h"
-#include "google/protobuf/util/time_util.h"
 
 namespace carebroker {
 namespace {
 
-using google::protobuf::util::TimeUtil;
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  return TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
-}
 
 // A stream refused before it started.
 template <typename Req, typename Resp>
@@ -173,7 +168,7 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
         const AppendReceipt& rc = *r;
         auto* out = slot->result.mutable_receipt();
         out->set_message_id(rc.id.str());
-        *out->mutable_accepted_at() = ToProto(rc.accepted_at);
+        *out->mutable_accepted_at() = ToTimestamp(rc.accepted_at);
         out->set_duplicate(rc.duplicate);
       } else {
         *slot->result.mutable_error() = ToStreamError(r.status());
@@ -490,7 +485,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
         out->set_content_type(std::move(d.content_type));
         write_bytes_ += d.payload.size();
         out->set_payload(std::move(d.payload));
-        *out->mutable_accepted_at() = ToProto(d.accepted_at);
+        *out->mutable_accepted_at() = ToTimestamp(d.accepted_at);
         out->set_delivery_count(d.delivery_count);
         out->set_kind(d.kind);
         out->set_local_reference(std::move(d.local_reference));
@@ -580,7 +575,7 @@ grpc::ServerUnaryReactor* ExchangeService::Send(grpc::CallbackServerContext* ctx
     deps_.budget->Release(bytes);
     if (r.ok()) {
       resp->set_message_id(r->id.str());
-      *resp->mutable_accepted_at() = ToProto(r->accepted_at);
+      *resp->mutable_accepted_at() = ToTimestamp(r->accepted_at);
       resp->set_duplicate(r->duplicate);
     }
     reactor->Finish(ToGrpcStatus(r.status()));
@@ -655,11 +650,11 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
       resp->set_workflow(r->workflow);
       resp->set_local_reference(r->local_reference);
       resp->set_status(r->status);
-      *resp->mutable_accepted_at() = ToProto(r->accepted_at);
-      if (r->first_delivered_at) *resp->mutable_first_delivered_at() = ToProto(*r->first_delivered_at);
-      if (r->acknowledged_at) *resp->mutable_acknowledged_at() = ToProto(*r->acknowledged_at);
-      if (r->expired_at) *resp->mutable_expired_at() = ToProto(*r->expired_at);
-      *resp->mutable_expires_at() = ToProto(r->expires_at);
+      *resp->mutable_accepted_at() = ToTimestamp(r->accepted_at);
+      if (r->first_delivered_at) *resp->mutable_first_delivered_at() = ToTimestamp(*r->first_delivered_at);
+      if (r->acknowledged_at) *resp->mutable_acknowledged_at() = ToTimestamp(*r->acknowledged_at);
+      if (r->expired_at) *resp->mutable_expired_at() = ToTimestamp(*r->expired_at);
+      *resp->mutable_expires_at() = ToTimestamp(r->expires_at);
       resp->set_delivery_count(r->delivery_count);
       resp->set_body_purged(r->body_purged);
     }

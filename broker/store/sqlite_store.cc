@@ -344,28 +344,11 @@ class SqliteStore final : public Store {
       batch_max_seq_ = 0;
       batch.clear();
       arrivals_.clear();
-      bool inline_sync;
-      {
-        // Under light load (nothing queued behind this batch, the syncer
-        // idle) sync here: one thread hand-off fewer on the path to the
-        // caller. Under load, hand over so the next batch's SQL overlaps
-        // this batch's fdatasync. Only this thread adds to unsynced_, so an
-        // idle syncer stays idle until we hand it something.
-        absl::MutexLock l(&mu_);
-        absl::MutexLock sl(&sync_mu_);
-        inline_sync = queue_.empty() && unsynced_.empty() && !syncing_;
-      }
-      if (!inline_sync) {
-        absl::MutexLock sl(&sync_mu_);
-        sync_mu_.Await(absl::Condition(
-            +[](SqliteStore* st) ABSL_NO_THREAD_SAFETY_ANALYSIS { return st->unsynced_.size() < kMaxUnsyncedBatches; },
-            this));
-        unsynced_.push_back(std::move(c));
-      } else {
-        std::deque<Committed> one;
-        one.push_back(std::move(c));
-        SyncAndComplete(one);
-      }
+      absl::MutexLock sl(&sync_mu_);
+      sync_mu_.Await(absl::Condition(
+          +[](SqliteStore* st) ABSL_NO_THREAD_SAFETY_ANALYSIS { return st->unsynced_.size() < kMaxUnsyncedBatches; },
+          this));
+      unsynced_.push_back(std::move(c));
     }
   }
 
@@ -384,12 +367,9 @@ class SqliteStore final : public Store {
             this));
         if (unsynced_.empty()) return;  // the writer is done and all is synced
         ready.swap(unsynced_);
-        syncing_ = true;
       }
       SyncAndComplete(ready);
       ready.clear();
-      absl::MutexLock l(&sync_mu_);
-      syncing_ = false;
     }
   }
 
@@ -761,7 +741,6 @@ class SqliteStore final : public Store {
 
   absl::Mutex sync_mu_;
   std::deque<Committed> unsynced_ ABSL_GUARDED_BY(sync_mu_);
-  bool syncing_ ABSL_GUARDED_BY(sync_mu_) = false;  // the syncer is completing batches
   bool writer_done_ ABSL_GUARDED_BY(sync_mu_) = false;
 
   absl::Mutex mu_;

@@ -2,12 +2,10 @@
 
 #include <openssl/sha.h>
 
+#include "broker/core/files.h"
 #include "broker/core/ids.h"
-#include "google/protobuf/util/time_util.h"
 
 namespace carebroker {
-
-using google::protobuf::util::TimeUtil;
 
 NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl::Duration expiry) {
   v1::NonDeliveryReport r;
@@ -15,8 +13,8 @@ NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl:
   r.set_recipient(expired.recipient.str());
   r.set_workflow(expired.workflow);
   r.set_local_reference(expired.local_reference);
-  *r.mutable_accepted_at() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(expired.accepted_at));
-  *r.mutable_expired_at() = TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(now));
+  *r.mutable_accepted_at() = ToTimestamp(expired.accepted_at);
+  *r.mutable_expired_at() = ToTimestamp(now);
   r.set_reason("NOT_ACKNOWLEDGED_BEFORE_EXPIRY");
 
   NewMessage m;
