@@ -504,7 +504,10 @@ TEST_F(ExchangeTest, ReceiveProtocolErrors) {
 TEST_F(ExchangeTest, StreamLimitIsEnforced) {
   Restart("limits: {max_streams: 1}\n");
   Receiver first(*council_, 1);
-  ASSERT_FALSE(first.Next(absl::Milliseconds(200)).has_value());  // open and idle
+  SendOk(*trust_, Req("503"));
+  auto d = first.Next();  // a delivery proves the first stream holds the only slot
+  ASSERT_TRUE(d.has_value());
+  first.Ack(d->message_id());
   Receiver second(*council_, 1);
   grpc::Status s = second.Close();
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
