@@ -376,26 +376,24 @@ class SqliteStore final : public Store {
   // One fdatasync for `ready` (if any of it needs durability), then every
   // operation completes in commit order and arrivals are announced.
   void SyncAndComplete(std::deque<Committed>& ready) {
-    {
-      bool needs_sync = false;
+    bool needs_sync = false;
+    for (const Committed& c : ready) {
+      for (const auto& op : c.ops) needs_sync |= c.status.ok() && op->durable();
+    }
+    absl::Status sync = needs_sync ? SyncWal() : absl::OkStatus();
+    if (sync.ok()) {
+      // The stored messages are on disk: claims may now return them.
       for (const Committed& c : ready) {
-        for (const auto& op : c.ops) needs_sync |= c.status.ok() && op->durable();
-      }
-      absl::Status sync = needs_sync ? SyncWal() : absl::OkStatus();
-      if (sync.ok()) {
-        // The stored messages are on disk: claims may now return them.
-        for (const Committed& c : ready) {
-          if (c.status.ok() && c.max_seq > synced_seq_.load(std::memory_order_relaxed)) {
-            synced_seq_.store(c.max_seq, std::memory_order_release);
-          }
+        if (c.status.ok() && c.max_seq > synced_seq_.load(std::memory_order_relaxed)) {
+          synced_seq_.store(c.max_seq, std::memory_order_release);
         }
       }
-      for (Committed& c : ready) {
-        const absl::Status& s = c.status.ok() ? sync : c.status;
-        for (auto& op : c.ops) op->Finish(s);
-        if (s.ok() && listener_) {
-          for (const auto& r : c.arrivals) listener_(r);
-        }
+    }
+    for (Committed& c : ready) {
+      const absl::Status& s = c.status.ok() ? sync : c.status;
+      for (auto& op : c.ops) op->Finish(s);
+      if (s.ok() && listener_) {
+        for (const auto& r : c.arrivals) listener_(r);
       }
     }
   }

@@ -49,24 +49,27 @@ NewMessage Message(const absl::Time now, uint64_t i) {
 }
 
 // `window` single-message appends in flight at once, as concurrent Sends
-// are: the store groups them into shared commits.
+// are (the store groups them into shared commits); waits until all are
+// durable. `next` numbers the messages across calls.
+void AppendWindow(Store& store, int window, absl::Time now, uint64_t& next) {
+  std::latch done(window);
+  for (int w = 0; w < window; ++w) {
+    std::vector<NewMessage> one;
+    one.push_back(Message(now, next++));
+    store.Append(std::move(one), [&done](auto r) {
+      if (!r.ok() || !(*r)[0].ok()) std::abort();
+      done.count_down();
+    });
+  }
+  done.wait();
+}
+
 void BM_AppendDurable(benchmark::State& state) {
   auto store = FreshStore();
   const int window = static_cast<int>(state.range(0));
   uint64_t i = 0;
   const absl::Time now = absl::Now();
-  for (auto _ : state) {
-    std::latch done(window);
-    for (int w = 0; w < window; ++w) {
-      std::vector<NewMessage> one;
-      one.push_back(Message(now, i++));
-      store->Append(std::move(one), [&done](auto r) {
-        if (!r.ok()) std::abort();
-        done.count_down();
-      });
-    }
-    done.wait();
-  }
+  for (auto _ : state) AppendWindow(*store, window, now, i);
   state.SetItemsProcessed(static_cast<int64_t>(i));
 }
 BENCHMARK(BM_AppendDurable)->Arg(1)->Arg(100)->Arg(1000)->UseRealTime()->Unit(benchmark::kMillisecond);
@@ -78,13 +81,7 @@ void BM_AppendClaimAck(benchmark::State& state) {
   uint64_t i = 0;
   const absl::Time now = absl::Now();
   for (auto _ : state) {
-    std::latch appended(batch);
-    for (int w = 0; w < batch; ++w) {
-      std::vector<NewMessage> one;
-      one.push_back(Message(now, i++));
-      store->Append(std::move(one), [&appended](auto) { appended.count_down(); });
-    }
-    appended.wait();
+    AppendWindow(*store, batch, now, i);
     auto claimed = ClaimSync(*store, ClaimRequest{kTo, batch, now, now + absl::Seconds(30), 7});
     std::vector<MessageId> ids;
     for (auto& d : *claimed) ids.push_back(d.id);
