@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -51,6 +52,22 @@ bool IsOdsCodeShape(absl::string_view s) {
     if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return false;
   }
   return true;
+}
+
+bool IsWorkflowShape(absl::string_view s) {
+  if (s.empty() || s.size() > 64 || !absl::ascii_isupper(s[0])) return false;
+  for (char c : s) {
+    if (!(absl::ascii_isupper(c) || absl::ascii_isdigit(c) || c == '_')) return false;
+  }
+  return s.back() != '_';
+}
+
+bool IsPurposeShape(absl::string_view s) {
+  if (s.empty() || s.size() > 64 || !absl::ascii_islower(s[0]) || s.back() == '-') return false;
+  for (char c : s) {
+    if (!(absl::ascii_islower(c) || c == '-')) return false;
+  }
+  return s.find("--") == absl::string_view::npos;
 }
 
 const v1::Organisation* Config::FindOrganisation(const OrgCode& ods) const {

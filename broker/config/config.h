@@ -60,5 +60,7 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
 
 // True for an ODS-code-shaped string: 3 to 10 upper-case letters or digits.
 bool IsOdsCodeShape(absl::string_view s);
+bool IsWorkflowShape(absl::string_view s);  // UPPER_SNAKE, 1-64 chars
+bool IsPurposeShape(absl::string_view s);   // lower-case words joined by '-', 1-64 chars
 
 }  // namespace carebroker

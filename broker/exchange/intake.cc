@@ -33,22 +33,6 @@ absl::Status CheckCanonical(const std::string& payload) {
 
 }  // namespace
 
-bool IsWorkflowShape(absl::string_view s) {
-  if (s.empty() || s.size() > 64 || !absl::ascii_isupper(s[0])) return false;
-  for (char c : s) {
-    if (!(absl::ascii_isupper(c) || absl::ascii_isdigit(c) || c == '_')) return false;
-  }
-  return s.back() != '_';
-}
-
-bool IsPurposeShape(absl::string_view s) {
-  if (s.empty() || s.size() > 64 || !absl::ascii_islower(s[0]) || s.back() == '-') return false;
-  for (char c : s) {
-    if (!(absl::ascii_islower(c) || c == '-')) return false;
-  }
-  return s.find("--") == absl::string_view::npos;
-}
-
 absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, v1::SendRequest req,
                                  absl::Time now) {
   const auto& limits = config.proto().limits();

@@ -30,7 +30,5 @@ inline constexpr char kCareRecordContentType[] = "application/x-protobuf; proto=
 absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, v1::SendRequest req,
                                  absl::Time now);
 
-bool IsWorkflowShape(absl::string_view s);  // UPPER_SNAKE, 1-64 chars
-bool IsPurposeShape(absl::string_view s);   // lower-case words joined by '-', 1-64 chars
 
 }  // namespace carebroker

@@ -1,0 +1,98 @@
+#include "policy/consent.h"
+
+#include <algorithm>
+
+#include "broker/core/status.h"
+
+namespace carebroker::policy {
+namespace {
+
+bool Matches(const v1::Directive& d, v1::Purpose purpose, const OrgCode& recipient, v1::OrganisationKind kind) {
+  if (d.purpose() != purpose) return false;
+  switch (d.scope().target_case()) {
+    case v1::Scope::TARGET_NOT_SET:
+      return true;
+    case v1::Scope::kOds:
+      return d.scope().ods() == recipient.str();
+    case v1::Scope::kKind:
+      return d.scope().kind() == kind;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::string_view ConsentVerdict(v1::ConsentModel model, bool opt_out_applies, v1::Purpose purpose,
+                                 const OrgCode& recipient, v1::OrganisationKind recipient_kind,
+                                 const PersonConsent* person) {
+  if (person == nullptr) return model == v1::CONSENT_MODEL_EXPLICIT ? kConsentRequired : "";
+  if (opt_out_applies && person->national_opt_out) return kNationalOptOut;
+  if (model == v1::CONSENT_MODEL_NOT_APPLICABLE) return "";
+  bool consent = false;
+  for (const auto& d : person->standing) {
+    if (!Matches(d, purpose, recipient, recipient_kind)) continue;
+    if (d.kind() == v1::DIRECTIVE_KIND_DISSENT) return kConsentDissent;
+    consent = true;
+  }
+  if (model == v1::CONSENT_MODEL_EXPLICIT && !consent) return kConsentRequired;
+  return "";
+}
+
+absl::Status ConsentBook::Apply(const v1::ConsentChange& change) {
+  absl::MutexLock l(&mu_);
+  switch (change.change_case()) {
+    case v1::ConsentChange::kRecorded:
+      people_[change.nhs_number()].standing.push_back(change.recorded());
+      return absl::OkStatus();
+    case v1::ConsentChange::kWithdrawn: {
+      auto it = people_.find(change.nhs_number());
+      if (it != people_.end()) {
+        auto& standing = it->second.standing;
+        auto d = std::find_if(standing.begin(), standing.end(),
+                              [&](const v1::Directive& x) { return x.id() == change.withdrawn(); });
+        if (d != standing.end()) {
+          standing.erase(d);
+          if (standing.empty() && !it->second.national_opt_out) people_.erase(it);
+          return absl::OkStatus();
+        }
+      }
+      return Error(absl::StatusCode::kFailedPrecondition, "DIRECTIVE_NOT_STANDING",
+                   "no standing directive with that id for this person");
+    }
+    case v1::ConsentChange::kNationalOptOut:
+      if (change.national_opt_out()) {
+        people_[change.nhs_number()].national_opt_out = true;
+      } else if (auto it = people_.find(change.nhs_number()); it != people_.end()) {
+        it->second.national_opt_out = false;
+        if (it->second.standing.empty()) people_.erase(it);
+      }
+      return absl::OkStatus();
+    case v1::ConsentChange::CHANGE_NOT_SET:
+      break;
+  }
+  return InvalidArgument("CONSENT_CHANGE_INVALID", "a consent change must record, withdraw or set the opt-out");
+}
+
+std::optional<PersonConsent> ConsentBook::Find(absl::string_view nhs_number) const {
+  absl::ReaderMutexLock l(&mu_);
+  auto it = people_.find(nhs_number);
+  if (it == people_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<v1::Directive> ConsentBook::FindDirective(absl::string_view nhs_number, absl::string_view id) const {
+  absl::MutexLock l(&mu_);
+  auto it = people_.find(nhs_number);
+  if (it == people_.end()) return std::nullopt;
+  for (const auto& d : it->second.standing) {
+    if (d.id() == id) return d;
+  }
+  return std::nullopt;
+}
+
+size_t ConsentBook::people() const {
+  absl::MutexLock l(&mu_);
+  return people_.size();
+}
+
+}  // namespace carebroker::policy

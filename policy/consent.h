@@ -1,0 +1,67 @@
+// Consent: a person's standing consent and dissent directives and national
+// data opt-out flag, folded from the stored history of changes, and the
+// rule that decides whether they permit one flow.
+//
+// The ConsentBook holds standing state in memory (people with no recorded
+// wishes cost nothing), rebuilt from the store's history at start and
+// updated after each change is durable. Lookups are by NHS number.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "broker/core/types.h"
+#include "carebroker/v1/config.pb.h"
+#include "carebroker/v1/consent.pb.h"
+
+namespace carebroker::policy {
+
+struct PersonConsent {
+  bool national_opt_out = false;
+  std::vector<v1::Directive> standing;  // in the order recorded
+};
+
+// Reason codes for consent-based denials.
+inline constexpr char kConsentDissent[] = "CONSENT_DISSENT";
+inline constexpr char kConsentRequired[] = "CONSENT_REQUIRED";
+inline constexpr char kNationalOptOut[] = "NATIONAL_OPT_OUT";
+
+// Whether `person` (null: nothing recorded) permits sharing for `purpose`
+// with the recipient under `model`: "" when it does, else a reason code.
+//   - an applicable national opt-out denies (NATIONAL_OPT_OUT);
+//   - not-applicable: nothing else is consulted;
+//   - a standing dissent for the purpose, unscoped or scoped to the
+//     recipient's code or kind, denies (CONSENT_DISSENT), even beside a
+//     consent: the more protective wish wins until one is withdrawn;
+//   - explicit: a matching standing consent is required (CONSENT_REQUIRED).
+absl::string_view ConsentVerdict(v1::ConsentModel model, bool opt_out_applies, v1::Purpose purpose,
+                                 const OrgCode& recipient, v1::OrganisationKind recipient_kind,
+                                 const PersonConsent* person);
+
+class ConsentBook {
+ public:
+  // Applies one stored change. Changes must come in the order stored.
+  // A withdrawal of an unknown or already-withdrawn directive is
+  // FAILED_PRECONDITION and changes nothing.
+  absl::Status Apply(const v1::ConsentChange& change) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // A copy of the person's standing state; nullopt when nothing stands.
+  std::optional<PersonConsent> Find(absl::string_view nhs_number) const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The standing directive with this id for this person, if any.
+  std::optional<v1::Directive> FindDirective(absl::string_view nhs_number, absl::string_view id) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  size_t people() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, PersonConsent> people_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace carebroker::policy

@@ -1,0 +1,174 @@
+#include "policy/engine.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace carebroker::policy {
+namespace {
+
+std::string PartyKey(absl::string_view ods) { return absl::StrCat("o:", ods); }
+std::string PartyKey(int kind) { return absl::StrCat("k:", kind); }
+
+std::string IndexKey(absl::string_view sender, absl::string_view recipient, absl::string_view workflow,
+                     int purpose) {
+  return absl::StrCat(sender, "|", recipient, "|", workflow, "|", purpose);
+}
+
+std::vector<std::string> PartyKeys(const v1::Parties& p) {
+  std::vector<std::string> keys;
+  for (const auto& o : p.ods()) keys.push_back(PartyKey(o));
+  for (int k : p.kinds()) keys.push_back(PartyKey(k));
+  return keys;
+}
+
+bool HasText(absl::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](unsigned char c) { return !absl::ascii_isspace(c); });
+}
+
+std::string FlowName(const CompiledFlow& f) {
+  return absl::StrCat(f.agreement->agreement.id(), " v", f.agreement->agreement.version(), " flow ", f.flow->name());
+}
+
+}  // namespace
+
+bool CompiledFlow::OptOutApplies(v1::Purpose p) const {
+  switch (flow->national_opt_out()) {
+    case v1::OPT_OUT_RULE_APPLIES:
+      return true;
+    case v1::OPT_OUT_RULE_EXEMPT:
+      return false;
+    default:
+      return p == v1::PURPOSE_PLANNING || p == v1::PURPOSE_RESEARCH;
+  }
+}
+
+absl::StatusOr<std::shared_ptr<const PolicySet>> PolicySet::Load(const std::string& dir) {
+  auto set = LoadAgreements(dir);
+  if (!set.ok()) return set.status();
+  return Build(*std::move(set));
+}
+
+std::shared_ptr<const PolicySet> PolicySet::Build(AgreementSet agreements) {
+  std::shared_ptr<PolicySet> ps(new PolicySet);
+  ps->set_ = std::move(agreements);
+  for (const auto& a : ps->set_.agreements) {
+    for (const auto& f : a.agreement.flows()) {
+      auto m = Minimiser::Compile(f.fields(), f.transforms());  // validated when loaded
+      CompiledFlow cf{&a, &f, m.ok() ? *std::move(m) : Minimiser{}, static_cast<int>(ps->flows_.size())};
+      ps->flows_.push_back(std::move(cf));
+    }
+  }
+  for (const auto& cf : ps->flows_) {
+    for (const auto& s : PartyKeys(cf.flow->senders())) {
+      for (const auto& r : PartyKeys(cf.flow->recipients())) {
+        for (const auto& w : cf.flow->workflows()) {
+          for (int p : cf.flow->purposes()) {
+            auto& v = ps->index_[IndexKey(s, r, w, p)];
+            if (v.empty() || v.back() != cf.order) v.push_back(cf.order);
+          }
+        }
+      }
+    }
+  }
+  return ps;
+}
+
+Decision PolicySet::Decide(const DecisionInput& in) const {
+  Decision d;
+  std::vector<int> candidates;
+  const std::string senders[] = {PartyKey(in.sender.ods.str()), PartyKey(in.sender.kind)};
+  const std::string recipients[] = {PartyKey(in.recipient.ods.str()), PartyKey(in.recipient.kind)};
+  for (const auto& s : senders) {
+    for (const auto& r : recipients) {
+      auto it = index_.find(IndexKey(s, r, in.workflow, in.purpose));
+      if (it != index_.end()) candidates.insert(candidates.end(), it->second.begin(), it->second.end());
+    }
+  }
+  std::sort(candidates.begin(), candidates.end());
+  candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
+  if (candidates.empty()) {
+    d.reasons.push_back(kNoAgreement);
+    d.trace.push_back("no flow names this sender, recipient, workflow and purpose");
+    return d;
+  }
+
+  const CompiledFlow* consent_denial = nullptr;
+  std::vector<std::string> consent_reasons;
+  const CompiledFlow* other = nullptr;
+  const char* other_reason = nullptr;
+  auto note_other = [&](const CompiledFlow& f, const char* reason, int rank) {
+    static constexpr const char* kRank[] = {kAgreementNotYetValid, kAgreementExpired, kPayloadNotAllowed};
+    int current = -1;
+    for (int i = 0; i < 3; ++i) {
+      if (other_reason == kRank[i]) current = i;
+    }
+    if (rank > current) {
+      other = &f;
+      other_reason = reason;
+    }
+  };
+  for (int i : candidates) {
+    const CompiledFlow& f = flows_[i];
+    const std::string name = FlowName(f);
+    if (in.now < f.agreement->valid_from) {
+      d.trace.push_back(absl::StrCat(name, ": not yet in force"));
+      note_other(f, kAgreementNotYetValid, 0);
+      continue;
+    }
+    if (in.now >= f.agreement->valid_until) {
+      d.trace.push_back(absl::StrCat(name, ": expired"));
+      note_other(f, kAgreementExpired, 1);
+      continue;
+    }
+    if ((f.flow->payload() == v1::PAYLOAD_KIND_OPAQUE) != in.opaque) {
+      d.trace.push_back(absl::StrCat(name, in.opaque ? ": carries care records only" : ": carries opaque payloads only"));
+      note_other(f, kPayloadNotAllowed, 2);
+      continue;
+    }
+    const bool opt_out = f.OptOutApplies(in.purpose);
+    absl::string_view verdict = ConsentVerdict(f.flow->consent(), opt_out, in.purpose, in.recipient.ods,
+                                               in.recipient.kind, in.consent);
+    if (verdict.empty()) {
+      d.allowed = true;
+      d.flow = &f;
+      d.opt_out_applies = opt_out;
+      d.trace.push_back(absl::StrCat(name, ": allows"));
+      return d;
+    }
+    const bool overridable = verdict == kConsentDissent || verdict == kConsentRequired;
+    if (overridable && in.purpose == v1::PURPOSE_SAFEGUARDING && f.flow->safeguarding_override()) {
+      if (HasText(in.justification)) {
+        d.allowed = true;
+        d.flow = &f;
+        d.overridden = true;
+        d.opt_out_applies = opt_out;
+        d.reasons.push_back(kSafeguardingOverride);
+        d.trace.push_back(absl::StrCat(name, ": allows, overriding ", verdict, " with a justification"));
+        return d;
+      }
+      d.trace.push_back(absl::StrCat(name, ": ", verdict, "; an override needs a justification"));
+      if (consent_denial == nullptr) {
+        consent_denial = &f;
+        consent_reasons = {kOverrideJustificationMissing, std::string(verdict)};
+      }
+      continue;
+    }
+    d.trace.push_back(absl::StrCat(name, ": ", verdict));
+    if (consent_denial == nullptr) {
+      consent_denial = &f;
+      consent_reasons = {std::string(verdict)};
+    }
+  }
+  if (consent_denial != nullptr) {
+    d.flow = consent_denial;
+    d.reasons = std::move(consent_reasons);
+  } else {
+    d.flow = other;
+    d.reasons.push_back(other_reason);
+  }
+  return d;
+}
+
+}  // namespace carebroker::policy
