@@ -14,6 +14,9 @@ cmake --build "$build" --target carebroker carebrokerctl
 mkdir -p var
 deploy/pki/dev-pki.sh var/pki
 [[ -f var/carebroker.yaml ]] || cp deploy/config/carebroker.yaml var/carebroker.yaml
+[[ -d var/agreements ]] || cp -r deploy/agreements var/agreements
+mkdir -p var/keys
+[[ -f var/keys/X26.key ]] || (umask 077 && openssl rand -out var/keys/X26.key 32)
 
 ctl="$build/broker/cli/carebrokerctl"
 cat <<MSG
@@ -26,7 +29,7 @@ In another terminal, from $root:
   # Leeds Teaching Hospitals (RR8) sends a discharge event to Lincolnshire (503):
   $ctl --cert var/pki/RR8.crt --key var/pki/RR8.key \\
       send --to 503 --workflow HOSPITAL_DISCHARGE --purpose direct-care \\
-      --idempotency-key first-1 deploy/examples/discharge.json
+      --idempotency-key first-1 --care-record deploy/examples/discharge.json
 
   # Lincolnshire receives it into a folder (and acknowledges it):
   $ctl --cert var/pki/503.crt --key var/pki/503.key receive --out var/inbox-503 --max 1

@@ -38,6 +38,20 @@ absl::string_view ConsentVerdict(v1::ConsentModel model, bool opt_out_applies, v
   return "";
 }
 
+uint32_t EncodeConsentCheck(v1::ConsentModel model, bool opt_out_applies, bool overridden) {
+  return static_cast<uint32_t>(model & 3) | (opt_out_applies ? 4u : 0u) | (overridden ? 8u : 0u);
+}
+
+absl::string_view RecheckConsent(uint32_t check, v1::Purpose purpose, const OrgCode& recipient,
+                                 v1::OrganisationKind recipient_kind, const PersonConsent* person) {
+  if (check == 0) return "";
+  const auto model = static_cast<v1::ConsentModel>(check & 3);
+  absl::string_view verdict = ConsentVerdict(model, (check & 4) != 0, purpose, recipient, recipient_kind, person);
+  const bool overridden = (check & 8) != 0;
+  if (overridden && (verdict == kConsentDissent || verdict == kConsentRequired)) return "";
+  return verdict;
+}
+
 absl::Status ConsentBook::Apply(const v1::ConsentChange& change) {
   absl::MutexLock l(&mu_);
   switch (change.change_case()) {

@@ -43,6 +43,17 @@ absl::string_view ConsentVerdict(v1::ConsentModel model, bool opt_out_applies, v
                                  const OrgCode& recipient, v1::OrganisationKind recipient_kind,
                                  const PersonConsent* person);
 
+// The consent rule a message was admitted under, packed for the store so
+// the rule can be applied again at delivery. 0 means "no check" (no
+// person, or an opaque payload).
+uint32_t EncodeConsentCheck(v1::ConsentModel model, bool opt_out_applies, bool overridden);
+
+// The delivery-time re-check: ConsentVerdict under the packed rule, except
+// that a justified safeguarding override still stands against dissent.
+// "" to deliver, else the reason to withhold.
+absl::string_view RecheckConsent(uint32_t check, v1::Purpose purpose, const OrgCode& recipient,
+                                 v1::OrganisationKind recipient_kind, const PersonConsent* person);
+
 class ConsentBook {
  public:
   // Applies one stored change. Changes must come in the order stored.

@@ -16,7 +16,10 @@
 #include "absl/time/time.h"
 #include "broker/cli/client.h"
 #include "broker/core/files.h"
+#include "broker/exchange/intake.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
+#include "carebroker/v1/record.pb.h"
+#include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace carebroker {
@@ -105,7 +108,8 @@ void SetDeadline(grpc::ClientContext& ctx, const Global& g) {
 }
 
 struct SendArgs {
-  std::string to, workflow, purpose, key, content_type, local_reference, file;
+  std::string to, workflow, purpose, key, content_type, local_reference, justification, file;
+  bool care_record = false;  // FILE is a CareRecord in protobuf JSON; sent as canonical binary
 };
 
 int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& err) {
@@ -121,6 +125,17 @@ int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& 
   req.set_idempotency_key(a.key);
   req.set_content_type(a.content_type.empty() ? GuessContentType(a.file) : a.content_type);
   req.set_local_reference(a.local_reference);
+  req.set_justification(a.justification);
+  if (a.care_record) {
+    v1::CareRecord record;
+    auto parsed = google::protobuf::util::JsonStringToMessage(*payload, &record);
+    if (!parsed.ok()) {
+      err << "carebrokerctl: " << a.file << ": not a CareRecord in JSON: " << parsed.message() << "\n";
+      return 2;
+    }
+    req.set_content_type(kCareRecordContentType);
+    payload = record.SerializeAsString();
+  }
   req.set_payload(*std::move(payload));
   auto stub = Connect(g, err);
   if (!stub) return 2;
@@ -130,11 +145,21 @@ int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& 
   grpc::Status s = stub->Send(&ctx, req, &r);
   if (!s.ok()) return RpcFailed(err, s);
   if (g.json()) {
-    out << json{{"message_id", r.message_id()}, {"accepted_at", Rfc3339(r.accepted_at())}, {"duplicate", r.duplicate()}}
+    out << json{{"message_id", r.message_id()},
+                {"accepted_at", Rfc3339(r.accepted_at())},
+                {"duplicate", r.duplicate()},
+                {"agreement", r.agreement_id()},
+                {"agreement_version", r.agreement_version()},
+                {"flow", r.flow()},
+                {"withheld_fields", std::vector<std::string>(r.withheld_fields().begin(), r.withheld_fields().end())},
+                {"safeguarding_override", r.safeguarding_override()}}
                .dump()
         << "\n";
   } else {
     out << r.message_id() << (r.duplicate() ? " (duplicate: first send's id)" : "") << "\n";
+    err << "allowed by " << r.agreement_id() << " v" << r.agreement_version() << " flow " << r.flow()
+        << (r.safeguarding_override() ? " (safeguarding override)" : "") << "\n";
+    for (const auto& f : r.withheld_fields()) err << "withheld: " << f << "\n";
   }
   return 0;
 }
@@ -283,7 +308,9 @@ int DoTrack(const Global& g, const std::string& id, std::ostream& out, std::ostr
          {"expired_at", Rfc3339(r.expired_at())},
          {"expires_at", Rfc3339(r.expires_at())},
          {"delivery_count", r.delivery_count()},
-         {"body_purged", r.body_purged()}};
+         {"body_purged", r.body_purged()},
+         {"withheld_at", Rfc3339(r.withheld_at())},
+         {"withheld_reason", r.withheld_reason()}};
   if (g.json()) {
     out << j.dump() << "\n";
   } else {
@@ -321,6 +348,8 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   send->add_option("--idempotency-key", sa.key, "your key for safe retries");
   send->add_option("--content-type", sa.content_type, "payload content type (default: from the file name)");
   send->add_option("--local-reference", sa.local_reference, "your reference, echoed to the recipient");
+  send->add_option("--justification", sa.justification, "why dissent is set aside (safeguarding override)");
+  send->add_flag("--care-record", sa.care_record, "FILE is a carebroker.v1.CareRecord in JSON; send it canonical");
   send->add_option("FILE", sa.file, "payload file")->required();
 
   ReceiveArgs ra;

@@ -1,5 +1,6 @@
 #include "broker/config/config.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -74,6 +75,21 @@ const v1::Organisation* Config::FindOrganisation(const OrgCode& ods) const {
   auto it = org_index_.find(ods.str());
   return it == org_index_.end() ? nullptr : &proto_.organisations(it->second);
 }
+
+const std::string* Config::PseudonymKey(const OrgCode& ods) const {
+  auto it = pseudonym_keys_.find(ods.str());
+  return it == pseudonym_keys_.end() ? nullptr : &it->second;
+}
+
+namespace {
+bool HasRole(const google::protobuf::RepeatedField<int>& roles, Role r) {
+  const int want = r == Role::kAgency ? v1::ROLE_AGENCY : r == Role::kIgOfficer ? v1::ROLE_IG_OFFICER : v1::ROLE_OPERATOR;
+  return std::find(roles.begin(), roles.end(), want) != roles.end();
+}
+}  // namespace
+
+bool Config::MayWriteConsent(Role r) const { return HasRole(proto_.policy().consent_writers(), r); }
+bool Config::MayReadConsent(Role r) const { return HasRole(proto_.policy().consent_readers(), r); }
 
 absl::Duration Config::visibility_timeout() const { return ToAbsl(proto_.delivery().visibility_timeout()); }
 absl::Duration Config::expiry() const { return ToAbsl(proto_.delivery().expiry()); }
@@ -173,6 +189,44 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
     if (!cfg->org_index_.emplace(o.ods(), i).second) {
       return err(at + ".ods", absl::StrCat("'", o.ods(), "' is registered twice"));
     }
+  }
+
+  auto* pol = c.mutable_policy();
+  if (pol->agreements_dir().empty()) {
+    return err("policy.agreements_dir", "required: the folder of data-sharing agreements (nothing is shared without one)");
+  }
+  pol->set_agreements_dir(Resolve(base_dir, pol->agreements_dir()));
+  if (!fs::is_directory(pol->agreements_dir())) {
+    return err("policy.agreements_dir", absl::StrCat("cannot read the folder ", pol->agreements_dir()));
+  }
+  for (int i = 0; i < pol->pseudonym_keys_size(); ++i) {
+    auto* k = pol->mutable_pseudonym_keys(i);
+    const std::string at = absl::StrCat("policy.pseudonym_keys[", i, "]");
+    if (cfg->FindOrganisation(OrgCode(k->organisation())) == nullptr) {
+      return err(at + ".organisation", "not a registered organisation");
+    }
+    if (k->file().empty()) return err(at + ".file", "required (a file of at least 32 random bytes)");
+    k->set_file(Resolve(base_dir, k->file()));
+    std::error_code ec;
+    const auto perms = fs::status(k->file(), ec).permissions();
+    if (ec) return err(at + ".file", absl::StrCat("cannot read ", k->file()));
+    if ((perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none) {
+      return err(at + ".file", "must be readable by the broker's user only (chmod 600)");
+    }
+    auto key = ReadFileToString(k->file(), "key");
+    if (!key.ok()) return err(at + ".file", absl::StrCat("cannot read ", k->file()));
+    if (key->size() < 32) return err(at + ".file", "a key must be at least 32 bytes");
+    if (!cfg->pseudonym_keys_.emplace(k->organisation(), *std::move(key)).second) {
+      return err(at + ".organisation", "has two keys");
+    }
+  }
+  if (pol->consent_writers().empty()) {
+    pol->add_consent_writers(v1::ROLE_AGENCY);
+    pol->add_consent_writers(v1::ROLE_IG_OFFICER);
+  }
+  if (pol->consent_readers().empty()) {
+    pol->add_consent_readers(v1::ROLE_AGENCY);
+    pol->add_consent_readers(v1::ROLE_IG_OFFICER);
   }
   return std::shared_ptr<const Config>(std::move(cfg));
 }

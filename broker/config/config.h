@@ -34,6 +34,13 @@ class Config {
   // The registered organisation with this ODS code, or null.
   const v1::Organisation* FindOrganisation(const OrgCode& ods) const;
 
+  // Absolute path of the agreements folder.
+  const std::string& agreements_dir() const { return proto_.policy().agreements_dir(); }
+  // The recipient's pseudonymisation key, or null when it has none.
+  const std::string* PseudonymKey(const OrgCode& ods) const;
+  bool MayWriteConsent(Role r) const;
+  bool MayReadConsent(Role r) const;
+
   absl::Duration visibility_timeout() const;
   absl::Duration expiry() const;
   absl::Duration retention() const;
@@ -46,6 +53,7 @@ class Config {
   v1::BrokerConfig proto_;
   std::string sqlite_path_;
   absl::flat_hash_map<std::string, int> org_index_;
+  absl::flat_hash_map<std::string, std::string> pseudonym_keys_;
 };
 
 // Reads, validates and completes the config at `path`.

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_replace.h"
+
 namespace carebroker {
 namespace {
 
@@ -20,6 +22,7 @@ class ConfigTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("cb-config-" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "pki");
     for (const char* f : {"server.crt", "server.key", "ca.crt", "crl.pem"}) std::ofstream(dir_ / "pki" / f) << "x";
+    fs::create_directories(dir_ / "agreements");
   }
   void TearDown() override { fs::remove_all(dir_); }
 
@@ -30,6 +33,7 @@ class ConfigTest : public ::testing::Test {
     return R"(listen: 127.0.0.1:7443
 data_dir: data
 tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt, crl: pki/crl.pem}
+policy: {agreements_dir: agreements}
 organisations:
   - {ods: RR8, name: Leeds, kind: nhs_trust}
   - {ods: "503", name: Lincolnshire, kind: local_authority}
@@ -71,14 +75,14 @@ TEST_F(ConfigTest, FlagsOverrideTheFile) {
 
 TEST_F(ConfigTest, PreciseErrors) {
   ExpectError("data_dir: d\n", "cb.yaml: listen: required");
-  ExpectError(Base() + "delivery: {expiry: 0s}\n", "cb.yaml:7: delivery.expiry: must be more than zero");
+  ExpectError(Base() + "delivery: {expiry: 0s}\n", "cb.yaml:8: delivery.expiry: must be more than zero");
   ExpectError(Base() + "limits: {max_message_bytes: 999999999}\n", "limits.max_message_bytes: must be at most");
   ExpectError(Base() + "limits: {max_message_bytes: 1048576, memory_budget_bytes: 1048576}\n",
               "limits.memory_budget_bytes");
   ExpectError(Base() + "  - {ods: RR8, name: Again, kind: nhs_trust}\n",
-              "cb.yaml:7: organisations[2].ods: 'RR8' is registered twice");
+              "cb.yaml:8: organisations[2].ods: 'RR8' is registered twice");
   ExpectError(Base() + "  - {ods: rr9, name: Lower, kind: nhs_trust}\n", "organisations[2].ods: an ODS code is");
-  ExpectError(Base() + "  - {ods: RR9, name: NoKind}\n", "cb.yaml:7: organisations[2].kind: required");
+  ExpectError(Base() + "  - {ods: RR9, name: NoKind}\n", "cb.yaml:8: organisations[2].kind: required");
   ExpectError(Base() + "  - {ods: RR9, kind: nhs_trust}\n", "organisations[2].name: required");
   ExpectError("listen: 127.0.0.1:99999\ndata_dir: d\n", "listen: expected host:port");
   ExpectError("listen: 127.0.0.1:1\ndata_dir: d\ntls: {cert: pki/nope.crt}\n", "tls.cert: cannot read");
@@ -90,6 +94,26 @@ tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt}
 organisations: []
 )",
               "organisations: at least one");
+}
+
+TEST_F(ConfigTest, PolicySection) {
+  auto without = [](std::string y) { return y.replace(y.find("policy:"), y.find('\n', y.find("policy:")) - y.find("policy:") + 1, ""); };
+  ExpectError(without(Base()), "cb.yaml: policy.agreements_dir: required");
+  ExpectError(absl::StrReplaceAll(Base(), {{"agreements}", "nowhere}"}}), "cb.yaml:4: policy.agreements_dir: cannot read the folder");
+  auto key = [&](const std::string& body, fs::perms perms) {
+    std::ofstream(dir_ / "k.key") << body;
+    fs::permissions(dir_ / "k.key", perms);
+    return absl::StrReplaceAll(Base(), {{"agreements_dir: agreements}", "agreements_dir: agreements, pseudonym_keys: [{organisation: RR8, file: k.key}]}"}});
+  };
+  const auto owner = fs::perms::owner_read | fs::perms::owner_write;
+  ExpectError(key(std::string(32, 'k'), owner | fs::perms::group_read), "policy.pseudonym_keys[0].file: must be readable by the broker's user only");
+  ExpectError(key(std::string(31, 'k'), owner), "policy.pseudonym_keys[0].file: a key must be at least 32 bytes");
+  auto c = Parse(key(std::string(32, 'k'), owner));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(*(*c)->PseudonymKey(OrgCode("RR8")), std::string(32, 'k'));
+  EXPECT_EQ((*c)->PseudonymKey(OrgCode("503")), nullptr);
+  ExpectError(absl::StrReplaceAll(key(std::string(32, 'k'), owner), {{"organisation: RR8", "organisation: ZZZ9"}}),
+              "policy.pseudonym_keys[0].organisation: not a registered organisation");
 }
 
 TEST_F(ConfigTest, MissingFileIsAClearError) {
@@ -109,11 +133,19 @@ TEST(ShippedConfig, ExampleLoads) {
                 fs::copy_options::overwrite_existing);
   fs::remove(inst / "pki");
   fs::create_directory_symlink(pki, inst / "pki");
+  fs::remove(inst / "agreements");
+  fs::create_directory_symlink(fs::path(src) / "deploy/agreements", inst / "agreements");
+  fs::create_directories(inst / "keys");
+  std::ofstream(inst / "keys/X26.key") << std::string(32, 'k');
+  fs::permissions(inst / "keys/X26.key", fs::perms::owner_read | fs::perms::owner_write);
   auto c = LoadConfig((inst / "carebroker.yaml").string());
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ((*c)->proto().listen(), "127.0.0.1:7443");
   EXPECT_EQ((*c)->proto().organisations_size(), 6);
   EXPECT_EQ((*c)->expiry(), absl::Hours(120));
+  ASSERT_NE((*c)->PseudonymKey(OrgCode("X26")), nullptr);
+  EXPECT_TRUE((*c)->MayWriteConsent(Role::kAgency));
+  EXPECT_FALSE((*c)->MayWriteConsent(Role::kOperator));
   fs::remove_all(inst);
 }
 

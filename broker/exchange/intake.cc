@@ -2,6 +2,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "policy/agreements.h"
 #include "broker/core/ids.h"
 #include "broker/core/nhs_number.h"
 #include "broker/core/status.h"
@@ -18,23 +20,11 @@ bool Printable(absl::string_view s, size_t max) {
   return true;
 }
 
-absl::Status CheckCanonical(const std::string& payload) {
-  v1::CareRecord record;
-  if (!record.ParseFromString(payload)) {
-    return InvalidArgument("PAYLOAD_MALFORMED", "payload is not a carebroker.v1.CareRecord");
-  }
-  const std::string& nhs = record.person().nhs_number();
-  if (!nhs.empty() && !IsValidNhsNumber(nhs)) {
-    return InvalidArgument("NHS_NUMBER_INVALID",
-                           "person.nhs_number is not a valid NHS number (ten digits, Modulus 11)");
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
-absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, v1::SendRequest req,
-                                 absl::Time now) {
+absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
+                               const policy::ConsentBook& consent, const OrgCode& sender, v1::SendRequest req,
+                               absl::Time now) {
   const auto& limits = config.proto().limits();
   if (req.payload().size() > limits.max_message_bytes()) {
     return Error(absl::StatusCode::kResourceExhausted, "MESSAGE_TOO_LARGE",
@@ -51,6 +41,12 @@ absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, v1
   if (!IsPurposeShape(req.purpose())) {
     return InvalidArgument("PURPOSE_INVALID", "purpose must be lower-case words joined by '-', e.g. direct-care");
   }
+  const v1::Purpose purpose = policy::PurposeFromWire(req.purpose());
+  if (purpose == v1::PURPOSE_UNSPECIFIED) {
+    return InvalidArgument("PURPOSE_UNKNOWN",
+                           "purpose must be one of direct-care, safeguarding, planning, research, commissioning, "
+                           "public-health");
+  }
   if (!Printable(req.idempotency_key(), 128)) {
     return InvalidArgument("IDEMPOTENCY_KEY_INVALID", "idempotency_key must be at most 128 printable ASCII characters");
   }
@@ -64,16 +60,71 @@ absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, v1
     return InvalidArgument("JUSTIFICATION_INVALID", "justification must be at most 4096 bytes");
   }
   if (req.payload().empty()) return InvalidArgument("PAYLOAD_EMPTY", "payload is empty");
-  if (req.content_type() == kCareRecordContentType) {
-    if (auto s = CheckCanonical(req.payload()); !s.ok()) return s;
-  }
   const OrgCode recipient(req.recipient());
-  if (config.FindOrganisation(recipient) == nullptr) {
+  const v1::Organisation* to = config.FindOrganisation(recipient);
+  if (to == nullptr) {
     return Error(absl::StatusCode::kFailedPrecondition, "UNKNOWN_RECIPIENT",
                  absl::StrCat("recipient ", req.recipient(), " is not a registered organisation"));
   }
 
-  NewMessage m;
+  const bool canonical = req.content_type() == kCareRecordContentType;
+  v1::CareRecord record;
+  if (canonical && !record.ParseFromString(req.payload())) {
+    return InvalidArgument("PAYLOAD_MALFORMED", "payload is not a carebroker.v1.CareRecord");
+  }
+  const std::string& nhs = record.person().nhs_number();
+  const bool nhs_valid = nhs.empty() || IsValidNhsNumber(nhs);
+
+  policy::DecisionInput in;
+  in.sender = {sender, config.FindOrganisation(sender)->kind()};
+  in.recipient = {recipient, to->kind()};
+  in.workflow = req.workflow();
+  in.purpose = purpose;
+  in.opaque = !canonical;
+  in.justification = req.justification();
+  std::optional<policy::PersonConsent> person;
+  if (!nhs.empty()) person = consent.Find(nhs);
+  in.consent = person ? &*person : nullptr;
+  in.now = now;
+  const policy::Decision d = policy.Decide(in);
+  if (!nhs_valid && !(d.allowed && d.flow->flow->accept_unverified_nhs_number())) {
+    return InvalidArgument("NHS_NUMBER_INVALID",
+                           "person.nhs_number is not a valid NHS number (ten digits, Modulus 11)");
+  }
+  if (!d.allowed) {
+    std::string why = absl::StrJoin(d.reasons, ", ");
+    if (d.flow != nullptr) {
+      absl::StrAppend(&why, " under ", d.flow->agreement->agreement.id(), " v", d.flow->agreement->agreement.version(),
+                      " flow ", d.flow->flow->name());
+    } else {
+      absl::StrAppend(&why, ": no agreement covers ", sender.str(), " to ", recipient.str(), ", ", req.workflow(),
+                      ", ", req.purpose());
+    }
+    return Error(absl::StatusCode::kPermissionDenied, d.reasons.front(), absl::StrCat("denied: ", why));
+  }
+
+  Admitted out;
+  NewMessage& m = out.message;
+  m.digest = Sha256(req.payload());  // as sent: retries are compared on what the sender sent
+  if (canonical) {
+    const std::string* key = nullptr;
+    if (d.flow->minimiser.needs_key() && (key = config.PseudonymKey(recipient)) == nullptr) {
+      return Error(absl::StatusCode::kFailedPrecondition, "PSEUDONYM_KEY_MISSING",
+                   absl::StrCat("no pseudonymisation key for ", recipient.str()));
+    }
+    out.withheld_fields = d.flow->minimiser.Apply(&record, key != nullptr ? *key : "");
+    m.payload = record.SerializeAsString();
+    m.subject = nhs;
+    m.consent_check = nhs.empty() ? 0 : policy::EncodeConsentCheck(d.flow->flow->consent(), d.opt_out_applies,
+                                                                    d.overridden);
+  } else {
+    m.payload = std::move(*req.mutable_payload());
+  }
+  out.agreement_id = d.flow->agreement->agreement.id();
+  out.agreement_version = d.flow->agreement->agreement.version();
+  out.flow = d.flow->flow->name();
+  out.overridden = d.overridden;
+
   m.id = NewMessageId(now);
   m.sender = sender;
   m.recipient = recipient;
@@ -83,11 +134,17 @@ absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, v1
   m.content_type = std::move(*req.mutable_content_type());
   m.local_reference = std::move(*req.mutable_local_reference());
   m.kind = v1::MESSAGE_KIND_DATA;
-  m.payload = std::move(*req.mutable_payload());
-  m.digest = Sha256(m.payload);
   m.accepted_at = now;
   m.expires_at = now + config.expiry();
-  return m;
+  return out;
+}
+
+void FillReceipt(const Admitted& a, v1::SendReceipt* out) {
+  out->set_agreement_id(a.agreement_id);
+  out->set_agreement_version(a.agreement_version);
+  out->set_flow(a.flow);
+  for (const auto& f : a.withheld_fields) out->add_withheld_fields(f);
+  out->set_safeguarding_override(a.overridden);
 }
 
 }  // namespace carebroker

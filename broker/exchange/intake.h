@@ -1,6 +1,8 @@
 // Intake: turns a caller's SendRequest into a NewMessage ready to store, or
 // says precisely why not. Pure (no I/O, no gRPC), so it is unit-tested
-// directly; the policy engine plugs in here in a later step.
+// directly. Every send is decided by the policy in force (deny by default)
+// and a canonical record is minimised before it is stored: the stored and
+// delivered payload holds only what the deciding flow releases.
 //
 // Errors (reason codes in the ErrorInfo):
 //   INVALID_ARGUMENT     RECIPIENT_INVALID, WORKFLOW_INVALID, PURPOSE_INVALID,
@@ -8,7 +10,13 @@
 //                        LOCAL_REFERENCE_INVALID, JUSTIFICATION_INVALID,
 //                        PAYLOAD_EMPTY, PAYLOAD_MALFORMED, NHS_NUMBER_INVALID
 //   RESOURCE_EXHAUSTED   MESSAGE_TOO_LARGE
-//   FAILED_PRECONDITION  UNKNOWN_RECIPIENT (not a registered organisation)
+//                        PURPOSE_UNKNOWN
+//   FAILED_PRECONDITION  UNKNOWN_RECIPIENT (not a registered organisation),
+//                        PSEUDONYM_KEY_MISSING
+//   PERMISSION_DENIED    NO_AGREEMENT, AGREEMENT_EXPIRED, AGREEMENT_NOT_YET_VALID,
+//                        PAYLOAD_KIND_NOT_ALLOWED, CONSENT_DISSENT, CONSENT_REQUIRED,
+//                        NATIONAL_OPT_OUT, OVERRIDE_JUSTIFICATION_MISSING
+//                        (the message lists every reason and the flow)
 // Messages name fields, never their values.
 #pragma once
 
@@ -16,6 +24,7 @@
 #include "absl/time/time.h"
 #include "broker/config/config.h"
 #include "broker/core/types.h"
+#include "broker/exchange/policy_gate.h"
 #include "broker/store/store.h"
 #include "carebroker/v1/exchange.pb.h"
 
@@ -24,11 +33,26 @@ namespace carebroker {
 // The content type of a canonical CareRecord payload.
 inline constexpr char kCareRecordContentType[] = "application/x-protobuf; proto=carebroker.v1.CareRecord";
 
-// Checks `req` from `sender` and builds the message to store, taking the
-// payload out of `req` (pass a moved request to avoid a copy). `sender`
-// must already be known to be a registered agency.
-absl::StatusOr<NewMessage> Admit(const Config& config, const OrgCode& sender, v1::SendRequest req,
-                                 absl::Time now);
+// An admitted message and what the sender is told about the decision.
+struct Admitted {
+  NewMessage message;
+  std::string agreement_id;
+  std::string agreement_version;
+  std::string flow;
+  std::vector<std::string> withheld_fields;
+  bool overridden = false;
+};
+
+// Checks `req` from `sender`, decides it under `policy` with the person's
+// recorded wishes from `consent`, and builds the (minimised) message to
+// store, taking the payload out of `req` (pass a moved request to avoid a
+// copy). `sender` must already be known to be a registered agency.
+absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
+                               const policy::ConsentBook& consent, const OrgCode& sender, v1::SendRequest req,
+                               absl::Time now);
+
+// Fills the decision fields of a receipt.
+void FillReceipt(const Admitted& a, v1::SendReceipt* out);
 
 
 }  // namespace carebroker

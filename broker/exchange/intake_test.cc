@@ -1,7 +1,9 @@
 #include "broker/exchange/intake.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -21,6 +23,7 @@ class IntakeTest : public ::testing::Test {
 data_dir: d
 tls: {cert: c, key: k, ca: a}
 limits: {max_message_bytes: 100, memory_budget_bytes: 1000}
+policy: {agreements_dir: )" + Source() + R"(/tests/agreements}
 organisations:
   - {ods: RR8, name: Leeds, kind: nhs_trust}
   - {ods: "503", name: Lincolnshire, kind: local_authority}
@@ -28,6 +31,16 @@ organisations:
                          "t.yaml", dir_.string(), {});
     ASSERT_TRUE(c.ok()) << c.status();
     config_ = *c;
+    auto opaque = policy::PolicySet::Load(Source() + "/tests/agreements");
+    ASSERT_TRUE(opaque.ok()) << opaque.status();
+    opaque_ = *opaque;
+    auto care = policy::PolicySet::Load(Source() + "/deploy/agreements");
+    ASSERT_TRUE(care.ok()) << care.status();
+    care_ = *care;
+  }
+  static std::string Source() {
+    const char* s = std::getenv("CB_SOURCE_DIR");
+    return s != nullptr ? s : ".";
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
@@ -41,22 +54,32 @@ organisations:
     r.set_payload("{}");
     return r;
   }
-  absl::Status Check(const v1::SendRequest& r) { return Admit(*config_, OrgCode("RR8"), r, t0_).status(); }
+  absl::Status Check(const v1::SendRequest& r) {
+    const bool canonical = r.content_type() == kCareRecordContentType;
+    return Admit(*config_, canonical ? *care_ : *opaque_, book_, OrgCode("RR8"), r, t0_).status();
+  }
 
   std::filesystem::path dir_;
   std::shared_ptr<const Config> config_;
+  std::shared_ptr<const policy::PolicySet> opaque_, care_;
+  policy::ConsentBook book_;
   absl::Time t0_ = absl::FromUnixSeconds(1'800'000'000);
 };
 
 TEST_F(IntakeTest, BuildsTheMessage) {
-  auto m = Admit(*config_, OrgCode("RR8"), Good(), t0_);
-  ASSERT_TRUE(m.ok()) << m.status();
+  auto a = Admit(*config_, *opaque_, book_, OrgCode("RR8"), Good(), t0_);
+  ASSERT_TRUE(a.ok()) << a.status();
+  const NewMessage* m = &a->message;
   EXPECT_EQ(m->sender.str(), "RR8");
   EXPECT_EQ(m->recipient.str(), "503");
   EXPECT_EQ(m->accepted_at, t0_);
   EXPECT_EQ(m->expires_at, t0_ + absl::Hours(120));
   EXPECT_EQ(m->digest, Sha256("{}"));
+  EXPECT_EQ(m->payload, "{}");
   EXPECT_EQ(m->kind, v1::MESSAGE_KIND_DATA);
+  EXPECT_EQ(m->consent_check, 0u);
+  EXPECT_EQ(a->agreement_id, "TEST-EXCHANGE");
+  EXPECT_EQ(a->flow, "synthetic-opaque");
 }
 
 TEST_F(IntakeTest, EveryBadFieldHasItsReason) {
@@ -72,6 +95,9 @@ TEST_F(IntakeTest, EveryBadFieldHasItsReason) {
       {[](auto& r) { r.set_workflow("DISCHARGE_"); }, absl::StatusCode::kInvalidArgument, "WORKFLOW_INVALID"},
       {[](auto& r) { r.set_purpose("direct_care"); }, absl::StatusCode::kInvalidArgument, "PURPOSE_INVALID"},
       {[](auto& r) { r.set_purpose("direct--care"); }, absl::StatusCode::kInvalidArgument, "PURPOSE_INVALID"},
+      {[](auto& r) { r.set_purpose("gossip"); }, absl::StatusCode::kInvalidArgument, "PURPOSE_UNKNOWN"},
+      {[](auto& r) { r.set_purpose("research"); }, absl::StatusCode::kPermissionDenied, "NO_AGREEMENT"},
+      {[](auto& r) { r.set_workflow("HOSPITAL_ADMISSION"); }, absl::StatusCode::kPermissionDenied, "NO_AGREEMENT"},
       {[](auto& r) { r.set_idempotency_key("tab\there"); }, absl::StatusCode::kInvalidArgument,
        "IDEMPOTENCY_KEY_INVALID"},
       {[](auto& r) { r.set_content_type("text/\x01"); }, absl::StatusCode::kInvalidArgument, "CONTENT_TYPE_INVALID"},
@@ -101,7 +127,7 @@ TEST_F(IntakeTest, CanonicalPayloadIsParsedAndItsNhsNumberChecked) {
   v1::CareRecord rec;
   rec.mutable_person()->set_nhs_number("9000000009");
   r.set_payload(rec.SerializeAsString());
-  EXPECT_TRUE(Check(r).ok());
+  EXPECT_TRUE(Check(r).ok()) << Check(r);
   rec.mutable_person()->set_nhs_number("9000000015");
   r.set_payload(rec.SerializeAsString());
   absl::Status s = Check(r);
@@ -109,6 +135,43 @@ TEST_F(IntakeTest, CanonicalPayloadIsParsedAndItsNhsNumberChecked) {
   EXPECT_EQ(std::string(s.message()).find("9000000015"), std::string::npos) << "patient data in an error";
   r.set_payload("\x0a\xff");
   EXPECT_EQ(ReasonOf(Check(r)), "PAYLOAD_MALFORMED");
+}
+
+TEST_F(IntakeTest, CanonicalRecordIsMinimisedAndTheReceiptSaysWhat) {
+  v1::SendRequest r = Good();
+  r.set_content_type(kCareRecordContentType);
+  v1::CareRecord rec;
+  rec.mutable_person()->set_nhs_number("9000000009");
+  rec.mutable_person()->add_local_identifiers()->set_value("MRN1");
+  rec.add_events()->mutable_admission()->set_consultant("C1");
+  rec.mutable_events(0)->mutable_admission()->set_ward("W1");
+  r.set_payload(rec.SerializeAsString());
+  r.set_workflow("HOSPITAL_ADMISSION");
+  auto a = Admit(*config_, *care_, book_, OrgCode("RR8"), r, absl::FromUnixSeconds(1'800'000'000));
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->agreement_id, "DSA-ACUTE-TO-SOCIAL-CARE");
+  EXPECT_THAT(a->withheld_fields, ::testing::ElementsAre("events.admission.consultant", "person.local_identifiers"));
+  v1::CareRecord stored;
+  ASSERT_TRUE(stored.ParseFromString(a->message.payload));
+  EXPECT_EQ(stored.person().nhs_number(), "9000000009");
+  EXPECT_EQ(stored.person().local_identifiers_size(), 0);
+  EXPECT_EQ(stored.events(0).admission().consultant(), "");
+  EXPECT_EQ(stored.events(0).admission().ward(), "W1");
+  EXPECT_EQ(a->message.subject, "9000000009");
+  EXPECT_NE(a->message.consent_check, 0u);
+  EXPECT_EQ(a->message.digest, Sha256(r.payload()));  // idempotency compares what was sent
+
+  // Dissent recorded in the book denies, naming the reason and the flow.
+  v1::ConsentChange c;
+  c.set_nhs_number("9000000009");
+  c.mutable_recorded()->set_id("d1");
+  c.mutable_recorded()->set_kind(v1::DIRECTIVE_KIND_DISSENT);
+  c.mutable_recorded()->set_purpose(v1::PURPOSE_DIRECT_CARE);
+  ASSERT_TRUE(book_.Apply(c).ok());
+  auto denied = Admit(*config_, *care_, book_, OrgCode("RR8"), r, absl::FromUnixSeconds(1'800'000'000));
+  EXPECT_EQ(denied.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ReasonOf(denied.status()), "CONSENT_DISSENT");
+  EXPECT_EQ(denied.status().message(), "denied: CONSENT_DISSENT under DSA-ACUTE-TO-SOCIAL-CARE v1.0 flow admission-and-discharge");
 }
 
 TEST(Shapes, WorkflowsAndPurposes) {

@@ -20,6 +20,8 @@
 #include "broker/exchange/mailboxes.h"
 #include "broker/server/exchange_service.h"
 #include "broker/server/identity.h"
+#include "broker/server/policy_services.h"
+#include "broker/store/store_sync.h"
 #include "broker/store/sqlite_store.h"
 
 namespace carebroker {
@@ -115,24 +117,42 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
     tls.set_crl_directory(dir.string());
   }
 
+  // Policy first: a broker with an invalid agreement set does not start.
+  b->policy_ = std::make_unique<PolicyGate>(config);
+  if (auto s = b->policy_->Reload(); !s.ok()) return s;
+
   auto store = OpenSqliteStore(config->sqlite_path());
   if (!store.ok()) return store.status();
   b->store_ = *std::move(store);
+  {
+    auto history = ReadConsentSync(*b->store_, "");
+    if (!history.ok()) return history.status();
+    for (const auto& change : *history) {
+      if (auto s = b->policy_->consent().Apply(change); !s.ok()) {
+        return Error(absl::StatusCode::kInternal, "STORE_CORRUPT",
+                     absl::StrCat("consent history does not replay at seq ", change.seq()));
+      }
+    }
+  }
   b->mailboxes_ = std::make_unique<Mailboxes>();
   b->budget_ = std::make_unique<MemoryBudget>(c.limits().memory_budget_bytes());
   b->identities_ = std::make_unique<IdentityCache>();
   b->streams_ = std::make_unique<std::atomic<int>>(0);
   Mailboxes* mailboxes = b->mailboxes_.get();
   b->store_->SetArrivalListener([mailboxes](const OrgCode& org) { mailboxes->Notify(org); });
-  b->service_ = std::make_unique<ExchangeService>(ExchangeDeps{config, b->store_.get(), b->mailboxes_.get(),
-                                                               b->budget_.get(), b->clock_, b->identities_.get(),
-                                                               b->streams_.get()});
+  const ExchangeDeps deps{config,        b->store_.get(),      b->mailboxes_.get(), b->budget_.get(),
+                          b->clock_,     b->identities_.get(), b->streams_.get(),   b->policy_.get()};
+  b->service_ = std::make_unique<ExchangeService>(deps);
+  b->consent_service_ = std::make_unique<ConsentService>(deps);
+  b->policy_service_ = std::make_unique<PolicyService>(deps);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(c.listen(), grpc::experimental::TlsServerCredentials(tls), &b->port_);
   builder.RegisterService(b->service_.get());
+  builder.RegisterService(b->consent_service_.get());
+  builder.RegisterService(b->policy_service_.get());
   const int max_frame = static_cast<int>(c.limits().max_message_bytes() + (64 << 10));
   builder.SetMaxReceiveMessageSize(max_frame);
   builder.SetMaxSendMessageSize(max_frame);
@@ -143,7 +163,9 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   }
   b->server_->GetHealthCheckService()->SetServingStatus(true);
   b->housekeeping_ = std::thread([raw = b.get()] { raw->Housekeeping(); });
-  Log(absl::StrCat("listening on ", b->address(), " (mutual TLS), store ", config->sqlite_path()));
+  Log(absl::StrCat("listening on ", b->address(), " (mutual TLS), store ", config->sqlite_path(), ", ",
+                   b->policy_->current()->agreements().agreements.size(), " agreements in force, ",
+                   b->policy_->consent().people(), " people with recorded wishes"));
   return b;
 }
 
@@ -153,6 +175,17 @@ std::string Broker::address() const {
 }
 
 void Broker::WakeAll() { mailboxes_->NotifyAll(); }
+
+absl::Status Broker::ReloadPolicy() {
+  absl::Status s = policy_->Reload();
+  if (s.ok()) {
+    const auto r = DescribePolicy(*policy_->current());
+    Log(absl::StrCat("policy reloaded: ", r.agreements(), " agreements, ", r.flows(), " flows, digest ", r.digest()));
+  } else {
+    Log(absl::StrCat("policy reload refused; the old set stays in force:\n", s.message()));
+  }
+  return s;
+}
 
 absl::StatusOr<SweepResult> Broker::SweepNow() {
   SweepResult total;

@@ -4,7 +4,7 @@
 //   broker->port();                        // the bound port (config may say :0)
 //   broker->Shutdown();                    // graceful: streams end, store drains
 //
-// Serves carebroker.v1.Exchange, grpc.health.v1.Health and server
+// Serves carebroker.v1.Exchange, Consent, Policy, grpc.health.v1.Health and server
 // reflection, all over mutual TLS only: a client needs a certificate from
 // tls.ca that is in date and not revoked in tls.crl, or the handshake fails.
 #pragma once
@@ -26,6 +26,9 @@ class Server;
 namespace carebroker {
 
 class ExchangeService;
+class ConsentService;
+class PolicyService;
+class PolicyGate;
 class Mailboxes;
 class MemoryBudget;
 class IdentityCache;
@@ -56,6 +59,10 @@ class Broker {
   // so visibility timeouts are noticed at once.
   void WakeAll();
 
+  // Reloads the agreements folder (SIGHUP): all or nothing; on error the
+  // old set stays in force and the errors are returned and logged.
+  absl::Status ReloadPolicy();
+
   // Stops accepting calls, ends streams (unacked deliveries are released),
   // drains the store. Idempotent.
   void Shutdown();
@@ -71,7 +78,10 @@ class Broker {
   std::unique_ptr<MemoryBudget> budget_;
   std::unique_ptr<IdentityCache> identities_;
   std::unique_ptr<std::atomic<int>> streams_;
+  std::unique_ptr<PolicyGate> policy_;
   std::unique_ptr<ExchangeService> service_;
+  std::unique_ptr<ConsentService> consent_service_;
+  std::unique_ptr<PolicyService> policy_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
 

@@ -51,7 +51,7 @@ void StoreAndDeliver(const ExchangeDeps& d, NewMessage m,
   if (direct != nullptr) {
     m.visible_until = m.accepted_at + d.config->visibility_timeout();
     delivery.emplace(StoredDelivery{m.id, m.sender, m.workflow, m.purpose, m.content_type, m.local_reference,
-                                    m.kind, m.payload, m.accepted_at, 1});
+                                    m.kind, m.payload, m.accepted_at, 1, m.subject, m.consent_check});
   }
   std::vector<NewMessage> batch;
   batch.push_back(std::move(m));
@@ -67,6 +67,12 @@ void StoreAndDeliver(const ExchangeDeps& d, NewMessage m,
     }
     std::move(done)(std::move(one));
   });
+}
+
+// Admits a request under the policy in force now.
+absl::StatusOr<Admitted> AdmitNow(const ExchangeDeps& d, const OrgCode& sender, v1::SendRequest req) {
+  const auto policy = d.policy->current();
+  return Admit(*d.config, *policy, d.policy->consent(), sender, std::move(req), d.clock->Now());
 }
 
 // Reference counting for reactors with asynchronous store work in flight:
@@ -106,8 +112,8 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
       if (finish) DoFinish(absl::OkStatus());
       return;
     }
-    absl::StatusOr<NewMessage> msg = Admit(*d_.config, id_.org, std::move(req_), d_.clock->Now());
-    uint64_t bytes = msg.ok() ? msg->payload.size() : 0;
+    absl::StatusOr<Admitted> msg = AdmitNow(d_, id_.org, std::move(req_));
+    uint64_t bytes = msg.ok() ? msg->message.payload.size() : 0;
     if (msg.ok() && !d_.budget->TryAcquire(bytes)) {
       msg = Error(absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",
                   "the broker is at its memory budget; retry shortly");
@@ -120,13 +126,15 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
       if (!msg.ok()) {
         *slot->result.mutable_error() = ToStreamError(msg.status());
         slot->ready = true;
+      } else {
+        FillReceipt(*msg, slot->result.mutable_receipt());
       }
       read_more = slots_.size() < max_pending_;
       if (!read_more) read_paused_ = true;
     }
     if (msg.ok()) {
       Ref();
-      StoreAndDeliver(d_, *std::move(msg), [this, slot, bytes](absl::StatusOr<AppendReceipt> r) {
+      StoreAndDeliver(d_, std::move(msg->message), [this, slot, bytes](absl::StatusOr<AppendReceipt> r) {
         OnAppended(slot, bytes, std::move(r));
       });
     }
@@ -253,6 +261,15 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   }
 
   void Deliver(StoredDelivery d) override {
+    if (Withheld(d)) {
+      {
+        absl::MutexLock l(&mu_);
+        --reserved_;
+      }
+      TryClaim();
+      Unref();
+      return;
+    }
     bool gone;
     {
       absl::MutexLock l(&mu_);
@@ -411,6 +428,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       claiming_ = false;
       if (r.ok() && !done_) {
         for (auto& d : *r) {
+          if (Withheld(d)) continue;
           d_.budget->ForceAcquire(d.payload.size());
           in_flight_.insert(d.id.str());
           to_write_.push_back(std::move(d));
@@ -427,6 +445,17 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       if (again) TryClaim();
     }
     Unref();
+  }
+
+  // The consent re-check at delivery: a message whose person recorded
+  // dissent (or an opt-out that applies) while it waited is withheld for
+  // good, and its sender sees WITHHELD in Track.
+  bool Withheld(const StoredDelivery& d) {
+    absl::string_view reason = d_.policy->CheckAtDelivery(d, id_.org);
+    if (reason.empty()) return false;
+    Ref();
+    d_.store->Withhold(id_.org, {d.id}, std::string(reason), d_.clock->Now(), [this](auto) { Unref(); });
+    return true;
   }
 
   // Deliveries this stream may still take.
@@ -530,8 +559,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
 
 }  // namespace
 
-absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config,
-                                   Role role) {
+absl::StatusOr<Identity> Identify(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config) {
   auto auth = ctx->auth_context();
   std::vector<grpc::string_ref> pems =
       auth ? auth->FindPropertyValues("x509_pem_cert") : std::vector<grpc::string_ref>{};
@@ -540,14 +568,26 @@ absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, IdentityCac
   }
   auto id = cache.Get(absl::string_view(pems[0].data(), pems[0].size()));
   if (!id.ok()) return id.status();
+  if (config.FindOrganisation(id->org) == nullptr) {
+    return Error(absl::StatusCode::kPermissionDenied, "UNKNOWN_ORGANISATION",
+                 absl::StrCat("organisation ", id->org.str(), " is not registered with this broker"));
+  }
+  return id;
+}
+
+absl::Status RoleNotAllowed(Role have, absl::string_view what) {
+  return Error(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+               absl::StrCat(what, " is not allowed for the ", RoleName(have), " role"));
+}
+
+absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config,
+                                   Role role) {
+  auto id = Identify(ctx, cache, config);
+  if (!id.ok()) return id.status();
   if (id->role != role) {
     return Error(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
                  absl::StrCat("this call needs the ", RoleName(role), " role; the certificate has ",
                               RoleName(id->role)));
-  }
-  if (config.FindOrganisation(id->org) == nullptr) {
-    return Error(absl::StatusCode::kPermissionDenied, "UNKNOWN_ORGANISATION",
-                 absl::StrCat("organisation ", id->org.str(), " is not registered with this broker"));
   }
   return id;
 }
@@ -560,18 +600,19 @@ grpc::ServerUnaryReactor* ExchangeService::Send(grpc::CallbackServerContext* ctx
     reactor->Finish(ToGrpcStatus(id.status()));
     return reactor;
   }
-  auto msg = Admit(*deps_.config, id->org, *req, deps_.clock->Now());
+  auto msg = AdmitNow(deps_, id->org, *req);
   if (!msg.ok()) {
     reactor->Finish(ToGrpcStatus(msg.status()));
     return reactor;
   }
-  const uint64_t bytes = msg->payload.size();
+  const uint64_t bytes = msg->message.payload.size();
   if (!deps_.budget->TryAcquire(bytes)) {
     reactor->Finish(ToGrpcStatus(Error(absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",
                                        "the broker is at its memory budget; retry shortly")));
     return reactor;
   }
-  StoreAndDeliver(deps_, *std::move(msg), [this, reactor, resp, bytes](absl::StatusOr<AppendReceipt> r) {
+  FillReceipt(*msg, resp);
+  StoreAndDeliver(deps_, std::move(msg->message), [this, reactor, resp, bytes](absl::StatusOr<AppendReceipt> r) {
     deps_.budget->Release(bytes);
     if (r.ok()) {
       resp->set_message_id(r->id.str());
@@ -657,6 +698,8 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
       *resp->mutable_expires_at() = ToTimestamp(r->expires_at);
       resp->set_delivery_count(r->delivery_count);
       resp->set_body_purged(r->body_purged);
+      if (r->withheld_at) *resp->mutable_withheld_at() = ToTimestamp(*r->withheld_at);
+      resp->set_withheld_reason(r->withheld_reason);
     }
     reactor->Finish(ToGrpcStatus(r.status()));
   });

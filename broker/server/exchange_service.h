@@ -14,6 +14,7 @@
 #include "broker/config/config.h"
 #include "broker/core/clock.h"
 #include "broker/exchange/mailboxes.h"
+#include "broker/exchange/policy_gate.h"
 #include "broker/server/identity.h"
 #include "broker/store/store.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
@@ -29,6 +30,7 @@ struct ExchangeDeps {
   const Clock* clock = nullptr;
   IdentityCache* identities = nullptr;
   std::atomic<int>* streams = nullptr;  // open Receive and SendStream streams
+  PolicyGate* policy = nullptr;
 };
 
 class ExchangeService final : public v1::Exchange::CallbackService {
@@ -55,5 +57,10 @@ class ExchangeService final : public v1::Exchange::CallbackService {
 //   PERMISSION_DENIED  ROLE_NOT_ALLOWED, UNKNOWN_ORGANISATION
 absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config,
                                    Role role);
+
+// The caller's identity with any role (the caller checks the role).
+absl::StatusOr<Identity> Identify(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config);
+// PERMISSION_DENIED ROLE_NOT_ALLOWED for `what`.
+absl::Status RoleNotAllowed(Role have, absl::string_view what);
 
 }  // namespace carebroker

@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGHUP);  // reload the agreements
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
   auto broker = carebroker::Broker::Start(*config);
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   int sig = 0;
-  sigwait(&stop, &sig);
+  while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) (void)(*broker)->ReloadPolicy();
   std::fprintf(stderr, "carebroker: signal %d, shutting down\n", sig);
   (*broker)->Shutdown();
   return 0;

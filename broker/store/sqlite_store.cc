@@ -19,13 +19,13 @@
 namespace carebroker {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 constexpr size_t kMaxOpsPerCommit = 4096;
 // Committed batches waiting for their fdatasync; the writer waits when the
 // syncer is this far behind.
 constexpr size_t kMaxUnsyncedBatches = 4;
 
-enum State : int { kAccepted = 1, kDelivered = 2, kAcknowledged = 3, kExpired = 4 };
+enum State : int { kAccepted = 1, kDelivered = 2, kAcknowledged = 3, kExpired = 4, kWithheld = 5 };
 
 int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
 absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
@@ -125,13 +125,28 @@ CREATE TABLE IF NOT EXISTS messages (
   first_delivered_at INTEGER,
   acked_at INTEGER,
   expired_at INTEGER,
-  purged INTEGER NOT NULL DEFAULT 0
+  purged INTEGER NOT NULL DEFAULT 0,
+  subject TEXT,
+  consent_check INTEGER NOT NULL DEFAULT 0,
+  withheld_at INTEGER,
+  withheld_reason TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages(sender, idem_key) WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_mailbox ON messages(recipient, visible_at, seq) WHERE state < 3;
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at) WHERE state < 3;
 CREATE INDEX IF NOT EXISTS messages_purge ON messages(acked_at) WHERE state = 3 AND purged = 0;
 CREATE TABLE IF NOT EXISTS bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS consent (seq INTEGER PRIMARY KEY, nhs_number TEXT NOT NULL, change BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS consent_person ON consent(nhs_number, seq);
+)sql";
+
+// Version 1 (the exchange spine) to 2: consent history, the consent
+// re-check at delivery and withholding.
+constexpr const char* kMigrateV1 = R"sql(
+ALTER TABLE messages ADD COLUMN subject TEXT;
+ALTER TABLE messages ADD COLUMN consent_check INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN withheld_at INTEGER;
+ALTER TABLE messages ADD COLUMN withheld_reason TEXT;
 )sql";
 
 // One queued operation: runs inside the batch transaction, then completes.
@@ -262,6 +277,23 @@ class SqliteStore final : public Store {
   void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) override {
     Enqueue<TrackInfo>(
         kAtCommit, [this, c = std::move(caller), id = std::move(id)]() { return DoTrack(c, id); }, std::move(done));
+  }
+
+  void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
+                StoreCallback<int> done) override {
+    Enqueue<int>(kDurable, [this, r = std::move(recipient), ids = std::move(ids), reason = std::move(reason),
+                  now]() -> absl::StatusOr<int> { return DoWithhold(r, ids, reason, now); },
+                 std::move(done));
+  }
+
+  void AppendConsent(v1::ConsentChange change, StoreCallback<v1::ConsentChange> done) override {
+    Enqueue<v1::ConsentChange>(
+        kDurable, [this, c = std::move(change)]() mutable { return DoAppendConsent(std::move(c)); }, std::move(done));
+  }
+
+  void ReadConsent(std::string nhs_number, StoreCallback<std::vector<v1::ConsentChange>> done) override {
+    Enqueue<std::vector<v1::ConsentChange>>(
+        kAtCommit, [this, n = std::move(nhs_number)]() { return DoReadConsent(n); }, std::move(done));
   }
 
   void Sweep(SweepRequest req, StoreCallback<SweepResult> done) override {
@@ -451,7 +483,8 @@ class SqliteStore final : public Store {
     }
     if (version == kSchemaVersion) return absl::OkStatus();
     if (auto s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
-    if (sqlite3_exec(db_, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    if ((version == 1 && sqlite3_exec(db_, kMigrateV1, nullptr, nullptr, nullptr) != SQLITE_OK) ||
+        sqlite3_exec(db_, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK) {
       auto err = SqlError(db_, "create schema");
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
       return err;
@@ -469,24 +502,24 @@ class SqliteStore final : public Store {
         {&insert_msg_,
          "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
          "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
-         "first_delivered_at) "
-         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?11, NULL, 0, NULL)"},
+         "first_delivered_at, subject, consent_check) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?11, NULL, 0, NULL, ?15, ?16)"},
         {&insert_claimed_,
          "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
          "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
-         "first_delivered_at) "
-         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 2, ?11, ?12, ?13, ?14, 1, ?11)"},
+         "first_delivered_at, subject, consent_check) "
+         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 2, ?11, ?12, ?13, ?14, 1, ?11, ?15, ?16)"},
         {&insert_body_, "INSERT INTO bodies (seq, body) VALUES (?1, ?2)"},
         {&claim_select_,
-         "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries "
-         "FROM messages WHERE recipient = ?1 AND state < 3 AND visible_at <= ?2 AND expires_at > ?2 "
+         "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
+         "subject, consent_check FROM messages WHERE recipient = ?1 AND state < 3 AND visible_at <= ?2 AND expires_at > ?2 "
          "AND seq <= ?4 ORDER BY visible_at, seq LIMIT ?3"},
         {&claim_update_,
          "UPDATE messages SET state = 2, visible_at = ?2, claim_token = ?3, deliveries = deliveries + 1, "
          "first_delivered_at = coalesce(first_delivered_at, ?4) WHERE seq = ?1"},
         {&select_body_, "SELECT body FROM bodies WHERE seq = ?1"},
         {&ack_update_,
-         "UPDATE messages SET state = 3, acked_at = ?3, claim_token = NULL "
+         "UPDATE messages SET state = 3, acked_at = ?3, claim_token = NULL, subject = NULL "
          "WHERE id = ?1 AND recipient = ?2 AND state < 3"},
         {&ack_state_, "SELECT state FROM messages WHERE id = ?1 AND recipient = ?2"},
         {&release_,
@@ -494,18 +527,26 @@ class SqliteStore final : public Store {
          "WHERE id = ?1 AND recipient = ?2 AND claim_token = ?3 AND state < 3"},
         {&track_,
          "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, "
-         "acked_at, expired_at, expires_at, deliveries, purged FROM messages "
+         "acked_at, expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "
          "WHERE id = ?1 AND (sender = ?2 OR recipient = ?2)"},
         {&expire_select_,
          "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind FROM messages "
          "WHERE state < 3 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"},
         {&expire_update_,
-         "UPDATE messages SET state = 4, expired_at = ?2, claim_token = NULL, purged = 1 WHERE seq = ?1"},
+         "UPDATE messages SET state = 4, expired_at = ?2, claim_token = NULL, purged = 1, subject = NULL "
+         "WHERE seq = ?1"},
         {&delete_body_, "DELETE FROM bodies WHERE seq = ?1"},
         {&purge_select_,
          "SELECT seq FROM messages WHERE state = 3 AND purged = 0 AND acked_at <= ?1 "
          "ORDER BY acked_at LIMIT ?2"},
         {&purge_update_, "UPDATE messages SET purged = 1 WHERE seq = ?1"},
+        {&withhold_select_, "SELECT seq FROM messages WHERE id = ?1 AND recipient = ?2 AND state < 3"},
+        {&withhold_update_,
+         "UPDATE messages SET state = 5, withheld_at = ?2, withheld_reason = ?3, claim_token = NULL, purged = 1, "
+         "subject = NULL WHERE seq = ?1"},
+        {&consent_insert_, "INSERT INTO consent (nhs_number, change) VALUES (?1, ?2)"},
+        {&consent_person_, "SELECT seq, change FROM consent WHERE nhs_number = ?1 ORDER BY seq"},
+        {&consent_all_, "SELECT seq, change FROM consent ORDER BY seq"},
     };
     for (auto& p : all) {
       if (auto s = p.s->Prepare(db_, p.sql); !s.ok()) return s;
@@ -526,6 +567,12 @@ class SqliteStore final : public Store {
     ins.Bind(7, m.content_type).Bind(8, m.local_reference).Bind(9, int64_t{m.kind});
     ins.BindBlob(10, m.digest).Bind(11, Micros(m.accepted_at)).Bind(12, Micros(m.expires_at));
     if (m.claim_token != 0) ins.Bind(13, Micros(m.visible_until)).Bind(14, static_cast<int64_t>(m.claim_token));
+    if (m.subject.empty()) {
+      ins.BindNull(15);
+    } else {
+      ins.Bind(15, m.subject);
+    }
+    ins.Bind(16, int64_t{m.consent_check});
     if (auto s = ins.Exec(); !s.ok()) return s;
     const int64_t seq = sqlite3_last_insert_rowid(db_);
     if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
@@ -580,6 +627,8 @@ class SqliteStore final : public Store {
         d.kind = static_cast<v1::MessageKind>(claim_select_.Int(7));
         d.accepted_at = FromMicros(claim_select_.Int(8));
         d.delivery_count = static_cast<uint32_t>(claim_select_.Int(9)) + 1;
+        if (!claim_select_.IsNull(10)) d.subject = claim_select_.Text(10);
+        d.consent_check = static_cast<uint32_t>(claim_select_.Int(11));
         rows.emplace_back(claim_select_.Int(0), std::move(d));
       }
     }
@@ -617,6 +666,8 @@ class SqliteStore final : public Store {
         r.not_found.push_back(id);
       } else if (ack_state_.Int(0) == kExpired) {
         r.expired.push_back(id);
+      } else if (ack_state_.Int(0) == kWithheld) {
+        r.not_found.push_back(id);  // never delivered: nothing to acknowledge
       } else {
         r.acknowledged.push_back(id);
       }
@@ -654,6 +705,7 @@ class SqliteStore final : public Store {
       case kDelivered: t.status = v1::MESSAGE_STATUS_DELIVERED; break;
       case kAcknowledged: t.status = v1::MESSAGE_STATUS_ACKNOWLEDGED; break;
       case kExpired: t.status = v1::MESSAGE_STATUS_EXPIRED; break;
+      case kWithheld: t.status = v1::MESSAGE_STATUS_WITHHELD; break;
       default: return Error(absl::StatusCode::kInternal, "STORE_CORRUPT", "unknown message state");
     }
     t.accepted_at = FromMicros(track_.Int(6));
@@ -663,7 +715,56 @@ class SqliteStore final : public Store {
     t.expires_at = FromMicros(track_.Int(10));
     t.delivery_count = static_cast<uint32_t>(track_.Int(11));
     t.body_purged = track_.Int(12) != 0;
+    if (!track_.IsNull(13)) t.withheld_at = FromMicros(track_.Int(13));
+    if (!track_.IsNull(14)) t.withheld_reason = track_.Text(14);
     return t;
+  }
+
+  absl::StatusOr<int> DoWithhold(const OrgCode& recipient, const std::vector<MessageId>& ids,
+                                 const std::string& reason, absl::Time now) {
+    int n = 0;
+    for (const MessageId& id : ids) {
+      int64_t seq;
+      {
+        withhold_select_.Bind(1, id.str()).Bind(2, recipient.str());
+        ResetOnExit reset{withhold_select_};
+        auto row = withhold_select_.Step();
+        if (!row.ok()) return row.status();
+        if (!*row) continue;
+        seq = withhold_select_.Int(0);
+      }
+      if (auto s = withhold_update_.Bind(1, seq).Bind(2, Micros(now)).Bind(3, reason).Exec(); !s.ok()) return s;
+      if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
+      ++n;
+    }
+    return n;
+  }
+
+  absl::StatusOr<v1::ConsentChange> DoAppendConsent(v1::ConsentChange c) {
+    c.clear_seq();
+    if (auto s = consent_insert_.Bind(1, c.nhs_number()).BindBlob(2, c.SerializeAsString()).Exec(); !s.ok()) {
+      return s;
+    }
+    c.set_seq(sqlite3_last_insert_rowid(db_));
+    return c;
+  }
+
+  absl::StatusOr<std::vector<v1::ConsentChange>> DoReadConsent(const std::string& nhs_number) {
+    Stmt& q = nhs_number.empty() ? consent_all_ : consent_person_;
+    if (!nhs_number.empty()) q.Bind(1, nhs_number);
+    ResetOnExit reset{q};
+    std::vector<v1::ConsentChange> out;
+    while (true) {
+      auto row = q.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      v1::ConsentChange& c = out.emplace_back();
+      if (!c.ParseFromString(q.Text(1))) {
+        return Error(absl::StatusCode::kInternal, "STORE_CORRUPT", "a stored consent change cannot be read");
+      }
+      c.set_seq(q.Int(0));
+    }
+    return out;
   }
 
   absl::StatusOr<SweepResult> DoSweep(const SweepRequest& req) {
@@ -753,7 +854,7 @@ class SqliteStore final : public Store {
   int64_t batch_max_seq_ = 0;  // highest seq stored by the batch being built
   Stmt find_idem_, insert_msg_, insert_claimed_, insert_body_, claim_select_, claim_update_, select_body_;
   Stmt ack_update_, ack_state_, release_, track_, expire_select_, expire_update_, delete_body_;
-  Stmt purge_select_, purge_update_;
+  Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
 };
 
 }  // namespace

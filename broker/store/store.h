@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "broker/core/types.h"
+#include "carebroker/v1/consent.pb.h"
 #include "carebroker/v1/exchange.pb.h"
 
 namespace carebroker {
@@ -53,7 +54,7 @@ struct NewMessage {
   std::string local_reference;
   v1::MessageKind kind = v1::MESSAGE_KIND_DATA;
   std::string payload;
-  std::string digest;  // SHA-256 of payload (32 bytes)
+  std::string digest;  // SHA-256 of the payload as sent, before minimisation (32 bytes)
   absl::Time accepted_at;
   absl::Time expires_at;
   // Non-zero: the message is stored already delivered to this claim (a
@@ -61,6 +62,11 @@ struct NewMessage {
   // `visible_until`, exactly as if Claim had returned it.
   uint64_t claim_token = 0;
   absl::Time visible_until;
+  // For the consent re-check at delivery: the NHS number the message is
+  // about ("" for none) and the policy's encoded check (policy/consent.h).
+  // Cleared once the message is acknowledged, expired or withheld.
+  std::string subject;
+  uint32_t consent_check = 0;
 };
 
 // The answer to one appended message.
@@ -93,6 +99,8 @@ struct StoredDelivery {
   std::string payload;
   absl::Time accepted_at;
   uint32_t delivery_count = 0;  // including this one
+  std::string subject;          // as stored (NewMessage)
+  uint32_t consent_check = 0;
 };
 
 struct AckResult {
@@ -115,6 +123,8 @@ struct TrackInfo {
   absl::Time expires_at;
   uint32_t delivery_count = 0;
   bool body_purged = false;
+  std::optional<absl::Time> withheld_at;
+  std::string withheld_reason;
 };
 
 struct SweepRequest {
@@ -161,6 +171,20 @@ class Store {
   // acknowledged, visible again now (a Receive stream ended).
   virtual void Release(OrgCode recipient, ClaimToken token, std::vector<MessageId> ids,
                        absl::Time now, StoreCallback<int> done) = 0;
+
+  // Withholds messages in the recipient's mailbox that are not yet
+  // acknowledged, expired or withheld (consent changed while they waited):
+  // they are never delivered, their bodies are deleted, and Track shows
+  // WITHHELD with `reason`. Answers how many were withheld.
+  virtual void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
+                        StoreCallback<int> done) = 0;
+
+  // Appends one consent change durably; answers it with its seq assigned.
+  virtual void AppendConsent(v1::ConsentChange change, StoreCallback<v1::ConsentChange> done) = 0;
+
+  // Consent changes in the order stored: one person's, or everyone's when
+  // `nhs_number` is empty (to rebuild the in-memory book at start).
+  virtual void ReadConsent(std::string nhs_number, StoreCallback<std::vector<v1::ConsentChange>> done) = 0;
 
   // Tracking for a message the caller sent or received; NOT_FOUND for any
   // other (so ids of other organisations' messages reveal nothing).

@@ -36,6 +36,18 @@ inline absl::StatusOr<int> ReleaseSync(Store& s, OrgCode r, ClaimToken t, std::v
 inline absl::StatusOr<TrackInfo> TrackSync(Store& s, OrgCode caller, MessageId id) {
   return AwaitStore<TrackInfo>([&](auto cb) { s.Track(std::move(caller), std::move(id), std::move(cb)); });
 }
+inline absl::StatusOr<int> WithholdSync(Store& s, OrgCode r, std::vector<MessageId> ids, std::string reason,
+                                        absl::Time now) {
+  return AwaitStore<int>(
+      [&](auto cb) { s.Withhold(std::move(r), std::move(ids), std::move(reason), now, std::move(cb)); });
+}
+inline absl::StatusOr<v1::ConsentChange> AppendConsentSync(Store& s, v1::ConsentChange c) {
+  return AwaitStore<v1::ConsentChange>([&](auto cb) { s.AppendConsent(std::move(c), std::move(cb)); });
+}
+inline absl::StatusOr<std::vector<v1::ConsentChange>> ReadConsentSync(Store& s, std::string nhs_number) {
+  return AwaitStore<std::vector<v1::ConsentChange>>(
+      [&](auto cb) { s.ReadConsent(std::move(nhs_number), std::move(cb)); });
+}
 inline absl::StatusOr<SweepResult> SweepSync(Store& s, SweepRequest r) {
   return AwaitStore<SweepResult>([&](auto cb) { s.Sweep(r, std::move(cb)); });
 }

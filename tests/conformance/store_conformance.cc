@@ -351,6 +351,74 @@ TEST_P(StoreConformance, DataSurvivesReopen) {
   EXPECT_EQ(TrackSync(*store, kTrust, delivered)->status, v1::MESSAGE_STATUS_DELIVERED);
 }
 
+TEST_P(StoreConformance, SubjectAndConsentCheckReachTheClaim) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil);
+  m.subject = "9434765919";
+  m.consent_check = 0b1101;
+  AppendOne(*store, std::move(m));
+  AppendOne(*store, Msg(kTrust, kCouncil));
+  auto got = ClaimSync(*store, Claim(kCouncil, 10));
+  ASSERT_THAT(*got, SizeIs(2));
+  EXPECT_EQ((*got)[0].subject, "9434765919");
+  EXPECT_EQ((*got)[0].consent_check, 0b1101u);
+  EXPECT_EQ((*got)[1].subject, "");
+  EXPECT_EQ((*got)[1].consent_check, 0u);
+}
+
+TEST_P(StoreConformance, WithheldMessagesAreNeverDeliveredAndTrackSaysWhy) {
+  auto store = Open(Instance());
+  const MessageId waiting = AppendOne(*store, Msg(kTrust, kCouncil));
+  const MessageId claimed = AppendOne(*store, Msg(kTrust, kCouncil));
+  const MessageId acked = AppendOne(*store, Msg(kTrust, kCouncil));
+  ASSERT_THAT(*ClaimSync(*store, Claim(kCouncil, 3)), SizeIs(3));
+  ASSERT_THAT(AckSync(*store, kCouncil, {acked}, kT0)->acknowledged, ElementsAre(acked));
+  ASSERT_EQ(*ReleaseSync(*store, kCouncil, 7, {waiting}, kT0), 1);
+  // Only the recipient's own, not yet acknowledged messages can be withheld.
+  EXPECT_EQ(*WithholdSync(*store, kGp, {waiting}, "CONSENT_DISSENT", kT0), 0);
+  EXPECT_EQ(*WithholdSync(*store, kCouncil, {waiting, claimed, acked}, "CONSENT_DISSENT", kT0 + absl::Seconds(1)), 2);
+  EXPECT_THAT(*ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Hours(1))), IsEmpty());
+  auto t = TrackSync(*store, kTrust, claimed);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_WITHHELD);
+  EXPECT_EQ(t->withheld_reason, "CONSENT_DISSENT");
+  EXPECT_EQ(t->withheld_at, kT0 + absl::Seconds(1));
+  EXPECT_TRUE(t->body_purged);
+  EXPECT_EQ(TrackSync(*store, kTrust, acked)->status, v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  EXPECT_THAT(AckSync(*store, kCouncil, {waiting}, kT0)->not_found, ElementsAre(waiting));
+  // Withheld messages do not expire into non-delivery reports.
+  SweepRequest sweep{kT0 + absl::Hours(200), kT0, absl::Hours(120)};
+  EXPECT_EQ(SweepSync(*store, sweep)->expired, 0);
+}
+
+TEST_P(StoreConformance, ConsentHistoryIsKeptInOrderPerPerson) {
+  const std::string name = Instance();
+  auto change = [](const std::string& nhs, bool opt_out) {
+    v1::ConsentChange c;
+    c.set_nhs_number(nhs);
+    c.set_national_opt_out(opt_out);
+    c.set_by_org("Y06601");
+    return c;
+  };
+  {
+    auto store = Open(name);
+    auto a = AppendConsentSync(*store, change("9434765919", true));
+    ASSERT_TRUE(a.ok()) << a.status();
+    auto b = AppendConsentSync(*store, change("9434765870", true));
+    auto c = AppendConsentSync(*store, change("9434765919", false));
+    EXPECT_LT(a->seq(), b->seq());
+    EXPECT_LT(b->seq(), c->seq());
+  }
+  auto store = Open(name);  // durable across reopen
+  auto one = ReadConsentSync(*store, "9434765919");
+  ASSERT_TRUE(one.ok()) << one.status();
+  ASSERT_THAT(*one, SizeIs(2));
+  EXPECT_TRUE((*one)[0].national_opt_out());
+  EXPECT_FALSE((*one)[1].national_opt_out());
+  EXPECT_EQ((*one)[1].by_org(), "Y06601");
+  EXPECT_THAT(*ReadConsentSync(*store, ""), SizeIs(3));
+  EXPECT_THAT(*ReadConsentSync(*store, "9999999999"), IsEmpty());
+}
+
 TEST_P(StoreConformance, ClosedStoreRefusesWork) {
   auto store = Open(Instance());
   store->Close();

@@ -61,7 +61,8 @@ class CrashTest : public ::testing::Test {
         "listen: 127.0.0.1:", port_, "\ndata_dir: ", (dir_ / "data").string(), "\ntls:\n  cert: ", pki_,
         "/server.crt\n  key: ", pki_, "/server.key\n  ca: ", pki_, "/ca.crt\n  crl: ", pki_, "/crl.pem\n",
         "organisations:\n  - {ods: RR8, name: Leeds, kind: nhs_trust}\n"
-        "  - {ods: \"503\", name: Lincolnshire, kind: local_authority}\n");
+        "  - {ods: \"503\", name: Lincolnshire, kind: local_authority}\n",
+        "policy: {agreements_dir: ", std::getenv("CB_SOURCE_DIR"), "/tests/agreements}\n");
   }
   void TearDown() override {
     if (pid_ > 0) Kill();

@@ -50,7 +50,11 @@ organisations:
                                            : organisations;
   return absl::StrCat("listen: 127.0.0.1:0\n", "data_dir: ", data_dir, "\n", "tls:\n", "  cert: ", pki,
                       "/server.crt\n", "  key: ", pki, "/server.key\n", "  ca: ", pki, "/ca.crt\n", "  crl: ", pki,
-                      "/crl.pem\n", orgs, extra);
+                      "/crl.pem\n", orgs,
+                      extra.find("policy:") == std::string::npos
+                          ? absl::StrCat("policy: {agreements_dir: ", std::getenv("CB_SOURCE_DIR"), "/tests/agreements}\n")
+                          : "",
+                      extra);
 }
 
 std::unique_ptr<Broker> StartBroker(const std::string& yaml, const Clock* clock) {

@@ -1,0 +1,57 @@
+#include "broker/exchange/policy_gate.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "broker/core/status.h"
+#include "policy/agreements.h"
+
+namespace carebroker {
+
+absl::Status CheckPseudonymKeys(const policy::PolicySet& set, const Config& config) {
+  std::vector<std::string> errors;
+  for (const auto& f : set.flows()) {
+    if (!f.minimiser.needs_key()) continue;
+    auto missing = [&](const std::string& ods) {
+      errors.push_back(absl::StrCat(f.agreement->file, ": flow ", f.flow->name(), " pseudonymises for ", ods,
+                                    ", which has no key in policy.pseudonym_keys"));
+    };
+    for (const auto& ods : f.flow->recipients().ods()) {
+      if (config.FindOrganisation(OrgCode(ods)) != nullptr && config.PseudonymKey(OrgCode(ods)) == nullptr) {
+        missing(ods);
+      }
+    }
+    for (int kind : f.flow->recipients().kinds()) {
+      for (const auto& o : config.proto().organisations()) {
+        if (o.kind() == kind && config.PseudonymKey(OrgCode(o.ods())) == nullptr) missing(o.ods());
+      }
+    }
+  }
+  if (errors.empty()) return absl::OkStatus();
+  return InvalidArgument("AGREEMENTS_INVALID", absl::StrJoin(errors, "\n"));
+}
+
+absl::Status PolicyGate::Reload() {
+  absl::MutexLock reload(&reload_mu_);
+  auto set = policy::PolicySet::Load(config_->agreements_dir());
+  if (!set.ok()) return set.status();
+  if (auto s = CheckPseudonymKeys(**set, *config_); !s.ok()) return s;
+  absl::MutexLock l(&mu_);
+  current_ = *std::move(set);
+  return absl::OkStatus();
+}
+
+std::shared_ptr<const policy::PolicySet> PolicyGate::current() const {
+  absl::ReaderMutexLock l(&mu_);
+  return current_;
+}
+
+absl::string_view PolicyGate::CheckAtDelivery(const StoredDelivery& d, const OrgCode& recipient) const {
+  if (d.subject.empty() || d.consent_check == 0) return "";
+  const auto* org = config_->FindOrganisation(recipient);
+  const auto kind = org != nullptr ? org->kind() : v1::ORGANISATION_KIND_UNSPECIFIED;
+  auto person = consent_.Find(d.subject);
+  return policy::RecheckConsent(d.consent_check, policy::PurposeFromWire(d.purpose), recipient, kind,
+                                person ? &*person : nullptr);
+}
+
+}  // namespace carebroker

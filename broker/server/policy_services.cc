@@ -1,0 +1,209 @@
+#include "broker/server/policy_services.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "broker/config/config.h"
+#include "broker/core/files.h"
+#include "broker/core/ids.h"
+#include "broker/core/nhs_number.h"
+#include "broker/core/status.h"
+#include "broker/server/grpc_status.h"
+#include "policy/agreements.h"
+
+namespace carebroker {
+namespace {
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  auto* r = ctx->DefaultReactor();
+  r->Finish(ToGrpcStatus(s));
+  return r;
+}
+
+absl::Status CheckNhsNumber(const std::string& nhs) {
+  if (!IsValidNhsNumber(nhs)) {
+    return InvalidArgument("NHS_NUMBER_INVALID", "nhs_number is not a valid NHS number (ten digits, Modulus 11)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckText(const std::string& s, absl::string_view field, bool required) {
+  if (required && s.empty()) return InvalidArgument("FIELD_REQUIRED", absl::StrCat(field, " is required"));
+  if (s.size() > 256) return InvalidArgument("FIELD_TOO_LONG", absl::StrCat(field, " must be at most 256 bytes"));
+  return absl::OkStatus();
+}
+
+// The caller's identity if its role may write (or read) consent.
+absl::StatusOr<Identity> ConsentCaller(grpc::CallbackServerContext* ctx, const ExchangeDeps& d, bool write) {
+  auto id = Identify(ctx, *d.identities, *d.config);
+  if (!id.ok()) return id.status();
+  if (write ? !d.config->MayWriteConsent(id->role) : !d.config->MayReadConsent(id->role)) {
+    return RoleNotAllowed(id->role, write ? "recording consent" : "reading consent");
+  }
+  return id;
+}
+
+v1::ConsentChange NewChange(const std::string& nhs, const Identity& by, const std::string& recorded_by,
+                            const std::string& source, absl::Time now) {
+  v1::ConsentChange c;
+  c.set_nhs_number(nhs);
+  *c.mutable_at() = ToTimestamp(now);
+  c.set_by_org(by.org.str());
+  c.set_recorded_by(recorded_by);
+  c.set_source(source);
+  return c;
+}
+
+}  // namespace
+
+void ConsentService::Commit(v1::ConsentChange change,
+                            absl::AnyInvocable<void(absl::StatusOr<v1::ConsentChange>) &&> done) {
+  d_.store->AppendConsent(std::move(change), [this, done = std::move(done)](auto r) mutable {
+    if (r.ok()) {
+      if (auto s = d_.policy->consent().Apply(*r); !s.ok()) r = s;
+    }
+    std::move(done)(std::move(r));
+  });
+}
+
+grpc::ServerUnaryReactor* ConsentService::Record(grpc::CallbackServerContext* ctx, const v1::RecordRequest* req,
+                                                 v1::Directive* resp) {
+  auto id = ConsentCaller(ctx, d_, true);
+  if (!id.ok()) return Done(ctx, id.status());
+  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
+  if (req->kind() == v1::DIRECTIVE_KIND_UNSPECIFIED) {
+    return Done(ctx, InvalidArgument("DIRECTIVE_KIND_REQUIRED", "kind must be consent or dissent"));
+  }
+  const v1::Purpose purpose = policy::PurposeFromWire(req->purpose());
+  if (purpose == v1::PURPOSE_UNSPECIFIED) {
+    return Done(ctx, InvalidArgument("PURPOSE_UNKNOWN", "purpose must be one of direct-care, safeguarding, planning, "
+                                                        "research, commissioning, public-health"));
+  }
+  if (req->scope().has_ods() && !IsOdsCodeShape(req->scope().ods())) {
+    return Done(ctx, InvalidArgument("SCOPE_INVALID", "scope.ods must be an ODS code"));
+  }
+  if (req->scope().has_kind() && req->scope().kind() == v1::ORGANISATION_KIND_UNSPECIFIED) {
+    return Done(ctx, InvalidArgument("SCOPE_INVALID", "scope.kind must name an organisation kind"));
+  }
+  if (auto s = CheckText(req->source(), "source", true); !s.ok()) return Done(ctx, s);
+  if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return Done(ctx, s);
+
+  const absl::Time now = d_.clock->Now();
+  v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), now);
+  v1::Directive* dir = c.mutable_recorded();
+  dir->set_id(NewMessageId(now).str());
+  dir->set_nhs_number(req->nhs_number());
+  dir->set_kind(req->kind());
+  dir->set_purpose(purpose);
+  if (req->has_scope()) *dir->mutable_scope() = req->scope();
+  dir->set_source(req->source());
+  dir->set_recorded_by(req->recorded_by());
+  dir->set_recorded_by_org(id->org.str());
+  *dir->mutable_recorded_at() = c.at();
+  auto* reactor = ctx->DefaultReactor();
+  Commit(std::move(c), [reactor, resp](absl::StatusOr<v1::ConsentChange> r) {
+    if (r.ok()) *resp = r->recorded();
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ConsentService::Withdraw(grpc::CallbackServerContext* ctx, const v1::WithdrawRequest* req,
+                                                   v1::Directive* resp) {
+  auto id = ConsentCaller(ctx, d_, true);
+  if (!id.ok()) return Done(ctx, id.status());
+  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
+  if (auto s = CheckText(req->source(), "source", true); !s.ok()) return Done(ctx, s);
+  if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return Done(ctx, s);
+  auto standing = d_.policy->consent().FindDirective(req->nhs_number(), req->directive_id());
+  {
+    absl::MutexLock l(&mu_);
+    if (!standing || !withdrawing_.insert(req->directive_id()).second) {
+      return Done(ctx, Error(absl::StatusCode::kNotFound, "DIRECTIVE_NOT_FOUND",
+                             "no standing directive with that id for this person"));
+    }
+  }
+  const absl::Time now = d_.clock->Now();
+  v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), now);
+  c.set_withdrawn(req->directive_id());
+  v1::Directive out = *standing;
+  *out.mutable_withdrawn_at() = c.at();
+  out.set_withdrawn_by(req->recorded_by());
+  auto* reactor = ctx->DefaultReactor();
+  Commit(std::move(c), [this, reactor, resp, out = std::move(out)](absl::StatusOr<v1::ConsentChange> r) mutable {
+    {
+      absl::MutexLock l(&mu_);
+      withdrawing_.erase(out.id());
+    }
+    if (r.ok()) *resp = std::move(out);
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ConsentService::SetNationalOptOut(grpc::CallbackServerContext* ctx,
+                                                            const v1::SetNationalOptOutRequest* req,
+                                                            v1::ConsentState* resp) {
+  auto id = ConsentCaller(ctx, d_, true);
+  if (!id.ok()) return Done(ctx, id.status());
+  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
+  if (auto s = CheckText(req->source(), "source", true); !s.ok()) return Done(ctx, s);
+  if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return Done(ctx, s);
+  v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), d_.clock->Now());
+  c.set_national_opt_out(req->opted_out());
+  auto* reactor = ctx->DefaultReactor();
+  Commit(std::move(c), [this, reactor, resp, nhs = req->nhs_number()](absl::StatusOr<v1::ConsentChange> r) {
+    if (!r.ok()) {
+      reactor->Finish(ToGrpcStatus(r.status()));
+      return;
+    }
+    ReadState(nhs, resp, reactor);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ConsentService::Get(grpc::CallbackServerContext* ctx, const v1::GetConsentRequest* req,
+                                              v1::ConsentState* resp) {
+  auto id = ConsentCaller(ctx, d_, false);
+  if (!id.ok()) return Done(ctx, id.status());
+  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
+  auto* reactor = ctx->DefaultReactor();
+  ReadState(req->nhs_number(), resp, reactor);
+  return reactor;
+}
+
+void ConsentService::ReadState(const std::string& nhs_number, v1::ConsentState* out,
+                               grpc::ServerUnaryReactor* reactor) {
+  out->set_nhs_number(nhs_number);
+  if (auto p = d_.policy->consent().Find(nhs_number)) {
+    out->set_national_opt_out(p->national_opt_out);
+    for (auto& d : p->standing) *out->add_standing() = std::move(d);
+  }
+  d_.store->ReadConsent(nhs_number, [out, reactor](absl::StatusOr<std::vector<v1::ConsentChange>> r) {
+    if (r.ok()) {
+      for (auto& c : *r) *out->add_history() = std::move(c);
+    }
+    reactor->Finish(ToGrpcStatus(r.status()));
+  });
+}
+
+v1::ReloadResponse DescribePolicy(const policy::PolicySet& set) {
+  v1::ReloadResponse r;
+  r.set_agreements(static_cast<int>(set.agreements().agreements.size()));
+  r.set_flows(static_cast<int>(set.flows().size()));
+  r.set_digest(set.agreements().digest);
+  return r;
+}
+
+grpc::ServerUnaryReactor* PolicyService::Reload(grpc::CallbackServerContext* ctx, const v1::ReloadRequest*,
+                                                v1::ReloadResponse* resp) {
+  auto id = Authorize(ctx, *d_.identities, *d_.config, Role::kOperator);
+  if (!id.ok()) return Done(ctx, id.status());
+  // Reading a folder of small files: quick enough for a callback thread.
+  absl::Status s = d_.policy->Reload();
+  if (s.ok()) *resp = DescribePolicy(*d_.policy->current());
+  absl::FPrintF(stderr, "carebroker: policy reload by %s: %s\n", id->org.str(),
+                s.ok() ? absl::StrCat(resp->agreements(), " agreements in force") : "refused; the old set stays");
+  return Done(ctx, s);
+}
+
+}  // namespace carebroker
