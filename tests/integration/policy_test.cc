@@ -1,0 +1,312 @@
+// Policy through the real server: the shipped agreements (deploy/agreements)
+// loaded by the real validator, consent recorded through the Consent
+// service, and every check made on the bytes the recipient receives.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "broker/cli/client.h"
+#include "broker/exchange/intake.h"
+#include "carebroker/v1/consent.grpc.pb.h"
+#include "carebroker/v1/policy.grpc.pb.h"
+#include "carebroker/v1/record.pb.h"
+#include "policy/minimise.h"
+#include "tests/integration/harness.h"
+
+namespace carebroker::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr char kNhs[] = "9434765919";  // synthetic, passes Modulus 11
+const std::string kX26Key(32, 'n');
+
+template <typename Stub, typename Req, typename Resp>
+grpc::Status Call(grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*), Stub& stub, const Req& req,
+                  Resp* resp) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  return (stub.*rpc)(&ctx, req, resp);
+}
+
+v1::CareRecord Record() {
+  v1::CareRecord r;
+  auto* p = r.mutable_person();
+  p->set_nhs_number(kNhs);
+  p->add_local_identifiers()->set_value("SYN-MRN-77");
+  auto* n = p->add_names();
+  n->set_family("Synthetic");
+  p->mutable_birth_date()->set_year(1940);
+  p->mutable_birth_date()->set_month(5);
+  p->mutable_birth_date()->set_day(17);
+  p->mutable_address()->set_postcode("LN1 1AA");
+  p->mutable_death_date()->set_year(2026);
+  auto* e = r.add_events();
+  e->set_reference("SYN-EV-1");
+  e->mutable_admission()->set_consultant("SYN-CONSULTANT-9");
+  e->mutable_admission()->set_ward("W4");
+  return r;
+}
+
+v1::SendRequest CareSend(const std::string& to, const std::string& workflow, const std::string& purpose,
+                         const v1::CareRecord& r = Record()) {
+  v1::SendRequest s;
+  s.set_recipient(to);
+  s.set_workflow(workflow);
+  s.set_purpose(purpose);
+  s.set_content_type(kCareRecordContentType);
+  s.set_payload(r.SerializeAsString());
+  return s;
+}
+
+class PolicyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const fs::path dir = FreshDir("policy");
+    agreements_ = dir / "agreements";
+    fs::create_directories(agreements_);
+    for (const auto& f : fs::directory_iterator(fs::path(std::getenv("CB_SOURCE_DIR")) / "deploy/agreements")) {
+      fs::copy_file(f.path(), agreements_ / f.path().filename());
+    }
+    std::ofstream(dir / "x26.key") << kX26Key;
+    fs::permissions(dir / "x26.key", fs::perms::owner_read | fs::perms::owner_write);
+    broker_ = StartBroker(ConfigYaml((dir / "data").string(),
+                                     absl::StrCat("policy:\n  agreements_dir: ", agreements_.string(),
+                                                  "\n  pseudonym_keys: [{organisation: X26, file: ",
+                                                  (dir / "x26.key").string(), "}]\n")),
+                          &SystemClock::Get());
+    ASSERT_NE(broker_, nullptr);
+    trust_ = StubAs(*broker_, "RR8");
+    council_ = StubAs(*broker_, "503");
+    gp_consent_ = v1::Consent::NewStub(ChannelAs(*broker_, "Y06601"));
+  }
+
+  grpc::Status Send(v1::Exchange::Stub& stub, const v1::SendRequest& req, v1::SendReceipt* out = nullptr) {
+    v1::SendReceipt r;
+    grpc::Status s = Call(&v1::Exchange::Stub::Send, stub, req, &r);
+    if (out != nullptr) *out = r;
+    return s;
+  }
+
+  v1::Directive Record(v1::DirectiveKind kind, const std::string& purpose) {
+    v1::RecordRequest req;
+    req.set_nhs_number(kNhs);
+    req.set_kind(kind);
+    req.set_purpose(purpose);
+    req.set_source("GP consultation");
+    req.set_recorded_by("Dr Synthetic");
+    v1::Directive d;
+    grpc::Status s = Call(&v1::Consent::Stub::Record, *gp_consent_, req, &d);
+    EXPECT_TRUE(s.ok()) << DescribeStatus(s);
+    return d;
+  }
+
+  void OptOut(bool on) {
+    v1::SetNationalOptOutRequest req;
+    req.set_nhs_number(kNhs);
+    req.set_opted_out(on);
+    req.set_source("NHS App");
+    req.set_recorded_by("national service");
+    v1::ConsentState st;
+    grpc::Status s = Call(&v1::Consent::Stub::SetNationalOptOut, *gp_consent_, req, &st);
+    ASSERT_TRUE(s.ok()) << DescribeStatus(s);
+    EXPECT_EQ(st.national_opt_out(), on);
+  }
+
+  fs::path agreements_;
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<v1::Exchange::Stub> trust_, council_;
+  std::unique_ptr<v1::Consent::Stub> gp_consent_;
+};
+
+TEST_F(PolicyTest, NoAgreementDeniesAndStoresNothing) {
+  grpc::Status s = Send(*trust_, CareSend("Y06601", "HOSPITAL_DISCHARGE", "direct-care"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "NO_AGREEMENT");
+  EXPECT_EQ(s.error_message().find(kNhs), std::string::npos);
+  auto gp = StubAs(*broker_, "Y06601");
+  Receiver rx(*gp, 10);
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value());
+}
+
+TEST_F(PolicyTest, FieldsOutsideTheMaskNeverReachTheRecipient) {
+  v1::SendReceipt receipt;
+  ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_ADMISSION", "direct-care"), &receipt).ok());
+  EXPECT_EQ(receipt.agreement_id(), "DSA-ACUTE-TO-SOCIAL-CARE");
+  EXPECT_EQ(receipt.flow(), "admission-and-discharge");
+  EXPECT_THAT(receipt.withheld_fields(),
+              ElementsAre("events.admission.consultant", "person.death_date", "person.local_identifiers"));
+  Receiver rx(*council_, 10);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  const std::string& bytes = d->payload();
+  EXPECT_EQ(bytes.find("SYN-MRN-77"), std::string::npos);
+  EXPECT_EQ(bytes.find("SYN-CONSULTANT-9"), std::string::npos);
+  v1::CareRecord got;
+  ASSERT_TRUE(got.ParseFromString(bytes));
+  EXPECT_FALSE(got.person().has_death_date());
+  EXPECT_EQ(got.person().names(0).family(), "Synthetic");
+  EXPECT_EQ(got.events(0).admission().ward(), "W4");
+}
+
+TEST_F(PolicyTest, DissentDenies) {
+  Record(v1::DIRECTIVE_KIND_DISSENT, "direct-care");
+  grpc::Status s = Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "CONSENT_DISSENT");
+}
+
+TEST_F(PolicyTest, DissentRecordedWhileWaitingWithholdsAtDelivery) {
+  v1::SendReceipt receipt;
+  ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care"), &receipt).ok());
+  v1::Directive d = Record(v1::DIRECTIVE_KIND_DISSENT, "direct-care");
+  {
+    Receiver rx(*council_, 10);
+    EXPECT_FALSE(rx.Next(absl::Milliseconds(500)).has_value()) << "delivered despite dissent";
+  }
+  v1::TrackRequest tr;
+  tr.set_message_id(receipt.message_id());
+  v1::TrackResponse t;
+  ASSERT_TRUE(Call(&v1::Exchange::Stub::Track, *trust_, tr, &t).ok());
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_WITHHELD);
+  EXPECT_EQ(t.withheld_reason(), "CONSENT_DISSENT");
+  EXPECT_TRUE(t.body_purged());
+
+  // Once the dissent is withdrawn, new messages flow again.
+  v1::WithdrawRequest w;
+  w.set_nhs_number(kNhs);
+  w.set_directive_id(d.id());
+  w.set_source("letter");
+  w.set_recorded_by("Dr Synthetic");
+  v1::Directive out;
+  ASSERT_TRUE(Call(&v1::Consent::Stub::Withdraw, *gp_consent_, w, &out).ok());
+  EXPECT_TRUE(out.has_withdrawn_at());
+  grpc::Status again = Call(&v1::Consent::Stub::Withdraw, *gp_consent_, w, &out);
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::NOT_FOUND);
+  ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care")).ok());
+  Receiver rx(*council_, 10);
+  EXPECT_TRUE(rx.Next().has_value());
+}
+
+TEST_F(PolicyTest, SafeguardingOverrideNeedsAJustification) {
+  Record(v1::DIRECTIVE_KIND_DISSENT, "safeguarding");
+  v1::SendRequest req = CareSend("RR8", "SAFEGUARDING_CONCERN", "safeguarding");
+  grpc::Status s = Send(*council_, req);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "OVERRIDE_JUSTIFICATION_MISSING");
+  req.set_justification("Risk of serious harm; strategy meeting held");
+  v1::SendReceipt receipt;
+  s = Send(*council_, req, &receipt);
+  ASSERT_TRUE(s.ok()) << DescribeStatus(s);
+  EXPECT_TRUE(receipt.safeguarding_override());
+  EXPECT_EQ(receipt.agreement_id(), "DSA-SAFEGUARDING-ADULTS");
+  Receiver rx(*trust_, 10);
+  EXPECT_TRUE(rx.Next().has_value()) << "an override stands at delivery too";
+}
+
+TEST_F(PolicyTest, OptOutAppliesToPlanningNotDirectCareAndPseudonymsUseTheRecipientsKey) {
+  OptOut(true);
+  grpc::Status s = Send(*council_, CareSend("X26", "CLD_RETURN", "planning"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "NATIONAL_OPT_OUT");
+  EXPECT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care")).ok());
+  OptOut(false);
+  ASSERT_TRUE(Send(*council_, CareSend("X26", "CLD_RETURN", "planning")).ok());
+  auto nhse = StubAs(*broker_, "X26");
+  Receiver rx(*nhse, 10);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->payload().find(kNhs), std::string::npos);
+  v1::CareRecord got;
+  ASSERT_TRUE(got.ParseFromString(d->payload()));
+  EXPECT_EQ(got.person().nhs_number(), policy::Pseudonym(kX26Key, kNhs));
+  EXPECT_EQ(got.person().birth_date().year(), 1940);
+  EXPECT_EQ(got.person().birth_date().month(), 0);
+  EXPECT_EQ(got.person().address().postcode(), "LN1");
+  EXPECT_EQ(got.person().names_size(), 0);
+}
+
+TEST_F(PolicyTest, ConsentServiceChecksRolesInputsAndKeepsHistory) {
+  auto op = v1::Consent::NewStub(ChannelAs(*broker_, "operator"));
+  v1::RecordRequest req;
+  req.set_nhs_number(kNhs);
+  req.set_kind(v1::DIRECTIVE_KIND_DISSENT);
+  req.set_purpose("direct-care");
+  req.set_source("s");
+  req.set_recorded_by("r");
+  v1::Directive d;
+  grpc::Status s = Call(&v1::Consent::Stub::Record, *op, req, &d);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "ROLE_NOT_ALLOWED");
+  req.set_nhs_number("9434765918");
+  s = Call(&v1::Consent::Stub::Record, *gp_consent_, req, &d);
+  EXPECT_EQ(ErrorReason(s), "NHS_NUMBER_INVALID");
+  EXPECT_EQ(s.error_message().find("9434765918"), std::string::npos);
+  req.set_nhs_number(kNhs);
+  req.set_purpose("gossip");
+  EXPECT_EQ(ErrorReason(Call(&v1::Consent::Stub::Record, *gp_consent_, req, &d)), "PURPOSE_UNKNOWN");
+  req.set_purpose("direct-care");
+  req.clear_recorded_by();
+  EXPECT_EQ(ErrorReason(Call(&v1::Consent::Stub::Record, *gp_consent_, req, &d)), "FIELD_REQUIRED");
+
+  Record(v1::DIRECTIVE_KIND_CONSENT, "research");
+  OptOut(true);
+  auto ig = v1::Consent::NewStub(ChannelAs(*broker_, "ig-officer"));
+  v1::GetConsentRequest g;
+  g.set_nhs_number(kNhs);
+  v1::ConsentState st;
+  ASSERT_TRUE(Call(&v1::Consent::Stub::Get, *ig, g, &st).ok());
+  EXPECT_TRUE(st.national_opt_out());
+  ASSERT_EQ(st.standing_size(), 1);
+  EXPECT_EQ(st.standing(0).recorded_by_org(), "Y06601");
+  ASSERT_EQ(st.history_size(), 2);
+  EXPECT_TRUE(st.history(0).has_recorded());
+  EXPECT_TRUE(st.history(1).national_opt_out());
+}
+
+TEST_F(PolicyTest, ConsentSurvivesRestart) {
+  Record(v1::DIRECTIVE_KIND_DISSENT, "direct-care");
+  auto yaml_dir = agreements_.parent_path();
+  broker_.reset();
+  broker_ = StartBroker(ConfigYaml((yaml_dir / "data").string(),
+                                   absl::StrCat("policy:\n  agreements_dir: ", agreements_.string(),
+                                                "\n  pseudonym_keys: [{organisation: X26, file: ",
+                                                (yaml_dir / "x26.key").string(), "}]\n")),
+                        &SystemClock::Get());
+  ASSERT_NE(broker_, nullptr);
+  trust_ = StubAs(*broker_, "RR8");
+  EXPECT_EQ(ErrorReason(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care"))), "CONSENT_DISSENT");
+}
+
+TEST_F(PolicyTest, ReloadIsAllOrNothing) {
+  auto op = v1::Policy::NewStub(ChannelAs(*broker_, "operator"));
+  v1::ReloadResponse r;
+  ASSERT_TRUE(Call(&v1::Policy::Stub::Reload, *op, v1::ReloadRequest(), &r).ok());
+  EXPECT_EQ(r.agreements(), 4);
+  // A broken file: the reload is refused with file:line and the old set stays.
+  std::ofstream(agreements_ / "broken.yaml") << "id: DSA-BROKEN\ntitle: t\nversion: \"1\"\nvalid_from: 2026-01-01\n"
+                                                "valid_until: 2026-12-31\nflows: []\n";
+  fs::remove(agreements_ / "hospital-to-council.yaml");
+  grpc::Status s = Call(&v1::Policy::Stub::Reload, *op, v1::ReloadRequest(), &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("broken.yaml:6: flows: required: at least one flow"));
+  EXPECT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care")).ok()) << "old set in force";
+  // Fixed: the new set (without the hospital agreement) is swapped in.
+  fs::remove(agreements_ / "broken.yaml");
+  ASSERT_TRUE(Call(&v1::Policy::Stub::Reload, *op, v1::ReloadRequest(), &r).ok());
+  EXPECT_EQ(r.agreements(), 3);
+  EXPECT_EQ(ErrorReason(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care"))), "NO_AGREEMENT");
+  // Only operators reload.
+  auto agency = v1::Policy::NewStub(ChannelAs(*broker_, "RR8"));
+  EXPECT_EQ(Call(&v1::Policy::Stub::Reload, *agency, v1::ReloadRequest(), &r).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+}  // namespace
+}  // namespace carebroker::testing
