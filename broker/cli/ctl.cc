@@ -17,8 +17,11 @@
 #include "broker/cli/client.h"
 #include "broker/core/files.h"
 #include "broker/exchange/intake.h"
+#include "carebroker/v1/consent.grpc.pb.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
+#include "carebroker/v1/policy.grpc.pb.h"
 #include "carebroker/v1/record.pb.h"
+#include "policy/agreements.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -93,18 +96,121 @@ int RpcFailed(std::ostream& err, const grpc::Status& s) {
   return 1;
 }
 
-std::unique_ptr<v1::Exchange::Stub> Connect(const Global& g, std::ostream& err) {
+void SetDeadline(grpc::ClientContext& ctx, const Global& g) {
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000)));
+}
+
+template <typename Service = v1::Exchange>
+std::unique_ptr<typename Service::Stub> Connect(const Global& g, std::ostream& err) {
   auto ch = MakeChannel(g.tls);
   if (!ch.ok()) {
     err << "carebrokerctl: " << ch.status().message() << "\n";
     return nullptr;
   }
-  return v1::Exchange::NewStub(*ch);
+  return Service::NewStub(*ch);
 }
 
-void SetDeadline(grpc::ClientContext& ctx, const Global& g) {
-  ctx.set_deadline(std::chrono::system_clock::now() +
-                   std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000)));
+// policy lint DIR: every error as FILE:LINE: key: reason; exit 1 if any.
+int DoLint(const std::string& dir, std::ostream& out, std::ostream& err) {
+  auto set = policy::LoadAgreements(dir);
+  if (!set.ok()) {
+    err << set.status().message() << "\n";
+    return 1;
+  }
+  size_t flows = 0;
+  for (const auto& a : set->agreements) flows += a.agreement.flows_size();
+  out << dir << ": " << set->agreements.size() << " agreements, " << flows << " flows, valid\n";
+  return 0;
+}
+
+int DoReload(const Global& g, std::ostream& out, std::ostream& err) {
+  auto stub = Connect<v1::Policy>(g, err);
+  if (!stub) return 2;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, g);
+  v1::ReloadResponse r;
+  grpc::Status s = stub->Reload(&ctx, v1::ReloadRequest(), &r);
+  if (!s.ok()) return RpcFailed(err, s);
+  out << r.agreements() << " agreements, " << r.flows() << " flows in force (digest " << r.digest() << ")\n";
+  return 0;
+}
+
+struct ConsentArgs {
+  std::string nhs, purpose, scope_ods, scope_kind, source, recorded_by, directive;
+  bool dissent = false, consent = false, on = false, off = false;
+};
+
+int PrintJson(const google::protobuf::Message& m, std::ostream& out) {
+  std::string text;
+  google::protobuf::util::JsonPrintOptions o;
+  o.add_whitespace = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &text, o);
+  out << text;
+  return 0;
+}
+
+int DoConsent(const Global& g, const std::string& cmd, const ConsentArgs& a, std::ostream& out, std::ostream& err) {
+  auto stub = Connect<v1::Consent>(g, err);
+  if (!stub) return 2;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, g);
+  grpc::Status s;
+  if (cmd == "record") {
+    if (a.dissent == a.consent) {
+      err << "carebrokerctl: give exactly one of --consent or --dissent\n";
+      return 2;
+    }
+    v1::RecordRequest req;
+    req.set_nhs_number(a.nhs);
+    req.set_kind(a.dissent ? v1::DIRECTIVE_KIND_DISSENT : v1::DIRECTIVE_KIND_CONSENT);
+    req.set_purpose(a.purpose);
+    if (!a.scope_ods.empty()) req.mutable_scope()->set_ods(a.scope_ods);
+    if (!a.scope_kind.empty()) {
+      v1::OrganisationKind k;
+      std::string name = "ORGANISATION_KIND_" + a.scope_kind;
+      for (char& c : name) c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      if (!v1::OrganisationKind_Parse(name, &k)) {
+        err << "carebrokerctl: unknown organisation kind " << a.scope_kind << "\n";
+        return 2;
+      }
+      req.mutable_scope()->set_kind(k);
+    }
+    req.set_source(a.source);
+    req.set_recorded_by(a.recorded_by);
+    v1::Directive d;
+    s = stub->Record(&ctx, req, &d);
+    if (s.ok()) return PrintJson(d, out);
+  } else if (cmd == "withdraw") {
+    v1::WithdrawRequest req;
+    req.set_nhs_number(a.nhs);
+    req.set_directive_id(a.directive);
+    req.set_source(a.source);
+    req.set_recorded_by(a.recorded_by);
+    v1::Directive d;
+    s = stub->Withdraw(&ctx, req, &d);
+    if (s.ok()) return PrintJson(d, out);
+  } else if (cmd == "opt-out") {
+    if (a.on == a.off) {
+      err << "carebrokerctl: give exactly one of --set or --clear\n";
+      return 2;
+    }
+    v1::SetNationalOptOutRequest req;
+    req.set_nhs_number(a.nhs);
+    req.set_opted_out(a.on);
+    req.set_source(a.source);
+    req.set_recorded_by(a.recorded_by);
+    v1::ConsentState st;
+    s = stub->SetNationalOptOut(&ctx, req, &st);
+    if (s.ok()) return PrintJson(st, out);
+  } else {
+    v1::GetConsentRequest req;
+    req.set_nhs_number(a.nhs);
+    v1::ConsentState st;
+    s = stub->Get(&ctx, req, &st);
+    if (s.ok()) return PrintJson(st, out);
+  }
+  return RpcFailed(err, s);
 }
 
 struct SendArgs {
@@ -325,7 +431,7 @@ int DoTrack(const Global& g, const std::string& id, std::ostream& out, std::ostr
 }  // namespace
 
 int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
-  CLI::App app{"carebrokerctl: send, receive, acknowledge and track carebroker messages"};
+  CLI::App app{"carebrokerctl: send, receive, acknowledge and track messages; lint and reload agreements; record consent"};
   app.require_subcommand(1);
   app.fallthrough();  // global flags may follow the command
   Global g;
@@ -367,12 +473,41 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   auto* track = app.add_subcommand("track", "show a message's status and times");
   track->add_option("ID", track_id, "message id")->required();
 
+  auto* pol = app.add_subcommand("policy", "data-sharing agreements");
+  pol->require_subcommand(1);
+  std::string lint_dir;
+  auto* lint = pol->add_subcommand("lint", "validate a folder of agreements (offline)");
+  lint->add_option("DIR", lint_dir, "agreements folder")->required();
+  auto* reload = pol->add_subcommand("reload", "reload the broker's agreements (operator role)");
+
+  ConsentArgs ca;
+  auto* con = app.add_subcommand("consent", "a person's consent, dissent and national data opt-out");
+  con->require_subcommand(1);
+  auto* rec = con->add_subcommand("record", "record consent or dissent");
+  auto* wd = con->add_subcommand("withdraw", "withdraw a standing directive");
+  auto* oo = con->add_subcommand("opt-out", "set or clear the national data opt-out");
+  auto* show = con->add_subcommand("show", "standing wishes and history");
+  for (auto* c : {rec, wd, oo, show}) c->add_option("--nhs-number", ca.nhs, "NHS number (10 digits)")->required();
+  for (auto* c : {rec, wd, oo}) {
+    c->add_option("--source", ca.source, "where the wish was expressed")->required();
+    c->add_option("--recorded-by", ca.recorded_by, "who recorded it")->required();
+  }
+  rec->add_flag("--consent", ca.consent, "record consent");
+  rec->add_flag("--dissent", ca.dissent, "record dissent");
+  rec->add_option("--purpose", ca.purpose, "purpose, e.g. direct-care")->required();
+  rec->add_option("--scope-ods", ca.scope_ods, "only for this recipient organisation");
+  rec->add_option("--scope-kind", ca.scope_kind, "only for this kind of organisation, e.g. local-authority");
+  wd->add_option("--directive", ca.directive, "directive id")->required();
+  oo->add_flag("--set", ca.on, "the person has opted out");
+  oo->add_flag("--clear", ca.off, "the person's opt-out is withdrawn");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     const int rc = app.exit(e, out, err);
     return rc == 0 ? 0 : 2;
   }
+  if (*lint) return DoLint(lint_dir, out, err);
   if (g.tls.cert.empty() || g.tls.key.empty() || g.tls.ca.empty()) {
     err << "carebrokerctl: --cert, --key and --ca (or CAREBROKER_CERT, _KEY, _CA) are required\n";
     return 2;
@@ -381,6 +516,12 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   if (*receive) return DoReceive(g, ra, out, err);
   if (*ack) return DoAck(g, ack_ids, out, err);
   if (*track) return DoTrack(g, track_id, out, err);
+  if (*reload) return DoReload(g, out, err);
+  if (*con) {
+    for (auto* c : {rec, wd, oo, show}) {
+      if (*c) return DoConsent(g, c->get_name(), ca, out, err);
+    }
+  }
   return 2;
 }
 

@@ -180,5 +180,52 @@ TEST_F(CtlTest, EnvironmentSuppliesConnectionSettings) {
   for (const char* v : {"CAREBROKER_TARGET", "CAREBROKER_CERT", "CAREBROKER_KEY", "CAREBROKER_CA"}) ::unsetenv(v);
 }
 
+TEST_F(CtlTest, PolicyLintNamesEveryErrorAndExitsNonZero) {
+  CtlRun ok = Ctl("RR8", {"policy", "lint", std::string(std::getenv("CB_SOURCE_DIR")) + "/deploy/agreements"});
+  EXPECT_EQ(ok.rc, 0) << ok.err;
+  EXPECT_NE(ok.out.find("4 agreements, 5 flows, valid"), std::string::npos) << ok.out;
+  const std::string bad = dir_ + "/bad";
+  std::filesystem::create_directories(bad);
+  std::ofstream(bad + "/a.yaml") << "id: DSA-A\ntitle: t\nversion: \"1\"\nvalid_from: 2026-01-01\nvalid_until: 2025-01-01\n"
+                                    "flows: []\n";
+  CtlRun lint = Ctl("RR8", {"policy", "lint", bad});
+  EXPECT_EQ(lint.rc, 1);
+  EXPECT_NE(lint.err.find(bad + "/a.yaml:5: valid_until: is before valid_from"), std::string::npos) << lint.err;
+  EXPECT_NE(lint.err.find(bad + "/a.yaml:6: flows: required"), std::string::npos) << lint.err;
+}
+
+TEST_F(CtlTest, ConsentAndReloadAgainstTheBroker) {
+  CtlRun rec = Ctl("Y06601", {"consent", "record", "--nhs-number", "9434765919", "--dissent", "--purpose",
+                              "direct-care", "--scope-kind", "local-authority", "--source", "consultation",
+                              "--recorded-by", "Dr Synthetic"});
+  ASSERT_EQ(rec.rc, 0) << rec.err;
+  const std::string id = json::parse(rec.out).at("id");
+  // The dissent is in force: the trust's care record to the council is refused.
+  const std::string record = dir_ + "/record.json";
+  std::ofstream(record) << R"({"person": {"nhsNumber": "9434765919"}, "events": [{"reference": "E1"}]})";
+  CtlRun denied = Ctl("RR8", {"send", "--to", "503", "--workflow", "HOSPITAL_DISCHARGE", "--purpose", "direct-care",
+                              "--care-record", record});
+  EXPECT_EQ(denied.rc, 1);
+  EXPECT_NE(denied.err.find("CONSENT_DISSENT"), std::string::npos) << denied.err;
+  CtlRun show = Ctl("Y06601", {"consent", "show", "--nhs-number", "9434765919"});
+  ASSERT_EQ(show.rc, 0) << show.err;
+  EXPECT_EQ(json::parse(show.out).at("standing").size(), 1u);
+  CtlRun wd = Ctl("Y06601", {"consent", "withdraw", "--nhs-number", "9434765919", "--directive", id, "--source",
+                             "letter", "--recorded-by", "Dr Synthetic"});
+  ASSERT_EQ(wd.rc, 0) << wd.err;
+  CtlRun sent = Ctl("RR8", {"send", "--to", "503", "--workflow", "HOSPITAL_DISCHARGE", "--purpose", "direct-care",
+                            "--care-record", record});
+  EXPECT_EQ(sent.rc, 0) << sent.err;
+  EXPECT_NE(sent.err.find("allowed by TEST-EXCHANGE v1 flow synthetic-care-record"), std::string::npos) << sent.err;
+  EXPECT_EQ(Ctl("Y06601", {"consent", "opt-out", "--nhs-number", "9434765919", "--source", "s", "--recorded-by",
+                           "r"}).rc,
+            2);  // neither --set nor --clear
+
+  CtlRun reload = Ctl("operator", {"policy", "reload"});
+  EXPECT_EQ(reload.rc, 0) << reload.err;
+  EXPECT_NE(reload.out.find("1 agreements, 2 flows in force"), std::string::npos) << reload.out;
+  EXPECT_EQ(Ctl("RR8", {"policy", "reload"}).rc, 1);
+}
+
 }  // namespace
 }  // namespace carebroker::testing
