@@ -216,10 +216,9 @@ absl::TimeZone UkZone() {
 }
 
 v1::Purpose PurposeFromWire(absl::string_view s) {
-  if (!IsPurposeShape(s)) return v1::PURPOSE_UNSPECIFIED;
-  v1::Purpose p;
-  const std::string name = absl::StrCat("PURPOSE_", absl::AsciiStrToUpper(absl::StrReplaceAll(s, {{"-", "_"}})));
-  return v1::Purpose_Parse(name, &p) ? p : v1::PURPOSE_UNSPECIFIED;
+  // The wire form is the lower-case one only, so "DIRECT_CARE" is refused.
+  const auto* v = IsPurposeShape(s) ? FindEnumValue(v1::Purpose_descriptor(), s) : nullptr;
+  return v != nullptr ? static_cast<v1::Purpose>(v->number()) : v1::PURPOSE_UNSPECIFIED;
 }
 
 std::string PurposeToWire(v1::Purpose p) {

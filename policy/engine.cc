@@ -96,17 +96,16 @@ Decision PolicySet::Decide(const DecisionInput& in) const {
 
   const CompiledFlow* consent_denial = nullptr;
   std::vector<std::string> consent_reasons;
+  // Without a consent denial, the most telling other reason wins:
+  // payload kind over expired over not yet valid.
   const CompiledFlow* other = nullptr;
   const char* other_reason = nullptr;
+  int other_rank = -1;
   auto note_other = [&](const CompiledFlow& f, const char* reason, int rank) {
-    static constexpr const char* kRank[] = {kAgreementNotYetValid, kAgreementExpired, kPayloadNotAllowed};
-    int current = -1;
-    for (int i = 0; i < 3; ++i) {
-      if (other_reason == kRank[i]) current = i;
-    }
-    if (rank > current) {
+    if (rank > other_rank) {
       other = &f;
       other_reason = reason;
+      other_rank = rank;
     }
   };
   for (int i : candidates) {

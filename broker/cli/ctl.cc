@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "broker/cli/client.h"
 #include "broker/core/files.h"
+#include "broker/core/yaml_proto.h"
 #include "broker/exchange/intake.h"
 #include "carebroker/v1/consent.grpc.pb.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
@@ -167,14 +168,12 @@ int DoConsent(const Global& g, const std::string& cmd, const ConsentArgs& a, std
     req.set_purpose(a.purpose);
     if (!a.scope_ods.empty()) req.mutable_scope()->set_ods(a.scope_ods);
     if (!a.scope_kind.empty()) {
-      v1::OrganisationKind k;
-      std::string name = "ORGANISATION_KIND_" + a.scope_kind;
-      for (char& c : name) c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      if (!v1::OrganisationKind_Parse(name, &k)) {
+      const auto* kind = FindEnumValue(v1::OrganisationKind_descriptor(), a.scope_kind);
+      if (kind == nullptr || kind->number() == 0) {
         err << "carebrokerctl: unknown organisation kind " << a.scope_kind << "\n";
         return 2;
       }
-      req.mutable_scope()->set_kind(k);
+      req.mutable_scope()->set_kind(static_cast<v1::OrganisationKind>(kind->number()));
     }
     req.set_source(a.source);
     req.set_recorded_by(a.recorded_by);

@@ -27,6 +27,16 @@ using google::protobuf::FieldDescriptor;
 using google::protobuf::Message;
 using google::protobuf::Reflection;
 
+// The prefix shared by an enum's values, from its _UNSPECIFIED value.
+std::string EnumPrefix(const EnumDescriptor* e) {
+  const std::string& zero = e->value(0)->name();
+  constexpr absl::string_view kSuffix = "UNSPECIFIED";
+  if (zero.size() > kSuffix.size() && absl::EndsWith(zero, kSuffix)) {
+    return zero.substr(0, zero.size() - kSuffix.size());
+  }
+  return "";
+}
+
 class Reader {
  public:
   Reader(absl::string_view file, YamlLines* lines) : file_(file), lines_(lines) {}
@@ -144,7 +154,7 @@ class Reader {
         return absl::OkStatus();
       }
       case FieldDescriptor::CPPTYPE_ENUM: {
-        const EnumValueDescriptor* ev = FindEnum(f->enum_type(), v);
+        const EnumValueDescriptor* ev = FindEnumValue(f->enum_type(), v);
         if (ev == nullptr || ev->number() == 0) {
           return Fail(n, path, absl::StrCat("'", v, "' is not one of ", EnumChoices(f->enum_type())));
         }
@@ -155,22 +165,6 @@ class Reader {
         break;
     }
     return Fail(n, path, "unsupported field type");
-  }
-
-  // The prefix shared by an enum's values, from its _UNSPECIFIED value.
-  static std::string EnumPrefix(const EnumDescriptor* e) {
-    const std::string& zero = e->value(0)->name();
-    constexpr absl::string_view kSuffix = "UNSPECIFIED";
-    if (zero.size() > kSuffix.size() && absl::EndsWith(zero, kSuffix)) {
-      return zero.substr(0, zero.size() - kSuffix.size());
-    }
-    return "";
-  }
-
-  static const EnumValueDescriptor* FindEnum(const EnumDescriptor* e, absl::string_view v) {
-    std::string norm = absl::AsciiStrToUpper(absl::StrReplaceAll(v, {{"-", "_"}, {" ", "_"}}));
-    if (const auto* ev = e->FindValueByName(norm)) return ev;
-    return e->FindValueByName(EnumPrefix(e) + norm);
   }
 
   static std::string EnumChoices(const EnumDescriptor* e) {
@@ -188,6 +182,13 @@ class Reader {
 };
 
 }  // namespace
+
+const google::protobuf::EnumValueDescriptor* FindEnumValue(const google::protobuf::EnumDescriptor* e,
+                                                          absl::string_view v) {
+  std::string norm = absl::AsciiStrToUpper(absl::StrReplaceAll(v, {{"-", "_"}, {" ", "_"}}));
+  if (const auto* ev = e->FindValueByName(norm)) return ev;
+  return e->FindValueByName(EnumPrefix(e) + norm);
+}
 
 absl::StatusOr<absl::Duration> ParseDurationWithDays(absl::string_view s) {
   absl::Duration d;

@@ -32,6 +32,12 @@ using YamlLines = std::map<std::string, int, std::less<>>;
 absl::Status YamlToProto(absl::string_view text, absl::string_view file,
                          google::protobuf::Message* msg, YamlLines* lines = nullptr);
 
+// The value of enum `e` written as in YAML: its name with or without the
+// enum's prefix, any case, '-' or ' ' for '_' ("local-authority" ->
+// ORGANISATION_KIND_LOCAL_AUTHORITY). Null when there is none.
+const google::protobuf::EnumValueDescriptor* FindEnumValue(const google::protobuf::EnumDescriptor* e,
+                                                          absl::string_view v);
+
 // Parses a duration: absl forms ("30s", "1h30m", "250ms") plus days ("5d").
 absl::StatusOr<absl::Duration> ParseDurationWithDays(absl::string_view s);
 
