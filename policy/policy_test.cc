@@ -9,6 +9,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "policy/agreements.h"
+#include "policy/cases.h"
 #include "policy/consent.h"
 #include "policy/engine.h"
 #include "policy/minimise.h"
@@ -99,7 +100,7 @@ TEST(Agreements, SchemaErrorsNameTheKey) {
   EXPECT_THAT(Lint(Agreement("    purposes: [gossip]\n")), ElementsAre(HasSubstr("appears twice")));
   auto e = Lint(absl::StrReplaceAll(Agreement(), {{"direct-care", "gossip"}}));
   ASSERT_EQ(e.size(), 1u);
-  EXPECT_THAT(e[0], HasSubstr("a.yaml:11: flows[0].purposes[0]: 'gossip' is not one of direct_care"));
+  EXPECT_THAT(e[0], HasSubstr("a.yaml:11: flows[0].purposes[0]: 'gossip' is not one of direct-care"));
 }
 
 TEST(Agreements, TransformRules) {
@@ -545,6 +546,125 @@ TEST(ConsentBook, RecordWithdrawAndOptOut) {
   o.set_national_opt_out(false);
   ASSERT_TRUE(book.Apply(o).ok());
   EXPECT_EQ(book.people(), 0u);
+}
+
+
+// ----------------------------------------------------------------- cases
+
+TEST(Cases, DeployExampleCasesAllPass) {
+  auto set = PolicySet::Load(SourceDir() + "/deploy/agreements");
+  ASSERT_TRUE(set.ok()) << set.status();
+  auto cases = LoadPolicyCases(SourceDir() + "/deploy/agreement-cases.yaml");
+  ASSERT_TRUE(cases.ok()) << cases.status();
+  ASSERT_GE(cases->cases_size(), 9);
+  for (const auto& c : cases->cases()) {
+    auto got = EvaluateCase(**set, c, SourceDir() + "/deploy", absl::Now());
+    ASSERT_TRUE(got.ok()) << c.name() << ": " << got.status();
+    EXPECT_THAT(CheckExpectation(c.expect(), *got), IsEmpty()) << c.name();
+  }
+}
+
+class CasesFile : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / absl::StrCat("cb-cases-", ::getpid());
+    fs::create_directories(dir_ / "agreements");
+    std::ofstream(dir_ / "agreements" / "a.yaml") << Agreement("    transforms: [{field: person.names, redact: true}]\n");
+    std::ofstream(dir_ / "record.json")
+        << R"({"person": {"nhsNumber": "9434765919", "names": [{"family": "Synthetic"}], "sex": "SEX_MALE"}})";
+    auto set = PolicySet::Load((dir_ / "agreements").string());
+    ASSERT_TRUE(set.ok()) << set.status();
+    set_ = *set;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  absl::StatusOr<v1::PolicyCases> Load(const std::string& yaml) {
+    std::ofstream(dir_ / "cases.yaml") << yaml;
+    return LoadPolicyCases((dir_ / "cases.yaml").string());
+  }
+
+  // One case with the given extra keys, evaluated; its mismatches.
+  std::vector<std::string> Run(const std::string& extra, const std::string& date = "2026-06-01") {
+    auto cases = Load(absl::StrCat(
+        "cases:\n  - name: c\n    sender: RR8\n    sender_kind: nhs-trust\n    recipient: \"503\"\n"
+        "    recipient_kind: local-authority\n    workflow: HOSPITAL_DISCHARGE\n    purpose: direct-care\n"
+        "    date: ",
+        date, "\n", extra));
+    EXPECT_TRUE(cases.ok()) << cases.status();
+    if (!cases.ok()) return {"unreadable"};
+    auto got = EvaluateCase(*set_, cases->cases(0), dir_.string(), absl::Now());
+    EXPECT_TRUE(got.ok()) << got.status();
+    if (!got.ok()) return {"unevaluated"};
+    return CheckExpectation(cases->cases(0).expect(), *got);
+  }
+
+  fs::path dir_;
+  std::shared_ptr<const PolicySet> set_;
+};
+
+TEST_F(CasesFile, MatchingExpectationsPass) {
+  EXPECT_THAT(Run("    record: record.json\n    expect: {decision: allow, agreement: DSA-TEST, flow: test-flow, "
+                  "withheld: [person.names, person.sex], safeguarding_override: false}\n"),
+              IsEmpty());
+  EXPECT_THAT(Run("    consent: {directives: [{kind: dissent, purpose: direct-care}]}\n"
+                  "    expect: {decision: deny, reason: CONSENT_DISSENT, flow: test-flow}\n"),
+              IsEmpty());
+}
+
+TEST_F(CasesFile, EveryMismatchIsReported) {
+  EXPECT_THAT(Run("    record: record.json\n    expect: {decision: deny, reason: NO_AGREEMENT, agreement: DSA-OTHER, "
+                  "flow: other, withheld: [person.sex], safeguarding_override: true}\n"),
+              ElementsAre("decision: expected deny, got allow", "reason: expected NO_AGREEMENT, got none",
+                          "agreement: expected DSA-OTHER, got DSA-TEST", "flow: expected other, got test-flow",
+                          "safeguarding_override: expected true, got false",
+                          "withheld: expected [person.sex], got [person.names, person.sex]"));
+  EXPECT_THAT(Run("    expect: {decision: allow}\n", "2027-01-01"),
+              ElementsAre("decision: expected allow, got deny (AGREEMENT_EXPIRED)"));
+}
+
+TEST_F(CasesFile, BadCasesNameFileLineAndKey) {
+  auto bad = Load(
+      "cases:\n"
+      "  - name: one\n"
+      "    sender: rr8\n"
+      "    sender_kind: nhs-trust\n"
+      "    recipient: \"503\"\n"
+      "    recipient_kind: local-authority\n"
+      "    workflow: discharge\n"
+      "    purpose: gossip\n"
+      "    expect: {withheld: [person.names]}\n");
+  ASSERT_FALSE(bad.ok());
+  const std::string f = (dir_ / "cases.yaml").string();
+  EXPECT_THAT(bad.status().message(), HasSubstr(f + ":3: cases[0].sender: must be an ODS code"));
+  EXPECT_THAT(bad.status().message(), HasSubstr(f + ":7: cases[0].workflow: must be upper snake case"));
+  EXPECT_THAT(bad.status().message(), HasSubstr(f + ":8: cases[0].purpose: must be one of"));
+  EXPECT_THAT(bad.status().message(), HasSubstr(f + ":9: cases[0].expect.withheld: needs a record"));
+  EXPECT_THAT(Load("cases:\n  - {name: x, sendr: RR8}\n").status().message(), HasSubstr(":2: cases[0].sendr"));
+  EXPECT_THAT(Load("cases: []\n").status().message(), HasSubstr("no cases"));
+  EXPECT_THAT(LoadPolicyCases((dir_ / "missing.yaml").string()).status().message(), HasSubstr("missing.yaml"));
+}
+
+TEST_F(CasesFile, UnreadableRecordIsAnError) {
+  auto cases = Load("cases:\n  - {name: c, sender: RR8, sender_kind: nhs-trust, recipient: \"503\", "
+                    "recipient_kind: local-authority, workflow: HOSPITAL_DISCHARGE, purpose: direct-care, "
+                    "record: nowhere.json}\n");
+  ASSERT_TRUE(cases.ok()) << cases.status();
+  EXPECT_FALSE(EvaluateCase(*set_, cases->cases(0), dir_.string(), Day("2026-06-01")).ok());
+  std::ofstream(dir_ / "nowhere.json") << "{\"person\": 7}";
+  auto got = EvaluateCase(*set_, cases->cases(0), dir_.string(), Day("2026-06-01"));
+  ASSERT_FALSE(got.ok());
+  EXPECT_THAT(got.status().message(), HasSubstr("not a carebroker.v1.CareRecord in JSON"));
+}
+
+TEST(Cases, PresentPathsListsLeavesOnce) {
+  v1::CareRecord r;
+  r.mutable_person()->set_nhs_number("9434765919");
+  r.mutable_person()->mutable_birth_date()->set_year(1950);
+  r.add_events()->set_reference("a");
+  r.add_events()->set_reference("b");
+  r.mutable_events(1)->mutable_discharge()->mutable_discharged_at()->set_seconds(1);
+  EXPECT_THAT(PresentPaths(r), ElementsAre("events.discharge.discharged_at", "events.reference", "person.birth_date",
+                                           "person.nhs_number"));
 }
 
 }  // namespace

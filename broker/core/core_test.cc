@@ -99,7 +99,7 @@ TEST(YamlToProto, ErrorsNameFileLineAndKey) {
   } cases[] = {
       {"listen: a\nlimts: {}\n", "c.yaml:2: limts: unknown key"},
       {"organisations:\n  - {ods: RR8, kind: hospital}\n",
-       "c.yaml:2: organisations[0].kind: 'hospital' is not one of nhs_trust, gp_practice"},
+       "c.yaml:2: organisations[0].kind: 'hospital' is not one of nhs-trust, gp-practice"},
       {"organisations:\n  - {ods: RR8, kind: unspecified}\n", "organisations[0].kind: 'unspecified' is not one of"},
       {"limits:\n  max_message_bytes: -5\n", "c.yaml:2: limits.max_message_bytes: expected a whole number, 0 or more"},
       {"delivery:\n  expiry: soon\n", "c.yaml:2: delivery.expiry: 'soon' is not a duration"},

@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "broker/core/status.h"
@@ -168,11 +169,9 @@ class Reader {
   }
 
   static std::string EnumChoices(const EnumDescriptor* e) {
-    const std::string prefix = EnumPrefix(e);
     std::string out;
     for (int i = 1; i < e->value_count(); ++i) {
-      std::string name = e->value(i)->name().substr(prefix.size());
-      absl::StrAppend(&out, i > 1 ? ", " : "", absl::AsciiStrToLower(name));
+      absl::StrAppend(&out, i > 1 ? ", " : "", EnumShortName(e, e->value(i)->number()));
     }
     return out;
   }
@@ -188,6 +187,14 @@ const google::protobuf::EnumValueDescriptor* FindEnumValue(const google::protobu
   std::string norm = absl::AsciiStrToUpper(absl::StrReplaceAll(v, {{"-", "_"}, {" ", "_"}}));
   if (const auto* ev = e->FindValueByName(norm)) return ev;
   return e->FindValueByName(EnumPrefix(e) + norm);
+}
+
+std::string EnumShortName(const google::protobuf::EnumDescriptor* e, int number) {
+  const EnumValueDescriptor* ev = e->FindValueByNumber(number);
+  if (ev == nullptr) return absl::StrCat(number);
+  absl::string_view name = ev->name();
+  absl::ConsumePrefix(&name, EnumPrefix(e));
+  return absl::StrReplaceAll(absl::AsciiStrToLower(name), {{"_", "-"}});
 }
 
 absl::StatusOr<absl::Duration> ParseDurationWithDays(absl::string_view s) {

@@ -38,6 +38,10 @@ absl::Status YamlToProto(absl::string_view text, absl::string_view file,
 const google::protobuf::EnumValueDescriptor* FindEnumValue(const google::protobuf::EnumDescriptor* e,
                                                           absl::string_view v);
 
+// The inverse, for people: "local-authority" for
+// ORGANISATION_KIND_LOCAL_AUTHORITY; the number if `number` has no name.
+std::string EnumShortName(const google::protobuf::EnumDescriptor* e, int number);
+
 // Parses a duration: absl forms ("30s", "1h30m", "250ms") plus days ("5d").
 absl::StatusOr<absl::Duration> ParseDurationWithDays(absl::string_view s);
 

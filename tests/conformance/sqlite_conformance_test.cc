@@ -1,7 +1,12 @@
 // Runs the store conformance suite against the SQLite store, on real files.
+#include <sqlite3.h>
+
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 #include "broker/store/sqlite_store.h"
+#include "broker/store/store_sync.h"
 #include "tests/conformance/store_conformance.h"
 
 namespace carebroker {
@@ -22,6 +27,88 @@ INSTANTIATE_TEST_SUITE_P(Sqlite, StoreConformance,
                                                           return OpenSqliteStore(TestDir() + "/" + instance + ".db");
                                                         }}),
                          [](const auto& p) { return p.param.name; });
+
+// The schema of the first release (user_version 1), frozen here as it was
+// shipped, so a store written by that release is opened and migrated.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE messages (
+  seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL, recipient TEXT NOT NULL,
+  workflow TEXT NOT NULL, purpose TEXT NOT NULL, idem_key TEXT, content_type TEXT NOT NULL,
+  local_ref TEXT NOT NULL, kind INTEGER NOT NULL, digest BLOB NOT NULL, state INTEGER NOT NULL,
+  accepted_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, visible_at INTEGER NOT NULL,
+  claim_token INTEGER, deliveries INTEGER NOT NULL DEFAULT 0, first_delivered_at INTEGER,
+  acked_at INTEGER, expired_at INTEGER, purged INTEGER NOT NULL DEFAULT 0);
+CREATE UNIQUE INDEX messages_idem ON messages(sender, idem_key) WHERE idem_key IS NOT NULL;
+CREATE INDEX messages_mailbox ON messages(recipient, visible_at, seq) WHERE state < 3;
+CREATE INDEX messages_expiry ON messages(expires_at) WHERE state < 3;
+CREATE INDEX messages_purge ON messages(acked_at) WHERE state = 3 AND purged = 0;
+CREATE TABLE bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+PRAGMA user_version = 1;
+)sql";
+
+void Exec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+TEST(SqliteSchema, AVersionOneStoreIsMigratedWithItsMessagesIntact) {
+  const std::string path = TestDir() + "/v1.db";
+  const absl::Time accepted = absl::FromUnixSeconds(1795000000);
+  const int64_t t = absl::ToUnixMicros(accepted);
+  const int64_t expires = absl::ToUnixMicros(accepted + absl::Hours(120));
+  Exec(path, kSchemaV1);
+  Exec(path, absl::StrCat("INSERT INTO messages (seq, id, sender, recipient, workflow, purpose, idem_key, content_type, "
+                          "local_ref, kind, digest, state, accepted_at, expires_at, visible_at) VALUES "
+                          "(1, '0123456789abcdef0123456789abcdef', 'RR8', '503', 'HOSPITAL_DISCHARGE', "
+                          "'direct-care', 'k-1', 'application/json', 'L-1', 1, x'00', 1, ",
+                          t, ", ", expires, ", ", t, ");"
+                          "INSERT INTO bodies (seq, body) VALUES (1, 'synthetic body');"));
+
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const MessageId id("0123456789abcdef0123456789abcdef");
+  auto tracked = TrackSync(**store, OrgCode("RR8"), id);
+  ASSERT_TRUE(tracked.ok()) << tracked.status();
+  EXPECT_EQ(tracked->status, v1::MESSAGE_STATUS_ACCEPTED);
+  EXPECT_EQ(tracked->accepted_at, accepted);
+  EXPECT_EQ(tracked->local_reference, "L-1");
+
+  auto claimed = ClaimSync(**store, ClaimRequest{OrgCode("503"), 10, accepted, accepted + absl::Minutes(5), 7});
+  ASSERT_TRUE(claimed.ok()) << claimed.status();
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].id, id);
+  EXPECT_EQ((*claimed)[0].payload, "synthetic body");
+  EXPECT_EQ((*claimed)[0].consent_check, 0u) << "a message from before consent checks is not re-checked";
+
+  // The new parts of the schema work on the migrated file.
+  EXPECT_TRUE(WithholdSync(**store, OrgCode("503"), {id}, "CONSENT_DISSENT", accepted + absl::Minutes(1)).ok());
+  EXPECT_EQ(TrackSync(**store, OrgCode("RR8"), id)->status, v1::MESSAGE_STATUS_WITHHELD);
+  v1::ConsentChange change;
+  change.set_nhs_number("9434765919");
+  change.set_national_opt_out(true);
+  EXPECT_TRUE(AppendConsentSync(**store, change).ok());
+  store->reset();
+
+  // Reopening the migrated file is a no-op, and the state is kept.
+  auto again = OpenSqliteStore(path);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(TrackSync(**again, OrgCode("RR8"), id)->status, v1::MESSAGE_STATUS_WITHHELD);
+  auto history = ReadConsentSync(**again, "9434765919");
+  ASSERT_TRUE(history.ok()) << history.status();
+  EXPECT_EQ(history->size(), 1u);
+}
+
+TEST(SqliteSchema, AStoreFromANewerBuildIsRefused) {
+  const std::string path = TestDir() + "/future.db";
+  Exec(path, "PRAGMA user_version = 99;");
+  auto store = OpenSqliteStore(path);
+  ASSERT_FALSE(store.ok());
+  EXPECT_NE(store.status().message().find("newer than this build"), std::string::npos) << store.status();
+}
 
 }  // namespace
 }  // namespace carebroker

@@ -194,6 +194,67 @@ TEST_F(CtlTest, PolicyLintNamesEveryErrorAndExitsNonZero) {
   EXPECT_NE(lint.err.find(bad + "/a.yaml:6: flows: required"), std::string::npos) << lint.err;
 }
 
+TEST_F(CtlTest, PolicyTestRunsTheCaseTableOffline) {
+  const std::string src = std::getenv("CB_SOURCE_DIR");
+  CtlRun ok = Ctl("RR8", {"policy", "test", src + "/deploy/agreements", src + "/deploy/agreement-cases.yaml"});
+  EXPECT_EQ(ok.rc, 0) << ok.out << ok.err;
+  EXPECT_NE(ok.out.find("PASS discharge notice from a trust to the council"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("9 passed, 0 failed"), std::string::npos) << ok.out;
+
+  const std::string cases = dir_ + "/cases.yaml";
+  std::ofstream(cases) << "cases:\n"
+                          "  - name: wrong expectation\n"
+                          "    sender: RR8\n    sender_kind: nhs-trust\n"
+                          "    recipient: Y06601\n    recipient_kind: gp-practice\n"
+                          "    workflow: HOSPITAL_DISCHARGE\n    purpose: direct-care\n"
+                          "    expect: {decision: allow}\n";
+  CtlRun fail = Ctl("RR8", {"--format", "json", "policy", "test", src + "/deploy/agreements", cases});
+  EXPECT_EQ(fail.rc, 1) << fail.err;
+  json j = json::parse(fail.out);
+  EXPECT_EQ(j.at("failed"), 1);
+  EXPECT_EQ(j.at("cases")[0].at("failures")[0], "decision: expected allow, got deny (NO_AGREEMENT)");
+
+  std::ofstream(cases) << "cases:\n  - {name: x, sender: RR8, purpose: [oops]}\n";
+  CtlRun bad = Ctl("RR8", {"policy", "test", src + "/deploy/agreements", cases});
+  EXPECT_EQ(bad.rc, 2);
+  EXPECT_NE(bad.err.find(cases + ":2: cases[0].purpose"), std::string::npos) << bad.err;
+  CtlRun no_dir = Ctl("RR8", {"policy", "test", dir_ + "/nowhere", cases});
+  EXPECT_EQ(no_dir.rc, 2);
+}
+
+TEST_F(CtlTest, PolicyExplainShowsTheDecidingFlowAndTheFields) {
+  const std::string src = std::getenv("CB_SOURCE_DIR");
+  const std::vector<std::string> request = {"policy", "explain", src + "/deploy/agreements", "--sender", "503",
+                                            "--sender-kind", "local-authority", "--recipient", "X26",
+                                            "--recipient-kind", "nhs-england", "--workflow", "CLD_RETURN",
+                                            "--purpose", "planning", "--date", "2026-11-20"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = request;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return Ctl("RR8", args);
+  };
+  CtlRun ok = with({"--record", src + "/deploy/examples/discharge.json"});
+  ASSERT_EQ(ok.rc, 0) << ok.err;
+  EXPECT_NE(ok.out.find("DSA-ASC-CLD v1.3 flow quarterly-return: allows"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("legal basis: article 6 legal-obligation; article 9 health-or-social-care"),
+            std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("national data opt-out: applies"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("person.nhs_number: pseudonymised for the recipient"), std::string::npos) << ok.out;
+  const size_t withheld = ok.out.find("withheld:\n");
+  ASSERT_NE(withheld, std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("  person.names\n", withheld), std::string::npos) << ok.out;
+  EXPECT_EQ(ok.out.find("9990000018"), std::string::npos) << "values are never printed";
+
+  CtlRun opted = with({"--opt-out"});
+  EXPECT_EQ(opted.rc, 0) << opted.err;
+  EXPECT_NE(opted.out.find("decision: deny (NATIONAL_OPT_OUT) by DSA-ASC-CLD v1.3 flow quarterly-return"),
+            std::string::npos) << opted.out;
+
+  CtlRun bad = with({"--dissent", "planning@not a code"});
+  EXPECT_EQ(bad.rc, 2);
+  EXPECT_NE(bad.err.find("neither an ODS code nor an organisation kind"), std::string::npos) << bad.err;
+}
+
 TEST_F(CtlTest, ConsentAndReloadAgainstTheBroker) {
   CtlRun rec = Ctl("Y06601", {"consent", "record", "--nhs-number", "9434765919", "--dissent", "--purpose",
                               "direct-care", "--scope-kind", "local-authority", "--source", "consultation",
