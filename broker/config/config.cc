@@ -29,6 +29,23 @@ void SetDefault(google::protobuf::Duration* d, absl::Duration v, bool has) {
   if (!has) *d = TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(v));
 }
 
+// A key file: readable by the broker's user only (mode 600), at least
+// `min_bytes` long. The error names the file, never its contents.
+absl::StatusOr<std::string> ReadSecret(const std::string& file, size_t min_bytes) {
+  std::error_code ec;
+  const auto perms = fs::status(file, ec).permissions();
+  if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot read ", file));
+  if ((perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none) {
+    return absl::InvalidArgumentError("must be readable by the broker's user only (chmod 600)");
+  }
+  auto key = ReadFileToString(file, "key");
+  if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("cannot read ", file));
+  if (key->size() < min_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("a key must be at least ", min_bytes, " bytes"));
+  }
+  return key;
+}
+
 std::string Resolve(const std::string& base, const std::string& p) {
   if (p.empty()) return p;
   fs::path path(p);
@@ -207,18 +224,31 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
     }
     if (k->file().empty()) return err(at + ".file", "required (a file of at least 32 random bytes)");
     k->set_file(Resolve(base_dir, k->file()));
-    std::error_code ec;
-    const auto perms = fs::status(k->file(), ec).permissions();
-    if (ec) return err(at + ".file", absl::StrCat("cannot read ", k->file()));
-    if ((perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none) {
-      return err(at + ".file", "must be readable by the broker's user only (chmod 600)");
-    }
-    auto key = ReadFileToString(k->file(), "key");
-    if (!key.ok()) return err(at + ".file", absl::StrCat("cannot read ", k->file()));
-    if (key->size() < 32) return err(at + ".file", "a key must be at least 32 bytes");
+    auto key = ReadSecret(k->file(), 32);
+    if (!key.ok()) return err(at + ".file", key.status().message());
     if (!cfg->pseudonym_keys_.emplace(k->organisation(), *std::move(key)).second) {
       return err(at + ".organisation", "has two keys");
     }
+  }
+  auto* audit = c.mutable_audit();
+  if (audit->signing_key().empty()) {
+    return err("audit.signing_key", "required: an Ed25519 private key, PEM (openssl genpkey -algorithm ed25519)");
+  }
+  audit->set_signing_key(Resolve(base_dir, audit->signing_key()));
+  auto signing = ReadSecret(audit->signing_key(), 1);
+  if (!signing.ok()) return err("audit.signing_key", signing.status().message());
+  cfg->audit_signing_pem_ = *std::move(signing);
+  if (audit->subject_key().empty()) {
+    return err("audit.subject_key", "required: a file of at least 32 random bytes (openssl rand -out FILE 32)");
+  }
+  audit->set_subject_key(Resolve(base_dir, audit->subject_key()));
+  auto subject = ReadSecret(audit->subject_key(), 32);
+  if (!subject.ok()) return err("audit.subject_key", subject.status().message());
+  cfg->audit_subject_key_ = *std::move(subject);
+  if (audit->tree_head_every() == 0) audit->set_tree_head_every(1000);
+  if (!audit->has_tree_head_interval()) audit->mutable_tree_head_interval()->set_seconds(60);
+  if (audit->tree_head_interval().seconds() < 1) {
+    return err("audit.tree_head_interval", "must be at least 1s");
   }
   if (pol->consent_writers().empty()) {
     pol->add_consent_writers(v1::ROLE_AGENCY);

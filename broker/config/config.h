@@ -38,6 +38,9 @@ class Config {
   const std::string& agreements_dir() const { return proto_.policy().agreements_dir(); }
   // The recipient's pseudonymisation key, or null when it has none.
   const std::string* PseudonymKey(const OrgCode& ods) const;
+  // The audit log's Ed25519 signing key (PEM) and subject HMAC key.
+  const std::string& audit_signing_pem() const { return audit_signing_pem_; }
+  const std::string& audit_subject_key() const { return audit_subject_key_; }
   bool MayWriteConsent(Role r) const;
   bool MayReadConsent(Role r) const;
 
@@ -54,6 +57,7 @@ class Config {
   std::string sqlite_path_;
   absl::flat_hash_map<std::string, int> org_index_;
   absl::flat_hash_map<std::string, std::string> pseudonym_keys_;
+  std::string audit_signing_pem_, audit_subject_key_;
 };
 
 // Reads, validates and completes the config at `path`.

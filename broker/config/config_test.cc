@@ -22,6 +22,11 @@ class ConfigTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("cb-config-" + std::to_string(::getpid()));
     fs::create_directories(dir_ / "pki");
     for (const char* f : {"server.crt", "server.key", "ca.crt", "crl.pem"}) std::ofstream(dir_ / "pki" / f) << "x";
+    std::ofstream(dir_ / "pki" / "audit-signing.key") << "stand-in";
+    std::ofstream(dir_ / "pki" / "audit-subject.key") << std::string(32, 's');
+    for (const char* f : {"audit-signing.key", "audit-subject.key"}) {
+      fs::permissions(dir_ / "pki" / f, fs::perms::owner_read | fs::perms::owner_write);
+    }
     fs::create_directories(dir_ / "agreements");
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -34,6 +39,7 @@ class ConfigTest : public ::testing::Test {
 data_dir: data
 tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt, crl: pki/crl.pem}
 policy: {agreements_dir: agreements}
+audit: {signing_key: pki/audit-signing.key, subject_key: pki/audit-subject.key}
 organisations:
   - {ods: RR8, name: Leeds, kind: nhs_trust}
   - {ods: "503", name: Lincolnshire, kind: local_authority}
@@ -75,14 +81,14 @@ TEST_F(ConfigTest, FlagsOverrideTheFile) {
 
 TEST_F(ConfigTest, PreciseErrors) {
   ExpectError("data_dir: d\n", "cb.yaml: listen: required");
-  ExpectError(Base() + "delivery: {expiry: 0s}\n", "cb.yaml:8: delivery.expiry: must be more than zero");
+  ExpectError(Base() + "delivery: {expiry: 0s}\n", "cb.yaml:9: delivery.expiry: must be more than zero");
   ExpectError(Base() + "limits: {max_message_bytes: 999999999}\n", "limits.max_message_bytes: must be at most");
   ExpectError(Base() + "limits: {max_message_bytes: 1048576, memory_budget_bytes: 1048576}\n",
               "limits.memory_budget_bytes");
   ExpectError(Base() + "  - {ods: RR8, name: Again, kind: nhs_trust}\n",
-              "cb.yaml:8: organisations[2].ods: 'RR8' is registered twice");
+              "cb.yaml:9: organisations[2].ods: 'RR8' is registered twice");
   ExpectError(Base() + "  - {ods: rr9, name: Lower, kind: nhs_trust}\n", "organisations[2].ods: an ODS code is");
-  ExpectError(Base() + "  - {ods: RR9, name: NoKind}\n", "cb.yaml:8: organisations[2].kind: required");
+  ExpectError(Base() + "  - {ods: RR9, name: NoKind}\n", "cb.yaml:9: organisations[2].kind: required");
   ExpectError(Base() + "  - {ods: RR9, kind: nhs_trust}\n", "organisations[2].name: required");
   ExpectError("listen: 127.0.0.1:99999\ndata_dir: d\n", "listen: expected host:port");
   ExpectError("listen: 127.0.0.1:1\ndata_dir: d\ntls: {cert: pki/nope.crt}\n", "tls.cert: cannot read");

@@ -3,7 +3,10 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "audit/log.h"
+#include "broker/core/files.h"
 #include "policy/agreements.h"
+#include "policy/cases.h"
 #include "broker/core/ids.h"
 #include "broker/core/nhs_number.h"
 #include "broker/core/status.h"
@@ -23,8 +26,8 @@ bool Printable(absl::string_view s, size_t max) {
 }  // namespace
 
 absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
-                               const policy::ConsentBook& consent, const OrgCode& sender, v1::SendRequest req,
-                               absl::Time now) {
+                               const policy::ConsentBook& consent, const audit::EntryMaker& entries,
+                               const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial) {
   const auto& limits = config.proto().limits();
   if (req.payload().size() > limits.max_message_bytes()) {
     return Error(absl::StatusCode::kResourceExhausted, "MESSAGE_TOO_LARGE",
@@ -91,7 +94,27 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
     return InvalidArgument("NHS_NUMBER_INVALID",
                            "person.nhs_number is not a valid NHS number (ten digits, Modulus 11)");
   }
+  // The entry common to both outcomes: who, to whom, why, under what.
+  v1::AuditEntry entry;
+  *entry.mutable_at() = ToTimestamp(now);
+  entry.set_actor(sender.str());
+  entry.set_actor_role("agency");
+  entry.set_sender(sender.str());
+  entry.set_recipient(recipient.str());
+  entry.set_workflow(req.workflow());
+  entry.set_purpose(req.purpose());
+  if (d.flow != nullptr) {
+    entry.set_agreement_id(d.flow->agreement->agreement.id());
+    entry.set_agreement_version(d.flow->agreement->agreement.version());
+    entry.set_flow(d.flow->flow->name());
+    *entry.mutable_legal_basis() = d.flow->flow->legal_basis();
+  }
+  for (const auto& r : d.reasons) entry.add_reasons(r);
+  entry.set_justification(req.justification());
+  entry.set_detail(canonical ? "care record" : absl::StrCat("opaque payload: ", req.content_type()));
   if (!d.allowed) {
+    entry.set_event(v1::AUDIT_EVENT_SEND_DENIED);
+    if (denial != nullptr) *denial = entries.Make(std::move(entry), nhs_valid ? nhs : "");
     std::string why = absl::StrJoin(d.reasons, ", ");
     if (d.flow != nullptr) {
       absl::StrAppend(&why, " under ", d.flow->agreement->agreement.id(), " v", d.flow->agreement->agreement.version(),
@@ -113,6 +136,8 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
                    absl::StrCat("no pseudonymisation key for ", recipient.str()));
     }
     out.withheld_fields = d.flow->minimiser.Apply(&record, key != nullptr ? *key : "");
+    for (auto& f : policy::PresentPaths(record)) entry.add_released_fields(std::move(f));
+    for (const auto& f : out.withheld_fields) entry.add_withheld_fields(f);
     m.payload = record.SerializeAsString();
     m.subject = nhs;
     m.consent_check = nhs.empty() ? 0 : policy::EncodeConsentCheck(d.flow->flow->consent(), d.opt_out_applies,
@@ -126,6 +151,11 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   out.overridden = d.overridden;
 
   m.id = NewMessageId(now);
+  entry.set_event(v1::AUDIT_EVENT_SEND_ACCEPTED);
+  entry.set_message_id(m.id.str());
+  entry.set_payload_digest(m.digest);
+  entry.set_safeguarding_override(d.overridden);
+  m.audit = entries.Make(std::move(entry), canonical ? nhs : "");
   m.sender = sender;
   m.recipient = recipient;
   m.workflow = std::move(*req.mutable_workflow());

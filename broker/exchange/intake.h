@@ -29,6 +29,9 @@
 #include "carebroker/v1/exchange.pb.h"
 
 namespace carebroker {
+namespace audit {
+class EntryMaker;
+}
 
 // The content type of a canonical CareRecord payload.
 inline constexpr char kCareRecordContentType[] = "application/x-protobuf; proto=carebroker.v1.CareRecord";
@@ -47,9 +50,13 @@ struct Admitted {
 // recorded wishes from `consent`, and builds the (minimised) message to
 // store, taking the payload out of `req` (pass a moved request to avoid a
 // copy). `sender` must already be known to be a registered agency.
+//
+// The admitted message carries its SEND_ACCEPTED audit entry (made with
+// `entries`). A policy denial fills `*denial` with its SEND_DENIED entry,
+// which the caller must make durable before answering.
 absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
-                               const policy::ConsentBook& consent, const OrgCode& sender, v1::SendRequest req,
-                               absl::Time now);
+                               const policy::ConsentBook& consent, const audit::EntryMaker& entries,
+                               const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial);
 
 // Fills the decision fields of a receipt.
 void FillReceipt(const Admitted& a, v1::SendReceipt* out);

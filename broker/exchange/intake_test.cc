@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "audit/log.h"
 #include "broker/core/status.h"
 #include "carebroker/v1/record.pb.h"
 
@@ -19,10 +20,16 @@ class IntakeTest : public ::testing::Test {
     dir_ = std::filesystem::temp_directory_path() / ("cb-intake-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir_);
     for (const char* f : {"c", "k", "a"}) std::ofstream(dir_ / f) << "x";
+    std::ofstream(dir_ / "sk") << "stand-in";
+    std::ofstream(dir_ / "subj") << std::string(32, 's');
+    for (const char* f : {"sk", "subj"}) {
+      std::filesystem::permissions(dir_ / f, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    }
     auto c = ParseConfig(R"(listen: 127.0.0.1:1
 data_dir: d
 tls: {cert: c, key: k, ca: a}
 limits: {max_message_bytes: 100, memory_budget_bytes: 1000}
+audit: {signing_key: sk, subject_key: subj}
 policy: {agreements_dir: )" + Source() + R"(/tests/agreements}
 organisations:
   - {ods: RR8, name: Leeds, kind: nhs_trust}
@@ -56,18 +63,20 @@ organisations:
   }
   absl::Status Check(const v1::SendRequest& r) {
     const bool canonical = r.content_type() == kCareRecordContentType;
-    return Admit(*config_, canonical ? *care_ : *opaque_, book_, OrgCode("RR8"), r, t0_).status();
+    return Admit(*config_, canonical ? *care_ : *opaque_, book_, entries_, OrgCode("RR8"), r, t0_, &denial_).status();
   }
 
   std::filesystem::path dir_;
   std::shared_ptr<const Config> config_;
   std::shared_ptr<const policy::PolicySet> opaque_, care_;
   policy::ConsentBook book_;
+  audit::EntryMaker entries_{std::string(32, 's')};
+  AuditRecord denial_;
   absl::Time t0_ = absl::FromUnixSeconds(1'800'000'000);
 };
 
 TEST_F(IntakeTest, BuildsTheMessage) {
-  auto a = Admit(*config_, *opaque_, book_, OrgCode("RR8"), Good(), t0_);
+  auto a = Admit(*config_, *opaque_, book_, entries_, OrgCode("RR8"), Good(), t0_, &denial_);
   ASSERT_TRUE(a.ok()) << a.status();
   const NewMessage* m = &a->message;
   EXPECT_EQ(m->sender.str(), "RR8");
@@ -147,7 +156,7 @@ TEST_F(IntakeTest, CanonicalRecordIsMinimisedAndTheReceiptSaysWhat) {
   rec.mutable_events(0)->mutable_admission()->set_ward("W1");
   r.set_payload(rec.SerializeAsString());
   r.set_workflow("HOSPITAL_ADMISSION");
-  auto a = Admit(*config_, *care_, book_, OrgCode("RR8"), r, absl::FromUnixSeconds(1'800'000'000));
+  auto a = Admit(*config_, *care_, book_, entries_, OrgCode("RR8"), r, absl::FromUnixSeconds(1'800'000'000), &denial_);
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->agreement_id, "DSA-ACUTE-TO-SOCIAL-CARE");
   EXPECT_THAT(a->withheld_fields, ::testing::ElementsAre("events.admission.consultant", "person.local_identifiers"));
@@ -168,7 +177,7 @@ TEST_F(IntakeTest, CanonicalRecordIsMinimisedAndTheReceiptSaysWhat) {
   c.mutable_recorded()->set_kind(v1::DIRECTIVE_KIND_DISSENT);
   c.mutable_recorded()->set_purpose(v1::PURPOSE_DIRECT_CARE);
   ASSERT_TRUE(book_.Apply(c).ok());
-  auto denied = Admit(*config_, *care_, book_, OrgCode("RR8"), r, absl::FromUnixSeconds(1'800'000'000));
+  auto denied = Admit(*config_, *care_, book_, entries_, OrgCode("RR8"), r, absl::FromUnixSeconds(1'800'000'000), &denial_);
   EXPECT_EQ(denied.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(ReasonOf(denied.status()), "CONSENT_DISSENT");
   EXPECT_EQ(denied.status().message(), "denied: CONSENT_DISSENT under DSA-ACUTE-TO-SOCIAL-CARE v1.0 flow admission-and-discharge");

@@ -20,6 +20,8 @@
 #include "broker/exchange/mailboxes.h"
 #include "broker/server/exchange_service.h"
 #include "broker/server/identity.h"
+#include "audit/log.h"
+#include "broker/server/audit_service.h"
 #include "broker/server/policy_services.h"
 #include "broker/store/store_sync.h"
 #include "broker/store/sqlite_store.h"
@@ -140,8 +142,18 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   b->streams_ = std::make_unique<std::atomic<int>>(0);
   Mailboxes* mailboxes = b->mailboxes_.get();
   b->store_->SetArrivalListener([mailboxes](const OrgCode& org) { mailboxes->Notify(org); });
+  // The audit log before anything can happen: a broker whose log does not
+  // match its own signed tree head does not start.
+  auto audit = audit::AuditLog::Open(*config, *b->store_, *b->clock_);
+  if (!audit.ok()) return audit.status();
+  b->audit_ = *std::move(audit);
   const ExchangeDeps deps{config,        b->store_.get(),      b->mailboxes_.get(), b->budget_.get(),
-                          b->clock_,     b->identities_.get(), b->streams_.get(),   b->policy_.get()};
+                          b->clock_,     b->identities_.get(), b->streams_.get(),   b->policy_.get(),
+                          b->audit_.get()};
+  b->deps_ = deps;
+  if (auto r = AppendAuditSync(*b->store_, {PolicyLoadRecord(deps, absl::OkStatus(), "broker")}); !r.ok()) {
+    return r.status();
+  }
   b->service_ = std::make_unique<ExchangeService>(deps);
   b->consent_service_ = std::make_unique<ConsentService>(deps);
   b->policy_service_ = std::make_unique<PolicyService>(deps);
@@ -153,6 +165,8 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   builder.RegisterService(b->service_.get());
   builder.RegisterService(b->consent_service_.get());
   builder.RegisterService(b->policy_service_.get());
+  b->audit_service_ = std::make_unique<AuditService>(deps);
+  builder.RegisterService(b->audit_service_.get());
   const int max_frame = static_cast<int>(c.limits().max_message_bytes() + (64 << 10));
   builder.SetMaxReceiveMessageSize(max_frame);
   builder.SetMaxSendMessageSize(max_frame);
@@ -178,6 +192,9 @@ void Broker::WakeAll() { mailboxes_->NotifyAll(); }
 
 absl::Status Broker::ReloadPolicy() {
   absl::Status s = policy_->Reload();
+  if (auto r = AppendAuditSync(*store_, {PolicyLoadRecord(deps_, s, "broker")}); !r.ok()) {
+    Log(absl::StrCat("audit log: cannot record the policy reload: ", r.status().message()));
+  }
   if (s.ok()) {
     const auto r = DescribePolicy(*policy_->current());
     Log(absl::StrCat("policy reloaded: ", r.agreements(), " agreements, ", r.flows(), " flows, digest ", r.digest()));
@@ -225,6 +242,7 @@ void Broker::Housekeeping() {
     if (stopping_) break;
     mu_.Unlock();
     WakeAll();  // deliveries whose visibility timeout passed are claimable again
+    audit_->Tick();
     if (absl::Now() >= next_sweep) {
       if (auto r = SweepNow(); !r.ok()) Log(absl::StrCat("sweep failed: ", r.status().message()));
       next_sweep = absl::Now() + config_->sweep_interval();
@@ -242,6 +260,10 @@ void Broker::Shutdown() {
   if (housekeeping_.joinable()) housekeeping_.join();
   // Receive streams never end by themselves: give calls a second, then cancel.
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  // A last signed tree head covers every entry, so a truncated tail shows.
+  if (audit_) {
+    if (auto s = audit_->SignNow(); !s.ok()) Log(absl::StrCat("audit log: last tree head not stored: ", s.message()));
+  }
   if (store_) store_->Close();  // runs the last callbacks, releasing reactors
   Log("stopped");
 }

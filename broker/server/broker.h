@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "broker/config/config.h"
 #include "broker/core/clock.h"
+#include "broker/server/exchange_service.h"
 #include "broker/store/store.h"
 
 namespace grpc {
@@ -28,6 +29,10 @@ namespace carebroker {
 class ExchangeService;
 class ConsentService;
 class PolicyService;
+class AuditService;
+namespace audit {
+class AuditLog;
+}
 class PolicyGate;
 class Mailboxes;
 class MemoryBudget;
@@ -74,6 +79,9 @@ class Broker {
   std::shared_ptr<const Config> config_;
   const Clock* clock_ = nullptr;
   std::unique_ptr<Store> store_;
+  std::unique_ptr<audit::AuditLog> audit_;
+  std::unique_ptr<AuditService> audit_service_;
+  ExchangeDeps deps_;
   std::unique_ptr<Mailboxes> mailboxes_;
   std::unique_ptr<MemoryBudget> budget_;
   std::unique_ptr<IdentityCache> identities_;

@@ -7,6 +7,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "audit/log.h"
 #include "broker/core/files.h"
 #include "broker/core/ids.h"
 #include "broker/core/status.h"
@@ -69,10 +70,31 @@ void StoreAndDeliver(const ExchangeDeps& d, NewMessage m,
   });
 }
 
-// Admits a request under the policy in force now.
-absl::StatusOr<Admitted> AdmitNow(const ExchangeDeps& d, const OrgCode& sender, v1::SendRequest req) {
+absl::Status AuditUnavailable() {
+  return Error(absl::StatusCode::kUnavailable, "AUDIT_UNAVAILABLE",
+               "the audit log cannot be written; nothing was accepted (retry later)");
+}
+
+// Admits a request under the policy in force now. A policy denial fills
+// `denial` with the entry to make durable before answering.
+absl::StatusOr<Admitted> AdmitNow(const ExchangeDeps& d, const OrgCode& sender, v1::SendRequest req,
+                                  AuditRecord* denial) {
+  if (!d.audit->healthy()) return AuditUnavailable();
   const auto policy = d.policy->current();
-  return Admit(*d.config, *policy, d.policy->consent(), sender, std::move(req), d.clock->Now());
+  return Admit(*d.config, *policy, d.policy->consent(), d.audit->entries(), sender, std::move(req), d.clock->Now(),
+               denial);
+}
+
+// Makes a denial's audit entry durable, then answers `denied`; answers
+// UNAVAILABLE when the entry cannot be written (fail closed).
+void RecordDenial(const ExchangeDeps& d, AuditRecord denial, absl::Status denied,
+                  absl::AnyInvocable<void(absl::Status) &&> done) {
+  std::vector<AuditRecord> records;
+  records.push_back(std::move(denial));
+  d.store->AppendAudit(std::move(records),
+                       [denied = std::move(denied), done = std::move(done)](absl::StatusOr<uint64_t> r) mutable {
+                         std::move(done)(r.ok() ? denied : AuditUnavailable());
+                       });
 }
 
 // Reference counting for reactors with asynchronous store work in flight:
@@ -112,7 +134,8 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
       if (finish) DoFinish(absl::OkStatus());
       return;
     }
-    absl::StatusOr<Admitted> msg = AdmitNow(d_, id_.org, std::move(req_));
+    AuditRecord denial;
+    absl::StatusOr<Admitted> msg = AdmitNow(d_, id_.org, std::move(req_), &denial);
     uint64_t bytes = msg.ok() ? msg->message.payload.size() : 0;
     if (msg.ok() && !d_.budget->TryAcquire(bytes)) {
       msg = Error(absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",
@@ -123,10 +146,10 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
     {
       absl::MutexLock l(&mu_);
       slot = &slots_.emplace_back();
-      if (!msg.ok()) {
+      if (!msg.ok() && denial.empty()) {
         *slot->result.mutable_error() = ToStreamError(msg.status());
         slot->ready = true;
-      } else {
+      } else if (msg.ok()) {
         FillReceipt(*msg, slot->result.mutable_receipt());
       }
       read_more = slots_.size() < max_pending_;
@@ -136,6 +159,18 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
       Ref();
       StoreAndDeliver(d_, std::move(msg->message), [this, slot, bytes](absl::StatusOr<AppendReceipt> r) {
         OnAppended(slot, bytes, std::move(r));
+      });
+    }
+    if (!msg.ok() && !denial.empty()) {
+      Ref();
+      RecordDenial(d_, std::move(denial), msg.status(), [this, slot](absl::Status s) {
+        {
+          absl::MutexLock l(&mu_);
+          *slot->result.mutable_error() = ToStreamError(s);
+          slot->ready = true;
+        }
+        MaybeWrite();
+        Unref();
       });
     }
     if (read_more) StartRead(&req_);
@@ -600,9 +635,15 @@ grpc::ServerUnaryReactor* ExchangeService::Send(grpc::CallbackServerContext* ctx
     reactor->Finish(ToGrpcStatus(id.status()));
     return reactor;
   }
-  auto msg = AdmitNow(deps_, id->org, *req);
+  AuditRecord denial;
+  auto msg = AdmitNow(deps_, id->org, *req, &denial);
   if (!msg.ok()) {
-    reactor->Finish(ToGrpcStatus(msg.status()));
+    if (denial.empty()) {
+      reactor->Finish(ToGrpcStatus(msg.status()));
+    } else {
+      RecordDenial(deps_, std::move(denial), msg.status(),
+                   [reactor](absl::Status s) { reactor->Finish(ToGrpcStatus(s)); });
+    }
     return reactor;
   }
   const uint64_t bytes = msg->message.payload.size();

@@ -20,6 +20,9 @@
 #include "carebroker/v1/exchange.grpc.pb.h"
 
 namespace carebroker {
+namespace audit {
+class AuditLog;
+}
 
 // What the service's handlers share. All pointers outlive the service.
 struct ExchangeDeps {
@@ -31,6 +34,7 @@ struct ExchangeDeps {
   IdentityCache* identities = nullptr;
   std::atomic<int>* streams = nullptr;  // open Receive and SendStream streams
   PolicyGate* policy = nullptr;
+  audit::AuditLog* audit = nullptr;
 };
 
 class ExchangeService final : public v1::Exchange::CallbackService {

@@ -2,11 +2,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "audit/log.h"
 #include "broker/config/config.h"
 #include "broker/core/files.h"
 #include "broker/core/ids.h"
 #include "broker/core/nhs_number.h"
 #include "broker/core/status.h"
+#include "broker/core/yaml_proto.h"
 #include "broker/server/grpc_status.h"
 #include "policy/agreements.h"
 
@@ -57,7 +59,32 @@ v1::ConsentChange NewChange(const std::string& nhs, const Identity& by, const st
 
 void ConsentService::Commit(v1::ConsentChange change,
                             absl::AnyInvocable<void(absl::StatusOr<v1::ConsentChange>) &&> done) {
-  d_.store->AppendConsent(std::move(change), [this, done = std::move(done)](auto r) mutable {
+  v1::AuditEntry e;
+  *e.mutable_at() = change.at();
+  e.set_actor(change.by_org());
+  switch (change.change_case()) {
+    case v1::ConsentChange::kRecorded: {
+      const v1::Directive& d = change.recorded();
+      e.set_event(v1::AUDIT_EVENT_CONSENT_RECORDED);
+      e.set_purpose(policy::PurposeToWire(d.purpose()));
+      std::string scope = "every recipient";
+      if (d.scope().has_ods()) scope = d.scope().ods();
+      if (d.scope().has_kind()) scope = EnumShortName(v1::OrganisationKind_descriptor(), d.scope().kind());
+      e.set_detail(absl::StrCat(EnumShortName(v1::DirectiveKind_descriptor(), d.kind()), " for ", scope,
+                                "; directive ", d.id()));
+      break;
+    }
+    case v1::ConsentChange::kWithdrawn:
+      e.set_event(v1::AUDIT_EVENT_CONSENT_WITHDRAWN);
+      e.set_detail(absl::StrCat("directive ", change.withdrawn()));
+      break;
+    default:
+      e.set_event(v1::AUDIT_EVENT_OPT_OUT_CHANGED);
+      e.set_detail(change.national_opt_out() ? "national data opt-out set" : "national data opt-out cleared");
+      break;
+  }
+  AuditRecord record = d_.audit->entries().Make(std::move(e), change.nhs_number());
+  d_.store->AppendConsent(std::move(change), std::move(record), [this, done = std::move(done)](auto r) mutable {
     if (r.ok()) {
       if (auto s = d_.policy->consent().Apply(*r); !s.ok()) r = s;
     }
@@ -186,6 +213,23 @@ void ConsentService::ReadState(const std::string& nhs_number, v1::ConsentState* 
   });
 }
 
+AuditRecord PolicyLoadRecord(const ExchangeDeps& d, const absl::Status& outcome, const std::string& actor) {
+  v1::AuditEntry e;
+  *e.mutable_at() = ToTimestamp(d.clock->Now());
+  e.set_actor(actor);
+  if (outcome.ok()) {
+    const auto r = DescribePolicy(*d.policy->current());
+    e.set_event(v1::AUDIT_EVENT_AGREEMENTS_LOADED);
+    e.set_detail(absl::StrCat(r.agreements(), " agreements, ", r.flows(), " flows, digest ", r.digest()));
+  } else {
+    const size_t errors = std::count(outcome.message().begin(), outcome.message().end(), '\n') + 1;
+    e.set_event(v1::AUDIT_EVENT_AGREEMENTS_REJECTED);
+    e.set_detail(absl::StrCat(errors, " errors; the previous set stays in force. First: ",
+                              outcome.message().substr(0, outcome.message().find('\n'))));
+  }
+  return d.audit->entries().Make(std::move(e));
+}
+
 v1::ReloadResponse DescribePolicy(const policy::PolicySet& set) {
   v1::ReloadResponse r;
   r.set_agreements(static_cast<int>(set.agreements().agreements.size()));
@@ -203,7 +247,13 @@ grpc::ServerUnaryReactor* PolicyService::Reload(grpc::CallbackServerContext* ctx
   if (s.ok()) *resp = DescribePolicy(*d_.policy->current());
   absl::FPrintF(stderr, "carebroker: policy reload by %s: %s\n", id->org.str(),
                 s.ok() ? absl::StrCat(resp->agreements(), " agreements in force") : "refused; the old set stays");
-  return Done(ctx, s);
+  auto* reactor = ctx->DefaultReactor();
+  std::vector<AuditRecord> records;
+  records.push_back(PolicyLoadRecord(d_, s, id->org.str()));
+  d_.store->AppendAudit(std::move(records), [reactor, s](absl::StatusOr<uint64_t> r) {
+    reactor->Finish(ToGrpcStatus(r.ok() ? s : r.status()));
+  });
+  return reactor;
 }
 
 }  // namespace carebroker

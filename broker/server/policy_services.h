@@ -50,6 +50,9 @@ class PolicyService final : public v1::Policy::CallbackService {
   const ExchangeDeps d_;
 };
 
+// The AGREEMENTS_LOADED or AGREEMENTS_REJECTED entry for a (re)load.
+AuditRecord PolicyLoadRecord(const ExchangeDeps& d, const absl::Status& outcome, const std::string& actor);
+
 // The answer to a successful reload (also logged on SIGHUP).
 v1::ReloadResponse DescribePolicy(const policy::PolicySet& set);
 

@@ -14,12 +14,13 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "audit/merkle.h"
 #include "broker/core/status.h"
 
 namespace carebroker {
 namespace {
 
-constexpr int kSchemaVersion = 2;
+constexpr int kSchemaVersion = 3;
 constexpr size_t kMaxOpsPerCommit = 4096;
 // Committed batches waiting for their fdatasync; the writer waits when the
 // syncer is this far behind.
@@ -80,6 +81,10 @@ class Stmt {
     Reset();
     return r.ok() ? absl::OkStatus() : r.status();
   }
+  void Finalize() {
+    sqlite3_finalize(s_);
+    s_ = nullptr;
+  }
   void Reset() {
     sqlite3_reset(s_);
     sqlite3_clear_bindings(s_);
@@ -138,6 +143,10 @@ CREATE INDEX IF NOT EXISTS messages_purge ON messages(acked_at) WHERE state = 3 
 CREATE TABLE IF NOT EXISTS bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS consent (seq INTEGER PRIMARY KEY, nhs_number TEXT NOT NULL, change BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS consent_person ON consent(nhs_number, seq);
+CREATE TABLE IF NOT EXISTS audit (idx INTEGER PRIMARY KEY, at INTEGER NOT NULL, subject TEXT, entry BLOB NOT NULL,
+                                  leaf BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_subject ON audit(subject, idx) WHERE subject IS NOT NULL;
+CREATE TABLE IF NOT EXISTS tree_heads (tree_size INTEGER PRIMARY KEY, head BLOB NOT NULL);
 )sql";
 
 // Version 1 (the exchange spine) to 2: consent history, the consent
@@ -160,6 +169,8 @@ class Op {
   // commit: claims only see messages already on disk (seq <= synced_seq_),
   // and their own effects need no durability (a lost claim is a redelivery).
   virtual bool durable() const = 0;
+  // The op wrote audit entries: it completes only once they are durable.
+  virtual void MarkDurable() = 0;
   // Completes with the batch's outcome (OK: the commit is durable).
   virtual void Finish(const absl::Status& batch) = 0;
 };
@@ -170,6 +181,7 @@ class OpImpl final : public Op {
   OpImpl(bool durable, absl::AnyInvocable<absl::StatusOr<T>()> run, StoreCallback<T> done)
       : durable_(durable), run_(std::move(run)), done_(std::move(done)) {}
   bool durable() const override { return durable_; }
+  void MarkDurable() override { durable_ = true; }
   absl::Status Run() override {
     result_ = run_();
     return result_.status().code() == absl::StatusCode::kUnavailable ? result_.status()
@@ -184,7 +196,7 @@ class OpImpl final : public Op {
   }
 
  private:
-  const bool durable_;
+  bool durable_;
   absl::AnyInvocable<absl::StatusOr<T>()> run_;
   StoreCallback<T> done_;
   absl::StatusOr<T> result_ = absl::UnknownError("not run");
@@ -194,6 +206,11 @@ class SqliteStore final : public Store {
  public:
   ~SqliteStore() override {
     Close();
+    audit_read_.Finalize();
+    audit_read_subject_.Finalize();
+    audit_read_hashes_.Finalize();
+    heads_read_.Finalize();
+    sqlite3_close_v2(reader_db_);
     sqlite3_close_v2(db_);
     if (wal_fd_ >= 0) ::close(wal_fd_);
   }
@@ -233,6 +250,30 @@ class SqliteStore final : public Store {
       if (auto row = max.Step(); !row.ok()) return row.status();
       synced_seq_.store(max.Int(0));
     }
+    {
+      Stmt n;
+      if (auto s = n.Prepare(db_, "SELECT coalesce(max(idx) + 1, 0) FROM audit"); !s.ok()) return s;
+      if (auto row = n.Step(); !row.ok()) return row.status();
+      next_audit_index_ = static_cast<uint64_t>(n.Int(0));
+      synced_audit_size_.store(next_audit_index_);
+    }
+    if (sqlite3_open_v2(path.c_str(), &reader_db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+      return SqlError(reader_db_, "open the audit reader");
+    }
+    for (auto& [stmt, sql] : {std::pair{&audit_read_, "SELECT idx, entry, leaf FROM audit WHERE idx >= ?1 AND idx < ?2 "
+                                                      "ORDER BY idx LIMIT ?3"},
+                              std::pair{&audit_read_subject_,
+                                        "SELECT idx, entry, leaf FROM audit WHERE subject = ?4 AND idx >= ?1 AND "
+                                        "idx < ?2 ORDER BY idx LIMIT ?3"},
+                              std::pair{&audit_read_hashes_, "SELECT idx, NULL, leaf FROM audit WHERE idx >= ?1 AND "
+                                                             "idx < ?2 ORDER BY idx LIMIT ?3"},
+                              std::pair{&heads_read_, "SELECT head FROM tree_heads ORDER BY tree_size"}}) {
+      if (auto s = stmt->Prepare(reader_db_, sql); !s.ok()) return s;
+    }
+    reader_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "cb-store-read");
+      ReaderLoop();
+    });
     syncer_ = std::thread([this] {
       pthread_setname_np(pthread_self(), "cb-store-sync");
       SyncerLoop();
@@ -286,10 +327,57 @@ class SqliteStore final : public Store {
                  std::move(done));
   }
 
-  void AppendConsent(v1::ConsentChange change, StoreCallback<v1::ConsentChange> done) override {
+  void AppendConsent(v1::ConsentChange change, AuditRecord audit, StoreCallback<v1::ConsentChange> done) override {
     Enqueue<v1::ConsentChange>(
-        kDurable, [this, c = std::move(change)]() mutable { return DoAppendConsent(std::move(c)); }, std::move(done));
+        kDurable,
+        [this, c = std::move(change), a = std::move(audit)]() mutable -> absl::StatusOr<v1::ConsentChange> {
+          if (auto s = WriteAudit(a); !s.ok()) return s;
+          return DoAppendConsent(std::move(c));
+        },
+        std::move(done));
   }
+
+  void AppendAudit(std::vector<AuditRecord> records, StoreCallback<uint64_t> done) override {
+    Enqueue<uint64_t>(
+        kDurable,
+        [this, rs = std::move(records)]() -> absl::StatusOr<uint64_t> {
+          const uint64_t first = next_audit_index_;
+          for (const auto& r : rs) {
+            if (auto s = WriteAudit(r); !s.ok()) return s;
+          }
+          return first;
+        },
+        std::move(done));
+  }
+
+  void ReadAudit(AuditRead req, StoreCallback<std::vector<AuditRow>> done) override {
+    if (req.max < 1 || req.max > 100000) {
+      std::move(done)(InvalidArgument("AUDIT_READ_INVALID", "audit read max must be 1..100000"));
+      return;
+    }
+    Read([this, req = std::move(req), done = std::move(done)]() mutable {
+      std::move(done)(DoReadAudit(req));
+    }, &done);
+  }
+
+  void AppendTreeHead(v1::SignedTreeHead head, StoreCallback<bool> done) override {
+    Enqueue<bool>(
+        kDurable,
+        [this, h = std::move(head)]() -> absl::StatusOr<bool> {
+          const std::string bytes = h.SerializeAsString();
+          head_insert_.Bind(1, static_cast<int64_t>(h.tree_size())).BindBlob(2, bytes);
+          if (auto s = head_insert_.Exec(); !s.ok()) return s;
+          return head_insert_.Changes() == 1;
+        },
+        std::move(done));
+  }
+
+  void ReadTreeHeads(StoreCallback<std::vector<v1::SignedTreeHead>> done) override {
+    Read([this, done = std::move(done)]() mutable { std::move(done)(DoReadTreeHeads()); }, &done);
+  }
+
+  void SetAuditRecorder(const AuditRecorder* recorder) override { recorder_ = recorder; }
+  void SetAuditListener(AuditListener listener) override { audit_listener_ = std::move(listener); }
 
   void ReadConsent(std::string nhs_number, StoreCallback<std::vector<v1::ConsentChange>> done) override {
     Enqueue<std::vector<v1::ConsentChange>>(
@@ -314,6 +402,11 @@ class SqliteStore final : public Store {
       writer_done_ = true;
     }
     if (syncer_.joinable()) syncer_.join();
+    {
+      absl::MutexLock l(&read_mu_);
+      read_closed_ = true;
+    }
+    if (reader_.joinable()) reader_.join();
   }
 
  private:
@@ -337,6 +430,8 @@ class SqliteStore final : public Store {
     absl::Status status;
     absl::flat_hash_set<OrgCode> arrivals;
     int64_t max_seq = 0;  // highest message seq stored by this batch, 0: none
+    uint64_t audit_first = 0;
+    std::vector<std::string> leaves;  // audit entries written, from audit_first
   };
 
   void WriterLoop() {
@@ -353,12 +448,19 @@ class SqliteStore final : public Store {
           queue_.pop_front();
         }
       }
+      const uint64_t audit_first = next_audit_index_;
       absl::Status s = ExecSql("BEGIN IMMEDIATE");
-      for (size_t i = 0; s.ok() && i < batch.size(); ++i) s = batch[i]->Run();
+      for (size_t i = 0; s.ok() && i < batch.size(); ++i) {
+        const uint64_t before = next_audit_index_;
+        s = batch[i]->Run();
+        if (next_audit_index_ != before) batch[i]->MarkDurable();
+      }
       if (s.ok()) s = ExecSql("COMMIT");
       if (!s.ok()) {
         sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
         arrivals_.clear();
+        next_audit_index_ = audit_first;
+        batch_leaves_.clear();
       }
       // Claims, releases and reads complete now, not behind the fdatasync.
       if (s.ok()) {
@@ -372,8 +474,9 @@ class SqliteStore final : public Store {
         }
         batch.swap(durable);
       }
-      Committed c{std::move(batch), s, std::move(arrivals_), batch_max_seq_};
+      Committed c{std::move(batch), s, std::move(arrivals_), batch_max_seq_, audit_first, std::move(batch_leaves_)};
       batch_max_seq_ = 0;
+      batch_leaves_.clear();
       batch.clear();
       arrivals_.clear();
       absl::MutexLock sl(&sync_mu_);
@@ -423,11 +526,117 @@ class SqliteStore final : public Store {
     }
     for (Committed& c : ready) {
       const absl::Status& s = c.status.ok() ? sync : c.status;
+      if (s.ok() && !c.leaves.empty()) {
+        synced_audit_size_.store(c.audit_first + c.leaves.size(), std::memory_order_release);
+        if (audit_listener_) audit_listener_(c.audit_first, c.leaves);
+      }
       for (auto& op : c.ops) op->Finish(s);
       if (s.ok() && listener_) {
         for (const auto& r : c.arrivals) listener_(r);
       }
     }
+  }
+
+  // Runs `task` on the reader thread (its own read-only connection, so
+  // audit reads never hold up the writer). `done` is answered with
+  // STORE_CLOSED instead when the store is closed.
+  template <typename Done>
+  void Read(absl::AnyInvocable<void()> task, Done* done) {
+    {
+      absl::MutexLock l(&read_mu_);
+      if (!read_closed_) {
+        read_queue_.push_back(std::move(task));
+        return;
+      }
+    }
+    std::move (*done)(Error(absl::StatusCode::kFailedPrecondition, "STORE_CLOSED", "store is closed"));
+  }
+
+  void ReaderLoop() {
+    while (true) {
+      absl::AnyInvocable<void()> task;
+      {
+        absl::MutexLock l(&read_mu_);
+        read_mu_.Await(absl::Condition(
+            +[](SqliteStore* st) ABSL_NO_THREAD_SAFETY_ANALYSIS { return st->read_closed_ || !st->read_queue_.empty(); },
+            this));
+        if (read_queue_.empty()) return;
+        task = std::move(read_queue_.front());
+        read_queue_.pop_front();
+      }
+      task();
+    }
+  }
+
+  absl::StatusOr<std::vector<AuditRow>> DoReadAudit(const AuditRead& req) {
+    Stmt& q = req.hashes_only ? audit_read_hashes_ : req.subject.empty() ? audit_read_ : audit_read_subject_;
+    q.Bind(1, static_cast<int64_t>(req.from));
+    q.Bind(2, static_cast<int64_t>(synced_audit_size_.load(std::memory_order_acquire)));
+    q.Bind(3, int64_t{req.max});
+    if (!req.hashes_only && !req.subject.empty()) q.Bind(4, req.subject);
+    ResetOnExit reset{q};
+    std::vector<AuditRow> out;
+    while (true) {
+      auto row = q.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      AuditRow& r = out.emplace_back();
+      r.index = static_cast<uint64_t>(q.Int(0));
+      r.entry = q.Text(1);
+      r.leaf_hash = q.Text(2);
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<v1::SignedTreeHead>> DoReadTreeHeads() {
+    ResetOnExit reset{heads_read_};
+    std::vector<v1::SignedTreeHead> out;
+    while (true) {
+      auto row = heads_read_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      if (!out.emplace_back().ParseFromString(heads_read_.Text(0))) {
+        return Error(absl::StatusCode::kDataLoss, "STORE_CORRUPT", "a stored tree head cannot be read");
+      }
+    }
+    return out;
+  }
+
+  // Writes one audit entry at the next index, inside the open transaction.
+  // The index goes first as field 1 (a varint), which is where the
+  // deterministic serialisation puts it; index 0 is omitted, as proto3 does.
+  absl::Status WriteAudit(const AuditRecord& r) {
+    if (r.empty()) return absl::OkStatus();
+    std::string entry;
+    entry.reserve(r.entry.size() + 11);
+    if (next_audit_index_ != 0) {
+      entry.push_back(0x08);
+      for (uint64_t v = next_audit_index_; ; v >>= 7) {
+        if (v < 0x80) {
+          entry.push_back(static_cast<char>(v));
+          break;
+        }
+        entry.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      }
+    }
+    entry.append(r.entry);
+    const audit::Hash leaf = audit::LeafHash(entry);
+    audit_insert_.Bind(1, static_cast<int64_t>(next_audit_index_)).Bind(2, Micros(r.at));
+    if (r.subject.empty()) {
+      audit_insert_.BindNull(3);
+    } else {
+      audit_insert_.Bind(3, r.subject);
+    }
+    audit_insert_.BindBlob(4, entry).BindBlob(5, audit::AsBytes(leaf));
+    if (auto s = audit_insert_.Exec(); !s.ok()) return s;
+    ++next_audit_index_;
+    batch_leaves_.emplace_back(audit::AsBytes(leaf));
+    return absl::OkStatus();
+  }
+
+  // Records a lifecycle event, when a recorder is set.
+  absl::Status RecordEvent(const MessageEvent& e) {
+    return recorder_ == nullptr ? absl::OkStatus() : WriteAudit(recorder_->Record(e));
   }
 
   // Opens our own descriptor on the WAL file: fdatasync on any descriptor
@@ -518,10 +727,9 @@ class SqliteStore final : public Store {
          "UPDATE messages SET state = 2, visible_at = ?2, claim_token = ?3, deliveries = deliveries + 1, "
          "first_delivered_at = coalesce(first_delivered_at, ?4) WHERE seq = ?1"},
         {&select_body_, "SELECT body FROM bodies WHERE seq = ?1"},
-        {&ack_update_,
-         "UPDATE messages SET state = 3, acked_at = ?3, claim_token = NULL, subject = NULL "
-         "WHERE id = ?1 AND recipient = ?2 AND state < 3"},
-        {&ack_state_, "SELECT state FROM messages WHERE id = ?1 AND recipient = ?2"},
+        {&ack_update_, "UPDATE messages SET state = 3, acked_at = ?2, claim_token = NULL, subject = NULL WHERE seq = ?1"},
+        {&ack_state_,
+         "SELECT seq, state, sender, workflow, purpose, subject, kind FROM messages WHERE id = ?1 AND recipient = ?2"},
         {&release_,
          "UPDATE messages SET visible_at = ?4, claim_token = NULL "
          "WHERE id = ?1 AND recipient = ?2 AND claim_token = ?3 AND state < 3"},
@@ -530,7 +738,7 @@ class SqliteStore final : public Store {
          "acked_at, expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "
          "WHERE id = ?1 AND (sender = ?2 OR recipient = ?2)"},
         {&expire_select_,
-         "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind FROM messages "
+         "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind, purpose, subject FROM messages "
          "WHERE state < 3 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"},
         {&expire_update_,
          "UPDATE messages SET state = 4, expired_at = ?2, claim_token = NULL, purged = 1, subject = NULL "
@@ -540,13 +748,16 @@ class SqliteStore final : public Store {
          "SELECT seq FROM messages WHERE state = 3 AND purged = 0 AND acked_at <= ?1 "
          "ORDER BY acked_at LIMIT ?2"},
         {&purge_update_, "UPDATE messages SET purged = 1 WHERE seq = ?1"},
-        {&withhold_select_, "SELECT seq FROM messages WHERE id = ?1 AND recipient = ?2 AND state < 3"},
+        {&withhold_select_,
+         "SELECT seq, sender, workflow, purpose, subject FROM messages WHERE id = ?1 AND recipient = ?2 AND state < 3"},
         {&withhold_update_,
          "UPDATE messages SET state = 5, withheld_at = ?2, withheld_reason = ?3, claim_token = NULL, purged = 1, "
          "subject = NULL WHERE seq = ?1"},
         {&consent_insert_, "INSERT INTO consent (nhs_number, change) VALUES (?1, ?2)"},
         {&consent_person_, "SELECT seq, change FROM consent WHERE nhs_number = ?1 ORDER BY seq"},
         {&consent_all_, "SELECT seq, change FROM consent ORDER BY seq"},
+        {&audit_insert_, "INSERT INTO audit (idx, at, subject, entry, leaf) VALUES (?1, ?2, ?3, ?4, ?5)"},
+        {&head_insert_, "INSERT OR IGNORE INTO tree_heads (tree_size, head) VALUES (?1, ?2)"},
     };
     for (auto& p : all) {
       if (auto s = p.s->Prepare(db_, p.sql); !s.ok()) return s;
@@ -556,6 +767,7 @@ class SqliteStore final : public Store {
 
   // Inserts one message; the caller runs inside the batch transaction.
   absl::Status Insert(const NewMessage& m) {
+    if (auto s = WriteAudit(m.audit); !s.ok()) return s;
     Stmt& ins = m.claim_token != 0 ? insert_claimed_ : insert_msg_;
     ins.Bind(1, m.id.str()).Bind(2, m.sender.str()).Bind(3, m.recipient.str());
     ins.Bind(4, m.workflow).Bind(5, m.purpose);
@@ -578,7 +790,15 @@ class SqliteStore final : public Store {
     if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
     batch_max_seq_ = seq;
     // A message stored already claimed needs no wake-up: its stream has it.
-    if (m.claim_token == 0) arrivals_.insert(m.recipient);
+    if (m.claim_token == 0) {
+      arrivals_.insert(m.recipient);
+    } else if (m.kind == v1::MESSAGE_KIND_DATA) {
+      if (auto s = RecordEvent({v1::AUDIT_EVENT_DELIVERED, m.id, m.sender, m.recipient, m.workflow, m.purpose,
+                                m.subject, 1, "", m.accepted_at});
+          !s.ok()) {
+        return s;
+      }
+    }
     return absl::OkStatus();
   }
 
@@ -643,6 +863,13 @@ class SqliteStore final : public Store {
       auto row = select_body_.Step();
       if (!row.ok()) return row.status();
       if (*row) d.payload = select_body_.Text(0);
+      if (d.kind == v1::MESSAGE_KIND_DATA) {
+        if (auto s = RecordEvent({v1::AUDIT_EVENT_DELIVERED, d.id, d.sender, req.recipient, d.workflow, d.purpose,
+                                  d.subject, d.delivery_count, "", req.now});
+            !s.ok()) {
+          return s;
+        }
+      }
       out.push_back(std::move(d));
     }
     return out;
@@ -652,23 +879,37 @@ class SqliteStore final : public Store {
                                   absl::Time now) {
     AckResult r;
     for (const MessageId& id : ids) {
-      ack_update_.Bind(1, id.str()).Bind(2, recipient.str()).Bind(3, Micros(now));
-      if (auto s = ack_update_.Exec(); !s.ok()) return s;
-      if (ack_update_.Changes() == 1) {
-        r.acknowledged.push_back(id);
-        continue;
+      int64_t seq, state;
+      MessageEvent e{v1::AUDIT_EVENT_ACKNOWLEDGED, id, {}, recipient, "", "", "", 0, "", now};
+      bool data;
+      {
+        ack_state_.Bind(1, id.str()).Bind(2, recipient.str());
+        ResetOnExit reset{ack_state_};
+        auto row = ack_state_.Step();
+        if (!row.ok()) return row.status();
+        if (!*row) {
+          r.not_found.push_back(id);
+          continue;
+        }
+        seq = ack_state_.Int(0);
+        state = ack_state_.Int(1);
+        e.sender = OrgCode(ack_state_.Text(2));
+        e.workflow = ack_state_.Text(3);
+        e.purpose = ack_state_.Text(4);
+        e.nhs_number = ack_state_.Text(5);
+        data = ack_state_.Int(6) == v1::MESSAGE_KIND_DATA;
       }
-      ack_state_.Bind(1, id.str()).Bind(2, recipient.str());
-      ResetOnExit reset{ack_state_};
-      auto row = ack_state_.Step();
-      if (!row.ok()) return row.status();
-      if (!*row) {
-        r.not_found.push_back(id);
-      } else if (ack_state_.Int(0) == kExpired) {
+      if (state == kExpired) {
         r.expired.push_back(id);
-      } else if (ack_state_.Int(0) == kWithheld) {
+      } else if (state == kWithheld) {
         r.not_found.push_back(id);  // never delivered: nothing to acknowledge
+      } else if (state == kAcknowledged) {
+        r.acknowledged.push_back(id);
       } else {
+        if (auto s = ack_update_.Bind(1, seq).Bind(2, Micros(now)).Exec(); !s.ok()) return s;
+        if (data) {
+          if (auto s = RecordEvent(e); !s.ok()) return s;
+        }
         r.acknowledged.push_back(id);
       }
     }
@@ -725,6 +966,7 @@ class SqliteStore final : public Store {
     int n = 0;
     for (const MessageId& id : ids) {
       int64_t seq;
+      MessageEvent e{v1::AUDIT_EVENT_WITHHELD, id, {}, recipient, "", "", "", 0, reason, now};
       {
         withhold_select_.Bind(1, id.str()).Bind(2, recipient.str());
         ResetOnExit reset{withhold_select_};
@@ -732,7 +974,12 @@ class SqliteStore final : public Store {
         if (!row.ok()) return row.status();
         if (!*row) continue;
         seq = withhold_select_.Int(0);
+        e.sender = OrgCode(withhold_select_.Text(1));
+        e.workflow = withhold_select_.Text(2);
+        e.purpose = withhold_select_.Text(3);
+        e.nhs_number = withhold_select_.Text(4);
       }
+      if (auto s = RecordEvent(e); !s.ok()) return s;
       if (auto s = withhold_update_.Bind(1, seq).Bind(2, Micros(now)).Bind(3, reason).Exec(); !s.ok()) return s;
       if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
       ++n;
@@ -773,6 +1020,7 @@ class SqliteStore final : public Store {
       int64_t seq;
       TrackInfo info;
       v1::MessageKind kind;
+      std::string purpose, subject;
     };
     std::vector<Expired> expired;
     {
@@ -795,6 +1043,8 @@ class SqliteStore final : public Store {
         e.info.local_reference = expire_select_.Text(5);
         e.info.accepted_at = FromMicros(expire_select_.Int(6));
         e.kind = static_cast<v1::MessageKind>(expire_select_.Int(7));
+        e.purpose = expire_select_.Text(8);
+        e.subject = expire_select_.Text(9);
         expired.push_back(std::move(e));
       }
     }
@@ -803,6 +1053,13 @@ class SqliteStore final : public Store {
       if (auto s = delete_body_.Bind(1, e.seq).Exec(); !s.ok()) return s;
       ++r.expired;
       // Reports are never reported on, and a report needs a sender to go to.
+      if (e.kind == v1::MESSAGE_KIND_DATA) {
+        if (auto s = RecordEvent({v1::AUDIT_EVENT_EXPIRED, e.info.id, e.info.sender, e.info.recipient,
+                                  e.info.workflow, e.purpose, e.subject, 0, "", req.now});
+            !s.ok()) {
+          return s;
+        }
+      }
       if (e.kind == v1::MESSAGE_KIND_DATA && !e.info.sender.empty()) {
         if (auto s = Insert(MakeNonDeliveryReport(e.info, req.now, req.report_expiry)); !s.ok()) return s;
         ++r.reports;
@@ -855,6 +1112,21 @@ class SqliteStore final : public Store {
   Stmt find_idem_, insert_msg_, insert_claimed_, insert_body_, claim_select_, claim_update_, select_body_;
   Stmt ack_update_, ack_state_, release_, track_, expire_select_, expire_update_, delete_body_;
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
+  Stmt audit_insert_, head_insert_;
+  const AuditRecorder* recorder_ = nullptr;
+  AuditListener audit_listener_;
+  uint64_t next_audit_index_ = 0;          // writer thread
+  std::vector<std::string> batch_leaves_;  // writer thread: leaves of the batch being built
+  // Entries known durable; readers see no later one.
+  std::atomic<uint64_t> synced_audit_size_{0};
+
+  // The audit reader: its own connection and thread.
+  sqlite3* reader_db_ = nullptr;
+  std::thread reader_;
+  absl::Mutex read_mu_;
+  bool read_closed_ ABSL_GUARDED_BY(read_mu_) = false;
+  std::deque<absl::AnyInvocable<void()>> read_queue_ ABSL_GUARDED_BY(read_mu_);
+  Stmt audit_read_, audit_read_subject_, audit_read_hashes_, heads_read_;
 };
 
 }  // namespace

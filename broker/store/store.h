@@ -34,6 +34,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "broker/core/types.h"
+#include "carebroker/v1/audit.pb.h"
 #include "carebroker/v1/consent.pb.h"
 #include "carebroker/v1/exchange.pb.h"
 
@@ -42,8 +43,22 @@ namespace carebroker {
 template <typename T>
 using StoreCallback = absl::AnyInvocable<void(absl::StatusOr<T>) &&>;
 
+// An audit entry ready for the store: the deterministic serialisation of
+// a carebroker.v1.AuditEntry without its index (the store prepends the
+// index it assigns at commit, so the bytes stay canonical), and the
+// entry's subject and time for searches.
+struct AuditRecord {
+  std::string entry;
+  std::string subject;  // the entry's keyed hash of the NHS number, "" none
+  absl::Time at;
+  bool empty() const { return entry.empty(); }
+};
+
 // A message ready to be stored; the broker has checked and minimised it.
 struct NewMessage {
+  // The SEND_ACCEPTED entry, written in the same commit as the message
+  // (empty for broker-generated reports).
+  AuditRecord audit;
   MessageId id;
   OrgCode sender;  // empty for broker-generated reports
   OrgCode recipient;
@@ -67,6 +82,43 @@ struct NewMessage {
   // Cleared once the message is acknowledged, expired or withheld.
   std::string subject;
   uint32_t consent_check = 0;
+};
+
+// A message lifecycle event the store itself records (deliveries, acks,
+// expiry, withholding), inside the transaction that makes it happen.
+struct MessageEvent {
+  v1::AuditEvent event = v1::AUDIT_EVENT_UNSPECIFIED;
+  MessageId id;
+  OrgCode sender;
+  OrgCode recipient;
+  std::string workflow;
+  std::string purpose;
+  std::string nhs_number;  // "" when the message is about no person
+  uint32_t delivery_count = 0;
+  std::string reason;  // withholding
+  absl::Time at;
+};
+
+// Turns lifecycle events into entries. Called on the store's writer thread
+// inside a transaction: must be fast and must not call the store.
+class AuditRecorder {
+ public:
+  virtual ~AuditRecorder() = default;
+  virtual AuditRecord Record(const MessageEvent& event) const = 0;
+};
+
+// An entry as stored.
+struct AuditRow {
+  uint64_t index = 0;
+  std::string entry;      // the bytes the leaf hash covers
+  std::string leaf_hash;  // as computed at append (32 bytes)
+};
+
+struct AuditRead {
+  uint64_t from = 0;     // first index
+  int max = 1000;        // 1..100000
+  std::string subject;   // only entries with this subject; "" all
+  bool hashes_only = false;  // leave `entry` empty (rebuilding the tree)
 };
 
 // The answer to one appended message.
@@ -179,8 +231,35 @@ class Store {
   virtual void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
                         StoreCallback<int> done) = 0;
 
-  // Appends one consent change durably; answers it with its seq assigned.
-  virtual void AppendConsent(v1::ConsentChange change, StoreCallback<v1::ConsentChange> done) = 0;
+  // Appends one consent change durably, with its audit entry in the same
+  // commit; answers it with its seq assigned.
+  virtual void AppendConsent(v1::ConsentChange change, AuditRecord audit, StoreCallback<v1::ConsentChange> done) = 0;
+
+  // ---- The audit log. Entries get consecutive indexes from 0 in commit
+  // order. Appends, and every operation above that records an entry,
+  // complete only once the entry is durable; if an entry cannot be
+  // written, nothing of its operation is stored (UNAVAILABLE).
+
+  // Appends entries durably; answers the index of the first.
+  virtual void AppendAudit(std::vector<AuditRecord> records, StoreCallback<uint64_t> done) = 0;
+
+  // Durable entries in index order (never one whose commit is not yet on disk).
+  virtual void ReadAudit(AuditRead req, StoreCallback<std::vector<AuditRow>> done) = 0;
+
+  // Signed tree heads, kept for ever; read oldest first.
+  virtual void AppendTreeHead(v1::SignedTreeHead head, StoreCallback<bool> done) = 0;
+  virtual void ReadTreeHeads(StoreCallback<std::vector<v1::SignedTreeHead>> done) = 0;
+
+  // Records message lifecycle events with `recorder` (not owned; must
+  // outlive the store). Set once, before any other call. Without one, no
+  // lifecycle entries are written (store tests).
+  virtual void SetAuditRecorder(const AuditRecorder* recorder) = 0;
+
+  // Called on a store thread, in index order, with each run of entries
+  // once durable (before the operations that wrote them complete). Set
+  // once, before any other call. Must not block or call the store.
+  using AuditListener = std::function<void(uint64_t first_index, const std::vector<std::string>& leaf_hashes)>;
+  virtual void SetAuditListener(AuditListener listener) = 0;
 
   // Consent changes in the order stored: one person's, or everyone's when
   // `nhs_number` is empty (to rebuild the in-memory book at start).

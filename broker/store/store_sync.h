@@ -41,8 +41,20 @@ inline absl::StatusOr<int> WithholdSync(Store& s, OrgCode r, std::vector<Message
   return AwaitStore<int>(
       [&](auto cb) { s.Withhold(std::move(r), std::move(ids), std::move(reason), now, std::move(cb)); });
 }
-inline absl::StatusOr<v1::ConsentChange> AppendConsentSync(Store& s, v1::ConsentChange c) {
-  return AwaitStore<v1::ConsentChange>([&](auto cb) { s.AppendConsent(std::move(c), std::move(cb)); });
+inline absl::StatusOr<v1::ConsentChange> AppendConsentSync(Store& s, v1::ConsentChange c, AuditRecord a = {}) {
+  return AwaitStore<v1::ConsentChange>([&](auto cb) { s.AppendConsent(std::move(c), std::move(a), std::move(cb)); });
+}
+inline absl::StatusOr<uint64_t> AppendAuditSync(Store& s, std::vector<AuditRecord> r) {
+  return AwaitStore<uint64_t>([&](auto cb) { s.AppendAudit(std::move(r), std::move(cb)); });
+}
+inline absl::StatusOr<std::vector<AuditRow>> ReadAuditSync(Store& s, AuditRead r) {
+  return AwaitStore<std::vector<AuditRow>>([&](auto cb) { s.ReadAudit(std::move(r), std::move(cb)); });
+}
+inline absl::StatusOr<bool> AppendTreeHeadSync(Store& s, v1::SignedTreeHead h) {
+  return AwaitStore<bool>([&](auto cb) { s.AppendTreeHead(std::move(h), std::move(cb)); });
+}
+inline absl::StatusOr<std::vector<v1::SignedTreeHead>> ReadTreeHeadsSync(Store& s) {
+  return AwaitStore<std::vector<v1::SignedTreeHead>>([&](auto cb) { s.ReadTreeHeads(std::move(cb)); });
 }
 inline absl::StatusOr<std::vector<v1::ConsentChange>> ReadConsentSync(Store& s, std::string nhs_number) {
   return AwaitStore<std::vector<v1::ConsentChange>>(

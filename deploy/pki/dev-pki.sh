@@ -17,6 +17,9 @@
 #   future       not valid until a future date (RR8, agency)
 #   revoked      listed in crl.pem (RH8, agency)
 #   rogue        signed by a different CA, rogue-ca.crt (RR8, agency)
+# and the audit log's keys: audit-signing.key (Ed25519, signs tree heads),
+# audit-signing.pub (what IG officers verify with) and audit-subject.key
+# (32 random bytes: the HMAC key for NHS numbers in the log).
 #
 # Identity (see README.md here): the organisation's ODS code is the
 # subjectAltName URI urn:nhs-uk:addressing:ods:<ODS>; the role is the
@@ -25,7 +28,7 @@ set -euo pipefail
 dir=${1:-./var/pki}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-if [[ -f $dir/ca.crt && -f $dir/crl.pem && -f $dir/rogue.crt ]]; then
+if [[ -f $dir/ca.crt && -f $dir/crl.pem && -f $dir/rogue.crt && -f $dir/audit-subject.key ]]; then
   echo "dev PKI already in $dir"
   exit 0
 fi
@@ -119,7 +122,11 @@ CA=rogue-ca agency rogue RR8 "Leeds Teaching Hospitals NHS Trust" agency
 openssl ca -config "$work/ca/openssl.cnf" -revoke "$dir/revoked.crt" -crl_reason keyCompromise 2>/dev/null
 openssl ca -config "$work/ca/openssl.cnf" -gencrl -out "$dir/crl.pem" 2>/dev/null
 
+openssl genpkey -algorithm ed25519 -out "$dir/audit-signing.key" 2>/dev/null
+openssl pkey -in "$dir/audit-signing.key" -pubout -out "$dir/audit-signing.pub" 2>/dev/null
+openssl rand -out "$dir/audit-subject.key" 32
+
 # The CA keys stay beside the PKI so a developer can issue more; protect them.
 chmod 600 "$dir"/*.key
-chmod 644 "$dir"/*.crt "$dir/crl.pem"
+chmod 644 "$dir"/*.crt "$dir/crl.pem" "$dir/audit-signing.pub"
 echo "dev PKI written to $dir"

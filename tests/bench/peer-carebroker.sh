@@ -35,6 +35,7 @@ data_dir: data
 tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt, crl: pki/crl.pem}
 limits: {max_in_flight_per_stream: 100000, max_pending_per_stream: 100000}
 policy: {agreements_dir: $repo/tests/agreements}
+audit: {signing_key: pki/audit-signing.key, subject_key: pki/audit-subject.key}
 organisations:
   - {ods: RR8, name: Leeds Teaching Hospitals NHS Trust, kind: nhs_trust}
   - {ods: "503", name: Lincolnshire County Council, kind: local_authority}

@@ -62,7 +62,8 @@ class CrashTest : public ::testing::Test {
         "/server.crt\n  key: ", pki_, "/server.key\n  ca: ", pki_, "/ca.crt\n  crl: ", pki_, "/crl.pem\n",
         "organisations:\n  - {ods: RR8, name: Leeds, kind: nhs_trust}\n"
         "  - {ods: \"503\", name: Lincolnshire, kind: local_authority}\n",
-        "policy: {agreements_dir: ", std::getenv("CB_SOURCE_DIR"), "/tests/agreements}\n");
+        "policy: {agreements_dir: ", std::getenv("CB_SOURCE_DIR"), "/tests/agreements}\n",
+        "audit: {signing_key: ", pki_, "/audit-signing.key, subject_key: ", pki_, "/audit-subject.key}\n");
   }
   void TearDown() override {
     if (pid_ > 0) Kill();

@@ -54,6 +54,10 @@ organisations:
                       extra.find("policy:") == std::string::npos
                           ? absl::StrCat("policy: {agreements_dir: ", std::getenv("CB_SOURCE_DIR"), "/tests/agreements}\n")
                           : "",
+                      extra.find("audit:") == std::string::npos
+                          ? absl::StrCat("audit: {signing_key: ", pki, "/audit-signing.key, subject_key: ", pki,
+                                         "/audit-subject.key}\n")
+                          : "",
                       extra);
 }
 

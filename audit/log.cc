@@ -1,0 +1,221 @@
+#include "audit/log.h"
+
+#include <openssl/hmac.h>
+
+#include <future>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "broker/core/files.h"
+#include "broker/core/status.h"
+#include "broker/store/store_sync.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+
+namespace carebroker::audit {
+
+std::string Canonical(const google::protobuf::Message& m) {
+  std::string out;
+  {
+    google::protobuf::io::StringOutputStream zero(&out);
+    google::protobuf::io::CodedOutputStream coded(&zero);
+    coded.SetSerializationDeterministic(true);
+    m.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
+std::string EntryMaker::Subject(absl::string_view nhs_number) const {
+  if (nhs_number.empty()) return "";
+  unsigned char mac[32];
+  unsigned int len = sizeof mac;
+  HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
+       reinterpret_cast<const unsigned char*>(nhs_number.data()), nhs_number.size(), mac, &len);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(mac), len));
+}
+
+AuditRecord EntryMaker::Make(v1::AuditEntry entry, absl::string_view nhs_number) const {
+  entry.clear_index();
+  entry.set_subject(Subject(nhs_number));
+  AuditRecord r;
+  r.subject = entry.subject();
+  r.at = absl::FromUnixSeconds(entry.at().seconds()) + absl::Nanoseconds(entry.at().nanos());
+  r.entry = Canonical(entry);
+  return r;
+}
+
+AuditRecord EntryMaker::Record(const MessageEvent& e) const {
+  v1::AuditEntry a;
+  *a.mutable_at() = ToTimestamp(e.at);
+  a.set_event(e.event);
+  a.set_actor(e.event == v1::AUDIT_EVENT_DELIVERED || e.event == v1::AUDIT_EVENT_ACKNOWLEDGED ? e.recipient.str()
+                                                                                             : "broker");
+  a.set_message_id(e.id.str());
+  a.set_sender(e.sender.str());
+  a.set_recipient(e.recipient.str());
+  a.set_workflow(e.workflow);
+  a.set_purpose(e.purpose);
+  a.set_delivery_count(e.delivery_count);
+  if (!e.reason.empty()) a.add_reasons(e.reason);
+  return Make(std::move(a), e.nhs_number);
+}
+
+AuditLog::AuditLog(const Config& config, carebroker::Store& store, const Clock& clock, Key key)
+    : store_(store),
+      clock_(clock),
+      key_(std::move(key)),
+      entries_(config.audit_subject_key()),
+      every_(config.proto().audit().tree_head_every()),
+      interval_(absl::Seconds(config.proto().audit().tree_head_interval().seconds())) {}
+
+absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const Config& config, carebroker::Store& store,
+                                                         const Clock& clock) {
+  auto key = Key::FromPem(config.audit_signing_pem(), "audit.signing_key");
+  if (!key.ok()) return Error(absl::StatusCode::kInvalidArgument, "CONFIG_INVALID", key.status().message());
+  if (!key->can_sign()) {
+    return Error(absl::StatusCode::kInvalidArgument, "CONFIG_INVALID",
+                 "audit.signing_key: a private key is needed to sign tree heads");
+  }
+  std::unique_ptr<AuditLog> log(new AuditLog(config, store, clock, *std::move(key)));
+  {
+    absl::MutexLock l(&log->mu_);
+    for (uint64_t from = 0;;) {
+      auto rows = ReadAuditSync(store, AuditRead{from, 100000, "", true});
+      if (!rows.ok()) return rows.status();
+      for (const AuditRow& r : *rows) {
+        Hash h;
+        if (r.index != log->tree_.size() || !HashFromBytes(r.leaf_hash, &h)) {
+          return Error(absl::StatusCode::kDataLoss, "AUDIT_LOG_DAMAGED",
+                       absl::StrCat("audit log: entry ", log->tree_.size(), " is missing or damaged; run "
+                                    "carebroker-audit verify"));
+        }
+        log->tree_.Append(h);
+      }
+      if (rows->size() < 100000) break;
+      from = log->tree_.size();
+    }
+    auto heads = ReadTreeHeadsSync(store);
+    if (!heads.ok()) return heads.status();
+    if (!heads->empty()) {
+      const v1::SignedTreeHead& last = heads->back();
+      Hash root;
+      if (auto s = CheckTreeHead(log->key_, last); !s.ok()) {
+        return Error(absl::StatusCode::kDataLoss, "AUDIT_LOG_DAMAGED", absl::StrCat("audit log: ", s.message()));
+      }
+      if (last.tree_size() > log->tree_.size() || !HashFromBytes(last.root_hash(), &root) ||
+          log->tree_.Root(last.tree_size()) != root) {
+        return Error(absl::StatusCode::kDataLoss, "AUDIT_LOG_DAMAGED",
+                     absl::StrCat("audit log: the stored entries do not match the tree head signed at size ",
+                                  last.tree_size(), "; run carebroker-audit verify"));
+      }
+      log->latest_ = last;
+      log->signed_size_ = last.tree_size();
+    }
+    log->signed_at_ = clock.Now();
+  }
+  AuditLog* raw = log.get();
+  store.SetAuditRecorder(&raw->entries_);
+  store.SetAuditListener([raw](uint64_t first, const std::vector<std::string>& leaves) { raw->OnDurable(first, leaves); });
+  return log;
+}
+
+bool AuditLog::healthy() const {
+  absl::MutexLock l(&mu_);
+  return healthy_;
+}
+
+uint64_t AuditLog::size() const {
+  absl::MutexLock l(&mu_);
+  return tree_.size();
+}
+
+v1::SignedTreeHead AuditLog::LatestHead() const {
+  absl::MutexLock l(&mu_);
+  return latest_;
+}
+
+void AuditLog::OnDurable(uint64_t first, const std::vector<std::string>& leaves) {
+  std::optional<v1::SignedTreeHead> head;
+  {
+    absl::MutexLock l(&mu_);
+    if (!healthy_ || first != tree_.size()) {
+      healthy_ = false;  // an entry is durable that the tree does not hold: fail closed
+      return;
+    }
+    for (const std::string& leaf : leaves) {
+      Hash h;
+      HashFromBytes(leaf, &h);
+      tree_.Append(h);
+    }
+    if (tree_.size() - signed_size_ >= every_) head = SignLocked();
+  }
+  if (head) Persist(*std::move(head), [](absl::Status) {});
+}
+
+std::optional<v1::SignedTreeHead> AuditLog::SignLocked() {
+  if (tree_.size() == signed_size_) return std::nullopt;
+  signed_size_ = tree_.size();
+  signed_at_ = clock_.Now();
+  return SignTreeHead(key_, tree_.size(), signed_at_, tree_.Root());
+}
+
+void AuditLog::Persist(v1::SignedTreeHead head, absl::AnyInvocable<void(absl::Status) &&> done) {
+  store_.AppendTreeHead(head, [this, head, done = std::move(done)](absl::StatusOr<bool> r) mutable {
+    if (r.ok()) {
+      absl::MutexLock l(&mu_);
+      if (head.tree_size() > latest_.tree_size()) latest_ = head;
+    }
+    std::move(done)(r.status());
+  });
+}
+
+void AuditLog::Tick() {
+  std::optional<v1::SignedTreeHead> head;
+  {
+    absl::MutexLock l(&mu_);
+    if (clock_.Now() - signed_at_ >= interval_) head = SignLocked();
+  }
+  if (head) Persist(*std::move(head), [](absl::Status) {});
+}
+
+absl::Status AuditLog::SignNow() {
+  std::optional<v1::SignedTreeHead> head;
+  {
+    absl::MutexLock l(&mu_);
+    head = SignLocked();
+  }
+  if (!head) return absl::OkStatus();
+  std::promise<absl::Status> p;
+  Persist(*std::move(head), [&p](absl::Status s) { p.set_value(std::move(s)); });
+  return p.get_future().get();
+}
+
+absl::StatusOr<v1::InclusionProof> AuditLog::ProveInclusion(uint64_t index, uint64_t tree_size) const {
+  absl::MutexLock l(&mu_);
+  if (tree_size == 0) tree_size = latest_.tree_size();
+  if (tree_size > tree_.size() || index >= tree_size) {
+    return InvalidArgument("PROOF_OUT_OF_RANGE", absl::StrCat("entry ", index, " is not in a tree of size ", tree_size,
+                                                              " (the log holds ", tree_.size(), " entries)"));
+  }
+  v1::InclusionProof p;
+  p.set_index(index);
+  p.set_tree_size(tree_size);
+  p.set_leaf_hash(std::string(AsBytes(tree_.leaf(index))));
+  for (const Hash& h : tree_.InclusionProof(index, tree_size)) p.add_path(std::string(AsBytes(h)));
+  return p;
+}
+
+absl::StatusOr<v1::ConsistencyProof> AuditLog::ProveConsistency(uint64_t first, uint64_t second) const {
+  absl::MutexLock l(&mu_);
+  if (first > second || second > tree_.size()) {
+    return InvalidArgument("PROOF_OUT_OF_RANGE", absl::StrCat("no consistency proof from ", first, " to ", second,
+                                                              " (the log holds ", tree_.size(), " entries)"));
+  }
+  v1::ConsistencyProof p;
+  p.set_first(first);
+  p.set_second(second);
+  for (const Hash& h : tree_.ConsistencyProof(first, second)) p.add_path(std::string(AsBytes(h)));
+  return p;
+}
+
+}  // namespace carebroker::audit

@@ -1,0 +1,103 @@
+// The broker's side of the audit log.
+//
+// EntryMaker turns decisions into entries: the person becomes a keyed hash
+// of the NHS number (HMAC-SHA256 under the audit subject key), and the
+// entry is serialised deterministically. It is also the store's recorder
+// of deliveries, acks, expiry and withholding.
+//
+// AuditLog keeps the Merkle tree of every durable entry (rebuilt from the
+// store's leaf hashes at start, then fed by the store in commit order),
+// signs tree heads every N entries or T seconds and at shutdown, and
+// answers proofs. It refuses to start when the stored log does not match
+// its own latest signed tree head.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "audit/merkle.h"
+#include "audit/signer.h"
+#include "broker/config/config.h"
+#include "broker/core/clock.h"
+#include "broker/store/store.h"
+#include "carebroker/v1/audit.pb.h"
+
+namespace carebroker::audit {
+
+class EntryMaker final : public AuditRecorder {
+ public:
+  explicit EntryMaker(std::string subject_key) : key_(std::move(subject_key)) {}
+
+  // Lower-case hex HMAC-SHA256 of the NHS number; "" for "".
+  std::string Subject(absl::string_view nhs_number) const;
+
+  // `entry` with its subject set from `nhs_number`, serialised
+  // deterministically. Its index must be unset (the store assigns it).
+  AuditRecord Make(v1::AuditEntry entry, absl::string_view nhs_number = "") const;
+
+  AuditRecord Record(const MessageEvent& e) const override;
+
+ private:
+  std::string key_;
+};
+
+// Deterministic serialisation of an entry or a filter.
+std::string Canonical(const google::protobuf::Message& m);
+
+class AuditLog {
+ public:
+  // Loads the signing key, rebuilds the tree from `store` and checks the
+  // latest stored tree head against it (signature and root); then takes
+  // the store's new entries as they become durable. `store` must outlive it.
+  static absl::StatusOr<std::unique_ptr<AuditLog>> Open(const Config& config, Store& store, const Clock& clock);
+
+  const EntryMaker& entries() const { return entries_; }
+  const Key& key() const { return key_; }
+
+  // False once an entry became durable that the tree could not take (a gap
+  // in indexes): every send is then refused until restart.
+  bool healthy() const ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t size() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The latest durable signed tree head (tree_size 0 before the first).
+  v1::SignedTreeHead LatestHead() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // tree_size 0: the latest signed head's size.
+  absl::StatusOr<v1::InclusionProof> ProveInclusion(uint64_t index, uint64_t tree_size) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<v1::ConsistencyProof> ProveConsistency(uint64_t first, uint64_t second) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Signs a head if entries were added since the last and `interval` has
+  // passed (called by the broker's timer).
+  void Tick() ABSL_LOCKS_EXCLUDED(mu_);
+  // Signs a head for every entry now in the tree and waits until it is
+  // stored (shutdown). OK when there is nothing new.
+  absl::Status SignNow() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  AuditLog(const Config& config, carebroker::Store& store, const Clock& clock, Key key);
+  void OnDurable(uint64_t first, const std::vector<std::string>& leaves) ABSL_LOCKS_EXCLUDED(mu_);
+  // Signs the current tree and stores the head; the head becomes the
+  // latest once stored. Null when there is nothing new to sign.
+  std::optional<v1::SignedTreeHead> SignLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Persist(v1::SignedTreeHead head, absl::AnyInvocable<void(absl::Status) &&> done);
+
+  carebroker::Store& store_;
+  const Clock& clock_;
+  Key key_;
+  EntryMaker entries_;
+  const uint64_t every_;
+  const absl::Duration interval_;
+
+  mutable absl::Mutex mu_;
+  MerkleTree tree_ ABSL_GUARDED_BY(mu_);
+  bool healthy_ ABSL_GUARDED_BY(mu_) = true;
+  uint64_t signed_size_ ABSL_GUARDED_BY(mu_) = 0;  // size of the last head signed (maybe not yet stored)
+  absl::Time signed_at_ ABSL_GUARDED_BY(mu_);
+  v1::SignedTreeHead latest_ ABSL_GUARDED_BY(mu_);  // latest stored
+};
+
+}  // namespace carebroker::audit
