@@ -9,7 +9,7 @@ build=${BUILD_DIR:-build}
 
 deploy/install-deps.sh
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" --target carebroker carebrokerctl
+cmake --build "$build" --target carebroker carebrokerctl carebroker-audit
 
 mkdir -p var
 deploy/pki/dev-pki.sh var/pki
@@ -19,6 +19,7 @@ mkdir -p var/keys
 [[ -f var/keys/X26.key ]] || (umask 077 && openssl rand -out var/keys/X26.key 32)
 
 ctl="$build/broker/cli/carebrokerctl"
+audit="$build/broker/cli/carebroker-audit"
 cat <<MSG
 
 carebroker is starting on 127.0.0.1:7443 (mutual TLS; store in var/data).
@@ -36,6 +37,11 @@ In another terminal, from $root:
 
   # The hospital tracks it (use the id printed by send):
   $ctl --cert var/pki/RR8.crt --key var/pki/RR8.key track MESSAGE_ID
+
+  # An IG officer at 503 reads the audit log and verifies it with the public key:
+  $audit --cert var/pki/ig-officer.crt --key var/pki/ig-officer.key query
+  $audit --cert var/pki/ig-officer.crt --key var/pki/ig-officer.key \\
+      --public-key var/pki/audit-signing.pub verify
 
 Stop the broker with Ctrl-C.
 MSG

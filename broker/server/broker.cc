@@ -154,6 +154,8 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   if (auto r = AppendAuditSync(*b->store_, {PolicyLoadRecord(deps, absl::OkStatus(), "broker")}); !r.ok()) {
     return r.status();
   }
+  // A head at start, so the log verifies from the first moment.
+  if (auto s = b->audit_->SignNow(); !s.ok()) return s;
   b->service_ = std::make_unique<ExchangeService>(deps);
   b->consent_service_ = std::make_unique<ConsentService>(deps);
   b->policy_service_ = std::make_unique<PolicyService>(deps);

@@ -570,7 +570,7 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<std::vector<AuditRow>> DoReadAudit(const AuditRead& req) {
     Stmt& q = req.hashes_only ? audit_read_hashes_ : req.subject.empty() ? audit_read_ : audit_read_subject_;
-    q.Bind(1, static_cast<int64_t>(req.from));
+    q.Bind(1, static_cast<int64_t>(std::min<uint64_t>(req.from, INT64_MAX)));
     q.Bind(2, static_cast<int64_t>(synced_audit_size_.load(std::memory_order_acquire)));
     q.Bind(3, int64_t{req.max});
     if (!req.hashes_only && !req.subject.empty()) q.Bind(4, req.subject);

@@ -15,7 +15,11 @@
 #include "carebroker/v1/policy.grpc.pb.h"
 #include "carebroker/v1/record.pb.h"
 #include "policy/minimise.h"
+#include "broker/cli/audit_cli.h"
 #include "tests/integration/harness.h"
+#include <sqlite3.h>
+#include <nlohmann/json.hpp>
+#include <sstream>
 
 namespace carebroker::testing {
 namespace {
@@ -68,7 +72,8 @@ v1::SendRequest CareSend(const std::string& to, const std::string& workflow, con
 class PolicyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const fs::path dir = FreshDir("policy");
+    dir_ = FreshDir("policy");
+    const fs::path& dir = dir_;
     agreements_ = dir / "agreements";
     fs::create_directories(agreements_);
     for (const auto& f : fs::directory_iterator(fs::path(std::getenv("CB_SOURCE_DIR")) / "deploy/agreements")) {
@@ -79,7 +84,9 @@ class PolicyTest : public ::testing::Test {
     broker_ = StartBroker(ConfigYaml((dir / "data").string(),
                                      absl::StrCat("policy:\n  agreements_dir: ", agreements_.string(),
                                                   "\n  pseudonym_keys: [{organisation: X26, file: ",
-                                                  (dir / "x26.key").string(), "}]\n")),
+                                                  (dir / "x26.key").string(), "}]\n",
+                                                  "audit: {signing_key: ", PkiDir(), "/audit-signing.key, subject_key: ",
+                                                  PkiDir(), "/audit-subject.key, tree_head_every: 4}\n")),
                           &SystemClock::Get());
     ASSERT_NE(broker_, nullptr);
     trust_ = StubAs(*broker_, "RR8");
@@ -119,7 +126,7 @@ class PolicyTest : public ::testing::Test {
     EXPECT_EQ(st.national_opt_out(), on);
   }
 
-  fs::path agreements_;
+  fs::path dir_, agreements_;
   std::unique_ptr<Broker> broker_;
   std::unique_ptr<v1::Exchange::Stub> trust_, council_;
   std::unique_ptr<v1::Consent::Stub> gp_consent_;
@@ -306,6 +313,121 @@ TEST_F(PolicyTest, ReloadIsAllOrNothing) {
   auto agency = v1::Policy::NewStub(ChannelAs(*broker_, "RR8"));
   EXPECT_EQ(Call(&v1::Policy::Stub::Reload, *agency, v1::ReloadRequest(), &r).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
+}
+
+// ------------------------------------------------------------- the audit log
+
+// carebroker-audit against the broker, as `who`.
+struct AuditRun {
+  int rc;
+  std::string out, err;
+};
+AuditRun AuditCli(const Broker& b, const std::string& who, std::vector<std::string> args) {
+  const std::string pki = PkiDir();
+  std::vector<std::string> all = {"carebroker-audit", "--target", b.address(), "--cert", pki + "/" + who + ".crt",
+                                  "--key", pki + "/" + who + ".key", "--ca", pki + "/ca.crt",
+                                  "--public-key", pki + "/audit-signing.pub"};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  std::ostringstream out, err;
+  const int rc = RunAudit(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {rc, out.str(), err.str()};
+}
+
+TEST_F(PolicyTest, EveryDecisionIsAuditedAndTheLogVerifies) {
+  v1::SendReceipt receipt;
+  ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care"), &receipt).ok());
+  EXPECT_EQ(Send(*trust_, CareSend("Y06601", "HOSPITAL_DISCHARGE", "direct-care")).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  Record(v1::DIRECTIVE_KIND_DISSENT, "safeguarding");
+  v1::SendRequest concern = CareSend("RR8", "SAFEGUARDING_CONCERN", "safeguarding");
+  concern.set_justification("Section 42 enquiry: risk of serious harm");
+  ASSERT_TRUE(Send(*council_, concern).ok());
+  {
+    Receiver rx(*council_, 10);
+    auto d = rx.Next();
+    ASSERT_TRUE(d.has_value());
+    EXPECT_EQ(d->message_id(), receipt.message_id());
+  }
+  v1::AckRequest ack;
+  ack.add_message_ids(receipt.message_id());
+  v1::AckResponse acked;
+  ASSERT_TRUE(Call(&v1::Exchange::Stub::Ack, *council_, ack, &acked).ok());
+
+  AuditRun q = AuditCli(*broker_, "ig-officer", {"--format", "json", "query"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  EXPECT_EQ(q.out.find(kNhs), std::string::npos) << "no NHS number in clear";
+  const auto rows = nlohmann::json::parse(q.out);
+  std::vector<std::string> events;
+  for (const auto& r : rows) events.push_back(r.at("event"));
+  EXPECT_THAT(events, ::testing::ElementsAre("agreements-loaded", "send-accepted", "send-denied", "consent-recorded",
+                                             "send-accepted", "delivered", "acknowledged", "audit-query"));
+  EXPECT_EQ(rows[1].at("agreement"), "DSA-ACUTE-TO-SOCIAL-CARE v1.0");
+  EXPECT_EQ(rows[1].at("message"), receipt.message_id());
+  EXPECT_EQ(rows[2].at("reasons"), "NO_AGREEMENT");
+  EXPECT_EQ(rows[4].at("override"), "yes");
+  EXPECT_EQ(rows[7].at("actor"), "503");
+
+  // The subject access report: both disclosures, what was released, when delivered.
+  AuditRun sar = AuditCli(*broker_, "ig-officer", {"--format", "json", "report", "sar", "--nhs-number", kNhs});
+  ASSERT_EQ(sar.rc, 0) << sar.err;
+  const auto disclosures = nlohmann::json::parse(sar.out);
+  ASSERT_EQ(disclosures.size(), 2u);
+  EXPECT_EQ(disclosures[0].at("to"), "503");
+  EXPECT_THAT(disclosures[0].at("fields_released").get<std::string>(), HasSubstr("person.nhs_number"));
+  EXPECT_THAT(disclosures[0].at("fields_released").get<std::string>(), ::testing::Not(HasSubstr("local_identifiers")));
+  EXPECT_THAT(disclosures[0].at("legal_basis").get<std::string>(), HasSubstr("Care Act 2014 s74"));
+  EXPECT_NE(disclosures[0].at("delivered_at"), "not yet");
+  EXPECT_EQ(disclosures[1].at("delivered_at"), "not yet");
+
+  AuditRun ovr = AuditCli(*broker_, "ig-officer", {"--format", "csv", "report", "overrides"});
+  ASSERT_EQ(ovr.rc, 0) << ovr.err;
+  EXPECT_THAT(ovr.out, HasSubstr("Section 42 enquiry: risk of serious harm"));
+
+  AuditRun v = AuditCli(*broker_, "ig-officer", {"verify"});
+  EXPECT_EQ(v.rc, 0) << v.err;
+  EXPECT_THAT(v.out, HasSubstr("intact"));
+  AuditRun inc = AuditCli(*broker_, "ig-officer", {"prove", "inclusion", "--index", "2"});
+  EXPECT_EQ(inc.rc, 0) << inc.err;
+  EXPECT_THAT(inc.out, HasSubstr("proven: entry 2 is included in the signed tree of size"));
+  AuditRun con = AuditCli(*broker_, "ig-officer", {"prove", "consistency", "--first", "1"});
+  EXPECT_EQ(con.rc, 0) << con.err;
+  AuditRun far = AuditCli(*broker_, "ig-officer", {"prove", "inclusion", "--index", "999"});
+  EXPECT_NE(far.rc, 0);
+  EXPECT_THAT(far.err, HasSubstr("PROOF_OUT_OF_RANGE"));
+  const std::string file = (dir_ / "log.export").string();
+  AuditRun exp = AuditCli(*broker_, "ig-officer", {"export", "--out", file});
+  ASSERT_EQ(exp.rc, 0) << exp.err;
+  AuditRun offline = AuditCli(*broker_, "ig-officer", {"--export", file, "verify"});
+  EXPECT_EQ(offline.rc, 0) << offline.err;
+
+  // Only IG officers may read the log.
+  AuditRun refused = AuditCli(*broker_, "RR8", {"query"});
+  EXPECT_EQ(refused.rc, 1);
+  EXPECT_THAT(refused.err, HasSubstr("PERMISSION_DENIED"));
+}
+
+TEST_F(PolicyTest, SendsAreRefusedWhenTheAuditLogCannotBeWritten) {
+  const std::string db = (dir_ / "data" / "carebroker.db").string();
+  auto exec = [&](const char* sql) {
+    sqlite3* h = nullptr;
+    ASSERT_EQ(sqlite3_open(db.c_str(), &h), SQLITE_OK);
+    sqlite3_busy_timeout(h, 5000);
+    EXPECT_EQ(sqlite3_exec(h, sql, nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(h);
+    sqlite3_close(h);
+  };
+  exec("CREATE TRIGGER audit_full BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk full'); END");
+  v1::SendRequest req = CareSend("503", "HOSPITAL_DISCHARGE", "direct-care");
+  req.set_idempotency_key("adt-fail-closed");
+  EXPECT_EQ(Send(*trust_, req).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(Send(*trust_, CareSend("Y06601", "HOSPITAL_DISCHARGE", "direct-care")).error_code(),
+            grpc::StatusCode::UNAVAILABLE)
+      << "a denial that cannot be audited is not answered as a denial";
+  exec("DROP TRIGGER audit_full");
+  v1::SendReceipt r;
+  ASSERT_TRUE(Send(*trust_, req, &r).ok());
+  EXPECT_FALSE(r.duplicate()) << "the refused send stored nothing";
 }
 
 }  // namespace

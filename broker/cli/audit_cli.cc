@@ -1,0 +1,525 @@
+#include "broker/cli/audit_cli.h"
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "audit/log.h"
+#include "audit/query.h"
+#include "audit/verify.h"
+#include "broker/cli/client.h"
+#include "broker/core/files.h"
+#include "broker/core/nhs_number.h"
+#include "broker/core/yaml_proto.h"
+#include "carebroker/v1/audit.grpc.pb.h"
+#include "google/protobuf/util/time_util.h"
+
+namespace carebroker {
+namespace {
+
+using json = nlohmann::json;
+using google::protobuf::util::TimeUtil;
+
+struct Options {
+  ClientTls tls;
+  std::string export_file, store_file, public_key, subject_key, format = "table";
+  double timeout_s = 300;
+  bool offline() const { return !export_file.empty() || !store_file.empty(); }
+};
+
+std::string EnvOr(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::unique_ptr<v1::Audit::Stub> Connect(const Options& o, std::ostream& err) {
+  if (o.tls.cert.empty() || o.tls.key.empty() || o.tls.ca.empty() || o.tls.target.empty()) {
+    err << "carebroker-audit: give --export or --store to work offline, or --target, --cert, --key and --ca "
+           "(or CAREBROKER_TARGET, _CERT, _KEY, _CA) for the broker\n";
+    return nullptr;
+  }
+  auto ch = MakeChannel(o.tls);
+  if (!ch.ok()) {
+    err << "carebroker-audit: " << ch.status().message() << "\n";
+    return nullptr;
+  }
+  return v1::Audit::NewStub(*ch);
+}
+
+void Deadline(grpc::ClientContext& ctx, const Options& o) {
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000)));
+}
+
+int Refused(std::ostream& err, const grpc::Status& s) {
+  err << "carebroker-audit: " << DescribeStatus(s) << "\n";
+  return 1;
+}
+
+// The whole log: from the file given, or exported from the broker.
+absl::StatusOr<audit::LogCopy> LoadLog(const Options& o, std::ostream& err) {
+  if (!o.export_file.empty()) return audit::ReadExportFile(o.export_file);
+  if (!o.store_file.empty()) return audit::ReadStoreFile(o.store_file);
+  auto stub = Connect(o, err);
+  if (!stub) return absl::InvalidArgumentError("no source");
+  grpc::ClientContext ctx;
+  Deadline(ctx, o);
+  auto reader = stub->Export(&ctx, v1::ExportRequest());
+  audit::LogCopy log;
+  v1::ExportChunk chunk;
+  while (reader->Read(&chunk)) {
+    for (auto& e : *chunk.mutable_entries()) log.entries.push_back(std::move(e));
+    for (auto& h : *chunk.mutable_tree_heads()) log.heads.push_back(std::move(h));
+  }
+  grpc::Status s = reader->Finish();
+  if (!s.ok()) return absl::UnavailableError(DescribeStatus(s));
+  return log;
+}
+
+absl::StatusOr<audit::Key> PublicKey(const Options& o) {
+  if (o.public_key.empty()) return absl::InvalidArgumentError("--public-key FILE is required (the broker's audit key)");
+  return audit::Key::LoadFile(o.public_key);
+}
+
+struct QueryArgs {
+  v1::AuditFilter filter;
+  std::string nhs, from, until;
+  std::vector<std::string> events;
+  uint32_t limit = 0;
+};
+
+// Entries matching `q`: the broker filters (and records the query) online;
+// offline, the same filter runs here.
+absl::StatusOr<std::vector<v1::AuditEntry>> Select(const Options& o, v1::AuditFilter f, uint32_t limit,
+                                                   std::ostream& err) {
+  if (!o.offline()) {
+    auto stub = Connect(o, err);
+    if (!stub) return absl::InvalidArgumentError("no source");
+    grpc::ClientContext ctx;
+    Deadline(ctx, o);
+    v1::AuditQueryRequest req;
+    *req.mutable_filter() = f;
+    req.set_limit(limit);
+    auto reader = stub->Query(&ctx, req);
+    std::vector<v1::AuditEntry> out;
+    v1::AuditEntry e;
+    while (reader->Read(&e)) out.push_back(e);
+    grpc::Status s = reader->Finish();
+    if (!s.ok()) return absl::UnavailableError(DescribeStatus(s));
+    return out;
+  }
+  std::string subject = f.subject();
+  if (!f.nhs_number().empty()) {
+    if (o.subject_key.empty()) {
+      return absl::InvalidArgumentError("offline, --nhs-number needs --subject-key FILE (the broker's audit subject key)");
+    }
+    auto key = ReadFileToString(o.subject_key, "subject key");
+    if (!key.ok()) return key.status();
+    subject = audit::EntryMaker(*key).Subject(f.nhs_number());
+  }
+  auto log = LoadLog(o, err);
+  if (!log.ok()) return log.status();
+  std::vector<v1::AuditEntry> out;
+  for (const auto& x : log->entries) {
+    v1::AuditEntry e;
+    if (!e.ParseFromString(x.entry()) || !audit::Matches(e, f, subject)) continue;
+    out.push_back(std::move(e));
+    if (limit != 0 && out.size() >= limit) break;
+  }
+  return out;
+}
+
+std::string Time(const google::protobuf::Timestamp& t) { return TimeUtil::ToString(t); }
+
+std::string Event(int e) { return EnumShortName(v1::AuditEvent_descriptor(), e); }
+
+// Prints rows as an aligned table, CSV (RFC 4180 quoting) or JSON.
+void Print(const Options& o, const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& rows,
+           std::ostream& out) {
+  if (o.format == "json") {
+    json a = json::array();
+    for (const auto& r : rows) {
+      json obj;
+      for (size_t i = 0; i < head.size(); ++i) obj[head[i]] = r[i];
+      a.push_back(obj);
+    }
+    out << a.dump(2) << "\n";
+    return;
+  }
+  if (o.format == "csv") {
+    auto cell = [](const std::string& s) {
+      if (s.find_first_of(",\"\n") == std::string::npos) return s;
+      std::string q = "\"";
+      for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+      return q + "\"";
+    };
+    std::vector<std::string> h;
+    for (const auto& x : head) h.push_back(cell(x));
+    out << absl::StrJoin(h, ",") << "\n";
+    for (const auto& r : rows) {
+      std::vector<std::string> c;
+      for (const auto& x : r) c.push_back(cell(x));
+      out << absl::StrJoin(c, ",") << "\n";
+    }
+    return;
+  }
+  std::vector<size_t> w(head.size());
+  for (size_t i = 0; i < head.size(); ++i) w[i] = head[i].size();
+  for (const auto& r : rows) {
+    for (size_t i = 0; i < r.size(); ++i) w[i] = std::max(w[i], r[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& r) {
+    for (size_t i = 0; i < r.size(); ++i) out << r[i] << (i + 1 < r.size() ? std::string(w[i] - r[i].size() + 2, ' ') : "");
+    out << "\n";
+  };
+  line(head);
+  for (const auto& r : rows) line(r);
+  out << rows.size() << (rows.size() == 1 ? " entry\n" : " entries\n");
+}
+
+std::string Basis(const v1::LegalBasis& b) {
+  std::string s = absl::StrCat("art6 ", EnumShortName(v1::Article6_descriptor(), b.article6()), "; art9 ",
+                               EnumShortName(v1::Article9_descriptor(), b.article9()));
+  if (!b.statutory().empty()) absl::StrAppend(&s, "; ", b.statutory());
+  return s;
+}
+
+int DoQuery(const Options& o, QueryArgs q, std::ostream& out, std::ostream& err) {
+  if (!q.nhs.empty() && !IsValidNhsNumber(q.nhs)) {
+    err << "carebroker-audit: --nhs-number is not a valid NHS number (ten digits, Modulus 11)\n";
+    return 2;
+  }
+  q.filter.set_nhs_number(q.nhs);
+  for (const auto& e : q.events) {
+    const auto* v = FindEnumValue(v1::AuditEvent_descriptor(), e);
+    if (v == nullptr || v->number() == 0) {
+      err << "carebroker-audit: unknown event '" << e << "' (e.g. send-accepted, send-denied, delivered)\n";
+      return 2;
+    }
+    q.filter.add_events(static_cast<v1::AuditEvent>(v->number()));
+  }
+  for (auto [text, field] : {std::pair{&q.from, q.filter.mutable_from()}, std::pair{&q.until, q.filter.mutable_until()}}) {
+    if (text->empty()) continue;
+    if (!TimeUtil::FromString(*text, field)) {
+      err << "carebroker-audit: '" << *text << "' is not an RFC 3339 time (e.g. 2026-11-01T00:00:00Z)\n";
+      return 2;
+    }
+  }
+  if (q.from.empty()) q.filter.clear_from();
+  if (q.until.empty()) q.filter.clear_until();
+  auto rows = Select(o, q.filter, q.limit, err);
+  if (!rows.ok()) {
+    err << "carebroker-audit: " << rows.status().message() << "\n";
+    return absl::IsUnavailable(rows.status()) ? 1 : 2;
+  }
+  std::vector<std::vector<std::string>> table;
+  for (const auto& e : *rows) {
+    table.push_back({absl::StrCat(e.index()), Time(e.at()), Event(e.event()), e.actor(), e.sender(), e.recipient(),
+                     e.workflow(), e.purpose(), e.agreement_id().empty() ? "" : absl::StrCat(e.agreement_id(), " v", e.agreement_version()),
+                     e.flow(), absl::StrJoin(e.reasons(), " "), e.safeguarding_override() ? "yes" : "", e.message_id(),
+                     e.detail()});
+  }
+  Print(o, {"index", "at", "event", "actor", "sender", "recipient", "workflow", "purpose", "agreement", "flow",
+            "reasons", "override", "message", "detail"},
+        table, out);
+  return 0;
+}
+
+int DoSar(const Options& o, const std::string& nhs, std::ostream& out, std::ostream& err) {
+  if (!IsValidNhsNumber(nhs)) {
+    err << "carebroker-audit: --nhs-number is not a valid NHS number (ten digits, Modulus 11)\n";
+    return 2;
+  }
+  v1::AuditFilter f;
+  f.set_nhs_number(nhs);
+  f.add_events(v1::AUDIT_EVENT_SEND_ACCEPTED);
+  f.add_events(v1::AUDIT_EVENT_DELIVERED);
+  auto rows = Select(o, f, 0, err);
+  if (!rows.ok()) {
+    err << "carebroker-audit: " << rows.status().message() << "\n";
+    return absl::IsUnavailable(rows.status()) ? 1 : 2;
+  }
+  std::map<std::string, std::string> delivered;  // message id -> first delivery
+  for (const auto& e : *rows) {
+    if (e.event() == v1::AUDIT_EVENT_DELIVERED) delivered.emplace(e.message_id(), Time(e.at()));
+  }
+  std::vector<std::vector<std::string>> table;
+  for (const auto& e : *rows) {
+    if (e.event() != v1::AUDIT_EVENT_SEND_ACCEPTED) continue;
+    auto d = delivered.find(e.message_id());
+    table.push_back({Time(e.at()), e.sender(), e.recipient(), e.purpose(), e.workflow(), Basis(e.legal_basis()),
+                     absl::StrCat(e.agreement_id(), " v", e.agreement_version(), " ", e.flow()),
+                     absl::StrJoin(e.released_fields(), " "), d == delivered.end() ? "not yet" : d->second,
+                     e.safeguarding_override() ? "yes" : "", e.message_id()});
+  }
+  Print(o, {"disclosed_at", "from", "to", "purpose", "workflow", "legal_basis", "agreement", "fields_released",
+            "delivered_at", "override", "message"},
+        table, out);
+  return 0;
+}
+
+int DoOverrides(const Options& o, std::ostream& out, std::ostream& err) {
+  v1::AuditFilter f;
+  f.set_overrides_only(true);
+  auto rows = Select(o, f, 0, err);
+  if (!rows.ok()) {
+    err << "carebroker-audit: " << rows.status().message() << "\n";
+    return absl::IsUnavailable(rows.status()) ? 1 : 2;
+  }
+  std::vector<std::vector<std::string>> table;
+  for (const auto& e : *rows) {
+    table.push_back({Time(e.at()), e.sender(), e.recipient(), e.workflow(),
+                     absl::StrCat(e.agreement_id(), " v", e.agreement_version(), " ", e.flow()),
+                     absl::StrJoin(e.reasons(), " "), e.justification(), e.message_id()});
+  }
+  Print(o, {"at", "from", "to", "workflow", "agreement", "overridden", "justification", "message"}, table, out);
+  return 0;
+}
+
+int DoVerify(const Options& o, std::ostream& out, std::ostream& err) {
+  auto key = PublicKey(o);
+  if (!key.ok()) {
+    err << "carebroker-audit: " << key.status().message() << "\n";
+    return 2;
+  }
+  auto log = LoadLog(o, err);
+  if (!log.ok()) {
+    err << "carebroker-audit: " << log.status().message() << "\n";
+    return absl::IsUnavailable(log.status()) ? 1 : 2;
+  }
+  const audit::VerifyReport r = audit::Verify(*log, *key);
+  if (!r.intact) {
+    err << "carebroker-audit: NOT INTACT: " << r.problem << "\n";
+    return 1;
+  }
+  out << "intact: " << r.entries << " entries, " << r.heads << " signed tree heads; entries 0 to "
+      << (r.covered == 0 ? 0 : r.covered - 1) << " are covered by the latest head";
+  if (r.covered < r.entries) out << " (" << r.entries - r.covered << " newer entries await the next head)";
+  out << "\n";
+  return 0;
+}
+
+std::vector<audit::Hash> Path(const google::protobuf::RepeatedPtrField<std::string>& p) {
+  std::vector<audit::Hash> out;
+  for (const auto& b : p) {
+    audit::Hash h{};
+    audit::HashFromBytes(b, &h);
+    out.push_back(h);
+  }
+  return out;
+}
+
+// prove inclusion|consistency: fetches (or computes) the proof and checks
+// it against signed tree heads with the public key.
+int DoProve(const Options& o, bool inclusion, uint64_t a, uint64_t b, std::ostream& out, std::ostream& err) {
+  auto key = PublicKey(o);
+  if (!key.ok()) {
+    err << "carebroker-audit: " << key.status().message() << "\n";
+    return 2;
+  }
+  // Signed heads (and, offline, the entries to build proofs from).
+  audit::LogCopy log;
+  std::vector<audit::Hash> path;
+  audit::Hash leaf{};
+  if (o.offline()) {
+    auto l = LoadLog(o, err);
+    if (!l.ok()) {
+      err << "carebroker-audit: " << l.status().message() << "\n";
+      return 2;
+    }
+    log = *std::move(l);
+  } else {
+    auto stub = Connect(o, err);
+    if (!stub) return 2;
+    {
+      grpc::ClientContext ctx;
+      Deadline(ctx, o);
+      v1::ExportRequest req;
+      req.set_from_index(UINT64_MAX);  // tree heads only
+      auto reader = stub->Export(&ctx, req);
+      v1::ExportChunk chunk;
+      while (reader->Read(&chunk)) {
+        for (auto& h : *chunk.mutable_tree_heads()) log.heads.push_back(std::move(h));
+      }
+      if (grpc::Status s = reader->Finish(); !s.ok()) return Refused(err, s);
+    }
+  }
+  std::map<uint64_t, audit::Hash> roots;  // signed roots by tree size
+  for (const auto& h : log.heads) {
+    if (auto s = audit::CheckTreeHead(*key, h); !s.ok()) {
+      err << "carebroker-audit: NOT INTACT: " << s.message() << "\n";
+      return 1;
+    }
+    audit::HashFromBytes(h.root_hash(), &roots[h.tree_size()]);
+  }
+  if (b == 0 && !roots.empty()) b = roots.rbegin()->first;  // default: the latest signed head
+  auto need = [&](uint64_t size) -> const audit::Hash* {
+    auto it = roots.find(size);
+    if (it == roots.end()) err << "carebroker-audit: no signed tree head at size " << size << "\n";
+    return it == roots.end() ? nullptr : &it->second;
+  };
+  if (o.offline()) {
+    const audit::MerkleTree tree = audit::TreeOf(log);
+    if (b > tree.size() || (inclusion ? a >= b : a > b)) {
+      err << "carebroker-audit: out of range: the log holds " << tree.size() << " entries\n";
+      return 2;
+    }
+    path = inclusion ? tree.InclusionProof(a, b) : tree.ConsistencyProof(a, b);
+    if (inclusion) leaf = tree.leaf(a);
+  } else {
+    auto stub = Connect(o, err);
+    grpc::ClientContext ctx;
+    Deadline(ctx, o);
+    if (inclusion) {
+      v1::InclusionRequest req;
+      req.set_index(a);
+      req.set_tree_size(b);
+      v1::InclusionProof p;
+      if (grpc::Status s = stub->ProveInclusion(&ctx, req, &p); !s.ok()) return Refused(err, s);
+      path = Path(p.path());
+      leaf = audit::LeafHash(p.entry());  // hashed here: the entry's own bytes
+    } else {
+      v1::ConsistencyRequest req;
+      req.set_first(a);
+      req.set_second(b);
+      v1::ConsistencyProof p;
+      if (grpc::Status s = stub->ProveConsistency(&ctx, req, &p); !s.ok()) return Refused(err, s);
+      path = Path(p.path());
+    }
+  }
+  if (inclusion) {
+    const audit::Hash* root = need(b);
+    if (root == nullptr) return 1;
+    if (!audit::VerifyInclusion(leaf, a, b, path, *root)) {
+      err << "carebroker-audit: NOT PROVEN: entry " << a << " is not included in the signed tree of size " << b << "\n";
+      return 1;
+    }
+    out << "proven: entry " << a << " is included in the signed tree of size " << b << " (root "
+        << audit::ToHex(*root) << ", " << path.size() << " hashes)\n";
+    return 0;
+  }
+  const audit::Hash* ra = a == 0 ? nullptr : need(a);
+  const audit::Hash* rb = need(b);
+  if ((a != 0 && ra == nullptr) || rb == nullptr) return 1;
+  if (!audit::VerifyConsistency(a, b, a == 0 ? audit::EmptyRoot() : *ra, *rb, path)) {
+    err << "carebroker-audit: NOT PROVEN: the signed trees of sizes " << a << " and " << b << " are not consistent\n";
+    return 1;
+  }
+  out << "proven: the signed tree of size " << a << " is a prefix of the signed tree of size " << b << " ("
+      << path.size() << " hashes)\n";
+  return 0;
+}
+
+int DoExport(const Options& o, const std::string& file, std::ostream& out, std::ostream& err) {
+  auto log = LoadLog(o, err);
+  if (!log.ok()) {
+    err << "carebroker-audit: " << log.status().message() << "\n";
+    return absl::IsUnavailable(log.status()) ? 1 : 2;
+  }
+  std::ofstream f(file, std::ios::binary | std::ios::trunc);
+  v1::ExportChunk chunk;
+  bool ok = static_cast<bool>(f);
+  for (size_t i = 0; ok && i < log->entries.size(); ++i) {
+    *chunk.add_entries() = log->entries[i];
+    if (chunk.entries_size() == 1000 || i + 1 == log->entries.size()) {
+      ok = audit::WriteExportChunk(chunk, f);
+      chunk.Clear();
+    }
+  }
+  for (const auto& h : log->heads) *chunk.add_tree_heads() = h;
+  ok = ok && audit::WriteExportChunk(chunk, f);
+  f.close();
+  if (!ok || !f) {
+    err << "carebroker-audit: cannot write " << file << "\n";
+    return 2;
+  }
+  out << "exported " << log->entries.size() << " entries and " << log->heads.size() << " signed tree heads to "
+      << file << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
+  CLI::App app{"carebroker-audit: query, report on and verify the carebroker audit log"};
+  app.require_subcommand(1);
+  Options o;
+  o.tls.target = EnvOr("CAREBROKER_TARGET");
+  o.tls.cert = EnvOr("CAREBROKER_CERT");
+  o.tls.key = EnvOr("CAREBROKER_KEY");
+  o.tls.ca = EnvOr("CAREBROKER_CA");
+  app.add_option("--target", o.tls.target, "broker host:port (CAREBROKER_TARGET)");
+  app.add_option("--cert", o.tls.cert, "ig-officer certificate PEM (CAREBROKER_CERT)");
+  app.add_option("--key", o.tls.key, "its key PEM (CAREBROKER_KEY)");
+  app.add_option("--ca", o.tls.ca, "CA certificate PEM (CAREBROKER_CA)");
+  auto* ex = app.add_option("--export", o.export_file, "offline: an export file");
+  app.add_option("--store", o.store_file, "offline: a copy of the broker's SQLite store")->excludes(ex);
+  app.add_option("--public-key", o.public_key, "the broker's audit public key, PEM (verify, prove)");
+  app.add_option("--subject-key", o.subject_key, "offline: the audit subject key, to search by NHS number");
+  app.add_option("--format", o.format, "output format")->check(CLI::IsMember({"table", "csv", "json"}));
+  app.add_option("--timeout", o.timeout_s, "seconds for each request")->check(CLI::PositiveNumber);
+
+  QueryArgs q;
+  std::string organisation, workflow, purpose, subject;
+  bool overrides = false;
+  auto* query = app.add_subcommand("query", "entries matching filters");
+  query->add_option("--nhs-number", q.nhs, "the person (hashed; never stored)");
+  query->add_option("--subject", subject, "the person's subject hash");
+  query->add_option("--organisation", organisation, "sender, recipient or actor ODS code");
+  query->add_option("--workflow", workflow, "e.g. HOSPITAL_DISCHARGE");
+  query->add_option("--purpose", purpose, "e.g. direct-care");
+  query->add_option("--event", q.events, "e.g. send-accepted, send-denied, delivered, withheld (repeatable)");
+  query->add_option("--from", q.from, "RFC 3339, inclusive");
+  query->add_option("--until", q.until, "RFC 3339, exclusive");
+  query->add_flag("--overrides-only", overrides, "only safeguarding overrides");
+  query->add_option("--limit", q.limit, "at most this many entries");
+
+  auto* report = app.add_subcommand("report", "reports for IG review");
+  report->require_subcommand(1);
+  std::string sar_nhs;
+  auto* sar = report->add_subcommand("sar", "the disclosure log for a subject access request");
+  sar->add_option("--nhs-number", sar_nhs, "the person")->required();
+  auto* ovr = report->add_subcommand("overrides", "every safeguarding override with its justification");
+
+  auto* verify = app.add_subcommand("verify", "recompute the tree and check every signed tree head");
+
+  auto* prove = app.add_subcommand("prove", "inclusion and consistency proofs, checked here");
+  prove->require_subcommand(1);
+  uint64_t index = 0, size = 0, first = 0, second = 0;
+  auto* inc = prove->add_subcommand("inclusion", "entry INDEX is in the signed tree of SIZE");
+  inc->add_option("--index", index, "entry index")->required();
+  inc->add_option("--tree-size", size, "a signed tree size (default: the latest)");
+  auto* con = prove->add_subcommand("consistency", "the signed tree of FIRST is a prefix of that of SECOND");
+  con->add_option("--first", first, "a signed tree size")->required();
+  con->add_option("--second", second, "a larger signed tree size (default: the latest)");
+
+  std::string out_file;
+  auto* exp = app.add_subcommand("export", "write every entry and signed tree head to a file");
+  exp->add_option("--out", out_file, "export file")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e, out, err) == 0 ? 0 : 2;
+  }
+  q.filter.set_subject(subject);
+  q.filter.set_organisation(organisation);
+  q.filter.set_workflow(workflow);
+  q.filter.set_purpose(purpose);
+  q.filter.set_overrides_only(overrides);
+  if (*query) return DoQuery(o, q, out, err);
+  if (*sar) return DoSar(o, sar_nhs, out, err);
+  if (*ovr) return DoOverrides(o, out, err);
+  if (*verify) return DoVerify(o, out, err);
+  if (*inc) return DoProve(o, true, index, size, out, err);
+  if (*con) return DoProve(o, false, first, second, out, err);
+  if (*exp) return DoExport(o, out_file, out, err);
+  return 2;
+}
+
+}  // namespace carebroker

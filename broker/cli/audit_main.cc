@@ -1,0 +1,5 @@
+#include <iostream>
+
+#include "broker/cli/audit_cli.h"
+
+int main(int argc, char** argv) { return carebroker::RunAudit(argc, argv, std::cout, std::cerr); }
