@@ -355,9 +355,10 @@ class SqliteStore final : public Store {
       std::move(done)(InvalidArgument("AUDIT_READ_INVALID", "audit read max must be 1..100000"));
       return;
     }
-    Read([this, req = std::move(req), done = std::move(done)]() mutable {
+    Read([this, req = std::move(req), done = std::move(done)](bool closed) mutable {
+      if (closed) return std::move(done)(StoreClosed());
       std::move(done)(DoReadAudit(req));
-    }, &done);
+    });
   }
 
   void AppendTreeHead(v1::SignedTreeHead head, StoreCallback<bool> done) override {
@@ -373,7 +374,10 @@ class SqliteStore final : public Store {
   }
 
   void ReadTreeHeads(StoreCallback<std::vector<v1::SignedTreeHead>> done) override {
-    Read([this, done = std::move(done)]() mutable { std::move(done)(DoReadTreeHeads()); }, &done);
+    Read([this, done = std::move(done)](bool closed) mutable {
+      if (closed) return std::move(done)(StoreClosed());
+      std::move(done)(DoReadTreeHeads());
+    });
   }
 
   void SetAuditRecorder(const AuditRecorder* recorder) override { recorder_ = recorder; }
@@ -537,11 +541,14 @@ class SqliteStore final : public Store {
     }
   }
 
-  // Runs `task` on the reader thread (its own read-only connection, so
-  // audit reads never hold up the writer). `done` is answered with
-  // STORE_CLOSED instead when the store is closed.
-  template <typename Done>
-  void Read(absl::AnyInvocable<void()> task, Done* done) {
+  static absl::Status StoreClosed() {
+    return Error(absl::StatusCode::kFailedPrecondition, "STORE_CLOSED", "store is closed");
+  }
+
+  // Runs `task(false)` on the reader thread (its own read-only connection,
+  // so audit reads never hold up the writer), or `task(true)` at once when
+  // the store is closed.
+  void Read(absl::AnyInvocable<void(bool closed)> task) {
     {
       absl::MutexLock l(&read_mu_);
       if (!read_closed_) {
@@ -549,12 +556,12 @@ class SqliteStore final : public Store {
         return;
       }
     }
-    std::move (*done)(Error(absl::StatusCode::kFailedPrecondition, "STORE_CLOSED", "store is closed"));
+    task(true);
   }
 
   void ReaderLoop() {
     while (true) {
-      absl::AnyInvocable<void()> task;
+      absl::AnyInvocable<void(bool)> task;
       {
         absl::MutexLock l(&read_mu_);
         read_mu_.Await(absl::Condition(
@@ -564,7 +571,7 @@ class SqliteStore final : public Store {
         task = std::move(read_queue_.front());
         read_queue_.pop_front();
       }
-      task();
+      task(false);
     }
   }
 
@@ -1125,7 +1132,7 @@ class SqliteStore final : public Store {
   std::thread reader_;
   absl::Mutex read_mu_;
   bool read_closed_ ABSL_GUARDED_BY(read_mu_) = false;
-  std::deque<absl::AnyInvocable<void()>> read_queue_ ABSL_GUARDED_BY(read_mu_);
+  std::deque<absl::AnyInvocable<void(bool)>> read_queue_ ABSL_GUARDED_BY(read_mu_);
   Stmt audit_read_, audit_read_subject_, audit_read_hashes_, heads_read_;
 };
 
