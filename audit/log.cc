@@ -39,7 +39,7 @@ AuditRecord EntryMaker::Make(v1::AuditEntry entry, absl::string_view nhs_number)
   entry.set_subject(Subject(nhs_number));
   AuditRecord r;
   r.subject = entry.subject();
-  r.at = absl::FromUnixSeconds(entry.at().seconds()) + absl::Nanoseconds(entry.at().nanos());
+  r.at = FromTimestamp(entry.at());
   r.entry = Canonical(entry);
   return r;
 }

@@ -91,8 +91,7 @@ v1::SignedTreeHead SignTreeHead(const Key& key, uint64_t tree_size, absl::Time t
   timestamp = absl::FromUnixMillis(absl::ToUnixMillis(timestamp));
   v1::SignedTreeHead h;
   h.set_tree_size(tree_size);
-  h.mutable_timestamp()->set_seconds(absl::ToUnixSeconds(timestamp));
-  h.mutable_timestamp()->set_nanos(static_cast<int32_t>(absl::ToUnixMillis(timestamp) % 1000 * 1000000));
+  *h.mutable_timestamp() = ToTimestamp(timestamp);
   h.set_root_hash(std::string(AsBytes(root)));
   h.set_key_id(key.key_id());
   h.set_signature(key.Sign(TreeHeadMessage(tree_size, timestamp, root)));
@@ -109,8 +108,7 @@ absl::Status CheckTreeHead(const Key& key, const v1::SignedTreeHead& head) {
                                             head.key_id().substr(0, 16), "..., not by the key given (",
                                             key.key_id().substr(0, 16), "...)"));
   }
-  const absl::Time t = absl::FromUnixSeconds(head.timestamp().seconds()) + absl::Nanoseconds(head.timestamp().nanos());
-  if (!key.Verify(TreeHeadMessage(head.tree_size(), t, root), head.signature())) {
+  if (!key.Verify(TreeHeadMessage(head.tree_size(), FromTimestamp(head.timestamp()), root), head.signature())) {
     return absl::DataLossError(absl::StrCat("tree head at size ", head.tree_size(), ": signature does not verify"));
   }
   return absl::OkStatus();

@@ -14,43 +14,11 @@
 namespace carebroker::policy {
 namespace {
 
-using google::protobuf::FieldDescriptor;
-using google::protobuf::Message;
-
-bool IsLeafMessage(const google::protobuf::Descriptor* d) {
-  return d->full_name() == "google.protobuf.Timestamp" || d->full_name() == v1::Date::descriptor()->full_name();
-}
-
-void CollectPaths(const Message& m, const std::string& prefix, std::vector<std::string>* out) {
-  std::vector<const FieldDescriptor*> set;
-  m.GetReflection()->ListFields(m, &set);
-  for (const FieldDescriptor* f : set) {
-    const std::string path = prefix.empty() ? f->name() : absl::StrCat(prefix, ".", f->name());
-    if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE || IsLeafMessage(f->message_type())) {
-      out->push_back(path);
-    } else if (f->is_repeated()) {
-      for (int i = 0; i < m.GetReflection()->FieldSize(m, f); ++i) {
-        CollectPaths(m.GetReflection()->GetRepeatedMessage(m, f, i), path, out);
-      }
-    } else {
-      CollectPaths(m.GetReflection()->GetMessage(m, f), path, out);
-    }
-  }
-}
-
 // Pseudonyms are computed but never shown; any fixed key gives the same
 // withheld and released paths as the recipient's real one.
 constexpr char kOfflineKey[] = "carebroker offline evaluation: not a real key";
 
 }  // namespace
-
-std::vector<std::string> PresentPaths(const Message& m) {
-  std::vector<std::string> out;
-  CollectPaths(m, "", &out);
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
-}
 
 void CheckCaseRequest(const v1::PolicyCase& c, std::vector<std::string>* errors) {
   if (c.name().empty()) errors->push_back("name: every case needs a name");

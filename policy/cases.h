@@ -39,8 +39,4 @@ absl::StatusOr<CaseOutcome> EvaluateCase(const PolicySet& set, const v1::PolicyC
 // each; empty when it passes.
 std::vector<std::string> CheckExpectation(const v1::CaseExpectation& want, const CaseOutcome& got);
 
-// The leaf field paths set in a record (Date and Timestamp count as
-// leaves), sorted, repeated fields once.
-std::vector<std::string> PresentPaths(const google::protobuf::Message& m);
-
 }  // namespace carebroker::policy

@@ -176,6 +176,39 @@ void Minimiser::Mask(Message* m, const Node& node, const std::string& prefix,
   }
 }
 
+namespace {
+
+bool IsLeafMessage(const Descriptor* d) {
+  return d->full_name() == "google.protobuf.Timestamp" || d->full_name() == v1::Date::descriptor()->full_name();
+}
+
+void CollectPaths(const Message& m, const std::string& prefix, std::vector<std::string>* out) {
+  std::vector<const FieldDescriptor*> set;
+  m.GetReflection()->ListFields(m, &set);
+  for (const FieldDescriptor* f : set) {
+    const std::string path = prefix.empty() ? f->name() : absl::StrCat(prefix, ".", f->name());
+    if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE || IsLeafMessage(f->message_type())) {
+      out->push_back(path);
+    } else if (f->is_repeated()) {
+      for (int i = 0; i < m.GetReflection()->FieldSize(m, f); ++i) {
+        CollectPaths(m.GetReflection()->GetRepeatedMessage(m, f, i), path, out);
+      }
+    } else {
+      CollectPaths(m.GetReflection()->GetMessage(m, f), path, out);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> PresentPaths(const Message& m) {
+  std::vector<std::string> out;
+  CollectPaths(m, "", &out);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 std::vector<std::string> Minimiser::Apply(v1::CareRecord* record, absl::string_view key) const {
   std::vector<std::string> withheld;
   if (!root_->all) Mask(record, *root_, "", &withheld);

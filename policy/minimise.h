@@ -59,6 +59,10 @@ class Minimiser {
   bool needs_key_ = false;
 };
 
+// The leaf field paths set in a record (Date and Timestamp count as
+// leaves), sorted, repeated fields once: what a minimised record releases.
+std::vector<std::string> PresentPaths(const google::protobuf::Message& m);
+
 // Generalisations, exposed for tests. A postcode that does not look like a
 // UK postcode generalises to "" (withheld rather than guessed).
 std::string PostcodeDistrict(absl::string_view postcode);  // "LS1 4AP" -> "LS1"

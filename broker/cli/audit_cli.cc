@@ -38,18 +38,22 @@ std::string EnvOr(const char* name) {
   return v ? v : "";
 }
 
-std::unique_ptr<v1::Audit::Stub> Connect(const Options& o, std::ostream& err) {
+absl::StatusOr<std::unique_ptr<v1::Audit::Stub>> Connect(const Options& o) {
   if (o.tls.cert.empty() || o.tls.key.empty() || o.tls.ca.empty() || o.tls.target.empty()) {
-    err << "carebroker-audit: give --export or --store to work offline, or --target, --cert, --key and --ca "
-           "(or CAREBROKER_TARGET, _CERT, _KEY, _CA) for the broker\n";
-    return nullptr;
+    return absl::InvalidArgumentError(
+        "give --export or --store to work offline, or --target, --cert, --key and --ca "
+        "(or CAREBROKER_TARGET, _CERT, _KEY, _CA) for the broker");
   }
   auto ch = MakeChannel(o.tls);
-  if (!ch.ok()) {
-    err << "carebroker-audit: " << ch.status().message() << "\n";
-    return nullptr;
-  }
+  if (!ch.ok()) return ch.status();
   return v1::Audit::NewStub(*ch);
+}
+
+// Prints a failure: exit 1 when the broker refused or failed, 2 for bad
+// usage or unreadable input.
+int Failed(std::ostream& err, const absl::Status& s) {
+  err << "carebroker-audit: " << s.message() << "\n";
+  return absl::IsUnavailable(s) ? 1 : 2;
 }
 
 void Deadline(grpc::ClientContext& ctx, const Options& o) {
@@ -62,14 +66,14 @@ int Refused(std::ostream& err, const grpc::Status& s) {
 }
 
 // The whole log: from the file given, or exported from the broker.
-absl::StatusOr<audit::LogCopy> LoadLog(const Options& o, std::ostream& err) {
+absl::StatusOr<audit::LogCopy> LoadLog(const Options& o) {
   if (!o.export_file.empty()) return audit::ReadExportFile(o.export_file);
   if (!o.store_file.empty()) return audit::ReadStoreFile(o.store_file);
-  auto stub = Connect(o, err);
-  if (!stub) return absl::InvalidArgumentError("no source");
+  auto stub = Connect(o);
+  if (!stub.ok()) return stub.status();
   grpc::ClientContext ctx;
   Deadline(ctx, o);
-  auto reader = stub->Export(&ctx, v1::ExportRequest());
+  auto reader = (*stub)->Export(&ctx, v1::ExportRequest());
   audit::LogCopy log;
   v1::ExportChunk chunk;
   while (reader->Read(&chunk)) {
@@ -95,17 +99,16 @@ struct QueryArgs {
 
 // Entries matching `q`: the broker filters (and records the query) online;
 // offline, the same filter runs here.
-absl::StatusOr<std::vector<v1::AuditEntry>> Select(const Options& o, v1::AuditFilter f, uint32_t limit,
-                                                   std::ostream& err) {
+absl::StatusOr<std::vector<v1::AuditEntry>> Select(const Options& o, v1::AuditFilter f, uint32_t limit) {
   if (!o.offline()) {
-    auto stub = Connect(o, err);
-    if (!stub) return absl::InvalidArgumentError("no source");
+    auto stub = Connect(o);
+    if (!stub.ok()) return stub.status();
     grpc::ClientContext ctx;
     Deadline(ctx, o);
     v1::AuditQueryRequest req;
     *req.mutable_filter() = f;
     req.set_limit(limit);
-    auto reader = stub->Query(&ctx, req);
+    auto reader = (*stub)->Query(&ctx, req);
     std::vector<v1::AuditEntry> out;
     v1::AuditEntry e;
     while (reader->Read(&e)) out.push_back(e);
@@ -122,7 +125,7 @@ absl::StatusOr<std::vector<v1::AuditEntry>> Select(const Options& o, v1::AuditFi
     if (!key.ok()) return key.status();
     subject = audit::EntryMaker(*key).Subject(f.nhs_number());
   }
-  auto log = LoadLog(o, err);
+  auto log = LoadLog(o);
   if (!log.ok()) return log.status();
   std::vector<v1::AuditEntry> out;
   for (const auto& x : log->entries) {
@@ -212,11 +215,8 @@ int DoQuery(const Options& o, QueryArgs q, std::ostream& out, std::ostream& err)
   }
   if (q.from.empty()) q.filter.clear_from();
   if (q.until.empty()) q.filter.clear_until();
-  auto rows = Select(o, q.filter, q.limit, err);
-  if (!rows.ok()) {
-    err << "carebroker-audit: " << rows.status().message() << "\n";
-    return absl::IsUnavailable(rows.status()) ? 1 : 2;
-  }
+  auto rows = Select(o, q.filter, q.limit);
+  if (!rows.ok()) return Failed(err, rows.status());
   std::vector<std::vector<std::string>> table;
   for (const auto& e : *rows) {
     table.push_back({absl::StrCat(e.index()), Time(e.at()), Event(e.event()), e.actor(), e.sender(), e.recipient(),
@@ -239,11 +239,8 @@ int DoSar(const Options& o, const std::string& nhs, std::ostream& out, std::ostr
   f.set_nhs_number(nhs);
   f.add_events(v1::AUDIT_EVENT_SEND_ACCEPTED);
   f.add_events(v1::AUDIT_EVENT_DELIVERED);
-  auto rows = Select(o, f, 0, err);
-  if (!rows.ok()) {
-    err << "carebroker-audit: " << rows.status().message() << "\n";
-    return absl::IsUnavailable(rows.status()) ? 1 : 2;
-  }
+  auto rows = Select(o, f, 0);
+  if (!rows.ok()) return Failed(err, rows.status());
   std::map<std::string, std::string> delivered;  // message id -> first delivery
   for (const auto& e : *rows) {
     if (e.event() == v1::AUDIT_EVENT_DELIVERED) delivered.emplace(e.message_id(), Time(e.at()));
@@ -266,11 +263,8 @@ int DoSar(const Options& o, const std::string& nhs, std::ostream& out, std::ostr
 int DoOverrides(const Options& o, std::ostream& out, std::ostream& err) {
   v1::AuditFilter f;
   f.set_overrides_only(true);
-  auto rows = Select(o, f, 0, err);
-  if (!rows.ok()) {
-    err << "carebroker-audit: " << rows.status().message() << "\n";
-    return absl::IsUnavailable(rows.status()) ? 1 : 2;
-  }
+  auto rows = Select(o, f, 0);
+  if (!rows.ok()) return Failed(err, rows.status());
   std::vector<std::vector<std::string>> table;
   for (const auto& e : *rows) {
     table.push_back({Time(e.at()), e.sender(), e.recipient(), e.workflow(),
@@ -283,15 +277,9 @@ int DoOverrides(const Options& o, std::ostream& out, std::ostream& err) {
 
 int DoVerify(const Options& o, std::ostream& out, std::ostream& err) {
   auto key = PublicKey(o);
-  if (!key.ok()) {
-    err << "carebroker-audit: " << key.status().message() << "\n";
-    return 2;
-  }
-  auto log = LoadLog(o, err);
-  if (!log.ok()) {
-    err << "carebroker-audit: " << log.status().message() << "\n";
-    return absl::IsUnavailable(log.status()) ? 1 : 2;
-  }
+  if (!key.ok()) return Failed(err, key.status());
+  auto log = LoadLog(o);
+  if (!log.ok()) return Failed(err, log.status());
   const audit::VerifyReport r = audit::Verify(*log, *key);
   if (!r.intact) {
     err << "carebroker-audit: NOT INTACT: " << r.problem << "\n";
@@ -318,24 +306,20 @@ std::vector<audit::Hash> Path(const google::protobuf::RepeatedPtrField<std::stri
 // it against signed tree heads with the public key.
 int DoProve(const Options& o, bool inclusion, uint64_t a, uint64_t b, std::ostream& out, std::ostream& err) {
   auto key = PublicKey(o);
-  if (!key.ok()) {
-    err << "carebroker-audit: " << key.status().message() << "\n";
-    return 2;
-  }
+  if (!key.ok()) return Failed(err, key.status());
   // Signed heads (and, offline, the entries to build proofs from).
   audit::LogCopy log;
   std::vector<audit::Hash> path;
   audit::Hash leaf{};
+  std::unique_ptr<v1::Audit::Stub> stub;
   if (o.offline()) {
-    auto l = LoadLog(o, err);
-    if (!l.ok()) {
-      err << "carebroker-audit: " << l.status().message() << "\n";
-      return 2;
-    }
+    auto l = LoadLog(o);
+    if (!l.ok()) return Failed(err, l.status());
     log = *std::move(l);
   } else {
-    auto stub = Connect(o, err);
-    if (!stub) return 2;
+    auto connected = Connect(o);
+    if (!connected.ok()) return Failed(err, connected.status());
+    stub = *std::move(connected);
     {
       grpc::ClientContext ctx;
       Deadline(ctx, o);
@@ -372,7 +356,6 @@ int DoProve(const Options& o, bool inclusion, uint64_t a, uint64_t b, std::ostre
     path = inclusion ? tree.InclusionProof(a, b) : tree.ConsistencyProof(a, b);
     if (inclusion) leaf = tree.leaf(a);
   } else {
-    auto stub = Connect(o, err);
     grpc::ClientContext ctx;
     Deadline(ctx, o);
     if (inclusion) {
@@ -416,11 +399,8 @@ int DoProve(const Options& o, bool inclusion, uint64_t a, uint64_t b, std::ostre
 }
 
 int DoExport(const Options& o, const std::string& file, std::ostream& out, std::ostream& err) {
-  auto log = LoadLog(o, err);
-  if (!log.ok()) {
-    err << "carebroker-audit: " << log.status().message() << "\n";
-    return absl::IsUnavailable(log.status()) ? 1 : 2;
-  }
+  auto log = LoadLog(o);
+  if (!log.ok()) return Failed(err, log.status());
   std::ofstream f(file, std::ios::binary | std::ios::trunc);
   v1::ExportChunk chunk;
   bool ok = static_cast<bool>(f);

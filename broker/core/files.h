@@ -16,5 +16,6 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, absl::stri
 
 // Microsecond-precision conversion used on the wire.
 google::protobuf::Timestamp ToTimestamp(absl::Time t);
+absl::Time FromTimestamp(const google::protobuf::Timestamp& t);
 
 }  // namespace carebroker

@@ -6,7 +6,6 @@
 #include "audit/log.h"
 #include "broker/core/files.h"
 #include "policy/agreements.h"
-#include "policy/cases.h"
 #include "broker/core/ids.h"
 #include "broker/core/nhs_number.h"
 #include "broker/core/status.h"

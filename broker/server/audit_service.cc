@@ -1,6 +1,7 @@
 #include "broker/server/audit_service.h"
 
 #include <deque>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -26,14 +27,15 @@ class Refused final : public grpc::ServerWriteReactor<Out> {
 
 // Streams the log from the store in chunks, one read or one write in
 // flight at a time. `Emit` turns a chunk of rows into outputs and says
-// whether to stop.
+// whether to stop. An export ends with every signed tree head, read before
+// the entries so each head covers only entries the export holds.
 template <typename Out>
 class ScanReactor final : public grpc::ServerWriteReactor<Out> {
  public:
   using Emit = std::function<bool(const std::vector<AuditRow>& rows, std::deque<Out>* out)>;
 
-  ScanReactor(const ExchangeDeps& d, AuditRead read, Emit emit, std::deque<Out> tail)
-      : d_(d), read_(std::move(read)), emit_(std::move(emit)), tail_(std::move(tail)) {}
+  ScanReactor(const ExchangeDeps& d, AuditRead read, Emit emit)
+      : d_(d), read_(std::move(read)), emit_(std::move(emit)) {}
 
   // Makes the query's own entry durable, then streams.
   void Start(AuditRecord query) {
@@ -45,7 +47,11 @@ class ScanReactor final : public grpc::ServerWriteReactor<Out> {
                                         "the audit log cannot record this query; nothing was read")));
         return;
       }
-      Fetch();
+      if constexpr (std::is_same_v<Out, v1::ExportChunk>) {
+        ReadHeadsThenFetch();
+      } else {
+        Fetch();
+      }
     });
   }
 
@@ -63,6 +69,18 @@ class ScanReactor final : public grpc::ServerWriteReactor<Out> {
   void OnDone() override { delete this; }
 
  private:
+  void ReadHeadsThenFetch() {
+    d_.store->ReadTreeHeads([this](absl::StatusOr<std::vector<v1::SignedTreeHead>> heads) {
+      if (!heads.ok()) {
+        this->Finish(ToGrpcStatus(heads.status()));
+        return;
+      }
+      v1::ExportChunk& last = tail_.emplace_back();
+      for (auto& h : *heads) *last.add_tree_heads() = std::move(h);
+      Fetch();
+    });
+  }
+
   void Fetch() {
     d_.store->ReadAudit(read_, [this](absl::StatusOr<std::vector<AuditRow>> rows) {
       if (!rows.ok()) {
@@ -101,7 +119,7 @@ class ScanReactor final : public grpc::ServerWriteReactor<Out> {
   const ExchangeDeps d_;
   AuditRead read_;
   Emit emit_;
-  std::deque<Out> tail_;  // sent after the last chunk
+  std::deque<Out> tail_;  // sent after the last chunk (an export's tree heads)
   absl::Mutex mu_;
   std::deque<Out> queue_ ABSL_GUARDED_BY(mu_);  // front: being written
   bool exhausted_ ABSL_GUARDED_BY(mu_) = false;
@@ -149,7 +167,7 @@ grpc::ServerWriteReactor<v1::AuditEntry>* AuditService::Query(grpc::CallbackServ
     }
     return false;
   };
-  auto* reactor = new ScanReactor<v1::AuditEntry>(d_, AuditRead{0, kChunk, subject, false}, emit, {});
+  auto* reactor = new ScanReactor<v1::AuditEntry>(d_, AuditRead{0, kChunk, subject, false}, emit);
   reactor->Start(QueryRecord(d_, *id, absl::StrCat("query: ", audit::DescribeFilter(f, subject))));
   return reactor;
 }
@@ -158,22 +176,6 @@ grpc::ServerWriteReactor<v1::ExportChunk>* AuditService::Export(grpc::CallbackSe
                                                                 const v1::ExportRequest* req) {
   auto id = Officer(ctx, d_);
   if (!id.ok()) return new Refused<v1::ExportChunk>(id.status());
-  // Heads first: every head read now covers only entries the export will hold.
-  std::deque<v1::ExportChunk> tail(1);
-  absl::StatusOr<std::vector<v1::SignedTreeHead>> heads = absl::UnknownError("not read");
-  {
-    absl::Mutex mu;
-    bool done = false;
-    d_.store->ReadTreeHeads([&](absl::StatusOr<std::vector<v1::SignedTreeHead>> h) {
-      absl::MutexLock l(&mu);
-      heads = std::move(h);
-      done = true;
-    });
-    absl::MutexLock l(&mu);
-    mu.Await(absl::Condition(&done));
-  }
-  if (!heads.ok()) return new Refused<v1::ExportChunk>(heads.status());
-  for (auto& h : *heads) *tail.front().add_tree_heads() = std::move(h);
   auto emit = [](const std::vector<AuditRow>& rows, std::deque<v1::ExportChunk>* out) {
     if (rows.empty()) return false;
     v1::ExportChunk& c = out->emplace_back();
@@ -185,8 +187,7 @@ grpc::ServerWriteReactor<v1::ExportChunk>* AuditService::Export(grpc::CallbackSe
     }
     return false;
   };
-  auto* reactor =
-      new ScanReactor<v1::ExportChunk>(d_, AuditRead{req->from_index(), kChunk, "", false}, emit, std::move(tail));
+  auto* reactor = new ScanReactor<v1::ExportChunk>(d_, AuditRead{req->from_index(), kChunk, "", false}, emit);
   reactor->Start(QueryRecord(d_, *id, absl::StrCat("export from entry ", req->from_index())));
   return reactor;
 }

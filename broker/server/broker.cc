@@ -210,19 +210,8 @@ absl::StatusOr<SweepResult> Broker::SweepNow() {
   SweepResult total;
   for (int round = 0; round < 100; ++round) {
     const absl::Time now = clock_->Now();
-    SweepRequest req{now, now - config_->retention(), config_->expiry(), 10000};
-    absl::Mutex mu;
-    bool done = false;
-    absl::StatusOr<SweepResult> r = absl::UnknownError("not run");
-    store_->Sweep(req, [&](absl::StatusOr<SweepResult> res) {
-      absl::MutexLock l(&mu);
-      r = std::move(res);
-      done = true;
-    });
-    {
-      absl::MutexLock l(&mu);
-      mu.Await(absl::Condition(&done));
-    }
+    absl::StatusOr<SweepResult> r =
+        SweepSync(*store_, SweepRequest{now, now - config_->retention(), config_->expiry(), 10000});
     if (!r.ok()) return r.status();
     total.expired += r->expired;
     total.reports += r->reports;

@@ -1,7 +1,6 @@
 #include "broker/store/store.h"
 
-#include <openssl/sha.h>
-
+#include "audit/merkle.h"
 #include "broker/core/files.h"
 #include "broker/core/ids.h"
 
@@ -32,11 +31,6 @@ NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl:
   return m;
 }
 
-std::string Sha256(absl::string_view data) {
-  std::string out(SHA256_DIGEST_LENGTH, '\0');
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(),
-         reinterpret_cast<unsigned char*>(out.data()));
-  return out;
-}
+std::string Sha256(absl::string_view data) { return std::string(audit::AsBytes(audit::Sha256Of(data))); }
 
 }  // namespace carebroker
