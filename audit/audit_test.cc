@@ -4,9 +4,11 @@
 #include <openssl/pem.h>
 #include <sqlite3.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -168,6 +170,24 @@ TEST(Signer, Ed25519MatchesRfc8032) {
   EXPECT_FALSE(Key::FromPem("not a key", "k").ok());
 }
 
+TEST(Subjects, AreHmacSha256MatchingRfc4231) {
+  // RFC 4231 test case 2 (key "Jefe"), and the same answer from every thread.
+  const EntryMaker maker("Jefe");
+  const std::string want = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  EXPECT_EQ(maker.Subject("what do ya want for nothing?"), want);
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) wrong += maker.Subject("what do ya want for nothing?") != want;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_EQ(maker.Subject(""), "");  // no person
+  EXPECT_NE(EntryMaker("another key").Subject("9434765919"), maker.Subject("9434765919"));
+}
+
 // ---------------------------------------------------------------- the log
 
 std::string Pki() {
@@ -258,6 +278,32 @@ TEST_F(AuditLogTest, AnIntactLogVerifiesAndReopens) {
   Write(3);  // reopening rebuilds the tree and goes on
   EXPECT_TRUE(Check().intact);
   EXPECT_EQ(Check().entries, 23u);
+}
+
+TEST_F(AuditLogTest, AHeadIsSignedEveryNEntriesEvenWithinOneCommit) {
+  {
+    auto store = OpenSqliteStore(db());
+    ASSERT_TRUE(store.ok()) << store.status();
+    auto log = AuditLog::Open(*config_, **store, clock_);
+    ASSERT_TRUE(log.ok()) << log.status();
+    std::vector<AuditRecord> batch;
+    for (int i = 0; i < 20; ++i) {
+      v1::AuditEntry e;
+      e.set_event(v1::AUDIT_EVENT_SEND_ACCEPTED);
+      batch.push_back((*log)->entries().Make(e, "9434765919"));
+    }
+    ASSERT_TRUE(AppendAuditSync(**store, std::move(batch)).ok());
+    ASSERT_TRUE((*log)->SignNow().ok());
+    auto heads = ReadTreeHeadsSync(**store);
+    ASSERT_TRUE(heads.ok()) << heads.status();
+    std::vector<uint64_t> sizes;
+    for (const auto& h : *heads) sizes.push_back(h.tree_size());
+    EXPECT_EQ(sizes, (std::vector<uint64_t>{8, 16, 20}));
+    (*store)->Close();
+  }
+  VerifyReport r = Check();
+  EXPECT_TRUE(r.intact) << r.problem;
+  EXPECT_EQ(r.heads, 3u);
 }
 
 TEST_F(AuditLogTest, OneChangedByteIsFound) {

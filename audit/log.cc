@@ -1,6 +1,7 @@
 #include "audit/log.h"
 
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
 
 #include <future>
 
@@ -25,12 +26,31 @@ std::string Canonical(const google::protobuf::Message& m) {
   return out;
 }
 
+EntryMaker::EntryMaker(std::string subject_key) {
+  // The key is set once; each Subject() copies this context (OpenSSL 3's
+  // one-shot HMAC() looks the algorithms up on every call, which costs
+  // more than the MAC).
+  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  hmac_.reset(mac ? EVP_MAC_CTX_new(mac) : nullptr, EVP_MAC_CTX_free);
+  EVP_MAC_free(mac);
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+                               OSSL_PARAM_construct_end()};
+  if (!hmac_ || EVP_MAC_init(hmac_.get(), reinterpret_cast<const unsigned char*>(subject_key.data()),
+                             subject_key.size(), params) != 1) {
+    std::abort();  // HMAC-SHA256 is part of every OpenSSL 3 build: only memory can fail
+  }
+}
+
 std::string EntryMaker::Subject(absl::string_view nhs_number) const {
   if (nhs_number.empty()) return "";
+  const std::unique_ptr<EVP_MAC_CTX, decltype(&EVP_MAC_CTX_free)> ctx(EVP_MAC_CTX_dup(hmac_.get()), EVP_MAC_CTX_free);
   unsigned char mac[32];
-  unsigned int len = sizeof mac;
-  HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()),
-       reinterpret_cast<const unsigned char*>(nhs_number.data()), nhs_number.size(), mac, &len);
+  size_t len = 0;
+  if (!ctx || EVP_MAC_update(ctx.get(), reinterpret_cast<const unsigned char*>(nhs_number.data()), nhs_number.size()) != 1 ||
+      EVP_MAC_final(ctx.get(), mac, &len, sizeof mac) != 1 || len != sizeof mac) {
+    std::abort();  // out of memory
+  }
   return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(mac), len));
 }
 
@@ -135,7 +155,7 @@ v1::SignedTreeHead AuditLog::LatestHead() const {
 }
 
 void AuditLog::OnDurable(uint64_t first, const std::vector<std::string>& leaves) {
-  std::optional<v1::SignedTreeHead> head;
+  std::vector<v1::SignedTreeHead> heads;  // one per `every_` entries, even within one commit
   {
     absl::MutexLock l(&mu_);
     if (!healthy_ || first != tree_.size()) {
@@ -146,10 +166,10 @@ void AuditLog::OnDurable(uint64_t first, const std::vector<std::string>& leaves)
       Hash h;
       HashFromBytes(leaf, &h);
       tree_.Append(h);
+      if (tree_.size() - signed_size_ >= every_) heads.push_back(*SignLocked());
     }
-    if (tree_.size() - signed_size_ >= every_) head = SignLocked();
   }
-  if (head) Persist(*std::move(head), [](absl::Status) {});
+  for (v1::SignedTreeHead& head : heads) Persist(std::move(head), [](absl::Status) {});
 }
 
 std::optional<v1::SignedTreeHead> AuditLog::SignLocked() {

@@ -24,11 +24,13 @@
 #include "broker/store/store.h"
 #include "carebroker/v1/audit.pb.h"
 
+typedef struct evp_mac_ctx_st EVP_MAC_CTX;
+
 namespace carebroker::audit {
 
 class EntryMaker final : public AuditRecorder {
  public:
-  explicit EntryMaker(std::string subject_key) : key_(std::move(subject_key)) {}
+  explicit EntryMaker(std::string subject_key);
 
   // Lower-case hex HMAC-SHA256 of the NHS number; "" for "".
   std::string Subject(absl::string_view nhs_number) const;
@@ -40,7 +42,7 @@ class EntryMaker final : public AuditRecorder {
   AuditRecord Record(const MessageEvent& e) const override;
 
  private:
-  std::string key_;
+  std::shared_ptr<EVP_MAC_CTX> hmac_;  // keyed; copied for each MAC
 };
 
 // Deterministic serialisation of an entry or a filter.

@@ -65,23 +65,25 @@ int Refused(std::ostream& err, const grpc::Status& s) {
   return 1;
 }
 
-// The whole log: from the file given, or exported from the broker.
-absl::StatusOr<audit::LogCopy> LoadLog(const Options& o) {
-  if (!o.export_file.empty()) return audit::ReadExportFile(o.export_file);
-  if (!o.store_file.empty()) return audit::ReadStoreFile(o.store_file);
+// The whole log, as it is read: from the file given, or exported from the broker.
+absl::Status ReadLog(const Options& o, audit::LogVisitor& visitor) {
+  if (!o.export_file.empty()) return audit::ReadExportFile(o.export_file, visitor);
+  if (!o.store_file.empty()) return audit::ReadStoreFile(o.store_file, visitor);
   auto stub = Connect(o);
   if (!stub.ok()) return stub.status();
   grpc::ClientContext ctx;
   Deadline(ctx, o);
   auto reader = (*stub)->Export(&ctx, v1::ExportRequest());
-  audit::LogCopy log;
   v1::ExportChunk chunk;
-  while (reader->Read(&chunk)) {
-    for (auto& e : *chunk.mutable_entries()) log.entries.push_back(std::move(e));
-    for (auto& h : *chunk.mutable_tree_heads()) log.heads.push_back(std::move(h));
-  }
+  while (reader->Read(&chunk)) audit::VisitChunk(chunk, visitor);
   grpc::Status s = reader->Finish();
   if (!s.ok()) return absl::UnavailableError(DescribeStatus(s));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<audit::LogCopy> LoadLog(const Options& o) {
+  audit::LogCopy log;
+  if (absl::Status s = ReadLog(o, log); !s.ok()) return s;
   return log;
 }
 
@@ -278,9 +280,9 @@ int DoOverrides(const Options& o, std::ostream& out, std::ostream& err) {
 int DoVerify(const Options& o, std::ostream& out, std::ostream& err) {
   auto key = PublicKey(o);
   if (!key.ok()) return Failed(err, key.status());
-  auto log = LoadLog(o);
-  if (!log.ok()) return Failed(err, log.status());
-  const audit::VerifyReport r = audit::Verify(*log, *key);
+  audit::Verifier verifier(*key);
+  if (absl::Status s = ReadLog(o, verifier); !s.ok()) return Failed(err, s);
+  const audit::VerifyReport r = verifier.Finish();
   if (!r.intact) {
     err << "carebroker-audit: NOT INTACT: " << r.problem << "\n";
     return 1;

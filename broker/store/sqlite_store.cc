@@ -16,11 +16,12 @@
 #include "absl/synchronization/mutex.h"
 #include "audit/merkle.h"
 #include "broker/core/status.h"
+#include "broker/store/subject_bloom.h"
 
 namespace carebroker {
 namespace {
 
-constexpr int kSchemaVersion = 3;
+constexpr int kSchemaVersion = 4;
 constexpr size_t kMaxOpsPerCommit = 4096;
 // Committed batches waiting for their fdatasync; the writer waits when the
 // syncer is this far behind.
@@ -145,7 +146,10 @@ CREATE TABLE IF NOT EXISTS consent (seq INTEGER PRIMARY KEY, nhs_number TEXT NOT
 CREATE INDEX IF NOT EXISTS consent_person ON consent(nhs_number, seq);
 CREATE TABLE IF NOT EXISTS audit (idx INTEGER PRIMARY KEY, at INTEGER NOT NULL, subject TEXT, entry BLOB NOT NULL,
                                   leaf BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS audit_subject ON audit(subject, idx) WHERE subject IS NOT NULL;
+-- A Bloom filter of the subjects in each full block of kAuditBlockEntries
+-- entries (see subject_bloom.h): searching by person without an index that
+-- every append would scatter writes over.
+CREATE TABLE IF NOT EXISTS audit_blocks (block INTEGER PRIMARY KEY, bloom BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tree_heads (tree_size INTEGER PRIMARY KEY, head BLOB NOT NULL);
 )sql";
 
@@ -156,6 +160,12 @@ ALTER TABLE messages ADD COLUMN subject TEXT;
 ALTER TABLE messages ADD COLUMN consent_check INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE messages ADD COLUMN withheld_at INTEGER;
 ALTER TABLE messages ADD COLUMN withheld_reason TEXT;
+)sql";
+
+// Version 3 to 4: the audit subject index gives way to per-block filters
+// (filled in by BackfillAuditBlocks).
+constexpr const char* kMigrateV3 = R"sql(
+DROP INDEX IF EXISTS audit_subject;
 )sql";
 
 // One queued operation: runs inside the batch transaction, then completes.
@@ -208,6 +218,7 @@ class SqliteStore final : public Store {
     Close();
     audit_read_.Finalize();
     audit_read_subject_.Finalize();
+    blocks_read_.Finalize();
     audit_read_hashes_.Finalize();
     heads_read_.Finalize();
     sqlite3_close_v2(reader_db_);
@@ -257,14 +268,17 @@ class SqliteStore final : public Store {
       next_audit_index_ = static_cast<uint64_t>(n.Int(0));
       synced_audit_size_.store(next_audit_index_);
     }
+    if (auto s = RebuildPendingBloom(); !s.ok()) return s;
     if (sqlite3_open_v2(path.c_str(), &reader_db_, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
       return SqlError(reader_db_, "open the audit reader");
     }
     for (auto& [stmt, sql] : {std::pair{&audit_read_, "SELECT idx, entry, leaf FROM audit WHERE idx >= ?1 AND idx < ?2 "
                                                       "ORDER BY idx LIMIT ?3"},
                               std::pair{&audit_read_subject_,
-                                        "SELECT idx, entry, leaf FROM audit WHERE subject = ?4 AND idx >= ?1 AND "
-                                        "idx < ?2 ORDER BY idx LIMIT ?3"},
+                                        "SELECT idx, entry, leaf FROM audit WHERE idx >= ?1 AND idx < ?2 AND "
+                                        "subject = ?4 ORDER BY idx LIMIT ?3"},
+                              std::pair{&blocks_read_, "SELECT block, bloom FROM audit_blocks WHERE block >= ?1 AND "
+                                                       "block < ?2 ORDER BY block"},
                               std::pair{&audit_read_hashes_, "SELECT idx, NULL, leaf FROM audit WHERE idx >= ?1 AND "
                                                              "idx < ?2 ORDER BY idx LIMIT ?3"},
                               std::pair{&heads_read_, "SELECT head FROM tree_heads ORDER BY tree_size"}}) {
@@ -463,7 +477,13 @@ class SqliteStore final : public Store {
       if (!s.ok()) {
         sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
         arrivals_.clear();
-        next_audit_index_ = audit_first;
+        if (next_audit_index_ != audit_first) {
+          next_audit_index_ = audit_first;
+          // A block's filter written by the failed batch went with it. If
+          // the filter cannot be rebuilt, that block gets none and
+          // searches scan it whole.
+          pending_bloom_valid_ = RebuildPendingBloom().ok();
+        }
         batch_leaves_.clear();
       }
       // Claims, releases and reads complete now, not behind the fdatasync.
@@ -576,23 +596,57 @@ class SqliteStore final : public Store {
   }
 
   absl::StatusOr<std::vector<AuditRow>> DoReadAudit(const AuditRead& req) {
-    Stmt& q = req.hashes_only ? audit_read_hashes_ : req.subject.empty() ? audit_read_ : audit_read_subject_;
-    q.Bind(1, static_cast<int64_t>(std::min<uint64_t>(req.from, INT64_MAX)));
-    q.Bind(2, static_cast<int64_t>(synced_audit_size_.load(std::memory_order_acquire)));
-    q.Bind(3, int64_t{req.max});
-    if (!req.hashes_only && !req.subject.empty()) q.Bind(4, req.subject);
-    ResetOnExit reset{q};
+    const uint64_t end = synced_audit_size_.load(std::memory_order_acquire);
+    const uint64_t from = std::min<uint64_t>(req.from, end);
     std::vector<AuditRow> out;
+    if (req.hashes_only || req.subject.empty()) {
+      if (auto s = ReadRange(req.hashes_only ? audit_read_hashes_ : audit_read_, from, end, req, out); !s.ok()) {
+        return s;
+      }
+      return out;
+    }
+    // By subject: scan only the blocks whose filter may hold it, then the
+    // block being filled (and any block without a filter) whole.
+    blocks_read_.Bind(1, static_cast<int64_t>(from / kAuditBlockEntries))
+        .Bind(2, static_cast<int64_t>(end / kAuditBlockEntries));
+    ResetOnExit reset{blocks_read_};
+    uint64_t cursor = from;
+    while (out.size() < static_cast<size_t>(req.max)) {
+      auto row = blocks_read_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      const uint64_t first = static_cast<uint64_t>(blocks_read_.Int(0)) * kAuditBlockEntries;
+      const uint64_t last = first + kAuditBlockEntries;
+      if (cursor < first) {  // blocks without a filter
+        if (auto s = ReadRange(audit_read_subject_, cursor, first, req, out); !s.ok()) return s;
+      }
+      cursor = std::max(cursor, first);
+      if (SubjectBloom::MayContain(blocks_read_.Text(1), req.subject)) {
+        if (auto s = ReadRange(audit_read_subject_, cursor, last, req, out); !s.ok()) return s;
+      }
+      cursor = last;
+    }
+    if (auto s = ReadRange(audit_read_subject_, cursor, end, req, out); !s.ok()) return s;
+    return out;
+  }
+
+  // Appends to `out` the entries in [first, last) that `q` selects, until
+  // `out` holds req.max.
+  absl::Status ReadRange(Stmt& q, uint64_t first, uint64_t last, const AuditRead& req, std::vector<AuditRow>& out) {
+    if (first >= last || out.size() >= static_cast<size_t>(req.max)) return absl::OkStatus();
+    q.Bind(1, static_cast<int64_t>(first)).Bind(2, static_cast<int64_t>(last));
+    q.Bind(3, static_cast<int64_t>(req.max - out.size()));
+    if (&q == &audit_read_subject_) q.Bind(4, req.subject);
+    ResetOnExit reset{q};
     while (true) {
       auto row = q.Step();
       if (!row.ok()) return row.status();
-      if (!*row) break;
+      if (!*row) return absl::OkStatus();
       AuditRow& r = out.emplace_back();
       r.index = static_cast<uint64_t>(q.Int(0));
       r.entry = q.Text(1);
       r.leaf_hash = q.Text(2);
     }
-    return out;
   }
 
   absl::StatusOr<std::vector<v1::SignedTreeHead>> DoReadTreeHeads() {
@@ -636,7 +690,16 @@ class SqliteStore final : public Store {
     }
     audit_insert_.BindBlob(4, entry).BindBlob(5, audit::AsBytes(leaf));
     if (auto s = audit_insert_.Exec(); !s.ok()) return s;
-    ++next_audit_index_;
+    if (!r.subject.empty()) pending_bloom_.Add(r.subject);
+    if (++next_audit_index_ % kAuditBlockEntries == 0) {
+      if (pending_bloom_valid_) {
+        block_insert_.Bind(1, static_cast<int64_t>(next_audit_index_ / kAuditBlockEntries - 1))
+            .BindBlob(2, pending_bloom_.bytes());
+        if (auto s = block_insert_.Exec(); !s.ok()) return s;
+      }
+      pending_bloom_.Clear();
+      pending_bloom_valid_ = true;
+    }
     batch_leaves_.emplace_back(audit::AsBytes(leaf));
     return absl::OkStatus();
   }
@@ -700,13 +763,63 @@ class SqliteStore final : public Store {
     if (version == kSchemaVersion) return absl::OkStatus();
     if (auto s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
     if ((version == 1 && sqlite3_exec(db_, kMigrateV1, nullptr, nullptr, nullptr) != SQLITE_OK) ||
+        (version >= 1 && version <= 3 && sqlite3_exec(db_, kMigrateV3, nullptr, nullptr, nullptr) != SQLITE_OK) ||
         sqlite3_exec(db_, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK) {
       auto err = SqlError(db_, "create schema");
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
       return err;
     }
+    if (auto s = BackfillAuditBlocks(); !s.ok()) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return s;
+    }
     if (auto s = ExecSql(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()); !s.ok()) return s;
     return ExecSql("COMMIT");
+  }
+
+  // Writes the filter of every full audit block that has none (a store
+  // from before version 4). Inside the migration transaction.
+  absl::Status BackfillAuditBlocks() {
+    Stmt rows, insert;
+    if (auto s = rows.Prepare(db_, "SELECT idx, subject FROM audit WHERE idx >= (SELECT coalesce(max(block) + 1, 0) "
+                                   "FROM audit_blocks) * ?1 ORDER BY idx");
+        !s.ok()) {
+      return s;
+    }
+    if (auto s = insert.Prepare(db_, "INSERT INTO audit_blocks (block, bloom) VALUES (?1, ?2)"); !s.ok()) return s;
+    rows.Bind(1, static_cast<int64_t>(kAuditBlockEntries));
+    SubjectBloom bloom;
+    while (true) {
+      auto row = rows.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      const auto idx = static_cast<uint64_t>(rows.Int(0));
+      if (!rows.IsNull(1)) bloom.Add(rows.Text(1));
+      if ((idx + 1) % kAuditBlockEntries == 0) {
+        insert.Bind(1, static_cast<int64_t>(idx / kAuditBlockEntries)).BindBlob(2, bloom.bytes());
+        if (auto s = insert.Exec(); !s.ok()) return s;
+        bloom.Clear();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // The filter of the block being filled, from the entries already in it
+  // (at start, and after a failed batch took back the entries it added).
+  absl::Status RebuildPendingBloom() {
+    pending_bloom_.Clear();
+    const uint64_t first = next_audit_index_ - next_audit_index_ % kAuditBlockEntries;
+    Stmt rows;
+    if (auto s = rows.Prepare(db_, "SELECT subject FROM audit WHERE idx >= ?1 AND subject IS NOT NULL"); !s.ok()) {
+      return s;
+    }
+    rows.Bind(1, static_cast<int64_t>(first));
+    while (true) {
+      auto row = rows.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) return absl::OkStatus();
+      pending_bloom_.Add(rows.Text(0));
+    }
   }
 
   absl::Status PrepareAll() {
@@ -764,6 +877,7 @@ class SqliteStore final : public Store {
         {&consent_person_, "SELECT seq, change FROM consent WHERE nhs_number = ?1 ORDER BY seq"},
         {&consent_all_, "SELECT seq, change FROM consent ORDER BY seq"},
         {&audit_insert_, "INSERT INTO audit (idx, at, subject, entry, leaf) VALUES (?1, ?2, ?3, ?4, ?5)"},
+        {&block_insert_, "INSERT INTO audit_blocks (block, bloom) VALUES (?1, ?2)"},
         {&head_insert_, "INSERT OR IGNORE INTO tree_heads (tree_size, head) VALUES (?1, ?2)"},
     };
     for (auto& p : all) {
@@ -1119,7 +1233,9 @@ class SqliteStore final : public Store {
   Stmt find_idem_, insert_msg_, insert_claimed_, insert_body_, claim_select_, claim_update_, select_body_;
   Stmt ack_update_, ack_state_, release_, track_, expire_select_, expire_update_, delete_body_;
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
-  Stmt audit_insert_, head_insert_;
+  Stmt audit_insert_, head_insert_, block_insert_;
+  SubjectBloom pending_bloom_;          // writer thread: the block being filled
+  bool pending_bloom_valid_ = true;     // false: that block gets no filter
   const AuditRecorder* recorder_ = nullptr;
   AuditListener audit_listener_;
   uint64_t next_audit_index_ = 0;          // writer thread
@@ -1133,7 +1249,7 @@ class SqliteStore final : public Store {
   absl::Mutex read_mu_;
   bool read_closed_ ABSL_GUARDED_BY(read_mu_) = false;
   std::deque<absl::AnyInvocable<void(bool)>> read_queue_ ABSL_GUARDED_BY(read_mu_);
-  Stmt audit_read_, audit_read_subject_, audit_read_hashes_, heads_read_;
+  Stmt audit_read_, audit_read_subject_, audit_read_hashes_, heads_read_, blocks_read_;
 };
 
 }  // namespace

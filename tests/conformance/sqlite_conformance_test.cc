@@ -110,5 +110,93 @@ TEST(SqliteSchema, AStoreFromANewerBuildIsRefused) {
   EXPECT_NE(store.status().message().find("newer than this build"), std::string::npos) << store.status();
 }
 
+int64_t Count(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  sqlite3_stmt* st = nullptr;
+  int64_t n = -1;
+  if (sqlite3_open(path.c_str(), &db) == SQLITE_OK && sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+      sqlite3_step(st) == SQLITE_ROW) {
+    n = sqlite3_column_int64(st, 0);
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return n;
+}
+
+AuditRecord About(const std::string& subject) {
+  v1::AuditEntry e;
+  e.set_subject(subject);
+  AuditRecord r;
+  r.subject = subject;
+  e.SerializeToString(&r.entry);
+  return r;
+}
+
+// Appends `n` entries in batches of 100, every third about `subject`.
+void AppendEntries(Store& s, int n, const std::string& subject, absl::StatusCode want = absl::StatusCode::kOk) {
+  for (int i = 0; i < n; i += 100) {
+    std::vector<AuditRecord> batch;
+    for (int k = i; k < std::min(n, i + 100); ++k) batch.push_back(About(k % 3 == 0 ? subject : "someone else"));
+    ASSERT_EQ(AppendAuditSync(s, std::move(batch)).status().code(), want);
+  }
+}
+
+size_t Found(Store& s, const std::string& subject) {
+  auto rows = ReadAuditSync(s, {.from = 0, .max = 100000, .subject = subject});
+  EXPECT_TRUE(rows.ok()) << rows.status();
+  return rows.ok() ? rows->size() : 0;
+}
+
+TEST(SqliteSchema, EachFullAuditBlockGetsASearchFilterNotAnIndex) {
+  const std::string path = TestDir() + "/blocks.db";
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  AppendEntries(**store, 2100, "person");
+  EXPECT_EQ(Found(**store, "person"), 700u);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM audit_blocks"), 2);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit'"), 0);
+}
+
+TEST(SqliteSchema, AFailedBatchAcrossABlockEndLeavesTheFilterWhole) {
+  const std::string path = TestDir() + "/failed-block.db";
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  AppendEntries(**store, 1000, "person");
+  // The next batch (entries 1000 to 1099) closes block 0 and then fails.
+  Exec(path, "CREATE TRIGGER refuse BEFORE INSERT ON audit WHEN NEW.idx = 1050 BEGIN SELECT RAISE(ABORT, 'x'); END;");
+  AppendEntries(**store, 100, "person", absl::StatusCode::kUnavailable);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM audit_blocks"), 0);
+  Exec(path, "DROP TRIGGER refuse;");
+  // Block 0's filter, now written, must still hold the person, who is in
+  // none of the entries that closed it.
+  AppendEntries(**store, 100, "another");
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM audit_blocks"), 1);
+  EXPECT_EQ(Found(**store, "person"), 334u);
+  EXPECT_EQ(Found(**store, "another"), 34u);
+}
+
+TEST(SqliteSchema, AVersionThreeAuditLogGetsItsSearchFilters) {
+  const std::string path = TestDir() + "/v3.db";
+  {
+    auto store = OpenSqliteStore(path);
+    ASSERT_TRUE(store.ok()) << store.status();
+    AppendEntries(**store, 2500, "person");
+  }
+  // As version 3 left it: a subject index and no filters.
+  Exec(path, "DROP TABLE audit_blocks; CREATE INDEX audit_subject ON audit(subject, idx) WHERE subject IS NOT NULL; "
+             "PRAGMA user_version = 3;");
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ(Count(path, "PRAGMA user_version"), 4);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM audit_blocks"), 2);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'audit_subject'"), 0);
+  EXPECT_EQ(Found(**store, "person"), 834u);
+  // The block being filled at the reopen (entries 2048 on) closes with
+  // other people's entries; its filter still holds the person.
+  AppendEntries(**store, 600, "another");
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM audit_blocks"), 3);
+  EXPECT_EQ(Found(**store, "person"), 834u);
+}
+
 }  // namespace
 }  // namespace carebroker

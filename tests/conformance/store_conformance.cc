@@ -8,6 +8,7 @@
 #include "absl/synchronization/mutex.h"
 #include "broker/core/ids.h"
 #include "broker/core/status.h"
+#include "audit/merkle.h"
 #include "broker/store/store_sync.h"
 
 namespace carebroker {
@@ -452,6 +453,124 @@ TEST_P(StoreConformance, ConcurrentAppendsAllCommitAndShareCommits) {
     claimed += static_cast<int>(ClaimSync(*store, Claim(kCouncil, 500, kT0 + absl::Seconds(1)))->size());
   }
   EXPECT_EQ(claimed, kThreads * kPerThread);
+}
+
+// ---------------------------------------------------------------- audit log
+
+// An entry as the audit code makes it (index unset: the store assigns it).
+AuditRecord Entry(const std::string& subject, int n) {
+  v1::AuditEntry e;
+  e.set_event(v1::AUDIT_EVENT_SEND_ACCEPTED);
+  e.set_subject(subject);
+  e.set_detail("entry " + std::to_string(n));
+  AuditRecord r;
+  r.subject = subject;
+  r.at = kT0 + absl::Seconds(n);
+  e.SerializeToString(&r.entry);
+  return r;
+}
+
+std::vector<AuditRow> ReadAll(Store& s, AuditRead req) {
+  auto r = ReadAuditSync(s, std::move(req));
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *std::move(r) : std::vector<AuditRow>{};
+}
+
+TEST_P(StoreConformance, AuditEntriesAreNumberedInCommitOrderAndHashed) {
+  const std::string name = Instance();
+  {
+    auto store = Open(name);
+    std::vector<std::pair<uint64_t, size_t>> heard;  // (first index, leaves)
+    absl::Mutex mu;
+    store->SetAuditListener([&](uint64_t first, const std::vector<std::string>& leaves) {
+      absl::MutexLock l(&mu);
+      heard.emplace_back(first, leaves.size());
+    });
+    EXPECT_EQ(*AppendAuditSync(*store, {Entry("a", 0), Entry("b", 1)}), 0u);
+    EXPECT_EQ(*AppendAuditSync(*store, {Entry("", 2)}), 2u);
+    absl::MutexLock l(&mu);
+    EXPECT_THAT(heard, ElementsAre(std::pair<uint64_t, size_t>{0, 2}, std::pair<uint64_t, size_t>{2, 1}));
+  }
+  auto store = Open(name);  // durable, and numbering goes on after a reopen
+  EXPECT_EQ(*AppendAuditSync(*store, {Entry("a", 3)}), 3u);
+  const std::vector<AuditRow> rows = ReadAll(*store, {.from = 0, .max = 100});
+  ASSERT_THAT(rows, SizeIs(4));
+  for (uint64_t i = 0; i < rows.size(); ++i) {
+    v1::AuditEntry e;
+    ASSERT_TRUE(e.ParseFromString(rows[i].entry));
+    EXPECT_EQ(rows[i].index, i);
+    EXPECT_EQ(e.index(), i);  // the index is inside the hashed bytes
+    EXPECT_EQ(e.detail(), "entry " + std::to_string(i));
+    EXPECT_EQ(rows[i].leaf_hash, std::string(audit::AsBytes(audit::LeafHash(rows[i].entry))));
+  }
+  const std::vector<AuditRow> hashes = ReadAll(*store, {.from = 1, .max = 2, .hashes_only = true});
+  ASSERT_THAT(hashes, SizeIs(2));
+  EXPECT_EQ(hashes[0].index, 1u);
+  EXPECT_EQ(hashes[0].entry, "");
+  EXPECT_EQ(hashes[1].leaf_hash, rows[2].leaf_hash);
+  EXPECT_THAT(ReadAll(*store, {.from = 9, .max = 10}), IsEmpty());
+  EXPECT_EQ(ReadAuditSync(*store, {.from = 0, .max = 0}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreConformance, AuditSearchBySubjectFindsEveryEntryAcrossBlocks) {
+  // Enough entries for several blocks of the search filter, with 40 people,
+  // a few entries about nobody, and a reopen mid-block.
+  const std::string name = Instance();
+  std::vector<std::string> subjects;
+  auto subject_of = [](int i) { return i % 17 == 0 ? std::string() : "subject-" + std::to_string(i * 7 % 40); };
+  auto append = [&](Store& s, int from, int to) {
+    for (int i = from; i < to; i += 100) {
+      std::vector<AuditRecord> batch;
+      for (int k = i; k < std::min(to, i + 100); ++k) {
+        batch.push_back(Entry(subject_of(k), k));
+        subjects.push_back(subject_of(k));
+      }
+      ASSERT_TRUE(AppendAuditSync(s, std::move(batch)).ok());
+    }
+  };
+  auto check = [&](Store& s, const std::string& who, uint64_t from, int max) {
+    std::vector<uint64_t> want, got;
+    for (uint64_t i = from; i < subjects.size() && want.size() < static_cast<size_t>(max); ++i) {
+      if (subjects[i] == who) want.push_back(i);
+    }
+    for (const AuditRow& r : ReadAll(s, {.from = from, .max = max, .subject = who})) got.push_back(r.index);
+    EXPECT_EQ(got, want) << who << " from " << from << " max " << max;
+  };
+  {
+    auto store = Open(name);
+    append(*store, 0, 1500);
+  }
+  auto store = Open(name);
+  append(*store, 1500, 3100);
+  for (const std::string who : {"subject-0", "subject-13", "subject-39"}) {
+    check(*store, who, 0, 100000);
+    check(*store, who, 1000, 100000);
+    check(*store, who, 2047, 7);
+    check(*store, who, 3050, 100);
+  }
+  check(*store, "nobody", 0, 100000);
+}
+
+TEST_P(StoreConformance, TreeHeadsAreKeptAndReadOldestFirst) {
+  const std::string name = Instance();
+  auto head = [](uint64_t size) {
+    v1::SignedTreeHead h;
+    h.set_tree_size(size);
+    h.set_root_hash(std::string(32, static_cast<char>(size)));
+    h.set_signature("sig");
+    return h;
+  };
+  {
+    auto store = Open(name);
+    ASSERT_TRUE(AppendTreeHeadSync(*store, head(8)).ok());
+    ASSERT_TRUE(AppendTreeHeadSync(*store, head(16)).ok());
+  }
+  auto store = Open(name);
+  auto heads = ReadTreeHeadsSync(*store);
+  ASSERT_TRUE(heads.ok()) << heads.status();
+  ASSERT_THAT(*heads, SizeIs(2));
+  EXPECT_EQ((*heads)[0].tree_size(), 8u);
+  EXPECT_EQ((*heads)[1].root_hash(), std::string(32, '\x10'));
 }
 
 }  // namespace
