@@ -306,6 +306,36 @@ TEST_F(AuditLogTest, AHeadIsSignedEveryNEntriesEvenWithinOneCommit) {
   EXPECT_EQ(r.heads, 3u);
 }
 
+TEST_F(AuditLogTest, RefusalFloodsAreCountedNotEachRecorded) {
+  auto store = OpenSqliteStore(db());
+  ASSERT_TRUE(store.ok()) << store.status();
+  FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
+  auto log = AuditLog::Open(*config_, **store, clock);
+  ASSERT_TRUE(log.ok()) << log.status();
+  auto refuse = [&] {
+    v1::AuditEntry e;
+    e.add_reasons("CERTIFICATE_EXPIRED");
+    e.set_detail("TLS handshake refused");
+    (*log)->RecordRefusal(std::move(e));
+  };
+  for (int i = 0; i < AuditLog::kRefusalsPerMinute + 5; ++i) refuse();
+  clock.Advance(absl::Minutes(1));
+  refuse();
+  // An append after them completes only once they are durable too.
+  v1::AuditEntry marker;
+  marker.set_event(v1::AUDIT_EVENT_AUDIT_QUERY);
+  ASSERT_TRUE(AppendAuditSync(**store, {(*log)->entries().Make(marker)}).ok());
+  auto rows = ReadAuditSync(**store, {.from = 0, .max = 100000});
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), static_cast<size_t>(AuditLog::kRefusalsPerMinute + 2));
+  v1::AuditEntry last;
+  ASSERT_TRUE(last.ParseFromString((*rows)[AuditLog::kRefusalsPerMinute].entry));
+  EXPECT_EQ(last.event(), v1::AUDIT_EVENT_CERTIFICATE_REFUSED);
+  EXPECT_EQ(last.at().seconds(), 1'800'000'060);
+  EXPECT_THAT(last.detail(), HasSubstr("5 earlier refusals were counted but not recorded one by one"));
+  (*store)->Close();
+}
+
 TEST_F(AuditLogTest, OneChangedByteIsFound) {
   Write(20);
   Tamper("UPDATE audit SET entry = CAST(replace(CAST(entry AS TEXT), '503', '504') AS BLOB) WHERE idx = 7");

@@ -189,6 +189,30 @@ void AuditLog::Persist(v1::SignedTreeHead head, absl::AnyInvocable<void(absl::St
   });
 }
 
+void AuditLog::RecordRefusal(v1::AuditEntry entry) {
+  const absl::Time now = clock_.Now();
+  {
+    absl::MutexLock l(&refusal_mu_);
+    if (now - refusal_window_ >= absl::Minutes(1)) {
+      refusal_window_ = now;
+      refusals_recorded_ = 0;
+    }
+    if (refusals_recorded_ >= kRefusalsPerMinute) {
+      ++refusals_unrecorded_;
+      return;
+    }
+    ++refusals_recorded_;
+    if (refusals_unrecorded_ > 0) {
+      entry.set_detail(absl::StrCat(entry.detail(), "; ", refusals_unrecorded_,
+                                    " earlier refusals were counted but not recorded one by one"));
+      refusals_unrecorded_ = 0;
+    }
+  }
+  *entry.mutable_at() = ToTimestamp(now);
+  entry.set_event(v1::AUDIT_EVENT_CERTIFICATE_REFUSED);
+  store_.AppendAudit({entries_.Make(std::move(entry))}, [](absl::StatusOr<uint64_t>) {});
+}
+
 void AuditLog::Tick() {
   std::optional<v1::SignedTreeHead> head;
   {

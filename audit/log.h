@@ -72,6 +72,14 @@ class AuditLog {
   absl::StatusOr<v1::ConsistencyProof> ProveConsistency(uint64_t first, uint64_t second) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Records a refused caller as a CERTIFICATE_REFUSED entry (`entry` with
+  // actor, role, reason and detail; the time is set here), without
+  // waiting. A flood cannot fill the disk: at most kRefusalsPerMinute are
+  // recorded one by one in a minute; the rest are counted, and the next
+  // recorded refusal says how many went unrecorded.
+  static constexpr int kRefusalsPerMinute = 600;
+  void RecordRefusal(v1::AuditEntry entry) ABSL_LOCKS_EXCLUDED(refusal_mu_);
+
   // Signs a head if entries were added since the last and `interval` has
   // passed (called by the broker's timer).
   void Tick() ABSL_LOCKS_EXCLUDED(mu_);
@@ -100,6 +108,11 @@ class AuditLog {
   uint64_t signed_size_ ABSL_GUARDED_BY(mu_) = 0;  // size of the last head signed (maybe not yet stored)
   absl::Time signed_at_ ABSL_GUARDED_BY(mu_);
   v1::SignedTreeHead latest_ ABSL_GUARDED_BY(mu_);  // latest stored
+
+  absl::Mutex refusal_mu_;
+  absl::Time refusal_window_ ABSL_GUARDED_BY(refusal_mu_) = absl::InfinitePast();
+  int refusals_recorded_ ABSL_GUARDED_BY(refusal_mu_) = 0;
+  uint64_t refusals_unrecorded_ ABSL_GUARDED_BY(refusal_mu_) = 0;
 };
 
 }  // namespace carebroker::audit

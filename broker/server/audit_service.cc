@@ -126,7 +126,7 @@ class ScanReactor final : public grpc::ServerWriteReactor<Out> {
 };
 
 absl::StatusOr<Identity> Officer(grpc::CallbackServerContext* ctx, const ExchangeDeps& d) {
-  return Authorize(ctx, *d.identities, *d.config, Role::kIgOfficer);
+  return Authorize(ctx, d, Role::kIgOfficer);
 }
 
 AuditRecord QueryRecord(const ExchangeDeps& d, const Identity& who, const std::string& what) {

@@ -22,6 +22,7 @@
 #include "broker/server/identity.h"
 #include "audit/log.h"
 #include "broker/server/audit_service.h"
+#include "broker/server/certificate_gate.h"
 #include "broker/server/policy_services.h"
 #include "broker/store/store_sync.h"
 #include "broker/store/sqlite_store.h"
@@ -39,45 +40,6 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view 
   auto data = ReadFileToString(path, "file");
   if (!data.ok()) return TlsError(key, data.status().message());
   return data;
-}
-
-// gRPC checks CRLs from an OpenSSL hashed folder: <issuer-hash>.r0. Checks
-// the CRL is signed by a CA in `ca_pem` and in date, then writes it there.
-absl::Status PrepareCrlDir(const std::string& crl_pem, const std::string& ca_pem, const fs::path& dir,
-                           absl::Time now) {
-  using Bio = std::unique_ptr<BIO, decltype(&BIO_free)>;
-  Bio crl_bio(BIO_new_mem_buf(crl_pem.data(), static_cast<int>(crl_pem.size())), &BIO_free);
-  std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(
-      PEM_read_bio_X509_CRL(crl_bio.get(), nullptr, nullptr, nullptr), &X509_CRL_free);
-  if (!crl) return TlsError("tls.crl", "not a PEM certificate revocation list");
-
-  Bio ca_bio(BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size())), &BIO_free);
-  bool signed_by_ca = false;
-  while (X509* ca = PEM_read_bio_X509(ca_bio.get(), nullptr, nullptr, nullptr)) {
-    if (X509_NAME_cmp(X509_get_subject_name(ca), X509_CRL_get_issuer(crl.get())) == 0 &&
-        X509_CRL_verify(crl.get(), X509_get0_pubkey(ca)) == 1) {
-      signed_by_ca = true;
-    }
-    X509_free(ca);
-  }
-  if (!signed_by_ca) return TlsError("tls.crl", "not signed by a CA in tls.ca");
-  const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
-  const time_t now_t = absl::ToTimeT(now);
-  if (next != nullptr && X509_cmp_time(next, const_cast<time_t*>(&now_t)) < 0) {
-    return TlsError("tls.crl", "has passed its next-update time; issue a fresh CRL");
-  }
-
-  std::error_code ec;
-  fs::remove_all(dir, ec);
-  fs::create_directories(dir, ec);
-  if (ec) return TlsError("tls.crl", absl::StrCat("cannot create ", dir.string()));
-  int ok = 0;
-  const unsigned long hash = X509_NAME_hash_ex(X509_CRL_get_issuer(crl.get()), nullptr, nullptr, &ok);
-  if (!ok) return TlsError("tls.crl", "cannot hash the issuer name");
-  std::ofstream out(dir / absl::StrFormat("%08lx.r0", hash), std::ios::binary | std::ios::trunc);
-  out << crl_pem;
-  if (!out.flush()) return TlsError("tls.crl", absl::StrCat("cannot write into ", dir.string()));
-  return absl::OkStatus();
 }
 
 void Log(absl::string_view msg) { absl::FPrintF(stderr, "carebroker: %s\n", msg); }
@@ -110,14 +72,19 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   grpc::experimental::TlsServerCredentialsOptions tls(provider);
   tls.watch_root_certs();
   tls.watch_identity_key_cert_pairs();
-  tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  // gRPC asks for a certificate and checks the client holds its key; the
+  // gate checks the chain, dates and CRL, so each refusal can be audited.
+  tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
+  std::string crl;
   if (!c.tls().crl().empty()) {
-    auto crl = ReadFile(c.tls().crl(), "tls.crl");
-    if (!crl.ok()) return crl.status();
-    const fs::path dir = fs::path(c.data_dir()) / "crl.d";
-    if (auto s = PrepareCrlDir(*crl, *ca, dir, options.clock->Now()); !s.ok()) return s;
-    tls.set_crl_directory(dir.string());
+    auto read = ReadFile(c.tls().crl(), "tls.crl");
+    if (!read.ok()) return read.status();
+    crl = *std::move(read);
   }
+  auto gate = CertificateGate::Create(*ca, crl, options.clock->Now());
+  if (!gate.ok()) return gate.status();
+  b->gate_ = *std::move(gate);
+  tls.set_certificate_verifier(b->gate_->Verifier());
 
   // Policy first: a broker with an invalid agreement set does not start.
   b->policy_ = std::make_unique<PolicyGate>(config);
@@ -147,6 +114,14 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   auto audit = audit::AuditLog::Open(*config, *b->store_, *b->clock_);
   if (!audit.ok()) return audit.status();
   b->audit_ = *std::move(audit);
+  b->gate_->SetRefusalSink([log = b->audit_.get()](const CertificateGate::Refusal& r) {
+    v1::AuditEntry e;
+    e.set_actor(r.claimed_org);
+    e.add_reasons(r.reason);
+    e.set_detail(absl::StrCat("TLS handshake refused: ", r.detail,
+                              r.claimed_org.empty() ? "" : "; the organisation named is the certificate's claim"));
+    log->RecordRefusal(std::move(e));
+  });
   const ExchangeDeps deps{config,        b->store_.get(),      b->mailboxes_.get(), b->budget_.get(),
                           b->clock_,     b->identities_.get(), b->streams_.get(),   b->policy_.get(),
                           b->audit_.get()};

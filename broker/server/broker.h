@@ -26,6 +26,8 @@ class Server;
 
 namespace carebroker {
 
+class CertificateGate;
+
 class ExchangeService;
 class ConsentService;
 class PolicyService;
@@ -78,6 +80,7 @@ class Broker {
 
   std::shared_ptr<const Config> config_;
   const Clock* clock_ = nullptr;
+  std::shared_ptr<CertificateGate> gate_;  // reports refusals to audit_ (the server stops first)
   std::unique_ptr<Store> store_;
   std::unique_ptr<audit::AuditLog> audit_;
   std::unique_ptr<AuditService> audit_service_;

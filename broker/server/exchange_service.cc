@@ -594,35 +594,62 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
 
 }  // namespace
 
-absl::StatusOr<Identity> Identify(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config) {
+namespace {
+
+// Records a caller refused after the handshake and returns `refusal`.
+absl::Status Refused(const ExchangeDeps& d, absl::Status refusal, const Identity* who) {
+  if (d.audit != nullptr) {
+    v1::AuditEntry e;
+    if (who != nullptr) {
+      e.set_actor(who->org.str());
+      e.set_actor_role(std::string(RoleName(who->role)));
+    }
+    e.add_reasons(ReasonOf(refusal));
+    e.set_detail(absl::StrCat("call refused: ", refusal.message()));
+    d.audit->RecordRefusal(std::move(e));
+  }
+  return refusal;
+}
+
+}  // namespace
+
+absl::StatusOr<Identity> Identify(grpc::CallbackServerContext* ctx, const ExchangeDeps& d) {
   auto auth = ctx->auth_context();
   std::vector<grpc::string_ref> pems =
       auth ? auth->FindPropertyValues("x509_pem_cert") : std::vector<grpc::string_ref>{};
   if (pems.empty()) {
-    return Error(absl::StatusCode::kUnauthenticated, "CERTIFICATE_REQUIRED", "a verified client certificate is required");
+    return Refused(d,
+                   Error(absl::StatusCode::kUnauthenticated, "CERTIFICATE_REQUIRED",
+                         "a verified client certificate is required"),
+                   nullptr);
   }
-  auto id = cache.Get(absl::string_view(pems[0].data(), pems[0].size()));
-  if (!id.ok()) return id.status();
-  if (config.FindOrganisation(id->org) == nullptr) {
-    return Error(absl::StatusCode::kPermissionDenied, "UNKNOWN_ORGANISATION",
-                 absl::StrCat("organisation ", id->org.str(), " is not registered with this broker"));
+  auto id = d.identities->Get(absl::string_view(pems[0].data(), pems[0].size()));
+  if (!id.ok()) return Refused(d, id.status(), nullptr);
+  if (d.config->FindOrganisation(id->org) == nullptr) {
+    return Refused(d,
+                   Error(absl::StatusCode::kPermissionDenied, "UNKNOWN_ORGANISATION",
+                         absl::StrCat("organisation ", id->org.str(), " is not registered with this broker")),
+                   &*id);
   }
   return id;
 }
 
-absl::Status RoleNotAllowed(Role have, absl::string_view what) {
-  return Error(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
-               absl::StrCat(what, " is not allowed for the ", RoleName(have), " role"));
+absl::Status RoleNotAllowed(const ExchangeDeps& d, const Identity& who, absl::string_view what) {
+  return Refused(d,
+                 Error(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+                       absl::StrCat(what, " is not allowed for the ", RoleName(who.role), " role")),
+                 &who);
 }
 
-absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config,
-                                   Role role) {
-  auto id = Identify(ctx, cache, config);
+absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, const ExchangeDeps& d, Role role) {
+  auto id = Identify(ctx, d);
   if (!id.ok()) return id.status();
   if (id->role != role) {
-    return Error(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
-                 absl::StrCat("this call needs the ", RoleName(role), " role; the certificate has ",
-                              RoleName(id->role)));
+    return Refused(d,
+                   Error(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+                         absl::StrCat("this call needs the ", RoleName(role), " role; the certificate has ",
+                                      RoleName(id->role))),
+                   &*id);
   }
   return id;
 }
@@ -630,7 +657,7 @@ absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, IdentityCac
 grpc::ServerUnaryReactor* ExchangeService::Send(grpc::CallbackServerContext* ctx, const v1::SendRequest* req,
                                                 v1::SendReceipt* resp) {
   auto* reactor = ctx->DefaultReactor();
-  auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
+  auto id = Authorize(ctx, deps_, Role::kAgency);
   if (!id.ok()) {
     reactor->Finish(ToGrpcStatus(id.status()));
     return reactor;
@@ -667,7 +694,7 @@ grpc::ServerUnaryReactor* ExchangeService::Send(grpc::CallbackServerContext* ctx
 
 grpc::ServerBidiReactor<v1::SendRequest, v1::SendStreamResponse>* ExchangeService::SendStream(
     grpc::CallbackServerContext* ctx) {
-  auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
+  auto id = Authorize(ctx, deps_, Role::kAgency);
   if (!id.ok()) return new RefusedStream<v1::SendRequest, v1::SendStreamResponse>(id.status());
   if (!EnterStream(deps_)) return new RefusedStream<v1::SendRequest, v1::SendStreamResponse>(TooManyStreams());
   return new SendStreamReactor(deps_, *std::move(id));
@@ -675,7 +702,7 @@ grpc::ServerBidiReactor<v1::SendRequest, v1::SendStreamResponse>* ExchangeServic
 
 grpc::ServerBidiReactor<v1::ReceiveRequest, v1::DeliveryBatch>* ExchangeService::Receive(
     grpc::CallbackServerContext* ctx) {
-  auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
+  auto id = Authorize(ctx, deps_, Role::kAgency);
   if (!id.ok()) return new RefusedStream<v1::ReceiveRequest, v1::DeliveryBatch>(id.status());
   if (!EnterStream(deps_)) return new RefusedStream<v1::ReceiveRequest, v1::DeliveryBatch>(TooManyStreams());
   return new ReceiveReactor(deps_, *std::move(id));
@@ -684,7 +711,7 @@ grpc::ServerBidiReactor<v1::ReceiveRequest, v1::DeliveryBatch>* ExchangeService:
 grpc::ServerUnaryReactor* ExchangeService::Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest* req,
                                                v1::AckResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
-  auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
+  auto id = Authorize(ctx, deps_, Role::kAgency);
   if (!id.ok()) {
     reactor->Finish(ToGrpcStatus(id.status()));
     return reactor;
@@ -715,7 +742,7 @@ grpc::ServerUnaryReactor* ExchangeService::Ack(grpc::CallbackServerContext* ctx,
 grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ctx, const v1::TrackRequest* req,
                                                  v1::TrackResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
-  auto id = Authorize(ctx, *deps_.identities, *deps_.config, Role::kAgency);
+  auto id = Authorize(ctx, deps_, Role::kAgency);
   if (!id.ok()) {
     reactor->Finish(ToGrpcStatus(id.status()));
     return reactor;

@@ -59,12 +59,12 @@ class ExchangeService final : public v1::Exchange::CallbackService {
 // `role` and a registered organisation:
 //   UNAUTHENTICATED    no usable certificate identity
 //   PERMISSION_DENIED  ROLE_NOT_ALLOWED, UNKNOWN_ORGANISATION
-absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config,
-                                   Role role);
+// Every refusal is recorded in the audit log (CERTIFICATE_REFUSED).
+absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, const ExchangeDeps& d, Role role);
 
 // The caller's identity with any role (the caller checks the role).
-absl::StatusOr<Identity> Identify(grpc::CallbackServerContext* ctx, IdentityCache& cache, const Config& config);
-// PERMISSION_DENIED ROLE_NOT_ALLOWED for `what`.
-absl::Status RoleNotAllowed(Role have, absl::string_view what);
+absl::StatusOr<Identity> Identify(grpc::CallbackServerContext* ctx, const ExchangeDeps& d);
+// PERMISSION_DENIED ROLE_NOT_ALLOWED for `what`, recorded in the audit log.
+absl::Status RoleNotAllowed(const ExchangeDeps& d, const Identity& who, absl::string_view what);
 
 }  // namespace carebroker

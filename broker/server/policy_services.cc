@@ -36,10 +36,10 @@ absl::Status CheckText(const std::string& s, absl::string_view field, bool requi
 
 // The caller's identity if its role may write (or read) consent.
 absl::StatusOr<Identity> ConsentCaller(grpc::CallbackServerContext* ctx, const ExchangeDeps& d, bool write) {
-  auto id = Identify(ctx, *d.identities, *d.config);
+  auto id = Identify(ctx, d);
   if (!id.ok()) return id.status();
   if (write ? !d.config->MayWriteConsent(id->role) : !d.config->MayReadConsent(id->role)) {
-    return RoleNotAllowed(id->role, write ? "recording consent" : "reading consent");
+    return RoleNotAllowed(d, *id, write ? "recording consent" : "reading consent");
   }
   return id;
 }
@@ -240,7 +240,7 @@ v1::ReloadResponse DescribePolicy(const policy::PolicySet& set) {
 
 grpc::ServerUnaryReactor* PolicyService::Reload(grpc::CallbackServerContext* ctx, const v1::ReloadRequest*,
                                                 v1::ReloadResponse* resp) {
-  auto id = Authorize(ctx, *d_.identities, *d_.config, Role::kOperator);
+  auto id = Authorize(ctx, d_, Role::kOperator);
   if (!id.ok()) return Done(ctx, id.status());
   // Reading a folder of small files: quick enough for a callback thread.
   absl::Status s = d_.policy->Reload();

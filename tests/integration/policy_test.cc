@@ -408,6 +408,45 @@ TEST_F(PolicyTest, EveryDecisionIsAuditedAndTheLogVerifies) {
   EXPECT_THAT(refused.err, HasSubstr("PERMISSION_DENIED"));
 }
 
+TEST_F(PolicyTest, RefusedCertificatesAndRolesAreAudited) {
+  // Refused at the TLS handshake: the call never reaches a service.
+  for (const char* who : {"expired", "revoked", "rogue"}) {
+    auto stub = v1::Exchange::NewStub(ChannelAs(*broker_, who));
+    EXPECT_EQ(Send(*stub, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care")).error_code(),
+              grpc::StatusCode::UNAVAILABLE)
+        << who;
+  }
+  // A valid certificate whose role does not allow the call.
+  EXPECT_EQ(AuditCli(*broker_, "RR8", {"query"}).rc, 1);
+  auto op = v1::Exchange::NewStub(ChannelAs(*broker_, "operator"));
+  EXPECT_EQ(Send(*op, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care")).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  AuditRun q = AuditCli(*broker_, "ig-officer", {"--format", "json", "query", "--event", "certificate-refused"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  const auto rows = nlohmann::json::parse(q.out);
+  std::vector<std::string> reasons;
+  for (const auto& r : rows) reasons.push_back(r.at("reasons"));
+  // A client may retry a failed handshake, so each handshake refusal may appear more than once.
+  EXPECT_THAT(reasons, ::testing::IsSupersetOf({"CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED", "CERTIFICATE_UNTRUSTED",
+                                                "ROLE_NOT_ALLOWED"}));
+  bool officer_role = false, operator_role = false;
+  for (const auto& r : rows) {
+    EXPECT_EQ(r.at("event"), "certificate-refused");
+    EXPECT_FALSE(r.at("detail").get<std::string>().empty());
+    if (r.at("reasons") == "CERTIFICATE_REVOKED") {
+      EXPECT_EQ(r.at("actor"), "RH8") << "the organisation the certificate claims";
+    }
+    if (r.at("reasons") == "ROLE_NOT_ALLOWED") {
+      officer_role |= r.at("actor") == "RR8" && r.at("detail").get<std::string>().find("ig-officer") != std::string::npos;
+      operator_role |= r.at("detail").get<std::string>().find("agency role") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(officer_role) << q.out;
+  EXPECT_TRUE(operator_role) << q.out;
+  EXPECT_EQ(AuditCli(*broker_, "ig-officer", {"verify"}).rc, 0);
+}
+
 TEST_F(PolicyTest, SendsAreRefusedWhenTheAuditLogCannotBeWritten) {
   const std::string db = (dir_ / "data" / "carebroker.db").string();
   auto exec = [&](const char* sql) {
