@@ -3,6 +3,7 @@
 #include <string>
 
 #include "absl/strings/cord.h"
+#include "absl/strings/str_cat.h"
 #include "broker/core/types.h"
 
 namespace carebroker {
@@ -19,6 +20,10 @@ absl::Status Error(absl::StatusCode code, absl::string_view reason, absl::string
 std::string ReasonOf(const absl::Status& s) {
   auto p = s.GetPayload(kReasonUrl);
   return p ? std::string(*p) : std::string();
+}
+
+absl::Status ConfigInvalid(absl::string_view key, absl::string_view why) {
+  return InvalidArgument("CONFIG_INVALID", absl::StrCat(key, ": ", why));
 }
 
 absl::string_view RoleName(Role r) {

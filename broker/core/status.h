@@ -23,4 +23,7 @@ inline absl::Status InvalidArgument(absl::string_view reason, absl::string_view 
   return Error(absl::StatusCode::kInvalidArgument, reason, message);
 }
 
+// INVALID_ARGUMENT CONFIG_INVALID "<key>: <why>", for a config setting.
+absl::Status ConfigInvalid(absl::string_view key, absl::string_view why);
+
 }  // namespace carebroker

@@ -7,11 +7,8 @@
 #include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -32,13 +29,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-absl::Status TlsError(absl::string_view key, absl::string_view why) {
-  return InvalidArgument("CONFIG_INVALID", absl::StrCat(key, ": ", why));
-}
-
 absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view key) {
   auto data = ReadFileToString(path, "file");
-  if (!data.ok()) return TlsError(key, data.status().message());
+  if (!data.ok()) return ConfigInvalid(key, data.status().message());
   return data;
 }
 

@@ -7,7 +7,6 @@
 
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "broker/core/status.h"
 #include "broker/server/identity.h"
@@ -27,28 +26,6 @@ std::vector<Cert> ReadCerts(absl::string_view pem) {
   std::vector<Cert> out;
   Bio bio = MemBio(pem);
   while (X509* c = bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr) out.emplace_back(c, &X509_free);
-  return out;
-}
-
-absl::Status ConfigError(absl::string_view key, absl::string_view why) {
-  return InvalidArgument("CONFIG_INVALID", absl::StrCat(key, ": ", why));
-}
-
-// The ODS code a certificate claims in its subjectAltName URI, unverified.
-std::string ClaimedOrg(X509* cert) {
-  std::string out;
-  auto* names = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
-  for (int i = 0; names != nullptr && i < sk_GENERAL_NAME_num(names); ++i) {
-    const GENERAL_NAME* n = sk_GENERAL_NAME_value(names, i);
-    if (n->type != GEN_URI) continue;
-    const absl::string_view uri(reinterpret_cast<const char*>(ASN1_STRING_get0_data(n->d.uniformResourceIdentifier)),
-                                static_cast<size_t>(ASN1_STRING_length(n->d.uniformResourceIdentifier)));
-    if (absl::StartsWith(uri, kOdsUriPrefix) && uri.size() - kOdsUriPrefix.size() <= 16) {
-      out = std::string(uri.substr(kOdsUriPrefix.size()));
-      break;
-    }
-  }
-  GENERAL_NAMES_free(names);
   return out;
 }
 
@@ -106,23 +83,23 @@ absl::StatusOr<std::shared_ptr<CertificateGate>> CertificateGate::Create(const s
   gate->store_ = X509_STORE_new();
   if (gate->store_ == nullptr) return absl::ResourceExhaustedError("cannot allocate a certificate store");
   std::vector<Cert> cas = ReadCerts(ca_pem);
-  if (cas.empty()) return ConfigError("tls.ca", "no PEM certificate in it");
+  if (cas.empty()) return ConfigInvalid("tls.ca", "no PEM certificate in it");
   for (const Cert& ca : cas) X509_STORE_add_cert(gate->store_, ca.get());
   if (!crl_pem.empty()) {
     Bio bio = MemBio(crl_pem);
     std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(
         bio ? PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr) : nullptr, &X509_CRL_free);
-    if (!crl) return ConfigError("tls.crl", "not a PEM certificate revocation list");
+    if (!crl) return ConfigInvalid("tls.crl", "not a PEM certificate revocation list");
     bool signed_by_ca = false;
     for (const Cert& ca : cas) {
       signed_by_ca |= X509_NAME_cmp(X509_get_subject_name(ca.get()), X509_CRL_get_issuer(crl.get())) == 0 &&
                       X509_CRL_verify(crl.get(), X509_get0_pubkey(ca.get())) == 1;
     }
-    if (!signed_by_ca) return ConfigError("tls.crl", "not signed by a CA in tls.ca");
+    if (!signed_by_ca) return ConfigInvalid("tls.crl", "not signed by a CA in tls.ca");
     const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
     const time_t now_t = absl::ToTimeT(now);
     if (next != nullptr && X509_cmp_time(next, const_cast<time_t*>(&now_t)) < 0) {
-      return ConfigError("tls.crl", "has passed its next-update time; issue a fresh CRL");
+      return ConfigInvalid("tls.crl", "has passed its next-update time; issue a fresh CRL");
     }
     X509_STORE_add_crl(gate->store_, crl.get());
     X509_STORE_set_flags(gate->store_, X509_V_FLAG_CRL_CHECK);
@@ -138,7 +115,13 @@ absl::Status CertificateGate::Check(absl::string_view chain_pem, Refusal* refusa
   if (chain.empty()) {
     r = {"CERTIFICATE_INVALID", "", "no readable client certificate"};
   } else {
-    r.claimed_org = ClaimedOrg(chain[0].get());
+    // Unverified: what the certificate says, bounded in length.
+    for (const std::string& ods : OdsCodesIn(chain[0].get())) {
+      if (ods.size() <= 16) {
+        r.claimed_org = ods;
+        break;
+      }
+    }
     STACK_OF(X509)* untrusted = sk_X509_new_null();
     for (size_t i = 1; untrusted != nullptr && i < chain.size(); ++i) sk_X509_push(untrusted, chain[i].get());
     std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)> ctx(X509_STORE_CTX_new(), &X509_STORE_CTX_free);

@@ -19,6 +19,20 @@ absl::Status Bad(absl::string_view why) {
 
 }  // namespace
 
+std::vector<std::string> OdsCodesIn(X509* cert) {
+  std::vector<std::string> out;
+  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  for (int i = 0; sans != nullptr && i < sk_GENERAL_NAME_num(sans); ++i) {
+    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans, i);
+    if (gn->type != GEN_URI) continue;
+    const ASN1_IA5STRING* uri = gn->d.uniformResourceIdentifier;
+    absl::string_view v(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)), ASN1_STRING_length(uri));
+    if (absl::StartsWith(v, kOdsUriPrefix)) out.emplace_back(v.substr(kOdsUriPrefix.size()));
+  }
+  GENERAL_NAMES_free(sans);
+  return out;
+}
+
 absl::StatusOr<Identity> IdentityFromPem(absl::string_view pem) {
   std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())),
                                                &BIO_free);
@@ -27,19 +41,9 @@ absl::StatusOr<Identity> IdentityFromPem(absl::string_view pem) {
   if (!cert) return Bad("client certificate cannot be read");
 
   Identity id;
-  int found = 0;
-  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert.get(), NID_subject_alt_name, nullptr, nullptr));
-  for (int i = 0; sans != nullptr && i < sk_GENERAL_NAME_num(sans); ++i) {
-    const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans, i);
-    if (gn->type != GEN_URI) continue;
-    const ASN1_IA5STRING* uri = gn->d.uniformResourceIdentifier;
-    absl::string_view v(reinterpret_cast<const char*>(ASN1_STRING_get0_data(uri)), ASN1_STRING_length(uri));
-    if (!absl::StartsWith(v, kOdsUriPrefix)) continue;
-    id.org = OrgCode(std::string(v.substr(kOdsUriPrefix.size())));
-    ++found;
-  }
-  GENERAL_NAMES_free(sans);
-  if (found != 1) return Bad("client certificate must name exactly one ODS code (subjectAltName URI)");
+  const std::vector<std::string> codes = OdsCodesIn(cert.get());
+  if (codes.size() != 1) return Bad("client certificate must name exactly one ODS code (subjectAltName URI)");
+  id.org = OrgCode(codes[0]);
   if (!IsOdsCodeShape(id.org.str())) return Bad("client certificate ODS code is malformed");
 
   const X509_NAME* subject = X509_get_subject_name(cert.get());

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 #include "absl/strings/string_view.h"
 
 #include "absl/container/flat_hash_map.h"
@@ -15,9 +16,15 @@
 #include "absl/synchronization/mutex.h"
 #include "broker/core/types.h"
 
+typedef struct x509_st X509;
+
 namespace carebroker {
 
 inline constexpr absl::string_view kOdsUriPrefix = "urn:nhs-uk:addressing:ods:";
+
+// Every ODS code the certificate names in a subjectAltName URI
+// (kOdsUriPrefix), in order; unverified.
+std::vector<std::string> OdsCodesIn(X509* cert);
 
 // Parses a PEM certificate (already verified by the TLS handshake).
 absl::StatusOr<Identity> IdentityFromPem(absl::string_view pem);

@@ -92,10 +92,12 @@ class Stmt {
   }
   int64_t Int(int col) const { return sqlite3_column_int64(s_, col); }
   bool IsNull(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
-  std::string Text(int col) const {
+  // The column's bytes, valid until the next Step or Reset.
+  absl::string_view View(int col) const {
     const void* p = sqlite3_column_blob(s_, col);
-    return p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(s_, col)) : std::string();
+    return p ? absl::string_view(static_cast<const char*>(p), sqlite3_column_bytes(s_, col)) : absl::string_view();
   }
+  std::string Text(int col) const { return std::string(View(col)); }
   int Changes() const { return sqlite3_changes(db_); }
 
  private:
@@ -610,6 +612,7 @@ class SqliteStore final : public Store {
     blocks_read_.Bind(1, static_cast<int64_t>(from / kAuditBlockEntries))
         .Bind(2, static_cast<int64_t>(end / kAuditBlockEntries));
     ResetOnExit reset{blocks_read_};
+    const SubjectBloom::Probe probe(req.subject);
     uint64_t cursor = from;
     while (out.size() < static_cast<size_t>(req.max)) {
       auto row = blocks_read_.Step();
@@ -621,7 +624,7 @@ class SqliteStore final : public Store {
         if (auto s = ReadRange(audit_read_subject_, cursor, first, req, out); !s.ok()) return s;
       }
       cursor = std::max(cursor, first);
-      if (SubjectBloom::MayContain(blocks_read_.Text(1), req.subject)) {
+      if (probe.MayBeIn(blocks_read_.View(1))) {
         if (auto s = ReadRange(audit_read_subject_, cursor, last, req, out); !s.ok()) return s;
       }
       cursor = last;
@@ -777,29 +780,42 @@ class SqliteStore final : public Store {
     return ExecSql("COMMIT");
   }
 
+  // The filter of the subjects of entries [first, last), read with
+  // `subjects` (prepared from kSubjectsInRange).
+  static constexpr const char* kSubjectsInRange =
+      "SELECT subject FROM audit WHERE idx >= ?1 AND idx < ?2 AND subject IS NOT NULL";
+  static absl::StatusOr<SubjectBloom> FilterOf(Stmt& subjects, uint64_t first, uint64_t last) {
+    subjects.Bind(1, static_cast<int64_t>(first)).Bind(2, static_cast<int64_t>(last));
+    ResetOnExit reset{subjects};
+    SubjectBloom bloom;
+    while (true) {
+      auto row = subjects.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) return bloom;
+      bloom.Add(subjects.View(0));
+    }
+  }
+
   // Writes the filter of every full audit block that has none (a store
   // from before version 4). Inside the migration transaction.
   absl::Status BackfillAuditBlocks() {
-    Stmt rows, insert;
-    if (auto s = rows.Prepare(db_, "SELECT idx, subject FROM audit WHERE idx >= (SELECT coalesce(max(block) + 1, 0) "
-                                   "FROM audit_blocks) * ?1 ORDER BY idx");
+    Stmt extent, subjects, insert;
+    if (auto s = extent.Prepare(db_, "SELECT (SELECT coalesce(max(block) + 1, 0) FROM audit_blocks), "
+                                     "(SELECT coalesce(max(idx) + 1, 0) FROM audit)");
         !s.ok()) {
       return s;
     }
+    if (auto row = extent.Step(); !row.ok()) return row.status();
+    const auto first_block = static_cast<uint64_t>(extent.Int(0));
+    const auto entries = static_cast<uint64_t>(extent.Int(1));
+    extent.Reset();
+    if (auto s = subjects.Prepare(db_, kSubjectsInRange); !s.ok()) return s;
     if (auto s = insert.Prepare(db_, "INSERT INTO audit_blocks (block, bloom) VALUES (?1, ?2)"); !s.ok()) return s;
-    rows.Bind(1, static_cast<int64_t>(kAuditBlockEntries));
-    SubjectBloom bloom;
-    while (true) {
-      auto row = rows.Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      const auto idx = static_cast<uint64_t>(rows.Int(0));
-      if (!rows.IsNull(1)) bloom.Add(rows.Text(1));
-      if ((idx + 1) % kAuditBlockEntries == 0) {
-        insert.Bind(1, static_cast<int64_t>(idx / kAuditBlockEntries)).BindBlob(2, bloom.bytes());
-        if (auto s = insert.Exec(); !s.ok()) return s;
-        bloom.Clear();
-      }
+    for (uint64_t b = first_block; (b + 1) * kAuditBlockEntries <= entries; ++b) {
+      auto bloom = FilterOf(subjects, b * kAuditBlockEntries, (b + 1) * kAuditBlockEntries);
+      if (!bloom.ok()) return bloom.status();
+      insert.Bind(1, static_cast<int64_t>(b)).BindBlob(2, bloom->bytes());
+      if (auto s = insert.Exec(); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
@@ -807,19 +823,12 @@ class SqliteStore final : public Store {
   // The filter of the block being filled, from the entries already in it
   // (at start, and after a failed batch took back the entries it added).
   absl::Status RebuildPendingBloom() {
-    pending_bloom_.Clear();
-    const uint64_t first = next_audit_index_ - next_audit_index_ % kAuditBlockEntries;
-    Stmt rows;
-    if (auto s = rows.Prepare(db_, "SELECT subject FROM audit WHERE idx >= ?1 AND subject IS NOT NULL"); !s.ok()) {
-      return s;
-    }
-    rows.Bind(1, static_cast<int64_t>(first));
-    while (true) {
-      auto row = rows.Step();
-      if (!row.ok()) return row.status();
-      if (!*row) return absl::OkStatus();
-      pending_bloom_.Add(rows.Text(0));
-    }
+    Stmt subjects;
+    if (auto s = subjects.Prepare(db_, kSubjectsInRange); !s.ok()) return s;
+    auto bloom = FilterOf(subjects, next_audit_index_ - next_audit_index_ % kAuditBlockEntries, next_audit_index_);
+    if (!bloom.ok()) return bloom.status();
+    pending_bloom_ = *bloom;
+    return absl::OkStatus();
   }
 
   absl::Status PrepareAll() {

@@ -29,9 +29,18 @@ class SubjectBloom {
     return absl::string_view(reinterpret_cast<const char*>(bits_.data()), bits_.size());
   }
 
-  // Whether `filter` (the bytes of a stored SubjectBloom) may hold
-  // `subject`. A filter of the wrong size may hold anything.
-  static bool MayContain(absl::string_view filter, absl::string_view subject);
+  // One subject's bits, worked out once to test many stored filters.
+  class Probe {
+   public:
+    explicit Probe(absl::string_view subject);
+    // Whether `filter` (the bytes of a stored SubjectBloom) may hold the
+    // subject. A filter of the wrong size may hold anything.
+    bool MayBeIn(absl::string_view filter) const;
+
+   private:
+    friend class SubjectBloom;
+    std::array<uint64_t, 8> bits_;
+  };
 
  private:
   std::array<uint8_t, kBytes> bits_{};
