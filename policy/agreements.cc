@@ -11,6 +11,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
 #include "broker/config/config.h"
+#include "broker/core/clock.h"
 #include "broker/core/files.h"
 #include "broker/core/status.h"
 #include "broker/core/yaml_proto.h"
@@ -204,15 +205,6 @@ absl::StatusOr<absl::Time> ParseUkDate(absl::string_view date) {
   absl::CivilDay day;
   if (!ParseDay(date, &day)) return InvalidArgument("DATE_INVALID", "expected a date YYYY-MM-DD");
   return absl::FromCivil(day, UkZone());
-}
-
-absl::TimeZone UkZone() {
-  static const absl::TimeZone* tz = [] {
-    auto* z = new absl::TimeZone;
-    if (!absl::LoadTimeZone("Europe/London", z)) *z = absl::UTCTimeZone();
-    return z;
-  }();
-  return *tz;
 }
 
 v1::Purpose PurposeFromWire(absl::string_view s) {

@@ -43,7 +43,5 @@ std::string PurposeToWire(v1::Purpose p);
 
 // Midnight at the start of `date` (YYYY-MM-DD) in UK local time.
 absl::StatusOr<absl::Time> ParseUkDate(absl::string_view date);
-// Europe/London (UTC if the zone database is missing).
-absl::TimeZone UkZone();
 
 }  // namespace carebroker::policy

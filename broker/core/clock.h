@@ -8,6 +8,10 @@
 
 namespace carebroker {
 
+// Europe/London: UK local time, for dates and times sent without an offset
+// (UTC if the zone database is missing).
+absl::TimeZone UkZone();
+
 class Clock {
  public:
   virtual ~Clock() = default;
