@@ -1,5 +1,7 @@
 #include "adapters/hl7v2/adt.h"
 
+#include "adapters/common/values.h"
+
 #include <array>
 #include <cctype>
 #include <vector>
@@ -15,13 +17,14 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/civil_time.h"
 #include "broker/core/clock.h"
-#include "broker/core/nhs_number.h"
 #include "broker/core/status.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace carebroker::hl7 {
 namespace {
 
+using adapters::FromProto;
+using adapters::ToProto;
 using google::protobuf::Timestamp;
 
 absl::Status Invalid(absl::string_view what) { return InvalidArgument("HL7_INVALID", what); }
@@ -90,18 +93,6 @@ absl::StatusOr<absl::Time> ParseDtm(absl::string_view s, absl::string_view where
   return t;
 }
 
-Timestamp ToProto(absl::Time t) {
-  Timestamp ts;
-  const int64_t us = absl::ToUnixMicros(t);
-  ts.set_seconds(us >= 0 ? us / 1'000'000 : -((-us + 999'999) / 1'000'000));
-  ts.set_nanos(static_cast<int32_t>((us - ts.seconds() * 1'000'000) * 1000));
-  return ts;
-}
-
-absl::Time FromProto(const Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
-}
-
 // A timestamp field: `at()` gives where to put it, asked only when the field
 // is present (so an absent time leaves no empty message behind).
 template <typename At>
@@ -143,14 +134,6 @@ std::string FormatDate(const v1::Date& d) {
   return s;
 }
 
-std::string NhsNumberOf(absl::string_view raw) { return absl::StrReplaceAll(raw, {{" ", ""}, {"-", ""}}); }
-
-absl::Status CheckNhsNumber(const std::string& n, absl::string_view where) {
-  if (IsValidNhsNumber(n)) return absl::OkStatus();
-  return InvalidArgument("NHS_NUMBER_INVALID",
-                         absl::StrCat(where, ": the NHS number is not ten digits with a valid Modulus 11 check digit"));
-}
-
 // The repetitions of a CX field (PID-3, MRG-1) as NHS number and local ids.
 absl::Status ReadIdentifiers(const Segment& seg, int field, std::string* nhs,
                              google::protobuf::RepeatedPtrField<v1::LocalIdentifier>* locals) {
@@ -164,8 +147,9 @@ absl::Status ReadIdentifiers(const Segment& seg, int field, std::string* nhs,
     }
     if (absl::EqualsIgnoreCase(authority, "NHS")) {
       if (!nhs->empty()) return Invalid(absl::StrCat(where, ": a second NHS number"));
-      *nhs = NhsNumberOf(value);
-      if (absl::Status s = CheckNhsNumber(*nhs, where); !s.ok()) return s;
+      auto n = adapters::CheckedNhsNumber(value, where);
+      if (!n.ok()) return n.status();
+      *nhs = *std::move(n);
       continue;
     }
     v1::LocalIdentifier* id = locals->Add();

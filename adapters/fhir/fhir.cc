@@ -1,0 +1,650 @@
+#include "adapters/fhir/fhir.h"
+
+#include <array>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "adapters/common/values.h"
+#include "broker/core/status.h"
+
+namespace carebroker::fhir {
+namespace {
+
+using adapters::CheckedNhsNumber;
+using adapters::FormatDate;
+using adapters::FormatDateTime;
+using adapters::ParseDate;
+using adapters::ParseDateTime;
+using Json = nlohmann::json;
+
+absl::Status Invalid(absl::string_view what) { return InvalidArgument("FHIR_INVALID", what); }
+absl::Status Unsupported(absl::string_view what) { return InvalidArgument("FHIR_UNSUPPORTED", what); }
+
+constexpr char kVerificationExtension[] = "NHSNumberVerificationStatus";
+constexpr char kUkCoreExtension[] = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-";
+constexpr char kActCode[] = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
+constexpr char kV2IdentifierType[] = "http://terminology.hl7.org/CodeSystem/v2-0203";
+
+// Every CodeSystem spelling of the NHS-number verification status in use.
+constexpr std::array<absl::string_view, 4> kVerificationSystems = {
+    "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland",
+    "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusWales",
+    "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatus",
+    "https://fhir.hl7.org.uk/CareConnect-NHSNumberVerificationStatus-1",
+};
+// The words the retired CodeSystem's v2.1.0 used for 01..08.
+constexpr std::array<absl::string_view, 8> kVerificationWords = {
+    "number-present-and-verified",
+    "number-present-but-not-traced",
+    "trace-required",
+    "trace-attempted-no-match-or-multiple-match-found",
+    "trace-needs-to-be-resolved",
+    "trace-in-progress",
+    "number-not-present-and-trace-not-required",
+    "trace-postponed",
+};
+constexpr std::array<absl::string_view, 8> kVerificationDisplays = {
+    "Number present and verified",
+    "Number present but not traced",
+    "Trace required",
+    "Trace attempted - No match or multiple match found",
+    "Trace needs to be resolved - (NHS Number or patient detail conflict)",
+    "Trace in progress",
+    "Number not present and trace not required",
+    "Trace postponed (baby under six weeks old)",
+};
+
+// Reads one resource with its path for errors ("Patient.identifier[1]").
+class Reader {
+ public:
+  // The member `key` of object `o` (null when absent or `o` is no object).
+  static const Json* At(const Json& o, const char* key) {
+    if (!o.is_object()) return nullptr;
+    const auto it = o.find(key);
+    return it == o.end() || it->is_null() ? nullptr : &*it;
+  }
+
+  // A string member; FHIR_INVALID when present with another type.
+  static absl::Status Str(const Json& o, const char* key, const std::string& path, std::string* out) {
+    const Json* v = At(o, key);
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_string()) return Invalid(absl::StrCat(path, ".", key, ": expected a string"));
+    *out = v->get<std::string>();
+    return absl::OkStatus();
+  }
+
+  // The elements of an array member (a lone object counts as one, as
+  // tolerant readers of FHIR do); FHIR_INVALID for any other type.
+  static absl::StatusOr<std::vector<const Json*>> Each(const Json& o, const char* key, const std::string& path) {
+    std::vector<const Json*> out;
+    const Json* v = At(o, key);
+    if (v == nullptr) return out;
+    if (v->is_object()) {
+      out.push_back(v);
+    } else if (v->is_array()) {
+      for (const Json& e : *v) {
+        if (!e.is_object()) return Invalid(absl::StrCat(path, ".", key, ": expected objects"));
+        out.push_back(&e);
+      }
+    } else {
+      return Invalid(absl::StrCat(path, ".", key, ": expected an array"));
+    }
+    return out;
+  }
+};
+
+std::string Index(const std::string& path, const char* key, size_t i) { return absl::StrCat(path, ".", key, "[", i, "]"); }
+
+// The first coding's code of a CodeableConcept member, "" when none.
+std::string FirstCode(const Json& concept_holder, const char* key) {
+  const Json* cc = Reader::At(concept_holder, key);
+  if (cc == nullptr) return "";
+  const Json* codings = Reader::At(*cc, "coding");
+  if (codings == nullptr || !codings->is_array() || codings->empty()) {
+    // A Coding, not a CodeableConcept (Encounter.class).
+    const Json* code = Reader::At(*cc, "code");
+    return code != nullptr && code->is_string() ? code->get<std::string>() : "";
+  }
+  const Json* code = Reader::At((*codings)[0], "code");
+  return code != nullptr && code->is_string() ? code->get<std::string>() : "";
+}
+
+// The extension whose url ends with `name` (UK Core or NHS England spelling).
+const Json* FindExtension(const Json& o, absl::string_view name) {
+  const Json* exts = Reader::At(o, "extension");
+  if (exts == nullptr || !exts->is_array()) return nullptr;
+  for (const Json& e : *exts) {
+    const Json* url = Reader::At(e, "url");
+    if (url != nullptr && url->is_string() && absl::StrContains(url->get<std::string>(), name)) return &e;
+  }
+  return nullptr;
+}
+
+v1::NhsNumberStatus VerificationStatusOf(const Json& identifier) {
+  const Json* ext = FindExtension(identifier, kVerificationExtension);
+  if (ext == nullptr) return v1::NHS_NUMBER_STATUS_UNSPECIFIED;
+  const Json* cc = Reader::At(*ext, "valueCodeableConcept");
+  const Json* codings = cc != nullptr ? Reader::At(*cc, "coding") : nullptr;
+  if (codings == nullptr || !codings->is_array()) return v1::NHS_NUMBER_STATUS_UNSPECIFIED;
+  for (const Json& c : *codings) {
+    const Json* system = Reader::At(c, "system");
+    const Json* code = Reader::At(c, "code");
+    if (code == nullptr || !code->is_string()) continue;
+    if (system != nullptr && system->is_string() &&
+        std::find(kVerificationSystems.begin(), kVerificationSystems.end(), system->get<std::string>()) ==
+            kVerificationSystems.end()) {
+      continue;
+    }
+    const std::string v = code->get<std::string>();
+    if (v.size() == 2 && v[0] == '0' && v[1] >= '1' && v[1] <= '8') return static_cast<v1::NhsNumberStatus>(v[1] - '0');
+    for (size_t i = 0; i < kVerificationWords.size(); ++i) {
+      if (v == kVerificationWords[i]) return static_cast<v1::NhsNumberStatus>(i + 1);
+    }
+  }
+  return v1::NHS_NUMBER_STATUS_UNSPECIFIED;
+}
+
+bool IsNhsNumberSystem(absl::string_view s) {
+  return absl::EqualsIgnoreCase(s, kNhsNumberSystem) || s == "http://fhir.nhs.net/Id/nhs-number" ||
+         s == "urn:oid:2.16.840.1.113883.2.1.4.1";
+}
+
+bool IsOdsSystem(absl::string_view s) {
+  return absl::EqualsIgnoreCase(s, kOdsOrganisationSystem) || absl::EqualsIgnoreCase(s, kOdsSiteSystem);
+}
+
+absl::Status ReadIdentifiers(const Json& patient, const std::string& path, v1::Person* p) {
+  auto ids = Reader::Each(patient, "identifier", path);
+  if (!ids.ok()) return ids.status();
+  for (size_t i = 0; i < ids->size(); ++i) {
+    const Json& id = *(*ids)[i];
+    const std::string at = Index(path, "identifier", i);
+    std::string system, value;
+    if (absl::Status s = Reader::Str(id, "system", at, &system); !s.ok()) return s;
+    if (absl::Status s = Reader::Str(id, "value", at, &value); !s.ok()) return s;
+    if (IsNhsNumberSystem(system)) {
+      if (!p->nhs_number().empty()) return Invalid(absl::StrCat(at, ": a second NHS number"));
+      auto n = CheckedNhsNumber(value, absl::StrCat(at, ".value"));
+      if (!n.ok()) return n.status();
+      p->set_nhs_number(*std::move(n));
+      p->set_nhs_number_status(VerificationStatusOf(id));
+      continue;
+    }
+    if (value.empty()) continue;
+    v1::LocalIdentifier* local = p->add_local_identifiers();
+    local->set_value(value);
+    std::string assigner;
+    if (const Json* a = Reader::At(id, "assigner"); a != nullptr) {
+      if (const Json* aid = Reader::At(*a, "identifier"); aid != nullptr) {
+        if (absl::Status s = Reader::Str(*aid, "value", at + ".assigner.identifier", &assigner); !s.ok()) return s;
+      }
+    }
+    local->set_assigner(assigner.empty() ? system : assigner);
+    local->set_type(FirstCode(id, "type"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadNames(const Json& patient, const std::string& path, v1::Person* p) {
+  auto names = Reader::Each(patient, "name", path);
+  if (!names.ok()) return names.status();
+  for (size_t i = 0; i < names->size(); ++i) {
+    const Json& n = *(*names)[i];
+    const std::string at = Index(path, "name", i);
+    v1::PersonName* out = p->add_names();
+    if (absl::Status s = Reader::Str(n, "family", at, out->mutable_family()); !s.ok()) return s;
+    if (absl::Status s = Reader::Str(n, "use", at, out->mutable_use()); !s.ok()) return s;
+    for (const char* key : {"given", "prefix"}) {
+      const Json* list = Reader::At(n, key);
+      if (list == nullptr) continue;
+      if (!list->is_array()) return Invalid(absl::StrCat(at, ".", key, ": expected an array of strings"));
+      for (const Json& g : *list) {
+        if (!g.is_string()) return Invalid(absl::StrCat(at, ".", key, ": expected an array of strings"));
+        if (key[0] == 'g') {
+          out->add_given(g.get<std::string>());
+        } else if (out->prefix().empty()) {
+          out->set_prefix(g.get<std::string>());
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadAddress(const Json& patient, const std::string& path, v1::Person* p) {
+  auto addresses = Reader::Each(patient, "address", path);
+  if (!addresses.ok()) return addresses.status();
+  if (addresses->empty()) return absl::OkStatus();
+  size_t pick = 0;  // the home address if one is marked, else the first
+  for (size_t i = 0; i < addresses->size(); ++i) {
+    const Json* use = Reader::At(*(*addresses)[i], "use");
+    if (use != nullptr && use->is_string() && use->get<std::string>() == "home") {
+      pick = i;
+      break;
+    }
+  }
+  const Json& a = *(*addresses)[pick];
+  const std::string at = Index(path, "address", pick);
+  v1::Address* out = p->mutable_address();
+  if (const Json* lines = Reader::At(a, "line"); lines != nullptr) {
+    if (!lines->is_array()) return Invalid(absl::StrCat(at, ".line: expected an array of strings"));
+    for (const Json& l : *lines) {
+      if (!l.is_string()) return Invalid(absl::StrCat(at, ".line: expected an array of strings"));
+      out->add_lines(l.get<std::string>());
+    }
+  }
+  if (absl::Status s = Reader::Str(a, "city", at, out->mutable_city()); !s.ok()) return s;
+  if (absl::Status s = Reader::Str(a, "district", at, out->mutable_district()); !s.ok()) return s;
+  std::string postcode;
+  if (absl::Status s = Reader::Str(a, "postalCode", at, &postcode); !s.ok()) return s;
+  out->set_postcode(absl::AsciiStrToUpper(postcode));
+  return absl::OkStatus();
+}
+
+absl::Status ReadPatient(const Json& r, const std::string& path, v1::Person* p) {
+  if (absl::Status s = ReadIdentifiers(r, path, p); !s.ok()) return s;
+  if (absl::Status s = ReadNames(r, path, p); !s.ok()) return s;
+  std::string gender, birth, deceased;
+  if (absl::Status s = Reader::Str(r, "gender", path, &gender); !s.ok()) return s;
+  if (gender == "male") p->set_sex(v1::SEX_MALE);
+  else if (gender == "female") p->set_sex(v1::SEX_FEMALE);
+  else if (gender == "other") p->set_sex(v1::SEX_NOT_SPECIFIED);
+  else if (gender == "unknown") p->set_sex(v1::SEX_NOT_KNOWN);
+  else if (!gender.empty()) return Invalid(absl::StrCat(path, ".gender: expected male, female, other or unknown"));
+  if (absl::Status s = Reader::Str(r, "birthDate", path, &birth); !s.ok()) return s;
+  if (!birth.empty()) {
+    auto d = ParseDate(birth, path + ".birthDate");
+    if (!d.ok()) return d.status();
+    *p->mutable_birth_date() = *d;
+  }
+  if (absl::Status s = Reader::Str(r, "deceasedDateTime", path, &deceased); !s.ok()) return s;
+  if (!deceased.empty()) {
+    auto d = ParseDate(deceased.substr(0, 10), path + ".deceasedDateTime");
+    if (!d.ok()) return d.status();
+    *p->mutable_death_date() = *d;
+  }
+  if (absl::Status s = ReadAddress(r, path, p); !s.ok()) return s;
+  auto gps = Reader::Each(r, "generalPractitioner", path);
+  if (!gps.ok()) return gps.status();
+  for (const Json* gp : *gps) {
+    const Json* id = Reader::At(*gp, "identifier");
+    if (id == nullptr) continue;
+    std::string system, value;
+    if (absl::Status s = Reader::Str(*id, "system", path + ".generalPractitioner.identifier", &system); !s.ok()) return s;
+    if (absl::Status s = Reader::Str(*id, "value", path + ".generalPractitioner.identifier", &value); !s.ok()) return s;
+    if (IsOdsSystem(system) && p->gp_practice().empty()) p->set_gp_practice(value);
+  }
+  if (const Json* eth = FindExtension(r, "EthnicCategory"); eth != nullptr) p->set_ethnicity(FirstCode(*eth, "valueCodeableConcept"));
+  return absl::OkStatus();
+}
+
+// The identifier value of a Reference, or its display.
+std::string ReferenceCode(const Json* ref) {
+  if (ref == nullptr) return "";
+  if (const Json* id = Reader::At(*ref, "identifier"); id != nullptr) {
+    const Json* v = Reader::At(*id, "value");
+    if (v != nullptr && v->is_string()) return v->get<std::string>();
+  }
+  return "";
+}
+
+absl::Status ReadTime(const Json& o, const char* key, const std::string& path, google::protobuf::Timestamp* out,
+                      bool* present) {
+  *present = false;
+  std::string v;
+  if (absl::Status s = Reader::Str(o, key, path, &v); !s.ok()) return s;
+  if (v.empty()) return absl::OkStatus();
+  auto t = ParseDateTime(v, absl::StrCat(path, ".", key));
+  if (!t.ok()) return t.status();
+  *out = *t;
+  *present = true;
+  return absl::OkStatus();
+}
+
+absl::Status ReadEncounter(const Json& r, const std::string& path, v1::CareEvent* e) {
+  std::string status;
+  if (absl::Status s = Reader::Str(r, "status", path, &status); !s.ok()) return s;
+  if (status.empty()) return Invalid(absl::StrCat(path, ".status: required"));
+  auto ids = Reader::Each(r, "identifier", path);
+  if (!ids.ok()) return ids.status();
+  if (!ids->empty()) {
+    if (absl::Status s = Reader::Str(*ids->front(), "value", path + ".identifier[0]", e->mutable_reference()); !s.ok()) {
+      return s;
+    }
+  }
+  google::protobuf::Timestamp start, end;
+  bool has_start = false, has_end = false;
+  if (const Json* period = Reader::At(r, "period"); period != nullptr) {
+    if (absl::Status s = ReadTime(*period, "start", path + ".period", &start, &has_start); !s.ok()) return s;
+    if (absl::Status s = ReadTime(*period, "end", path + ".period", &end, &has_end); !s.ok()) return s;
+  }
+  const Json* hosp = Reader::At(r, "hospitalization");
+  const std::string site = ReferenceCode(Reader::At(r, "serviceProvider"));
+  // Wards: the active (or only) location, and a completed one before it.
+  std::string ward, from_ward;
+  auto locations = Reader::Each(r, "location", path);
+  if (!locations.ok()) return locations.status();
+  for (const Json* l : *locations) {
+    std::string lstatus;
+    if (absl::Status s = Reader::Str(*l, "status", path + ".location", &lstatus); !s.ok()) return s;
+    std::string code = ReferenceCode(Reader::At(*l, "location"));
+    if (code.empty()) {
+      if (const Json* loc = Reader::At(*l, "location"); loc != nullptr) {
+        if (absl::Status s = Reader::Str(*loc, "display", path + ".location.location", &code); !s.ok()) return s;
+      }
+    }
+    (lstatus == "completed" ? from_ward : ward) = code;
+  }
+  const bool cancelled = status == "cancelled" || status == "entered-in-error";
+  if (cancelled) e->set_action(v1::EVENT_ACTION_CANCEL);
+  if (status == "finished" || has_end) {
+    v1::Discharge* d = e->mutable_discharge();
+    if (has_end) *d->mutable_discharged_at() = end;
+    d->set_site(site);
+    if (const Json* m = FindExtension(r, "DischargeMethod"); m != nullptr) {
+      d->set_discharge_method(FirstCode(*m, "valueCodeableConcept"));
+    }
+    if (hosp != nullptr) d->set_discharge_destination(FirstCode(*hosp, "dischargeDisposition"));
+    if (has_end) *e->mutable_occurred_at() = end;
+    return absl::OkStatus();
+  }
+  if (!from_ward.empty() && !ward.empty()) {
+    v1::Transfer* t = e->mutable_transfer();
+    t->set_from_ward(from_ward);
+    t->set_to_ward(ward);
+    return absl::OkStatus();
+  }
+  if (status == "planned") e->set_action(v1::EVENT_ACTION_PLANNED);
+  v1::Admission* a = e->mutable_admission();
+  if (has_start) *a->mutable_admitted_at() = start;
+  if (has_start) *e->mutable_occurred_at() = start;
+  const std::string cls = FirstCode(r, "class");
+  a->set_patient_class(cls == "IMP" ? "I" : cls == "AMB" ? "O" : cls == "EMER" ? "E" : cls);
+  a->set_ward(ward);
+  a->set_site(site);
+  if (hosp != nullptr) {
+    if (const Json* m = FindExtension(*hosp, "AdmissionMethod"); m != nullptr) {
+      a->set_admission_method(FirstCode(*m, "valueCodeableConcept"));
+    }
+  }
+  auto participants = Reader::Each(r, "participant", path);
+  if (!participants.ok()) return participants.status();
+  for (const Json* part : *participants) {
+    std::string code = ReferenceCode(Reader::At(*part, "individual"));
+    if (!code.empty()) {
+      a->set_consultant(code);
+      break;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadResource(const Json& r, const std::string& path, v1::CareRecord* out, bool* person_seen) {
+  const Json* type = Reader::At(r, "resourceType");
+  if (type == nullptr || !type->is_string()) return Invalid(absl::StrCat(path, ": not a FHIR resource (no resourceType)"));
+  const std::string t = type->get<std::string>();
+  if (t == "Patient") {
+    if (*person_seen) return Unsupported(absl::StrCat(path, ": a second Patient; one message is about one person"));
+    *person_seen = true;
+    return ReadPatient(r, path, out->mutable_person());
+  }
+  if (t == "Encounter") return ReadEncounter(r, path, out->add_events());
+  return Unsupported(absl::StrCat(path, ": resource type ", absl::CHexEscape(t.substr(0, 40)),
+                                  " is not carried (Patient, Encounter, or a Bundle of them)"));
+}
+
+}  // namespace
+
+absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits& limits) {
+  if (text.size() > limits.max_bytes) return Invalid(absl::StrCat("the document exceeds ", limits.max_bytes, " bytes"));
+  const absl::string_view trimmed = absl::StripLeadingAsciiWhitespace(text);
+  if (absl::StartsWith(trimmed, "<")) return Unsupported("FHIR XML is not accepted; send FHIR JSON");
+  const Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return Invalid("not well-formed JSON");
+  if (!doc.is_object()) return Invalid("the document is not a JSON object");
+  v1::CareRecord out;
+  bool person_seen = false;
+  const Json* type = Reader::At(doc, "resourceType");
+  if (type != nullptr && type->is_string() && type->get<std::string>() == "Bundle") {
+    std::string header_id;
+    auto entries = Reader::Each(doc, "entry", "Bundle");
+    if (!entries.ok()) return entries.status();
+    if (entries->size() > limits.max_entries) return Invalid("Bundle.entry: too many entries");
+    for (size_t i = 0; i < entries->size(); ++i) {
+      const Json* r = Reader::At(*(*entries)[i], "resource");
+      if (r == nullptr) continue;  // a request-only entry (e.g. DELETE)
+      const std::string path = Index("Bundle", "entry", i) + ".resource";
+      const Json* rt = Reader::At(*r, "resourceType");
+      const std::string rtype = rt != nullptr && rt->is_string() ? rt->get<std::string>() : "";
+      if (rtype == "Patient" || rtype == "Encounter") {
+        if (absl::Status s = ReadResource(*r, path, &out, &person_seen); !s.ok()) return s;
+      } else if (rtype == "MessageHeader" && i == 0) {
+        if (absl::Status s = Reader::Str(*r, "id", path, &header_id); !s.ok()) return s;
+      }
+      // Other resources in a Bundle (Organization, Practitioner, ...) are context, not the record.
+    }
+    for (v1::CareEvent& e : *out.mutable_events()) {
+      if (e.reference().empty()) e.set_reference(header_id);
+    }
+    if (!person_seen && out.events_size() == 0) {
+      return Unsupported("Bundle: holds no Patient or Encounter");
+    }
+    return out;
+  }
+  if (absl::Status s = ReadResource(doc, type != nullptr && type->is_string() ? type->get<std::string>() : "$", &out,
+                                    &person_seen);
+      !s.ok()) {
+    return s;
+  }
+  return out;
+}
+
+namespace {
+
+Json Coding(absl::string_view system, absl::string_view code, absl::string_view display = "") {
+  Json c = {{"system", system}, {"code", code}};
+  if (!display.empty()) c["display"] = display;
+  return c;
+}
+
+Json Concept(absl::string_view system, absl::string_view code) { return {{"coding", Json::array({Coding(system, code)})}}; }
+
+Json OdsReference(absl::string_view system, absl::string_view code) {
+  return {{"identifier", {{"system", system}, {"value", code}}}};
+}
+
+bool LooksLikeUri(absl::string_view s) {
+  return absl::StartsWith(s, "http://") || absl::StartsWith(s, "https://") || absl::StartsWith(s, "urn:");
+}
+
+Json PatientJson(const v1::Person& p, const std::string& id) {
+  Json r = {{"resourceType", "Patient"}, {"id", id}};
+  Json ids = Json::array();
+  if (!p.nhs_number().empty()) {
+    Json nhs = {{"system", kNhsNumberSystem}, {"value", p.nhs_number()}};
+    if (p.nhs_number_status() != v1::NHS_NUMBER_STATUS_UNSPECIFIED) {
+      const int n = static_cast<int>(p.nhs_number_status());
+      nhs["extension"] = Json::array(
+          {{{"url", absl::StrCat(kUkCoreExtension, "NHSNumberVerificationStatus")},
+            {"valueCodeableConcept",
+             {{"coding", Json::array({Coding(kVerificationSystems[0], absl::StrCat("0", n), kVerificationDisplays[n - 1])})}}}}});
+    }
+    ids.push_back(std::move(nhs));
+  }
+  for (const v1::LocalIdentifier& l : p.local_identifiers()) {
+    Json id_json = {{"value", l.value()}};
+    if (LooksLikeUri(l.assigner())) {
+      id_json["system"] = l.assigner();
+    } else if (!l.assigner().empty()) {
+      id_json["assigner"] = OdsReference(kOdsOrganisationSystem, l.assigner());
+    }
+    if (!l.type().empty()) id_json["type"] = Concept(kV2IdentifierType, l.type());
+    ids.push_back(std::move(id_json));
+  }
+  if (!ids.empty()) r["identifier"] = std::move(ids);
+  Json names = Json::array();
+  for (const v1::PersonName& n : p.names()) {
+    Json name = Json::object();
+    if (!n.use().empty()) name["use"] = n.use();
+    if (!n.family().empty()) name["family"] = n.family();
+    if (n.given_size() > 0) name["given"] = Json(std::vector<std::string>(n.given().begin(), n.given().end()));
+    if (!n.prefix().empty()) name["prefix"] = Json::array({n.prefix()});
+    names.push_back(std::move(name));
+  }
+  if (!names.empty()) r["name"] = std::move(names);
+  switch (p.sex()) {
+    case v1::SEX_MALE: r["gender"] = "male"; break;
+    case v1::SEX_FEMALE: r["gender"] = "female"; break;
+    case v1::SEX_NOT_SPECIFIED: r["gender"] = "other"; break;
+    case v1::SEX_NOT_KNOWN: r["gender"] = "unknown"; break;
+    default: break;
+  }
+  if (p.has_birth_date() && p.birth_date().year() != 0) r["birthDate"] = FormatDate(p.birth_date());
+  if (p.has_death_date() && p.death_date().year() != 0) r["deceasedDateTime"] = FormatDate(p.death_date());
+  if (p.has_address()) {
+    const v1::Address& a = p.address();
+    Json addr = {{"use", "home"}};
+    if (a.lines_size() > 0) addr["line"] = Json(std::vector<std::string>(a.lines().begin(), a.lines().end()));
+    if (!a.city().empty()) addr["city"] = a.city();
+    if (!a.district().empty()) addr["district"] = a.district();
+    if (!a.postcode().empty()) addr["postalCode"] = a.postcode();
+    r["address"] = Json::array({std::move(addr)});
+  }
+  if (!p.gp_practice().empty()) {
+    r["generalPractitioner"] = Json::array({OdsReference(kOdsOrganisationSystem, p.gp_practice())});
+    r["generalPractitioner"][0]["type"] = "Organization";
+  }
+  if (!p.ethnicity().empty()) {
+    r["extension"] = Json::array(
+        {{{"url", absl::StrCat(kUkCoreExtension, "EthnicCategory")},
+          {"valueCodeableConcept", Concept("https://fhir.hl7.org.uk/CodeSystem/UKCore-EthnicCategoryEngland", p.ethnicity())}}});
+  }
+  return r;
+}
+
+Json LocationEntry(absl::string_view ward, absl::string_view status) {
+  return {{"location", {{"identifier", {{"value", ward}}}, {"display", ward}}}, {"status", status}};
+}
+
+Json ClassOf(absl::string_view patient_class) {
+  if (patient_class == "O") return Coding(kActCode, "AMB", "ambulatory");
+  if (patient_class == "E") return Coding(kActCode, "EMER", "emergency");
+  return Coding(kActCode, "IMP", "inpatient encounter");
+}
+
+absl::StatusOr<Json> EncounterJson(const v1::CareEvent& e, const std::string& id, const std::string& patient_url) {
+  Json r = {{"resourceType", "Encounter"}, {"id", id}};
+  if (!e.reference().empty()) r["identifier"] = Json::array({{{"value", e.reference()}}});
+  const bool cancel = e.action() == v1::EVENT_ACTION_CANCEL;
+  r["subject"] = {{"reference", patient_url}};
+  if (e.has_admission()) {
+    const v1::Admission& a = e.admission();
+    r["status"] = cancel ? "cancelled" : e.action() == v1::EVENT_ACTION_PLANNED ? "planned" : "in-progress";
+    r["class"] = ClassOf(a.patient_class());
+    if (a.has_admitted_at()) r["period"] = {{"start", FormatDateTime(a.admitted_at())}};
+    if (!a.admission_method().empty()) {
+      r["hospitalization"]["extension"] = Json::array(
+          {{{"url", absl::StrCat(kUkCoreExtension, "AdmissionMethod")},
+            {"valueCodeableConcept",
+             Concept("https://fhir.hl7.org.uk/CodeSystem/UKCore-AdmissionMethodEngland", a.admission_method())}}});
+    }
+    if (!a.ward().empty()) r["location"] = Json::array({LocationEntry(a.ward(), "active")});
+    if (!a.consultant().empty()) {
+      Json individual = {{"identifier", {{"value", a.consultant()}}}};
+      r["participant"] = Json::array({Json{{"individual", std::move(individual)}}});
+    }
+    if (!a.site().empty()) r["serviceProvider"] = OdsReference(kOdsSiteSystem, a.site());
+  } else if (e.has_discharge()) {
+    const v1::Discharge& d = e.discharge();
+    r["status"] = cancel ? "cancelled" : "finished";
+    r["class"] = ClassOf("I");
+    if (d.has_discharged_at()) r["period"] = {{"end", FormatDateTime(d.discharged_at())}};
+    if (!d.discharge_method().empty()) {
+      r["extension"] = Json::array(
+          {{{"url", absl::StrCat(kUkCoreExtension, "DischargeMethod")},
+            {"valueCodeableConcept",
+             Concept("https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland", d.discharge_method())}}});
+    }
+    if (!d.discharge_destination().empty()) {
+      r["hospitalization"]["dischargeDisposition"] =
+          Concept("https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeDestinationEngland", d.discharge_destination());
+    }
+    if (!d.site().empty()) r["serviceProvider"] = OdsReference(kOdsSiteSystem, d.site());
+  } else if (e.has_transfer()) {
+    const v1::Transfer& t = e.transfer();
+    r["status"] = cancel ? "cancelled" : "in-progress";
+    r["class"] = ClassOf("I");
+    Json locations = Json::array();
+    if (!t.from_ward().empty()) locations.push_back(LocationEntry(t.from_ward(), "completed"));
+    if (!t.to_ward().empty()) locations.push_back(LocationEntry(t.to_ward(), "active"));
+    if (!locations.empty()) r["location"] = std::move(locations);
+  } else {
+    return Unsupported(
+        "FHIR output carries hospital events (admissions, transfers, discharges); send this event as council JSON or CLD");
+  }
+  return r;
+}
+
+// A UUID from a 32-hex id and an entry number, so a Bundle's fullUrls are
+// stable for one message.
+std::string EntryUuid(absl::string_view id, int n) {
+  std::string hex(id);
+  if (hex.size() != 32) hex = std::string(32, '0');
+  const std::string suffix = absl::StrCat(absl::Hex(n, absl::kZeroPad4));
+  hex.replace(28, 4, suffix);
+  return absl::StrCat(hex.substr(0, 8), "-", hex.substr(8, 4), "-", hex.substr(12, 4), "-", hex.substr(16, 4), "-",
+                      hex.substr(20));
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> WriteFhirBundle(const v1::CareRecord& record, const MessageInfo& info, int indent) {
+  const std::string patient_id = EntryUuid(info.id, 1);
+  const std::string patient_url = "urn:uuid:" + patient_id;
+  Json entries = Json::array();
+  Json focus = Json::array();
+  entries.push_back({{"fullUrl", patient_url}, {"resource", PatientJson(record.person(), patient_id)}});
+  absl::string_view event_code = "A31";
+  for (int i = 0; i < record.events_size(); ++i) {
+    const v1::CareEvent& e = record.events(i);
+    const std::string enc_id = EntryUuid(info.id, i + 2);
+    auto enc = EncounterJson(e, enc_id, patient_url);
+    if (!enc.ok()) return enc.status();
+    entries.push_back({{"fullUrl", "urn:uuid:" + enc_id}, {"resource", *std::move(enc)}});
+    focus.push_back({{"reference", "urn:uuid:" + enc_id}});
+    event_code = e.has_discharge() ? "A03" : e.has_transfer() ? "A02" : "A01";
+    if (e.action() == v1::EVENT_ACTION_CANCEL) event_code = e.has_discharge() ? "A13" : e.has_transfer() ? "A12" : "A11";
+    if (e.action() == v1::EVENT_ACTION_UPDATE) event_code = "A08";
+    if (e.action() == v1::EVENT_ACTION_PLANNED) event_code = "A05";
+  }
+  if (focus.empty()) focus.push_back({{"reference", patient_url}});
+  const std::string header_id = EntryUuid(info.id, 0);
+  Json header = {
+      {"resourceType", "MessageHeader"},
+      {"id", header_id},
+      {"eventCoding", Coding("http://terminology.hl7.org/CodeSystem/v2-0003", event_code)},
+      {"source", {{"endpoint", absl::StrCat("urn:nhs-uk:addressing:ods:", info.source)}}},
+      {"focus", std::move(focus)},
+  };
+  if (!info.source.empty()) header["sender"] = OdsReference(kOdsOrganisationSystem, info.source);
+  if (!info.destination.empty()) {
+    header["destination"] = Json::array({{{"endpoint", absl::StrCat("urn:nhs-uk:addressing:ods:", info.destination)},
+                                          {"receiver", OdsReference(kOdsOrganisationSystem, info.destination)}}});
+  }
+  entries.insert(entries.begin(), Json{{"fullUrl", "urn:uuid:" + header_id}, {"resource", std::move(header)}});
+  Json bundle = {
+      {"resourceType", "Bundle"},
+      {"type", "message"},
+      {"timestamp", FormatDateTime(adapters::ToProto(info.timestamp))},
+      {"entry", std::move(entries)},
+  };
+  if (!info.id.empty()) bundle["identifier"] = {{"system", "https://carebroker.nhs.uk/Id/message"}, {"value", info.id}};
+  return bundle.dump(indent, ' ', false, Json::error_handler_t::replace);
+}
+
+}  // namespace carebroker::fhir
