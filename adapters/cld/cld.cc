@@ -24,6 +24,7 @@ struct RowContext {
   v1::Person* person;  // null when the person was already read from an earlier row
   v1::CareEvent* event;
   std::string where;  // "row N, column X"
+  const adapters::ReadOptions* options;
 };
 
 // The start and end dates of an event, by its kind (null for other kinds).
@@ -164,7 +165,7 @@ const std::vector<Column>& Table() {
     auto* t = new std::vector<Column>{
       {"NHS Number", true, [](const v1::Person& p, const E&) { return p.nhs_number(); },
        [](absl::string_view v, const RowContext& c) {
-         auto n = adapters::CheckedNhsNumber(v, c.where);
+         auto n = adapters::CheckedNhsNumber(v, c.where, *c.options);
          if (!n.ok()) return n.status();
          c.person->set_nhs_number(*n);
          return absl::OkStatus();
@@ -308,7 +309,7 @@ const std::vector<std::string>& Columns() {
   return *names;
 }
 
-absl::StatusOr<Submission> ReadCld(absl::string_view csv) {
+absl::StatusOr<Submission> ReadCld(absl::string_view csv, const adapters::ReadOptions& options) {
   auto rows = adapters::ParseCsv(csv);
   if (!rows.ok()) return rows.status();
   if (rows->empty()) return Invalid("the file has no header row");
@@ -360,7 +361,7 @@ absl::StatusOr<Submission> ReadCld(absl::string_view csv) {
     // Whose row it is.
     std::string key = cell("NHS Number");
     if (!key.empty()) {
-      auto n = adapters::CheckedNhsNumber(key, absl::StrCat(row_name, ", column NHS Number"));
+      auto n = adapters::CheckedNhsNumber(key, absl::StrCat(row_name, ", column NHS Number"), options);
       if (!n.ok()) return n.status();
       key = "n:" + *n;
     } else if (std::string la = cell("LA Person Unique Identifier"); !la.empty()) {
@@ -390,7 +391,7 @@ absl::StatusOr<Submission> ReadCld(absl::string_view csv) {
       const Column& col = table[column_of[c]];
       const absl::string_view v = absl::StripAsciiWhitespace(row[c]);
       if (v.empty() || (col.person && !first)) continue;
-      const RowContext ctx{&*record.mutable_person(), event, absl::StrCat(row_name, ", column ", col.name)};
+      const RowContext ctx{&*record.mutable_person(), event, absl::StrCat(row_name, ", column ", col.name), &options};
       if (absl::Status s = col.set(v, ctx); !s.ok()) return s;
     }
     if (first) {

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "adapters/common/values.h"
 #include "carebroker/v1/record.pb.h"
 
 namespace carebroker::cld {
@@ -27,7 +28,7 @@ struct Submission {
 // Identifier (a row with neither is an error). INVALID_ARGUMENT with reason
 // CLD_INVALID, CSV_INVALID, DATE_INVALID or NHS_NUMBER_INVALID, naming the
 // row and column, never the value.
-absl::StatusOr<Submission> ReadCld(absl::string_view csv);
+absl::StatusOr<Submission> ReadCld(absl::string_view csv, const adapters::ReadOptions& options = {});
 
 // Header and one row per event of each person. CLD_UNSUPPORTED for events
 // CLD has no row for (hospital events, safeguarding): send those elsewhere.

@@ -94,9 +94,10 @@ std::string FormatDateTime(const google::protobuf::Timestamp& ts) {
                           absl::UTCTimeZone());
 }
 
-absl::StatusOr<std::string> CheckedNhsNumber(absl::string_view raw, absl::string_view where) {
+absl::StatusOr<std::string> CheckedNhsNumber(absl::string_view raw, absl::string_view where,
+                                             const ReadOptions& options) {
   std::string n = absl::StrReplaceAll(absl::StripAsciiWhitespace(raw), {{" ", ""}, {"-", ""}});
-  if (IsValidNhsNumber(n)) return n;
+  if (IsValidNhsNumber(n) || (options.keep_invalid_nhs_numbers && !n.empty() && n.size() <= 32)) return n;
   return InvalidArgument("NHS_NUMBER_INVALID",
                          absl::StrCat(where, ": the NHS number is not ten digits with a valid Modulus 11 check digit"));
 }

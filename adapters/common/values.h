@@ -27,8 +27,18 @@ absl::StatusOr<google::protobuf::Timestamp> ParseDateTime(absl::string_view s, a
 // UTC, e.g. 2026-11-22T10:00:00Z (fractions only when present).
 std::string FormatDateTime(const google::protobuf::Timestamp& ts);
 
+// How adapters read what they are given.
+struct ReadOptions {
+  // Keep an NHS number that fails Modulus 11 (spaces removed) instead of
+  // refusing the input: for flows whose agreement accepts unverified
+  // identifiers, which the broker decides after parsing.
+  bool keep_invalid_nhs_numbers = false;
+};
+
 // An NHS number without spaces or hyphens; NHS_NUMBER_INVALID naming
-// `where` unless it is ten digits with the right Modulus 11 check digit.
-absl::StatusOr<std::string> CheckedNhsNumber(absl::string_view raw, absl::string_view where);
+// `where` unless it is ten digits with the right Modulus 11 check digit
+// (or options.keep_invalid_nhs_numbers).
+absl::StatusOr<std::string> CheckedNhsNumber(absl::string_view raw, absl::string_view where,
+                                             const ReadOptions& options = {});
 
 }  // namespace carebroker::adapters

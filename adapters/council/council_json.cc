@@ -193,14 +193,15 @@ absl::Status Read(const Json& j, const std::string& path, Message* m) {
 
 }  // namespace
 
-absl::StatusOr<v1::CareRecord> ReadCouncilJson(absl::string_view text, size_t max_bytes) {
+absl::StatusOr<v1::CareRecord> ReadCouncilJson(absl::string_view text, const adapters::ReadOptions& options,
+                                               size_t max_bytes) {
   if (text.size() > max_bytes) return Invalid(absl::StrCat("the document exceeds ", max_bytes, " bytes"));
   const Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Invalid("not well-formed JSON");
   v1::CareRecord out;
   if (absl::Status s = Read(doc, "", &out); !s.ok()) return s;
   if (!out.person().nhs_number().empty()) {
-    auto n = adapters::CheckedNhsNumber(out.person().nhs_number(), "person.nhsNumber");
+    auto n = adapters::CheckedNhsNumber(out.person().nhs_number(), "person.nhsNumber", options);
     if (!n.ok()) return n.status();
     out.mutable_person()->set_nhs_number(*n);
   }
@@ -208,7 +209,7 @@ absl::StatusOr<v1::CareRecord> ReadCouncilJson(absl::string_view text, size_t ma
     v1::CareEvent& e = *out.mutable_events(i);
     if (e.has_merge() && !e.merge().retired_nhs_number().empty()) {
       auto n = adapters::CheckedNhsNumber(e.merge().retired_nhs_number(),
-                                          absl::StrCat("events[", i, "].merge.retiredNhsNumber"));
+                                          absl::StrCat("events[", i, "].merge.retiredNhsNumber"), options);
       if (!n.ok()) return n.status();
       e.mutable_merge()->set_retired_nhs_number(*n);
     }

@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "adapters/common/values.h"
 #include "carebroker/v1/record.pb.h"
 
 namespace carebroker::council {
@@ -19,7 +20,8 @@ namespace carebroker::council {
 inline constexpr int kSchemaVersion = 1;
 
 // INVALID_ARGUMENT: COUNCIL_JSON_INVALID, DATE_INVALID or NHS_NUMBER_INVALID.
-absl::StatusOr<v1::CareRecord> ReadCouncilJson(absl::string_view json, size_t max_bytes = 16 << 20);
+absl::StatusOr<v1::CareRecord> ReadCouncilJson(absl::string_view json, const adapters::ReadOptions& options = {},
+                                               size_t max_bytes = 16 << 20);
 
 // Pretty-printed when indent >= 0.
 std::string WriteCouncilJson(const v1::CareRecord& record, int indent = -1);

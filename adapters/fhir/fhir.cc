@@ -158,7 +158,8 @@ bool IsOdsSystem(absl::string_view s) {
   return absl::EqualsIgnoreCase(s, kOdsOrganisationSystem) || absl::EqualsIgnoreCase(s, kOdsSiteSystem);
 }
 
-absl::Status ReadIdentifiers(const Json& patient, const std::string& path, v1::Person* p) {
+absl::Status ReadIdentifiers(const Json& patient, const std::string& path, const adapters::ReadOptions& options,
+                             v1::Person* p) {
   auto ids = Reader::Each(patient, "identifier", path);
   if (!ids.ok()) return ids.status();
   for (size_t i = 0; i < ids->size(); ++i) {
@@ -169,7 +170,7 @@ absl::Status ReadIdentifiers(const Json& patient, const std::string& path, v1::P
     if (absl::Status s = Reader::Str(id, "value", at, &value); !s.ok()) return s;
     if (IsNhsNumberSystem(system)) {
       if (!p->nhs_number().empty()) return Invalid(absl::StrCat(at, ": a second NHS number"));
-      auto n = CheckedNhsNumber(value, absl::StrCat(at, ".value"));
+      auto n = CheckedNhsNumber(value, absl::StrCat(at, ".value"), options);
       if (!n.ok()) return n.status();
       p->set_nhs_number(*std::move(n));
       p->set_nhs_number_status(VerificationStatusOf(id));
@@ -246,8 +247,8 @@ absl::Status ReadAddress(const Json& patient, const std::string& path, v1::Perso
   return absl::OkStatus();
 }
 
-absl::Status ReadPatient(const Json& r, const std::string& path, v1::Person* p) {
-  if (absl::Status s = ReadIdentifiers(r, path, p); !s.ok()) return s;
+absl::Status ReadPatient(const Json& r, const std::string& path, const adapters::ReadOptions& options, v1::Person* p) {
+  if (absl::Status s = ReadIdentifiers(r, path, options, p); !s.ok()) return s;
   if (absl::Status s = ReadNames(r, path, p); !s.ok()) return s;
   std::string gender, birth, deceased;
   if (absl::Status s = Reader::Str(r, "gender", path, &gender); !s.ok()) return s;
@@ -384,14 +385,15 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, v1::CareEvent
   return absl::OkStatus();
 }
 
-absl::Status ReadResource(const Json& r, const std::string& path, v1::CareRecord* out, bool* person_seen) {
+absl::Status ReadResource(const Json& r, const std::string& path, const adapters::ReadOptions& options,
+                          v1::CareRecord* out, bool* person_seen) {
   const Json* type = Reader::At(r, "resourceType");
   if (type == nullptr || !type->is_string()) return Invalid(absl::StrCat(path, ": not a FHIR resource (no resourceType)"));
   const std::string t = type->get<std::string>();
   if (t == "Patient") {
     if (*person_seen) return Unsupported(absl::StrCat(path, ": a second Patient; one message is about one person"));
     *person_seen = true;
-    return ReadPatient(r, path, out->mutable_person());
+    return ReadPatient(r, path, options, out->mutable_person());
   }
   if (t == "Encounter") return ReadEncounter(r, path, out->add_events());
   return Unsupported(absl::StrCat(path, ": resource type ", absl::CHexEscape(t.substr(0, 40)),
@@ -400,7 +402,8 @@ absl::Status ReadResource(const Json& r, const std::string& path, v1::CareRecord
 
 }  // namespace
 
-absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits& limits) {
+absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits& limits,
+                                        const adapters::ReadOptions& options) {
   if (text.size() > limits.max_bytes) return Invalid(absl::StrCat("the document exceeds ", limits.max_bytes, " bytes"));
   const absl::string_view trimmed = absl::StripLeadingAsciiWhitespace(text);
   if (absl::StartsWith(trimmed, "<")) return Unsupported("FHIR XML is not accepted; send FHIR JSON");
@@ -422,7 +425,7 @@ absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits
       const Json* rt = Reader::At(*r, "resourceType");
       const std::string rtype = rt != nullptr && rt->is_string() ? rt->get<std::string>() : "";
       if (rtype == "Patient" || rtype == "Encounter") {
-        if (absl::Status s = ReadResource(*r, path, &out, &person_seen); !s.ok()) return s;
+        if (absl::Status s = ReadResource(*r, path, options, &out, &person_seen); !s.ok()) return s;
       } else if (rtype == "MessageHeader" && i == 0) {
         if (absl::Status s = Reader::Str(*r, "id", path, &header_id); !s.ok()) return s;
       }
@@ -436,7 +439,7 @@ absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits
     }
     return out;
   }
-  if (absl::Status s = ReadResource(doc, type != nullptr && type->is_string() ? type->get<std::string>() : "$", &out,
+  if (absl::Status s = ReadResource(doc, type != nullptr && type->is_string() ? type->get<std::string>() : "$", options, &out,
                                     &person_seen);
       !s.ok()) {
     return s;

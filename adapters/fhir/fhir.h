@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "adapters/common/values.h"
 #include "carebroker/v1/record.pb.h"
 
 namespace carebroker::fhir {
@@ -35,7 +36,8 @@ struct ReadLimits {
 // Errors are INVALID_ARGUMENT with reason FHIR_INVALID (not JSON, wrong
 // shapes, bad dates, naming the element path), FHIR_UNSUPPORTED (a resource
 // type not listed above, FHIR XML) or NHS_NUMBER_INVALID; never patient data.
-absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view json, const ReadLimits& limits = {});
+absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view json, const ReadLimits& limits = {},
+                                        const adapters::ReadOptions& options = {});
 
 // What the MessageHeader says.
 struct MessageInfo {

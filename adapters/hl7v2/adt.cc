@@ -135,7 +135,7 @@ std::string FormatDate(const v1::Date& d) {
 }
 
 // The repetitions of a CX field (PID-3, MRG-1) as NHS number and local ids.
-absl::Status ReadIdentifiers(const Segment& seg, int field, std::string* nhs,
+absl::Status ReadIdentifiers(const Segment& seg, int field, const adapters::ReadOptions& options, std::string* nhs,
                              google::protobuf::RepeatedPtrField<v1::LocalIdentifier>* locals) {
   for (int r = 0; r < seg.Repetitions(field); ++r) {
     const std::string where = absl::StrCat(Where(seg.id(), field), " repetition ", r + 1);
@@ -147,7 +147,7 @@ absl::Status ReadIdentifiers(const Segment& seg, int field, std::string* nhs,
     }
     if (absl::EqualsIgnoreCase(authority, "NHS")) {
       if (!nhs->empty()) return Invalid(absl::StrCat(where, ": a second NHS number"));
-      auto n = adapters::CheckedNhsNumber(value, where);
+      auto n = adapters::CheckedNhsNumber(value, where, options);
       if (!n.ok()) return n.status();
       *nhs = *std::move(n);
       continue;
@@ -232,10 +232,10 @@ void ReadAddress(const Segment& pid, v1::Person* p) {
   a->set_postcode(absl::AsciiStrToUpper(pid.Get(11, 5, 1, rep)));
 }
 
-absl::Status ReadPerson(const Message& m, v1::Person* p) {
+absl::Status ReadPerson(const Message& m, const adapters::ReadOptions& options, v1::Person* p) {
   const Segment* pid = m.Find("PID");
   if (pid == nullptr) return Invalid("PID: the segment is required");
-  if (absl::Status s = ReadIdentifiers(*pid, 3, p->mutable_nhs_number(), p->mutable_local_identifiers()); !s.ok()) {
+  if (absl::Status s = ReadIdentifiers(*pid, 3, options, p->mutable_nhs_number(), p->mutable_local_identifiers()); !s.ok()) {
     return s;
   }
   for (int r = 0; r < pid->Repetitions(32); ++r) {
@@ -293,7 +293,8 @@ absl::Status ReadDischarge(const Segment& pv1, v1::Discharge* d) {
 constexpr std::array<absl::string_view, 12> kEvents = {"A01", "A02", "A03", "A04", "A05", "A08",
                                                        "A11", "A12", "A13", "A28", "A31", "A40"};
 
-absl::Status ReadEvent(const Message& m, absl::string_view trigger, v1::CareEvent* e) {
+absl::Status ReadEvent(const Message& m, absl::string_view trigger, const adapters::ReadOptions& options,
+                       v1::CareEvent* e) {
   const Segment* pv1 = m.Find("PV1");
   const bool needs_visit = trigger != "A28" && trigger != "A31" && trigger != "A40";
   if (needs_visit && pv1 == nullptr) return Invalid(absl::StrCat("PV1: the segment is required in ", trigger));
@@ -327,12 +328,12 @@ absl::Status ReadEvent(const Message& m, absl::string_view trigger, v1::CareEven
   const Segment* mrg = m.Find("MRG");
   if (mrg == nullptr || mrg->Repetitions(1) == 0) return Invalid("MRG-1: A40 must name the identifiers to retire");
   v1::Merge* merge = e->mutable_merge();
-  return ReadIdentifiers(*mrg, 1, merge->mutable_retired_nhs_number(), merge->mutable_retired_identifiers());
+  return ReadIdentifiers(*mrg, 1, options, merge->mutable_retired_nhs_number(), merge->mutable_retired_identifiers());
 }
 
 }  // namespace
 
-absl::StatusOr<Adt> ReadAdt(const Message& m) {
+absl::StatusOr<Adt> ReadAdt(const Message& m, const adapters::ReadOptions& options) {
   Adt out;
   const Segment& msh = m.msh();
   if (!absl::EqualsIgnoreCase(msh.Get(9, 1), "ADT")) {
@@ -355,7 +356,7 @@ absl::StatusOr<Adt> ReadAdt(const Message& m) {
   if (absl::Status s = ReadTime(&msh, 7, [&] { return &sent; }, &have_sent); !s.ok()) return s;
   if (have_sent) h.sent_at = FromProto(sent);
 
-  if (absl::Status s = ReadPerson(m, out.record.mutable_person()); !s.ok()) return s;
+  if (absl::Status s = ReadPerson(m, options, out.record.mutable_person()); !s.ok()) return s;
   v1::CareEvent* e = out.record.add_events();
   e->set_reference(h.control_id);
   // When it happened: EVN-6, else EVN-2, else MSH-7.
@@ -366,14 +367,14 @@ absl::StatusOr<Adt> ReadAdt(const Message& m) {
     if (absl::Status s = ReadTime(evn, 2, [&] { return e->mutable_occurred_at(); }, &have); !s.ok()) return s;
   }
   if (!have && h.sent_at != absl::InfinitePast()) *e->mutable_occurred_at() = ToProto(h.sent_at);
-  if (absl::Status s = ReadEvent(m, h.trigger, e); !s.ok()) return s;
+  if (absl::Status s = ReadEvent(m, h.trigger, options, e); !s.ok()) return s;
   return out;
 }
 
-absl::StatusOr<Adt> ReadAdt(absl::string_view er7, const Limits& limits) {
+absl::StatusOr<Adt> ReadAdt(absl::string_view er7, const Limits& limits, const adapters::ReadOptions& options) {
   auto m = Message::Parse(er7, limits);
   if (!m.ok()) return m.status();
-  return ReadAdt(*m);
+  return ReadAdt(*m, options);
 }
 
 namespace {

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "adapters/common/values.h"
 #include "adapters/hl7v2/er7.h"
 #include "carebroker/v1/record.pb.h"
 
@@ -45,8 +46,8 @@ struct Adt {
 // Errors are INVALID_ARGUMENT with reason HL7_INVALID (structure, dates,
 // codes), HL7_UNSUPPORTED (a message type or event not listed above) or
 // NHS_NUMBER_INVALID, naming the field, never quoting patient data.
-absl::StatusOr<Adt> ReadAdt(const Message& message);
-absl::StatusOr<Adt> ReadAdt(absl::string_view er7, const Limits& limits = {});
+absl::StatusOr<Adt> ReadAdt(const Message& message, const adapters::ReadOptions& options = {});
+absl::StatusOr<Adt> ReadAdt(absl::string_view er7, const Limits& limits = {}, const adapters::ReadOptions& options = {});
 
 // The ADT message for a record of one person and at most one event (none
 // reads as A31). header.trigger is ignored: the event decides it. Times are

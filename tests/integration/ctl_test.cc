@@ -194,6 +194,32 @@ TEST_F(CtlTest, PolicyLintNamesEveryErrorAndExitsNonZero) {
   EXPECT_NE(lint.err.find(bad + "/a.yaml:6: flows: required"), std::string::npos) << lint.err;
 }
 
+TEST_F(CtlTest, ConvertRunsTheAdaptersOfflineAndNamesErrors) {
+  const std::string hl7 = std::string(std::getenv("CB_SOURCE_DIR")) + "/adapters/testdata/hl7v2/";
+  CtlRun council = Ctl("RR8", {"convert", "--from", "hl7v2", "--to", "council-json", hl7 + "adt_a03.hl7"});
+  ASSERT_EQ(council.rc, 0) << council.err;
+  const auto doc = json::parse(council.out);
+  EXPECT_EQ(doc["person"]["nhsNumber"], "9990000018");
+  EXPECT_EQ(doc["events"][0]["discharge"]["dischargeDestination"], "54");
+  CtlRun fhir = Ctl("RR8", {"convert", "--from", "hl7v2", "--to", "fhir", "--sender", "RR8", "--recipient", "Y06601",
+                            hl7 + "adt_a01.hl7"});
+  ASSERT_EQ(fhir.rc, 0) << fhir.err;
+  EXPECT_EQ(json::parse(fhir.out)["entry"][0]["resource"]["source"]["endpoint"], "urn:nhs-uk:addressing:ods:RR8");
+  CtlRun bad = Ctl("RR8", {"convert", "--from", "hl7v2", "--to", "fhir", hl7 + "bad_nhs_number.hl7"});
+  EXPECT_EQ(bad.rc, 1);
+  EXPECT_NE(bad.err.find("NHS_NUMBER_INVALID: PID-3 repetition 1"), std::string::npos) << bad.err;
+  EXPECT_EQ(bad.out, "");
+  CtlRun kept = Ctl("RR8", {"convert", "--from", "hl7v2", "--to", "canonical-json", "--keep-invalid-nhs-number",
+                            hl7 + "bad_nhs_number.hl7"});
+  EXPECT_EQ(kept.rc, 0) << kept.err;
+  CtlRun cannot = Ctl("RR8", {"convert", "--from", "council-json", "--to", "hl7v2",
+                              std::string(std::getenv("CB_SOURCE_DIR")) + "/adapters/testdata/council/care_package.json"});
+  EXPECT_EQ(cannot.rc, 1);
+  EXPECT_NE(cannot.err.find("HL7_UNSUPPORTED"), std::string::npos) << cannot.err;
+  CtlRun unknown = Ctl("RR8", {"convert", "--from", "xml", "--to", "fhir", hl7 + "adt_a01.hl7"});
+  EXPECT_EQ(unknown.rc, 2);
+}
+
 TEST_F(CtlTest, PolicyTestRunsTheCaseTableOffline) {
   const std::string src = std::getenv("CB_SOURCE_DIR");
   CtlRun ok = Ctl("RR8", {"policy", "test", src + "/deploy/agreements", src + "/deploy/agreement-cases.yaml"});
