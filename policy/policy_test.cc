@@ -61,7 +61,7 @@ TEST(Agreements, DeployExamplesLoad) {
   ASSERT_TRUE(set.ok()) << set.status();
   std::vector<std::string> ids;
   for (const auto& a : set->agreements) ids.push_back(a.agreement.id());
-  EXPECT_THAT(ids, ElementsAre("DSA-ACUTE-TO-SOCIAL-CARE", "DSA-ASC-CLD", "DSA-SAFEGUARDING-ADULTS",
+  EXPECT_THAT(ids, ElementsAre("DSA-ACUTE-TO-PRIMARY-CARE", "DSA-ACUTE-TO-SOCIAL-CARE", "DSA-ASC-CLD", "DSA-SAFEGUARDING-ADULTS",
                                "DSA-SOCIAL-CARE-TO-GP"));
   EXPECT_EQ(set->digest.size(), 64u);
 }
@@ -229,7 +229,7 @@ TEST_F(Decisions, NothingCoveredDenies) {
   for (auto change : std::vector<std::function<void(DecisionInput&)>>{
            [](DecisionInput& in) { in.workflow = "HOSPITAL_TRANSFER"; },
            [](DecisionInput& in) { in.purpose = v1::PURPOSE_RESEARCH; },
-           [](DecisionInput& in) { in.recipient = {OrgCode("Y06601"), v1::ORGANISATION_KIND_GP_PRACTICE}; },
+           [](DecisionInput& in) { in.recipient = {OrgCode("X26"), v1::ORGANISATION_KIND_NHS_ENGLAND}; },
            [](DecisionInput& in) { in.sender = {OrgCode("503"), v1::ORGANISATION_KIND_LOCAL_AUTHORITY}; }}) {
     DecisionInput in = Discharge();
     change(in);

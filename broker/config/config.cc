@@ -80,6 +80,25 @@ bool IsWorkflowShape(absl::string_view s) {
   return s.back() != '_';
 }
 
+bool IsPostcodeDistrictShape(absl::string_view s) {
+  // One or two letters, a digit, then an optional letter or digit.
+  size_t i = 0;
+  while (i < s.size() && i < 2 && absl::ascii_isupper(static_cast<unsigned char>(s[i]))) ++i;
+  if (i == 0 || i >= s.size() || !absl::ascii_isdigit(static_cast<unsigned char>(s[i]))) return false;
+  ++i;
+  if (i < s.size() && (absl::ascii_isupper(static_cast<unsigned char>(s[i])) || absl::ascii_isdigit(static_cast<unsigned char>(s[i])))) ++i;
+  return i == s.size();
+}
+
+adapters::Format Config::ReceiveFormat(const OrgCode& ods, absl::string_view workflow) const {
+  const v1::Organisation* o = FindOrganisation(ods);
+  if (o == nullptr) return adapters::Format::kCanonical;
+  const auto it = o->receives_by_workflow().find(std::string(workflow));
+  const std::string& name = it != o->receives_by_workflow().end() ? it->second : o->receives();
+  auto f = adapters::FormatByName(name);  // checked when the config was loaded
+  return f.ok() ? *f : adapters::Format::kCanonical;
+}
+
 bool IsPurposeShape(absl::string_view s) {
   if (s.empty() || s.size() > 64 || !absl::ascii_islower(s[0]) || s.back() == '-') return false;
   for (char c : s) {
@@ -205,6 +224,33 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
     }
     if (!cfg->org_index_.emplace(o.ods(), i).second) {
       return err(at + ".ods", absl::StrCat("'", o.ods(), "' is registered twice"));
+    }
+    if (!o.receives().empty() && !adapters::FormatByName(o.receives()).ok()) {
+      return err(at + ".receives", adapters::FormatByName(o.receives()).status().message());
+    }
+    for (const auto& [workflow, format] : o.receives_by_workflow()) {
+      if (!IsWorkflowShape(workflow)) return err(at + ".receives_by_workflow", "keys are workflows, e.g. CLD_RETURN");
+      if (!adapters::FormatByName(format).ok()) {
+        return err(absl::StrCat(at, ".receives_by_workflow.", workflow), adapters::FormatByName(format).status().message());
+      }
+    }
+  }
+  for (const auto& [district, council] : c.routing().postcode_districts()) {
+    const std::string at = absl::StrCat("routing.postcode_districts.", district);
+    if (!IsPostcodeDistrictShape(district)) {
+      return err("routing.postcode_districts", "keys are postcode districts in capitals, e.g. LS1, SW1A, B33");
+    }
+    const v1::Organisation* o = cfg->FindOrganisation(OrgCode(council));
+    if (o == nullptr || o->kind() != v1::ORGANISATION_KIND_LOCAL_AUTHORITY) {
+      return err(at, "must name a registered local_authority organisation");
+    }
+  }
+  for (const auto& [gp, council] : c.routing().gp_practice_councils()) {
+    const std::string at = absl::StrCat("routing.gp_practice_councils.", gp);
+    if (!IsOdsCodeShape(gp)) return err("routing.gp_practice_councils", "keys are GP practice ODS codes");
+    const v1::Organisation* o = cfg->FindOrganisation(OrgCode(council));
+    if (o == nullptr || o->kind() != v1::ORGANISATION_KIND_LOCAL_AUTHORITY) {
+      return err(at, "must name a registered local_authority organisation");
     }
   }
 

@@ -14,6 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "adapters/formats.h"
 #include "broker/core/types.h"
 #include "carebroker/v1/config.pb.h"
 
@@ -41,6 +42,9 @@ class Config {
   // The audit log's Ed25519 signing key (PEM) and subject HMAC key.
   const std::string& audit_signing_pem() const { return audit_signing_pem_; }
   const std::string& audit_subject_key() const { return audit_subject_key_; }
+  // The format `ods` receives records of `workflow` in (canonical unless configured).
+  adapters::Format ReceiveFormat(const OrgCode& ods, absl::string_view workflow) const;
+  const v1::RoutingConfig& routing() const { return proto_.routing(); }
   bool MayWriteConsent(Role r) const;
   bool MayReadConsent(Role r) const;
 
@@ -73,6 +77,7 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
 // True for an ODS-code-shaped string: 3 to 10 upper-case letters or digits.
 bool IsOdsCodeShape(absl::string_view s);
 bool IsWorkflowShape(absl::string_view s);  // UPPER_SNAKE, 1-64 chars
-bool IsPurposeShape(absl::string_view s);   // lower-case words joined by '-', 1-64 chars
+bool IsPurposeShape(absl::string_view s);
+bool IsPostcodeDistrictShape(absl::string_view s);  // outward code in capitals: LS1, SW1A, B33   // lower-case words joined by '-', 1-64 chars
 
 }  // namespace carebroker

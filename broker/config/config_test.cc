@@ -102,6 +102,32 @@ organisations: []
               "organisations: at least one");
 }
 
+TEST_F(ConfigTest, ReceiveFormatsAndRoutingTables) {
+  auto c = Parse(Base() + "  - {ods: Y06601, name: GP, kind: gp_practice, receives: fhir, "
+                          "receives_by_workflow: {CARE_PACKAGE: council-json}}\n"
+                          "routing:\n  postcode_districts: {LN1: \"503\", SW1A: \"503\"}\n"
+                          "  gp_practice_councils: {Y06601: \"503\"}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->ReceiveFormat(OrgCode("Y06601"), "HOSPITAL_DISCHARGE"), adapters::Format::kFhir);
+  EXPECT_EQ((*c)->ReceiveFormat(OrgCode("Y06601"), "CARE_PACKAGE"), adapters::Format::kCouncilJson);
+  EXPECT_EQ((*c)->ReceiveFormat(OrgCode("503"), "CARE_PACKAGE"), adapters::Format::kCanonical) << "the default";
+  EXPECT_EQ((*c)->routing().postcode_districts().at("SW1A"), "503");
+  const std::string gp = "  - {ods: Y06601, name: GP, kind: gp_practice";
+  ExpectError(Base() + gp + ", receives: xml}\n", "organisations[2].receives: format must be one of canonical");
+  ExpectError(Base() + gp + ", receives_by_workflow: {CARE_PACKAGE: pdf}}\n",
+              "organisations[2].receives_by_workflow.CARE_PACKAGE: format must be one of");
+  ExpectError(Base() + gp + ", receives_by_workflow: {care: fhir}}\n", "organisations[2].receives_by_workflow: keys are workflows");
+  ExpectError(Base() + "routing: {postcode_districts: {ln1: \"503\"}}\n", "routing.postcode_districts: keys are postcode districts");
+  ExpectError(Base() + "routing: {postcode_districts: {LN1: RR8}}\n",
+              "routing.postcode_districts.LN1: must name a registered local_authority");
+  ExpectError(Base() + "routing: {gp_practice_councils: {Y06601: \"999\"}}\n",
+              "routing.gp_practice_councils.Y06601: must name a registered local_authority");
+  EXPECT_TRUE(IsPostcodeDistrictShape("B33"));
+  EXPECT_TRUE(IsPostcodeDistrictShape("EC1A"));
+  EXPECT_FALSE(IsPostcodeDistrictShape("LS1 4AP"));
+  EXPECT_FALSE(IsPostcodeDistrictShape("123"));
+}
+
 TEST_F(ConfigTest, PolicySection) {
   auto without = [](std::string y) { return y.replace(y.find("policy:"), y.find('\n', y.find("policy:")) - y.find("policy:") + 1, ""); };
   ExpectError(without(Base()), "cb.yaml: policy.agreements_dir: required");

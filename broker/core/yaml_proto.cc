@@ -63,7 +63,21 @@ class Reader {
       Record(sub, kv.first);
       const FieldDescriptor* f = d->FindFieldByName(key);
       if (f == nullptr) return Fail(kv.first, sub, "unknown key");
-      if (f->is_map()) return Fail(kv.first, sub, "maps are not supported here");
+      if (f->is_map()) {
+        // A YAML mapping of entries: each key and value read like fields.
+        if (kv.second.IsNull()) continue;
+        if (!kv.second.IsMap()) return Fail(kv.second, sub, "expected a mapping of key: value");
+        const Descriptor* entry = f->message_type();
+        for (const auto& item : kv.second) {
+          if (!item.first.IsScalar()) return Fail(item.first, sub, "keys must be plain words");
+          const std::string ip = absl::StrCat(sub, ".", item.first.Scalar());
+          Record(ip, item.first);
+          Message* e = r->AddMessage(msg, f);
+          if (auto s = ReadField(item.first, ip, e, entry->map_key(), false); !s.ok()) return s;
+          if (auto s = ReadField(item.second, ip, e, entry->map_value(), false); !s.ok()) return s;
+        }
+        continue;
+      }
       if (const auto* oneof = f->containing_oneof()) {
         if (const FieldDescriptor* set = r->GetOneofFieldDescriptor(*msg, oneof)) {
           return Fail(kv.first, sub,

@@ -3,9 +3,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "adapters/formats.h"
 #include "audit/log.h"
 #include "broker/core/files.h"
 #include "policy/agreements.h"
+#include "policy/minimise.h"
 #include "broker/core/ids.h"
 #include "broker/core/nhs_number.h"
 #include "broker/core/status.h"
@@ -22,6 +24,49 @@ bool Printable(absl::string_view s, size_t max) {
   return true;
 }
 
+// The organisation a request goes to: the one it names, or the one its
+// route resolves to from the record and the routing tables.
+absl::StatusOr<OrgCode> RecipientOf(const Config& config, const v1::SendRequest& req, const v1::CareRecord* record) {
+  if (req.route().empty()) {
+    if (req.recipient().empty() || !IsOdsCodeShape(req.recipient())) {
+      return InvalidArgument("RECIPIENT_INVALID",
+                             "recipient must be an ODS code (3-10 upper-case letters or digits), or give a route");
+    }
+    return OrgCode(req.recipient());
+  }
+  if (!req.recipient().empty()) return InvalidArgument("ROUTE_CONFLICT", "give a recipient or a route, not both");
+  if (req.route() != kRouteCouncilOfResidence && req.route() != kRouteRegisteredGp) {
+    return InvalidArgument("ROUTE_UNKNOWN", absl::StrCat("route must be ", kRouteCouncilOfResidence, " or ",
+                                                         kRouteRegisteredGp));
+  }
+  if (record == nullptr) {
+    return InvalidArgument("ROUTE_NEEDS_RECORD",
+                           "a route is resolved from the care record; an opaque payload must name its recipient");
+  }
+  const v1::Person& p = record->person();
+  auto unroutable = [&](absl::string_view why) {
+    return Error(absl::StatusCode::kFailedPrecondition, "UNROUTABLE", absl::StrCat("route ", req.route(), ": ", why));
+  };
+  if (req.route() == kRouteRegisteredGp) {
+    if (p.gp_practice().empty()) return unroutable("the record names no registered GP practice");
+    if (config.FindOrganisation(OrgCode(p.gp_practice())) == nullptr) {
+      return unroutable("the person's GP practice is not a registered organisation");
+    }
+    return OrgCode(p.gp_practice());
+  }
+  const auto& routing = config.routing();
+  if (const std::string district = policy::PostcodeDistrict(p.address().postcode()); !district.empty()) {
+    if (auto it = routing.postcode_districts().find(district); it != routing.postcode_districts().end()) {
+      return OrgCode(it->second);
+    }
+  }
+  if (auto it = routing.gp_practice_councils().find(p.gp_practice());
+      !p.gp_practice().empty() && it != routing.gp_practice_councils().end()) {
+    return OrgCode(it->second);
+  }
+  return unroutable("neither the person's postcode district nor their GP practice is in the routing tables");
+}
+
 }  // namespace
 
 absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
@@ -32,9 +77,6 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
     return Error(absl::StatusCode::kResourceExhausted, "MESSAGE_TOO_LARGE",
                  absl::StrCat("payload is ", req.payload().size(), " bytes; the limit is ",
                               limits.max_message_bytes()));
-  }
-  if (req.recipient().empty() || !IsOdsCodeShape(req.recipient())) {
-    return InvalidArgument("RECIPIENT_INVALID", "recipient must be an ODS code (3-10 upper-case letters or digits)");
   }
   if (!IsWorkflowShape(req.workflow()) || req.workflow() == kNdrWorkflow) {
     return InvalidArgument("WORKFLOW_INVALID",
@@ -62,20 +104,38 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
     return InvalidArgument("JUSTIFICATION_INVALID", "justification must be at most 4096 bytes");
   }
   if (req.payload().empty()) return InvalidArgument("PAYLOAD_EMPTY", "payload is empty");
-  const OrgCode recipient(req.recipient());
-  const v1::Organisation* to = config.FindOrganisation(recipient);
-  if (to == nullptr) {
-    return Error(absl::StatusCode::kFailedPrecondition, "UNKNOWN_RECIPIENT",
-                 absl::StrCat("recipient ", req.recipient(), " is not a registered organisation"));
-  }
 
-  const bool canonical = req.content_type() == kCareRecordContentType;
+  // A payload in a format carebroker reads becomes a care record; anything
+  // else is opaque. An NHS number failing Modulus 11 is kept for now: only
+  // a flow accepting unverified identifiers lets it through (below), and
+  // otherwise the adapter's precise error is the answer.
+  const auto in_format = adapters::FormatByContentType(req.content_type());
+  const bool canonical = in_format.ok();
   v1::CareRecord record;
-  if (canonical && !record.ParseFromString(req.payload())) {
-    return InvalidArgument("PAYLOAD_MALFORMED", "payload is not a carebroker.v1.CareRecord");
+  absl::Status nhs_error;
+  if (canonical) {
+    auto parsed = adapters::Parse(*in_format, req.payload());
+    if (!parsed.ok() && ReasonOf(parsed.status()) == "NHS_NUMBER_INVALID") {
+      nhs_error = parsed.status();
+      parsed = adapters::Parse(*in_format, req.payload(), {.keep_invalid_nhs_numbers = true});
+    }
+    if (!parsed.ok()) return parsed.status();
+    record = *std::move(parsed);
   }
   const std::string& nhs = record.person().nhs_number();
   const bool nhs_valid = nhs.empty() || IsValidNhsNumber(nhs);
+  if (!nhs_valid && nhs_error.ok()) {
+    nhs_error = InvalidArgument("NHS_NUMBER_INVALID", "person.nhs_number is not a valid NHS number (ten digits, Modulus 11)");
+  }
+
+  auto resolved = RecipientOf(config, req, canonical ? &record : nullptr);
+  if (!resolved.ok()) return resolved.status();
+  const OrgCode recipient = *resolved;
+  const v1::Organisation* to = config.FindOrganisation(recipient);
+  if (to == nullptr) {
+    return Error(absl::StatusCode::kFailedPrecondition, "UNKNOWN_RECIPIENT",
+                 absl::StrCat("recipient ", recipient.str(), " is not a registered organisation"));
+  }
 
   policy::DecisionInput in;
   in.sender = {sender, config.FindOrganisation(sender)->kind()};
@@ -89,10 +149,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   in.consent = person ? &*person : nullptr;
   in.now = now;
   const policy::Decision d = policy.Decide(in);
-  if (!nhs_valid && !(d.allowed && d.flow->flow->accept_unverified_nhs_number())) {
-    return InvalidArgument("NHS_NUMBER_INVALID",
-                           "person.nhs_number is not a valid NHS number (ten digits, Modulus 11)");
-  }
+  if (!nhs_valid && !(d.allowed && d.flow->flow->accept_unverified_nhs_number())) return nhs_error;
   // The entry common to both outcomes: who, to whom, why, under what.
   v1::AuditEntry entry;
   *entry.mutable_at() = ToTimestamp(now);
@@ -110,7 +167,10 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   }
   for (const auto& r : d.reasons) entry.add_reasons(r);
   entry.set_justification(req.justification());
-  entry.set_detail(canonical ? "care record" : absl::StrCat("opaque payload: ", req.content_type()));
+  const adapters::Format out_format = config.ReceiveFormat(recipient, req.workflow());
+  entry.set_detail(canonical ? absl::StrCat("care record: ", adapters::InfoOf(*in_format).name, " in, ",
+                                            adapters::InfoOf(out_format).name, " out")
+                             : absl::StrCat("opaque payload: ", req.content_type()));
   if (!d.allowed) {
     entry.set_event(v1::AUDIT_EVENT_SEND_DENIED);
     if (denial != nullptr) *denial = entries.Make(std::move(entry), nhs_valid ? nhs : "");
@@ -127,7 +187,9 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
 
   Admitted out;
   NewMessage& m = out.message;
+  m.id = NewMessageId(now);
   m.digest = Sha256(req.payload());  // as sent: retries are compared on what the sender sent
+  m.content_type = std::move(*req.mutable_content_type());
   if (canonical) {
     const std::string* key = nullptr;
     if (d.flow->minimiser.needs_key() && (key = config.PseudonymKey(recipient)) == nullptr) {
@@ -137,7 +199,16 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
     out.withheld_fields = d.flow->minimiser.Apply(&record, key != nullptr ? *key : "");
     for (auto& f : policy::PresentPaths(record)) entry.add_released_fields(std::move(f));
     for (const auto& f : out.withheld_fields) entry.add_withheld_fields(f);
-    m.payload = record.SerializeAsString();
+    // In the format the recipient takes; a record that format cannot carry is
+    // refused here, so nothing is stored that could not be delivered.
+    auto rendered = adapters::Render(out_format, record, {m.id.str(), sender.str(), recipient.str(), now});
+    if (!rendered.ok()) {
+      return Error(absl::StatusCode::kFailedPrecondition, "FORMAT_UNSUPPORTED",
+                   absl::StrCat(recipient.str(), " receives ", adapters::InfoOf(out_format).name, " for ", req.workflow(),
+                                ", which cannot carry this record: ", rendered.status().message()));
+    }
+    m.payload = *std::move(rendered);
+    m.content_type = std::string(adapters::InfoOf(out_format).content_type);
     m.subject = nhs;
     m.consent_check = nhs.empty() ? 0 : policy::EncodeConsentCheck(d.flow->flow->consent(), d.opt_out_applies,
                                                                     d.overridden);
@@ -149,7 +220,6 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   out.flow = d.flow->flow->name();
   out.overridden = d.overridden;
 
-  m.id = NewMessageId(now);
   entry.set_event(v1::AUDIT_EVENT_SEND_ACCEPTED);
   entry.set_message_id(m.id.str());
   entry.set_payload_digest(m.digest);
@@ -160,7 +230,6 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   m.workflow = std::move(*req.mutable_workflow());
   m.purpose = std::move(*req.mutable_purpose());
   m.idempotency_key = std::move(*req.mutable_idempotency_key());
-  m.content_type = std::move(*req.mutable_content_type());
   m.local_reference = std::move(*req.mutable_local_reference());
   m.kind = v1::MESSAGE_KIND_DATA;
   m.accepted_at = now;
@@ -169,6 +238,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
 }
 
 void FillReceipt(const Admitted& a, v1::SendReceipt* out) {
+  out->set_recipient(a.message.recipient.str());
   out->set_agreement_id(a.agreement_id);
   out->set_agreement_version(a.agreement_version);
   out->set_flow(a.flow);

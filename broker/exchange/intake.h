@@ -5,13 +5,19 @@
 // delivered payload holds only what the deciding flow releases.
 //
 // Errors (reason codes in the ErrorInfo):
-//   INVALID_ARGUMENT     RECIPIENT_INVALID, WORKFLOW_INVALID, PURPOSE_INVALID,
+//   INVALID_ARGUMENT     RECIPIENT_INVALID, ROUTE_CONFLICT, ROUTE_UNKNOWN,
+//                        ROUTE_NEEDS_RECORD, WORKFLOW_INVALID, PURPOSE_INVALID,
+//                        adapter errors (HL7_INVALID, HL7_UNSUPPORTED, FHIR_INVALID,
+//                        FHIR_UNSUPPORTED, COUNCIL_JSON_INVALID, CLD_INVALID,
+//                        CSV_INVALID, DATE_INVALID),
 //                        IDEMPOTENCY_KEY_INVALID, CONTENT_TYPE_INVALID,
 //                        LOCAL_REFERENCE_INVALID, JUSTIFICATION_INVALID,
 //                        PAYLOAD_EMPTY, PAYLOAD_MALFORMED, NHS_NUMBER_INVALID
 //   RESOURCE_EXHAUSTED   MESSAGE_TOO_LARGE
 //                        PURPOSE_UNKNOWN
 //   FAILED_PRECONDITION  UNKNOWN_RECIPIENT (not a registered organisation),
+//                        UNROUTABLE (a route resolved to no one),
+//                        FORMAT_UNSUPPORTED (the recipient's format cannot carry the record),
 //                        PSEUDONYM_KEY_MISSING
 //   PERMISSION_DENIED    NO_AGREEMENT, AGREEMENT_EXPIRED, AGREEMENT_NOT_YET_VALID,
 //                        PAYLOAD_KIND_NOT_ALLOWED, CONSENT_DISSENT, CONSENT_REQUIRED,
@@ -33,8 +39,14 @@ namespace audit {
 class EntryMaker;
 }
 
-// The content type of a canonical CareRecord payload.
+// The content type of a canonical CareRecord payload. Payloads in the other
+// formats of adapters/formats.h (HL7 v2, FHIR, council JSON, CLD) are read
+// into a CareRecord too; any other content type is opaque.
 inline constexpr char kCareRecordContentType[] = "application/x-protobuf; proto=carebroker.v1.CareRecord";
+
+// Routing targets a sender may give instead of a recipient.
+inline constexpr char kRouteCouncilOfResidence[] = "council-of-residence";
+inline constexpr char kRouteRegisteredGp[] = "registered-gp";
 
 // An admitted message and what the sender is told about the decision.
 struct Admitted {

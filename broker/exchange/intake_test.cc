@@ -6,7 +6,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
+#include "adapters/formats.h"
 #include "audit/log.h"
 #include "broker/core/status.h"
 #include "carebroker/v1/record.pb.h"
@@ -194,6 +196,154 @@ TEST(Shapes, WorkflowsAndPurposes) {
   EXPECT_FALSE(IsPurposeShape("-care"));
   EXPECT_FALSE(IsPurposeShape("care-"));
   EXPECT_FALSE(IsPurposeShape("Care"));
+}
+
+// Care records arriving in adapter formats, leaving in each recipient's
+// format, and addressed by route.
+class AdapterIntakeTest : public IntakeTest {
+ protected:
+  void SetUp() override {
+    IntakeTest::SetUp();
+    auto c = ParseConfig(R"(listen: 127.0.0.1:1
+data_dir: d
+tls: {cert: c, key: k, ca: a}
+limits: {max_message_bytes: 100000, memory_budget_bytes: 1000000}
+audit: {signing_key: sk, subject_key: subj}
+policy: {agreements_dir: )" + Source() + R"(/deploy/agreements}
+organisations:
+  - {ods: RR8, name: Leeds Teaching Hospitals, kind: nhs_trust}
+  - {ods: "503", name: Lincolnshire, kind: local_authority, receives: council-json}
+  - {ods: "511", name: Another council, kind: local_authority, receives: cld, receives_by_workflow: {HOSPITAL_DISCHARGE: hl7v2}}
+  - {ods: Y06601, name: A practice, kind: gp_practice, receives: fhir}
+  - {ods: A81001, name: Another practice, kind: gp_practice, receives: fhir, receives_by_workflow: {CARE_PACKAGE: council-json}}
+routing:
+  postcode_districts: {LS1: "503"}
+  gp_practice_councils: {A81001: "511"}
+)",
+                         "t.yaml", dir_.string(), {});
+    ASSERT_TRUE(c.ok()) << c.status();
+    config_ = *c;
+  }
+
+  static std::string Fixture(const std::string& rel) {
+    std::ifstream in(Source() + "/adapters/testdata/" + rel, std::ios::binary);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+
+  static v1::SendRequest Hl7(const std::string& file, const std::string& recipient, const std::string& route = "") {
+    v1::SendRequest r;
+    r.set_recipient(recipient);
+    r.set_route(route);
+    r.set_workflow("HOSPITAL_DISCHARGE");
+    r.set_purpose("direct-care");
+    r.set_content_type("x-application/hl7-v2+er7");
+    r.set_payload(Fixture("hl7v2/" + file));
+    return r;
+  }
+
+  absl::StatusOr<Admitted> Send(const v1::SendRequest& r, const char* sender = "RR8") {
+    return Admit(*config_, *care_, book_, entries_, OrgCode(sender), r, t0_, &denial_);
+  }
+};
+
+TEST_F(AdapterIntakeTest, Hl7InCouncilJsonOutMinimised) {
+  auto a = Send(Hl7("adt_a03.hl7", "503"));
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->message.content_type, "application/vnd.carebroker.council+json");
+  auto back = adapters::Parse(adapters::Format::kCouncilJson, a->message.payload);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->person().nhs_number(), "9990000018");
+  EXPECT_EQ(back->events(0).discharge().discharge_destination(), "54");
+  EXPECT_EQ(back->person().local_identifiers_size(), 0) << "not in the flow's fields";
+  EXPECT_EQ(back->person().ethnicity(), "");
+  EXPECT_THAT(a->withheld_fields, ::testing::Contains("person.local_identifiers"));
+  EXPECT_EQ(a->message.subject, "9990000018");
+  EXPECT_EQ(a->message.digest, Sha256(Fixture("hl7v2/adt_a03.hl7"))) << "digest of what was sent";
+}
+
+TEST_F(AdapterIntakeTest, EachRecipientGetsItsOwnFormatPerWorkflow) {
+  auto fhir = Send(Hl7("adt_a03.hl7", "Y06601"));
+  ASSERT_TRUE(fhir.ok()) << fhir.status();
+  EXPECT_EQ(fhir->message.content_type, "application/fhir+json");
+  auto bundle = adapters::Parse(adapters::Format::kFhir, fhir->message.payload);
+  ASSERT_TRUE(bundle.ok()) << bundle.status();
+  EXPECT_EQ(bundle->person().nhs_number(), "9990000018");
+  EXPECT_THAT(fhir->message.payload, ::testing::HasSubstr(fhir->message.id.str().substr(0, 8)));
+  auto hl7 = Send(Hl7("adt_a03.hl7", "511"));  // 511 takes CLD, but HL7 for discharges
+  ASSERT_TRUE(hl7.ok()) << hl7.status();
+  EXPECT_EQ(hl7->message.content_type, "x-application/hl7-v2+er7");
+  EXPECT_EQ(adapters::Parse(adapters::Format::kHl7v2, hl7->message.payload)->events(0).reference(),
+            hl7->message.id.str());
+}
+
+TEST_F(AdapterIntakeTest, ARecordTheRecipientsFormatCannotCarryIsRefused) {
+  v1::SendRequest r;
+  r.set_recipient("Y06601");
+  r.set_workflow("CARE_PACKAGE");
+  r.set_purpose("direct-care");
+  r.set_content_type("application/vnd.carebroker.council+json");
+  r.set_payload(Fixture("council/care_package.json"));
+  auto refused = Send(r, "503");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(ReasonOf(refused.status()), "FORMAT_UNSUPPORTED");
+  EXPECT_THAT(refused.status().message(), ::testing::HasSubstr("Y06601 receives fhir for CARE_PACKAGE"));
+  r.set_recipient("A81001");  // fhir, but council JSON for care packages
+  auto ok = Send(r, "503");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->message.content_type, "application/vnd.carebroker.council+json");
+}
+
+TEST_F(AdapterIntakeTest, RoutesResolveFromTheRecord) {
+  auto by_postcode = Send(Hl7("adt_a03.hl7", "", "council-of-residence"));  // LS1 4AP
+  ASSERT_TRUE(by_postcode.ok()) << by_postcode.status();
+  EXPECT_EQ(by_postcode->message.recipient.str(), "503");
+  v1::SendReceipt receipt;
+  FillReceipt(*by_postcode, &receipt);
+  EXPECT_EQ(receipt.recipient(), "503");
+  auto to_gp = Send(Hl7("adt_a03.hl7", "", "registered-gp"));
+  ASSERT_TRUE(to_gp.ok()) << to_gp.status();
+  EXPECT_EQ(to_gp->message.recipient.str(), "Y06601");
+  // Postcode district not listed: the GP practice's council.
+  v1::SendRequest r = Hl7("adt_a03.hl7", "", "council-of-residence");
+  std::string payload = r.payload();
+  payload.replace(payload.find("LS1 4AP"), 7, "YO1 7HH");
+  payload.replace(payload.find("^^Y06601"), 8, "^^A81001");
+  r.set_payload(payload);
+  auto by_gp = Send(r);
+  ASSERT_TRUE(by_gp.ok()) << by_gp.status();
+  EXPECT_EQ(by_gp->message.recipient.str(), "511");
+}
+
+TEST_F(AdapterIntakeTest, RoutingFailuresAreClear) {
+  v1::SendRequest nowhere = Hl7("adt_a03.hl7", "", "council-of-residence");
+  std::string payload = nowhere.payload();
+  payload.replace(payload.find("LS1 4AP"), 7, "YO1 7HH");
+  nowhere.set_payload(payload);
+  auto unroutable = Send(nowhere);
+  EXPECT_EQ(ReasonOf(unroutable.status()), "UNROUTABLE");
+  EXPECT_EQ(unroutable.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(unroutable.status().message(), ::testing::Not(::testing::HasSubstr("YO1")));
+  EXPECT_EQ(ReasonOf(Send(Hl7("adt_a03.hl7", "503", "council-of-residence")).status()), "ROUTE_CONFLICT");
+  EXPECT_EQ(ReasonOf(Send(Hl7("adt_a03.hl7", "", "nearest-hospital")).status()), "ROUTE_UNKNOWN");
+  v1::SendRequest opaque = Hl7("adt_a03.hl7", "", "council-of-residence");
+  opaque.set_content_type("application/pdf");
+  EXPECT_EQ(ReasonOf(Send(opaque).status()), "ROUTE_NEEDS_RECORD");
+  EXPECT_EQ(ReasonOf(Send(Hl7("adt_a03.hl7", "", "")).status()), "RECIPIENT_INVALID");
+}
+
+TEST_F(AdapterIntakeTest, AdapterErrorsReachTheSenderPrecisely) {
+  auto bad_nhs = Send(Hl7("bad_nhs_number.hl7", "503"));
+  EXPECT_EQ(ReasonOf(bad_nhs.status()), "NHS_NUMBER_INVALID");
+  EXPECT_THAT(bad_nhs.status().message(), ::testing::HasSubstr("PID-3 repetition 1"));
+  v1::SendRequest broken = Hl7("adt_a03.hl7", "503");
+  broken.set_payload("MSH|^~\\&|PAS|RR8|CB|503|20261122||ORU^R01|1|P|2.4\rPID|||x\r");
+  EXPECT_EQ(ReasonOf(Send(broken).status()), "HL7_UNSUPPORTED");
+  v1::SendRequest fhir = Hl7("adt_a03.hl7", "503");
+  fhir.set_content_type("application/fhir+json; fhirVersion=4.0");
+  fhir.set_payload("{\"resourceType\":\"Observation\"}");
+  EXPECT_EQ(ReasonOf(Send(fhir).status()), "FHIR_UNSUPPORTED");
 }
 
 }  // namespace

@@ -183,7 +183,7 @@ TEST_F(CtlTest, EnvironmentSuppliesConnectionSettings) {
 TEST_F(CtlTest, PolicyLintNamesEveryErrorAndExitsNonZero) {
   CtlRun ok = Ctl("RR8", {"policy", "lint", std::string(std::getenv("CB_SOURCE_DIR")) + "/deploy/agreements"});
   EXPECT_EQ(ok.rc, 0) << ok.err;
-  EXPECT_NE(ok.out.find("4 agreements, 5 flows, valid"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("5 agreements, 6 flows, valid"), std::string::npos) << ok.out;
   const std::string bad = dir_ + "/bad";
   std::filesystem::create_directories(bad);
   std::ofstream(bad + "/a.yaml") << "id: DSA-A\ntitle: t\nversion: \"1\"\nvalid_from: 2026-01-01\nvalid_until: 2025-01-01\n"
@@ -225,14 +225,14 @@ TEST_F(CtlTest, PolicyTestRunsTheCaseTableOffline) {
   CtlRun ok = Ctl("RR8", {"policy", "test", src + "/deploy/agreements", src + "/deploy/agreement-cases.yaml"});
   EXPECT_EQ(ok.rc, 0) << ok.out << ok.err;
   EXPECT_NE(ok.out.find("PASS discharge notice from a trust to the council"), std::string::npos) << ok.out;
-  EXPECT_NE(ok.out.find("9 passed, 0 failed"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("10 passed, 0 failed"), std::string::npos) << ok.out;
 
   const std::string cases = dir_ + "/cases.yaml";
   std::ofstream(cases) << "cases:\n"
                           "  - name: wrong expectation\n"
                           "    sender: RR8\n    sender_kind: nhs-trust\n"
                           "    recipient: Y06601\n    recipient_kind: gp-practice\n"
-                          "    workflow: HOSPITAL_DISCHARGE\n    purpose: direct-care\n"
+                          "    workflow: HOSPITAL_DISCHARGE\n    purpose: research\n"
                           "    expect: {decision: allow}\n";
   CtlRun fail = Ctl("RR8", {"--format", "json", "policy", "test", src + "/deploy/agreements", cases});
   EXPECT_EQ(fail.rc, 1) << fail.err;

@@ -133,7 +133,7 @@ class PolicyTest : public ::testing::Test {
 };
 
 TEST_F(PolicyTest, NoAgreementDeniesAndStoresNothing) {
-  grpc::Status s = Send(*trust_, CareSend("Y06601", "HOSPITAL_DISCHARGE", "direct-care"));
+  grpc::Status s = Send(*trust_, CareSend("Y06601", "HOSPITAL_DISCHARGE", "research"));
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
   EXPECT_EQ(ErrorReason(s), "NO_AGREEMENT");
   EXPECT_EQ(s.error_message().find(kNhs), std::string::npos);
@@ -295,7 +295,7 @@ TEST_F(PolicyTest, ReloadIsAllOrNothing) {
   auto op = v1::Policy::NewStub(ChannelAs(*broker_, "operator"));
   v1::ReloadResponse r;
   ASSERT_TRUE(Call(&v1::Policy::Stub::Reload, *op, v1::ReloadRequest(), &r).ok());
-  EXPECT_EQ(r.agreements(), 4);
+  EXPECT_EQ(r.agreements(), 5);
   // A broken file: the reload is refused with file:line and the old set stays.
   std::ofstream(agreements_ / "broken.yaml") << "id: DSA-BROKEN\ntitle: t\nversion: \"1\"\nvalid_from: 2026-01-01\n"
                                                 "valid_until: 2026-12-31\nflows: []\n";
@@ -307,7 +307,7 @@ TEST_F(PolicyTest, ReloadIsAllOrNothing) {
   // Fixed: the new set (without the hospital agreement) is swapped in.
   fs::remove(agreements_ / "broken.yaml");
   ASSERT_TRUE(Call(&v1::Policy::Stub::Reload, *op, v1::ReloadRequest(), &r).ok());
-  EXPECT_EQ(r.agreements(), 3);
+  EXPECT_EQ(r.agreements(), 4);
   EXPECT_EQ(ErrorReason(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care"))), "NO_AGREEMENT");
   // Only operators reload.
   auto agency = v1::Policy::NewStub(ChannelAs(*broker_, "RR8"));
@@ -338,7 +338,7 @@ AuditRun AuditCli(const Broker& b, const std::string& who, std::vector<std::stri
 TEST_F(PolicyTest, EveryDecisionIsAuditedAndTheLogVerifies) {
   v1::SendReceipt receipt;
   ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care"), &receipt).ok());
-  EXPECT_EQ(Send(*trust_, CareSend("Y06601", "HOSPITAL_DISCHARGE", "direct-care")).error_code(),
+  EXPECT_EQ(Send(*trust_, CareSend("Y06601", "HOSPITAL_DISCHARGE", "research")).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
   Record(v1::DIRECTIVE_KIND_DISSENT, "safeguarding");
   v1::SendRequest concern = CareSend("RR8", "SAFEGUARDING_CONCERN", "safeguarding");
