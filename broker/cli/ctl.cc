@@ -77,28 +77,6 @@ std::string ExtensionFor(const std::string& content_type) {
 }
 
 // Writes `data` to dir/name atomically: temp file, fsync, rename, fsync dir.
-bool WriteAtomically(const fs::path& dir, const std::string& name, const std::string& data) {
-  const fs::path tmp = dir / ("." + name + ".tmp");
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return false;
-  size_t off = 0;
-  while (off < data.size()) {
-    const ssize_t n = ::write(fd, data.data() + off, data.size() - off);
-    if (n <= 0) {
-      ::close(fd);
-      return false;
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) return false;
-  if (::rename(tmp.c_str(), (dir / name).c_str()) != 0) return false;
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return false;
-  const bool ok = ::fsync(dfd) == 0;
-  ::close(dfd);
-  return ok;
-}
-
 int RpcFailed(std::ostream& err, const grpc::Status& s) {
   err << "carebrokerctl: " << DescribeStatus(s) << "\n";
   return 1;
@@ -544,7 +522,7 @@ int DoReceive(const Global& g, const ReceiveArgs& a, std::ostream& out, std::ost
     for (const v1::Delivery& d : batch.deliveries()) {
       if (closed) break;  // not acknowledged: redelivered later
       const std::string body_name = d.message_id() + ExtensionFor(d.content_type());
-      if (!WriteAtomically(dir, body_name, d.payload())) {
+      if (!WriteFileAtomically(dir.string(), body_name, d.payload())) {
         err << "carebrokerctl: cannot write into " << a.out_dir << "; message left unacknowledged\n";
         local_error = true;
         close_writes();

@@ -14,6 +14,11 @@ namespace carebroker {
 // when it cannot be opened (reason FILE_UNREADABLE).
 absl::StatusOr<std::string> ReadFileToString(const std::string& path, absl::string_view what);
 
+// Writes `data` to dir/name so that the file appears whole or not at all:
+// a hidden temporary file, fsync, rename, fsync of the folder. False on any
+// failure (the temporary may be left behind).
+bool WriteFileAtomically(const std::string& dir, const std::string& name, absl::string_view data);
+
 // Microsecond-precision conversion used on the wire.
 google::protobuf::Timestamp ToTimestamp(absl::Time t);
 absl::Time FromTimestamp(const google::protobuf::Timestamp& t);

@@ -1,0 +1,72 @@
+// carebroker-connect: the edge process at an agency.
+//
+// Inbound: an MLLP listener takes HL7 v2 ADT from the hospital, sends each
+// message to the broker (to the configured recipients and routes) and
+// answers AA only once the broker has committed every send; AE with the
+// reason when the message is invalid or refused (resending will not help),
+// AR when the broker cannot be reached (the hospital system retries).
+// Retries are safe: each send's idempotency key is made from MSH-4, MSH-10
+// and the target.
+//
+// Outbound: holds a Receive stream and delivers each message to a folder
+// (atomic file writes) or an MLLP peer (which must answer AA), acking to the
+// broker only after that delivery succeeded; on failure the stream is
+// dropped and reopened after a backoff, and the broker redelivers.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "carebroker/v1/connect.pb.h"
+#include "carebroker/v1/exchange.grpc.pb.h"
+
+namespace carebroker {
+
+// The config file, validated (errors as FILE:LINE: key: reason); relative
+// paths are resolved against the file's folder.
+absl::StatusOr<v1::ConnectConfig> LoadConnectConfig(const std::string& path);
+absl::StatusOr<v1::ConnectConfig> ParseConnectConfig(absl::string_view yaml, absl::string_view file,
+                                                     const std::string& base_dir);
+
+class Connect {
+ public:
+  static absl::StatusOr<std::unique_ptr<Connect>> Start(const v1::ConnectConfig& config);
+  ~Connect();
+
+  // The MLLP port bound (0 without an mllp section).
+  int mllp_port() const { return mllp_port_; }
+  // Messages delivered outbound and acknowledged to the broker.
+  int64_t delivered() const { return delivered_.load(); }
+  void Stop();
+
+ private:
+  explicit Connect(const v1::ConnectConfig& config) : config_(config) {}
+  void AcceptLoop();
+  void ServeConnection(int fd);
+  // The ACK for one inbound message.
+  std::string Handle(const std::string& er7);
+  void OutboundLoop();
+  // Delivers one message; false leaves it unacknowledged.
+  bool Deliver(const v1::Delivery& d, int* peer_fd);
+
+  const v1::ConnectConfig config_;
+  std::unique_ptr<v1::Exchange::Stub> stub_;
+  int listen_fd_ = -1;
+  int mllp_port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> connections_{0};
+  std::atomic<int64_t> delivered_{0};
+  std::atomic<uint64_t> ack_counter_{0};
+  std::thread acceptor_, outbound_;
+  absl::Mutex mu_;
+  std::vector<std::thread> workers_ ABSL_GUARDED_BY(mu_);
+  std::vector<int> open_fds_ ABSL_GUARDED_BY(mu_);
+  grpc::ClientContext* receive_ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+};
+
+}  // namespace carebroker
