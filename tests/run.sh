@@ -19,3 +19,8 @@ if ! ctest --test-dir "$build" --output-on-failure -j "$jobs"; then
   echo "tests/run.sh: TESTS FAILED" >&2
   exit 1
 fi
+# Each adapter's parser under libFuzzer (ASan, UBSan) for a bounded time.
+if ! tests/fuzz.sh; then
+  echo "tests/run.sh: FUZZING FOUND A CRASH (inputs in build-fuzz/crashes/)" >&2
+  exit 1
+fi

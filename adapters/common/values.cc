@@ -39,19 +39,21 @@ bool Num(absl::string_view s, size_t n, int* out) {
 }  // namespace
 
 absl::StatusOr<v1::Date> ParseDate(absl::string_view s, absl::string_view where, bool uk_slashes) {
-  const absl::Status bad = InvalidArgument(
-      "DATE_INVALID", absl::StrCat(where, uk_slashes ? ": expected a date YYYY-MM-DD or DD/MM/YYYY"
-                                                     : ": expected a date YYYY, YYYY-MM or YYYY-MM-DD"));
+  // Made only when needed: building a status costs more than the parse.
+  const auto bad = [&] {
+    return InvalidArgument("DATE_INVALID", absl::StrCat(where, uk_slashes ? ": expected a date YYYY-MM-DD or DD/MM/YYYY"
+                                                                          : ": expected a date YYYY, YYYY-MM or YYYY-MM-DD"));
+  };
   int y = 0, m = 0, d = 0;
   if (uk_slashes && s.size() == 10 && s[2] == '/' && s[5] == '/') {
-    if (!Num(s.substr(0, 2), 2, &d) || !Num(s.substr(3, 2), 2, &m) || !Num(s.substr(6), 4, &y)) return bad;
+    if (!Num(s.substr(0, 2), 2, &d) || !Num(s.substr(3, 2), 2, &m) || !Num(s.substr(6), 4, &y)) return bad();
   } else {
-    if (!Num(s.substr(0, 4), 4, &y)) return bad;
-    if (s.size() > 4 && (s.size() < 7 || s[4] != '-' || !Num(s.substr(5, 2), 2, &m))) return bad;
-    if (s.size() > 7 && (s.size() != 10 || s[7] != '-' || !Num(s.substr(8, 2), 2, &d))) return bad;
+    if (!Num(s.substr(0, 4), 4, &y)) return bad();
+    if (s.size() > 4 && (s.size() < 7 || s[4] != '-' || !Num(s.substr(5, 2), 2, &m))) return bad();
+    if (s.size() > 7 && (s.size() != 10 || s[7] != '-' || !Num(s.substr(8, 2), 2, &d))) return bad();
   }
   const absl::CivilDay day(y, m == 0 ? 1 : m, d == 0 ? 1 : d);
-  if (y < 1800 || day.year() != y || (m != 0 && day.month() != m) || (d != 0 && day.day() != d)) return bad;
+  if (y < 1800 || day.year() != y || (m != 0 && day.month() != m) || (d != 0 && day.day() != d)) return bad();
   v1::Date out;
   out.set_year(y);
   out.set_month(m);

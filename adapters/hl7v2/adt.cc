@@ -48,7 +48,8 @@ int Digits(absl::string_view s, size_t at, size_t n) {
 // HL7 DTM: YYYY[MM[DD[HH[MM[SS[.S...]]]]]][+/-ZZZZ]. Without an offset the
 // time is UK local time. `where` names the field for errors.
 absl::StatusOr<absl::Time> ParseDtm(absl::string_view s, absl::string_view where) {
-  const absl::Status bad = Invalid(absl::StrCat(where, ": not an HL7 date/time (YYYYMMDD[HHMM[SS]][+ZZZZ])"));
+  // Made only when needed: building a status costs more than the parse.
+  const auto bad = [where] { return Invalid(absl::StrCat(where, ": not an HL7 date/time (YYYYMMDD[HHMM[SS]][+ZZZZ])")); };
   absl::string_view zone;
   if (const size_t z = s.find_first_of("+-"); z != absl::string_view::npos) {
     zone = s.substr(z);
@@ -58,11 +59,11 @@ absl::StatusOr<absl::Time> ParseDtm(absl::string_view s, absl::string_view where
   if (const size_t dot = s.find('.'); dot != absl::string_view::npos) {
     fraction = s.substr(dot + 1);
     s = s.substr(0, dot);
-    if (fraction.empty() || fraction.size() > 4 || !AllDigits(fraction) || s.size() != 14) return bad;
+    if (fraction.empty() || fraction.size() > 4 || !AllDigits(fraction) || s.size() != 14) return bad();
   }
   if (!AllDigits(s) || (s.size() != 4 && s.size() != 6 && s.size() != 8 && s.size() != 10 && s.size() != 12 &&
                         s.size() != 14)) {
-    return bad;
+    return bad();
   }
   const int year = Digits(s, 0, 4);
   const int month = s.size() >= 6 ? Digits(s, 4, 2) : 1;
@@ -73,15 +74,15 @@ absl::StatusOr<absl::Time> ParseDtm(absl::string_view s, absl::string_view where
   const absl::CivilSecond cs(year, month, day, hour, minute, second);
   if (cs.year() != year || cs.month() != month || cs.day() != day || cs.hour() != hour || cs.minute() != minute ||
       cs.second() != second) {
-    return bad;
+    return bad();
   }
   absl::Time t;
   if (zone.empty()) {
     t = absl::FromCivil(cs, UkZone());
   } else {
-    if (zone.size() != 5 || !AllDigits(zone.substr(1))) return bad;
+    if (zone.size() != 5 || !AllDigits(zone.substr(1))) return bad();
     const int hh = Digits(zone, 1, 2), mm = Digits(zone, 3, 2);
-    if (hh > 14 || mm > 59) return bad;
+    if (hh > 14 || mm > 59) return bad();
     const int offset = (zone[0] == '-' ? -1 : 1) * (hh * 3600 + mm * 60);
     t = absl::FromCivil(cs, absl::UTCTimeZone()) - absl::Seconds(offset);
   }

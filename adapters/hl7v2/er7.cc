@@ -210,7 +210,7 @@ std::string Escape(absl::string_view value, const Encoding& enc) {
 
 absl::string_view Segment::Raw(int field) const {
   if (field < 1) return {};
-  if (id_ == "MSH") {
+  if (!msh1_.empty()) {  // MSH: field 1 is the separator itself
     if (field == 1) return msh1_;
     field -= 1;
   }
@@ -228,9 +228,10 @@ int Segment::Repetitions(int field) const {
 
 std::string Segment::Get(int field, int component, int sub, int rep) const {
   const absl::string_view raw = Raw(field);
-  if (id_ == "MSH" && field <= 2) return component == 1 && sub == 1 && rep == 0 ? std::string(raw) : "";
+  if (!msh1_.empty() && field <= 2) return component == 1 && sub == 1 && rep == 0 ? std::string(raw) : "";
   const absl::string_view value =
       Piece(Piece(Piece(raw, enc_->repetition, rep), enc_->component, component - 1), enc_->subcomponent, sub - 1);
+  if (value.find(enc_->escape) == absl::string_view::npos) return std::string(value);  // the common case
   return Unescape(value, *enc_).value_or("");  // escapes were checked by Parse
 }
 
@@ -298,18 +299,19 @@ absl::StatusOr<Message> Message::Parse(absl::string_view er7, const Limits& limi
     for (char c : id) id_ok = id_ok && (absl::ascii_isupper(static_cast<unsigned char>(c)) || absl::ascii_isdigit(static_cast<unsigned char>(c)));
     if (!id_ok) return Invalid(absl::StrCat("segment ", n, ": does not start with a three-character segment id"));
     seg.id_ = std::string(id);
-    const std::string where = absl::StrCat("segment ", n, " (", seg.id_, ") ");
-    if (n == 1 && seg.id_ != "MSH") return Invalid("the message does not start with an MSH segment");
-    if (n > 1 && seg.id_ == "MSH") return Invalid(absl::StrCat(where, "a second MSH: one message at a time"));
+    const auto where = [&] { return absl::StrCat("segment ", n, " (", seg.id_, ") "); };
+    const bool is_msh = seg.id_ == "MSH";
+    if (n == 1 && !is_msh) return Invalid("the message does not start with an MSH segment");
+    if (n > 1 && is_msh) return Invalid(absl::StrCat(where(), "a second MSH: one message at a time"));
     seg.fields_ = absl::StrSplit(line, enc.field);
     if (seg.fields_.size() > limits.max_fields + 1) {
-      return Invalid(absl::StrCat(where, "has more than ", limits.max_fields, " fields"));
+      return Invalid(absl::StrCat(where(), "has more than ", limits.max_fields, " fields"));
     }
-    if (seg.id_ == "MSH") seg.msh1_ = std::string(1, enc.field);
+    if (is_msh) seg.msh1_ = std::string(1, enc.field);
     for (size_t f = 1; f < seg.fields_.size(); ++f) {
-      if (seg.id_ == "MSH" && f == 1) continue;  // MSH-2, the encoding characters themselves
+      if (is_msh && f == 1) continue;  // MSH-2, the encoding characters themselves
       if (auto s = CheckEscapes(seg.fields_[f], enc); !s.ok()) {
-        return Invalid(absl::StrCat(where, "field ", seg.id_ == "MSH" ? f + 1 : f, ": ", s.message()));
+        return Invalid(absl::StrCat(where(), "field ", is_msh ? f + 1 : f, ": ", s.message()));
       }
     }
   }
