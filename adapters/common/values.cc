@@ -78,7 +78,8 @@ absl::StatusOr<google::protobuf::Timestamp> ParseDateTime(absl::string_view s, a
   absl::Time t;
   std::string err;
   const std::string text(s);
-  const bool zoned = absl::EndsWith(text, "Z") || text.find_first_of("+-", 19) != std::string::npos;
+  // An offset can only follow the time, which starts after YYYY-MM-DDT.
+  const bool zoned = absl::EndsWith(text, "Z") || text.find_first_of("+-", 11) != std::string::npos;
   if (zoned) {
     if (absl::ParseTime("%Y-%m-%dT%H:%M:%E*S%Ez", text, &t, &err) ||
         absl::ParseTime("%Y-%m-%dT%H:%M%Ez", text, &t, &err)) {

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "adapters/hl7v2/adt.h"
 #include "broker/core/status.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -97,6 +98,24 @@ TEST(CouncilJson, ReadsTheDocumentedExample) {
   EXPECT_EQ(r->events(0).care_package().planned_units_per_week(), 14);
   EXPECT_EQ(r->events(0).care_package().start_date().day(), 23);
   EXPECT_EQ(r->events(0).outcome(), "Continuation of support or services");
+}
+
+TEST(CouncilJson, TimesWithAndWithoutZonesAndSeconds) {
+  const struct {
+    const char* at;
+    const char* utc;
+  } cases[] = {
+      {"2026-11-22T10:00:00Z", "2026-11-22T10:00:00Z"},
+      {"2026-11-22T10:00+01:00", "2026-11-22T09:00:00Z"},
+      {"2026-07-01T10:00:00", "2026-07-01T09:00:00Z"},  // no zone: UK local time (BST)
+      {"2026-07-01T10:00:00.250-05:00", "2026-07-01T15:00:00.25Z"},
+      {"2026-07-01", "2026-06-30T23:00:00Z"},  // a date: midnight UK time
+  };
+  for (const auto& c : cases) {
+    auto r = ReadCouncilJson(absl::StrCat(R"({"events":[{"occurredAt":")", c.at, R"("}]})"));
+    ASSERT_TRUE(r.ok()) << c.at << ": " << r.status();
+    EXPECT_EQ(Json::parse(WriteCouncilJson(*r))["events"][0]["occurredAt"], c.utc) << c.at;
+  }
 }
 
 TEST(CouncilJson, BadDocumentsGetPreciseErrors) {
