@@ -17,13 +17,15 @@ run() {
   # A fresh working corpus seeded from the given folders (the source tree is read only).
   local corpus="$build/corpus/$name"
   rm -rf "$corpus"; mkdir -p "$corpus"
-  for seed in "$@"; do find "$seed" -maxdepth 1 -type f -exec cp {} "$corpus/" \; ; done
+  for seed in "$@"; do
+    if [[ -d $seed ]]; then find "$seed" -maxdepth 1 -type f -exec cp {} "$corpus/" \; ; else echo "fuzz: no seeds in $seed"; fi
+  done
   echo "fuzz: $name for ${seconds}s over $(ls "$corpus" | wc -l) seeds"
   "$build/adapters/${name}_fuzz" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
     -artifact_prefix="$build/crashes/${name}-" -print_final_stats=1 "$corpus" 2>&1 | tail -n 6
 }
 run hl7v2 adapters/testdata/hl7v2
-run fhir "$samples/fhir/r4-base" "$samples/fhir/nhs-api-json/pds" "$samples/fhir/nhs-api-json/bars"
+run fhir adapters/testdata/fhir "$samples/fhir/r4-base" "$samples/fhir/nhs-api-json/pds" "$samples/fhir/nhs-api-json/bars"
 run council_json adapters/testdata/council
 run cld adapters/testdata/cld
 echo "fuzz: no crashes"
