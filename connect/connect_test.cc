@@ -5,6 +5,7 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -15,6 +16,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "adapters/hl7v2/adt.h"
 #include "adapters/hl7v2/er7.h"
 #include "connect/mllp.h"
 #include "tests/integration/harness.h"
@@ -218,6 +220,84 @@ TEST_F(ConnectTest, ConcurrentConnectionsEachGetTheirAck) {
   }
   for (auto& t : senders) t.join();
   EXPECT_EQ(accepted.load(), 4);
+}
+
+// Outbound to an MLLP peer: a message the peer refuses (AE) stays
+// unacknowledged and comes again; acknowledged once the peer answers AA.
+TEST(ConnectOutbound, AnMllpPeerMustAnswerAaBeforeTheBrokerIsAcked) {
+  const std::string dir = FreshDir("connect-peer");
+  fs::create_directories(dir + "/agreements");
+  std::ifstream gp(Source() + "/deploy/agreements/hospital-to-gp.yaml");
+  std::stringstream text;
+  text << gp.rdbuf();
+  // The same flow the other way round: a practice to the trust.
+  std::ofstream(dir + "/agreements/gp-to-hospital.yaml")
+      << absl::StrReplaceAll(text.str(), {{"senders: {kinds: [nhs_trust]}", "senders: {kinds: [gp_practice]}"},
+                                          {"recipients: {kinds: [gp_practice]}", "recipients: {kinds: [nhs_trust]}"}});
+  auto broker = testing::StartBroker(
+      testing::ConfigYaml(dir + "/data",
+                          absl::StrCat("policy: {agreements_dir: ", dir, "/agreements}\n",
+                                       "delivery: {visibility_timeout: 1s}\n"),
+                          R"(
+organisations:
+  - {ods: RR8, name: Leeds Teaching Hospitals NHS Trust, kind: nhs_trust, receives: hl7v2}
+  - {ods: Y06601, name: Example GP practice, kind: gp_practice}
+)"),
+      &SystemClock::Get());
+  ASSERT_NE(broker, nullptr);
+
+  // The peer: answers the first message AE and every later one AA.
+  int port = 0;
+  auto listener = mllp::Listen("127.0.0.1:0", &port);
+  ASSERT_TRUE(listener.ok());
+  std::vector<std::string> received;
+  absl::Mutex mu;
+  std::thread peer([&] {
+    const int fd = ::accept(*listener, nullptr, nullptr);
+    for (int i = 0; i < 2 && fd >= 0; ++i) {
+      auto frame = mllp::ReadFrame(fd, 1 << 20, absl::Seconds(20));
+      if (!frame.ok()) break;
+      {
+        absl::MutexLock l(&mu);
+        received.push_back(*frame);
+      }
+      const auto code = i == 0 ? hl7::AckCode::kError : hl7::AckCode::kAccept;
+      mllp::WriteAll(fd, mllp::Frame(hl7::MakeAck(*frame, code, {"207", "busy"}, absl::Now(), "PEER")));
+    }
+    if (fd >= 0) ::close(fd);
+  });
+
+  const std::string pki = PkiDir();
+  auto config = ParseConnectConfig(absl::StrCat("broker: {target: \"", broker->address(), "\", cert: ", pki,
+                                                "/RR8.crt, key: ", pki, "/RR8.key, ca: ", pki, "/ca.crt}\n",
+                                                "outbound: {mllp_peer: \"127.0.0.1:", port, "\", retry_backoff: 0.1s}\n"),
+                                   "connect.yaml", dir);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto connect = Connect::Start(*config);
+  ASSERT_TRUE(connect.ok()) << connect.status();
+
+  v1::SendRequest req;
+  req.set_recipient("RR8");
+  req.set_workflow("HOSPITAL_DISCHARGE");
+  req.set_purpose("direct-care");
+  req.set_content_type("x-application/hl7-v2+er7");
+  req.set_payload(Fixture("adt_a03.hl7"));
+  auto practice = testing::StubAs(*broker, "Y06601");
+  const std::string id = testing::SendOk(*practice, req);
+
+  for (int i = 0; i < 500 && (*connect)->delivered() < 1; ++i) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ((*connect)->delivered(), 1);
+  peer.join();
+  ::close(*listener);
+  absl::MutexLock l(&mu);
+  ASSERT_EQ(received.size(), 2u) << "refused once, delivered again";
+  for (const std::string& f : received) {
+    auto m = hl7::Message::Parse(f);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->msh().Get(10), id) << "MSH-10 is the broker's message id";
+    EXPECT_EQ(m->msh().Get(9, 2), "A03");
+  }
+  (*connect)->Stop();
 }
 
 TEST(ConnectConfig, ErrorsNameTheKey) {
