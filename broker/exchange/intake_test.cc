@@ -333,6 +333,28 @@ TEST_F(AdapterIntakeTest, RoutingFailuresAreClear) {
   EXPECT_EQ(ReasonOf(Send(Hl7("adt_a03.hl7", "", "")).status()), "RECIPIENT_INVALID");
 }
 
+TEST_F(AdapterIntakeTest, AnAgreementAcceptingUnverifiedNumbersLetsAFailingOneThrough) {
+  // The hospital-to-council agreement, with its flow accepting unverified NHS numbers.
+  const std::filesystem::path agreements = dir_ / "lenient";
+  std::filesystem::create_directories(agreements);
+  std::ifstream in(Source() + "/deploy/agreements/hospital-to-council.yaml");
+  std::stringstream text;
+  text << in.rdbuf();
+  std::string yaml = text.str();
+  yaml.replace(yaml.find("    consent: implied"), 0, "    accept_unverified_nhs_number: true\n");
+  std::ofstream(agreements / "a.yaml") << yaml;
+  auto lenient = policy::PolicySet::Load(agreements.string());
+  ASSERT_TRUE(lenient.ok()) << lenient.status();
+
+  const v1::SendRequest bad = Hl7("bad_nhs_number.hl7", "503");
+  EXPECT_EQ(ReasonOf(Send(bad).status()), "NHS_NUMBER_INVALID") << "the usual agreements refuse it";
+  auto a = Admit(*config_, **lenient, book_, entries_, OrgCode("RR8"), bad, t0_, &denial_);
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto stored = adapters::Parse(adapters::Format::kCouncilJson, a->message.payload, {.keep_invalid_nhs_numbers = true});
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->person().nhs_number(), "9990000019") << "kept as sent, for the recipient to trace";
+}
+
 TEST_F(AdapterIntakeTest, AdapterErrorsReachTheSenderPrecisely) {
   auto bad_nhs = Send(Hl7("bad_nhs_number.hl7", "503"));
   EXPECT_EQ(ReasonOf(bad_nhs.status()), "NHS_NUMBER_INVALID");
