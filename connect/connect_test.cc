@@ -300,6 +300,20 @@ organisations:
   (*connect)->Stop();
 }
 
+TEST(ConnectConfig, TheDeployExampleIsValid) {
+  const std::string dir = FreshDir("connect-example");
+  fs::create_directories(dir + "/pki");
+  for (const char* f : {"RR8.crt", "RR8.key", "ca.crt"}) fs::copy_file(PkiDir() + "/" + f, dir + "/pki/" + f);
+  std::ifstream in(Source() + "/deploy/config/connect.yaml");
+  std::stringstream text;
+  text << in.rdbuf();
+  auto c = ParseConnectConfig(text.str(), "connect.yaml", dir);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->mllp().workflows().at("A03"), "HOSPITAL_DISCHARGE");
+  EXPECT_EQ(c->outbound().directory(), dir + "/rr8-inbox");
+  EXPECT_TRUE(fs::is_directory(dir + "/rr8-inbox"));
+}
+
 TEST(ConnectConfig, ErrorsNameTheKey) {
   const std::string pki = PkiDir();
   const std::string broker = absl::StrCat("broker: {target: \"127.0.0.1:1\", cert: ", pki, "/RR8.crt, key: ", pki,
