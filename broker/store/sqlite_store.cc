@@ -556,10 +556,12 @@ class SqliteStore final : public Store {
         synced_audit_size_.store(c.audit_first + c.leaves.size(), std::memory_order_release);
         if (audit_listener_) audit_listener_(c.audit_first, c.leaves);
       }
-      for (auto& op : c.ops) op->Finish(s);
+      // Mailboxes hear of arrivals before senders hear of their commit, so a
+      // sender's receipt implies its recipient was woken.
       if (s.ok() && listener_) {
         for (const auto& r : c.arrivals) listener_(r);
       }
+      for (auto& op : c.ops) op->Finish(s);
     }
   }
 

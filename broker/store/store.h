@@ -275,7 +275,8 @@ class Store {
   virtual void Sweep(SweepRequest req, StoreCallback<SweepResult> done) = 0;
 
   // Called (on a store thread) with a recipient each time messages become
-  // claimable in its mailbox, after they are durable. Set once, before any
+  // claimable in its mailbox, after they are durable and before the appends
+  // that made them are answered. Set once, before any
   // other call. Must not block.
   using ArrivalListener = std::function<void(const OrgCode& recipient)>;
   virtual void SetArrivalListener(ArrivalListener listener) = 0;
