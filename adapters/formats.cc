@@ -1,6 +1,7 @@
 #include "adapters/formats.h"
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/civil_time.h"
@@ -44,7 +45,7 @@ absl::StatusOr<Format> FormatByName(absl::string_view name) {
 absl::StatusOr<Format> FormatByContentType(absl::string_view content_type) {
   const std::string ct = absl::AsciiStrToLower(absl::StripAsciiWhitespace(content_type));
   for (const FormatInfo& i : Formats()) {
-    if (ct == absl::AsciiStrToLower(i.content_type)) return i.format;
+    if (absl::EqualsIgnoreCase(ct, i.content_type)) return i.format;
   }
   // The media types alone, with any parameters (fhirVersion=4.0, charset=utf-8).
   const absl::string_view media = absl::StripAsciiWhitespace(absl::string_view(ct).substr(0, ct.find(';')));

@@ -3,12 +3,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
 #include "absl/time/civil_time.h"
+#include "adapters/common/testdata.h"
 #include "broker/core/status.h"
 #include "google/protobuf/util/message_differencer.h"
 
@@ -17,14 +13,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-std::string Testdata(const std::string& rel) {
-  const char* src = std::getenv("CB_SOURCE_DIR");
-  std::ifstream in(std::filesystem::path(src != nullptr ? src : ".") / "adapters/testdata" / rel, std::ios::binary);
-  EXPECT_TRUE(in.good()) << rel;
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 TEST(Formats, NamesAndContentTypesFindEachOther) {
   for (const FormatInfo& i : Formats()) {

@@ -235,12 +235,12 @@ std::string Connect::Handle(const std::string& er7) {
         return answer(hl7::AckCode::kReject, {"207", absl::StrCat("the broker did not commit the message (",
                                                                   StatusCodeName(s.error_code()), "); resend later")});
       default: {
-        // The broker's reason is the ERR code text, its message the MSA-3 (never patient data).
+        // The table 0357 code as for a local refusal; MSA-3 is the broker's reason and message (never patient data).
         const std::string reason = ErrorReason(s);
-        std::string code = "207";
-        if (reason == "HL7_INVALID" || reason == "NHS_NUMBER_INVALID" || reason == "DATE_INVALID") code = "102";
-        if (reason == "HL7_UNSUPPORTED") code = "200";
-        return answer(hl7::AckCode::kError, {code, absl::StrCat(reason, ": ", s.error_message()).substr(0, 400)});
+        hl7::AckError e = hl7::AckErrorFor(
+            Error(static_cast<absl::StatusCode>(s.error_code()), reason, s.error_message()));
+        e.text = absl::StrCat(reason, ": ", s.error_message()).substr(0, 400);
+        return answer(hl7::AckCode::kError, std::move(e));
       }
     }
   }
@@ -298,16 +298,7 @@ void Connect::OutboundLoop() {
 bool Connect::Deliver(const v1::Delivery& d, int* peer_fd) {
   const auto& o = config_.outbound();
   if (o.to_case() == v1::ConnectOutbound::kDirectory) {
-    std::string ext = ".bin";
-    if (auto f = adapters::FormatByContentType(d.content_type()); f.ok()) {
-      switch (*f) {
-        case adapters::Format::kHl7v2: ext = ".hl7"; break;
-        case adapters::Format::kCld: ext = ".csv"; break;
-        case adapters::Format::kCanonical: ext = ".pb"; break;
-        default: ext = ".json"; break;
-      }
-    }
-    return WriteFileAtomically(o.directory(), d.message_id() + ext, d.payload());
+    return WriteFileAtomically(o.directory(), d.message_id() + ExtensionFor(d.content_type()), d.payload());
   }
   // An MLLP peer: the message must be HL7 v2, and the peer must answer AA (or CA).
   if (adapters::FormatByContentType(d.content_type()).value_or(adapters::Format::kCanonical) != adapters::Format::kHl7v2) {

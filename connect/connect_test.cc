@@ -10,12 +10,12 @@
 
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "adapters/common/testdata.h"
 #include "adapters/hl7v2/adt.h"
 #include "adapters/hl7v2/er7.h"
 #include "connect/mllp.h"
@@ -30,14 +30,10 @@ using json = nlohmann::json;
 using testing::FreshDir;
 using testing::PkiDir;
 
-std::string Source() { return std::getenv("CB_SOURCE_DIR"); }
+using adapters::ReadOrDie;
+using adapters::SourceDir;
 
-std::string Fixture(const std::string& name) {
-  std::ifstream in(Source() + "/adapters/testdata/hl7v2/" + name, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string Fixture(const std::string& name) { return adapters::Testdata("hl7v2/" + name); }
 
 // Files in `dir` (not the hidden temporaries), waiting up to 10 s for `n`.
 std::vector<fs::path> WaitForFiles(const std::string& dir, size_t n) {
@@ -53,20 +49,13 @@ std::vector<fs::path> WaitForFiles(const std::string& dir, size_t n) {
   return out;
 }
 
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 class ConnectTest : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = FreshDir("connect");
     broker_ = testing::StartBroker(
         testing::ConfigYaml(dir_ + "/data",
-                            absl::StrCat("policy: {agreements_dir: ", Source(), "/deploy/agreements}\n",
+                            absl::StrCat("policy: {agreements_dir: ", SourceDir(), "/deploy/agreements}\n",
                                          "routing: {postcode_districts: {LS1: \"503\"}}\n"),
                             R"(
 organisations:
@@ -136,14 +125,14 @@ TEST_F(ConnectTest, DischargeOverMllpReachesTheCouncilAsJsonAndTheGpAsFhir) {
   const auto council_files = WaitForFiles(council_dir, 1);
   ASSERT_EQ(council_files.size(), 1u);
   EXPECT_EQ(council_files[0].extension(), ".json");
-  const json c = json::parse(Slurp(council_files[0]));
+  const json c = json::parse(ReadOrDie(council_files[0]));
   EXPECT_EQ(c["person"]["nhsNumber"], "9990000018");
   EXPECT_EQ(c["events"][0]["discharge"]["dischargeDestination"], "54");
   EXPECT_FALSE(c["person"].contains("localIdentifiers")) << "minimised by the agreement";
 
   const auto gp_files = WaitForFiles(gp_dir, 1);
   ASSERT_EQ(gp_files.size(), 1u);
-  const json f = json::parse(Slurp(gp_files[0]));
+  const json f = json::parse(ReadOrDie(gp_files[0]));
   EXPECT_EQ(f["resourceType"], "Bundle");
   EXPECT_EQ(f["entry"][0]["resource"]["resourceType"], "MessageHeader");
   EXPECT_EQ(f["entry"][0]["resource"]["destination"][0]["receiver"]["identifier"]["value"], "Y06601");
@@ -227,12 +216,10 @@ TEST_F(ConnectTest, ConcurrentConnectionsEachGetTheirAck) {
 TEST(ConnectOutbound, AnMllpPeerMustAnswerAaBeforeTheBrokerIsAcked) {
   const std::string dir = FreshDir("connect-peer");
   fs::create_directories(dir + "/agreements");
-  std::ifstream gp(Source() + "/deploy/agreements/hospital-to-gp.yaml");
-  std::stringstream text;
-  text << gp.rdbuf();
   // The same flow the other way round: a practice to the trust.
   std::ofstream(dir + "/agreements/gp-to-hospital.yaml")
-      << absl::StrReplaceAll(text.str(), {{"senders: {kinds: [nhs_trust]}", "senders: {kinds: [gp_practice]}"},
+      << absl::StrReplaceAll(ReadOrDie(SourceDir() + "/deploy/agreements/hospital-to-gp.yaml"),
+                             {{"senders: {kinds: [nhs_trust]}", "senders: {kinds: [gp_practice]}"},
                                           {"recipients: {kinds: [gp_practice]}", "recipients: {kinds: [nhs_trust]}"}});
   auto broker = testing::StartBroker(
       testing::ConfigYaml(dir + "/data",
@@ -304,10 +291,7 @@ TEST(ConnectConfig, TheDeployExampleIsValid) {
   const std::string dir = FreshDir("connect-example");
   fs::create_directories(dir + "/pki");
   for (const char* f : {"RR8.crt", "RR8.key", "ca.crt"}) fs::copy_file(PkiDir() + "/" + f, dir + "/pki/" + f);
-  std::ifstream in(Source() + "/deploy/config/connect.yaml");
-  std::stringstream text;
-  text << in.rdbuf();
-  auto c = ParseConnectConfig(text.str(), "connect.yaml", dir);
+  auto c = ParseConnectConfig(ReadOrDie(SourceDir() + "/deploy/config/connect.yaml"), "connect.yaml", dir);
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->mllp().workflows().at("A03"), "HOSPITAL_DISCHARGE");
   EXPECT_EQ(c->outbound().directory(), dir + "/rr8-inbox");

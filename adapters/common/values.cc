@@ -8,6 +8,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/civil_time.h"
 #include "broker/core/clock.h"
+#include "broker/core/files.h"
 #include "broker/core/nhs_number.h"
 #include "broker/core/status.h"
 
@@ -20,10 +21,6 @@ google::protobuf::Timestamp ToProto(absl::Time t) {
   ts.set_seconds(seconds);
   ts.set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(since - absl::Seconds(seconds))));
   return ts;
-}
-
-absl::Time FromProto(const google::protobuf::Timestamp& ts) {
-  return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
 }
 
 namespace {
@@ -93,7 +90,7 @@ absl::StatusOr<google::protobuf::Timestamp> ParseDateTime(absl::string_view s, a
 }
 
 std::string FormatDateTime(const google::protobuf::Timestamp& ts) {
-  return absl::FormatTime(ts.nanos() == 0 ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%dT%H:%M:%E*SZ", FromProto(ts),
+  return absl::FormatTime(ts.nanos() == 0 ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%dT%H:%M:%E*SZ", FromTimestamp(ts),
                           absl::UTCTimeZone());
 }
 

@@ -12,8 +12,9 @@
 
 namespace carebroker::adapters {
 
+// Keeps nanoseconds (FHIR times may carry them); FromTimestamp in
+// broker/core/files.h is the way back.
 google::protobuf::Timestamp ToProto(absl::Time t);
-absl::Time FromProto(const google::protobuf::Timestamp& ts);
 
 // ISO 8601 date YYYY, YYYY-MM or YYYY-MM-DD (FHIR date); with
 // `uk_slashes` also DD/MM/YYYY (council and CLD files).

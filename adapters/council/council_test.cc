@@ -3,14 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "adapters/common/testdata.h"
 #include "adapters/hl7v2/adt.h"
 #include "broker/core/status.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -22,14 +18,7 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using Json = nlohmann::json;
 
-std::string Testdata(const std::string& rel) {
-  const char* src = std::getenv("CB_SOURCE_DIR");
-  std::ifstream in(std::filesystem::path(src != nullptr ? src : ".") / "adapters/testdata" / rel, std::ios::binary);
-  EXPECT_TRUE(in.good()) << rel;
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using adapters::Testdata;
 
 void ExpectSame(const v1::CareRecord& want, const v1::CareRecord& got) {
   std::string diff;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_replace.h"
+#include "adapters/common/testdata.h"
 #include "adapters/hl7v2/adt.h"
 #include "broker/core/status.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -27,23 +28,12 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 using Json = nlohmann::json;
 
-fs::path SourceDir() {
-  const char* src = std::getenv("CB_SOURCE_DIR");
-  return src != nullptr ? src : ".";
-}
-
-std::string Slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  EXPECT_TRUE(in.good()) << p;
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using adapters::ReadOrDie;
 
 // The public samples (CMake's CB_SAMPLES_DIR, by default ../shared/samples).
 fs::path Samples() {
   const char* dir = std::getenv("CB_SAMPLES_DIR");
-  return fs::path(dir != nullptr && *dir != 0 ? dir : (SourceDir() / ".." / "shared" / "samples").string()) / "fhir";
+  return fs::path(dir != nullptr && *dir != 0 ? dir : adapters::SourceDir() + "/../shared/samples") / "fhir";
 }
 
 v1::CareRecord MustRead(const std::string& json) {
@@ -85,7 +75,7 @@ TEST(FhirGolden, EverySampleParsesOrIsRefusedPrecisely) {
     if (!entry.is_regular_file()) continue;
     ++files;
     const std::string rel = fs::relative(entry.path(), Samples()).generic_string();
-    const std::string text = Slurp(entry.path());
+    const std::string text = ReadOrDie(entry.path().string());
     auto r = ReadFhir(text);
     std::string want;
     if (entry.path().extension() == ".xml") {
@@ -109,7 +99,7 @@ TEST(FhirGolden, EverySampleParsesOrIsRefusedPrecisely) {
 }
 
 TEST(Fhir, PdsPatientMapsIdentityDemographicsAndGp) {
-  const v1::CareRecord r = MustRead(Slurp(Samples() / "nhs-api-json/pds/Patient.json"));
+  const v1::CareRecord r = MustRead(ReadOrDie(Samples() / "nhs-api-json/pds/Patient.json"));
   const v1::Person& p = r.person();
   EXPECT_EQ(p.nhs_number(), "9000000009");
   EXPECT_EQ(p.nhs_number_status(), v1::NHS_NUMBER_STATUS_PRESENT_VERIFIED) << "retired CodeSystem spelling, code 01";
@@ -122,7 +112,7 @@ TEST(Fhir, PdsPatientMapsIdentityDemographicsAndGp) {
 }
 
 TEST(Fhir, CompoundNameSampleIsRefusedNamingTheElementNotTheNumber) {
-  auto r = ReadFhir(Slurp(Samples() / "nhs-api-json/pds/PatientCompoundName.json"));
+  auto r = ReadFhir(ReadOrDie(Samples() / "nhs-api-json/pds/PatientCompoundName.json"));
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(), HasSubstr("Bundle.entry[0].resource.identifier[0].value"));
   EXPECT_THAT(r.status().message(), Not(HasSubstr("9000000015")));
@@ -190,9 +180,7 @@ TEST(Fhir, BadDocumentsGetPreciseErrors) {
   }
 }
 
-std::string HospitalFixture(absl::string_view name) {
-  return Slurp(SourceDir() / "adapters/testdata/hl7v2" / std::string(name));
-}
+std::string HospitalFixture(const std::string& name) { return adapters::Testdata("hl7v2/" + name); }
 
 // A record from an HL7 fixture, written as FHIR and read back, is the same
 // record (minus what FHIR does not carry: MSH-10 is the Encounter identifier).

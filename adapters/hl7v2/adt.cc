@@ -17,13 +17,13 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/civil_time.h"
 #include "broker/core/clock.h"
+#include "broker/core/files.h"
 #include "broker/core/status.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace carebroker::hl7 {
 namespace {
 
-using adapters::FromProto;
 using adapters::ToProto;
 using google::protobuf::Timestamp;
 
@@ -123,7 +123,7 @@ absl::Status ReadDate(const Segment& seg, int field, v1::Date* out) {
 }
 
 std::string FormatDtm(const Timestamp& ts) {
-  const absl::Time t = FromProto(ts);
+  const absl::Time t = FromTimestamp(ts);
   return absl::StrCat(absl::FormatTime("%Y%m%d%H%M%S", t, absl::UTCTimeZone()), "+0000");
 }
 
@@ -355,7 +355,7 @@ absl::StatusOr<Adt> ReadAdt(const Message& m, const adapters::ReadOptions& optio
   Timestamp sent;
   bool have_sent = false;
   if (absl::Status s = ReadTime(&msh, 7, [&] { return &sent; }, &have_sent); !s.ok()) return s;
-  if (have_sent) h.sent_at = FromProto(sent);
+  if (have_sent) h.sent_at = FromTimestamp(sent);
 
   if (absl::Status s = ReadPerson(m, options, out.record.mutable_person()); !s.ok()) return s;
   v1::CareEvent* e = out.record.add_events();
@@ -592,7 +592,7 @@ AckError AckErrorFor(const absl::Status& status) {
   const std::string reason = ReasonOf(status);
   if (reason == "HL7_UNSUPPORTED") {
     e.code = absl::StrContains(status.message(), "event") ? "201" : "200";
-  } else if (reason == "HL7_INVALID" || reason == "NHS_NUMBER_INVALID") {
+  } else if (reason == "HL7_INVALID" || reason == "NHS_NUMBER_INVALID" || reason == "DATE_INVALID") {
     e.code = absl::StrContains(status.message(), "required") ? "101" : "102";
   } else {
     e.code = "207";

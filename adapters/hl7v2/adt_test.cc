@@ -3,14 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
-#include <sstream>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/civil_time.h"
+#include "adapters/common/testdata.h"
 #include "broker/core/status.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
@@ -22,17 +18,9 @@ using ::google::protobuf::util::TimeUtil;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-std::string Fixture(absl::string_view name) {
-  const char* src = std::getenv("CB_SOURCE_DIR");
-  const std::filesystem::path p = std::filesystem::path(src != nullptr ? src : ".") / "adapters/testdata/hl7v2" / std::string(name);
-  std::ifstream in(p, std::ios::binary);
-  EXPECT_TRUE(in.good()) << p;
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+std::string Fixture(const std::string& name) { return adapters::Testdata("hl7v2/" + name); }
 
-Adt Read(absl::string_view name) {
+Adt Read(const std::string& name) {
   auto adt = ReadAdt(Fixture(name));
   EXPECT_TRUE(adt.ok()) << name << ": " << adt.status();
   if (!adt.ok()) std::abort();

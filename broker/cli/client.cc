@@ -72,4 +72,13 @@ std::string DescribeStatus(const grpc::Status& s) {
   return absl::StrCat(StatusCodeName(s.error_code()), reason.empty() ? "" : " ", reason, ": ", s.error_message());
 }
 
+std::string ExtensionFor(const std::string& content_type) {
+  if (content_type.find("hl7") != std::string::npos) return ".hl7";
+  if (content_type.find("json") != std::string::npos) return ".json";
+  if (content_type.find("csv") != std::string::npos) return ".csv";
+  if (content_type.find("xml") != std::string::npos) return ".xml";
+  if (content_type.find("protobuf") != std::string::npos) return ".pb";
+  return ".dat";
+}
+
 }  // namespace carebroker

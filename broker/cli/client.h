@@ -23,6 +23,10 @@ struct ClientTls {
 // INVALID_ARGUMENT when a file cannot be read.
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientTls& tls);
 
+// The file name extension for a delivered payload of `content_type`:
+// .hl7, .json, .csv, .xml, .pb, or .dat for anything else.
+std::string ExtensionFor(const std::string& content_type);
+
 // The google.rpc.ErrorInfo reason carried by `s`, or "".
 std::string ErrorReason(const grpc::Status& s);
 

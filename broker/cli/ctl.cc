@@ -67,16 +67,6 @@ std::string GuessContentType(const std::string& path) {
   return "application/octet-stream";
 }
 
-std::string ExtensionFor(const std::string& content_type) {
-  if (content_type.find("hl7") != std::string::npos) return ".hl7";
-  if (content_type.find("json") != std::string::npos) return ".json";
-  if (content_type.find("csv") != std::string::npos) return ".csv";
-  if (content_type.find("xml") != std::string::npos) return ".xml";
-  if (content_type.find("protobuf") != std::string::npos) return ".pb";
-  return ".dat";
-}
-
-// Writes `data` to dir/name atomically: temp file, fsync, rename, fsync dir.
 int RpcFailed(std::ostream& err, const grpc::Status& s) {
   err << "carebrokerctl: " << DescribeStatus(s) << "\n";
   return 1;

@@ -235,22 +235,18 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
       }
     }
   }
-  for (const auto& [district, council] : c.routing().postcode_districts()) {
-    const std::string at = absl::StrCat("routing.postcode_districts.", district);
-    if (!IsPostcodeDistrictShape(district)) {
-      return err("routing.postcode_districts", "keys are postcode districts in capitals, e.g. LS1, SW1A, B33");
-    }
-    const v1::Organisation* o = cfg->FindOrganisation(OrgCode(council));
-    if (o == nullptr || o->kind() != v1::ORGANISATION_KIND_LOCAL_AUTHORITY) {
-      return err(at, "must name a registered local_authority organisation");
-    }
-  }
-  for (const auto& [gp, council] : c.routing().gp_practice_councils()) {
-    const std::string at = absl::StrCat("routing.gp_practice_councils.", gp);
-    if (!IsOdsCodeShape(gp)) return err("routing.gp_practice_councils", "keys are GP practice ODS codes");
-    const v1::Organisation* o = cfg->FindOrganisation(OrgCode(council));
-    if (o == nullptr || o->kind() != v1::ORGANISATION_KIND_LOCAL_AUTHORITY) {
-      return err(at, "must name a registered local_authority organisation");
+  // Both routing tables: keys of the right shape, each naming a registered council.
+  for (const auto& [table, entries, key_ok, key_shape] :
+       {std::tuple{"routing.postcode_districts", &c.routing().postcode_districts(), &IsPostcodeDistrictShape,
+                   "keys are postcode districts in capitals, e.g. LS1, SW1A, B33"},
+        std::tuple{"routing.gp_practice_councils", &c.routing().gp_practice_councils(), &IsOdsCodeShape,
+                   "keys are GP practice ODS codes"}}) {
+    for (const auto& [key, council] : *entries) {
+      if (!key_ok(key)) return err(table, key_shape);
+      const v1::Organisation* o = cfg->FindOrganisation(OrgCode(council));
+      if (o == nullptr || o->kind() != v1::ORGANISATION_KIND_LOCAL_AUTHORITY) {
+        return err(absl::StrCat(table, ".", key), "must name a registered local_authority organisation");
+      }
     }
   }
 

@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
+#include "adapters/common/testdata.h"
 #include "adapters/formats.h"
 #include "audit/log.h"
 #include "broker/core/status.h"
@@ -225,13 +225,6 @@ routing:
     config_ = *c;
   }
 
-  static std::string Fixture(const std::string& rel) {
-    std::ifstream in(Source() + "/adapters/testdata/" + rel, std::ios::binary);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-  }
-
   static v1::SendRequest Hl7(const std::string& file, const std::string& recipient, const std::string& route = "") {
     v1::SendRequest r;
     r.set_recipient(recipient);
@@ -239,7 +232,7 @@ routing:
     r.set_workflow("HOSPITAL_DISCHARGE");
     r.set_purpose("direct-care");
     r.set_content_type("x-application/hl7-v2+er7");
-    r.set_payload(Fixture("hl7v2/" + file));
+    r.set_payload(adapters::Testdata("hl7v2/" + file));
     return r;
   }
 
@@ -260,7 +253,7 @@ TEST_F(AdapterIntakeTest, Hl7InCouncilJsonOutMinimised) {
   EXPECT_EQ(back->person().ethnicity(), "");
   EXPECT_THAT(a->withheld_fields, ::testing::Contains("person.local_identifiers"));
   EXPECT_EQ(a->message.subject, "9990000018");
-  EXPECT_EQ(a->message.digest, Sha256(Fixture("hl7v2/adt_a03.hl7"))) << "digest of what was sent";
+  EXPECT_EQ(a->message.digest, Sha256(adapters::Testdata("hl7v2/adt_a03.hl7"))) << "digest of what was sent";
 }
 
 TEST_F(AdapterIntakeTest, EachRecipientGetsItsOwnFormatPerWorkflow) {
@@ -284,7 +277,7 @@ TEST_F(AdapterIntakeTest, ARecordTheRecipientsFormatCannotCarryIsRefused) {
   r.set_workflow("CARE_PACKAGE");
   r.set_purpose("direct-care");
   r.set_content_type("application/vnd.carebroker.council+json");
-  r.set_payload(Fixture("council/care_package.json"));
+  r.set_payload(adapters::Testdata("council/care_package.json"));
   auto refused = Send(r, "503");
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(ReasonOf(refused.status()), "FORMAT_UNSUPPORTED");
@@ -337,10 +330,7 @@ TEST_F(AdapterIntakeTest, AnAgreementAcceptingUnverifiedNumbersLetsAFailingOneTh
   // The hospital-to-council agreement, with its flow accepting unverified NHS numbers.
   const std::filesystem::path agreements = dir_ / "lenient";
   std::filesystem::create_directories(agreements);
-  std::ifstream in(Source() + "/deploy/agreements/hospital-to-council.yaml");
-  std::stringstream text;
-  text << in.rdbuf();
-  std::string yaml = text.str();
+  std::string yaml = adapters::ReadOrDie(Source() + "/deploy/agreements/hospital-to-council.yaml");
   yaml.replace(yaml.find("    consent: implied"), 0, "    accept_unverified_nhs_number: true\n");
   std::ofstream(agreements / "a.yaml") << yaml;
   auto lenient = policy::PolicySet::Load(agreements.string());

@@ -6,30 +6,15 @@
 //   CB_SOURCE_DIR=. build/tests/bench/adapter_bench --benchmark_min_time=1
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
-#include <fstream>
-#include <sstream>
-
 #include "adapters/cld/cld.h"
+#include "adapters/common/testdata.h"
 #include "adapters/formats.h"
 
 namespace carebroker::adapters {
 namespace {
 
-std::string Fixture(const std::string& rel) {
-  const char* src = std::getenv("CB_SOURCE_DIR");
-  std::ifstream in(std::string(src != nullptr ? src : ".") + "/adapters/testdata/" + rel, std::ios::binary);
-  if (!in) {
-    std::fprintf(stderr, "adapter_bench: cannot read %s (set CB_SOURCE_DIR)\n", rel.c_str());
-    std::exit(2);
-  }
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 const v1::CareRecord& Discharge() {
-  static const v1::CareRecord r = *Parse(Format::kHl7v2, Fixture("hl7v2/adt_a03.hl7"));
+  static const v1::CareRecord r = *Parse(Format::kHl7v2, Testdata("hl7v2/adt_a03.hl7"));
   return r;
 }
 
@@ -41,10 +26,10 @@ const Envelope& Env() {
 // One input per format, in that format's own words.
 std::string Input(Format f) {
   switch (f) {
-    case Format::kHl7v2: return Fixture("hl7v2/adt_a03.hl7");
+    case Format::kHl7v2: return Testdata("hl7v2/adt_a03.hl7");
     case Format::kCld: {
       // 1,000 rows of one person's services: a council's file, not one row.
-      const v1::CareRecord one = *Parse(Format::kCouncilJson, Fixture("council/care_package.json"));
+      const v1::CareRecord one = *Parse(Format::kCouncilJson, Testdata("council/care_package.json"));
       cld::Submission s{"503", "2026-10-01", "2026-12-31", {}};
       for (int i = 0; i < 1000; ++i) {
         v1::CareRecord r = one;
