@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <iostream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -30,7 +31,7 @@ std::string Resolve(const std::string& base, const std::string& p) {
 }
 
 absl::Duration Or(const google::protobuf::Duration& d, absl::Duration fallback) {
-  const absl::Duration v = absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+  const absl::Duration v = FromDuration(d);
   return v > absl::ZeroDuration() ? v : fallback;
 }
 
@@ -99,6 +100,22 @@ absl::StatusOr<v1::ConnectConfig> ParseConnectConfig(absl::string_view yaml, abs
   if (o->to_case() == v1::ConnectOutbound::kMllpPeer && o->mllp_peer().find(':') == std::string::npos) {
     return err("outbound.mllp_peer", "expected host:port");
   }
+  if (o->has_webhook()) {
+    auto* w = o->mutable_webhook();
+    if (w->url().empty()) return err("outbound.webhook.url", "required: https://host[:port]/path");
+    if (absl::Status s = CheckWebhookUrl(w->url()); !s.ok()) return err("outbound.webhook.url", s.message());
+    if (w->cert().empty() != w->key().empty()) {
+      return err(w->cert().empty() ? "outbound.webhook.cert" : "outbound.webhook.key",
+                 "cert and key go together (mutual TLS)");
+    }
+    for (auto [key, field] : {std::pair{"outbound.webhook.ca", w->mutable_ca()},
+                              std::pair{"outbound.webhook.cert", w->mutable_cert()},
+                              std::pair{"outbound.webhook.key", w->mutable_key()},
+                              std::pair{"outbound.webhook.authorization_file", w->mutable_authorization_file()}}) {
+      *field = Resolve(base_dir, *field);
+      if (!field->empty() && !fs::exists(*field)) return err(key, absl::StrCat("cannot read ", *field));
+    }
+  }
   return c;
 }
 
@@ -119,6 +136,11 @@ absl::StatusOr<std::unique_ptr<Connect>> Connect::Start(const v1::ConnectConfig&
     if (!fd.ok()) return fd.status();
     c->listen_fd_ = *fd;
     c->acceptor_ = std::thread([p = c.get()] { p->AcceptLoop(); });
+  }
+  if (config.outbound().has_webhook()) {
+    auto w = Webhook::Create(config.outbound().webhook(), &c->stopping_);
+    if (!w.ok()) return w.status();
+    c->webhook_ = *std::move(w);
   }
   if (config.outbound().to_case() != v1::ConnectOutbound::TO_NOT_SET) {
     c->outbound_ = std::thread([p = c.get()] { p->OutboundLoop(); });
@@ -253,6 +275,7 @@ void Connect::OutboundLoop() {
   const absl::Duration first_backoff = backoff;
   int peer_fd = -1;
   while (!stopping_) {
+    absl::Duration wait = backoff;
     grpc::ClientContext ctx;
     {
       absl::MutexLock l(&mu_);
@@ -266,8 +289,13 @@ void Connect::OutboundLoop() {
     v1::DeliveryBatch batch;
     while (healthy && stream->Read(&batch)) {
       for (const v1::Delivery& d : batch.deliveries()) {
-        if (!Deliver(d, &peer_fd)) {
-          healthy = false;  // left unacknowledged: the broker redelivers it
+        const DeliveryAnswer answer = Deliver(d, &peer_fd);
+        if (!answer.delivered) {
+          // Left unacknowledged: the broker redelivers it.
+          healthy = false;
+          wait = std::max(backoff, answer.retry_after);
+          std::cerr << "carebroker-connect: message " << d.message_id() << " not delivered (" << answer.reason
+                    << "); retrying in " << absl::FormatDuration(wait) << "\n";
           break;
         }
         v1::ReceiveRequest ack;
@@ -287,7 +315,7 @@ void Connect::OutboundLoop() {
       receive_ctx_ = nullptr;
     }
     // Wait before reopening, in small steps so Stop() is prompt.
-    for (absl::Time until = absl::Now() + backoff; !stopping_ && absl::Now() < until;) {
+    for (absl::Time until = absl::Now() + wait; !stopping_ && absl::Now() < until;) {
       absl::SleepFor(absl::Milliseconds(20));
     }
     backoff = std::min(backoff * 2, absl::Seconds(60));
@@ -295,19 +323,23 @@ void Connect::OutboundLoop() {
   if (peer_fd >= 0) ::close(peer_fd);
 }
 
-bool Connect::Deliver(const v1::Delivery& d, int* peer_fd) {
+DeliveryAnswer Connect::Deliver(const v1::Delivery& d, int* peer_fd) {
   const auto& o = config_.outbound();
+  if (o.to_case() == v1::ConnectOutbound::kWebhook) return webhook_->Post(d);
   if (o.to_case() == v1::ConnectOutbound::kDirectory) {
-    return WriteFileAtomically(o.directory(), d.message_id() + ExtensionFor(d.content_type()), d.payload());
+    if (WriteFileAtomically(o.directory(), d.message_id() + ExtensionFor(d.content_type()), d.payload())) {
+      return {.delivered = true};
+    }
+    return {.reason = "cannot write to the outbound folder"};
   }
   // An MLLP peer: the message must be HL7 v2, and the peer must answer AA (or CA).
   if (adapters::FormatByContentType(d.content_type()).value_or(adapters::Format::kCanonical) != adapters::Format::kHl7v2) {
-    return false;
+    return {.reason = "not HL7 v2: set `receives: hl7v2` for this organisation in the broker's config"};
   }
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (*peer_fd < 0) {
       auto fd = mllp::Dial(o.mllp_peer(), absl::Seconds(10));
-      if (!fd.ok()) return false;
+      if (!fd.ok()) return {.reason = "the MLLP peer cannot be reached"};
       *peer_fd = *fd;
     }
     if (mllp::WriteAll(*peer_fd, mllp::Frame(d.payload()))) {
@@ -315,13 +347,14 @@ bool Connect::Deliver(const v1::Delivery& d, int* peer_fd) {
       if (ack.ok()) {
         auto m = hl7::Message::Parse(*ack);
         const hl7::Segment* msa = m.ok() ? m->Find("MSA") : nullptr;
-        return msa != nullptr && (msa->Get(1) == "AA" || msa->Get(1) == "CA");
+        if (msa != nullptr && (msa->Get(1) == "AA" || msa->Get(1) == "CA")) return {.delivered = true};
+        return {.reason = msa != nullptr ? "the MLLP peer answered " + msa->Get(1).substr(0, 2) : "the MLLP peer's ACK has no MSA"};
       }
     }
     ::close(*peer_fd);  // a stale connection: dial again once
     *peer_fd = -1;
   }
-  return false;
+  return {.reason = "the MLLP peer did not answer"};
 }
 
 }  // namespace carebroker

@@ -9,9 +9,11 @@
 // and the target.
 //
 // Outbound: holds a Receive stream and delivers each message to a folder
-// (atomic file writes) or an MLLP peer (which must answer AA), acking to the
-// broker only after that delivery succeeded; on failure the stream is
-// dropped and reopened after a backoff, and the broker redelivers.
+// (atomic file writes), an MLLP peer (which must answer AA) or an HTTP
+// webhook (which must answer 2xx), acking to the broker only after that
+// delivery succeeded; on failure the stream is dropped and reopened after a
+// backoff (doubling to 60 s, or the webhook's Retry-After), and the broker
+// redelivers.
 #pragma once
 
 #include <atomic>
@@ -24,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "carebroker/v1/connect.pb.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
+#include "connect/webhook.h"
 
 namespace carebroker {
 
@@ -51,11 +54,12 @@ class Connect {
   // The ACK for one inbound message.
   std::string Handle(const std::string& er7);
   void OutboundLoop();
-  // Delivers one message; false leaves it unacknowledged.
-  bool Deliver(const v1::Delivery& d, int* peer_fd);
+  // Delivers one message; not delivered leaves it unacknowledged.
+  DeliveryAnswer Deliver(const v1::Delivery& d, int* peer_fd);
 
   const v1::ConnectConfig config_;
   std::unique_ptr<v1::Exchange::Stub> stub_;
+  std::unique_ptr<Webhook> webhook_;  // with a webhook output; used by the outbound thread only
   int listen_fd_ = -1;
   int mllp_port_ = 0;
   std::atomic<bool> stopping_{false};

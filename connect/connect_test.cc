@@ -8,12 +8,20 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <deque>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 
 #include <nlohmann/json.hpp>
+#include <openssl/ssl.h>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_replace.h"
 #include "adapters/common/testdata.h"
 #include "adapters/hl7v2/adt.h"
@@ -213,26 +221,75 @@ TEST_F(ConnectTest, ConcurrentConnectionsEachGetTheirAck) {
 
 // Outbound to an MLLP peer: a message the peer refuses (AE) stays
 // unacknowledged and comes again; acknowledged once the peer answers AA.
-TEST(ConnectOutbound, AnMllpPeerMustAnswerAaBeforeTheBrokerIsAcked) {
-  const std::string dir = FreshDir("connect-peer");
-  fs::create_directories(dir + "/agreements");
-  // The same flow the other way round: a practice to the trust.
-  std::ofstream(dir + "/agreements/gp-to-hospital.yaml")
-      << absl::StrReplaceAll(ReadOrDie(SourceDir() + "/deploy/agreements/hospital-to-gp.yaml"),
-                             {{"senders: {kinds: [nhs_trust]}", "senders: {kinds: [gp_practice]}"},
-                                          {"recipients: {kinds: [gp_practice]}", "recipients: {kinds: [nhs_trust]}"}});
-  auto broker = testing::StartBroker(
-      testing::ConfigYaml(dir + "/data",
-                          absl::StrCat("policy: {agreements_dir: ", dir, "/agreements}\n",
-                                       "delivery: {visibility_timeout: 1s}\n"),
-                          R"(
+// A broker where a GP practice sends to the trust, which receives HL7 v2;
+// the trust's connect delivers outbound.
+class ConnectOutboundTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = FreshDir("connect-out");
+    fs::create_directories(dir_ + "/agreements");
+    // The hospital-to-GP flow the other way round: a practice to the trust.
+    std::ofstream(dir_ + "/agreements/gp-to-hospital.yaml") << absl::StrReplaceAll(
+        ReadOrDie(SourceDir() + "/deploy/agreements/hospital-to-gp.yaml"),
+        {{"senders: {kinds: [nhs_trust]}", "senders: {kinds: [gp_practice]}"},
+         {"recipients: {kinds: [gp_practice]}", "recipients: {kinds: [nhs_trust]}"}});
+    broker_ = testing::StartBroker(
+        testing::ConfigYaml(dir_ + "/data",
+                            absl::StrCat("policy: {agreements_dir: ", dir_, "/agreements}\n",
+                                         "delivery: {visibility_timeout: 1s}\n"),
+                            R"(
 organisations:
   - {ods: RR8, name: Leeds Teaching Hospitals NHS Trust, kind: nhs_trust, receives: hl7v2}
   - {ods: Y06601, name: Example GP practice, kind: gp_practice}
 )"),
-      &SystemClock::Get());
-  ASSERT_NE(broker, nullptr);
+        &SystemClock::Get());
+    ASSERT_NE(broker_, nullptr);
+  }
 
+  // The trust's connect with this outbound section.
+  std::unique_ptr<Connect> StartTrust(const std::string& outbound) {
+    const std::string pki = PkiDir();
+    auto config = ParseConnectConfig(absl::StrCat("broker: {target: \"", broker_->address(), "\", cert: ", pki,
+                                                  "/RR8.crt, key: ", pki, "/RR8.key, ca: ", pki, "/ca.crt}\n",
+                                                  "outbound: ", outbound, "\n"),
+                                     "connect.yaml", dir_);
+    EXPECT_TRUE(config.ok()) << config.status();
+    if (!config.ok()) return nullptr;
+    auto c = Connect::Start(*config);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  // The practice sends a discharge to the trust; its message id.
+  std::string SendToTrust() {
+    v1::SendRequest req;
+    req.set_recipient("RR8");
+    req.set_workflow("HOSPITAL_DISCHARGE");
+    req.set_purpose("direct-care");
+    req.set_content_type("x-application/hl7-v2+er7");
+    req.set_payload(Fixture("adt_a03.hl7"));
+    return testing::SendOk(*testing::StubAs(*broker_, "Y06601"), req);
+  }
+
+  v1::MessageStatus StatusOf(const std::string& id) {
+    grpc::ClientContext ctx;
+    v1::TrackRequest req;
+    req.set_message_id(id);
+    v1::TrackResponse r;
+    const grpc::Status s = testing::StubAs(*broker_, "Y06601")->Track(&ctx, req, &r);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return r.status();
+  }
+
+  static void WaitForDelivered(const Connect& c, int64_t n) {
+    for (int i = 0; i < 750 && c.delivered() < n; ++i) absl::SleepFor(absl::Milliseconds(20));
+  }
+
+  std::string dir_;
+  std::unique_ptr<Broker> broker_;
+};
+
+TEST_F(ConnectOutboundTest, AnMllpPeerMustAnswerAaBeforeTheBrokerIsAcked) {
   // The peer: answers the first message AE and every later one AA.
   int port = 0;
   auto listener = mllp::Listen("127.0.0.1:0", &port);
@@ -254,28 +311,15 @@ organisations:
     if (fd >= 0) ::close(fd);
   });
 
-  const std::string pki = PkiDir();
-  auto config = ParseConnectConfig(absl::StrCat("broker: {target: \"", broker->address(), "\", cert: ", pki,
-                                                "/RR8.crt, key: ", pki, "/RR8.key, ca: ", pki, "/ca.crt}\n",
-                                                "outbound: {mllp_peer: \"127.0.0.1:", port, "\", retry_backoff: 0.1s}\n"),
-                                   "connect.yaml", dir);
-  ASSERT_TRUE(config.ok()) << config.status();
-  auto connect = Connect::Start(*config);
-  ASSERT_TRUE(connect.ok()) << connect.status();
+  auto connect = StartTrust(absl::StrCat("{mllp_peer: \"127.0.0.1:", port, "\", retry_backoff: 0.1s}"));
+  ASSERT_NE(connect, nullptr);
+  const std::string id = SendToTrust();
 
-  v1::SendRequest req;
-  req.set_recipient("RR8");
-  req.set_workflow("HOSPITAL_DISCHARGE");
-  req.set_purpose("direct-care");
-  req.set_content_type("x-application/hl7-v2+er7");
-  req.set_payload(Fixture("adt_a03.hl7"));
-  auto practice = testing::StubAs(*broker, "Y06601");
-  const std::string id = testing::SendOk(*practice, req);
-
-  for (int i = 0; i < 500 && (*connect)->delivered() < 1; ++i) absl::SleepFor(absl::Milliseconds(20));
-  EXPECT_EQ((*connect)->delivered(), 1);
+  WaitForDelivered(*connect, 1);
+  EXPECT_EQ(connect->delivered(), 1);
   peer.join();
   ::close(*listener);
+  EXPECT_EQ(StatusOf(id), v1::MESSAGE_STATUS_ACKNOWLEDGED);
   absl::MutexLock l(&mu);
   ASSERT_EQ(received.size(), 2u) << "refused once, delivered again";
   for (const std::string& f : received) {
@@ -284,7 +328,229 @@ organisations:
     EXPECT_EQ(m->msh().Get(10), id) << "MSH-10 is the broker's message id";
     EXPECT_EQ(m->msh().Get(9, 2), "A03");
   }
-  (*connect)->Stop();
+  connect->Stop();
+}
+
+// A webhook endpoint on loopback, over HTTPS with the dev PKI's server
+// certificate (requiring a client certificate from the CA) or plain HTTP.
+// It answers each POST with the next scripted answer, then 200, and keeps
+// what arrived.
+class Endpoint {
+ public:
+  struct Request {
+    std::string line;                            // e.g. "POST /inbox HTTP/1.1"
+    std::map<std::string, std::string> headers;  // names in lower case
+    std::string body;
+    absl::Time at;
+  };
+
+  Endpoint(bool tls, std::deque<std::string> answers) : answers_(std::move(answers)) {
+    auto fd = mllp::Listen("127.0.0.1:0", &port_);  // a plain TCP listener
+    EXPECT_TRUE(fd.ok()) << fd.status();
+    listen_fd_ = *fd;
+    if (tls) {
+      const std::string pki = PkiDir();
+      ctx_ = SSL_CTX_new(TLS_server_method());
+      EXPECT_EQ(SSL_CTX_use_certificate_chain_file(ctx_, (pki + "/server.crt").c_str()), 1);
+      EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx_, (pki + "/server.key").c_str(), SSL_FILETYPE_PEM), 1);
+      EXPECT_EQ(SSL_CTX_load_verify_locations(ctx_, (pki + "/ca.crt").c_str(), nullptr), 1);
+      SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    }
+    acceptor_ = std::thread([this] {
+      for (int conn; (conn = ::accept(listen_fd_, nullptr, nullptr)) >= 0;) {
+        absl::MutexLock l(&mu_);
+        fds_.push_back(conn);
+        connections_.emplace_back([this, conn] { Serve(conn); });
+      }
+    });
+  }
+
+  ~Endpoint() {
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    acceptor_.join();
+    std::vector<std::thread> connections;
+    {
+      absl::MutexLock l(&mu_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+      connections.swap(connections_);
+    }
+    for (auto& t : connections) t.join();
+    for (int fd : fds_) ::close(fd);
+    ::close(listen_fd_);
+    if (ctx_ != nullptr) SSL_CTX_free(ctx_);
+  }
+
+  std::string url(const std::string& path) const {
+    return absl::StrCat(ctx_ != nullptr ? "https" : "http", "://127.0.0.1:", port_, path);
+  }
+  std::vector<Request> requests() {
+    absl::MutexLock l(&mu_);
+    return requests_;
+  }
+  int failed_handshakes() {
+    absl::MutexLock l(&mu_);
+    return failed_handshakes_;
+  }
+  // Waits up to 15 s for the condition on the endpoint.
+  bool WaitFor(const std::function<bool(Endpoint&)>& done) {
+    for (int i = 0; i < 750; ++i) {
+      if (done(*this)) return true;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return done(*this);
+  }
+
+ private:
+  void Serve(int fd) {
+    SSL* ssl = nullptr;
+    if (ctx_ != nullptr) {
+      ssl = SSL_new(ctx_);
+      SSL_set_fd(ssl, fd);
+      if (SSL_accept(ssl) != 1) {
+        SSL_free(ssl);
+        absl::MutexLock l(&mu_);
+        ++failed_handshakes_;
+        return;
+      }
+    }
+    auto read = [&](char* buf, int n) { return ssl != nullptr ? SSL_read(ssl, buf, n) : ::read(fd, buf, n); };
+    auto write = [&](const std::string& s) {
+      return ssl != nullptr ? SSL_write(ssl, s.data(), s.size()) : ::write(fd, s.data(), s.size());
+    };
+    std::string in;
+    char buf[16384];
+    while (true) {  // one request after another on a kept-alive connection
+      size_t head_end;
+      while ((head_end = in.find("\r\n\r\n")) == std::string::npos) {
+        const int n = read(buf, sizeof buf);
+        if (n <= 0) break;
+        in.append(buf, n);
+      }
+      if (head_end == std::string::npos) break;
+      Request r;
+      std::vector<std::string> lines = absl::StrSplit(in.substr(0, head_end), "\r\n");
+      r.line = lines[0];
+      for (size_t i = 1; i < lines.size(); ++i) {
+        const size_t colon = lines[i].find(':');
+        if (colon == std::string::npos) continue;
+        r.headers[absl::AsciiStrToLower(lines[i].substr(0, colon))] =
+            std::string(absl::StripAsciiWhitespace(lines[i].substr(colon + 1)));
+      }
+      size_t length = 0;
+      EXPECT_TRUE(absl::SimpleAtoi(r.headers["content-length"], &length)) << r.line;
+      in.erase(0, head_end + 4);
+      while (in.size() < length) {
+        const int n = read(buf, sizeof buf);
+        if (n <= 0) break;
+        in.append(buf, n);
+      }
+      if (in.size() < length) break;
+      r.body = in.substr(0, length);
+      in.erase(0, length);
+      r.at = absl::Now();
+      std::string answer = "200 OK";
+      {
+        absl::MutexLock l(&mu_);
+        requests_.push_back(std::move(r));
+        if (!answers_.empty()) {
+          answer = answers_.front();
+          answers_.pop_front();
+        }
+      }
+      if (write(absl::StrCat("HTTP/1.1 ", answer, "\r\nContent-Length: 2\r\n\r\nok")) <= 0) break;
+    }
+    if (ssl != nullptr) SSL_free(ssl);
+  }
+
+  int port_ = 0;
+  int listen_fd_ = -1;
+  SSL_CTX* ctx_ = nullptr;
+  std::thread acceptor_;
+  absl::Mutex mu_;
+  std::deque<std::string> answers_ ABSL_GUARDED_BY(mu_);
+  std::vector<Request> requests_ ABSL_GUARDED_BY(mu_);
+  int failed_handshakes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<int> fds_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> connections_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(ConnectOutboundTest, AWebhookGetsEachMessageOverMutualTlsAndIsRetriedUntil2xx) {
+  Endpoint endpoint(/*tls=*/true, {"503 Service Unavailable\r\nRetry-After: 0", "500 Internal Server Error"});
+  std::ofstream(dir_ + "/token") << "Bearer synthetic-token\n";
+  const std::string pki = PkiDir();
+  auto connect = StartTrust(absl::StrCat("{webhook: {url: \"", endpoint.url("/inbox?from=carebroker"), "\", ca: ", pki,
+                                         "/ca.crt, cert: ", pki, "/RR8.crt, key: ", pki,
+                                         "/RR8.key, authorization_file: token, timeout: 5s}, retry_backoff: 0.1s}"));
+  ASSERT_NE(connect, nullptr);
+  const std::string id = SendToTrust();
+
+  WaitForDelivered(*connect, 1);
+  EXPECT_EQ(connect->delivered(), 1);
+  EXPECT_EQ(StatusOf(id), v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  const std::vector<Endpoint::Request> got = endpoint.requests();
+  ASSERT_EQ(got.size(), 3u) << "503, 500, then 200";
+  for (size_t i = 0; i < got.size(); ++i) {
+    const Endpoint::Request& r = got[i];
+    EXPECT_EQ(r.line, "POST /inbox?from=carebroker HTTP/1.1");
+    EXPECT_EQ(r.headers.at("content-type"), "x-application/hl7-v2+er7");
+    EXPECT_EQ(r.headers.at("idempotency-key"), id) << "the same key on every retry";
+    EXPECT_EQ(r.headers.at("x-carebroker-message-id"), id);
+    EXPECT_EQ(r.headers.at("x-carebroker-sender"), "Y06601");
+    EXPECT_EQ(r.headers.at("x-carebroker-workflow"), "HOSPITAL_DISCHARGE");
+    EXPECT_EQ(r.headers.at("x-carebroker-delivery-count"), absl::StrCat(i + 1));
+    EXPECT_EQ(r.headers.at("authorization"), "Bearer synthetic-token");
+    auto m = hl7::Message::Parse(r.body);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_EQ(m->msh().Get(10), id);
+  }
+  EXPECT_EQ(got[0].body, got[2].body);
+  connect->Stop();
+}
+
+TEST_F(ConnectOutboundTest, AWebhooksRetryAfterIsWaitedFor) {
+  // Plain HTTP is allowed to a loopback host (an engine on the same machine).
+  Endpoint endpoint(/*tls=*/false, {"429 Too Many Requests\r\nRetry-After: 2"});
+  auto connect =
+      StartTrust(absl::StrCat("{webhook: {url: \"", endpoint.url("/"), "\"}, retry_backoff: 0.1s}"));
+  ASSERT_NE(connect, nullptr);
+  const std::string id = SendToTrust();
+  WaitForDelivered(*connect, 1);
+  EXPECT_EQ(connect->delivered(), 1);
+  const std::vector<Endpoint::Request> got = endpoint.requests();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_GE(got[1].at - got[0].at, absl::Seconds(2)) << "not before Retry-After";
+  EXPECT_EQ(StatusOf(id), v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  connect->Stop();
+}
+
+TEST_F(ConnectOutboundTest, AWebhookWithAnUntrustedCertificateGetsNothingAndNothingIsAcked) {
+  Endpoint endpoint(/*tls=*/true, {});
+  const std::string pki = PkiDir();
+  // The endpoint's certificate is checked against the wrong CA.
+  auto connect = StartTrust(absl::StrCat("{webhook: {url: \"", endpoint.url("/"), "\", ca: ", pki,
+                                         "/rogue-ca.crt, cert: ", pki, "/RR8.crt, key: ", pki,
+                                         "/RR8.key}, retry_backoff: 0.1s}"));
+  ASSERT_NE(connect, nullptr);
+  const std::string id = SendToTrust();
+  EXPECT_TRUE(endpoint.WaitFor([](Endpoint& e) { return e.failed_handshakes() >= 2; }));
+  EXPECT_TRUE(endpoint.requests().empty());
+  EXPECT_EQ(connect->delivered(), 0);
+  EXPECT_EQ(StatusOf(id), v1::MESSAGE_STATUS_DELIVERED) << "handed to connect, never acknowledged";
+  connect->Stop();
+}
+
+TEST_F(ConnectOutboundTest, AWebhookAuthorizationFileMustBeOneLine) {
+  std::ofstream(dir_ + "/token") << "Bearer a\nX-Injected: b\n";
+  const std::string pki = PkiDir();
+  auto config = ParseConnectConfig(absl::StrCat("broker: {target: \"", broker_->address(), "\", cert: ", pki,
+                                                "/RR8.crt, key: ", pki, "/RR8.key, ca: ", pki, "/ca.crt}\n",
+                                                "outbound: {webhook: {url: \"https://127.0.0.1:1/\", "
+                                                "authorization_file: token}}\n"),
+                                   "connect.yaml", dir_);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto c = Connect::Start(*config);
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("authorization file: expected one line"));
 }
 
 TEST(ConnectConfig, TheDeployExampleIsValid) {
@@ -316,6 +582,16 @@ TEST(ConnectConfig, ErrorsNameTheKey) {
       {broker + "mllp: {listen: \"127.0.0.1:0\", workflows: {A03: D}, purpose: direct-care, routes: [nearest]}\n",
        "mllp.routes"},
       {broker + "outbound: {mllp_peer: nowhere}\n", "outbound.mllp_peer: expected host:port"},
+      {broker + "outbound: {webhook: {}}\n", "outbound.webhook.url: required"},
+      {broker + "outbound: {webhook: {url: \"not a url\"}}\n", "outbound.webhook.url: not a URL"},
+      {broker + "outbound: {webhook: {url: \"http://care.example.nhs.uk/in\"}}\n",
+       "outbound.webhook.url: http:// only to a loopback host"},
+      {broker + "outbound: {webhook: {url: \"ftp://127.0.0.1/in\"}}\n", "outbound.webhook.url: the scheme must be https"},
+      {broker + "outbound: {webhook: {url: \"https://u:p@care.example.nhs.uk/in\"}}\n", "no credentials in the URL"},
+      {broker + "outbound: {webhook: {url: \"https://care.example.nhs.uk/in\", cert: " + pki + "/RR8.crt}}\n",
+       "outbound.webhook.key: cert and key go together"},
+      {broker + "outbound: {webhook: {url: \"https://care.example.nhs.uk/in\", ca: nope.pem}}\n",
+       "outbound.webhook.ca: cannot read"},
   };
   for (const auto& c : cases) {
     auto config = ParseConnectConfig(c.yaml, "connect.yaml", "/tmp");

@@ -21,10 +21,6 @@ using google::protobuf::util::TimeUtil;
 
 constexpr uint64_t kMaxMessageBytesCeiling = 64ull << 20;  // gRPC frames above this are unwise
 
-absl::Duration ToAbsl(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
 void SetDefault(google::protobuf::Duration* d, absl::Duration v, bool has) {
   if (!has) *d = TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(v));
 }
@@ -127,10 +123,10 @@ bool HasRole(const google::protobuf::RepeatedField<int>& roles, Role r) {
 bool Config::MayWriteConsent(Role r) const { return HasRole(proto_.policy().consent_writers(), r); }
 bool Config::MayReadConsent(Role r) const { return HasRole(proto_.policy().consent_readers(), r); }
 
-absl::Duration Config::visibility_timeout() const { return ToAbsl(proto_.delivery().visibility_timeout()); }
-absl::Duration Config::expiry() const { return ToAbsl(proto_.delivery().expiry()); }
-absl::Duration Config::retention() const { return ToAbsl(proto_.delivery().retention()); }
-absl::Duration Config::sweep_interval() const { return ToAbsl(proto_.delivery().sweep_interval()); }
+absl::Duration Config::visibility_timeout() const { return FromDuration(proto_.delivery().visibility_timeout()); }
+absl::Duration Config::expiry() const { return FromDuration(proto_.delivery().expiry()); }
+absl::Duration Config::retention() const { return FromDuration(proto_.delivery().retention()); }
+absl::Duration Config::sweep_interval() const { return FromDuration(proto_.delivery().sweep_interval()); }
 
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text, absl::string_view file,
                                                           const std::string& base_dir,
@@ -207,7 +203,7 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
                         std::pair{"delivery.expiry", del->expiry()},
                         std::pair{"delivery.retention", del->retention()},
                         std::pair{"delivery.sweep_interval", del->sweep_interval()}}) {
-    if (ToAbsl(d) <= absl::ZeroDuration()) return err(key, "must be more than zero");
+    if (FromDuration(d) <= absl::ZeroDuration()) return err(key, "must be more than zero");
   }
 
   if (c.organisations().empty()) return err("organisations", "at least one organisation is required");

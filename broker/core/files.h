@@ -6,6 +6,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "google/protobuf/duration.pb.h"
 #include "google/protobuf/timestamp.pb.h"
 
 namespace carebroker {
@@ -22,5 +23,6 @@ bool WriteFileAtomically(const std::string& dir, const std::string& name, absl::
 // Microsecond-precision conversion used on the wire.
 google::protobuf::Timestamp ToTimestamp(absl::Time t);
 absl::Time FromTimestamp(const google::protobuf::Timestamp& t);
+absl::Duration FromDuration(const google::protobuf::Duration& d);
 
 }  // namespace carebroker
