@@ -49,7 +49,7 @@ absl::StatusOr<Format> FormatByContentType(absl::string_view content_type) {
   }
   // The media types alone, with any parameters (fhirVersion=4.0, charset=utf-8).
   const absl::string_view media = absl::StripAsciiWhitespace(absl::string_view(ct).substr(0, ct.find(';')));
-  if (media == "application/fhir+json") return Format::kFhir;
+  if (media == "application/fhir+json" || media == "application/fhir+xml") return Format::kFhir;
   if (media == "x-application/hl7-v2+er7" || media == "application/hl7-v2") return Format::kHl7v2;
   if (media == "application/vnd.carebroker.council+json") return Format::kCouncilJson;
   return absl::NotFoundError("not a format carebroker reads: an opaque payload");

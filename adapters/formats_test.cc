@@ -20,6 +20,7 @@ TEST(Formats, NamesAndContentTypesFindEachOther) {
     EXPECT_EQ(*FormatByContentType(i.content_type), i.format);
   }
   EXPECT_EQ(*FormatByContentType("application/fhir+json; fhirVersion=4.0"), Format::kFhir);
+  EXPECT_EQ(*FormatByContentType("application/fhir+xml; fhirVersion=4.0"), Format::kFhir) << "read, answered in JSON";
   EXPECT_EQ(*FormatByContentType("Application/HL7-v2; charset=utf-8"), Format::kHl7v2);
   EXPECT_EQ(FormatByContentType("application/pdf").status().code(), absl::StatusCode::kNotFound);
   auto bad = FormatByName("xml");

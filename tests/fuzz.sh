@@ -25,7 +25,8 @@ run() {
     -artifact_prefix="$build/crashes/${name}-" -print_final_stats=1 "$corpus" 2>&1 | tail -n 6
 }
 run hl7v2 adapters/testdata/hl7v2
-run fhir adapters/testdata/fhir "$samples/fhir/r4-base" "$samples/fhir/nhs-api-json/pds" "$samples/fhir/nhs-api-json/bars"
+run fhir adapters/testdata/fhir "$samples/fhir/r4-base" "$samples/fhir/nhs-api-json/pds" "$samples/fhir/nhs-api-json/bars" \
+  "$samples/fhir/ukcore"
 run council_json adapters/testdata/council
 run cld adapters/testdata/cld
 echo "fuzz: no crashes"

@@ -9,7 +9,9 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "adapters/common/values.h"
+#include "adapters/fhir/fhir_xml.h"
 #include "broker/core/status.h"
 
 namespace carebroker::fhir {
@@ -385,6 +387,9 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, v1::CareEvent
   return absl::OkStatus();
 }
 
+absl::StatusOr<v1::CareRecord> ReadDocument(const Json& doc, const ReadLimits& limits,
+                                            const adapters::ReadOptions& options);
+
 absl::Status ReadResource(const Json& r, const std::string& path, const adapters::ReadOptions& options,
                           v1::CareRecord* out, bool* person_seen) {
   const Json* type = Reader::At(r, "resourceType");
@@ -405,10 +410,23 @@ absl::Status ReadResource(const Json& r, const std::string& path, const adapters
 absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits& limits,
                                         const adapters::ReadOptions& options) {
   if (text.size() > limits.max_bytes) return Invalid(absl::StrCat("the document exceeds ", limits.max_bytes, " bytes"));
-  const absl::string_view trimmed = absl::StripLeadingAsciiWhitespace(text);
-  if (absl::StartsWith(trimmed, "<")) return Unsupported("FHIR XML is not accepted; send FHIR JSON");
+  // FHIR XML (after any byte-order mark) starts with '<'; JSON never does.
+  absl::string_view trimmed = absl::StripLeadingAsciiWhitespace(text);
+  absl::ConsumePrefix(&trimmed, "\xEF\xBB\xBF");
+  if (absl::StartsWith(trimmed, "<")) {
+    auto doc = FhirXmlToJson(trimmed);
+    if (!doc.ok()) return doc.status();
+    return ReadDocument(*doc, limits, options);
+  }
   const Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) return Invalid("not well-formed JSON");
+  return ReadDocument(doc, limits, options);
+}
+
+namespace {
+
+absl::StatusOr<v1::CareRecord> ReadDocument(const Json& doc, const ReadLimits& limits,
+                                            const adapters::ReadOptions& options) {
   if (!doc.is_object()) return Invalid("the document is not a JSON object");
   v1::CareRecord out;
   bool person_seen = false;
@@ -446,8 +464,6 @@ absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits
   }
   return out;
 }
-
-namespace {
 
 Json Coding(absl::string_view system, absl::string_view code, absl::string_view display = "") {
   Json c = {{"system", system}, {"code", code}};

@@ -1,6 +1,6 @@
-// FHIR R4 JSON (UK Core) to and from the canonical CareRecord.
+// FHIR R4 (UK Core) to and from the canonical CareRecord.
 //
-// Read: a Patient, an Encounter, or a Bundle holding them (a message Bundle
+// Read: FHIR JSON or FHIR XML (fhir_xml.h), a Patient, an Encounter, or a Bundle holding them (a message Bundle
 // with its MessageHeader, or a searchset/collection/transaction). The NHS
 // number is the identifier with system https://fhir.nhs.uk/Id/nhs-number,
 // checked with Modulus 11; its verification status is read from the UK Core
@@ -10,7 +10,7 @@
 // discharge, planned an admission PLANNED, cancelled a CANCEL, a current
 // location with a completed one a transfer, otherwise an admission.
 //
-// Write: a message Bundle (MessageHeader first, then the Patient, then one
+// Write (FHIR JSON): a message Bundle (MessageHeader first, then the Patient, then one
 // Encounter per hospital event) in UK Core identifier systems and extensions.
 #pragma once
 
@@ -34,9 +34,10 @@ struct ReadLimits {
 };
 
 // Errors are INVALID_ARGUMENT with reason FHIR_INVALID (not JSON, wrong
-// shapes, bad dates, naming the element path), FHIR_UNSUPPORTED (a resource
-// type not listed above, FHIR XML) or NHS_NUMBER_INVALID; never patient data.
-absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view json, const ReadLimits& limits = {},
+// shapes, bad dates, naming the element path; XML that is not well-formed,
+// naming the line), FHIR_UNSUPPORTED (a resource type not listed above) or
+// NHS_NUMBER_INVALID; never patient data.
+absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits& limits = {},
                                         const adapters::ReadOptions& options = {});
 
 // What the MessageHeader says.
