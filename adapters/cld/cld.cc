@@ -1,5 +1,7 @@
 #include "adapters/cld/cld.h"
 
+#include <array>
+
 #include <functional>
 
 #include "absl/container/flat_hash_map.h"
@@ -23,8 +25,12 @@ absl::Status Invalid(absl::string_view what) { return InvalidArgument("CLD_INVAL
 struct RowContext {
   v1::Person* person;  // null when the person was already read from an earlier row
   v1::CareEvent* event;
-  std::string where;  // "row N, column X"
+  size_t row;
+  absl::string_view column;
   const adapters::ReadOptions* options;
+
+  // "row N, column X", spelled out only for an error.
+  std::string where() const { return absl::StrCat("row ", row, ", column ", column); }
 };
 
 // The start and end dates of an event, by its kind (null for other kinds).
@@ -65,18 +71,18 @@ const v1::Date* EndDate(const v1::CareEvent& e) {
   }
 }
 
-absl::Status SetDate(absl::string_view v, const std::string& where, v1::Date* out) {
-  if (out == nullptr) return Invalid(absl::StrCat(where, ": not applicable to this Event Type"));
-  auto d = adapters::ParseDate(v, where, /*uk_slashes=*/true);
-  if (!d.ok()) return d.status();
+absl::Status SetDate(absl::string_view v, const RowContext& c, v1::Date* out) {
+  if (out == nullptr) return Invalid(absl::StrCat(c.where(), ": not applicable to this Event Type"));
+  auto d = adapters::ParseDate(v, "", /*uk_slashes=*/true);
+  if (!d.ok()) return adapters::ParseDate(v, c.where(), /*uk_slashes=*/true).status();
   *out = *d;
   return absl::OkStatus();
 }
 
 std::string DateText(const v1::Date* d) { return d == nullptr ? "" : adapters::FormatDate(*d); }
 
-absl::Status SetNumber(absl::string_view v, const std::string& where, double* out) {
-  if (!absl::SimpleAtod(v, out)) return Invalid(absl::StrCat(where, ": expected a number"));
+absl::Status SetNumber(absl::string_view v, const RowContext& c, double* out) {
+  if (!absl::SimpleAtod(v, out)) return Invalid(absl::StrCat(c.where(), ": expected a number"));
   return absl::OkStatus();
 }
 
@@ -139,7 +145,7 @@ Column EventText(std::string name, v1::CareEvent::DetailCase kind, const D& (v1:
             return e.detail_case() == kind ? ((e.*detail)().*get)() : std::string();
           },
           [=](absl::string_view v, const RowContext& c) {
-            if (c.event->detail_case() != kind) return Invalid(absl::StrCat(c.where, ": not applicable to this Event Type"));
+            if (c.event->detail_case() != kind) return Invalid(absl::StrCat(c.where(), ": not applicable to this Event Type"));
             *(((c.event)->*mutable_detail)()->*set)() = std::string(v);
             return absl::OkStatus();
           }};
@@ -151,9 +157,9 @@ Column CostNumber(std::string name, double (v1::CarePackage::*get)() const, void
             return e.has_care_package() ? NumberText((e.care_package().*get)()) : "";
           },
           [set](absl::string_view v, const RowContext& c) {
-            if (!c.event->has_care_package()) return Invalid(absl::StrCat(c.where, ": applies to Service events only"));
+            if (!c.event->has_care_package()) return Invalid(absl::StrCat(c.where(), ": applies to Service events only"));
             double d = 0;
-            if (absl::Status s = SetNumber(v, c.where, &d); !s.ok()) return s;
+            if (absl::Status s = SetNumber(v, c, &d); !s.ok()) return s;
             (c.event->mutable_care_package()->*set)(d);
             return absl::OkStatus();
           }};
@@ -165,8 +171,8 @@ const std::vector<Column>& Table() {
     auto* t = new std::vector<Column>{
       {"NHS Number", true, [](const v1::Person& p, const E&) { return p.nhs_number(); },
        [](absl::string_view v, const RowContext& c) {
-         auto n = adapters::CheckedNhsNumber(v, c.where, *c.options);
-         if (!n.ok()) return n.status();
+         auto n = adapters::CheckedNhsNumber(v, "", *c.options);
+         if (!n.ok()) return adapters::CheckedNhsNumber(v, c.where(), *c.options).status();
          c.person->set_nhs_number(*n);
          return absl::OkStatus();
        }},
@@ -208,14 +214,14 @@ const std::vector<Column>& Table() {
          }
          if (absl::EqualsIgnoreCase(v, "Unknown")) return c.person->set_sex(v1::SEX_NOT_KNOWN), absl::OkStatus();
          if (absl::EqualsIgnoreCase(v, "Other")) return c.person->set_sex(v1::SEX_NOT_SPECIFIED), absl::OkStatus();
-         return Invalid(absl::StrCat(c.where, ": expected Male, Female, Not Known or Not Specified"));
+         return Invalid(absl::StrCat(c.where(), ": expected Male, Female, Not Known or Not Specified"));
        }},
       {"Ethnicity", true, [](const v1::Person& p, const E&) { return p.ethnicity(); },
        [](absl::string_view v, const RowContext& c) { return c.person->set_ethnicity(std::string(v)), absl::OkStatus(); }},
       {"Date of Birth", true, [](const v1::Person& p, const E&) { return DateText(p.has_birth_date() ? &p.birth_date() : nullptr); },
-       [](absl::string_view v, const RowContext& c) { return SetDate(v, c.where, c.person->mutable_birth_date()); }},
+       [](absl::string_view v, const RowContext& c) { return SetDate(v, c, c.person->mutable_birth_date()); }},
       {"Date of Death", true, [](const v1::Person& p, const E&) { return DateText(p.has_death_date() ? &p.death_date() : nullptr); },
-       [](absl::string_view v, const RowContext& c) { return SetDate(v, c.where, c.person->mutable_death_date()); }},
+       [](absl::string_view v, const RowContext& c) { return SetDate(v, c, c.person->mutable_death_date()); }},
       SocialText("Client Type", &v1::SocialCareProfile::client_type, &v1::SocialCareProfile::mutable_client_type),
       SocialText("Primary Support Reason", &v1::SocialCareProfile::primary_support_reason, &v1::SocialCareProfile::mutable_primary_support_reason),
       {"Postcode", true, [](const v1::Person& p, const E&) { return p.address().postcode(); },
@@ -235,9 +241,9 @@ const std::vector<Column>& Table() {
       {"Event Reference", false, [](const v1::Person&, const E& e) { return e.reference(); },
        [](absl::string_view v, const RowContext& c) { return c.event->set_reference(std::string(v)), absl::OkStatus(); }},
       {"Event Start Date", false, [](const v1::Person&, const E& e) { return DateText(StartDate(e)); },
-       [](absl::string_view v, const RowContext& c) { return SetDate(v, c.where, StartDate(c.event)); }},
+       [](absl::string_view v, const RowContext& c) { return SetDate(v, c, StartDate(c.event)); }},
       {"Event End Date", false, [](const v1::Person&, const E& e) { return DateText(EndDate(e)); },
-       [](absl::string_view v, const RowContext& c) { return SetDate(v, c.where, EndDate(c.event)); }},
+       [](absl::string_view v, const RowContext& c) { return SetDate(v, c, EndDate(c.event)); }},
       {"Event Description", false, [](const v1::Person&, const E& e) { return e.description(); },
        [](absl::string_view v, const RowContext& c) { return c.event->set_description(std::string(v)), absl::OkStatus(); }},
       {"Event Outcome", false, [](const v1::Person&, const E& e) { return e.outcome(); },
@@ -249,9 +255,9 @@ const std::vector<Column>& Table() {
          return e.has_assessment() ? std::string(e.assessment().eligible_needs_identified() ? "Yes" : "No") : "";
        },
        [](absl::string_view v, const RowContext& c) {
-         if (!c.event->has_assessment()) return Invalid(absl::StrCat(c.where, ": applies to Assessment events only"));
+         if (!c.event->has_assessment()) return Invalid(absl::StrCat(c.where(), ": applies to Assessment events only"));
          if (!absl::EqualsIgnoreCase(v, "Yes") && !absl::EqualsIgnoreCase(v, "No")) {
-           return Invalid(absl::StrCat(c.where, ": expected Yes or No"));
+           return Invalid(absl::StrCat(c.where(), ": expected Yes or No"));
          }
          c.event->mutable_assessment()->set_eligible_needs_identified(absl::EqualsIgnoreCase(v, "Yes"));
          return absl::OkStatus();
@@ -310,70 +316,91 @@ const std::vector<std::string>& Columns() {
 }
 
 absl::StatusOr<Submission> ReadCld(absl::string_view csv, const adapters::ReadOptions& options) {
-  auto rows = adapters::ParseCsv(csv);
-  if (!rows.ok()) return rows.status();
-  if (rows->empty()) return Invalid("the file has no header row");
-  // Column positions by name.
-  const CsvRow& header = rows->front();
-  absl::flat_hash_map<std::string, int> known;
   const auto& table = Table();
-  for (size_t i = 0; i < table.size(); ++i) known[Key(table[i].name)] = static_cast<int>(i);
-  std::vector<int> column_of(header.size(), -1);  // table index; -2 event type; -3..-5 submission
-  absl::flat_hash_map<std::string, int> seen;
-  for (size_t c = 0; c < header.size(); ++c) {
-    const std::string k = Key(header[c]);
-    if (!seen.emplace(k, c).second) return Invalid(absl::StrCat("header: column ", c + 1, " repeats a column name"));
-    if (k == Key(kEventType)) column_of[c] = -2;
-    else if (k == Key(kLaCode)) column_of[c] = -3;
-    else if (k == Key(kPeriodStart)) column_of[c] = -4;
-    else if (k == Key(kPeriodEnd)) column_of[c] = -5;
-    else if (auto it = known.find(k); it != known.end()) column_of[c] = it->second;
-    else {
-      return Invalid(absl::StrCat("header: column ", c + 1, " \"", absl::CHexEscape(header[c].substr(0, 60)),
-                                  "\" is not a CLD Release 1 column"));
-    }
-  }
-  if (!seen.contains(Key(kEventType))) return Invalid("header: the Event Type column is required");
-  if (!seen.contains(Key("NHS Number")) && !seen.contains(Key("LA Person Unique Identifier"))) {
-    return Invalid("header: NHS Number or LA Person Unique Identifier is required");
-  }
+  // From the header: each column's place in the table (-1 none; -2 event
+  // type; -3..-5 submission), and where the columns read per row are.
+  std::vector<int> column_of;
+  size_t columns = 0;
+  constexpr int kAbsent = -1;
+  int event_type = kAbsent, nhs_number = kAbsent, la_person = kAbsent;
+  std::array<int, 3> submission = {kAbsent, kAbsent, kAbsent};
+  const std::array<absl::string_view, 3> submission_names = {kLaCode, kPeriodStart, kPeriodEnd};
+  std::array<std::string*, 3> submission_fields;
 
   Submission out;
+  submission_fields = {&out.la_code, &out.period_start, &out.period_end};
   absl::flat_hash_map<std::string, size_t> person_of;  // person key -> index in out.people
-  for (size_t r = 1; r < rows->size(); ++r) {
-    const CsvRow& row = (*rows)[r];
-    const std::string row_name = absl::StrCat("row ", r + 1);
-    if (row.size() != header.size()) {
-      return Invalid(absl::StrCat(row_name, ": has ", row.size(), " fields; the header has ", header.size()));
+  size_t r = 0;  // rows read, the header being row 1
+
+  auto header = [&](const adapters::CsvRowView& names) -> absl::Status {
+    absl::flat_hash_map<std::string, int> known;
+    for (size_t i = 0; i < table.size(); ++i) known[Key(table[i].name)] = static_cast<int>(i);
+    absl::flat_hash_map<std::string, int> seen;
+    columns = names.size();
+    column_of.assign(columns, kAbsent);
+    for (size_t c = 0; c < columns; ++c) {
+      const std::string k = Key(names[c]);
+      if (!seen.emplace(k, static_cast<int>(c)).second) {
+        return Invalid(absl::StrCat("header: column ", c + 1, " repeats a column name"));
+      }
+      if (k == Key(kEventType)) column_of[c] = -2;
+      else if (k == Key(kLaCode)) column_of[c] = -3;
+      else if (k == Key(kPeriodStart)) column_of[c] = -4;
+      else if (k == Key(kPeriodEnd)) column_of[c] = -5;
+      else if (auto it = known.find(k); it != known.end()) column_of[c] = it->second;
+      else {
+        return Invalid(absl::StrCat("header: column ", c + 1, " \"", absl::CHexEscape(names[c].substr(0, 60)),
+                                    "\" is not a CLD Release 1 column"));
+      }
     }
-    auto cell = [&](absl::string_view name) -> std::string {
-      auto it = seen.find(Key(name));
-      return it == seen.end() ? "" : std::string(absl::StripAsciiWhitespace(row[it->second]));
+    auto at = [&](absl::string_view name) {
+      const auto it = seen.find(Key(name));
+      return it == seen.end() ? kAbsent : it->second;
     };
+    event_type = at(kEventType);
+    nhs_number = at("NHS Number");
+    la_person = at("LA Person Unique Identifier");
+    for (size_t i = 0; i < submission.size(); ++i) submission[i] = at(submission_names[i]);
+    if (event_type == kAbsent) return Invalid("header: the Event Type column is required");
+    if (nhs_number == kAbsent && la_person == kAbsent) {
+      return Invalid("header: NHS Number or LA Person Unique Identifier is required");
+    }
+    return absl::OkStatus();
+  };
+
+  auto row = [&](const adapters::CsvRowView& cells) -> absl::Status {
+    const size_t row_number = r;
+    auto row_name = [&] { return absl::StrCat("row ", row_number); };
+    if (cells.size() != columns) {
+      return Invalid(absl::StrCat(row_name(), ": has ", cells.size(), " fields; the header has ", columns));
+    }
+    auto cell = [&](int c) { return c == kAbsent ? absl::string_view() : absl::StripAsciiWhitespace(cells[c]); };
     // Submission details, the same on every row.
-    for (auto [name, field] : {std::pair{kLaCode, &out.la_code}, std::pair{kPeriodStart, &out.period_start},
-                               std::pair{kPeriodEnd, &out.period_end}}) {
-      const std::string v = cell(name);
+    for (size_t i = 0; i < submission.size(); ++i) {
+      const absl::string_view v = cell(submission[i]);
       if (v.empty()) continue;
-      if (!field->empty() && *field != v) return Invalid(absl::StrCat(row_name, ", column ", name, ": differs from row 2"));
-      *field = v;
+      std::string& field = *submission_fields[i];
+      if (!field.empty() && field != v) {
+        return Invalid(absl::StrCat(row_name(), ", column ", submission_names[i], ": differs from row 2"));
+      }
+      field = std::string(v);
     }
     // Whose row it is.
-    std::string key = cell("NHS Number");
-    if (!key.empty()) {
-      auto n = adapters::CheckedNhsNumber(key, absl::StrCat(row_name, ", column NHS Number"), options);
-      if (!n.ok()) return n.status();
-      key = "n:" + *n;
-    } else if (std::string la = cell("LA Person Unique Identifier"); !la.empty()) {
-      key = "l:" + la;
+    std::string key;
+    if (const absl::string_view nhs = cell(nhs_number); !nhs.empty()) {
+      auto n = adapters::CheckedNhsNumber(nhs, "", options);
+      if (!n.ok()) return adapters::CheckedNhsNumber(nhs, absl::StrCat(row_name(), ", column NHS Number"), options).status();
+      key = absl::StrCat("n:", *n);
+    } else if (const absl::string_view la = cell(la_person); !la.empty()) {
+      key = absl::StrCat("l:", la);
     } else {
-      return Invalid(absl::StrCat(row_name, ": neither NHS Number nor LA Person Unique Identifier"));
+      return Invalid(absl::StrCat(row_name(), ": neither NHS Number nor LA Person Unique Identifier"));
     }
-    const auto [it, first] = person_of.emplace(key, out.people.size());
+    const auto [it, first] = person_of.emplace(std::move(key), out.people.size());
     if (first) out.people.emplace_back();
     v1::CareRecord& record = out.people[it->second];
     v1::CareEvent* event = record.add_events();
-    const std::string type = cell(kEventType);
+    const absl::string_view type = cell(event_type);
     bool kind_known = false;
     for (const auto& [kind, word] : kEventTypes) {
       if (!absl::EqualsIgnoreCase(type, word)) continue;
@@ -385,13 +412,16 @@ absl::StatusOr<Submission> ReadCld(absl::string_view csv, const adapters::ReadOp
         default: event->mutable_review(); break;
       }
     }
-    if (!kind_known) return Invalid(absl::StrCat(row_name, ", column Event Type: expected Request, Assessment, Service or Review"));
-    for (size_t c = 0; c < header.size(); ++c) {
+    if (!kind_known) {
+      return Invalid(absl::StrCat(row_name(), ", column Event Type: expected Request, Assessment, Service or Review"));
+    }
+    RowContext ctx{record.mutable_person(), event, row_number, {}, &options};
+    for (size_t c = 0; c < columns; ++c) {
       if (column_of[c] < 0) continue;
       const Column& col = table[column_of[c]];
-      const absl::string_view v = absl::StripAsciiWhitespace(row[c]);
+      const absl::string_view v = absl::StripAsciiWhitespace(cells[c]);
       if (v.empty() || (col.person && !first)) continue;
-      const RowContext ctx{&*record.mutable_person(), event, absl::StrCat(row_name, ", column ", col.name), &options};
+      ctx.column = col.name;
       if (absl::Status s = col.set(v, ctx); !s.ok()) return s;
     }
     if (first) {
@@ -399,7 +429,14 @@ absl::StatusOr<Submission> ReadCld(absl::string_view csv, const adapters::ReadOp
         if (id.type() == "LA") id.set_assigner(out.la_code);
       }
     }
-  }
+    return absl::OkStatus();
+  };
+
+  absl::Status s = adapters::ForEachCsvRow(csv, {}, [&](const adapters::CsvRowView& cells) {
+    return ++r == 1 ? header(cells) : row(cells);
+  });
+  if (!s.ok()) return s;
+  if (r == 0) return Invalid("the file has no header row");
   return out;
 }
 

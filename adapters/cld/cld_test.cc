@@ -176,5 +176,38 @@ TEST(Csv, QuotedFieldsKeepCommasQuotesAndNewlines) {
   EXPECT_EQ((*lf)[1][1], "d");
 }
 
+TEST(Csv, DoubledQuotesLineCountsLimitsAndStops) {
+  auto rows = adapters::ParseCsv("\"\"\"a\"\"\",\"b\"\"\",\"\",\"x\ny\"\r\nlast,row");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 2u) << "a last row needs no line end";
+  EXPECT_EQ((*rows)[0], (adapters::CsvRow{"\"a\"", "b\"", "", "x\ny"}));
+  EXPECT_EQ((*rows)[1], (adapters::CsvRow{"last", "row"}));
+
+  const struct {
+    const char* csv;
+    adapters::CsvLimits limits;
+    const char* says;
+  } cases[] = {
+      {"a,\"two\nlines\"\nb,\"c\"d\n", {}, "line 3: text after a closing quote"},
+      {"a\n\"open\nstill open\n", {}, "line 2: a quoted field is not closed"},
+      {"a,b,c\n", {.max_fields = 2}, "line 1: more than 2 fields"},
+      {"a\nb\nc\n", {.max_rows = 2}, "line 3: more than 2 rows"},
+      {"abcdef", {.max_bytes = 3}, "exceeds 3 bytes"},
+  };
+  for (const auto& c : cases) {
+    auto r = adapters::ParseCsv(c.csv, c.limits);
+    ASSERT_FALSE(r.ok()) << c.csv;
+    EXPECT_EQ(ReasonOf(r.status()), "CSV_INVALID");
+    EXPECT_THAT(r.status().message(), HasSubstr(c.says)) << c.csv;
+  }
+
+  int seen = 0;
+  const absl::Status stopped = adapters::ForEachCsvRow("a\nb\nc\n", {}, [&](const adapters::CsvRowView& row) {
+    return ++seen == 2 ? absl::CancelledError("enough") : absl::OkStatus();
+  });
+  EXPECT_EQ(stopped.code(), absl::StatusCode::kCancelled);
+  EXPECT_EQ(seen, 2) << "the first error stops the reading";
+}
+
 }  // namespace
 }  // namespace carebroker::cld

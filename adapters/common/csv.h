@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
@@ -18,8 +19,17 @@ struct CsvLimits {
   size_t max_fields = 200;
 };
 
-// Every row, blank lines skipped. CSV_INVALID naming the line for a stray
-// quote, an unclosed quoted field or a limit exceeded; never the data.
+// One row's fields: views of the text, or of the reader's scratch for a
+// quoted field with doubled quotes; valid during the callback only.
+using CsvRowView = std::vector<absl::string_view>;
+
+// Calls `each` with every row in order, blank lines skipped, stopping at the
+// first error it returns. CSV_INVALID naming the line for a stray quote, an
+// unclosed quoted field or a limit exceeded; never the data.
+absl::Status ForEachCsvRow(absl::string_view text, const CsvLimits& limits,
+                           absl::FunctionRef<absl::Status(const CsvRowView& row)> each);
+
+// Every row, as ForEachCsvRow reads them.
 absl::StatusOr<std::vector<CsvRow>> ParseCsv(absl::string_view text, const CsvLimits& limits = {});
 
 // One row, CRLF-terminated; fields quoted only when they must be.

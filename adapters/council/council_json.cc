@@ -1,7 +1,11 @@
 #include "adapters/council/council_json.h"
 
+#include <bitset>
+#include <cstdlib>
+
 #include <nlohmann/json.hpp>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -27,8 +31,8 @@ using Json = nlohmann::json;
 
 absl::Status Invalid(absl::string_view what) { return InvalidArgument("COUNCIL_JSON_INVALID", what); }
 
-bool IsDate(const Descriptor* d) { return d == v1::Date::descriptor(); }
-bool IsTimestamp(const Descriptor* d) { return d->full_name() == "google.protobuf.Timestamp"; }
+bool IsDate(const Descriptor* d);
+bool IsTimestamp(const Descriptor* d);
 
 // The word for an enum value: NHS-number statuses are their NSTS codes
 // ("01".."08"); others drop the type prefix, lower-case, hyphenated
@@ -45,12 +49,69 @@ std::string EnumWord(const EnumValueDescriptor* v) {
   return absl::StrReplaceAll(absl::AsciiStrToLower(name), {{"_", "-"}});
 }
 
-const EnumValueDescriptor* EnumFromWord(const EnumDescriptor* e, absl::string_view word) {
-  for (int i = 1; i < e->value_count(); ++i) {  // 0 is "unspecified": leave the key out instead
-    if (EnumWord(e->value(i)) == word) return e->value(i);
+constexpr int kMaxFields = 128;  // per message of the record
+
+// Every message and enum the record holds, indexed once by JSON name and
+// word; immutable afterwards, so readers share it without a lock.
+class Names {
+ public:
+  static const Names& Get() {
+    static const Names* names = new Names(v1::CareRecord::descriptor());
+    return *names;
   }
-  return nullptr;
-}
+
+  using Fields = absl::flat_hash_map<std::string, const FieldDescriptor*>;
+
+  // The fields of a message type of the record (never null for one).
+  const Fields* FieldsOf(const Descriptor* d) const {
+    const auto it = messages_.find(d);
+    return it == messages_.end() ? nullptr : &it->second;
+  }
+
+  const EnumValueDescriptor* Enum(const EnumDescriptor* e, absl::string_view word) const {
+    const auto it = enums_.find(e);
+    if (it == enums_.end()) return nullptr;
+    const auto v = it->second.find(word);
+    return v == it->second.end() ? nullptr : v->second;
+  }
+
+  static bool IsDate(const Descriptor* d) { return d == Get().date_; }
+  static bool IsTimestamp(const Descriptor* d) { return d == Get().timestamp_; }
+
+ private:
+  explicit Names(const Descriptor* root)
+      : date_(v1::Date::descriptor()), timestamp_(google::protobuf::Timestamp::descriptor()) {
+    Index(root);
+  }
+
+  void Index(const Descriptor* d) {
+    if (messages_.contains(d)) return;
+    if (d->field_count() > kMaxFields) std::abort();  // a schema change the reader must be told about
+    Fields& fields = messages_[d];
+    for (int i = 0; i < d->field_count(); ++i) {
+      const FieldDescriptor* f = d->field(i);
+      fields.emplace(f->json_name(), f);
+    }
+    for (int i = 0; i < d->field_count(); ++i) {
+      const FieldDescriptor* f = d->field(i);
+      if (f->enum_type() != nullptr && !enums_.contains(f->enum_type())) {
+        auto& words = enums_[f->enum_type()];
+        for (int v = 1; v < f->enum_type()->value_count(); ++v) {  // 0 is "unspecified": leave the key out instead
+          words.emplace(EnumWord(f->enum_type()->value(v)), f->enum_type()->value(v));
+        }
+      }
+      if (f->message_type() != nullptr) Index(f->message_type());
+    }
+  }
+
+  const Descriptor* const date_;
+  const Descriptor* const timestamp_;
+  absl::flat_hash_map<const Descriptor*, Fields> messages_;
+  absl::flat_hash_map<const EnumDescriptor*, absl::flat_hash_map<std::string, const EnumValueDescriptor*>> enums_;
+};
+
+bool IsDate(const Descriptor* d) { return Names::IsDate(d); }
+bool IsTimestamp(const Descriptor* d) { return Names::IsTimestamp(d); }
 
 Json Write(const Message& m);
 
@@ -93,113 +154,257 @@ Json Write(const Message& m) {
   return out;
 }
 
-const FieldDescriptor* FieldByJsonName(const Descriptor* d, const std::string& key) {
-  for (int i = 0; i < d->field_count(); ++i) {
-    if (d->field(i)->json_name() == key) return d->field(i);
+// Reads the document straight into the record as the JSON parser walks it
+// (no document tree): each object is a message, each key a field found by
+// its JSON name. The path of a value is spelled out only for an error.
+class SaxReader final : public nlohmann::json_sax<Json> {
+ public:
+  explicit SaxReader(Message* root) : root_(root) {}
+
+  // The first error the reader found; OK when the parser stopped on its own.
+  const absl::Status& status() const { return status_; }
+
+  bool null() override { return Scalar(Value{Kind::kNull}); }
+  bool boolean(bool b) override { return Scalar(Value{Kind::kBool, b}); }
+  bool number_integer(number_integer_t i) override { return Scalar(Value{Kind::kInt, false, i}); }
+  bool number_unsigned(number_unsigned_t u) override {
+    return Scalar(u <= static_cast<uint64_t>(INT64_MAX) ? Value{Kind::kInt, false, static_cast<int64_t>(u)}
+                                                        : Value{Kind::kDouble, false, 0, static_cast<double>(u)});
   }
-  return nullptr;
-}
+  bool number_float(number_float_t d, const string_t&) override { return Scalar(Value{Kind::kDouble, false, 0, d}); }
+  bool string(string_t& s) override { return Scalar(Value{Kind::kString, false, 0, 0, &s}); }
+  bool binary(binary_t&) override { return Fail(Invalid(absl::StrCat(PathOf(), ": expected JSON text"))); }
 
-absl::Status Read(const Json& j, const std::string& path, Message* m);
+  bool start_object(std::size_t) override {
+    if (stack_.empty()) {
+      stack_.push_back(Frame{root_, Names::Get().FieldsOf(root_->GetDescriptor())});
+      return true;
+    }
+    const Slot at = Current();
+    if (at.f == nullptr) return Fail(Wrong("an integer"));  // schemaVersion
+    if (at.f->is_repeated() && !at.element) return Fail(Invalid(absl::StrCat(PathOf(), ": expected an array")));
+    if (at.f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE || IsDate(at.f->message_type()) ||
+        IsTimestamp(at.f->message_type())) {
+      return Fail(Wrong(Want(at.f)));
+    }
+    if (!OneKind(at)) return false;
+    const Reflection* r = at.m->GetReflection();
+    stack_.push_back(Frame{at.element ? r->AddMessage(at.m, at.f) : r->MutableMessage(at.m, at.f),
+                           Names::Get().FieldsOf(at.f->message_type())});
+    return true;
+  }
 
-absl::Status ReadValue(const Json& j, const std::string& path, Message* m, const FieldDescriptor* f) {
-  const Reflection* r = m->GetReflection();
-  const bool rep = f->is_repeated();
-  auto wrong = [&](absl::string_view want) { return Invalid(absl::StrCat(path, ": expected ", want)); };
-  switch (f->cpp_type()) {
-    case FieldDescriptor::CPPTYPE_STRING:
-      if (!j.is_string()) return wrong("a string");
-      rep ? r->AddString(m, f, j.get<std::string>()) : r->SetString(m, f, j.get<std::string>());
-      return absl::OkStatus();
-    case FieldDescriptor::CPPTYPE_DOUBLE:
-      if (!j.is_number()) return wrong("a number");
-      rep ? r->AddDouble(m, f, j.get<double>()) : r->SetDouble(m, f, j.get<double>());
-      return absl::OkStatus();
-    case FieldDescriptor::CPPTYPE_BOOL:
-      if (!j.is_boolean()) return wrong("true or false");
-      rep ? r->AddBool(m, f, j.get<bool>()) : r->SetBool(m, f, j.get<bool>());
-      return absl::OkStatus();
-    case FieldDescriptor::CPPTYPE_INT32:
-      if (!j.is_number_integer() || j.get<int64_t>() < INT32_MIN || j.get<int64_t>() > INT32_MAX) {
-        return wrong("an integer");
+  bool key(string_t& k) override {
+    Frame& top = stack_.back();
+    top.f = nullptr;
+    if (stack_.size() == 1 && k == "schemaVersion") return true;
+    const auto it = top.fields->find(k);
+    if (it == top.fields->end()) {
+      const std::string where = ContainerPath();
+      return Fail(Invalid(absl::StrCat(where.empty() ? "$" : where, ": unknown key \"",
+                                       absl::CHexEscape(k.substr(0, 40)), "\"")));
+    }
+    top.f = it->second;
+    if (top.seen.test(static_cast<size_t>(top.f->index()))) {
+      return Fail(Invalid(absl::StrCat(PathOf(), ": a key given twice")));
+    }
+    top.seen.set(static_cast<size_t>(top.f->index()));
+    return true;
+  }
+
+  bool end_object() override {
+    stack_.pop_back();
+    Done();
+    return true;
+  }
+
+  bool start_array(std::size_t) override {
+    if (stack_.empty()) return Fail(Invalid("$: expected an object"));
+    const Slot at = Current();
+    if (at.f == nullptr) return Fail(Wrong("an integer"));
+    if (!at.f->is_repeated() || at.element) return Fail(Wrong(Want(at.f)));
+    stack_.push_back(Frame{at.m, nullptr, at.f, /*array=*/true});
+    return true;
+  }
+
+  bool end_array() override {
+    stack_.pop_back();
+    Done();
+    return true;
+  }
+
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  enum class Kind { kNull, kBool, kInt, kDouble, kString };
+  struct Value {
+    Kind kind;
+    bool b = false;
+    int64_t i = 0;
+    double d = 0;
+    std::string* s = nullptr;
+  };
+  // An open object (a message) or array (a repeated field's elements).
+  struct Frame {
+    Message* m;
+    const Names::Fields* fields;         // object: its message's fields
+    const FieldDescriptor* f = nullptr;  // object: the current key's field (null: schemaVersion); array: the repeated field
+    bool array = false;
+    size_t index = 0;                                          // array: the current element
+    std::bitset<kMaxFields> seen = {};                    // object: keys given so far, by field index
+  };
+  // Where the next value goes.
+  struct Slot {
+    Message* m;
+    const FieldDescriptor* f;  // null for schemaVersion
+    bool element;              // an element of a repeated field
+  };
+
+  Slot Current() const {
+    const Frame& top = stack_.back();
+    return Slot{top.m, top.f, top.array};
+  }
+
+  // A value (scalar, object or array) in an array is done: the next has the next index.
+  void Done() {
+    if (!stack_.empty() && stack_.back().array) ++stack_.back().index;
+  }
+
+  bool Fail(absl::Status s) {
+    if (status_.ok()) status_ = std::move(s);
+    return false;
+  }
+
+  // The path of the value being read ("events[0].carePackage.weeklyCost").
+  std::string PathOf(size_t frames) const {
+    std::string out;
+    for (size_t i = 0; i < frames; ++i) {
+      const Frame& f = stack_[i];
+      if (f.array) {
+        absl::StrAppend(&out, "[", f.index, "]");
+      } else {
+        absl::StrAppend(&out, out.empty() ? "" : ".", f.f != nullptr ? f.f->json_name() : "schemaVersion");
       }
-      rep ? r->AddInt32(m, f, j.get<int32_t>()) : r->SetInt32(m, f, j.get<int32_t>());
-      return absl::OkStatus();
-    case FieldDescriptor::CPPTYPE_ENUM: {
-      const EnumValueDescriptor* v = j.is_string() ? EnumFromWord(f->enum_type(), j.get<std::string>()) : nullptr;
-      if (v == nullptr) {
+    }
+    return out;
+  }
+  std::string PathOf() const { return PathOf(stack_.size()); }
+  // The path of the object being read.
+  std::string ContainerPath() const { return PathOf(stack_.size() - 1); }
+
+  absl::Status Wrong(absl::string_view want) const { return Invalid(absl::StrCat(PathOf(), ": expected ", want)); }
+
+  static std::string Want(const FieldDescriptor* f) {
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING: return "a string";
+      case FieldDescriptor::CPPTYPE_DOUBLE: return "a number";
+      case FieldDescriptor::CPPTYPE_BOOL: return "true or false";
+      case FieldDescriptor::CPPTYPE_INT32: return "an integer";
+      case FieldDescriptor::CPPTYPE_ENUM: {
         std::vector<std::string> words;
         for (int i = 1; i < f->enum_type()->value_count(); ++i) words.push_back(EnumWord(f->enum_type()->value(i)));
-        return wrong(absl::StrCat("one of ", absl::StrJoin(words, ", ")));
+        return absl::StrCat("one of ", absl::StrJoin(words, ", "));
       }
-      rep ? r->AddEnum(m, f, v) : r->SetEnum(m, f, v);
-      return absl::OkStatus();
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        if (IsDate(f->message_type())) return "a date YYYY-MM-DD";
+        if (IsTimestamp(f->message_type())) return "a date-time YYYY-MM-DDThh:mm:ssZ";
+        return "an object";
+      default: return "a supported value";
     }
-    case FieldDescriptor::CPPTYPE_MESSAGE: {
-      Message* sub = rep ? r->AddMessage(m, f) : r->MutableMessage(m, f);
-      if (IsDate(f->message_type())) {
-        if (!j.is_string()) return wrong("a date YYYY-MM-DD");
-        auto d = adapters::ParseDate(j.get<std::string>(), path);
-        if (!d.ok()) return d.status();
-        sub->CopyFrom(*d);
-        return absl::OkStatus();
-      }
-      if (IsTimestamp(f->message_type())) {
-        if (!j.is_string()) return wrong("a date-time YYYY-MM-DDThh:mm:ssZ");
-        auto t = adapters::ParseDateTime(j.get<std::string>(), path);
-        if (!t.ok()) return t.status();
-        sub->CopyFrom(*t);
-        return absl::OkStatus();
-      }
-      return Read(j, path, sub);
-    }
-    default: return wrong("a supported value");
   }
-}
 
-absl::Status Read(const Json& j, const std::string& path, Message* m) {
-  if (!j.is_object()) return Invalid(absl::StrCat(path, ": expected an object"));
-  const Descriptor* d = m->GetDescriptor();
-  for (const auto& [key, value] : j.items()) {
-    const std::string at = path.empty() ? key : absl::StrCat(path, ".", key);
-    if (path.empty() && key == "schemaVersion") {
-      if (!value.is_number_integer() || value.get<int64_t>() != kSchemaVersion) {
-        return Invalid(absl::StrCat("schemaVersion: this broker reads version ", kSchemaVersion));
-      }
-      continue;
-    }
-    const FieldDescriptor* f = FieldByJsonName(d, key);
-    if (f == nullptr) {
-      return Invalid(absl::StrCat(path.empty() ? "$" : path, ": unknown key \"",
-                                  absl::CHexEscape(key.substr(0, 40)), "\""));
-    }
-    if (value.is_null()) continue;
-    if (const auto* oneof = f->containing_oneof(); oneof != nullptr) {
-      if (const FieldDescriptor* set = m->GetReflection()->GetOneofFieldDescriptor(*m, oneof); set != nullptr) {
-        return Invalid(absl::StrCat(path, ": an event has one kind, not both ", set->json_name(), " and ", key));
-      }
-    }
-    if (f->is_repeated()) {
-      if (!value.is_array()) return Invalid(absl::StrCat(at, ": expected an array"));
-      for (size_t i = 0; i < value.size(); ++i) {
-        if (absl::Status s = ReadValue(value[i], absl::StrCat(at, "[", i, "]"), m, f); !s.ok()) return s;
-      }
-    } else if (absl::Status s = ReadValue(value, at, m, f); !s.ok()) {
-      return s;
-    }
+  // An event has one kind: a second kind's key is refused.
+  bool OneKind(const Slot& at) {
+    const auto* oneof = at.f->containing_oneof();
+    if (oneof == nullptr) return true;
+    const FieldDescriptor* set = at.m->GetReflection()->GetOneofFieldDescriptor(*at.m, oneof);
+    if (set == nullptr || set == at.f) return true;
+    return Fail(Invalid(absl::StrCat(ContainerPath(), ": an event has one kind, not both ", set->json_name(), " and ",
+                                     at.f->json_name())));
   }
-  return absl::OkStatus();
-}
+
+  bool Scalar(const Value& v) {
+    if (stack_.empty()) return Fail(Invalid("$: expected an object"));
+    const Slot at = Current();
+    if (at.f == nullptr) {  // schemaVersion
+      if (v.kind != Kind::kInt || v.i != kSchemaVersion) {
+        return Fail(Invalid(absl::StrCat("schemaVersion: this broker reads version ", kSchemaVersion)));
+      }
+      return true;
+    }
+    if (v.kind == Kind::kNull && !at.element) return true;  // a key with null is a key left out
+    if (at.f->is_repeated() && !at.element) return Fail(Invalid(absl::StrCat(PathOf(), ": expected an array")));
+    if (!OneKind(at) || !Set(at, v)) return false;
+    Done();
+    return true;
+  }
+
+  bool Set(const Slot& at, const Value& v) {
+    Message* m = at.m;
+    const FieldDescriptor* f = at.f;
+    const Reflection* r = m->GetReflection();
+    const bool rep = at.element;
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING:
+        if (v.kind != Kind::kString) break;
+        rep ? r->AddString(m, f, std::move(*v.s)) : r->SetString(m, f, std::move(*v.s));
+        return true;
+      case FieldDescriptor::CPPTYPE_DOUBLE: {
+        if (v.kind != Kind::kInt && v.kind != Kind::kDouble) break;
+        const double d = v.kind == Kind::kInt ? static_cast<double>(v.i) : v.d;
+        rep ? r->AddDouble(m, f, d) : r->SetDouble(m, f, d);
+        return true;
+      }
+      case FieldDescriptor::CPPTYPE_BOOL:
+        if (v.kind != Kind::kBool) break;
+        rep ? r->AddBool(m, f, v.b) : r->SetBool(m, f, v.b);
+        return true;
+      case FieldDescriptor::CPPTYPE_INT32:
+        if (v.kind != Kind::kInt || v.i < INT32_MIN || v.i > INT32_MAX) break;
+        rep ? r->AddInt32(m, f, static_cast<int32_t>(v.i)) : r->SetInt32(m, f, static_cast<int32_t>(v.i));
+        return true;
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        const EnumValueDescriptor* e = v.kind == Kind::kString ? Names::Get().Enum(f->enum_type(), *v.s) : nullptr;
+        if (e == nullptr) break;
+        rep ? r->AddEnum(m, f, e) : r->SetEnum(m, f, e);
+        return true;
+      }
+      case FieldDescriptor::CPPTYPE_MESSAGE: {
+        if (v.kind != Kind::kString) break;
+        if (IsDate(f->message_type())) {
+          auto d = adapters::ParseDate(*v.s, "");
+          if (!d.ok()) return Fail(adapters::ParseDate(*v.s, PathOf()).status());
+          (rep ? r->AddMessage(m, f) : r->MutableMessage(m, f))->CopyFrom(*d);
+          return true;
+        }
+        if (IsTimestamp(f->message_type())) {
+          auto t = adapters::ParseDateTime(*v.s, "");
+          if (!t.ok()) return Fail(adapters::ParseDateTime(*v.s, PathOf()).status());
+          (rep ? r->AddMessage(m, f) : r->MutableMessage(m, f))->CopyFrom(*t);
+          return true;
+        }
+        break;
+      }
+      default: break;
+    }
+    return Fail(Wrong(Want(f)));
+  }
+
+  Message* const root_;
+  std::vector<Frame> stack_;
+  absl::Status status_;
+};
 
 }  // namespace
 
 absl::StatusOr<v1::CareRecord> ReadCouncilJson(absl::string_view text, const adapters::ReadOptions& options,
                                                size_t max_bytes) {
   if (text.size() > max_bytes) return Invalid(absl::StrCat("the document exceeds ", max_bytes, " bytes"));
-  const Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) return Invalid("not well-formed JSON");
   v1::CareRecord out;
-  if (absl::Status s = Read(doc, "", &out); !s.ok()) return s;
+  SaxReader reader(&out);
+  if (!Json::sax_parse(text.begin(), text.end(), &reader)) {
+    return reader.status().ok() ? Invalid("not well-formed JSON") : reader.status();
+  }
   if (!out.person().nhs_number().empty()) {
     auto n = adapters::CheckedNhsNumber(out.person().nhs_number(), "person.nhsNumber", options);
     if (!n.ok()) return n.status();

@@ -114,7 +114,17 @@ TEST(CouncilJson, BadDocumentsGetPreciseErrors) {
     const char* says;
   } cases[] = {
       {"{", "COUNCIL_JSON_INVALID", "not well-formed JSON"},
-      {"[]", "COUNCIL_JSON_INVALID", "expected an object"},
+      {"[]", "COUNCIL_JSON_INVALID", "$: expected an object"},
+      {R"({"person":{}} x)", "COUNCIL_JSON_INVALID", "not well-formed JSON"},
+      {R"({"person":[]})", "COUNCIL_JSON_INVALID", "person: expected an object"},
+      {R"({"person":{"names":[{"family":"A"}],"names":[]}})", "COUNCIL_JSON_INVALID",
+       "person.names: a key given twice"},
+      {R"({"person":{"names":[null]}})", "COUNCIL_JSON_INVALID", "person.names[0]: expected an object"},
+      {R"({"person":{"names":[{"given":["A",["B"]]}]}})", "COUNCIL_JSON_INVALID",
+       "person.names[0].given[1]: expected a string"},
+      {R"({"events":[{},{"occurredAt":7}]})", "COUNCIL_JSON_INVALID",
+       "events[1].occurredAt: expected a date-time"},
+      {R"({"schemaVersion":{}})", "COUNCIL_JSON_INVALID", "schemaVersion"},
       {R"({"schemaVersion":2})", "COUNCIL_JSON_INVALID", "schemaVersion"},
       {R"({"persn":{}})", "COUNCIL_JSON_INVALID", "unknown key \"persn\""},
       {R"({"person":{"surname":"X"}})", "COUNCIL_JSON_INVALID", "person: unknown key"},

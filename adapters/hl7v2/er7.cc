@@ -1,6 +1,10 @@
 #include "adapters/hl7v2/er7.h"
 
+#include <algorithm>
+#include <array>
 #include <cctype>
+#include <cstring>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -14,16 +18,46 @@ namespace {
 absl::Status Invalid(absl::string_view what) { return InvalidArgument("HL7_INVALID", what); }
 
 // The piece `index` (from 0) of `s` split on `sep`; "" when there is none.
+// Values are short: a plain loop beats a call to memchr per piece.
 absl::string_view Piece(absl::string_view s, char sep, int index) {
   if (index < 0) return {};
-  size_t start = 0;
+  const char* p = s.data();
+  const char* const end = p + s.size();
   for (int i = 0; i < index; ++i) {
-    const size_t next = s.find(sep, start);
-    if (next == absl::string_view::npos) return {};
-    start = next + 1;
+    while (p != end && *p != sep) ++p;
+    if (p == end) return {};
+    ++p;
   }
-  const size_t end = s.find(sep, start);
-  return s.substr(start, end == absl::string_view::npos ? absl::string_view::npos : end - start);
+  const char* q = p;
+  while (q != end && *q != sep) ++q;
+  return absl::string_view(p, static_cast<size_t>(q - p));
+}
+
+// Repetition `rep` (from 0), component and sub-component (from 1) of a
+// field, in one pass that stops at the end of the piece asked for; "" when
+// there is none.
+absl::string_view Locate(absl::string_view raw, const Encoding& enc, int rep, int component, int sub) {
+  if (rep < 0 || component < 1 || sub < 1) return {};
+  int r = 0, c = 1, s = 1;
+  const char* start = raw.data();
+  const char* const end = start + raw.size();
+  for (const char* p = start;; ++p) {
+    const bool at_end = p == end;
+    const char ch = at_end ? '\0' : *p;
+    if (!at_end && ch != enc.repetition && ch != enc.component && ch != enc.subcomponent) continue;
+    if (r == rep && c == component && s == sub) return absl::string_view(start, static_cast<size_t>(p - start));
+    if (at_end) return {};
+    if (ch == enc.repetition) {
+      if (r == rep) return {};
+      ++r, c = 1, s = 1;
+    } else if (ch == enc.component) {
+      if (r == rep && c == component) return {};
+      ++c, s = 1;
+    } else {
+      ++s;
+    }
+    start = p + 1;
+  }
 }
 
 void AppendUtf8(uint32_t cp, std::string& out) {
@@ -78,13 +112,18 @@ size_t ValidUtf8Prefix(absl::string_view s) {
 // `bytes` (in the message's character set) as UTF-8, or an error.
 absl::StatusOr<std::string> ToUtf8(absl::string_view bytes, Charset charset, absl::string_view where) {
   switch (charset) {
-    case Charset::kAscii:
-      for (size_t i = 0; i < bytes.size(); ++i) {
-        if (static_cast<unsigned char>(bytes[i]) >= 0x80) {
-          return Invalid(absl::StrCat(where, "byte ", i, " is not ASCII, and MSH-18 declares ASCII (or nothing)"));
+    case Charset::kAscii: {
+      unsigned char high = 0;  // a branch-free scan first; the offending byte only on failure
+      for (char c : bytes) high |= static_cast<unsigned char>(c);
+      if (high >= 0x80) {
+        for (size_t i = 0; i < bytes.size(); ++i) {
+          if (static_cast<unsigned char>(bytes[i]) >= 0x80) {
+            return Invalid(absl::StrCat(where, "byte ", i, " is not ASCII, and MSH-18 declares ASCII (or nothing)"));
+          }
         }
       }
       return std::string(bytes);
+    }
     case Charset::kLatin1: {
       std::string out;
       out.reserve(bytes.size() + bytes.size() / 8);
@@ -210,17 +249,17 @@ std::string Escape(absl::string_view value, const Encoding& enc) {
 
 absl::string_view Segment::Raw(int field) const {
   if (field < 1) return {};
-  if (!msh1_.empty()) {  // MSH: field 1 is the separator itself
-    if (field == 1) return msh1_;
+  if (msh_) {  // MSH: field 1 is the separator itself
+    if (field == 1) return absl::string_view(&enc_->field, 1);
     field -= 1;
   }
-  return static_cast<size_t>(field) < fields_.size() ? fields_[field] : absl::string_view();
+  return static_cast<size_t>(field) < field_count_ ? fields_[field] : absl::string_view();
 }
 
 int Segment::Repetitions(int field) const {
   const absl::string_view raw = Raw(field);
   if (raw.empty()) return 0;
-  if (id_ == "MSH" && field <= 2) return 1;
+  if (msh_ && field <= 2) return 1;
   int n = 1;
   for (char c : raw) n += c == enc_->repetition;
   return n;
@@ -228,10 +267,9 @@ int Segment::Repetitions(int field) const {
 
 std::string Segment::Get(int field, int component, int sub, int rep) const {
   const absl::string_view raw = Raw(field);
-  if (!msh1_.empty() && field <= 2) return component == 1 && sub == 1 && rep == 0 ? std::string(raw) : "";
-  const absl::string_view value =
-      Piece(Piece(Piece(raw, enc_->repetition, rep), enc_->component, component - 1), enc_->subcomponent, sub - 1);
-  if (value.find(enc_->escape) == absl::string_view::npos) return std::string(value);  // the common case
+  if (msh_ && field <= 2) return component == 1 && sub == 1 && rep == 0 ? std::string(raw) : "";
+  const absl::string_view value = Locate(raw, *enc_, rep, component, sub);
+  if (std::memchr(value.data(), enc_->escape, value.size()) == nullptr) return std::string(value);  // the common case
   return Unescape(value, *enc_).value_or("");  // escapes were checked by Parse
 }
 
@@ -288,32 +326,66 @@ absl::StatusOr<Message> Message::Parse(absl::string_view er7, const Limits& limi
   if (!text.ok()) return text.status();
   m.body_->text = *std::move(text);
 
+  // One pass over the text: segments end at CR or LF (empty lines skipped),
+  // fields at the field separator. Fields go to one table for the whole
+  // message; only lines holding the escape character have escapes checked.
   const absl::string_view all = m.body_->text;
-  for (absl::string_view line : absl::StrSplit(all, absl::ByAnyChar("\r\n"), absl::SkipEmpty())) {
+  std::vector<absl::string_view>& table = m.body_->fields;
+  table.reserve(std::min<size_t>(static_cast<size_t>(std::count(all.begin(), all.end(), enc.field)) + 64, 1 << 16));
+  m.segments_.reserve(16);
+  // Bytes that end a field (1) or a line (2); everything else is 0.
+  std::array<uint8_t, 256> stop{};
+  stop[static_cast<unsigned char>(enc.field)] = 1;
+  stop['\r'] = stop['\n'] = 2;
+  const char* p = all.data();
+  const char* const end = p + all.size();
+  while (p != end) {
+    if (*p == '\r' || *p == '\n') {
+      ++p;
+      continue;
+    }
     const size_t n = m.segments_.size() + 1;
     if (n > limits.max_segments) return Invalid(absl::StrCat("more than ", limits.max_segments, " segments"));
-    Segment& seg = m.segments_.emplace_back();
-    seg.enc_ = &enc;
+    const char* const line_start = p;
+    const size_t first = table.size();
+    for (const char* field_start = p;; field_start = ++p) {
+      while (p != end && stop[static_cast<unsigned char>(*p)] == 0) ++p;
+      table.emplace_back(field_start, static_cast<size_t>(p - field_start));
+      if (p == end || stop[static_cast<unsigned char>(*p)] == 2) break;
+      if (table.size() - first > limits.max_fields + 1) break;  // too many: reported below
+    }
+    while (p != end && *p != '\r' && *p != '\n') ++p;  // past a line cut short by the limit
+    const absl::string_view line(line_start, static_cast<size_t>(p - line_start));
+    const bool escapes = std::memchr(line.data(), enc.escape, line.size()) != nullptr;
+    const size_t count = table.size() - first;
     const absl::string_view id = line.substr(0, 3);
     bool id_ok = id.size() == 3 && (line.size() == 3 || line[3] == enc.field);
     for (char c : id) id_ok = id_ok && (absl::ascii_isupper(static_cast<unsigned char>(c)) || absl::ascii_isdigit(static_cast<unsigned char>(c)));
     if (!id_ok) return Invalid(absl::StrCat("segment ", n, ": does not start with a three-character segment id"));
-    seg.id_ = std::string(id);
-    const auto where = [&] { return absl::StrCat("segment ", n, " (", seg.id_, ") "); };
-    const bool is_msh = seg.id_ == "MSH";
+    const auto where = [&] { return absl::StrCat("segment ", n, " (", id, ") "); };
+    const bool is_msh = id == "MSH";
     if (n == 1 && !is_msh) return Invalid("the message does not start with an MSH segment");
     if (n > 1 && is_msh) return Invalid(absl::StrCat(where(), "a second MSH: one message at a time"));
-    seg.fields_ = absl::StrSplit(line, enc.field);
-    if (seg.fields_.size() > limits.max_fields + 1) {
+    if (count > limits.max_fields + 1) {  // [0] is the segment id
       return Invalid(absl::StrCat(where(), "has more than ", limits.max_fields, " fields"));
     }
-    if (is_msh) seg.msh1_ = std::string(1, enc.field);
-    for (size_t f = 1; f < seg.fields_.size(); ++f) {
+    for (size_t f = 1; escapes && f < count; ++f) {
       if (is_msh && f == 1) continue;  // MSH-2, the encoding characters themselves
-      if (auto s = CheckEscapes(seg.fields_[f], enc); !s.ok()) {
+      if (auto s = CheckEscapes(table[first + f], enc); !s.ok()) {
         return Invalid(absl::StrCat(where(), "field ", is_msh ? f + 1 : f, ": ", s.message()));
       }
     }
+    Segment& seg = m.segments_.emplace_back();
+    seg.field_count_ = count;
+    seg.id_ = id;
+    seg.enc_ = &enc;
+    seg.msh_ = is_msh;
+  }
+  // The table is complete: segments can point into it (in order, one after another).
+  const absl::string_view* next = table.data();
+  for (Segment& seg : m.segments_) {
+    seg.fields_ = next;
+    next += seg.field_count_;
   }
   return m;
 }

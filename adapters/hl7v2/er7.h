@@ -59,10 +59,11 @@ class Segment {
 
  private:
   friend class Message;
-  std::string id_;
-  std::vector<absl::string_view> fields_;  // [0] is the segment id
+  absl::string_view id_;
+  const absl::string_view* fields_ = nullptr;  // in the message's field table; [0] is the segment id
+  size_t field_count_ = 0;
   const Encoding* enc_ = nullptr;
-  std::string msh1_;
+  bool msh_ = false;
 };
 
 class Message {
@@ -82,6 +83,7 @@ class Message {
   struct Body {
     std::string text;  // UTF-8
     Encoding enc;
+    std::vector<absl::string_view> fields;  // every segment's fields, in order
   };
   Message() = default;
 

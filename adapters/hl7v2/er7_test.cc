@@ -65,6 +65,27 @@ TEST(Er7, ReadsSegmentsFieldsRepetitionsComponents) {
   EXPECT_EQ(m.FindAll("ZU1").size(), 1u) << "Z-segments are kept";
 }
 
+TEST(Er7, EveryPieceOfAFieldAndNothingBeyond) {
+  const Message m = Parsed("MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.4\rZZ1|a&b^c~d^e&f&g||^\r");
+  const Segment& z = m.segments()[1];
+  const struct {
+    int component, sub, rep;
+    const char* want;
+  } cases[] = {
+      {1, 1, 0, "a"}, {1, 2, 0, "b"}, {1, 3, 0, ""}, {2, 1, 0, "c"}, {2, 2, 0, ""}, {3, 1, 0, ""},
+      {1, 1, 1, "d"}, {2, 1, 1, "e"}, {2, 2, 1, "f"}, {2, 3, 1, "g"}, {2, 4, 1, ""}, {1, 1, 2, ""},
+      {0, 1, 0, ""},  {1, 0, 0, ""},  {1, 1, -1, ""},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(z.Get(1, c.component, c.sub, c.rep), c.want) << c.component << "." << c.sub << " rep " << c.rep;
+  }
+  EXPECT_EQ(z.Repetitions(1), 2);
+  EXPECT_EQ(z.Get(2), "") << "an empty field";
+  EXPECT_EQ(z.Get(3, 1), "");
+  EXPECT_EQ(z.Get(3, 2), "");
+  EXPECT_FALSE(z.Has(4));
+}
+
 TEST(Er7, EveryLineEndingReadsTheSame) {
   for (absl::string_view eol : {"\n", "\r\n", "\n\r"}) {
     const Message m = Parsed(A03(eol));

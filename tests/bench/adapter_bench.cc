@@ -6,6 +6,8 @@
 //   CB_SOURCE_DIR=. build/tests/bench/adapter_bench --benchmark_min_time=1
 #include <benchmark/benchmark.h>
 
+#include <cstdlib>
+
 #include "adapters/cld/cld.h"
 #include "adapters/common/testdata.h"
 #include "adapters/formats.h"
@@ -72,6 +74,22 @@ BENCHMARK_CAPTURE(BM_Parse, hl7v2, Format::kHl7v2);
 BENCHMARK_CAPTURE(BM_Parse, fhir, Format::kFhir);
 BENCHMARK_CAPTURE(BM_Parse, council_json, Format::kCouncilJson);
 BENCHMARK_CAPTURE(BM_Parse, cld_1000_rows, Format::kCld);
+// FHIR XML: UK Core's published Patient example (../shared/samples, or
+// CB_SAMPLES_DIR), read through expat into the JSON form.
+void BM_ParseFhirXml(benchmark::State& state) {
+  const char* dir = std::getenv("CB_SAMPLES_DIR");
+  const std::string path = (dir != nullptr && *dir != 0 ? std::string(dir) : SourceDir() + "/../shared/samples") +
+                           "/fhir/ukcore/UKCore-Patient-RichardSmith-Example.xml";
+  const std::string input = ReadOrDie(path);
+  for (auto _ : state) {
+    auto r = Parse(Format::kFhir, input);
+    benchmark::DoNotOptimize(r);
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * input.size()));
+  state.counters["input_bytes"] = static_cast<double>(input.size());
+}
+BENCHMARK(BM_ParseFhirXml);
+
 BENCHMARK_CAPTURE(BM_Render, hl7v2, Format::kHl7v2);
 BENCHMARK_CAPTURE(BM_Render, fhir, Format::kFhir);
 BENCHMARK_CAPTURE(BM_Render, council_json, Format::kCouncilJson);
