@@ -269,7 +269,9 @@ std::string Segment::Get(int field, int component, int sub, int rep) const {
   const absl::string_view raw = Raw(field);
   if (msh_ && field <= 2) return component == 1 && sub == 1 && rep == 0 ? std::string(raw) : "";
   const absl::string_view value = Locate(raw, *enc_, rep, component, sub);
-  if (std::memchr(value.data(), enc_->escape, value.size()) == nullptr) return std::string(value);  // the common case
+  if (value.empty() || std::memchr(value.data(), enc_->escape, value.size()) == nullptr) {
+    return std::string(value);  // the common case
+  }
   return Unescape(value, *enc_).value_or("");  // escapes were checked by Parse
 }
 
@@ -356,7 +358,7 @@ absl::StatusOr<Message> Message::Parse(absl::string_view er7, const Limits& limi
     }
     while (p != end && *p != '\r' && *p != '\n') ++p;  // past a line cut short by the limit
     const absl::string_view line(line_start, static_cast<size_t>(p - line_start));
-    const bool escapes = std::memchr(line.data(), enc.escape, line.size()) != nullptr;
+    const bool escapes = !line.empty() && std::memchr(line.data(), enc.escape, line.size()) != nullptr;
     const size_t count = table.size() - first;
     const absl::string_view id = line.substr(0, 3);
     bool id_ok = id.size() == 3 && (line.size() == 3 || line[3] == enc.field);
