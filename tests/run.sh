@@ -15,6 +15,11 @@ CC=clang CXX=clang++ cmake -S . -B "$build-clang" -G Ninja -DCMAKE_BUILD_TYPE=De
 cmake --build "$build-clang" -j "$jobs" --target cb_server cb_ctl
 # A fresh dev PKI for every run (made by the dev_pki test fixture).
 rm -rf "$build/test-pki"
+# A throwaway PostgreSQL cluster on loopback for the PostgreSQL store's
+# tests (CB_PG_URI); if it cannot start, the run fails.
+source tests/pg.sh
+pg_start || { echo "tests/run.sh: PostgreSQL DID NOT START" >&2; exit 1; }
+trap pg_stop EXIT
 if ! ctest --test-dir "$build" --output-on-failure -j "$jobs"; then
   echo "tests/run.sh: TESTS FAILED" >&2
   exit 1

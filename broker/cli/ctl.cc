@@ -23,6 +23,8 @@
 #include "broker/core/status.h"
 #include "broker/core/yaml_proto.h"
 #include "broker/exchange/intake.h"
+#include "broker/store/pg.h"
+#include "broker/store/sqlite_store.h"
 #include "carebroker/v1/consent.grpc.pb.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
 #include "carebroker/v1/policy.grpc.pb.h"
@@ -616,6 +618,42 @@ int DoTrack(const Global& g, const std::string& id, std::ostream& out, std::ostr
   return 0;
 }
 
+// Applies the store's schema migrations: PostgreSQL by its connection
+// string, SQLite by opening the file (which migrates it). Exit 1 when the
+// store cannot be reached or is newer than this build.
+int DoDbMigrate(const std::string& store, std::ostream& out, std::ostream& err) {
+  if (pg::IsPostgresUri(store)) {
+    auto conn = pg::Connection::Open(store);
+    if (!conn.ok()) {
+      err << "carebrokerctl: " << conn.status().message() << "\n";
+      return 1;
+    }
+    auto before = pg::Migrate(**conn);
+    if (!before.ok()) {
+      err << "carebrokerctl: " << before.status().message() << "\n";
+      return 1;
+    }
+    if (*before == pg::SchemaVersion()) {
+      out << "PostgreSQL store: schema version " << *before << ", current; nothing to do\n";
+    } else {
+      out << "PostgreSQL store: schema version " << *before << " -> " << pg::SchemaVersion() << "\n";
+    }
+    return 0;
+  }
+  if (!fs::exists(store)) {
+    err << "carebrokerctl: no SQLite store at " << store << " (it is created when the broker first starts)\n";
+    return 1;
+  }
+  auto s = OpenSqliteStore(store);
+  if (!s.ok()) {
+    err << "carebrokerctl: " << s.status().message() << "\n";
+    return 1;
+  }
+  (*s)->Close();
+  out << "SQLite store " << store << ": schema current\n";
+  return 0;
+}
+
 }  // namespace
 
 int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
@@ -721,6 +759,13 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
                     "keep an NHS number failing Modulus 11 (as an agreement accepting unverified identifiers would)");
   convert->add_option("FILE", cv.file, "input file")->required()->check(CLI::ExistingFile);
 
+  std::string db_store;
+  auto* db = app.add_subcommand("db", "the broker's store");
+  db->require_subcommand(1);
+  auto* migrate = db->add_subcommand("migrate", "bring the store's schema to this build's version (offline)");
+  migrate->add_option("--store", db_store, "the SQLite file, or a PostgreSQL connection string (postgresql://...)")
+      ->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -729,6 +774,7 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   }
   if (*lint) return DoLint(lint_dir, out, err);
   if (*convert) return DoConvert(cv, out, err);
+  if (*migrate) return DoDbMigrate(db_store, out, err);
   if (*ptest) return DoPolicyTest(g, test_dir, test_cases, out, err);
   if (*explain) return DoExplain(ea, out, err);
   if (g.tls.cert.empty() || g.tls.key.empty() || g.tls.ca.empty()) {

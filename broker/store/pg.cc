@@ -1,0 +1,233 @@
+#include "broker/store/pg.h"
+
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace carebroker::pg {
+namespace {
+
+// One advisory lock key for schema changes ("carebrkr" in ASCII).
+constexpr int64_t kMigrationLock = 0x6361726562726b72;
+
+// Each migration takes the schema from its index to the next version.
+// Times are microseconds since the Unix epoch (as the SQLite store keeps
+// them); message bodies live apart from their metadata so purging one
+// leaves the other.
+const std::vector<const char*>& Migrations() {
+  static const auto* m = new std::vector<const char*>{
+      // 0 -> 1: everything the SQLite store holds at its version 4.
+      R"sql(
+CREATE TABLE messages (
+  seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  id TEXT NOT NULL UNIQUE,
+  sender TEXT NOT NULL,
+  recipient TEXT NOT NULL,
+  workflow TEXT NOT NULL,
+  purpose TEXT NOT NULL,
+  idem_key TEXT,
+  content_type TEXT NOT NULL,
+  local_ref TEXT NOT NULL,
+  kind INTEGER NOT NULL,
+  digest BYTEA NOT NULL,
+  state SMALLINT NOT NULL,
+  accepted_at BIGINT NOT NULL,
+  expires_at BIGINT NOT NULL,
+  visible_at BIGINT NOT NULL,
+  claim_token BIGINT,
+  deliveries INTEGER NOT NULL DEFAULT 0,
+  first_delivered_at BIGINT,
+  acked_at BIGINT,
+  expired_at BIGINT,
+  purged BOOLEAN NOT NULL DEFAULT false,
+  subject TEXT,
+  consent_check BIGINT NOT NULL DEFAULT 0,
+  withheld_at BIGINT,
+  withheld_reason TEXT
+);
+CREATE UNIQUE INDEX messages_idem ON messages (sender, idem_key) WHERE idem_key IS NOT NULL;
+CREATE INDEX messages_mailbox ON messages (recipient, visible_at, seq) WHERE state < 3;
+CREATE INDEX messages_expiry ON messages (expires_at) WHERE state < 3;
+CREATE INDEX messages_purge ON messages (acked_at) WHERE state = 3 AND NOT purged;
+CREATE TABLE bodies (seq BIGINT PRIMARY KEY REFERENCES messages (seq) ON DELETE CASCADE, body BYTEA NOT NULL);
+CREATE TABLE consent (
+  seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  nhs_number TEXT NOT NULL,
+  change BYTEA NOT NULL
+);
+CREATE INDEX consent_person ON consent (nhs_number, seq);
+-- The audit log: one total order for every replica. An append locks the
+-- single audit_next row, takes the next indexes and commits, so indexes are
+-- consecutive and in commit order whichever replica appends.
+CREATE TABLE audit (
+  idx BIGINT PRIMARY KEY,
+  at BIGINT NOT NULL,
+  subject TEXT,
+  entry BYTEA NOT NULL,
+  leaf BYTEA NOT NULL
+);
+CREATE INDEX audit_subject ON audit (subject, idx) WHERE subject IS NOT NULL;
+CREATE TABLE audit_next (one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one), idx BIGINT NOT NULL);
+INSERT INTO audit_next (idx) VALUES (0);
+CREATE TABLE tree_heads (tree_size BIGINT PRIMARY KEY, head BYTEA NOT NULL);
+)sql",
+  };
+  return *m;
+}
+
+// SQLSTATE classes whose messages name SQL objects, never values.
+bool MessageIsSafe(absl::string_view state) {
+  return absl::StartsWith(state, "42") || absl::StartsWith(state, "3D") || absl::StartsWith(state, "3F") ||
+         absl::StartsWith(state, "28") || absl::StartsWith(state, "08") || absl::StartsWith(state, "57") ||
+         absl::StartsWith(state, "53");
+}
+
+bool IsRetryable(absl::string_view state) {
+  return absl::StartsWith(state, "08") || absl::StartsWith(state, "57") || absl::StartsWith(state, "53") ||
+         state == "40001" || state == "40P01";
+}
+
+}  // namespace
+
+int64_t Result::Int(int row, int col) const {
+  int64_t v = 0;
+  return absl::SimpleAtoi(Text(row, col), &v) ? v : 0;
+}
+
+std::string Result::Bytes(int row, int col) const {
+  size_t n = 0;
+  unsigned char* raw = PQunescapeBytea(reinterpret_cast<const unsigned char*>(PQgetvalue(r_, row, col)), &n);
+  if (raw == nullptr) return "";
+  std::string out(reinterpret_cast<char*>(raw), n);
+  PQfreemem(raw);
+  return out;
+}
+
+int64_t Result::affected() const {
+  int64_t v = 0;
+  return absl::SimpleAtoi(PQcmdTuples(r_), &v) ? v : 0;
+}
+
+absl::Status StatusOf(const PGresult* r, const PGconn* conn) {
+  if (conn != nullptr && PQstatus(conn) != CONNECTION_OK) {
+    return absl::UnavailableError("PostgreSQL: the connection was lost");
+  }
+  if (r == nullptr) return absl::UnavailableError("PostgreSQL: no answer (out of memory or connection lost)");
+  const char* state_c = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  const std::string state = state_c != nullptr ? state_c : "";
+  std::string what = absl::StrCat("PostgreSQL error ", state.empty() ? "(no SQLSTATE)" : state);
+  if (const char* c = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME); c != nullptr) {
+    absl::StrAppend(&what, " on constraint ", c);
+  }
+  if (const char* m = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY); m != nullptr && MessageIsSafe(state)) {
+    absl::StrAppend(&what, ": ", m);
+  }
+  if (IsRetryable(state)) return absl::UnavailableError(what);
+  if (state == "23505") return absl::AlreadyExistsError(what);
+  return absl::InternalError(what);
+}
+
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& conninfo) {
+  PGconn* c = PQconnectdb(conninfo.c_str());
+  if (c == nullptr) return absl::UnavailableError("PostgreSQL: out of memory");
+  if (PQstatus(c) != CONNECTION_OK) {
+    // libpq's message names the host and the reason, never the password.
+    std::string why = PQerrorMessage(c);
+    while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    PQfinish(c);
+    return absl::UnavailableError(absl::StrCat("PostgreSQL: cannot connect: ", why));
+  }
+  std::unique_ptr<Connection> conn(new Connection(c));
+  // Plain, predictable sessions: UTC, no statement timeout surprises from
+  // the server's defaults beyond what the operator set.
+  if (auto s = conn->ExecScript("SET TIME ZONE 'UTC'; SET client_min_messages = warning;"); !s.ok()) return s;
+  return conn;
+}
+
+Connection::~Connection() { PQfinish(conn_); }
+
+absl::StatusOr<Result> Connection::Exec(const std::string& sql, std::initializer_list<Param> params) {
+  std::vector<const char*> values;
+  std::vector<int> lengths, formats;
+  values.reserve(params.size());
+  for (const Param& p : params) {
+    values.push_back(p.data());
+    lengths.push_back(p.size());
+    formats.push_back(p.binary() ? 1 : 0);
+  }
+  PGresult* r = PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
+                             lengths.data(), formats.data(), /*resultFormat=*/0);
+  const ExecStatusType st = r != nullptr ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    absl::Status s = StatusOf(r, conn_);
+    if (r != nullptr) PQclear(r);
+    return s;
+  }
+  return Result(r);
+}
+
+absl::Status Connection::ExecScript(const std::string& sql) {
+  PGresult* r = PQexec(conn_, sql.c_str());
+  const ExecStatusType st = r != nullptr ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  absl::Status s = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? absl::OkStatus() : StatusOf(r, conn_);
+  if (r != nullptr) PQclear(r);
+  return s;
+}
+
+int SchemaVersion() { return static_cast<int>(Migrations().size()); }
+
+absl::StatusOr<int> CurrentVersion(Connection& conn) {
+  auto r = conn.Exec("SELECT to_regclass('carebroker_schema') IS NOT NULL");
+  if (!r.ok()) return r.status();
+  if (r->Text(0, 0) != "t") return 0;
+  auto v = conn.Exec("SELECT version FROM carebroker_schema");
+  if (!v.ok()) return v.status();
+  return v->rows() == 0 ? 0 : static_cast<int>(v->Int(0, 0));
+}
+
+absl::StatusOr<int> Migrate(Connection& conn) {
+  if (auto s = conn.ExecScript("BEGIN"); !s.ok()) return s;
+  auto fail = [&](absl::Status s) {
+    (void)conn.ExecScript("ROLLBACK");
+    return s;
+  };
+  if (auto r = conn.Exec("SELECT pg_advisory_xact_lock($1)", {Param::Int(kMigrationLock)}); !r.ok()) {
+    return fail(r.status());
+  }
+  if (auto s = conn.ExecScript("CREATE TABLE IF NOT EXISTS carebroker_schema (version INTEGER NOT NULL)"); !s.ok()) {
+    return fail(s);
+  }
+  auto found = CurrentVersion(conn);
+  if (!found.ok()) return fail(found.status());
+  const int latest = SchemaVersion();
+  if (*found > latest) {
+    return fail(absl::FailedPreconditionError(
+        absl::StrCat("the PostgreSQL store is at schema version ", *found, ", newer than this build (", latest,
+                     "): run a carebroker at least as new as the one that wrote it")));
+  }
+  for (int v = *found; v < latest; ++v) {
+    if (auto s = conn.ExecScript(Migrations()[static_cast<size_t>(v)]); !s.ok()) {
+      return fail(absl::Status(s.code(), absl::StrCat("migration to schema version ", v + 1, ": ", s.message())));
+    }
+  }
+  if (*found != latest) {
+    auto r = *found == 0 ? conn.Exec("INSERT INTO carebroker_schema (version) VALUES ($1)", {Param::Int(latest)})
+                         : conn.Exec("UPDATE carebroker_schema SET version = $1", {Param::Int(latest)});
+    if (!r.ok()) return fail(r.status());
+  }
+  if (auto s = conn.ExecScript("COMMIT"); !s.ok()) return s;
+  return *found;
+}
+
+bool IsPostgresUri(absl::string_view store) {
+  if (absl::StartsWith(store, "postgresql://") || absl::StartsWith(store, "postgres://")) return true;
+  // key=value form: "host=... dbname=..."
+  return absl::StrContains(store, "=") &&
+         (absl::StrContains(store, "host=") || absl::StrContains(store, "dbname=") ||
+          absl::StrContains(store, "service="));
+}
+
+}  // namespace carebroker::pg
