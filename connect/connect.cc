@@ -30,11 +30,6 @@ std::string Resolve(const std::string& base, const std::string& p) {
   return p.empty() || fs::path(p).is_absolute() ? p : (fs::path(base) / p).string();
 }
 
-absl::Duration Or(const google::protobuf::Duration& d, absl::Duration fallback) {
-  const absl::Duration v = FromDuration(d);
-  return v > absl::ZeroDuration() ? v : fallback;
-}
-
 // A printable key for one send: the same message to the same target gives
 // the same key, so a hospital's retry is a duplicate, not a second message.
 std::string IdempotencyKey(const std::string& facility, const std::string& control_id, const std::string& target) {
@@ -243,7 +238,7 @@ std::string Connect::Handle(const std::string& er7) {
     req.set_idempotency_key(IdempotencyKey(msh.Get(4), msh.Get(10), target));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() +
-                     absl::ToChronoMilliseconds(Or(config_.broker().timeout(), absl::Seconds(10))));
+                     absl::ToChronoMilliseconds(DurationOr(config_.broker().timeout(), absl::Seconds(10))));
     v1::SendReceipt receipt;
     const grpc::Status s = stub_->Send(&ctx, req, &receipt);
     if (s.ok()) continue;
@@ -271,7 +266,7 @@ std::string Connect::Handle(const std::string& er7) {
 
 void Connect::OutboundLoop() {
   const auto& o = config_.outbound();
-  absl::Duration backoff = Or(o.retry_backoff(), absl::Seconds(1));
+  absl::Duration backoff = DurationOr(o.retry_backoff(), absl::Seconds(1));
   const absl::Duration first_backoff = backoff;
   int peer_fd = -1;
   while (!stopping_) {

@@ -43,6 +43,14 @@ using adapters::SourceDir;
 
 std::string Fixture(const std::string& name) { return adapters::Testdata("hl7v2/" + name); }
 
+// The broker section of a connect config, as `who` (a dev-PKI certificate),
+// with any `extra` keys (e.g. "timeout: 3s").
+std::string BrokerSection(const std::string& target, const std::string& who, const std::string& extra = "") {
+  const std::string pki = PkiDir();
+  return absl::StrCat("broker: {target: \"", target, "\", cert: ", pki, "/", who, ".crt, key: ", pki, "/", who,
+                      ".key, ca: ", pki, "/ca.crt", extra.empty() ? "" : ", ", extra, "}\n");
+}
+
 // Files in `dir` (not the hidden temporaries), waiting up to 10 s for `n`.
 std::vector<fs::path> WaitForFiles(const std::string& dir, size_t n) {
   std::vector<fs::path> out;
@@ -76,9 +84,7 @@ organisations:
   }
 
   std::string Yaml(const std::string& who, const std::string& body, const std::string& target = "") {
-    const std::string pki = PkiDir();
-    return absl::StrCat("broker: {target: \"", target.empty() ? broker_->address() : target, "\", cert: ", pki, "/",
-                        who, ".crt, key: ", pki, "/", who, ".key, ca: ", pki, "/ca.crt, timeout: 3s}\n", body);
+    return BrokerSection(target.empty() ? broker_->address() : target, who, "timeout: 3s") + body;
   }
 
   std::unique_ptr<Connect> StartConnect(const std::string& yaml) {
@@ -246,13 +252,15 @@ organisations:
     ASSERT_NE(broker_, nullptr);
   }
 
+  // The trust's connect config with this outbound section.
+  absl::StatusOr<v1::ConnectConfig> TrustConfig(const std::string& outbound) {
+    return ParseConnectConfig(BrokerSection(broker_->address(), "RR8") + "outbound: " + outbound + "\n",
+                              "connect.yaml", dir_);
+  }
+
   // The trust's connect with this outbound section.
   std::unique_ptr<Connect> StartTrust(const std::string& outbound) {
-    const std::string pki = PkiDir();
-    auto config = ParseConnectConfig(absl::StrCat("broker: {target: \"", broker_->address(), "\", cert: ", pki,
-                                                  "/RR8.crt, key: ", pki, "/RR8.key, ca: ", pki, "/ca.crt}\n",
-                                                  "outbound: ", outbound, "\n"),
-                                     "connect.yaml", dir_);
+    auto config = TrustConfig(outbound);
     EXPECT_TRUE(config.ok()) << config.status();
     if (!config.ok()) return nullptr;
     auto c = Connect::Start(*config);
@@ -541,12 +549,7 @@ TEST_F(ConnectOutboundTest, AWebhookWithAnUntrustedCertificateGetsNothingAndNoth
 
 TEST_F(ConnectOutboundTest, AWebhookAuthorizationFileMustBeOneLine) {
   std::ofstream(dir_ + "/token") << "Bearer a\nX-Injected: b\n";
-  const std::string pki = PkiDir();
-  auto config = ParseConnectConfig(absl::StrCat("broker: {target: \"", broker_->address(), "\", cert: ", pki,
-                                                "/RR8.crt, key: ", pki, "/RR8.key, ca: ", pki, "/ca.crt}\n",
-                                                "outbound: {webhook: {url: \"https://127.0.0.1:1/\", "
-                                                "authorization_file: token}}\n"),
-                                   "connect.yaml", dir_);
+  auto config = TrustConfig("{webhook: {url: \"https://127.0.0.1:1/\", authorization_file: token}}");
   ASSERT_TRUE(config.ok()) << config.status();
   auto c = Connect::Start(*config);
   ASSERT_FALSE(c.ok());
@@ -566,8 +569,7 @@ TEST(ConnectConfig, TheDeployExampleIsValid) {
 
 TEST(ConnectConfig, ErrorsNameTheKey) {
   const std::string pki = PkiDir();
-  const std::string broker = absl::StrCat("broker: {target: \"127.0.0.1:1\", cert: ", pki, "/RR8.crt, key: ", pki,
-                                          "/RR8.key, ca: ", pki, "/ca.crt}\n");
+  const std::string broker = BrokerSection("127.0.0.1:1", "RR8");
   const struct {
     std::string yaml;
     const char* says;

@@ -96,8 +96,7 @@ absl::StatusOr<std::unique_ptr<Webhook>> Webhook::Create(const v1::Webhook& conf
   CURL* c = curl_easy_init();
   if (c == nullptr) return absl::InternalError("libcurl could not start");
   w->curl_ = c;
-  const absl::Duration timeout = FromDuration(config.timeout());
-  const int64_t timeout_ms = absl::ToInt64Milliseconds(timeout > absl::ZeroDuration() ? timeout : absl::Seconds(30));
+  const int64_t timeout_ms = absl::ToInt64Milliseconds(DurationOr(config.timeout(), absl::Seconds(30)));
   curl_easy_setopt(c, CURLOPT_URL, config.url().c_str());
   curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);

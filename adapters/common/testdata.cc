@@ -12,6 +12,11 @@ std::string SourceDir() {
   return dir != nullptr && *dir != 0 ? dir : ".";
 }
 
+std::string SamplesDir() {
+  const char* dir = std::getenv("CB_SAMPLES_DIR");
+  return dir != nullptr && *dir != 0 ? dir : SourceDir() + "/../shared/samples";
+}
+
 std::string ReadOrDie(const std::string& path) {
   auto text = ReadFileToString(path, "test input");
   if (!text.ok()) {

@@ -31,8 +31,15 @@ using Json = nlohmann::json;
 
 absl::Status Invalid(absl::string_view what) { return InvalidArgument("COUNCIL_JSON_INVALID", what); }
 
-bool IsDate(const Descriptor* d);
-bool IsTimestamp(const Descriptor* d);
+// The two message types written as strings (descriptors fetched once).
+bool IsDate(const Descriptor* d) {
+  static const Descriptor* const date = v1::Date::descriptor();
+  return d == date;
+}
+bool IsTimestamp(const Descriptor* d) {
+  static const Descriptor* const timestamp = google::protobuf::Timestamp::descriptor();
+  return d == timestamp;
+}
 
 // The word for an enum value: NHS-number statuses are their NSTS codes
 // ("01".."08"); others drop the type prefix, lower-case, hyphenated
@@ -75,14 +82,8 @@ class Names {
     return v == it->second.end() ? nullptr : v->second;
   }
 
-  static bool IsDate(const Descriptor* d) { return d == Get().date_; }
-  static bool IsTimestamp(const Descriptor* d) { return d == Get().timestamp_; }
-
  private:
-  explicit Names(const Descriptor* root)
-      : date_(v1::Date::descriptor()), timestamp_(google::protobuf::Timestamp::descriptor()) {
-    Index(root);
-  }
+  explicit Names(const Descriptor* root) { Index(root); }
 
   void Index(const Descriptor* d) {
     if (messages_.contains(d)) return;
@@ -104,14 +105,9 @@ class Names {
     }
   }
 
-  const Descriptor* const date_;
-  const Descriptor* const timestamp_;
   absl::flat_hash_map<const Descriptor*, Fields> messages_;
   absl::flat_hash_map<const EnumDescriptor*, absl::flat_hash_map<std::string, const EnumValueDescriptor*>> enums_;
 };
-
-bool IsDate(const Descriptor* d) { return Names::IsDate(d); }
-bool IsTimestamp(const Descriptor* d) { return Names::IsTimestamp(d); }
 
 Json Write(const Message& m);
 

@@ -30,11 +30,8 @@ using Json = nlohmann::json;
 
 using adapters::ReadOrDie;
 
-// The public samples (CMake's CB_SAMPLES_DIR, by default ../shared/samples).
-fs::path Samples() {
-  const char* dir = std::getenv("CB_SAMPLES_DIR");
-  return fs::path(dir != nullptr && *dir != 0 ? dir : adapters::SourceDir() + "/../shared/samples") / "fhir";
-}
+// The public FHIR samples.
+fs::path Samples() { return fs::path(adapters::SamplesDir()) / "fhir"; }
 
 v1::CareRecord MustRead(const std::string& json) {
   auto r = ReadFhir(json);

@@ -51,10 +51,6 @@ class Converter {
   static void XMLCALL Doctype(void* self, const XML_Char*, const XML_Char*, const XML_Char*, int) {
     static_cast<Converter*>(self)->Fail("a DOCTYPE is not allowed in FHIR XML");
   }
-  static void XMLCALL Entity(void* self, const XML_Char*, int, const XML_Char*, int, const XML_Char*, const XML_Char*,
-                             const XML_Char*, const XML_Char*) {
-    static_cast<Converter*>(self)->Fail("an entity declaration is not allowed in FHIR XML");
-  }
 
   const std::string& error() const { return error_; }
   Json& result() { return result_; }
@@ -171,7 +167,6 @@ absl::StatusOr<Json> FhirXmlToJson(absl::string_view xml) {
   XML_SetElementHandler(parser.get(), Converter::Start, Converter::End);
   XML_SetCharacterDataHandler(parser.get(), Converter::Text);
   XML_SetStartDoctypeDeclHandler(parser.get(), Converter::Doctype);
-  XML_SetEntityDeclHandler(parser.get(), Converter::Entity);
   if (xml.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
     return InvalidArgument("FHIR_INVALID", "the XML document is too large");
   }

@@ -10,8 +10,8 @@
 // reader takes a lone object where it expects an array. Primitives stay
 // strings. Narrative (xhtml) is dropped.
 //
-// Hostile input: a DTD or entity declaration is refused (FHIR XML has none,
-// and that closes entity expansion), as are elements outside the FHIR
+// Hostile input: a DOCTYPE is refused (FHIR XML has none; entity
+// declarations live only inside one, so no entity is ever expanded), as are elements outside the FHIR
 // namespace other than narrative, text outside value attributes, and
 // nesting deeper than 64.
 #pragma once

@@ -32,6 +32,11 @@ absl::Duration FromDuration(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
+absl::Duration DurationOr(const google::protobuf::Duration& d, absl::Duration fallback) {
+  const absl::Duration v = FromDuration(d);
+  return v > absl::ZeroDuration() ? v : fallback;
+}
+
 bool WriteFileAtomically(const std::string& dir, const std::string& name, absl::string_view data) {
   const std::string tmp = dir + "/." + name + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

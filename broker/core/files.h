@@ -24,5 +24,7 @@ bool WriteFileAtomically(const std::string& dir, const std::string& name, absl::
 google::protobuf::Timestamp ToTimestamp(absl::Time t);
 absl::Time FromTimestamp(const google::protobuf::Timestamp& t);
 absl::Duration FromDuration(const google::protobuf::Duration& d);
+// `d`, or `fallback` when `d` is unset (or not positive).
+absl::Duration DurationOr(const google::protobuf::Duration& d, absl::Duration fallback);
 
 }  // namespace carebroker

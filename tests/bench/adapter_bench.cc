@@ -6,8 +6,6 @@
 //   CB_SOURCE_DIR=. build/tests/bench/adapter_bench --benchmark_min_time=1
 #include <benchmark/benchmark.h>
 
-#include <cstdlib>
-
 #include "adapters/cld/cld.h"
 #include "adapters/common/testdata.h"
 #include "adapters/formats.h"
@@ -77,10 +75,7 @@ BENCHMARK_CAPTURE(BM_Parse, cld_1000_rows, Format::kCld);
 // FHIR XML: UK Core's published Patient example (../shared/samples, or
 // CB_SAMPLES_DIR), read through expat into the JSON form.
 void BM_ParseFhirXml(benchmark::State& state) {
-  const char* dir = std::getenv("CB_SAMPLES_DIR");
-  const std::string path = (dir != nullptr && *dir != 0 ? std::string(dir) : SourceDir() + "/../shared/samples") +
-                           "/fhir/ukcore/UKCore-Patient-RichardSmith-Example.xml";
-  const std::string input = ReadOrDie(path);
+  const std::string input = ReadOrDie(SamplesDir() + "/fhir/ukcore/UKCore-Patient-RichardSmith-Example.xml");
   for (auto _ : state) {
     auto r = Parse(Format::kFhir, input);
     benchmark::DoNotOptimize(r);
