@@ -141,9 +141,9 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
     return absl::UnavailableError(absl::StrCat("PostgreSQL: cannot connect: ", why));
   }
   std::unique_ptr<Connection> conn(new Connection(c));
-  // Plain, predictable sessions: UTC, no statement timeout surprises from
-  // the server's defaults beyond what the operator set.
-  if (auto s = conn->ExecScript("SET TIME ZONE 'UTC'; SET client_min_messages = warning;"); !s.ok()) return s;
+  // libpq prints the server's notices (e.g. "already exists, skipping") to
+  // stderr; only warnings and errors are worth an operator's attention.
+  if (auto s = conn->ExecScript("SET client_min_messages = warning"); !s.ok()) return s;
   return conn;
 }
 
