@@ -1,5 +1,8 @@
 #include "broker/store/pg.h"
 
+#include <poll.h>
+
+#include <cerrno>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -130,36 +133,77 @@ absl::Status StatusOf(const PGresult* r, const PGconn* conn) {
   return absl::InternalError(what);
 }
 
-absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& conninfo) {
-  PGconn* c = PQconnectdb(conninfo.c_str());
+absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& conninfo, const Options& options) {
+  // The string goes in as `dbname` with expand_dbname, so a URI or a
+  // key=value string both work, and the options after it win.
+  std::vector<const char*> keys{"dbname"}, values{conninfo.c_str()};
+  for (const auto& [k, v] : options) {
+    keys.push_back(k.c_str());
+    values.push_back(v.c_str());
+  }
+  keys.push_back(nullptr);
+  values.push_back(nullptr);
+  PGconn* c = PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1);
   if (c == nullptr) return absl::UnavailableError("PostgreSQL: out of memory");
-  if (PQstatus(c) != CONNECTION_OK) {
+  std::unique_ptr<Connection> conn(new Connection(c));
+  if (auto s = conn->Reset(); !s.ok()) return s;
+  return conn;
+}
+
+absl::Status Connection::Reset() {
+  prepared_.clear();
+  if (PQstatus(conn_) != CONNECTION_OK) PQreset(conn_);
+  if (PQstatus(conn_) != CONNECTION_OK) {
     // libpq's message names the host and the reason, never the password.
-    std::string why = PQerrorMessage(c);
+    std::string why = PQerrorMessage(conn_);
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
-    PQfinish(c);
     return absl::UnavailableError(absl::StrCat("PostgreSQL: cannot connect: ", why));
   }
-  std::unique_ptr<Connection> conn(new Connection(c));
   // libpq prints the server's notices (e.g. "already exists, skipping") to
   // stderr; only warnings and errors are worth an operator's attention.
-  if (auto s = conn->ExecScript("SET client_min_messages = warning"); !s.ok()) return s;
-  return conn;
+  return ExecScript("SET client_min_messages = warning");
 }
 
 Connection::~Connection() { PQfinish(conn_); }
 
 absl::StatusOr<Result> Connection::Exec(const std::string& sql, std::initializer_list<Param> params) {
+  return Run(nullptr, sql, params.begin(), params.size());
+}
+
+absl::StatusOr<Result> Connection::Exec(const std::string& sql, const std::vector<Param>& params) {
+  return Run(nullptr, sql, params.data(), params.size());
+}
+
+absl::StatusOr<Result> Connection::ExecPrepared(const std::string& sql, std::initializer_list<Param> params) {
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    std::string name = absl::StrCat("cb", prepared_.size());
+    PGresult* r = PQprepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(params.size()), nullptr);
+    const bool ok = r != nullptr && PQresultStatus(r) == PGRES_COMMAND_OK;
+    absl::Status s = ok ? absl::OkStatus() : StatusOf(r, conn_);
+    if (r != nullptr) PQclear(r);
+    if (!s.ok()) return s;
+    it = prepared_.emplace(sql, std::move(name)).first;
+  }
+  return Run(it->second.c_str(), sql, params.begin(), params.size());
+}
+
+absl::StatusOr<Result> Connection::Run(const char* prepared, const std::string& sql, const Param* params, size_t n) {
   std::vector<const char*> values;
   std::vector<int> lengths, formats;
-  values.reserve(params.size());
-  for (const Param& p : params) {
-    values.push_back(p.data());
-    lengths.push_back(p.size());
-    formats.push_back(p.binary() ? 1 : 0);
+  values.reserve(n);
+  lengths.reserve(n);
+  formats.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    values.push_back(params[i].data());
+    lengths.push_back(params[i].size());
+    formats.push_back(params[i].binary() ? 1 : 0);
   }
-  PGresult* r = PQexecParams(conn_, sql.c_str(), static_cast<int>(params.size()), nullptr, values.data(),
-                             lengths.data(), formats.data(), /*resultFormat=*/0);
+  PGresult* r = prepared != nullptr
+                    ? PQexecPrepared(conn_, prepared, static_cast<int>(n), values.data(), lengths.data(),
+                                     formats.data(), /*resultFormat=*/0)
+                    : PQexecParams(conn_, sql.c_str(), static_cast<int>(n), nullptr, values.data(), lengths.data(),
+                                   formats.data(), /*resultFormat=*/0);
   const ExecStatusType st = r != nullptr ? PQresultStatus(r) : PGRES_FATAL_ERROR;
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
     absl::Status s = StatusOf(r, conn_);
@@ -175,6 +219,40 @@ absl::Status Connection::ExecScript(const std::string& sql) {
   absl::Status s = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? absl::OkStatus() : StatusOf(r, conn_);
   if (r != nullptr) PQclear(r);
   return s;
+}
+
+absl::StatusOr<std::vector<Notification>> Connection::AwaitNotifications(absl::Duration timeout) {
+  auto take = [this]() {
+    std::vector<Notification> out;
+    while (PGnotify* n = PQnotifies(conn_)) {
+      out.push_back({n->relname, n->extra});
+      PQfreemem(n);
+    }
+    return out;
+  };
+  if (PQconsumeInput(conn_) == 0) return absl::UnavailableError("PostgreSQL: the connection was lost");
+  if (auto ready = take(); !ready.empty()) return ready;
+  pollfd p{PQsocket(conn_), POLLIN, 0};
+  if (p.fd < 0) return absl::UnavailableError("PostgreSQL: the connection was lost");
+  const int ms = static_cast<int>(absl::ToInt64Milliseconds(timeout));
+  if (::poll(&p, 1, ms) < 0 && errno != EINTR) return absl::UnavailableError("PostgreSQL: poll failed");
+  if (PQconsumeInput(conn_) == 0) return absl::UnavailableError("PostgreSQL: the connection was lost");
+  return take();
+}
+
+std::string TextArray(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out.push_back(',');
+    out.push_back('"');
+    for (char c : values[i]) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    out.push_back('"');
+  }
+  out.push_back('}');
+  return out;
 }
 
 int SchemaVersion() { return static_cast<int>(Migrations().size()); }

@@ -14,6 +14,11 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/time.h"
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -61,6 +66,7 @@ class Result {
   absl::string_view Text(int row, int col) const {
     return absl::string_view(PQgetvalue(r_, row, col), static_cast<size_t>(PQgetlength(r_, row, col)));
   }
+  std::string Str(int row, int col) const { return std::string(Text(row, col)); }
   int64_t Int(int row, int col) const;
   // A BYTEA column in text format (\x hex), decoded.
   std::string Bytes(int row, int col) const;
@@ -71,23 +77,49 @@ class Result {
   PGresult* r_;
 };
 
+// libpq connection keywords added to a connection string (sslmode,
+// sslrootcert, passfile, ...); they win over the string's own.
+using Options = std::vector<std::pair<std::string, std::string>>;
+
+// A notification from LISTEN.
+struct Notification {
+  std::string channel;
+  std::string payload;
+};
+
 class Connection {
  public:
   // UNAVAILABLE when the server cannot be reached or refuses us.
-  static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& conninfo);
+  static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& conninfo, const Options& options = {});
   ~Connection();
 
   absl::StatusOr<Result> Exec(const std::string& sql, std::initializer_list<Param> params = {});
+  absl::StatusOr<Result> Exec(const std::string& sql, const std::vector<Param>& params);
+  // As Exec, through a statement prepared once per connection (for the
+  // store's fixed statements; not for SQL built per call).
+  absl::StatusOr<Result> ExecPrepared(const std::string& sql, std::initializer_list<Param> params = {});
   // Several statements without parameters (DDL, BEGIN/COMMIT).
   absl::Status ExecScript(const std::string& sql);
 
+  // Waits up to `timeout` for notifications on the channels this
+  // connection LISTENs to; answers those that arrived (maybe none).
+  // UNAVAILABLE when the connection is lost.
+  absl::StatusOr<std::vector<Notification>> AwaitNotifications(absl::Duration timeout);
+
   bool ok() const { return PQstatus(conn_) == CONNECTION_OK; }
+  // Reconnects with the same parameters (after a lost connection).
+  absl::Status Reset();
   PGconn* raw() const { return conn_; }
 
  private:
   explicit Connection(PGconn* c) : conn_(c) {}
+  absl::StatusOr<Result> Run(const char* prepared, const std::string& sql, const Param* params, size_t n);
   PGconn* conn_;
+  absl::flat_hash_map<std::string, std::string> prepared_;  // SQL -> statement name
 };
+
+// A text[] literal for `values`, each element quoted (for `= ANY($1::text[])`).
+std::string TextArray(const std::vector<std::string>& values);
 
 // The status for a failed statement (see above); UNAVAILABLE for the
 // classes that mean "try again" (connection, shutdown, resources,

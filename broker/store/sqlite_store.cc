@@ -409,6 +409,7 @@ class SqliteStore final : public Store {
   }
 
   void SetArrivalListener(ArrivalListener listener) override { listener_ = std::move(listener); }
+  void SetConsentListener(ConsentListener listener) override { consent_listener_ = std::move(listener); }
 
   void Close() override {
     {
@@ -452,6 +453,7 @@ class SqliteStore final : public Store {
     int64_t max_seq = 0;  // highest message seq stored by this batch, 0: none
     uint64_t audit_first = 0;
     std::vector<std::string> leaves;  // audit entries written, from audit_first
+    std::vector<v1::ConsentChange> consent;  // consent changes stored, in seq order
   };
 
   void WriterLoop() {
@@ -487,6 +489,7 @@ class SqliteStore final : public Store {
           pending_bloom_valid_ = RebuildPendingBloom().ok();
         }
         batch_leaves_.clear();
+        batch_consent_.clear();
       }
       // Claims, releases and reads complete now, not behind the fdatasync.
       if (s.ok()) {
@@ -500,9 +503,11 @@ class SqliteStore final : public Store {
         }
         batch.swap(durable);
       }
-      Committed c{std::move(batch), s, std::move(arrivals_), batch_max_seq_, audit_first, std::move(batch_leaves_)};
+      Committed c{std::move(batch),        s, std::move(arrivals_), batch_max_seq_, audit_first, std::move(batch_leaves_),
+                  std::move(batch_consent_)};
       batch_max_seq_ = 0;
       batch_leaves_.clear();
+      batch_consent_.clear();
       batch.clear();
       arrivals_.clear();
       absl::MutexLock sl(&sync_mu_);
@@ -560,6 +565,9 @@ class SqliteStore final : public Store {
       // sender's receipt implies its recipient was woken.
       if (s.ok() && listener_) {
         for (const auto& r : c.arrivals) listener_(r);
+      }
+      if (s.ok() && consent_listener_) {
+        for (const auto& change : c.consent) consent_listener_(change);
       }
       for (auto& op : c.ops) op->Finish(s);
     }
@@ -669,23 +677,9 @@ class SqliteStore final : public Store {
   }
 
   // Writes one audit entry at the next index, inside the open transaction.
-  // The index goes first as field 1 (a varint), which is where the
-  // deterministic serialisation puts it; index 0 is omitted, as proto3 does.
   absl::Status WriteAudit(const AuditRecord& r) {
     if (r.empty()) return absl::OkStatus();
-    std::string entry;
-    entry.reserve(r.entry.size() + 11);
-    if (next_audit_index_ != 0) {
-      entry.push_back(0x08);
-      for (uint64_t v = next_audit_index_; ; v >>= 7) {
-        if (v < 0x80) {
-          entry.push_back(static_cast<char>(v));
-          break;
-        }
-        entry.push_back(static_cast<char>((v & 0x7f) | 0x80));
-      }
-    }
-    entry.append(r.entry);
+    const std::string entry = IndexedAuditEntry(next_audit_index_, r.entry);
     const audit::Hash leaf = audit::LeafHash(entry);
     audit_insert_.Bind(1, static_cast<int64_t>(next_audit_index_)).Bind(2, Micros(r.at));
     if (r.subject.empty()) {
@@ -1125,6 +1119,7 @@ class SqliteStore final : public Store {
       return s;
     }
     c.set_seq(sqlite3_last_insert_rowid(db_));
+    batch_consent_.push_back(c);
     return c;
   }
 
@@ -1251,6 +1246,8 @@ class SqliteStore final : public Store {
   AuditListener audit_listener_;
   uint64_t next_audit_index_ = 0;          // writer thread
   std::vector<std::string> batch_leaves_;  // writer thread: leaves of the batch being built
+  std::vector<v1::ConsentChange> batch_consent_;  // writer thread: consent stored by that batch
+  ConsentListener consent_listener_;
   // Entries known durable; readers see no later one.
   std::atomic<uint64_t> synced_audit_size_{0};
 

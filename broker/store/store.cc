@@ -31,6 +31,23 @@ NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl:
   return m;
 }
 
+std::string IndexedAuditEntry(uint64_t index, absl::string_view entry) {
+  std::string out;
+  out.reserve(entry.size() + 11);
+  if (index != 0) {
+    out.push_back(0x08);
+    for (uint64_t v = index;; v >>= 7) {
+      if (v < 0x80) {
+        out.push_back(static_cast<char>(v));
+        break;
+      }
+      out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    }
+  }
+  out.append(entry.data(), entry.size());
+  return out;
+}
+
 std::string Sha256(absl::string_view data) { return std::string(audit::AsBytes(audit::Sha256Of(data))); }
 
 }  // namespace carebroker

@@ -281,6 +281,15 @@ class Store {
   using ArrivalListener = std::function<void(const OrgCode& recipient)>;
   virtual void SetArrivalListener(ArrivalListener listener) = 0;
 
+  // Called (on a store thread) with each consent change once durable, in
+  // seq order: this process's own before their AppendConsent completes,
+  // and, on a store shared by several replicas, the others' as they are
+  // heard of. A change may be announced again (after ReadConsent returned
+  // it, or at a reconnect): seq tells. Set once, before any other call.
+  // Must not block or call the store.
+  using ConsentListener = std::function<void(const v1::ConsentChange& change)>;
+  virtual void SetConsentListener(ConsentListener listener) = 0;
+
   // Stops accepting operations, finishes queued ones, and waits for them.
   // Later calls answer FAILED_PRECONDITION. Idempotent; also run by the
   // destructor.
@@ -293,6 +302,11 @@ class Store {
 // The non-delivery report stored for an expired message (shared by every
 // implementation so reports are identical whatever the store).
 NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl::Duration expiry);
+
+// The bytes an audit entry is stored and hashed as: `entry` (a serialised
+// AuditEntry without its index) with `index` put first as field 1, where
+// the deterministic serialisation puts it (index 0 is omitted, as proto3 does).
+std::string IndexedAuditEntry(uint64_t index, absl::string_view entry);
 
 // SHA-256 of `data` (32 raw bytes).
 std::string Sha256(absl::string_view data);

@@ -1,0 +1,916 @@
+#include "broker/store/pg_store.h"
+
+#include <algorithm>
+#include <deque>
+#include <random>
+#include <thread>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "audit/merkle.h"
+#include "broker/core/status.h"
+
+namespace carebroker {
+namespace {
+
+using pg::Param;
+
+constexpr size_t kMaxOpsPerCommit = 1024;
+constexpr size_t kAuditRowsPerInsert = 1000;
+constexpr int kCatchUpRows = 10000;
+// Consent changes take this advisory lock before their insert, so their seq
+// is in commit order ("cbconsnt").
+constexpr int64_t kConsentLock = 0x6362636f6e736e74;
+constexpr char kChannel[] = "carebroker";
+constexpr size_t kMaxNotifyPayload = 7000;  // PostgreSQL's limit is 8000 bytes
+
+enum State : int { kAccepted = 1, kDelivered = 2, kAcknowledged = 3, kExpired = 4, kWithheld = 5 };
+
+int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
+absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
+Param Time(absl::Time t) { return Param::Int(Micros(t)); }
+Param TextOrNull(absl::string_view v) { return v.empty() ? Param::Null() : Param::Text(v); }
+
+// Every failed statement fails its transaction: the store answers
+// UNAVAILABLE, as the embedded store does for a failed commit.
+absl::Status Unavailable(const absl::Status& s) {
+  return Error(absl::StatusCode::kUnavailable, "STORE_UNAVAILABLE", absl::StrCat("store: ", s.message()));
+}
+
+absl::Status StoreClosed() { return Error(absl::StatusCode::kFailedPrecondition, "STORE_CLOSED", "store is closed"); }
+
+std::vector<std::string> Strings(const std::vector<MessageId>& ids) {
+  std::vector<std::string> out;
+  out.reserve(ids.size());
+  for (const MessageId& id : ids) out.push_back(id.str());
+  return out;
+}
+
+std::string Int64Array(const std::vector<int64_t>& v) {
+  std::string out = "{";
+  for (size_t i = 0; i < v.size(); ++i) absl::StrAppend(&out, i > 0 ? "," : "", v[i]);
+  out.push_back('}');
+  return out;
+}
+
+// One transaction's state, built while its operations run.
+struct Txn {
+  pg::Connection& conn;
+  std::vector<AuditRecord> audit;  // written last, under the audit_next lock
+  bool needs_audit_base = false;   // an AppendAudit asks for its first index
+  absl::flat_hash_set<OrgCode> arrivals;
+  bool consent_locked = false;
+  bool consent = false;  // consent changes were stored
+};
+
+// The outcome of one transaction.
+struct Outcome {
+  absl::Status status;
+  uint64_t audit_base = 0;          // index of the transaction's first entry
+  std::vector<std::string> leaves;  // leaf hashes of its entries
+  absl::flat_hash_set<OrgCode> arrivals;
+  bool consent = false;
+};
+
+class Op {
+ public:
+  virtual ~Op() = default;
+  // Runs inside the open transaction; a non-OK status fails it. May run
+  // again (alone) when another operation failed the shared transaction.
+  virtual absl::Status Run(Txn& t) = 0;
+  virtual void Finish(const absl::Status& batch, uint64_t audit_base) = 0;
+  // Consent changes run first in a transaction: their lock is then taken
+  // before any row lock, and row locks before the audit lock, so
+  // transactions never wait on each other in a circle.
+  virtual bool consent() const = 0;
+};
+
+template <typename T>
+class OpImpl final : public Op {
+ public:
+  using Fix = absl::AnyInvocable<void(T&, uint64_t audit_base)>;
+  OpImpl(absl::AnyInvocable<absl::StatusOr<T>(Txn&)> run, StoreCallback<T> done, Fix fix, bool consent)
+      : run_(std::move(run)), done_(std::move(done)), fix_(std::move(fix)), consent_(consent) {}
+  absl::Status Run(Txn& t) override {
+    result_ = run_(t);
+    return result_.status().code() == absl::StatusCode::kUnavailable ? result_.status() : absl::OkStatus();
+  }
+  void Finish(const absl::Status& batch, uint64_t audit_base) override {
+    if (!batch.ok()) return std::move(done_)(batch);
+    if (fix_ && result_.ok()) fix_(*result_, audit_base);
+    std::move(done_)(std::move(result_));
+  }
+  bool consent() const override { return consent_; }
+
+ private:
+  absl::AnyInvocable<absl::StatusOr<T>(Txn&)> run_;
+  StoreCallback<T> done_;
+  Fix fix_;
+  bool consent_;
+  absl::StatusOr<T> result_ = absl::UnknownError("not run");
+};
+
+// ---- Statements (prepared once per connection).
+
+constexpr const char* kInsertMessage = R"sql(
+WITH m AS (
+  INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, local_ref, kind, digest,
+                        state, accepted_at, expires_at, visible_at, claim_token, deliveries, first_delivered_at,
+                        subject, consent_check)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+  ON CONFLICT (sender, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
+  RETURNING seq)
+INSERT INTO bodies (seq, body) SELECT seq, $20::bytea FROM m RETURNING seq)sql";
+
+constexpr const char* kFindIdem = "SELECT id, accepted_at, digest FROM messages WHERE sender = $1 AND idem_key = $2";
+
+constexpr const char* kClaim = R"sql(
+WITH pick AS (
+  SELECT seq, visible_at AS was FROM messages
+  WHERE recipient = $1 AND state < 3 AND visible_at <= $2 AND expires_at > $2
+  ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED),
+upd AS (
+  UPDATE messages m SET state = 2, visible_at = $4, claim_token = $5, deliveries = m.deliveries + 1,
+                        first_delivered_at = coalesce(m.first_delivered_at, $2)
+  FROM pick WHERE m.seq = pick.seq
+  RETURNING m.seq, pick.was, m.id, m.sender, m.workflow, m.purpose, m.content_type, m.local_ref, m.kind,
+            m.accepted_at, m.deliveries, m.subject, m.consent_check)
+SELECT upd.*, b.body FROM upd LEFT JOIN bodies b ON b.seq = upd.seq ORDER BY upd.was, upd.seq)sql";
+
+constexpr const char* kAck = R"sql(
+WITH old AS (
+  SELECT seq, id, state, sender, workflow, purpose, subject, kind FROM messages
+  WHERE id = ANY($1::text[]) AND recipient = $2 FOR UPDATE),
+upd AS (
+  UPDATE messages m SET state = 3, acked_at = $3, claim_token = NULL, subject = NULL
+  FROM old WHERE m.seq = old.seq AND old.state < 3)
+SELECT id, state, sender, workflow, purpose, subject, kind FROM old)sql";
+
+constexpr const char* kRelease =
+    "UPDATE messages SET visible_at = $4, claim_token = NULL "
+    "WHERE id = ANY($1::text[]) AND recipient = $2 AND claim_token = $3 AND state < 3";
+
+constexpr const char* kWithhold = R"sql(
+WITH old AS (
+  SELECT seq, id, sender, workflow, purpose, subject FROM messages
+  WHERE id = ANY($1::text[]) AND recipient = $2 AND state < 3 FOR UPDATE),
+upd AS (
+  UPDATE messages m SET state = 5, withheld_at = $3, withheld_reason = $4, claim_token = NULL, purged = true,
+                        subject = NULL
+  FROM old WHERE m.seq = old.seq),
+gone AS (DELETE FROM bodies b USING old WHERE b.seq = old.seq)
+SELECT id, sender, workflow, purpose, subject FROM old)sql";
+
+constexpr const char* kTrack =
+    "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, acked_at, "
+    "expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "
+    "WHERE id = $1 AND (sender = $2 OR recipient = $2)";
+
+constexpr const char* kExpireSelect =
+    "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind, purpose, subject FROM messages "
+    "WHERE state < 3 AND expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED";
+constexpr const char* kExpireUpdate =
+    "WITH upd AS (UPDATE messages SET state = 4, expired_at = $2, claim_token = NULL, purged = true, subject = NULL "
+    "WHERE seq = ANY($1::bigint[])) DELETE FROM bodies WHERE seq = ANY($1::bigint[])";
+constexpr const char* kPurgeSelect =
+    "SELECT seq FROM messages WHERE state = 3 AND NOT purged AND acked_at <= $1 ORDER BY acked_at LIMIT $2 "
+    "FOR UPDATE SKIP LOCKED";
+constexpr const char* kPurgeUpdate =
+    "WITH upd AS (UPDATE messages SET purged = true WHERE seq = ANY($1::bigint[])) "
+    "DELETE FROM bodies WHERE seq = ANY($1::bigint[])";
+
+constexpr const char* kAuditLock = "SELECT idx FROM audit_next FOR UPDATE";
+constexpr const char* kAuditAdvance =
+    "WITH u AS (UPDATE audit_next SET idx = $1 RETURNING idx) SELECT pg_notify('carebroker', $2) FROM u";
+
+class PgStore final : public Store {
+ public:
+  ~PgStore() override { Close(); }
+
+  absl::Status Open(const PgStoreOptions& o) {
+    if (o.pool_size < 1 || o.pool_size > 64) {
+      return InvalidArgument("STORE_POOL_INVALID", "store pool size must be 1..64");
+    }
+    std::random_device rd;
+    instance_ = absl::StrFormat("%08x%08x", rd(), rd());
+    for (int i = 0; i < o.pool_size; ++i) {
+      auto c = pg::Connection::Open(o.conninfo, o.options);
+      if (!c.ok()) return c.status();
+      if (i == 0) {
+        if (auto m = pg::Migrate(**c); !m.ok()) return m.status();
+        auto next = (*c)->Exec("SELECT (SELECT idx FROM audit_next), (SELECT coalesce(max(seq), 0) FROM consent)");
+        if (!next.ok()) return Unavailable(next.status());
+        audit_cursor_ = static_cast<uint64_t>(next->Int(0, 0));
+        consent_cursor_ = next->Int(0, 1);
+      }
+      conns_.push_back(*std::move(c));
+    }
+    auto listen = pg::Connection::Open(o.conninfo, o.options);
+    if (!listen.ok()) return listen.status();
+    listen_ = *std::move(listen);
+    if (auto s = listen_->ExecScript(absl::StrCat("LISTEN ", kChannel)); !s.ok()) return Unavailable(s);
+    for (auto& c : conns_) {
+      workers_.emplace_back([this, conn = c.get()] {
+        pthread_setname_np(pthread_self(), "cb-pg");
+        WorkerLoop(*conn);
+      });
+    }
+    listener_thread_ = std::thread([this] {
+      pthread_setname_np(pthread_self(), "cb-pg-listen");
+      ListenLoop();
+    });
+    return absl::OkStatus();
+  }
+
+  void Append(std::vector<NewMessage> msgs,
+              StoreCallback<std::vector<absl::StatusOr<AppendReceipt>>> done) override {
+    Enqueue<std::vector<absl::StatusOr<AppendReceipt>>>(
+        [this, msgs = std::move(msgs)](Txn& t) { return DoAppend(t, msgs); }, std::move(done));
+  }
+
+  void Claim(ClaimRequest req, StoreCallback<std::vector<StoredDelivery>> done) override {
+    if (req.max < 1 || req.max > 10000) {
+      std::move(done)(InvalidArgument("CLAIM_INVALID", "claim max must be 1..10000"));
+      return;
+    }
+    Enqueue<std::vector<StoredDelivery>>([this, req = std::move(req)](Txn& t) { return DoClaim(t, req); },
+                                         std::move(done));
+  }
+
+  void Ack(OrgCode recipient, std::vector<MessageId> ids, absl::Time now, StoreCallback<AckResult> done) override {
+    Enqueue<AckResult>([this, r = std::move(recipient), ids = std::move(ids), now](Txn& t) { return DoAck(t, r, ids, now); },
+                       std::move(done));
+  }
+
+  void Release(OrgCode recipient, ClaimToken token, std::vector<MessageId> ids, absl::Time now,
+               StoreCallback<int> done) override {
+    Enqueue<int>(
+        [r = std::move(recipient), token, ids = Strings(ids), now](Txn& t) -> absl::StatusOr<int> {
+          auto res = t.conn.ExecPrepared(kRelease, {Param::Text(pg::TextArray(ids)), Param::Text(r.str()),
+                                                    Param::Int(static_cast<int64_t>(token)), Time(now)});
+          if (!res.ok()) return Unavailable(res.status());
+          const int n = static_cast<int>(res->affected());
+          if (n > 0) t.arrivals.insert(r);
+          return n;
+        },
+        std::move(done));
+  }
+
+  void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
+                StoreCallback<int> done) override {
+    Enqueue<int>([this, r = std::move(recipient), ids = std::move(ids), reason = std::move(reason), now](
+                     Txn& t) { return DoWithhold(t, r, ids, reason, now); },
+                 std::move(done));
+  }
+
+  void AppendConsent(v1::ConsentChange change, AuditRecord audit, StoreCallback<v1::ConsentChange> done) override {
+    Enqueue<v1::ConsentChange>(
+        [c = std::move(change), a = std::move(audit)](Txn& t) -> absl::StatusOr<v1::ConsentChange> {
+          if (!t.consent_locked) {
+            if (auto r = t.conn.ExecPrepared("SELECT pg_advisory_xact_lock($1)", {Param::Int(kConsentLock)});
+                !r.ok()) {
+              return Unavailable(r.status());
+            }
+            t.consent_locked = true;
+          }
+          v1::ConsentChange stored = c;
+          stored.clear_seq();
+          auto r = t.conn.ExecPrepared("INSERT INTO consent (nhs_number, change) VALUES ($1, $2) RETURNING seq",
+                                       {Param::Text(stored.nhs_number()), Param::Bytes(stored.SerializeAsString())});
+          if (!r.ok()) return Unavailable(r.status());
+          stored.set_seq(r->Int(0, 0));
+          if (!a.empty()) t.audit.push_back(a);
+          t.consent = true;
+          return stored;
+        },
+        std::move(done), nullptr, /*consent=*/true);
+  }
+
+  void AppendAudit(std::vector<AuditRecord> records, StoreCallback<uint64_t> done) override {
+    Enqueue<uint64_t>(
+        [rs = std::move(records)](Txn& t) -> absl::StatusOr<uint64_t> {
+          const uint64_t offset = t.audit.size();
+          for (const AuditRecord& r : rs) {
+            if (!r.empty()) t.audit.push_back(r);
+          }
+          t.needs_audit_base = true;
+          return offset;
+        },
+        std::move(done), [](uint64_t& offset, uint64_t base) { offset += base; });
+  }
+
+  void ReadAudit(AuditRead req, StoreCallback<std::vector<AuditRow>> done) override {
+    if (req.max < 1 || req.max > 100000) {
+      std::move(done)(InvalidArgument("AUDIT_READ_INVALID", "audit read max must be 1..100000"));
+      return;
+    }
+    Enqueue<std::vector<AuditRow>>(
+        [req = std::move(req)](Txn& t) -> absl::StatusOr<std::vector<AuditRow>> {
+          const Param from = Param::Int(static_cast<int64_t>(req.from)), max = Param::Int(req.max);
+          auto r = req.hashes_only ? t.conn.ExecPrepared(
+                                         "SELECT idx, NULL, leaf FROM audit WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                                         {from, max})
+                   : req.subject.empty()
+                       ? t.conn.ExecPrepared(
+                             "SELECT idx, entry, leaf FROM audit WHERE idx >= $1 ORDER BY idx LIMIT $2", {from, max})
+                       : t.conn.ExecPrepared("SELECT idx, entry, leaf FROM audit WHERE subject = $3 AND idx >= $1 "
+                                             "ORDER BY idx LIMIT $2",
+                                             {from, max, Param::Text(req.subject)});
+          if (!r.ok()) return Unavailable(r.status());
+          std::vector<AuditRow> out(static_cast<size_t>(r->rows()));
+          for (int i = 0; i < r->rows(); ++i) {
+            out[i].index = static_cast<uint64_t>(r->Int(i, 0));
+            if (!req.hashes_only) out[i].entry = r->Bytes(i, 1);
+            out[i].leaf_hash = r->Bytes(i, 2);
+          }
+          return out;
+        },
+        std::move(done));
+  }
+
+  void AppendTreeHead(v1::SignedTreeHead head, StoreCallback<bool> done) override {
+    Enqueue<bool>(
+        [h = std::move(head)](Txn& t) -> absl::StatusOr<bool> {
+          auto r = t.conn.ExecPrepared(
+              "INSERT INTO tree_heads (tree_size, head) VALUES ($1, $2) ON CONFLICT (tree_size) DO NOTHING",
+              {Param::Int(static_cast<int64_t>(h.tree_size())), Param::Bytes(h.SerializeAsString())});
+          if (!r.ok()) return Unavailable(r.status());
+          return r->affected() == 1;
+        },
+        std::move(done));
+  }
+
+  void ReadTreeHeads(StoreCallback<std::vector<v1::SignedTreeHead>> done) override {
+    Enqueue<std::vector<v1::SignedTreeHead>>(
+        [](Txn& t) -> absl::StatusOr<std::vector<v1::SignedTreeHead>> {
+          auto r = t.conn.ExecPrepared("SELECT head FROM tree_heads ORDER BY tree_size");
+          if (!r.ok()) return Unavailable(r.status());
+          std::vector<v1::SignedTreeHead> out(static_cast<size_t>(r->rows()));
+          for (int i = 0; i < r->rows(); ++i) {
+            if (!out[i].ParseFromString(r->Bytes(i, 0))) {
+              return Error(absl::StatusCode::kDataLoss, "STORE_CORRUPT", "a stored tree head cannot be read");
+            }
+          }
+          return out;
+        },
+        std::move(done));
+  }
+
+  void SetAuditRecorder(const AuditRecorder* recorder) override { recorder_ = recorder; }
+
+  void SetAuditListener(AuditListener listener) override {
+    absl::MutexLock l(&audit_mu_);
+    audit_listener_ = std::move(listener);
+  }
+
+  void ReadConsent(std::string nhs_number, StoreCallback<std::vector<v1::ConsentChange>> done) override {
+    Enqueue<std::vector<v1::ConsentChange>>(
+        [n = std::move(nhs_number)](Txn& t) -> absl::StatusOr<std::vector<v1::ConsentChange>> {
+          auto r = n.empty() ? t.conn.ExecPrepared("SELECT seq, change FROM consent ORDER BY seq")
+                             : t.conn.ExecPrepared(
+                                   "SELECT seq, change FROM consent WHERE nhs_number = $1 ORDER BY seq",
+                                   {Param::Text(n)});
+          if (!r.ok()) return Unavailable(r.status());
+          return ConsentRows(*r);
+        },
+        std::move(done));
+  }
+
+  void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) override {
+    Enqueue<TrackInfo>([c = std::move(caller), id = std::move(id)](Txn& t) { return DoTrack(t, c, id); },
+                       std::move(done));
+  }
+
+  void Sweep(SweepRequest req, StoreCallback<SweepResult> done) override {
+    Enqueue<SweepResult>([this, req](Txn& t) { return DoSweep(t, req); }, std::move(done));
+  }
+
+  void SetArrivalListener(ArrivalListener listener) override {
+    absl::MutexLock l(&arrival_mu_);
+    arrival_listener_ = std::move(listener);
+  }
+
+  void SetConsentListener(ConsentListener listener) override {
+    absl::MutexLock l(&consent_mu_);
+    consent_listener_ = std::move(listener);
+  }
+
+  void Close() override {
+    {
+      absl::MutexLock l(&mu_);
+      if (closed_) return;
+      closed_ = true;
+    }
+    for (auto& w : workers_) {
+      if (w.joinable()) w.join();
+    }
+    stopping_.store(true);
+    if (listener_thread_.joinable()) listener_thread_.join();
+  }
+
+ private:
+  template <typename T>
+  void Enqueue(absl::AnyInvocable<absl::StatusOr<T>(Txn&)> run, StoreCallback<T> done,
+               typename OpImpl<T>::Fix fix = nullptr, bool consent = false) {
+    {
+      absl::MutexLock l(&mu_);
+      if (!closed_) {
+        queue_.push_back(std::make_unique<OpImpl<T>>(std::move(run), std::move(done), std::move(fix), consent));
+        return;
+      }
+    }
+    std::move(done)(StoreClosed());
+  }
+
+  void WorkerLoop(pg::Connection& conn) {
+    std::vector<std::unique_ptr<Op>> batch;
+    while (true) {
+      {
+        absl::MutexLock l(&mu_);
+        mu_.Await(absl::Condition(
+            +[](PgStore* s) ABSL_NO_THREAD_SAFETY_ANALYSIS { return s->closed_ || !s->queue_.empty(); }, this));
+        if (queue_.empty()) return;  // closed and drained
+        while (!queue_.empty() && batch.size() < kMaxOpsPerCommit) {
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+      }
+      std::stable_partition(batch.begin(), batch.end(), [](const auto& op) { return op->consent(); });
+      if (!conn.ok()) {
+        if (auto s = conn.Reset(); !s.ok()) {
+          for (auto& op : batch) op->Finish(Unavailable(s), 0);
+          batch.clear();
+          continue;
+        }
+      }
+      Outcome out = Commit(conn, batch);
+      if (!out.status.ok() && batch.size() > 1 && conn.ok()) {
+        // One operation's statement failed, and took the shared
+        // transaction with it (or two transactions deadlocked): run each
+        // alone, so only an operation that fails by itself fails.
+        for (auto& op : batch) {
+          std::vector<std::unique_ptr<Op>> one;
+          one.push_back(std::move(op));
+          Outcome alone = Commit(conn, one);
+          Complete(conn, one, alone);
+        }
+      } else {
+        Complete(conn, batch, out);
+      }
+      batch.clear();
+    }
+  }
+
+  Outcome Commit(pg::Connection& conn, std::vector<std::unique_ptr<Op>>& ops) {
+    Outcome out;
+    Txn t{conn};
+    out.status = conn.ExecScript("BEGIN");
+    for (size_t i = 0; out.status.ok() && i < ops.size(); ++i) out.status = ops[i]->Run(t);
+    if (out.status.ok() && (!t.audit.empty() || t.needs_audit_base)) out.status = FlushAudit(t, out);
+    if (out.status.ok() && !t.arrivals.empty()) out.status = NotifyArrivals(t);
+    if (out.status.ok() && t.consent) {
+      auto r = conn.ExecPrepared("SELECT pg_notify('carebroker', $1)", {Param::Text(instance_ + " consent")});
+      if (!r.ok()) out.status = r.status();
+    }
+    if (out.status.ok()) out.status = conn.ExecScript("COMMIT");
+    if (!out.status.ok()) {
+      out.status = Unavailable(out.status);
+      if (conn.ok()) (void)conn.ExecScript("ROLLBACK");
+      out.leaves.clear();
+      return out;
+    }
+    out.arrivals = std::move(t.arrivals);
+    out.consent = t.consent;
+    return out;
+  }
+
+  // Announces a committed transaction's entries, consent changes and
+  // arrivals, then completes its operations.
+  void Complete(pg::Connection& conn, std::vector<std::unique_ptr<Op>>& ops, const Outcome& out) {
+    if (out.status.ok()) {
+      if (!out.leaves.empty()) DeliverAudit(conn, out.audit_base, out.leaves);
+      if (out.consent) CatchUpConsent(conn);
+      absl::MutexLock l(&arrival_mu_);
+      if (arrival_listener_) {
+        for (const OrgCode& r : out.arrivals) arrival_listener_(r);
+      }
+    }
+    for (auto& op : ops) op->Finish(out.status, out.audit_base);
+  }
+
+  // Writes the transaction's entries at the next indexes, holding the
+  // audit_next row's lock until commit.
+  absl::Status FlushAudit(Txn& t, Outcome& out) {
+    auto lock = t.conn.ExecPrepared(kAuditLock);
+    if (!lock.ok()) return lock.status();
+    if (lock->rows() != 1) return absl::DataLossError("the audit_next row is missing");
+    const uint64_t base = static_cast<uint64_t>(lock->Int(0, 0));
+    out.audit_base = base;
+    if (t.audit.empty()) return absl::OkStatus();
+    out.leaves.reserve(t.audit.size());
+    for (size_t first = 0; first < t.audit.size(); first += kAuditRowsPerInsert) {
+      const size_t n = std::min(kAuditRowsPerInsert, t.audit.size() - first);
+      std::string sql = "INSERT INTO audit (idx, at, subject, entry, leaf) VALUES ";
+      std::vector<Param> params;
+      params.reserve(n * 5);
+      for (size_t i = 0; i < n; ++i) {
+        const AuditRecord& r = t.audit[first + i];
+        const uint64_t index = base + first + i;
+        std::string entry = IndexedAuditEntry(index, r.entry);
+        std::string leaf(audit::AsBytes(audit::LeafHash(entry)));
+        const size_t p = params.size();
+        absl::StrAppend(&sql, i > 0 ? "," : "", "($", p + 1, ",$", p + 2, ",$", p + 3, ",$", p + 4, ",$", p + 5, ")");
+        params.push_back(Param::Int(static_cast<int64_t>(index)));
+        params.push_back(Time(r.at));
+        params.push_back(TextOrNull(r.subject));
+        params.push_back(Param::Bytes(entry));
+        params.push_back(Param::Bytes(leaf));
+        out.leaves.push_back(std::move(leaf));
+      }
+      if (auto r = t.conn.Exec(sql, params); !r.ok()) return r.status();
+    }
+    auto advance = t.conn.ExecPrepared(
+        kAuditAdvance, {Param::Int(static_cast<int64_t>(base + t.audit.size())), Param::Text(instance_ + " audit")});
+    return advance.ok() ? absl::OkStatus() : advance.status();
+  }
+
+  // Other replicas' streams for these recipients are woken at commit.
+  absl::Status NotifyArrivals(Txn& t) {
+    std::string payload = instance_ + " arrival";
+    auto send = [&]() -> absl::Status {
+      auto r = t.conn.ExecPrepared("SELECT pg_notify('carebroker', $1)", {Param::Text(payload)});
+      payload = instance_ + " arrival";
+      return r.ok() ? absl::OkStatus() : r.status();
+    };
+    for (const OrgCode& org : t.arrivals) {
+      if (payload.size() + org.str().size() + 1 > kMaxNotifyPayload) {
+        if (auto s = send(); !s.ok()) return s;
+      }
+      absl::StrAppend(&payload, " ", org.str());
+    }
+    return send();
+  }
+
+  // Hands the audit listener this transaction's entries, after any that
+  // other transactions committed before them and the listener has not had.
+  void DeliverAudit(pg::Connection& conn, uint64_t base, const std::vector<std::string>& leaves) {
+    absl::MutexLock l(&audit_mu_);
+    if (!audit_listener_) return;
+    if (audit_cursor_ < base && !CatchUpAuditLocked(conn, base)) return;  // the listen loop will
+    if (audit_cursor_ >= base + leaves.size()) return;
+    const size_t skip = static_cast<size_t>(audit_cursor_ - base);
+    audit_listener_(audit_cursor_, skip == 0 ? leaves : std::vector<std::string>(leaves.begin() + skip, leaves.end()));
+    audit_cursor_ = base + leaves.size();
+  }
+
+  // Reads committed entries from the cursor (up to `end`, 0: all) and hands
+  // them on. False when they cannot be read now.
+  bool CatchUpAuditLocked(pg::Connection& conn, uint64_t end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(audit_mu_) {
+    while (end == 0 || audit_cursor_ < end) {
+      auto r = conn.ExecPrepared(
+          "SELECT idx, leaf FROM audit WHERE idx >= $1 AND idx < $2 ORDER BY idx LIMIT $3",
+          {Param::Int(static_cast<int64_t>(audit_cursor_)),
+           Param::Int(end == 0 ? INT64_MAX : static_cast<int64_t>(end)), Param::Int(kCatchUpRows)});
+      if (!r.ok()) {
+        absl::FPrintF(stderr, "carebroker: store: cannot read the audit log to follow it: %s\n", r.status().message());
+        return false;
+      }
+      std::vector<std::string> leaves;
+      for (int i = 0; i < r->rows() && static_cast<uint64_t>(r->Int(i, 0)) == audit_cursor_ + leaves.size(); ++i) {
+        leaves.push_back(r->Bytes(i, 1));
+      }
+      if (leaves.empty()) return end == 0;
+      audit_listener_(audit_cursor_, leaves);
+      audit_cursor_ += leaves.size();
+      if (r->rows() < kCatchUpRows && end == 0) return true;
+    }
+    return true;
+  }
+
+  void CatchUpAudit(pg::Connection& conn) {
+    absl::MutexLock l(&audit_mu_);
+    if (audit_listener_) CatchUpAuditLocked(conn, 0);
+  }
+
+  void CatchUpConsent(pg::Connection& conn) {
+    absl::MutexLock l(&consent_mu_);
+    if (!consent_listener_) return;
+    while (true) {
+      auto r = conn.ExecPrepared("SELECT seq, change FROM consent WHERE seq > $1 ORDER BY seq LIMIT $2",
+                                 {Param::Int(consent_cursor_), Param::Int(kCatchUpRows)});
+      if (!r.ok()) {
+        absl::FPrintF(stderr, "carebroker: store: cannot read consent changes to follow them: %s\n",
+                      r.status().message());
+        return;
+      }
+      auto changes = ConsentRows(*r);
+      if (!changes.ok()) {
+        absl::FPrintF(stderr, "carebroker: store: %s\n", changes.status().message());
+        return;
+      }
+      for (const v1::ConsentChange& c : *changes) {
+        consent_listener_(c);
+        consent_cursor_ = c.seq();
+      }
+      if (r->rows() < kCatchUpRows) return;
+    }
+  }
+
+  // Hears other replicas: arrivals wake streams here; audit entries and
+  // consent changes are read and handed on in order. Reads once a second
+  // too, so a notification lost with a connection costs a second at most.
+  void ListenLoop() {
+    absl::Time next_read = absl::InfinitePast();
+    while (!stopping_.load()) {
+      auto heard = listen_->AwaitNotifications(absl::Milliseconds(200));
+      if (!heard.ok()) {
+        absl::SleepFor(absl::Milliseconds(500));
+        if (listen_->Reset().ok() && listen_->ExecScript(absl::StrCat("LISTEN ", kChannel)).ok()) {
+          next_read = absl::InfinitePast();
+        }
+        continue;
+      }
+      bool audit = false, consent = false;
+      for (const pg::Notification& n : *heard) {
+        std::vector<absl::string_view> words = absl::StrSplit(n.payload, ' ', absl::SkipEmpty());
+        if (words.size() < 2 || words[0] == instance_) continue;
+        if (words[1] == "audit") audit = true;
+        if (words[1] == "consent") consent = true;
+        if (words[1] == "arrival") {
+          absl::MutexLock l(&arrival_mu_);
+          for (size_t i = 2; arrival_listener_ && i < words.size(); ++i) arrival_listener_(OrgCode(std::string(words[i])));
+        }
+      }
+      const absl::Time now = absl::Now();
+      if (now >= next_read) {
+        audit = consent = true;
+        next_read = now + absl::Seconds(1);
+      }
+      if (audit) CatchUpAudit(*listen_);
+      if (consent) CatchUpConsent(*listen_);
+    }
+  }
+
+  static absl::StatusOr<std::vector<v1::ConsentChange>> ConsentRows(const pg::Result& r) {
+    std::vector<v1::ConsentChange> out(static_cast<size_t>(r.rows()));
+    for (int i = 0; i < r.rows(); ++i) {
+      if (!out[i].ParseFromString(r.Bytes(i, 1))) {
+        return Error(absl::StatusCode::kInternal, "STORE_CORRUPT", "a stored consent change cannot be read");
+      }
+      out[i].set_seq(r.Int(i, 0));
+    }
+    return out;
+  }
+
+  void RecordEvent(Txn& t, const MessageEvent& e) const {
+    if (recorder_ != nullptr) t.audit.push_back(recorder_->Record(e));
+  }
+
+  // Inserts one message; false when its idempotency key is already taken.
+  absl::StatusOr<bool> Insert(Txn& t, const NewMessage& m) const {
+    const bool claimed = m.claim_token != 0;
+    auto r = t.conn.ExecPrepared(
+        kInsertMessage,
+        {Param::Text(m.id.str()), Param::Text(m.sender.str()), Param::Text(m.recipient.str()), Param::Text(m.workflow),
+         Param::Text(m.purpose), TextOrNull(m.idempotency_key), Param::Text(m.content_type),
+         Param::Text(m.local_reference), Param::Int(m.kind), Param::Bytes(m.digest),
+         Param::Int(claimed ? kDelivered : kAccepted), Time(m.accepted_at), Time(m.expires_at),
+         Time(claimed ? m.visible_until : m.accepted_at),
+         claimed ? Param::Int(static_cast<int64_t>(m.claim_token)) : Param::Null(), Param::Int(claimed ? 1 : 0),
+         claimed ? Time(m.accepted_at) : Param::Null(), TextOrNull(m.subject), Param::Int(m.consent_check),
+         Param::Bytes(m.payload)});
+    if (!r.ok()) return Unavailable(r.status());
+    if (r->rows() == 0) return false;
+    if (!m.audit.empty()) t.audit.push_back(m.audit);
+    // A message stored already claimed needs no wake-up: its stream has it.
+    if (!claimed) {
+      t.arrivals.insert(m.recipient);
+    } else if (m.kind == v1::MESSAGE_KIND_DATA) {
+      RecordEvent(t, {v1::AUDIT_EVENT_DELIVERED, m.id, m.sender, m.recipient, m.workflow, m.purpose, m.subject, 1, "",
+                      m.accepted_at});
+    }
+    return true;
+  }
+
+  absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> DoAppend(Txn& t, const std::vector<NewMessage>& msgs) const {
+    std::vector<absl::StatusOr<AppendReceipt>> out;
+    out.reserve(msgs.size());
+    for (const NewMessage& m : msgs) {
+      auto stored = Insert(t, m);
+      if (!stored.ok()) return stored.status();
+      if (*stored) {
+        out.push_back(AppendReceipt{m.id, m.accepted_at, false});
+        continue;
+      }
+      // The key is taken (by an earlier send, or by another replica's that
+      // committed while this insert waited).
+      auto first = t.conn.ExecPrepared(kFindIdem, {Param::Text(m.sender.str()), Param::Text(m.idempotency_key)});
+      if (!first.ok()) return Unavailable(first.status());
+      if (first->rows() != 1) return Unavailable(absl::InternalError("an idempotency key conflict without its message"));
+      if (first->Bytes(0, 2) != m.digest) {
+        out.push_back(Error(absl::StatusCode::kAlreadyExists, "IDEMPOTENCY_KEY_REUSED",
+                            "this idempotency key was already used for a different message"));
+      } else {
+        out.push_back(AppendReceipt{MessageId(first->Str(0, 0)), FromMicros(first->Int(0, 1)), true});
+      }
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<StoredDelivery>> DoClaim(Txn& t, const ClaimRequest& req) const {
+    auto r = t.conn.ExecPrepared(kClaim, {Param::Text(req.recipient.str()), Time(req.now), Param::Int(req.max),
+                                          Time(req.visible_until), Param::Int(static_cast<int64_t>(req.token))});
+    if (!r.ok()) return Unavailable(r.status());
+    std::vector<StoredDelivery> out(static_cast<size_t>(r->rows()));
+    for (int i = 0; i < r->rows(); ++i) {
+      StoredDelivery& d = out[i];
+      d.id = MessageId(r->Str(i, 2));
+      d.sender = OrgCode(r->Str(i, 3));
+      d.workflow = r->Str(i, 4);
+      d.purpose = r->Str(i, 5);
+      d.content_type = r->Str(i, 6);
+      d.local_reference = r->Str(i, 7);
+      d.kind = static_cast<v1::MessageKind>(r->Int(i, 8));
+      d.accepted_at = FromMicros(r->Int(i, 9));
+      d.delivery_count = static_cast<uint32_t>(r->Int(i, 10));
+      if (!r->IsNull(i, 11)) d.subject = r->Str(i, 11);
+      d.consent_check = static_cast<uint32_t>(r->Int(i, 12));
+      if (!r->IsNull(i, 13)) d.payload = r->Bytes(i, 13);
+      if (d.kind == v1::MESSAGE_KIND_DATA) {
+        RecordEvent(t, {v1::AUDIT_EVENT_DELIVERED, d.id, d.sender, req.recipient, d.workflow, d.purpose, d.subject,
+                        d.delivery_count, "", req.now});
+      }
+    }
+    return out;
+  }
+
+  absl::StatusOr<AckResult> DoAck(Txn& t, const OrgCode& recipient, const std::vector<MessageId>& ids,
+                                  absl::Time now) const {
+    auto r = t.conn.ExecPrepared(kAck, {Param::Text(pg::TextArray(Strings(ids))), Param::Text(recipient.str()), Time(now)});
+    if (!r.ok()) return Unavailable(r.status());
+    absl::flat_hash_map<absl::string_view, int> rows;
+    for (int i = 0; i < r->rows(); ++i) rows[r->Text(i, 0)] = i;
+    AckResult out;
+    absl::flat_hash_set<absl::string_view> acked_now;
+    for (const MessageId& id : ids) {
+      auto it = rows.find(id.str());
+      if (it == rows.end()) {
+        out.not_found.push_back(id);
+        continue;
+      }
+      const int i = it->second;
+      switch (r->Int(i, 1)) {
+        case kExpired: out.expired.push_back(id); break;
+        case kWithheld: out.not_found.push_back(id); break;  // never delivered: nothing to acknowledge
+        case kAcknowledged: out.acknowledged.push_back(id); break;
+        default:
+          if (acked_now.insert(id.str()).second && r->Int(i, 6) == v1::MESSAGE_KIND_DATA) {
+            RecordEvent(t, {v1::AUDIT_EVENT_ACKNOWLEDGED, id, OrgCode(r->Str(i, 2)), recipient,
+                            r->Str(i, 3), r->Str(i, 4), r->Str(i, 5), 0, "",
+                            now});
+          }
+          out.acknowledged.push_back(id);
+      }
+    }
+    return out;
+  }
+
+  absl::StatusOr<int> DoWithhold(Txn& t, const OrgCode& recipient, const std::vector<MessageId>& ids,
+                                 const std::string& reason, absl::Time now) const {
+    auto r = t.conn.ExecPrepared(kWithhold, {Param::Text(pg::TextArray(Strings(ids))), Param::Text(recipient.str()),
+                                             Time(now), Param::Text(reason)});
+    if (!r.ok()) return Unavailable(r.status());
+    absl::flat_hash_map<absl::string_view, int> rows;
+    for (int i = 0; i < r->rows(); ++i) rows[r->Text(i, 0)] = i;
+    int n = 0;
+    for (const MessageId& id : ids) {
+      auto it = rows.find(id.str());
+      if (it == rows.end()) continue;
+      const int i = it->second;
+      rows.erase(it);  // a repeated id is withheld once
+      RecordEvent(t, {v1::AUDIT_EVENT_WITHHELD, id, OrgCode(r->Str(i, 1)), recipient,
+                      r->Str(i, 2), r->Str(i, 3), r->Str(i, 4), 0, reason,
+                      now});
+      ++n;
+    }
+    return n;
+  }
+
+  static absl::StatusOr<TrackInfo> DoTrack(Txn& t, const OrgCode& caller, const MessageId& id) {
+    auto r = t.conn.ExecPrepared(kTrack, {Param::Text(id.str()), Param::Text(caller.str())});
+    if (!r.ok()) return Unavailable(r.status());
+    if (r->rows() == 0) {
+      return Error(absl::StatusCode::kNotFound, "MESSAGE_NOT_FOUND", "no such message in your mailboxes");
+    }
+    TrackInfo info;
+    info.id = MessageId(r->Str(0, 0));
+    info.sender = OrgCode(r->Str(0, 1));
+    info.recipient = OrgCode(r->Str(0, 2));
+    info.workflow = r->Str(0, 3);
+    info.local_reference = r->Str(0, 4);
+    switch (r->Int(0, 5)) {
+      case kAccepted: info.status = v1::MESSAGE_STATUS_ACCEPTED; break;
+      case kDelivered: info.status = v1::MESSAGE_STATUS_DELIVERED; break;
+      case kAcknowledged: info.status = v1::MESSAGE_STATUS_ACKNOWLEDGED; break;
+      case kExpired: info.status = v1::MESSAGE_STATUS_EXPIRED; break;
+      case kWithheld: info.status = v1::MESSAGE_STATUS_WITHHELD; break;
+      default: return Error(absl::StatusCode::kInternal, "STORE_CORRUPT", "unknown message state");
+    }
+    auto optional_time = [&](int col) -> std::optional<absl::Time> {
+      if (r->IsNull(0, col)) return std::nullopt;
+      return FromMicros(r->Int(0, col));
+    };
+    info.accepted_at = FromMicros(r->Int(0, 6));
+    info.first_delivered_at = optional_time(7);
+    info.acknowledged_at = optional_time(8);
+    info.expired_at = optional_time(9);
+    info.expires_at = FromMicros(r->Int(0, 10));
+    info.delivery_count = static_cast<uint32_t>(r->Int(0, 11));
+    info.body_purged = r->Str(0, 12) == "t";
+    info.withheld_at = optional_time(13);
+    if (!r->IsNull(0, 14)) info.withheld_reason = r->Str(0, 14);
+    return info;
+  }
+
+  absl::StatusOr<SweepResult> DoSweep(Txn& t, const SweepRequest& req) const {
+    SweepResult out;
+    auto expired = t.conn.ExecPrepared(kExpireSelect, {Time(req.now), Param::Int(int64_t{req.max_items} + 1)});
+    if (!expired.ok()) return Unavailable(expired.status());
+    const int n_expired = std::min(expired->rows(), req.max_items);
+    out.more = expired->rows() > req.max_items;
+    std::vector<int64_t> seqs;
+    for (int i = 0; i < n_expired; ++i) seqs.push_back(expired->Int(i, 0));
+    if (!seqs.empty()) {
+      if (auto u = t.conn.ExecPrepared(kExpireUpdate, {Param::Text(Int64Array(seqs)), Time(req.now)}); !u.ok()) {
+        return Unavailable(u.status());
+      }
+    }
+    for (int i = 0; i < n_expired; ++i) {
+      TrackInfo info;
+      info.id = MessageId(expired->Str(i, 1));
+      info.sender = OrgCode(expired->Str(i, 2));
+      info.recipient = OrgCode(expired->Str(i, 3));
+      info.workflow = expired->Str(i, 4);
+      info.local_reference = expired->Str(i, 5);
+      info.accepted_at = FromMicros(expired->Int(i, 6));
+      const auto kind = static_cast<v1::MessageKind>(expired->Int(i, 7));
+      ++out.expired;
+      // Reports are never reported on, and a report needs a sender to go to.
+      if (kind != v1::MESSAGE_KIND_DATA) continue;
+      RecordEvent(t, {v1::AUDIT_EVENT_EXPIRED, info.id, info.sender, info.recipient, info.workflow,
+                      expired->Str(i, 8), expired->Str(i, 9), 0, "", req.now});
+      if (info.sender.empty()) continue;
+      if (auto s = Insert(t, MakeNonDeliveryReport(info, req.now, req.report_expiry)); !s.ok()) return s.status();
+      ++out.reports;
+    }
+    auto purge = t.conn.ExecPrepared(kPurgeSelect, {Time(req.purge_acked_before), Param::Int(int64_t{req.max_items} + 1)});
+    if (!purge.ok()) return Unavailable(purge.status());
+    out.more |= purge->rows() > req.max_items;
+    seqs.clear();
+    for (int i = 0; i < std::min(purge->rows(), req.max_items); ++i) seqs.push_back(purge->Int(i, 0));
+    if (!seqs.empty()) {
+      if (auto u = t.conn.ExecPrepared(kPurgeUpdate, {Param::Text(Int64Array(seqs))}); !u.ok()) {
+        return Unavailable(u.status());
+      }
+    }
+    out.purged = static_cast<int>(seqs.size());
+    return out;
+  }
+
+  std::string instance_;  // names this replica's notifications
+  std::vector<std::unique_ptr<pg::Connection>> conns_;
+  std::vector<std::thread> workers_;
+  std::unique_ptr<pg::Connection> listen_;  // the listen thread's
+  std::thread listener_thread_;
+  std::atomic<bool> stopping_{false};
+  const AuditRecorder* recorder_ = nullptr;
+
+  absl::Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
+
+  // Listeners, each with the position up to which it has heard.
+  absl::Mutex audit_mu_;
+  AuditListener audit_listener_ ABSL_GUARDED_BY(audit_mu_);
+  uint64_t audit_cursor_ ABSL_GUARDED_BY(audit_mu_) = 0;  // the next index to hand on
+  absl::Mutex consent_mu_;
+  ConsentListener consent_listener_ ABSL_GUARDED_BY(consent_mu_);
+  int64_t consent_cursor_ ABSL_GUARDED_BY(consent_mu_) = 0;  // the last seq handed on
+  absl::Mutex arrival_mu_;
+  ArrivalListener arrival_listener_ ABSL_GUARDED_BY(arrival_mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> OpenPgStore(const PgStoreOptions& options) {
+  auto store = std::make_unique<PgStore>();
+  if (auto s = store->Open(options); !s.ok()) return s;
+  return std::unique_ptr<Store>(std::move(store));
+}
+
+}  // namespace carebroker
