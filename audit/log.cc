@@ -99,6 +99,10 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const Config& config, c
   std::unique_ptr<AuditLog> log(new AuditLog(config, store, clock, *std::move(key)));
   {
     absl::MutexLock l(&log->mu_);
+    // Heads first: on a shared store another replica may sign while the
+    // entries are read, and a head only ever covers entries already stored.
+    auto heads = ReadTreeHeadsSync(store);
+    if (!heads.ok()) return heads.status();
     for (uint64_t from = 0;;) {
       auto rows = ReadAuditSync(store, AuditRead{from, 100000, "", true});
       if (!rows.ok()) return rows.status();
@@ -114,8 +118,6 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const Config& config, c
       if (rows->size() < 100000) break;
       from = log->tree_.size();
     }
-    auto heads = ReadTreeHeadsSync(store);
-    if (!heads.ok()) return heads.status();
     if (!heads->empty()) {
       const v1::SignedTreeHead& last = heads->back();
       Hash root;
@@ -158,11 +160,21 @@ void AuditLog::OnDurable(uint64_t first, const std::vector<std::string>& leaves)
   std::vector<v1::SignedTreeHead> heads;  // one per `every_` entries, even within one commit
   {
     absl::MutexLock l(&mu_);
-    if (!healthy_ || first != tree_.size()) {
+    if (!healthy_ || first > tree_.size()) {
       healthy_ = false;  // an entry is durable that the tree does not hold: fail closed
       return;
     }
-    for (const std::string& leaf : leaves) {
+    // On a shared store the tree read at start may already hold the first
+    // of these (another replica's): they must be the same leaves.
+    for (uint64_t i = first; i < tree_.size() && i - first < leaves.size(); ++i) {
+      Hash h;
+      if (!HashFromBytes(leaves[i - first], &h) || tree_.leaf(i) != h) {
+        healthy_ = false;
+        return;
+      }
+    }
+    for (size_t i = tree_.size() - first; i < leaves.size(); ++i) {
+      const std::string& leaf = leaves[i];
       Hash h;
       HashFromBytes(leaf, &h);
       tree_.Append(h);

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "broker/store/pg.h"
 #include "google/protobuf/io/zero_copy_stream_impl.h"
 #include "google/protobuf/util/delimited_message_util.h"
 
@@ -39,7 +40,39 @@ bool WriteExportChunk(const v1::ExportChunk& chunk, std::ostream& out) {
   return google::protobuf::util::SerializeDelimitedToOstream(chunk, &out) && out.good();
 }
 
+namespace {
+
+// The log in a PostgreSQL store, read in one snapshot (so every head read
+// covers entries read), a page at a time.
+absl::Status ReadPgStore(const std::string& conninfo, LogVisitor& visitor) {
+  auto conn = pg::Connection::Open(conninfo);
+  if (!conn.ok()) return conn.status();
+  if (auto s = (*conn)->ExecScript("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !s.ok()) return s;
+  constexpr int kPage = 10000;
+  for (int64_t from = 0;;) {
+    auto r = (*conn)->Exec("SELECT idx, entry, leaf FROM audit WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                           {pg::Param::Int(from), pg::Param::Int(kPage)});
+    if (!r.ok()) return absl::DataLossError(absl::StrCat("not a carebroker store with an audit log: ", r.status().message()));
+    for (int i = 0; i < r->rows(); ++i) {
+      visitor.Entry(static_cast<uint64_t>(r->Int(i, 0)), r->Bytes(i, 1), r->Bytes(i, 2));
+      from = r->Int(i, 0) + 1;
+    }
+    if (r->rows() < kPage) break;
+  }
+  auto heads = (*conn)->Exec("SELECT head FROM tree_heads ORDER BY tree_size");
+  if (!heads.ok()) return absl::DataLossError(absl::StrCat("cannot read tree heads: ", heads.status().message()));
+  for (int i = 0; i < heads->rows(); ++i) {
+    v1::SignedTreeHead h;
+    if (!h.ParseFromString(heads->Bytes(i, 0))) h.Clear();
+    visitor.Head(std::move(h));
+  }
+  return (*conn)->ExecScript("COMMIT");
+}
+
+}  // namespace
+
 absl::Status ReadStoreFile(const std::string& path, LogVisitor& visitor) {
+  if (pg::IsPostgresUri(path)) return ReadPgStore(path, visitor);
   sqlite3* db = nullptr;
   const std::string uri = absl::StrCat("file:", path, "?mode=ro");
   if (sqlite3_open_v2(uri.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr) != SQLITE_OK) {

@@ -27,7 +27,8 @@ class LogVisitor {
 // An export file: ExportChunk messages, each length-delimited.
 absl::Status ReadExportFile(const std::string& path, LogVisitor& visitor);
 bool WriteExportChunk(const v1::ExportChunk& chunk, std::ostream& out);
-// A copy of the broker's SQLite store, opened read-only.
+// A copy of the broker's SQLite store, opened read-only, or a PostgreSQL
+// store named by its connection string (read in one read-only snapshot).
 absl::Status ReadStoreFile(const std::string& path, LogVisitor& visitor);
 // Every entry and head of an export chunk.
 void VisitChunk(v1::ExportChunk& chunk, LogVisitor& visitor);

@@ -54,6 +54,10 @@ absl::string_view RecheckConsent(uint32_t check, v1::Purpose purpose, const OrgC
 
 absl::Status ConsentBook::Apply(const v1::ConsentChange& change) {
   absl::MutexLock l(&mu_);
+  if (change.seq() != 0) {
+    if (change.seq() <= applied_seq_) return absl::OkStatus();  // heard before
+    applied_seq_ = change.seq();
+  }
   switch (change.change_case()) {
     case v1::ConsentChange::kRecorded:
       people_[change.nhs_number()].standing.push_back(change.recorded());

@@ -56,9 +56,10 @@ absl::string_view RecheckConsent(uint32_t check, v1::Purpose purpose, const OrgC
 
 class ConsentBook {
  public:
-  // Applies one stored change. Changes must come in the order stored.
-  // A withdrawal of an unknown or already-withdrawn directive is
-  // FAILED_PRECONDITION and changes nothing.
+  // Applies one stored change. Changes must come in the order stored; one
+  // whose seq is not after the last applied was heard before and is
+  // skipped (seq 0: not stored, always applied). A withdrawal of an unknown
+  // or already-withdrawn directive is FAILED_PRECONDITION and changes nothing.
   absl::Status Apply(const v1::ConsentChange& change) ABSL_LOCKS_EXCLUDED(mu_);
 
   // A copy of the person's standing state; nullopt when nothing stands.
@@ -73,6 +74,7 @@ class ConsentBook {
  private:
   mutable absl::Mutex mu_;
   absl::flat_hash_map<std::string, PersonConsent> people_ ABSL_GUARDED_BY(mu_);
+  int64_t applied_seq_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace carebroker::policy

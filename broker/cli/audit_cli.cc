@@ -440,7 +440,7 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--key", o.tls.key, "its key PEM (CAREBROKER_KEY)");
   app.add_option("--ca", o.tls.ca, "CA certificate PEM (CAREBROKER_CA)");
   auto* ex = app.add_option("--export", o.export_file, "offline: an export file");
-  app.add_option("--store", o.store_file, "offline: a copy of the broker's SQLite store")->excludes(ex);
+  app.add_option("--store", o.store_file, "offline: a copy of the broker's SQLite store, or a PostgreSQL store's connection string")->excludes(ex);
   app.add_option("--public-key", o.public_key, "the broker's audit public key, PEM (verify, prove)");
   app.add_option("--subject-key", o.subject_key, "offline: the audit subject key, to search by NHS number");
   app.add_option("--format", o.format, "output format")->check(CLI::IsMember({"table", "csv", "json"}));

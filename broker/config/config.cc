@@ -1,10 +1,13 @@
 #include "broker/config/config.h"
 
+#include <libpq-fe.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -128,6 +131,81 @@ absl::Duration Config::expiry() const { return FromDuration(proto_.delivery().ex
 absl::Duration Config::retention() const { return FromDuration(proto_.delivery().retention()); }
 absl::Duration Config::sweep_interval() const { return FromDuration(proto_.delivery().sweep_interval()); }
 
+namespace {
+
+bool IsLoopbackHost(absl::string_view host) {
+  return host.empty() || host[0] == '/' || host == "localhost" || host == "::1" || absl::StartsWith(host, "127.");
+}
+
+// Checks store.postgres, resolves its files and fills its defaults.
+template <typename Err>
+absl::Status CheckPostgres(v1::PostgresStore* p, const std::string& base_dir, const Err& err) {
+  if (p->connection().empty()) {
+    return err("store.postgres.connection", "required (postgresql://user@host:port/dbname)");
+  }
+  // libpq's own parser; its message is not repeated, as it may quote the string.
+  char* why = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(p->connection().c_str(), &why);
+  if (why != nullptr) PQfreemem(why);
+  if (opts == nullptr) {
+    return err("store.postgres.connection",
+               "not a libpq connection string (postgresql://user@host:port/dbname, or key=value pairs)");
+  }
+  std::string hosts, sslmode;
+  bool password = false;
+  for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+    if (o->val == nullptr) continue;
+    const absl::string_view k = o->keyword;
+    if (k == "password") password = true;
+    if (k == "host" || k == "hostaddr") hosts = absl::StrCat(hosts, hosts.empty() ? "" : ",", o->val);
+    if (k == "sslmode") sslmode = o->val;
+  }
+  PQconninfoFree(opts);
+  if (password) {
+    return err("store.postgres.connection", "must not hold a password: put it in store.postgres.password_file");
+  }
+  bool local = true;
+  for (absl::string_view h : absl::StrSplit(hosts, ',')) local &= IsLoopbackHost(h);
+  if (!p->sslmode().empty()) sslmode = p->sslmode();
+  if (sslmode.empty()) sslmode = local ? "prefer" : "verify-full";
+  static constexpr absl::string_view kModes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
+  if (std::find(std::begin(kModes), std::end(kModes), sslmode) == std::end(kModes)) {
+    return err("store.postgres.sslmode", "must be one of disable, allow, prefer, require, verify-ca, verify-full");
+  }
+  const bool verify = sslmode == "verify-ca" || sslmode == "verify-full";
+  if (!local && !verify) {
+    return err("store.postgres.sslmode",
+               "a database on another machine needs verify-full or verify-ca: the link is encrypted and the "
+               "server proven");
+  }
+  p->set_sslmode(sslmode);
+  if (verify && p->sslrootcert().empty()) {
+    return err("store.postgres.sslrootcert", "required with sslmode verify-ca or verify-full (PEM CA bundle)");
+  }
+  if (p->sslcert().empty() != p->sslkey().empty()) {
+    return err(p->sslcert().empty() ? "store.postgres.sslcert" : "store.postgres.sslkey",
+               "sslcert and sslkey go together");
+  }
+  struct {
+    const char* key;
+    std::string* value;
+  } files[] = {{"store.postgres.sslrootcert", p->mutable_sslrootcert()},
+               {"store.postgres.sslcert", p->mutable_sslcert()},
+               {"store.postgres.sslkey", p->mutable_sslkey()},
+               {"store.postgres.password_file", p->mutable_password_file()}};
+  for (auto& f : files) {
+    if (f.value->empty()) continue;
+    *f.value = Resolve(base_dir, *f.value);
+    std::ifstream in(*f.value);
+    if (!in) return err(f.key, absl::StrCat("cannot read ", *f.value));
+  }
+  if (p->pool_size() == 0) p->set_pool_size(4);
+  if (p->pool_size() > 64) return err("store.postgres.pool_size", "must be 1..64");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text, absl::string_view file,
                                                           const std::string& base_dir,
                                                           const ConfigOverrides& overrides) {
@@ -170,10 +248,14 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
     if (!in) return err(f.key, absl::StrCat("cannot read ", *f.value));
   }
 
-  // Store: SQLite is the embedded default.
-  if (!c.store().has_sqlite()) c.mutable_store()->mutable_sqlite();
-  std::string file_name = c.store().sqlite().file().empty() ? "carebroker.db" : c.store().sqlite().file();
-  cfg->sqlite_path_ = Resolve(c.data_dir(), file_name);
+  // Store: SQLite is the embedded default; PostgreSQL is shared by replicas.
+  if (c.store().has_postgres()) {
+    if (auto s = CheckPostgres(c.mutable_store()->mutable_postgres(), base_dir, err); !s.ok()) return s;
+  } else {
+    if (!c.store().has_sqlite()) c.mutable_store()->mutable_sqlite();
+    std::string file_name = c.store().sqlite().file().empty() ? "carebroker.db" : c.store().sqlite().file();
+    cfg->sqlite_path_ = Resolve(c.data_dir(), file_name);
+  }
 
   auto* lim = c.mutable_limits();
   if (lim->max_message_bytes() == 0) lim->set_max_message_bytes(8ull << 20);

@@ -22,6 +22,7 @@
 #include "broker/server/certificate_gate.h"
 #include "broker/server/policy_services.h"
 #include "broker/store/store_sync.h"
+#include "broker/store/pg_store.h"
 #include "broker/store/sqlite_store.h"
 
 namespace carebroker {
@@ -36,6 +37,30 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view 
 }
 
 void Log(absl::string_view msg) { absl::FPrintF(stderr, "carebroker: %s\n", msg); }
+
+// The configured store: the embedded SQLite file, or the PostgreSQL
+// database replicas share (migrated here if it is behind this build).
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const Config& config) {
+  if (!config.proto().store().has_postgres()) return OpenSqliteStore(config.sqlite_path());
+  const v1::PostgresStore& p = config.proto().store().postgres();
+  PgStoreOptions o{p.connection(), {{"sslmode", p.sslmode()}}, static_cast<int>(p.pool_size())};
+  for (const auto& [key, value] : {std::pair{"sslrootcert", &p.sslrootcert()}, std::pair{"sslcert", &p.sslcert()},
+                                   std::pair{"sslkey", &p.sslkey()}, std::pair{"passfile", &p.password_file()}}) {
+    if (!value->empty()) o.options.emplace_back(key, *value);
+  }
+  o.options.emplace_back("application_name", "carebroker");
+  return OpenPgStore(o);
+}
+
+bool IsDirectiveNotStanding(const absl::Status& s) {
+  return ReasonOf(s) == "DIRECTIVE_NOT_STANDING";
+}
+
+std::string DescribeStore(const Config& config) {
+  if (!config.proto().store().has_postgres()) return config.sqlite_path();
+  return absl::StrCat("PostgreSQL (", config.proto().store().postgres().pool_size(), " connections, sslmode ",
+                      config.proto().store().postgres().sslmode(), ")");
+}
 
 }  // namespace
 
@@ -83,19 +108,28 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   b->policy_ = std::make_unique<PolicyGate>(config);
   if (auto s = b->policy_->Reload(); !s.ok()) return s;
 
-  auto store = OpenSqliteStore(config->sqlite_path());
+  auto store = OpenStore(*config);
   if (!store.ok()) return store.status();
   b->store_ = *std::move(store);
   {
     auto history = ReadConsentSync(*b->store_, "");
     if (!history.ok()) return history.status();
     for (const auto& change : *history) {
-      if (auto s = b->policy_->consent().Apply(change); !s.ok()) {
+      // Two replicas may both store a withdrawal of one directive: the
+      // second has no further effect.
+      if (auto s = b->policy_->consent().Apply(change); !s.ok() && !IsDirectiveNotStanding(s)) {
         return Error(absl::StatusCode::kInternal, "STORE_CORRUPT",
                      absl::StrCat("consent history does not replay at seq ", change.seq()));
       }
     }
   }
+  // Every later change reaches the book through the store, in seq order:
+  // this replica's before their Record answers, other replicas' as heard.
+  b->store_->SetConsentListener([policy = b->policy_.get()](const v1::ConsentChange& change) {
+    if (auto s = policy->consent().Apply(change); !s.ok()) {
+      Log(absl::StrCat("consent change seq ", change.seq(), " not applied: ", s.message()));
+    }
+  });
   b->mailboxes_ = std::make_unique<Mailboxes>();
   b->budget_ = std::make_unique<MemoryBudget>(c.limits().memory_budget_bytes());
   b->identities_ = std::make_unique<IdentityCache>();
@@ -147,7 +181,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   }
   b->server_->GetHealthCheckService()->SetServingStatus(true);
   b->housekeeping_ = std::thread([raw = b.get()] { raw->Housekeeping(); });
-  Log(absl::StrCat("listening on ", b->address(), " (mutual TLS), store ", config->sqlite_path(), ", ",
+  Log(absl::StrCat("listening on ", b->address(), " (mutual TLS), store ", DescribeStore(*config), ", ",
                    b->policy_->current()->agreements().agreements.size(), " agreements in force, ",
                    b->policy_->consent().people(), " people with recorded wishes"));
   return b;

@@ -84,12 +84,9 @@ void ConsentService::Commit(v1::ConsentChange change,
       break;
   }
   AuditRecord record = d_.audit->entries().Make(std::move(e), change.nhs_number());
-  d_.store->AppendConsent(std::move(change), std::move(record), [this, done = std::move(done)](auto r) mutable {
-    if (r.ok()) {
-      if (auto s = d_.policy->consent().Apply(*r); !s.ok()) r = s;
-    }
-    std::move(done)(std::move(r));
-  });
+  // The store's consent listener applies the change to the book before
+  // this completes (broker.cc), in the order stored across replicas.
+  d_.store->AppendConsent(std::move(change), std::move(record), std::move(done));
 }
 
 grpc::ServerUnaryReactor* ConsentService::Record(grpc::CallbackServerContext* ctx, const v1::RecordRequest* req,

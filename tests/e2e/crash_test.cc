@@ -2,14 +2,6 @@
 // SIGKILL at several points, restarted on the same data folder, and every
 // message whose Send was confirmed must still be there (trackable) and be
 // delivered at least once across the rounds.
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
@@ -23,81 +15,42 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "broker/cli/client.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
-
-extern char** environ;
+#include "tests/e2e/broker_process.h"
 
 namespace carebroker {
 namespace {
 
 namespace fs = std::filesystem;
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+using testing::BrokerProcess;
 
 class CrashTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* bin = std::getenv("CB_BINARY_DIR");
     const char* pki = std::getenv("CB_TEST_PKI");
-    ASSERT_TRUE(bin && pki) << "run through ctest";
-    binary_ = fs::path(bin) / "broker/carebroker";
+    ASSERT_TRUE(pki) << "run through ctest";
     pki_ = pki;
     dir_ = fs::temp_directory_path() / absl::StrCat("cb-crash-", ::getpid());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    port_ = FreePort();
+    const int port = testing::FreePort();
     std::ofstream(dir_ / "carebroker.yaml") << absl::StrCat(
-        "listen: 127.0.0.1:", port_, "\ndata_dir: ", (dir_ / "data").string(), "\ntls:\n  cert: ", pki_,
+        "listen: 127.0.0.1:", port, "\ndata_dir: ", (dir_ / "data").string(), "\ntls:\n  cert: ", pki_,
         "/server.crt\n  key: ", pki_, "/server.key\n  ca: ", pki_, "/ca.crt\n  crl: ", pki_, "/crl.pem\n",
         "organisations:\n  - {ods: RR8, name: Leeds, kind: nhs_trust}\n"
         "  - {ods: \"503\", name: Lincolnshire, kind: local_authority}\n",
         "policy: {agreements_dir: ", std::getenv("CB_SOURCE_DIR"), "/tests/agreements}\n",
         "audit: {signing_key: ", pki_, "/audit-signing.key, subject_key: ", pki_, "/audit-subject.key}\n");
+    broker_ = std::make_unique<BrokerProcess>((dir_ / "carebroker.yaml").string(), (dir_ / "broker.log").string(), port);
   }
   void TearDown() override {
-    if (pid_ > 0) Kill();
+    broker_.reset();
     fs::remove_all(dir_);
   }
 
-  void StartServer() {
-    const std::string config = (dir_ / "carebroker.yaml").string();
-    const std::string log = (dir_ / "broker.log").string();
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 2, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-    std::string b = binary_.string();
-    char* argv[] = {b.data(), const_cast<char*>("--config"), const_cast<char*>(config.c_str()), nullptr};
-    ASSERT_EQ(posix_spawn(&pid_, b.c_str(), &fa, nullptr, argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    auto ch = Channel("RR8");
-    ASSERT_TRUE(ch->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(20)))
-        << "broker did not come up; see " << log;
-  }
-
-  void Kill() {
-    ::kill(pid_, SIGKILL);
-    int st = 0;
-    ::waitpid(pid_, &st, 0);
-    pid_ = -1;
-  }
-
-  std::shared_ptr<grpc::Channel> Channel(const std::string& who) {
-    auto ch = MakeChannel(ClientTls{absl::StrCat("127.0.0.1:", port_), absl::StrCat(pki_, "/", who, ".crt"),
-                                    absl::StrCat(pki_, "/", who, ".key"), absl::StrCat(pki_, "/ca.crt")});
-    EXPECT_TRUE(ch.ok());
-    return *ch;
-  }
+  void StartServer() { broker_->Start(); }
+  void Kill() { broker_->Kill(); }
+  std::shared_ptr<grpc::Channel> Channel(const std::string& who) { return broker_->Channel(who); }
 
   // Streams up to `count` sends; kills the server once `kill_after`
   // receipts have arrived (while more are in flight). Returns confirmed ids.
@@ -124,7 +77,7 @@ class CrashTest : public ::testing::Test {
       for (const auto& result : resp.results()) {
         if (result.has_receipt()) confirmed.push_back(result.receipt().message_id());
       }
-      if (pid_ > 0 && static_cast<int>(confirmed.size()) >= kill_after) Kill();
+      if (broker_->running() && static_cast<int>(confirmed.size()) >= kill_after) Kill();
     }
     writer.join();
     stream->Finish();
@@ -173,10 +126,9 @@ class CrashTest : public ::testing::Test {
     return got;
   }
 
-  fs::path binary_, dir_;
+  fs::path dir_;
   std::string pki_;
-  int port_ = 0;
-  pid_t pid_ = -1;
+  std::unique_ptr<BrokerProcess> broker_;
 };
 
 TEST_F(CrashTest, ConfirmedSendsSurviveKillNine) {
@@ -196,7 +148,7 @@ TEST_F(CrashTest, ConfirmedSendsSurviveKillNine) {
     auto got = SendUntilKilled(r, rounds[r].count, rounds[r].kill_after);
     EXPECT_GE(static_cast<int>(got.size()), rounds[r].kill_after) << "round " << r;
     confirmed.insert(confirmed.end(), got.begin(), got.end());
-    if (pid_ > 0) Kill();  // the stream finished before the kill point
+    Kill();  // the stream finished before the kill point
   }
 
   StartServer();

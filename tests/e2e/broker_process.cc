@@ -1,0 +1,69 @@
+#include "tests/e2e/broker_process.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "broker/cli/client.h"
+
+extern char** environ;
+
+namespace carebroker::testing {
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+void BrokerProcess::Start() {
+  const char* bin = std::getenv("CB_BINARY_DIR");
+  ASSERT_NE(bin, nullptr) << "run through ctest";
+  const std::string binary = (std::filesystem::path(bin) / "broker/carebroker").string();
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 2, log_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  std::string b = binary;
+  char* argv[] = {b.data(), const_cast<char*>("--config"), config_.data(), nullptr};
+  ASSERT_EQ(posix_spawn(&pid_, b.c_str(), &fa, nullptr, argv, environ), 0);
+  posix_spawn_file_actions_destroy(&fa);
+  ASSERT_TRUE(Channel("RR8")->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)))
+      << "broker did not come up; see " << log_;
+}
+
+void BrokerProcess::Kill() { Signal(SIGKILL); }
+void BrokerProcess::Terminate() { Signal(SIGTERM); }
+
+void BrokerProcess::Signal(int sig) {
+  if (pid_ <= 0) return;
+  ::kill(pid_, sig);
+  int st = 0;
+  ::waitpid(pid_, &st, 0);
+  pid_ = -1;
+}
+
+std::shared_ptr<grpc::Channel> BrokerProcess::Channel(const std::string& who) const {
+  const std::string pki = std::getenv("CB_TEST_PKI");
+  auto ch = MakeChannel(ClientTls{absl::StrCat("127.0.0.1:", port_), absl::StrCat(pki, "/", who, ".crt"),
+                                  absl::StrCat(pki, "/", who, ".key"), absl::StrCat(pki, "/ca.crt")});
+  EXPECT_TRUE(ch.ok()) << ch.status();
+  return *ch;
+}
+
+}  // namespace carebroker::testing

@@ -1,0 +1,44 @@
+// The built carebroker binary as a child process, for end-to-end tests that
+// kill it with SIGKILL and start it again.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+namespace carebroker::testing {
+
+// A loopback port free now (the broker binds it shortly after).
+int FreePort();
+
+class BrokerProcess {
+ public:
+  // `config` is the YAML file; stderr goes to `log`.
+  BrokerProcess(std::string config, std::string log, int port) : config_(config), log_(log), port_(port) {}
+  ~BrokerProcess() { Kill(); }
+
+  // Starts the binary and waits (up to 30 s) until it serves RR8's certificate.
+  // Fails the test when it does not come up.
+  void Start();
+  // SIGKILL, then reaps it. Nothing when it is not running.
+  void Kill();
+  // SIGTERM (a clean stop), then reaps it.
+  void Terminate();
+  bool running() const { return pid_ > 0; }
+
+  int port() const { return port_; }
+  const std::string& log() const { return log_; }
+  // A channel to it with the dev PKI's certificate for `who` (e.g. "RR8").
+  std::shared_ptr<grpc::Channel> Channel(const std::string& who) const;
+
+ private:
+  void Signal(int sig);
+  std::string config_, log_;
+  int port_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace carebroker::testing
