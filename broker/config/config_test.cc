@@ -102,6 +102,55 @@ organisations: []
               "organisations: at least one");
 }
 
+TEST_F(ConfigTest, PostgresStore) {
+  // On this machine: TLS is the server's choice (prefer); paths resolve;
+  // the pool has its default.
+  auto local = Parse(Base("store:\n  postgres: {connection: \"postgresql://carebroker@127.0.0.1:5432/cb\", "
+                          "password_file: pki/ca.crt}\n"));
+  ASSERT_TRUE(local.ok()) << local.status();
+  const auto& p = (*local)->proto().store().postgres();
+  EXPECT_EQ(p.sslmode(), "prefer");
+  EXPECT_EQ(p.pool_size(), 4u);
+  EXPECT_EQ(p.password_file(), (dir_ / "pki/ca.crt").string());
+  EXPECT_TRUE((*local)->sqlite_path().empty());
+
+  // Elsewhere: the server's certificate is verified, by default.
+  auto remote = Parse(Base("store:\n  postgres: {connection: \"host=db1.region.nhs.uk,db2.region.nhs.uk "
+                           "dbname=carebroker user=cb\", sslrootcert: pki/ca.crt, sslcert: pki/server.crt, "
+                           "sslkey: pki/server.key, pool_size: 8}\n"));
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  EXPECT_EQ((*remote)->proto().store().postgres().sslmode(), "verify-full");
+  EXPECT_EQ((*remote)->proto().store().postgres().pool_size(), 8u);
+
+  const std::string pg = "store:\n  postgres: ";
+  ExpectError(Base(pg + "{pool_size: 2}\n"), "store.postgres.connection: required");
+  ExpectError(Base(pg + "{connection: \"postgresql://cb:pw@127.0.0.1/cb\"}\n"),
+              "store.postgres.connection: must not hold a password");
+  ExpectError(Base(pg + "{connection: \"host=127.0.0.1 password=pw\"}\n"), "must not hold a password");
+  ExpectError(Base(pg + "{connection: \"postgresql://127.0.0.1/cb?nosuchoption=1\"}\n"),
+              "store.postgres.connection: not a libpq connection string");
+  ExpectError(Base(pg + "{connection: \"nonsense words\"}\n"), "not a libpq connection string");
+  ExpectError(Base(pg + "{connection: \"postgresql://db.region.nhs.uk/cb\", sslmode: require, "
+                        "sslrootcert: pki/ca.crt}\n"),
+              "store.postgres.sslmode: a database on another machine needs verify-full or verify-ca");
+  ExpectError(Base(pg + "{connection: \"postgresql://db.region.nhs.uk/cb?sslmode=disable\"}\n"),
+              "store.postgres.sslmode: a database on another machine");
+  ExpectError(Base(pg + "{connection: \"postgresql://db.region.nhs.uk/cb\"}\n"),
+              "store.postgres.sslrootcert: required with sslmode verify-ca or verify-full");
+  ExpectError(Base(pg + "{connection: \"postgresql://127.0.0.1/cb\", sslmode: strict}\n"),
+              "store.postgres.sslmode: must be one of");
+  ExpectError(Base(pg + "{connection: \"postgresql://127.0.0.1/cb\", sslcert: pki/server.crt}\n"),
+              "store.postgres.sslkey: sslcert and sslkey go together");
+  ExpectError(Base(pg + "{connection: \"postgresql://127.0.0.1/cb\", password_file: pki/none}\n"),
+              "store.postgres.password_file: cannot read");
+  ExpectError(Base(pg + "{connection: \"postgresql://127.0.0.1/cb\", pool_size: 65}\n"),
+              "store.postgres.pool_size: must be 1..64");
+  // The string is not echoed, as it may hold what it should not.
+  auto c = Parse(Base(pg + "{connection: \"postgresql://cb:hunter2@127.0.0.1/cb\"}\n"));
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(std::string(c.status().message()).find("hunter2"), std::string::npos);
+}
+
 TEST_F(ConfigTest, ReceiveFormatsAndRoutingTables) {
   auto c = Parse(Base() + "  - {ods: Y06601, name: GP, kind: gp_practice, receives: fhir, "
                           "receives_by_workflow: {CARE_PACKAGE: council-json}}\n"

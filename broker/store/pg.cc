@@ -3,6 +3,7 @@
 #include <poll.h>
 
 #include <cerrno>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -195,6 +196,13 @@ absl::StatusOr<Result> Connection::Run(const char* prepared, const std::string& 
   lengths.reserve(n);
   formats.reserve(n);
   for (size_t i = 0; i < n; ++i) {
+    // libpq reads a text parameter up to its first NUL: refuse it rather
+    // than store a silently shortened value.
+    if (!params[i].binary() && params[i].data() != nullptr &&
+        std::memchr(params[i].data(), 0, static_cast<size_t>(params[i].size())) != nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("PostgreSQL: parameter ", i + 1, " holds a NUL byte, which PostgreSQL text cannot store"));
+    }
     values.push_back(params[i].data());
     lengths.push_back(params[i].size());
     formats.push_back(params[i].binary() ? 1 : 0);

@@ -93,6 +93,8 @@ class Connection {
   static absl::StatusOr<std::unique_ptr<Connection>> Open(const std::string& conninfo, const Options& options = {});
   ~Connection();
 
+  // INVALID_ARGUMENT for a text parameter holding a NUL byte (PostgreSQL
+  // text cannot store one); otherwise the statement's outcome.
   absl::StatusOr<Result> Exec(const std::string& sql, std::initializer_list<Param> params = {});
   absl::StatusOr<Result> Exec(const std::string& sql, const std::vector<Param>& params);
   // As Exec, through a statement prepared once per connection (for the
