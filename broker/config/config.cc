@@ -199,7 +199,7 @@ absl::Status CheckPostgres(v1::PostgresStore* p, const std::string& base_dir, co
     std::ifstream in(*f.value);
     if (!in) return err(f.key, absl::StrCat("cannot read ", *f.value));
   }
-  if (p->pool_size() == 0) p->set_pool_size(4);
+  if (p->pool_size() == 0) p->set_pool_size(2);
   if (p->pool_size() > 64) return err("store.postgres.pool_size", "must be 1..64");
   return absl::OkStatus();
 }

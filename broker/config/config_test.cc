@@ -110,7 +110,7 @@ TEST_F(ConfigTest, PostgresStore) {
   ASSERT_TRUE(local.ok()) << local.status();
   const auto& p = (*local)->proto().store().postgres();
   EXPECT_EQ(p.sslmode(), "prefer");
-  EXPECT_EQ(p.pool_size(), 4u);
+  EXPECT_EQ(p.pool_size(), 2u);
   EXPECT_EQ(p.password_file(), (dir_ / "pki/ca.crt").string());
   EXPECT_TRUE((*local)->sqlite_path().empty());
 

@@ -56,7 +56,9 @@ CREATE UNIQUE INDEX messages_idem ON messages (sender, idem_key) WHERE idem_key 
 CREATE INDEX messages_mailbox ON messages (recipient, visible_at, seq) WHERE state < 3;
 CREATE INDEX messages_expiry ON messages (expires_at) WHERE state < 3;
 CREATE INDEX messages_purge ON messages (acked_at) WHERE state = 3 AND NOT purged;
-CREATE TABLE bodies (seq BIGINT PRIMARY KEY REFERENCES messages (seq) ON DELETE CASCADE, body BYTEA NOT NULL);
+-- Bodies are deleted with their messages' expiry, withholding and purge (no
+-- foreign key: its check would cost every insert a lookup and a row lock).
+CREATE TABLE bodies (seq BIGINT PRIMARY KEY, body BYTEA NOT NULL);
 CREATE TABLE consent (
   seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   nhs_number TEXT NOT NULL,
@@ -176,17 +178,25 @@ absl::StatusOr<Result> Connection::Exec(const std::string& sql, const std::vecto
 }
 
 absl::StatusOr<Result> Connection::ExecPrepared(const std::string& sql, std::initializer_list<Param> params) {
+  return RunPrepared(sql, params.begin(), params.size());
+}
+
+absl::StatusOr<Result> Connection::ExecPrepared(const std::string& sql, const std::vector<Param>& params) {
+  return RunPrepared(sql, params.data(), params.size());
+}
+
+absl::StatusOr<Result> Connection::RunPrepared(const std::string& sql, const Param* params, size_t n) {
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
     std::string name = absl::StrCat("cb", prepared_.size());
-    PGresult* r = PQprepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(params.size()), nullptr);
+    PGresult* r = PQprepare(conn_, name.c_str(), sql.c_str(), static_cast<int>(n), nullptr);
     const bool ok = r != nullptr && PQresultStatus(r) == PGRES_COMMAND_OK;
     absl::Status s = ok ? absl::OkStatus() : StatusOf(r, conn_);
     if (r != nullptr) PQclear(r);
     if (!s.ok()) return s;
     it = prepared_.emplace(sql, std::move(name)).first;
   }
-  return Run(it->second.c_str(), sql, params.begin(), params.size());
+  return Run(it->second.c_str(), sql, params, n);
 }
 
 absl::StatusOr<Result> Connection::Run(const char* prepared, const std::string& sql, const Param* params, size_t n) {

@@ -100,6 +100,7 @@ class Connection {
   // As Exec, through a statement prepared once per connection (for the
   // store's fixed statements; not for SQL built per call).
   absl::StatusOr<Result> ExecPrepared(const std::string& sql, std::initializer_list<Param> params = {});
+  absl::StatusOr<Result> ExecPrepared(const std::string& sql, const std::vector<Param>& params);
   // Several statements without parameters (DDL, BEGIN/COMMIT).
   absl::Status ExecScript(const std::string& sql);
 
@@ -116,6 +117,7 @@ class Connection {
  private:
   explicit Connection(PGconn* c) : conn_(c) {}
   absl::StatusOr<Result> Run(const char* prepared, const std::string& sql, const Param* params, size_t n);
+  absl::StatusOr<Result> RunPrepared(const std::string& sql, const Param* params, size_t n);
   PGconn* conn_;
   absl::flat_hash_map<std::string, std::string> prepared_;  // SQL -> statement name
 };

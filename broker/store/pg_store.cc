@@ -22,6 +22,7 @@ using pg::Param;
 
 constexpr size_t kMaxOpsPerCommit = 1024;
 constexpr size_t kAuditRowsPerInsert = 1000;
+constexpr size_t kPreparedAuditRows = 16;
 constexpr int kCatchUpRows = 10000;
 // Consent changes take this advisory lock before their insert, so their seq
 // is in commit order ("cbconsnt").
@@ -205,6 +206,7 @@ class PgStore final : public Store {
         if (auto m = pg::Migrate(**c); !m.ok()) return m.status();
         auto next = (*c)->Exec("SELECT (SELECT idx FROM audit_next), (SELECT coalesce(max(seq), 0) FROM consent)");
         if (!next.ok()) return Unavailable(next.status());
+        absl::MutexLock audit(&audit_mu_), consent(&consent_mu_);
         audit_cursor_ = static_cast<uint64_t>(next->Int(0, 0));
         consent_cursor_ = next->Int(0, 1);
       }
@@ -532,7 +534,10 @@ class PgStore final : public Store {
         params.push_back(Param::Bytes(leaf));
         out.leaves.push_back(std::move(leaf));
       }
-      if (auto r = t.conn.Exec(sql, params); !r.ok()) return r.status();
+      // The few-row forms (a quiet broker's) are prepared once; a long
+      // one is planned as it comes, so the cache stays small.
+      auto r = n <= kPreparedAuditRows ? t.conn.ExecPrepared(sql, params) : t.conn.Exec(sql, params);
+      if (!r.ok()) return r.status();
     }
     auto advance = t.conn.ExecPrepared(
         kAuditAdvance, {Param::Int(static_cast<int64_t>(base + t.audit.size())), Param::Text(instance_ + " audit")});

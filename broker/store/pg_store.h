@@ -33,7 +33,7 @@ namespace carebroker {
 struct PgStoreOptions {
   std::string conninfo;  // postgresql:// URI or key=value string
   pg::Options options;   // libpq keywords added (sslmode, sslrootcert, sslcert, sslkey, passfile)
-  int pool_size = 4;     // worker connections (1..64); one more LISTENs
+  int pool_size = 2;     // worker connections (1..64); one more LISTENs
 };
 
 // Connects, migrates the schema (under an advisory lock: replicas starting

@@ -58,6 +58,7 @@ double PctMs(std::vector<uint64_t> v, double p) {
 struct Options {
   std::string label = "carebroker", host = "127.0.0.1", pki, sender = "RR8", recipient = "503";
   int port = 0;
+  int receive_port = 0;  // 0: --port (another replica's port: receive there)
   uint64_t count = 100000, window = 1000, prefetch = 1000;
   size_t size = 2048;
   double rate = 0;
@@ -81,11 +82,14 @@ int main(int argc, char** argv) {
   app.add_option("--prefetch", o.prefetch)->check(CLI::Range(1, 100000));
   app.add_option("--timeout-s", o.timeout_s);
   app.add_option("--label", o.label);
+  app.add_option("--receive-port", o.receive_port, "receive from this port (another replica); default --port");
+  app.add_option("--sender", o.sender, "the dev PKI organisation that sends (default RR8)");
+  app.add_option("--recipient", o.recipient, "the one that receives (default 503)");
   CLI11_PARSE(app, argc, argv);
 
-  auto channel = [&](const std::string& who) {
+  auto channel = [&](const std::string& who, int port) {
     auto ch =
-        carebroker::MakeChannel(carebroker::ClientTls{o.host + ":" + std::to_string(o.port), o.pki + "/" + who + ".crt",
+        carebroker::MakeChannel(carebroker::ClientTls{o.host + ":" + std::to_string(port), o.pki + "/" + who + ".crt",
                                                       o.pki + "/" + who + ".key", o.pki + "/ca.crt"});
     if (!ch.ok()) {
       fprintf(stderr, "%s\n", std::string(ch.status().message()).c_str());
@@ -93,8 +97,8 @@ int main(int argc, char** argv) {
     }
     return *ch;
   };
-  auto pub_stub = carebroker::v1::Exchange::NewStub(channel(o.sender));
-  auto con_stub = carebroker::v1::Exchange::NewStub(channel(o.recipient));
+  auto pub_stub = carebroker::v1::Exchange::NewStub(channel(o.sender, o.port));
+  auto con_stub = carebroker::v1::Exchange::NewStub(channel(o.recipient, o.receive_port != 0 ? o.receive_port : o.port));
 
   const uint64_t n = o.count;
   std::vector<uint64_t> send_ts(n + 1), pub_ts(n + 1), confirm_lat(n + 1), e2e_lat(n + 1);
