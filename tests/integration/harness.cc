@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "broker/cli/client.h"
 #include "broker/config/config.h"
+#include "broker/exchange/intake.h"
 
 namespace carebroker::testing {
 
@@ -59,6 +60,36 @@ organisations:
                                          "/audit-subject.key}\n")
                           : "",
                       extra);
+}
+
+v1::CareRecord SyntheticCareRecord() {
+  v1::CareRecord r;
+  auto* p = r.mutable_person();
+  p->set_nhs_number(kSyntheticNhs);
+  p->add_local_identifiers()->set_value("SYN-MRN-77");
+  auto* n = p->add_names();
+  n->set_family("Synthetic");
+  p->mutable_birth_date()->set_year(1940);
+  p->mutable_birth_date()->set_month(5);
+  p->mutable_birth_date()->set_day(17);
+  p->mutable_address()->set_postcode("LN1 1AA");
+  p->mutable_death_date()->set_year(2026);
+  auto* e = r.add_events();
+  e->set_reference("SYN-EV-1");
+  e->mutable_admission()->set_consultant("SYN-CONSULTANT-9");
+  e->mutable_admission()->set_ward("W4");
+  return r;
+}
+
+v1::SendRequest CareSend(const std::string& to, const std::string& workflow, const std::string& purpose,
+                         const v1::CareRecord& r) {
+  v1::SendRequest s;
+  s.set_recipient(to);
+  s.set_workflow(workflow);
+  s.set_purpose(purpose);
+  s.set_content_type(kCareRecordContentType);
+  s.set_payload(r.SerializeAsString());
+  return s;
 }
 
 std::unique_ptr<Broker> StartBroker(const std::string& yaml, const Clock* clock) {

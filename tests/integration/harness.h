@@ -13,6 +13,7 @@
 #include "broker/core/clock.h"
 #include "broker/server/broker.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
+#include "carebroker/v1/record.pb.h"
 
 namespace carebroker::testing {
 
@@ -34,6 +35,13 @@ std::shared_ptr<grpc::Channel> ChannelAs(const Broker& broker, const std::string
 std::unique_ptr<v1::Exchange::Stub> StubAs(const Broker& broker, const std::string& name);
 
 v1::SendRequest Req(const std::string& to, const std::string& key = "", const std::string& payload = "{\"n\":1}");
+
+// A synthetic person (NHS number kSyntheticNhs, which passes Modulus 11)
+// with an admission event, and a Send of it as a canonical care record.
+inline constexpr char kSyntheticNhs[] = "9434765919";
+v1::CareRecord SyntheticCareRecord();
+v1::SendRequest CareSend(const std::string& to, const std::string& workflow, const std::string& purpose,
+                         const v1::CareRecord& r = SyntheticCareRecord());
 
 // Sends and expects success; returns the message id.
 std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req);

@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-constexpr char kNhs[] = "9434765919";  // synthetic, passes Modulus 11
+constexpr const char* kNhs = kSyntheticNhs;
 const std::string kX26Key(32, 'n');
 
 template <typename Stub, typename Req, typename Resp>
@@ -37,36 +37,6 @@ grpc::Status Call(grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Re
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   return (stub.*rpc)(&ctx, req, resp);
-}
-
-v1::CareRecord Record() {
-  v1::CareRecord r;
-  auto* p = r.mutable_person();
-  p->set_nhs_number(kNhs);
-  p->add_local_identifiers()->set_value("SYN-MRN-77");
-  auto* n = p->add_names();
-  n->set_family("Synthetic");
-  p->mutable_birth_date()->set_year(1940);
-  p->mutable_birth_date()->set_month(5);
-  p->mutable_birth_date()->set_day(17);
-  p->mutable_address()->set_postcode("LN1 1AA");
-  p->mutable_death_date()->set_year(2026);
-  auto* e = r.add_events();
-  e->set_reference("SYN-EV-1");
-  e->mutable_admission()->set_consultant("SYN-CONSULTANT-9");
-  e->mutable_admission()->set_ward("W4");
-  return r;
-}
-
-v1::SendRequest CareSend(const std::string& to, const std::string& workflow, const std::string& purpose,
-                         const v1::CareRecord& r = Record()) {
-  v1::SendRequest s;
-  s.set_recipient(to);
-  s.set_workflow(workflow);
-  s.set_purpose(purpose);
-  s.set_content_type(kCareRecordContentType);
-  s.set_payload(r.SerializeAsString());
-  return s;
 }
 
 class PolicyTest : public ::testing::Test {
