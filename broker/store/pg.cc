@@ -138,8 +138,13 @@ absl::Status StatusOf(const PGresult* r, const PGconn* conn) {
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& conninfo, const Options& options) {
   // The string goes in as `dbname` with expand_dbname, so a URI or a
-  // key=value string both work, and the options after it win.
-  std::vector<const char*> keys{"dbname"}, values{conninfo.c_str()};
+  // key=value string both work, and the options after it win. Before it go
+  // defaults the string may override: a bounded connect, and keepalives so
+  // a database that vanished (a failover without a reset) is noticed in
+  // about a minute, not the operating system's two hours.
+  std::vector<const char*> keys{"connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                                "dbname"};
+  std::vector<const char*> values{"10", "30", "10", "3", conninfo.c_str()};
   for (const auto& [k, v] : options) {
     keys.push_back(k.c_str());
     values.push_back(v.c_str());

@@ -43,6 +43,15 @@ v1::CareRecord SyntheticCareRecord();
 v1::SendRequest CareSend(const std::string& to, const std::string& workflow, const std::string& purpose,
                          const v1::CareRecord& r = SyntheticCareRecord());
 
+// One unary call with a 30-second deadline: Call(&v1::Exchange::Stub::Track, *stub, req, &resp).
+template <typename Stub, typename Req, typename Resp>
+grpc::Status Call(grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*), Stub& stub, const Req& req,
+                  Resp* resp) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  return (stub.*rpc)(&ctx, req, resp);
+}
+
 // Sends and expects success; returns the message id.
 std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req);
 

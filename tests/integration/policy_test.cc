@@ -31,14 +31,6 @@ using ::testing::HasSubstr;
 constexpr const char* kNhs = kSyntheticNhs;
 const std::string kX26Key(32, 'n');
 
-template <typename Stub, typename Req, typename Resp>
-grpc::Status Call(grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*), Stub& stub, const Req& req,
-                  Resp* resp) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  return (stub.*rpc)(&ctx, req, resp);
-}
-
 class PolicyTest : public ::testing::Test {
  protected:
   void SetUp() override {

@@ -21,14 +21,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <typename Stub, typename Req, typename Resp>
-grpc::Status Call(grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Resp*), Stub& stub, const Req& req,
-                  Resp* resp) {
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
-  return (stub.*rpc)(&ctx, req, resp);
-}
-
 // Retries `attempt` (bounded) until it holds: other replicas hear of a
 // commit through a notification, a moment after it.
 bool Eventually(const std::function<bool()>& attempt) {
