@@ -19,6 +19,10 @@
 // Unlike the embedded store, claims survive a restart: they may belong to a
 // stream on another replica, so an unacknowledged delivery returns when its
 // visibility timeout passes.
+//
+// A connection lost during COMMIT leaves the outcome unknown: the operation
+// answers UNAVAILABLE though it may have been stored. A send retried with
+// its idempotency key is then answered with the first receipt.
 #pragma once
 
 #include <memory>

@@ -34,13 +34,17 @@ bool Eventually(const std::function<bool()>& attempt) {
 class PgBrokerTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    ASSERT_NE(std::getenv("CB_PG_CA"), nullptr) << "run through tests/run.sh (tests/pg.sh exports CB_PG_CA)";
     dir_ = FreshDir("pg-brokers");
     const std::string db = FreshPgDatabase("brokers");
     std::ofstream(fs::path(dir_) / "x26.key") << std::string(32, 'n');
     fs::permissions(fs::path(dir_) / "x26.key", fs::perms::owner_read | fs::perms::owner_write);
     for (const char* name : {"a", "b"}) {
       const std::string extra = absl::StrCat(
-          "store:\n  postgres: {connection: \"", db, "\"}\n", "policy:\n  agreements_dir: ", std::getenv("CB_SOURCE_DIR"),
+          "store:\n  postgres: {connection: \"", db, "\"",
+          // Replica b reaches the database over TLS, the server proven.
+          std::string(name) == "b" ? absl::StrCat(", sslmode: verify-full, sslrootcert: ", std::getenv("CB_PG_CA")) : "",
+          "}\n", "policy:\n  agreements_dir: ", std::getenv("CB_SOURCE_DIR"),
           "/deploy/agreements\n  pseudonym_keys: [{organisation: X26, file: ", dir_, "/x26.key}]\n",
           "audit: {signing_key: ", PkiDir(), "/audit-signing.key, subject_key: ", PkiDir(),
           "/audit-subject.key, tree_head_every: 4}\n");

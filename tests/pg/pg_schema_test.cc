@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <thread>
 
 #include <sstream>
@@ -148,6 +149,24 @@ TEST(CtlDbMigrate, MigratesThenSaysCurrentAndReportsAnUnreachableServer) {
   EXPECT_EQ(Ctl({"db", "migrate", "--store", "/nonexistent/carebroker.db"}, &out, &err), 1);
   EXPECT_THAT(err, HasSubstr("no SQLite store"));
   EXPECT_EQ(Ctl({"db", "migrate"}, &out, &err), 2) << "--store is required";
+}
+
+TEST(PgConnection, VerifyFullWithTheServersCaIsEncryptedAndAnotherCaIsRefused) {
+  const char* ca = std::getenv("CB_PG_CA");
+  const char* pki = std::getenv("CB_TEST_PKI");
+  ASSERT_TRUE(ca && pki) << "run through tests/run.sh (tests/pg.sh exports CB_PG_CA)";
+  const std::string db = testing::FreshPgDatabase("tls");
+  auto c = Connection::Open(db, {{"sslmode", "verify-full"}, {"sslrootcert", ca}});
+  ASSERT_TRUE(c.ok()) << c.status();
+  auto ssl = (*c)->Exec("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()");
+  ASSERT_TRUE(ssl.ok()) << ssl.status();
+  EXPECT_EQ(ssl->Text(0, 0), "t") << "the link is encrypted";
+
+  // The dev PKI's CA did not sign the server's certificate.
+  auto refused = Connection::Open(db, {{"sslmode", "verify-full"}, {"sslrootcert", std::string(pki) + "/ca.crt"}});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("certificate"));
 }
 
 TEST(PgConnection, StoreStringsAreToldApart) {
