@@ -10,6 +10,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace carebroker::pg {
 namespace {
@@ -167,8 +168,12 @@ absl::Status Connection::Reset() {
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
     return absl::UnavailableError(absl::StrCat("PostgreSQL: cannot connect: ", why));
   }
-  // libpq prints the server's notices (e.g. "already exists, skipping") to
-  // stderr; only warnings and errors are worth an operator's attention.
+  // Whatever libpq reports on its own (a warning, or why the server ended
+  // the connection) goes to the log marked as PostgreSQL's; only warnings
+  // and errors are worth an operator's attention.
+  PQsetNoticeProcessor(
+      conn_, +[](void*, const char* message) { absl::FPrintF(stderr, "carebroker: PostgreSQL: %s", message); },
+      nullptr);
   return ExecScript("SET client_min_messages = warning");
 }
 

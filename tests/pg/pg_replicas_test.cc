@@ -262,6 +262,55 @@ TEST(PgReplicas, AnOperationPostgresRefusesFailsAloneNotItsCommit) {
   EXPECT_EQ(unavailable, 1);
 }
 
+TEST(PgReplicas, LostConnectionsAreOpenedAgainAndNotificationsResume) {
+  const std::string db = testing::FreshPgDatabase("lost");
+  auto a = Open(db), b = Open(db);
+  absl::Mutex mu;
+  int heard = 0;
+  b->SetArrivalListener([&](const OrgCode&) {
+    absl::MutexLock l(&mu);
+    ++heard;
+  });
+  ASSERT_TRUE(AppendSync(*a, {Message()}).ok());
+  // Every connection the stores hold is cut, as a database failover does.
+  auto admin = pg::Connection::Open(db);
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  auto cut = (*admin)->Exec(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND "
+      "pid <> pg_backend_pid()");
+  ASSERT_TRUE(cut.ok()) << cut.status();
+  EXPECT_GE(cut->Int(0, 0), 6) << "2 stores x (2 workers + 1 listener)";
+  // An operation that meets a cut connection answers UNAVAILABLE; the
+  // next ones run on a new connection.
+  int unavailable = 0;
+  ASSERT_TRUE(Eventually([&] {
+    auto r = AppendSync(*a, {Message()});
+    if (!r.ok()) {
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+      ++unavailable;
+    }
+    return r.ok();
+  }));
+  EXPECT_LE(unavailable, 2) << "one per worker connection at most";
+  int b_unavailable = 0;
+  ASSERT_TRUE(Eventually([&] {
+    auto r = ReadConsentSync(*b, "");
+    b_unavailable += r.ok() ? 0 : 1;
+    return r.ok();
+  })) << "b's workers reconnect too";
+  EXPECT_LE(b_unavailable, 2);
+  // b's listening connection is back: a's arrivals wake it again.
+  {
+    absl::MutexLock l(&mu);
+    heard = 0;
+  }
+  ASSERT_TRUE(Eventually([&] {
+    EXPECT_TRUE(AppendSync(*a, {Message()}).ok());
+    absl::MutexLock l(&mu);
+    return heard > 0;
+  }));
+}
+
 TEST(PgReplicas, AnUnreachableDatabaseIsUnavailableAndNamesNoPassword) {
   auto s = OpenPgStore({.conninfo = "postgresql://carebroker:sekrit@127.0.0.1:1/none?connect_timeout=2"});
   ASSERT_FALSE(s.ok());
