@@ -155,13 +155,17 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const std::string& 
   PGconn* c = PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1);
   if (c == nullptr) return absl::UnavailableError("PostgreSQL: out of memory");
   std::unique_ptr<Connection> conn(new Connection(c));
-  if (auto s = conn->Reset(); !s.ok()) return s;
+  if (auto s = conn->Configure(); !s.ok()) return s;
   return conn;
 }
 
 absl::Status Connection::Reset() {
   prepared_.clear();
-  if (PQstatus(conn_) != CONNECTION_OK) PQreset(conn_);
+  PQreset(conn_);
+  return Configure();
+}
+
+absl::Status Connection::Configure() {
   if (PQstatus(conn_) != CONNECTION_OK) {
     // libpq's message names the host and the reason, never the password.
     std::string why = PQerrorMessage(conn_);

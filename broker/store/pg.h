@@ -116,6 +116,8 @@ class Connection {
 
  private:
   explicit Connection(PGconn* c) : conn_(c) {}
+  // After a connect: the outcome, then this connection's settings.
+  absl::Status Configure();
   absl::StatusOr<Result> Run(const char* prepared, const std::string& sql, const Param* params, size_t n);
   absl::StatusOr<Result> RunPrepared(const std::string& sql, const Param* params, size_t n);
   PGconn* conn_;
