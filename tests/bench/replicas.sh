@@ -88,11 +88,26 @@ load() {  # load LABEL PORT RECEIVE_PORT SENDER RECIPIENT
     --window "$WINDOW" --rate "$RATE" --prefetch 1000 --timeout-s 500
 }
 
-# measure LABEL BROKER_PIDS -- COMMANDS: runs the commands, prints CPU per message.
-report_cpu() {  # report_cpu LABEL MESSAGES BROKER_TICKS PG_TICKS
-  local hz; hz=$(getconf CLK_TCK)
-  awk -v l="$1" -v n="$2" -v b="$3" -v p="$4" -v hz="$hz" \
-    'BEGIN { printf "CPU %s: brokers %.0f us/msg, postgres %.0f us/msg\n", l, b / hz * 1e6 / n, p / hz * 1e6 / n }'
+# measure LABEL MESSAGES COMMAND...: runs the command, then prints the CPU
+# the brokers (${brokers[@]}) and PostgreSQL used per message meanwhile.
+measure() {
+  local label=$1 n=$2 hz b0 p0
+  shift 2
+  hz=$(getconf CLK_TCK)
+  b0=$(ticks "${brokers[@]}")
+  p0=$(ticks $(pg_pids))
+  "$@"
+  awk -v l="$label" -v n="$n" -v b="$(($(ticks "${brokers[@]}") - b0))" -v p="$(($(ticks $(pg_pids)) - p0))" \
+    -v hz="$hz" 'BEGIN { printf "CPU %s: brokers %.0f us/msg, postgres %.0f us/msg\n", l, b / hz * 1e6 / n, p / hz * 1e6 / n }'
+}
+
+pairs() {  # both pairs at once, one per replica
+  load pg2-pairs-A "$a" "$a" RR8 503 >"$work/pairs-a.txt" &
+  local la=$!
+  load pg2-pairs-B "$b" "$b" RH8 511 >"$work/pairs-b.txt" &
+  local lb=$!
+  wait "$la" "$lb" || true
+  cat "$work/pairs-a.txt" "$work/pairs-b.txt"
 }
 
 # Bytes the database holds per message (tables with their indexes).
@@ -107,17 +122,13 @@ for mode in "${modes[@]}"; do
   case $mode in
     sqlite)
       start_broker s "store: {sqlite: {file: carebroker.db}}"; a=$port; brokers=("$pid")
-      c0=$(ticks "${brokers[@]}"); p0=$(ticks $(pg_pids))
-      load sqlite "$a" "$a" RR8 503
-      report_cpu sqlite "$COUNT" $(($(ticks "${brokers[@]}") - c0)) $(($(ticks $(pg_pids)) - p0))
+      measure sqlite "$COUNT" load sqlite "$a" "$a" RR8 503
       ;;
     pg1)
       store="store:
 $(new_db bench_pg1)"
       start_broker a1 "$store"; a=$port; brokers=("$pid")
-      c0=$(ticks "${brokers[@]}"); p0=$(ticks $(pg_pids))
-      load pg1 "$a" "$a" RR8 503
-      report_cpu pg1 "$COUNT" $(($(ticks "${brokers[@]}") - c0)) $(($(ticks $(pg_pids)) - p0))
+      measure pg1 "$COUNT" load pg1 "$a" "$a" RR8 503
       report_size bench_pg1 "$COUNT"
       ;;
     pg2-cross)
@@ -125,23 +136,14 @@ $(new_db bench_pg1)"
 $(new_db bench_pg2c)"
       start_broker a2 "$store"; a=$port; brokers=("$pid")
       start_broker b2 "$store"; b=$port; brokers+=("$pid")
-      c0=$(ticks "${brokers[@]}"); p0=$(ticks $(pg_pids))
-      load pg2-cross "$a" "$b" RR8 503
-      report_cpu pg2-cross "$COUNT" $(($(ticks "${brokers[@]}") - c0)) $(($(ticks $(pg_pids)) - p0))
+      measure pg2-cross "$COUNT" load pg2-cross "$a" "$b" RR8 503
       ;;
     pg2-pairs)
       store="store:
 $(new_db bench_pg2p)"
       start_broker a3 "$store"; a=$port; brokers=("$pid")
       start_broker b3 "$store"; b=$port; brokers+=("$pid")
-      c0=$(ticks "${brokers[@]}"); p0=$(ticks $(pg_pids))
-      load pg2-pairs-A "$a" "$a" RR8 503 >"$work/pairs-a.txt" &
-      la=$!
-      load pg2-pairs-B "$b" "$b" RH8 511 >"$work/pairs-b.txt" &
-      lb=$!
-      wait "$la" "$lb" || true
-      cat "$work/pairs-a.txt" "$work/pairs-b.txt"
-      report_cpu pg2-pairs "$((2 * COUNT))" $(($(ticks "${brokers[@]}") - c0)) $(($(ticks $(pg_pids)) - p0))
+      measure pg2-pairs "$((2 * COUNT))" pairs
       ;;
     *) echo "unknown mode $mode (sqlite, pg1, pg2-cross, pg2-pairs)" >&2; exit 2 ;;
   esac

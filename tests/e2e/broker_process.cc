@@ -12,9 +12,11 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "broker/cli/client.h"
+#include "carebroker/v1/exchange.grpc.pb.h"
 
 extern char** environ;
 
@@ -64,6 +66,37 @@ std::shared_ptr<grpc::Channel> BrokerProcess::Channel(const std::string& who) co
                                   absl::StrCat(pki, "/", who, ".key"), absl::StrCat(pki, "/ca.crt")});
   EXPECT_TRUE(ch.ok()) << ch.status();
   return *ch;
+}
+
+std::vector<std::string> SendStreamed(const BrokerProcess& broker, int round, int count, size_t payload_bytes,
+                                      const std::function<void(size_t confirmed)>& on_answer) {
+  auto stub = v1::Exchange::NewStub(broker.Channel("RR8"));
+  grpc::ClientContext ctx;
+  auto stream = stub->SendStream(&ctx);
+  std::thread writer([&] {
+    for (int i = 0; i < count; ++i) {
+      v1::SendRequest r;
+      r.set_recipient("503");
+      r.set_workflow("HOSPITAL_DISCHARGE");
+      r.set_purpose("direct-care");
+      r.set_idempotency_key(absl::StrCat("round", round, "-", i));
+      r.set_content_type("application/json");
+      r.set_payload(std::string(payload_bytes, static_cast<char>('a' + (i % 26))));
+      if (!stream->Write(r)) return;
+    }
+    stream->WritesDone();
+  });
+  std::vector<std::string> confirmed;
+  v1::SendStreamResponse resp;
+  while (stream->Read(&resp)) {
+    for (const auto& result : resp.results()) {
+      if (result.has_receipt()) confirmed.push_back(result.receipt().message_id());
+    }
+    on_answer(confirmed.size());
+  }
+  writer.join();
+  stream->Finish();
+  return confirmed;
 }
 
 }  // namespace carebroker::testing

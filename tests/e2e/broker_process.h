@@ -4,8 +4,10 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 
@@ -40,5 +42,12 @@ class BrokerProcess {
   int port_;
   pid_t pid_ = -1;
 };
+
+// Streams `count` sends from RR8 to 503 through one SendStream to `broker`
+// (idempotency keys "round<round>-<i>", payloads of `payload_bytes`);
+// `on_answer(confirmed so far)` runs after each answer, e.g. to kill a broker
+// mid-stream. Returns the ids of the confirmed sends.
+std::vector<std::string> SendStreamed(const BrokerProcess& broker, int round, int count, size_t payload_bytes,
+                                      const std::function<void(size_t confirmed)>& on_answer);
 
 }  // namespace carebroker::testing

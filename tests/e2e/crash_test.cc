@@ -55,33 +55,9 @@ class CrashTest : public ::testing::Test {
   // Streams up to `count` sends; kills the server once `kill_after`
   // receipts have arrived (while more are in flight). Returns confirmed ids.
   std::vector<std::string> SendUntilKilled(int round, int count, int kill_after) {
-    auto stub = v1::Exchange::NewStub(Channel("RR8"));
-    grpc::ClientContext ctx;
-    auto stream = stub->SendStream(&ctx);
-    std::thread writer([&] {
-      for (int i = 0; i < count; ++i) {
-        v1::SendRequest r;
-        r.set_recipient("503");
-        r.set_workflow("HOSPITAL_DISCHARGE");
-        r.set_purpose("direct-care");
-        r.set_idempotency_key(absl::StrCat("round", round, "-", i));
-        r.set_content_type("application/json");
-        r.set_payload(std::string(2048, 'a' + (i % 26)));
-        if (!stream->Write(r)) return;
-      }
-      stream->WritesDone();
+    return testing::SendStreamed(*broker_, round, count, 2048, [&](size_t confirmed) {
+      if (broker_->running() && static_cast<int>(confirmed) >= kill_after) Kill();
     });
-    std::vector<std::string> confirmed;
-    v1::SendStreamResponse resp;
-    while (stream->Read(&resp)) {
-      for (const auto& result : resp.results()) {
-        if (result.has_receipt()) confirmed.push_back(result.receipt().message_id());
-      }
-      if (broker_->running() && static_cast<int>(confirmed.size()) >= kill_after) Kill();
-    }
-    writer.join();
-    stream->Finish();
-    return confirmed;
   }
 
   // Receives and acks until `limit` messages or a quiet second.

@@ -169,33 +169,7 @@ class ReplicaTest : public ::testing::Test {
   // Streams `count` sends to replica A; `at(confirmed)` runs after each
   // answer (to kill a replica mid-stream). Returns the confirmed ids.
   std::vector<std::string> Send(int round, int count, const std::function<void(size_t)>& at) {
-    auto stub = v1::Exchange::NewStub(a().Channel("RR8"));
-    grpc::ClientContext ctx;
-    auto stream = stub->SendStream(&ctx);
-    std::thread writer([&] {
-      for (int i = 0; i < count; ++i) {
-        v1::SendRequest r;
-        r.set_recipient("503");
-        r.set_workflow("HOSPITAL_DISCHARGE");
-        r.set_purpose("direct-care");
-        r.set_idempotency_key(absl::StrCat("round", round, "-", i));
-        r.set_content_type("application/json");
-        r.set_payload(std::string(1024, 'a' + (i % 26)));
-        if (!stream->Write(r)) return;
-      }
-      stream->WritesDone();
-    });
-    std::vector<std::string> confirmed;
-    v1::SendStreamResponse resp;
-    while (stream->Read(&resp)) {
-      for (const auto& result : resp.results()) {
-        if (result.has_receipt()) confirmed.push_back(result.receipt().message_id());
-      }
-      at(confirmed.size());
-    }
-    writer.join();
-    stream->Finish();
-    return confirmed;
+    return testing::SendStreamed(a(), round, count, 1024, at);
   }
 
   std::string pki_, db_;
