@@ -9,14 +9,16 @@
 #include "adapters/council/council_json.h"
 #include "adapters/fhir/fhir.h"
 #include "adapters/hl7v2/adt.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/vocabulary.h"
+#include "core/reasons.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace carebroker::adapters {
 
 const std::vector<FormatInfo>& Formats() {
   static const auto* all = new std::vector<FormatInfo>{
-      {Format::kCanonical, "canonical", "application/x-protobuf; proto=carebroker.v1.CareRecord"},
+      {Format::kCanonical, "canonical", kCareRecordContentType},
       {Format::kCanonicalJson, "canonical-json", "application/json; proto=carebroker.v1.CareRecord"},
       {Format::kHl7v2, "hl7v2", "x-application/hl7-v2+er7"},
       {Format::kFhir, "fhir", "application/fhir+json"},
@@ -39,7 +41,7 @@ absl::StatusOr<Format> FormatByName(absl::string_view name) {
     if (i.name == name) return i.format;
     names.push_back(i.name);
   }
-  return InvalidArgument("FORMAT_UNKNOWN", absl::StrCat("format must be one of ", absl::StrJoin(names, ", ")));
+  return InvalidArgument(reason::kFormatUnknown, absl::StrCat("format must be one of ", absl::StrJoin(names, ", ")));
 }
 
 absl::StatusOr<Format> FormatByContentType(absl::string_view content_type) {
@@ -60,14 +62,14 @@ absl::StatusOr<v1::CareRecord> Parse(Format f, absl::string_view bytes, const Re
     case Format::kCanonical: {
       v1::CareRecord r;
       if (!r.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-        return InvalidArgument("PAYLOAD_MALFORMED", "payload is not a carebroker.v1.CareRecord");
+        return InvalidArgument(reason::kPayloadMalformed, "payload is not a carebroker.v1.CareRecord");
       }
       return r;
     }
     case Format::kCanonicalJson: {
       v1::CareRecord r;
       if (!google::protobuf::util::JsonStringToMessage(std::string(bytes), &r).ok()) {
-        return InvalidArgument("PAYLOAD_MALFORMED", "not a carebroker.v1.CareRecord in protobuf JSON");
+        return InvalidArgument(reason::kPayloadMalformed, "not a carebroker.v1.CareRecord in protobuf JSON");
       }
       return r;
     }
@@ -82,13 +84,13 @@ absl::StatusOr<v1::CareRecord> Parse(Format f, absl::string_view bytes, const Re
       auto s = cld::ReadCld(bytes, options);
       if (!s.ok()) return s.status();
       if (s->people.size() != 1) {
-        return InvalidArgument("CLD_INVALID", absl::StrCat("a message is about one person; this file has ", s->people.size(),
+        return InvalidArgument(reason::kCldInvalid, absl::StrCat("a message is about one person; this file has ", s->people.size(),
                                                            ": send one message per person"));
       }
       return std::move(s->people.front());
     }
   }
-  return InvalidArgument("FORMAT_UNKNOWN", "unknown format");
+  return InvalidArgument(reason::kFormatUnknown, "unknown format");
 }
 
 absl::StatusOr<std::string> Render(Format f, const v1::CareRecord& record, const Envelope& env) {
@@ -124,7 +126,7 @@ absl::StatusOr<std::string> Render(Format f, const v1::CareRecord& record, const
       return cld::WriteCld(s);
     }
   }
-  return InvalidArgument("FORMAT_UNKNOWN", "unknown format");
+  return InvalidArgument(reason::kFormatUnknown, "unknown format");
 }
 
 }  // namespace carebroker::adapters

@@ -5,7 +5,7 @@
 
 #include "absl/time/civil_time.h"
 #include "adapters/common/testdata.h"
-#include "broker/core/status.h"
+#include "core/status.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace carebroker::adapters {

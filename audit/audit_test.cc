@@ -15,7 +15,7 @@
 #include "audit/log.h"
 #include "audit/query.h"
 #include "audit/verify.h"
-#include "broker/core/files.h"
+#include "core/files.h"
 #include "broker/store/sqlite_store.h"
 #include "broker/store/store_sync.h"
 
@@ -201,15 +201,12 @@ class AuditLogTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / absl::StrCat("cb-audit-", ::getpid(), "-", counter_++);
     fs::remove_all(dir_);
     fs::create_directories(dir_ / "agreements");
-    auto c = ParseConfig(absl::StrCat("listen: 127.0.0.1:1\ndata_dir: ", dir_.string(), "\ntls: {cert: ", Pki(),
-                                      "/server.crt, key: ", Pki(), "/server.key, ca: ", Pki(),
-                                      "/ca.crt}\npolicy: {agreements_dir: agreements}\naudit: {signing_key: ", Pki(),
-                                      "/audit-signing.key, subject_key: ", Pki(),
-                                      "/audit-subject.key, tree_head_every: 8}\n"
-                                      "organisations:\n  - {ods: RR8, name: Leeds, kind: nhs_trust}\n"),
-                         "t.yaml", dir_.string(), {});
-    ASSERT_TRUE(c.ok()) << c.status();
-    config_ = *c;
+    // The audit section of a broker config, as the broker passes it.
+    auto signing = ReadFileToString(Pki() + "/audit-signing.key", "signing key");
+    auto subject = ReadFileToString(Pki() + "/audit-subject.key", "subject key");
+    ASSERT_TRUE(signing.ok() && subject.ok()) << signing.status() << subject.status();
+    options_ = {.signing_key_pem = *signing, .subject_key = *subject, .tree_head_every = 8,
+                .tree_head_interval = absl::Seconds(60)};
     auto pub = Key::LoadFile(Pki() + "/audit-signing.pub");
     ASSERT_TRUE(pub.ok()) << pub.status();
     pub_ = std::make_unique<Key>(*std::move(pub));
@@ -223,7 +220,7 @@ class AuditLogTest : public ::testing::Test {
   void Write(int n) {
     auto store = OpenSqliteStore(db());
     ASSERT_TRUE(store.ok()) << store.status();
-    auto log = AuditLog::Open(*config_, **store, clock_);
+    auto log = AuditLog::Open(options_, **store, clock_);
     ASSERT_TRUE(log.ok()) << log.status();
     for (int i = 0; i < n; ++i) {
       v1::AuditEntry e;
@@ -256,7 +253,7 @@ class AuditLogTest : public ::testing::Test {
 
   static inline int counter_ = 0;
   fs::path dir_;
-  std::shared_ptr<const Config> config_;
+  AuditOptions options_;
   std::unique_ptr<Key> pub_;
   SystemClock clock_;
 };
@@ -284,7 +281,7 @@ TEST_F(AuditLogTest, AHeadIsSignedEveryNEntriesEvenWithinOneCommit) {
   {
     auto store = OpenSqliteStore(db());
     ASSERT_TRUE(store.ok()) << store.status();
-    auto log = AuditLog::Open(*config_, **store, clock_);
+    auto log = AuditLog::Open(options_, **store, clock_);
     ASSERT_TRUE(log.ok()) << log.status();
     std::vector<AuditRecord> batch;
     for (int i = 0; i < 20; ++i) {
@@ -310,7 +307,7 @@ TEST_F(AuditLogTest, RefusalFloodsAreCountedNotEachRecorded) {
   auto store = OpenSqliteStore(db());
   ASSERT_TRUE(store.ok()) << store.status();
   FakeClock clock(absl::FromUnixSeconds(1'800'000'000));
-  auto log = AuditLog::Open(*config_, **store, clock);
+  auto log = AuditLog::Open(options_, **store, clock);
   ASSERT_TRUE(log.ok()) << log.status();
   auto refuse = [&] {
     v1::AuditEntry e;
@@ -346,7 +343,7 @@ TEST_F(AuditLogTest, OneChangedByteIsFound) {
   auto store = OpenSqliteStore(db());
   ASSERT_TRUE(store.ok());
   Tamper("UPDATE audit SET leaf = (SELECT leaf FROM audit WHERE idx = 6) WHERE idx = 7");
-  EXPECT_EQ(AuditLog::Open(*config_, **store, clock_).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(AuditLog::Open(options_, **store, clock_).status().code(), absl::StatusCode::kDataLoss);
 }
 
 TEST_F(AuditLogTest, AChangeWithARecomputedHashIsFoundByTheTreeHead) {

@@ -7,8 +7,10 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "broker/core/files.h"
-#include "broker/core/status.h"
+#include "core/time.h"
+#include "core/files.h"
+#include "core/status.h"
+#include "core/reasons.h"
 #include "broker/store/store_sync.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
@@ -80,23 +82,23 @@ AuditRecord EntryMaker::Record(const MessageEvent& e) const {
   return Make(std::move(a), e.nhs_number);
 }
 
-AuditLog::AuditLog(const Config& config, carebroker::Store& store, const Clock& clock, Key key)
+AuditLog::AuditLog(const AuditOptions& options, carebroker::Store& store, const Clock& clock, Key key)
     : store_(store),
       clock_(clock),
       key_(std::move(key)),
-      entries_(config.audit_subject_key()),
-      every_(config.proto().audit().tree_head_every()),
-      interval_(absl::Seconds(config.proto().audit().tree_head_interval().seconds())) {}
+      entries_(options.subject_key),
+      every_(options.tree_head_every),
+      interval_(options.tree_head_interval) {}
 
-absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const Config& config, carebroker::Store& store,
+absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const AuditOptions& options, carebroker::Store& store,
                                                          const Clock& clock) {
-  auto key = Key::FromPem(config.audit_signing_pem(), "audit.signing_key");
-  if (!key.ok()) return Error(absl::StatusCode::kInvalidArgument, "CONFIG_INVALID", key.status().message());
+  auto key = Key::FromPem(options.signing_key_pem, "audit.signing_key");
+  if (!key.ok()) return Error(absl::StatusCode::kInvalidArgument, reason::kConfigInvalid, key.status().message());
   if (!key->can_sign()) {
-    return Error(absl::StatusCode::kInvalidArgument, "CONFIG_INVALID",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kConfigInvalid,
                  "audit.signing_key: a private key is needed to sign tree heads");
   }
-  std::unique_ptr<AuditLog> log(new AuditLog(config, store, clock, *std::move(key)));
+  std::unique_ptr<AuditLog> log(new AuditLog(options, store, clock, *std::move(key)));
   {
     absl::MutexLock l(&log->mu_);
     // Heads first: on a shared store another replica may sign while the
@@ -109,7 +111,7 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const Config& config, c
       for (const AuditRow& r : *rows) {
         Hash h;
         if (r.index != log->tree_.size() || !HashFromBytes(r.leaf_hash, &h)) {
-          return Error(absl::StatusCode::kDataLoss, "AUDIT_LOG_DAMAGED",
+          return Error(absl::StatusCode::kDataLoss, reason::kAuditLogDamaged,
                        absl::StrCat("audit log: entry ", log->tree_.size(), " is missing or damaged; run "
                                     "carebroker-audit verify"));
         }
@@ -122,11 +124,11 @@ absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(const Config& config, c
       const v1::SignedTreeHead& last = heads->back();
       Hash root;
       if (auto s = CheckTreeHead(log->key_, last); !s.ok()) {
-        return Error(absl::StatusCode::kDataLoss, "AUDIT_LOG_DAMAGED", absl::StrCat("audit log: ", s.message()));
+        return Error(absl::StatusCode::kDataLoss, reason::kAuditLogDamaged, absl::StrCat("audit log: ", s.message()));
       }
       if (last.tree_size() > log->tree_.size() || !HashFromBytes(last.root_hash(), &root) ||
           log->tree_.Root(last.tree_size()) != root) {
-        return Error(absl::StatusCode::kDataLoss, "AUDIT_LOG_DAMAGED",
+        return Error(absl::StatusCode::kDataLoss, reason::kAuditLogDamaged,
                      absl::StrCat("audit log: the stored entries do not match the tree head signed at size ",
                                   last.tree_size(), "; run carebroker-audit verify"));
       }
@@ -250,7 +252,7 @@ absl::StatusOr<v1::InclusionProof> AuditLog::ProveInclusion(uint64_t index, uint
   absl::MutexLock l(&mu_);
   if (tree_size == 0) tree_size = latest_.tree_size();
   if (tree_size > tree_.size() || index >= tree_size) {
-    return InvalidArgument("PROOF_OUT_OF_RANGE", absl::StrCat("entry ", index, " is not in a tree of size ", tree_size,
+    return InvalidArgument(reason::kProofOutOfRange, absl::StrCat("entry ", index, " is not in a tree of size ", tree_size,
                                                               " (the log holds ", tree_.size(), " entries)"));
   }
   v1::InclusionProof p;
@@ -264,7 +266,7 @@ absl::StatusOr<v1::InclusionProof> AuditLog::ProveInclusion(uint64_t index, uint
 absl::StatusOr<v1::ConsistencyProof> AuditLog::ProveConsistency(uint64_t first, uint64_t second) const {
   absl::MutexLock l(&mu_);
   if (first > second || second > tree_.size()) {
-    return InvalidArgument("PROOF_OUT_OF_RANGE", absl::StrCat("no consistency proof from ", first, " to ", second,
+    return InvalidArgument(reason::kProofOutOfRange, absl::StrCat("no consistency proof from ", first, " to ", second,
                                                               " (the log holds ", tree_.size(), " entries)"));
   }
   v1::ConsistencyProof p;

@@ -19,9 +19,8 @@
 #include "absl/synchronization/mutex.h"
 #include "audit/merkle.h"
 #include "audit/signer.h"
-#include "broker/config/config.h"
-#include "broker/core/clock.h"
 #include "broker/store/store.h"
+#include "core/clock.h"
 #include "carebroker/v1/audit.pb.h"
 
 typedef struct evp_mac_ctx_st EVP_MAC_CTX;
@@ -48,12 +47,21 @@ class EntryMaker final : public AuditRecorder {
 // Deterministic serialisation of an entry or a filter.
 std::string Canonical(const google::protobuf::Message& m);
 
+// What the audit log needs from the broker's config (audit: section).
+struct AuditOptions {
+  std::string signing_key_pem;  // Ed25519 private key that signs tree heads
+  std::string subject_key;      // HMAC key of entry subjects
+  uint32_t tree_head_every = 0;              // sign after this many entries (0: default)
+  absl::Duration tree_head_interval;         // and at least this often
+};
+
 class AuditLog {
  public:
   // Loads the signing key, rebuilds the tree from `store` and checks the
   // latest stored tree head against it (signature and root); then takes
   // the store's new entries as they become durable. `store` must outlive it.
-  static absl::StatusOr<std::unique_ptr<AuditLog>> Open(const Config& config, Store& store, const Clock& clock);
+  static absl::StatusOr<std::unique_ptr<AuditLog>> Open(const AuditOptions& options, Store& store,
+                                                        const Clock& clock);
 
   const EntryMaker& entries() const { return entries_; }
   const Key& key() const { return key_; }
@@ -88,7 +96,7 @@ class AuditLog {
   absl::Status SignNow() ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
-  AuditLog(const Config& config, carebroker::Store& store, const Clock& clock, Key key);
+  AuditLog(const AuditOptions& options, carebroker::Store& store, const Clock& clock, Key key);
   void OnDurable(uint64_t first, const std::vector<std::string>& leaves) ABSL_LOCKS_EXCLUDED(mu_);
   // Signs the current tree and stores the head; the head becomes the
   // latest once stored. Null when there is nothing new to sign.

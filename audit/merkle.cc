@@ -1,7 +1,5 @@
 #include "audit/merkle.h"
 
-#include <openssl/evp.h>
-
 #include <bit>
 #include <cstdlib>
 #include <cstring>
@@ -14,23 +12,7 @@ namespace {
 // The largest power of two strictly smaller than n (n >= 2).
 uint64_t SplitPoint(uint64_t n) { return std::bit_floor(n - 1); }
 
-// SHA-256 of the concatenation of `parts`. OpenSSL 3's one-shot SHA256()
-// looks the algorithm up on every call, which costs more than hashing a
-// node; the algorithm is fetched once and each thread reuses one context.
-Hash Sha256Parts(std::initializer_list<absl::string_view> parts) {
-  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-  thread_local const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  Hash h;
-  unsigned int n = 0;
-  bool ok = md && ctx && EVP_DigestInit_ex(ctx.get(), md, nullptr) == 1;
-  for (absl::string_view p : parts) ok = ok && EVP_DigestUpdate(ctx.get(), p.data(), p.size()) == 1;
-  if (!ok || EVP_DigestFinal_ex(ctx.get(), h.data(), &n) != 1 || n != h.size()) std::abort();  // out of memory
-  return h;
-}
-
 }  // namespace
-
-Hash Sha256Of(absl::string_view data) { return Sha256Parts({data}); }
 
 Hash LeafHash(absl::string_view entry) { return Sha256Parts({absl::string_view("\0", 1), entry}); }
 

@@ -19,12 +19,13 @@
 #include <vector>
 
 #include "absl/strings/string_view.h"
+#include "core/sha256.h"
 
 namespace carebroker::audit {
 
-using Hash = std::array<uint8_t, 32>;
+using Hash = Sha256Digest;
+using carebroker::Sha256Of;
 
-Hash Sha256Of(absl::string_view data);
 Hash LeafHash(absl::string_view entry);
 Hash NodeHash(const Hash& left, const Hash& right);
 Hash EmptyRoot();

@@ -4,12 +4,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "broker/core/yaml_proto.h"
+#include "core/time.h"
+#include "core/yaml/yaml_proto.h"
 
 namespace carebroker::audit {
 namespace {
 
-int64_t Micros(const google::protobuf::Timestamp& t) { return t.seconds() * 1000000 + t.nanos() / 1000; }
 
 }  // namespace
 

@@ -4,7 +4,8 @@
 #include <openssl/pem.h>
 
 #include "absl/strings/str_cat.h"
-#include "broker/core/files.h"
+#include "core/time.h"
+#include "core/files.h"
 
 namespace carebroker::audit {
 namespace {

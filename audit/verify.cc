@@ -1,12 +1,10 @@
 #include "audit/verify.h"
 
-#include <sqlite3.h>
-
 #include <algorithm>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "broker/store/pg.h"
+#include "broker/store/offline.h"
 #include "google/protobuf/io/zero_copy_stream_impl.h"
 #include "google/protobuf/util/delimited_message_util.h"
 
@@ -40,74 +38,8 @@ bool WriteExportChunk(const v1::ExportChunk& chunk, std::ostream& out) {
   return google::protobuf::util::SerializeDelimitedToOstream(chunk, &out) && out.good();
 }
 
-namespace {
-
-// The log in a PostgreSQL store, read in one snapshot (so every head read
-// covers entries read), a page at a time.
-absl::Status ReadPgStore(const std::string& conninfo, LogVisitor& visitor) {
-  auto conn = pg::Connection::Open(conninfo);
-  if (!conn.ok()) return conn.status();
-  if (auto s = (*conn)->ExecScript("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !s.ok()) return s;
-  constexpr int kPage = 10000;
-  for (int64_t from = 0;;) {
-    auto r = (*conn)->Exec("SELECT idx, entry, leaf FROM audit WHERE idx >= $1 ORDER BY idx LIMIT $2",
-                           {pg::Param::Int(from), pg::Param::Int(kPage)});
-    if (!r.ok()) return absl::DataLossError(absl::StrCat("not a carebroker store with an audit log: ", r.status().message()));
-    for (int i = 0; i < r->rows(); ++i) {
-      visitor.Entry(static_cast<uint64_t>(r->Int(i, 0)), r->Bytes(i, 1), r->Bytes(i, 2));
-      from = r->Int(i, 0) + 1;
-    }
-    if (r->rows() < kPage) break;
-  }
-  auto heads = (*conn)->Exec("SELECT head FROM tree_heads ORDER BY tree_size");
-  if (!heads.ok()) return absl::DataLossError(absl::StrCat("cannot read tree heads: ", heads.status().message()));
-  for (int i = 0; i < heads->rows(); ++i) {
-    v1::SignedTreeHead h;
-    if (!h.ParseFromString(heads->Bytes(i, 0))) h.Clear();
-    visitor.Head(std::move(h));
-  }
-  return (*conn)->ExecScript("COMMIT");
-}
-
-}  // namespace
-
 absl::Status ReadStoreFile(const std::string& path, LogVisitor& visitor) {
-  if (pg::IsPostgresUri(path)) return ReadPgStore(path, visitor);
-  sqlite3* db = nullptr;
-  const std::string uri = absl::StrCat("file:", path, "?mode=ro");
-  if (sqlite3_open_v2(uri.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr) != SQLITE_OK) {
-    sqlite3_close(db);
-    return absl::NotFoundError(absl::StrCat(path, ": cannot open the store"));
-  }
-  absl::Status status;
-  auto each = [&](const char* sql, auto&& row) {
-    sqlite3_stmt* st = nullptr;
-    if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
-      status = absl::DataLossError(absl::StrCat(path, ": not a carebroker store with an audit log"));
-      return;
-    }
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) row(st);
-    if (rc != SQLITE_DONE) status = absl::DataLossError(absl::StrCat(path, ": cannot read: ", sqlite3_errmsg(db)));
-    sqlite3_finalize(st);
-  };
-  auto blob = [](sqlite3_stmt* st, int col) {
-    const void* p = sqlite3_column_blob(st, col);
-    return p ? absl::string_view(static_cast<const char*>(p), sqlite3_column_bytes(st, col)) : absl::string_view();
-  };
-  each("SELECT idx, entry, leaf FROM audit ORDER BY idx", [&](sqlite3_stmt* st) {
-    visitor.Entry(static_cast<uint64_t>(sqlite3_column_int64(st, 0)), blob(st, 1), blob(st, 2));
-  });
-  if (status.ok()) {
-    each("SELECT head FROM tree_heads ORDER BY tree_size", [&](sqlite3_stmt* st) {
-      v1::SignedTreeHead h;
-      const absl::string_view b = blob(st, 0);
-      if (!h.ParseFromArray(b.data(), static_cast<int>(b.size()))) h.Clear();
-      visitor.Head(std::move(h));
-    });
-  }
-  sqlite3_close(db);
-  return status;
+  return ReadAuditLog(path, visitor);
 }
 
 void LogCopy::Entry(uint64_t index, absl::string_view entry, absl::string_view leaf_hash) {

@@ -11,18 +11,13 @@
 #include "absl/status/statusor.h"
 #include "audit/merkle.h"
 #include "audit/signer.h"
+#include "broker/store/offline.h"
 #include "carebroker/v1/audit.pb.h"
 
 namespace carebroker::audit {
 
-// Takes a log as it is read: entries in stored order, signed tree heads
-// in any order among them.
-class LogVisitor {
- public:
-  virtual ~LogVisitor() = default;
-  virtual void Entry(uint64_t index, absl::string_view entry, absl::string_view leaf_hash) = 0;
-  virtual void Head(v1::SignedTreeHead head) = 0;
-};
+// Takes a log as it is read (a store's or an export file's).
+using LogVisitor = AuditLogVisitor;
 
 // An export file: ExportChunk messages, each length-delimited.
 absl::Status ReadExportFile(const std::string& path, LogVisitor& visitor);

@@ -6,16 +6,18 @@
 #include <filesystem>
 #include <iostream>
 
+#include "core/vocabulary.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "adapters/formats.h"
 #include "adapters/hl7v2/adt.h"
-#include "broker/cli/client.h"
-#include "broker/config/config.h"
-#include "broker/core/files.h"
-#include "broker/core/status.h"
-#include "broker/core/yaml_proto.h"
-#include "broker/exchange/intake.h"
+#include "broker/client/client.h"
+#include "core/shapes.h"
+#include "core/time.h"
+#include "core/files.h"
+#include "core/status.h"
+#include "core/yaml/yaml_proto.h"
+#include "core/log.h"
 #include "connect/mllp.h"
 
 namespace carebroker {
@@ -289,8 +291,8 @@ void Connect::OutboundLoop() {
           // Left unacknowledged: the broker redelivers it.
           healthy = false;
           wait = std::max(backoff, answer.retry_after);
-          std::cerr << "carebroker-connect: message " << d.message_id() << " not delivered (" << answer.reason
-                    << "); retrying in " << absl::FormatDuration(wait) << "\n";
+          Logf("message %s not delivered (%s); retrying in %s", d.message_id(), answer.reason,
+               absl::FormatDuration(wait));
           break;
         }
         v1::ReceiveRequest ack;

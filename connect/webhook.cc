@@ -9,7 +9,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "broker/core/files.h"
+#include "core/time.h"
+#include "core/files.h"
 
 namespace carebroker {
 namespace {

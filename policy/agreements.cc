@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <filesystem>
 
+#include "core/vocabulary.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -10,12 +11,13 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_replace.h"
-#include "broker/config/config.h"
-#include "broker/core/clock.h"
-#include "broker/core/files.h"
-#include "broker/core/status.h"
-#include "broker/core/yaml_proto.h"
-#include "broker/store/store.h"
+#include "core/sha256.h"
+#include "core/shapes.h"
+#include "core/clock.h"
+#include "core/files.h"
+#include "core/status.h"
+#include "core/yaml/yaml_proto.h"
+#include "core/reasons.h"
 #include "policy/minimise.h"
 
 namespace carebroker::policy {
@@ -203,7 +205,7 @@ class Checker {
 
 absl::StatusOr<absl::Time> ParseUkDate(absl::string_view date) {
   absl::CivilDay day;
-  if (!ParseDay(date, &day)) return InvalidArgument("DATE_INVALID", "expected a date YYYY-MM-DD");
+  if (!ParseDay(date, &day)) return InvalidArgument(reason::kDateInvalid, "expected a date YYYY-MM-DD");
   return absl::FromCivil(day, UkZone());
 }
 
@@ -240,9 +242,9 @@ absl::StatusOr<AgreementSet> LoadAgreements(const std::string& dir) {
     const auto ext = it->path().extension();
     if (it->is_regular_file() && (ext == ".yaml" || ext == ".yml")) files.push_back(it->path());
   }
-  if (ec) return InvalidArgument("AGREEMENTS_INVALID", absl::StrCat(dir, ": cannot read the agreements folder"));
+  if (ec) return InvalidArgument(reason::kAgreementsInvalid, absl::StrCat(dir, ": cannot read the agreements folder"));
   if (files.empty()) {
-    return InvalidArgument("AGREEMENTS_INVALID", absl::StrCat(dir, ": no agreement files (*.yaml)"));
+    return InvalidArgument(reason::kAgreementsInvalid, absl::StrCat(dir, ": no agreement files (*.yaml)"));
   }
   std::sort(files.begin(), files.end());
   AgreementSet set;
@@ -266,7 +268,7 @@ absl::StatusOr<AgreementSet> LoadAgreements(const std::string& dir) {
       }
     }
   }
-  if (!errors.empty()) return InvalidArgument("AGREEMENTS_INVALID", absl::StrJoin(errors, "\n"));
+  if (!errors.empty()) return InvalidArgument(reason::kAgreementsInvalid, absl::StrJoin(errors, "\n"));
   std::sort(set.agreements.begin(), set.agreements.end(),
             [](const auto& a, const auto& b) { return a.agreement.id() < b.agreement.id(); });
   set.digest = absl::BytesToHexString(Sha256(hashed));

@@ -5,9 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "broker/config/config.h"
-#include "broker/core/files.h"
-#include "broker/core/yaml_proto.h"
+#include "core/shapes.h"
+#include "core/files.h"
+#include "core/yaml/yaml_proto.h"
 #include "google/protobuf/util/json_util.h"
 #include "policy/agreements.h"
 

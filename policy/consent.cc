@@ -2,7 +2,8 @@
 
 #include <algorithm>
 
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 
 namespace carebroker::policy {
 namespace {
@@ -25,16 +26,16 @@ bool Matches(const v1::Directive& d, v1::Purpose purpose, const OrgCode& recipie
 absl::string_view ConsentVerdict(v1::ConsentModel model, bool opt_out_applies, v1::Purpose purpose,
                                  const OrgCode& recipient, v1::OrganisationKind recipient_kind,
                                  const PersonConsent* person) {
-  if (person == nullptr) return model == v1::CONSENT_MODEL_EXPLICIT ? kConsentRequired : "";
-  if (opt_out_applies && person->national_opt_out) return kNationalOptOut;
+  if (person == nullptr) return model == v1::CONSENT_MODEL_EXPLICIT ? reason::kConsentRequired : "";
+  if (opt_out_applies && person->national_opt_out) return reason::kNationalOptOut;
   if (model == v1::CONSENT_MODEL_NOT_APPLICABLE) return "";
   bool consent = false;
   for (const auto& d : person->standing) {
     if (!Matches(d, purpose, recipient, recipient_kind)) continue;
-    if (d.kind() == v1::DIRECTIVE_KIND_DISSENT) return kConsentDissent;
+    if (d.kind() == v1::DIRECTIVE_KIND_DISSENT) return reason::kConsentDissent;
     consent = true;
   }
-  if (model == v1::CONSENT_MODEL_EXPLICIT && !consent) return kConsentRequired;
+  if (model == v1::CONSENT_MODEL_EXPLICIT && !consent) return reason::kConsentRequired;
   return "";
 }
 
@@ -48,7 +49,7 @@ absl::string_view RecheckConsent(uint32_t check, v1::Purpose purpose, const OrgC
   const auto model = static_cast<v1::ConsentModel>(check & 3);
   absl::string_view verdict = ConsentVerdict(model, (check & 4) != 0, purpose, recipient, recipient_kind, person);
   const bool overridden = (check & 8) != 0;
-  if (overridden && (verdict == kConsentDissent || verdict == kConsentRequired)) return "";
+  if (overridden && (verdict == reason::kConsentDissent || verdict == reason::kConsentRequired)) return "";
   return verdict;
 }
 
@@ -74,7 +75,7 @@ absl::Status ConsentBook::Apply(const v1::ConsentChange& change) {
           return absl::OkStatus();
         }
       }
-      return Error(absl::StatusCode::kFailedPrecondition, "DIRECTIVE_NOT_STANDING",
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kDirectiveNotStanding,
                    "no standing directive with that id for this person");
     }
     case v1::ConsentChange::kNationalOptOut:
@@ -88,7 +89,7 @@ absl::Status ConsentBook::Apply(const v1::ConsentChange& change) {
     case v1::ConsentChange::CHANGE_NOT_SET:
       break;
   }
-  return InvalidArgument("CONSENT_CHANGE_INVALID", "a consent change must record, withdraw or set the opt-out");
+  return InvalidArgument(reason::kConsentChangeInvalid, "a consent change must record, withdraw or set the opt-out");
 }
 
 std::optional<PersonConsent> ConsentBook::Find(absl::string_view nhs_number) const {

@@ -15,7 +15,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "broker/core/types.h"
+#include "core/types.h"
+#include "core/reasons.h"
 #include "carebroker/v1/config.pb.h"
 #include "carebroker/v1/consent.pb.h"
 
@@ -25,11 +26,6 @@ struct PersonConsent {
   bool national_opt_out = false;
   std::vector<v1::Directive> standing;  // in the order recorded
 };
-
-// Reason codes for consent-based denials.
-inline constexpr char kConsentDissent[] = "CONSENT_DISSENT";
-inline constexpr char kConsentRequired[] = "CONSENT_REQUIRED";
-inline constexpr char kNationalOptOut[] = "NATIONAL_OPT_OUT";
 
 // Whether `person` (null: nothing recorded) permits sharing for `purpose`
 // with the recipient under `model`: "" when it does, else a reason code.

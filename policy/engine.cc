@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "core/reasons.h"
 
 namespace carebroker::policy {
 namespace {
@@ -89,7 +90,7 @@ Decision PolicySet::Decide(const DecisionInput& in) const {
   std::sort(candidates.begin(), candidates.end());
   candidates.erase(std::unique(candidates.begin(), candidates.end()), candidates.end());
   if (candidates.empty()) {
-    d.reasons.push_back(kNoAgreement);
+    d.reasons.push_back(reason::kNoAgreement);
     d.trace.push_back("no flow names this sender, recipient, workflow and purpose");
     return d;
   }
@@ -113,17 +114,17 @@ Decision PolicySet::Decide(const DecisionInput& in) const {
     const std::string name = FlowName(f);
     if (in.now < f.agreement->valid_from) {
       d.trace.push_back(absl::StrCat(name, ": not yet in force"));
-      note_other(f, kAgreementNotYetValid, 0);
+      note_other(f, reason::kAgreementNotYetValid, 0);
       continue;
     }
     if (in.now >= f.agreement->valid_until) {
       d.trace.push_back(absl::StrCat(name, ": expired"));
-      note_other(f, kAgreementExpired, 1);
+      note_other(f, reason::kAgreementExpired, 1);
       continue;
     }
     if ((f.flow->payload() == v1::PAYLOAD_KIND_OPAQUE) != in.opaque) {
       d.trace.push_back(absl::StrCat(name, in.opaque ? ": carries care records only" : ": carries opaque payloads only"));
-      note_other(f, kPayloadNotAllowed, 2);
+      note_other(f, reason::kPayloadKindNotAllowed, 2);
       continue;
     }
     const bool opt_out = f.OptOutApplies(in.purpose);
@@ -136,21 +137,21 @@ Decision PolicySet::Decide(const DecisionInput& in) const {
       d.trace.push_back(absl::StrCat(name, ": allows"));
       return d;
     }
-    const bool overridable = verdict == kConsentDissent || verdict == kConsentRequired;
+    const bool overridable = verdict == reason::kConsentDissent || verdict == reason::kConsentRequired;
     if (overridable && in.purpose == v1::PURPOSE_SAFEGUARDING && f.flow->safeguarding_override()) {
       if (HasText(in.justification)) {
         d.allowed = true;
         d.flow = &f;
         d.overridden = true;
         d.opt_out_applies = opt_out;
-        d.reasons.push_back(kSafeguardingOverride);
+        d.reasons.push_back(reason::kSafeguardingOverride);
         d.trace.push_back(absl::StrCat(name, ": allows, overriding ", verdict, " with a justification"));
         return d;
       }
       d.trace.push_back(absl::StrCat(name, ": ", verdict, "; an override needs a justification"));
       if (consent_denial == nullptr) {
         consent_denial = &f;
-        consent_reasons = {kOverrideJustificationMissing, std::string(verdict)};
+        consent_reasons = {reason::kOverrideJustificationMissing, std::string(verdict)};
       }
       continue;
     }

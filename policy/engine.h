@@ -18,7 +18,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "broker/core/types.h"
+#include "core/types.h"
+#include "core/reasons.h"
 #include "carebroker/v1/config.pb.h"
 #include "carebroker/v1/policy.pb.h"
 #include "policy/agreements.h"
@@ -26,15 +27,6 @@
 #include "policy/minimise.h"
 
 namespace carebroker::policy {
-
-// Reason codes of denials (besides the consent ones in consent.h).
-inline constexpr char kNoAgreement[] = "NO_AGREEMENT";
-inline constexpr char kAgreementExpired[] = "AGREEMENT_EXPIRED";
-inline constexpr char kAgreementNotYetValid[] = "AGREEMENT_NOT_YET_VALID";
-inline constexpr char kPayloadNotAllowed[] = "PAYLOAD_KIND_NOT_ALLOWED";
-inline constexpr char kOverrideJustificationMissing[] = "OVERRIDE_JUSTIFICATION_MISSING";
-// Marks an allowed decision that set aside dissent (for the audit log).
-inline constexpr char kSafeguardingOverride[] = "SAFEGUARDING_OVERRIDE";
 
 struct Party {
   OrgCode ods;

@@ -10,7 +10,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 #include "google/protobuf/timestamp.pb.h"
 
 namespace carebroker::policy {
@@ -107,15 +108,15 @@ void ApplyAt(Message* m, const FieldChain& chain, size_t i, const v1::FieldTrans
 absl::StatusOr<FieldChain> ResolveFieldPath(absl::string_view path) {
   FieldChain chain;
   const Descriptor* d = v1::CareRecord::descriptor();
-  if (path.empty()) return InvalidArgument("FIELD_PATH_INVALID", "empty field path");
+  if (path.empty()) return InvalidArgument(reason::kFieldPathInvalid, "empty field path");
   for (absl::string_view seg : absl::StrSplit(path, '.')) {
     if (d == nullptr) {
-      return InvalidArgument("FIELD_PATH_INVALID",
+      return InvalidArgument(reason::kFieldPathInvalid,
                              absl::StrCat("'", chain.back()->name(), "' has no fields beneath it (at '", seg, "')"));
     }
     const FieldDescriptor* f = d->FindFieldByName(std::string(seg));
     if (f == nullptr) {
-      return InvalidArgument("FIELD_PATH_INVALID",
+      return InvalidArgument(reason::kFieldPathInvalid,
                              absl::StrCat("'", seg, "' is not a field of ", d->full_name()));
     }
     chain.push_back(f);

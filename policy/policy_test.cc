@@ -235,7 +235,7 @@ TEST_F(Decisions, NothingCoveredDenies) {
     change(in);
     Decision d = policy_->Decide(in);
     EXPECT_FALSE(d.allowed);
-    EXPECT_THAT(d.reasons, ElementsAre(kNoAgreement));
+    EXPECT_THAT(d.reasons, ElementsAre("NO_AGREEMENT"));
     EXPECT_EQ(d.flow, nullptr);
   }
 }
@@ -243,11 +243,11 @@ TEST_F(Decisions, NothingCoveredDenies) {
 TEST_F(Decisions, ValidityPeriod) {
   DecisionInput in = Discharge();
   in.now = Day("2029-04-01");  // the day after valid_until
-  EXPECT_THAT(policy_->Decide(in).reasons, ElementsAre(kAgreementExpired));
+  EXPECT_THAT(policy_->Decide(in).reasons, ElementsAre("AGREEMENT_EXPIRED"));
   in.now = Day("2029-04-01") - absl::Seconds(1);
   EXPECT_TRUE(policy_->Decide(in).allowed);
   in.now = Day("2026-04-01") - absl::Seconds(1);
-  EXPECT_THAT(policy_->Decide(in).reasons, ElementsAre(kAgreementNotYetValid));
+  EXPECT_THAT(policy_->Decide(in).reasons, ElementsAre("AGREEMENT_NOT_YET_VALID"));
 }
 
 TEST_F(Decisions, DissentDeniesImpliedConsent) {
@@ -257,7 +257,7 @@ TEST_F(Decisions, DissentDeniesImpliedConsent) {
   in.consent = &p;
   Decision d = policy_->Decide(in);
   EXPECT_FALSE(d.allowed);
-  EXPECT_THAT(d.reasons, ElementsAre(kConsentDissent));
+  EXPECT_THAT(d.reasons, ElementsAre("CONSENT_DISSENT"));
   EXPECT_EQ(d.flow->flow->name(), "admission-and-discharge");
 }
 
@@ -269,14 +269,14 @@ TEST_F(Decisions, DissentScopeAndPurposeMustMatch) {
   in.consent = &p;
   EXPECT_TRUE(policy_->Decide(in).allowed);
   p.standing[0].mutable_scope()->set_kind(v1::ORGANISATION_KIND_LOCAL_AUTHORITY);
-  EXPECT_THAT(policy_->Decide(in).reasons, ElementsAre(kConsentDissent));
+  EXPECT_THAT(policy_->Decide(in).reasons, ElementsAre("CONSENT_DISSENT"));
 }
 
 TEST_F(Decisions, ExplicitConsentModel) {
   PersonConsent p;
   EXPECT_EQ(ConsentVerdict(v1::CONSENT_MODEL_EXPLICIT, false, v1::PURPOSE_RESEARCH, OrgCode("X26"),
                            v1::ORGANISATION_KIND_NHS_ENGLAND, nullptr),
-            kConsentRequired);
+            "CONSENT_REQUIRED");
   v1::Directive c = Dissent(v1::PURPOSE_RESEARCH);
   c.set_kind(v1::DIRECTIVE_KIND_CONSENT);
   p.standing.push_back(c);
@@ -286,7 +286,7 @@ TEST_F(Decisions, ExplicitConsentModel) {
   p.standing.push_back(Dissent(v1::PURPOSE_RESEARCH));  // dissent wins beside consent
   EXPECT_EQ(ConsentVerdict(v1::CONSENT_MODEL_EXPLICIT, false, v1::PURPOSE_RESEARCH, OrgCode("X26"),
                            v1::ORGANISATION_KIND_NHS_ENGLAND, &p),
-            kConsentDissent);
+            "CONSENT_DISSENT");
   // not-applicable consults neither, but still honours an applicable opt-out.
   EXPECT_EQ(ConsentVerdict(v1::CONSENT_MODEL_NOT_APPLICABLE, false, v1::PURPOSE_RESEARCH, OrgCode("X26"),
                            v1::ORGANISATION_KIND_NHS_ENGLAND, &p),
@@ -294,7 +294,7 @@ TEST_F(Decisions, ExplicitConsentModel) {
   p.national_opt_out = true;
   EXPECT_EQ(ConsentVerdict(v1::CONSENT_MODEL_NOT_APPLICABLE, true, v1::PURPOSE_RESEARCH, OrgCode("X26"),
                            v1::ORGANISATION_KIND_NHS_ENGLAND, &p),
-            kNationalOptOut);
+            "NATIONAL_OPT_OUT");
 }
 
 TEST_F(Decisions, NationalOptOutAppliesToPlanningNotDirectCare) {
@@ -304,7 +304,7 @@ TEST_F(Decisions, NationalOptOutAppliesToPlanningNotDirectCare) {
   cld.consent = &p;
   Decision d = policy_->Decide(cld);
   EXPECT_FALSE(d.allowed);
-  EXPECT_THAT(d.reasons, ElementsAre(kNationalOptOut));
+  EXPECT_THAT(d.reasons, ElementsAre("NATIONAL_OPT_OUT"));
   DecisionInput care = Discharge();
   care.consent = &p;
   EXPECT_TRUE(policy_->Decide(care).allowed);
@@ -322,12 +322,12 @@ TEST_F(Decisions, SafeguardingOverrideNeedsJustification) {
   in.justification = "   ";
   Decision d = policy_->Decide(in);
   EXPECT_FALSE(d.allowed);
-  EXPECT_THAT(d.reasons, ElementsAre(kOverrideJustificationMissing, kConsentDissent));
+  EXPECT_THAT(d.reasons, ElementsAre("OVERRIDE_JUSTIFICATION_MISSING", "CONSENT_DISSENT"));
   in.justification = "Risk of serious harm; strategy meeting 21/11";
   d = policy_->Decide(in);
   EXPECT_TRUE(d.allowed);
   EXPECT_TRUE(d.overridden);
-  EXPECT_THAT(d.reasons, ElementsAre(kSafeguardingOverride));
+  EXPECT_THAT(d.reasons, ElementsAre("SAFEGUARDING_OVERRIDE"));
   EXPECT_EQ(d.flow->flow->name(), "trust-to-council");
   // Without dissent a justification is no override.
   in.consent = nullptr;
@@ -342,13 +342,13 @@ TEST_F(Decisions, NoOverrideOutsideSafeguarding) {
   DecisionInput in = Discharge();
   in.consent = &p;
   in.justification = "urgent";
-  EXPECT_THAT(policy_->Decide(in).reasons, ElementsAre(kConsentDissent));
+  EXPECT_THAT(policy_->Decide(in).reasons, ElementsAre("CONSENT_DISSENT"));
 }
 
 TEST_F(Decisions, PayloadKindMustMatchTheFlow) {
   DecisionInput in = Discharge();
   in.opaque = true;
-  EXPECT_THAT(policy_->Decide(in).reasons, ElementsAre(kPayloadNotAllowed));
+  EXPECT_THAT(policy_->Decide(in).reasons, ElementsAre("PAYLOAD_KIND_NOT_ALLOWED"));
 }
 
 TEST_F(Decisions, IndexedLookupFindsOneFlowAmong500) {

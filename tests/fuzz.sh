@@ -7,7 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 build=${FUZZ_BUILD_DIR:-build-fuzz}
 seconds=${FUZZ_SECONDS:-20}
-samples=${CB_SAMPLES_DIR:-$root/../shared/samples}
+samples=${CB_SAMPLES_DIR:-$root/tests/data/samples}
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCB_FUZZ=ON \
   -DCB_SAMPLES_DIR="$samples" >/dev/null
 cmake --build "$build" -j "$(nproc)" --target hl7v2_fuzz fhir_fuzz council_json_fuzz cld_fuzz

@@ -12,14 +12,15 @@
 #include "absl/strings/str_cat.h"
 #include "adapters/common/csv.h"
 #include "adapters/common/values.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 
 namespace carebroker::cld {
 namespace {
 
 using adapters::CsvRow;
 
-absl::Status Invalid(absl::string_view what) { return InvalidArgument("CLD_INVALID", what); }
+absl::Status Invalid(absl::string_view what) { return InvalidArgument(reason::kCldInvalid, what); }
 
 // Where a value goes while reading one row.
 struct RowContext {
@@ -447,7 +448,7 @@ absl::StatusOr<std::string> WriteCld(const Submission& s) {
   for (size_t p = 0; p < s.people.size(); ++p) {
     const v1::CareRecord& record = s.people[p];
     if (record.events_size() == 0) {
-      return InvalidArgument("CLD_UNSUPPORTED", absl::StrCat("person ", p + 1, ": CLD has one row per event; there is none"));
+      return InvalidArgument(reason::kCldUnsupported, absl::StrCat("person ", p + 1, ": CLD has one row per event; there is none"));
     }
     for (int e = 0; e < record.events_size(); ++e) {
       const v1::CareEvent& event = record.events(e);
@@ -456,7 +457,7 @@ absl::StatusOr<std::string> WriteCld(const Submission& s) {
         if (event.detail_case() == kind) type = word;
       }
       if (type.empty()) {
-        return InvalidArgument("CLD_UNSUPPORTED",
+        return InvalidArgument(reason::kCldUnsupported,
                                absl::StrCat("person ", p + 1, ", event ", e + 1,
                                             ": CLD carries requests, assessments, services and reviews only"));
       }

@@ -6,7 +6,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "adapters/common/csv.h"
-#include "broker/core/status.h"
+#include "core/status.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace carebroker::cld {

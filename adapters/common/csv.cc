@@ -4,13 +4,14 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 
 namespace carebroker::adapters {
 namespace {
 
 absl::Status Invalid(size_t line, absl::string_view what) {
-  return InvalidArgument("CSV_INVALID", absl::StrCat("line ", line, ": ", what));
+  return InvalidArgument(reason::kCsvInvalid, absl::StrCat("line ", line, ": ", what));
 }
 
 }  // namespace

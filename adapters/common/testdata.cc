@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "broker/core/files.h"
+#include "core/files.h"
 
 namespace carebroker::adapters {
 
@@ -14,7 +14,7 @@ std::string SourceDir() {
 
 std::string SamplesDir() {
   const char* dir = std::getenv("CB_SAMPLES_DIR");
-  return dir != nullptr && *dir != 0 ? dir : SourceDir() + "/../shared/samples";
+  return dir != nullptr && *dir != 0 ? dir : SourceDir() + "/tests/data/samples";
 }
 
 std::string ReadOrDie(const std::string& path) {

@@ -8,7 +8,7 @@ namespace carebroker::adapters {
 
 std::string SourceDir();
 // The public sample files (CB_SAMPLES_DIR, which ctest sets from CMake's
-// CB_SAMPLES_DIR; <source>/../shared/samples otherwise).
+// CB_SAMPLES_DIR; <source>/tests/data/samples otherwise).
 std::string SamplesDir();
 // The whole file; a file that cannot be read stops the process with its
 // name (a test cannot go on without its input).

@@ -7,10 +7,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/civil_time.h"
-#include "broker/core/clock.h"
-#include "broker/core/files.h"
-#include "broker/core/nhs_number.h"
-#include "broker/core/status.h"
+#include "core/time.h"
+#include "core/clock.h"
+#include "core/files.h"
+#include "core/nhs_number.h"
+#include "core/status.h"
+#include "core/reasons.h"
 
 namespace carebroker::adapters {
 
@@ -38,7 +40,7 @@ bool Num(absl::string_view s, size_t n, int* out) {
 absl::StatusOr<v1::Date> ParseDate(absl::string_view s, absl::string_view where, bool uk_slashes) {
   // Made only when needed: building a status costs more than the parse.
   const auto bad = [&] {
-    return InvalidArgument("DATE_INVALID", absl::StrCat(where, uk_slashes ? ": expected a date YYYY-MM-DD or DD/MM/YYYY"
+    return InvalidArgument(reason::kDateInvalid, absl::StrCat(where, uk_slashes ? ": expected a date YYYY-MM-DD or DD/MM/YYYY"
                                                                           : ": expected a date YYYY, YYYY-MM or YYYY-MM-DD"));
   };
   int y = 0, m = 0, d = 0;
@@ -86,7 +88,7 @@ absl::StatusOr<google::protobuf::Timestamp> ParseDateTime(absl::string_view s, a
              absl::ParseTime("%Y-%m-%dT%H:%M", text, UkZone(), &t, &err)) {
     return ToProto(t);
   }
-  return InvalidArgument("DATE_INVALID", absl::StrCat(where, ": expected a dateTime YYYY-MM-DDThh:mm:ss with Z or +hh:mm"));
+  return InvalidArgument(reason::kDateInvalid, absl::StrCat(where, ": expected a dateTime YYYY-MM-DDThh:mm:ss with Z or +hh:mm"));
 }
 
 std::string FormatDateTime(const google::protobuf::Timestamp& ts) {
@@ -98,7 +100,7 @@ absl::StatusOr<std::string> CheckedNhsNumber(absl::string_view raw, absl::string
                                              const ReadOptions& options) {
   std::string n = absl::StrReplaceAll(absl::StripAsciiWhitespace(raw), {{" ", ""}, {"-", ""}});
   if (IsValidNhsNumber(n) || (options.keep_invalid_nhs_numbers && !n.empty() && n.size() <= 32)) return n;
-  return InvalidArgument("NHS_NUMBER_INVALID",
+  return InvalidArgument(reason::kNhsNumberInvalid,
                          absl::StrCat(where, ": the NHS number is not ten digits with a valid Modulus 11 check digit"));
 }
 

@@ -13,7 +13,7 @@
 namespace carebroker::adapters {
 
 // Keeps nanoseconds (FHIR times may carry them); FromTimestamp in
-// broker/core/files.h is the way back.
+// core/time.h is the way back.
 google::protobuf::Timestamp ToProto(absl::Time t);
 
 // ISO 8601 date YYYY, YYYY-MM or YYYY-MM-DD (FHIR date); with

@@ -14,7 +14,8 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "adapters/common/values.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/reflection.h"
 
@@ -29,7 +30,7 @@ using google::protobuf::Message;
 using google::protobuf::Reflection;
 using Json = nlohmann::json;
 
-absl::Status Invalid(absl::string_view what) { return InvalidArgument("COUNCIL_JSON_INVALID", what); }
+absl::Status Invalid(absl::string_view what) { return InvalidArgument(reason::kCouncilJsonInvalid, what); }
 
 // The two message types written as strings (descriptors fetched once).
 bool IsDate(const Descriptor* d) {

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "adapters/common/testdata.h"
 #include "adapters/hl7v2/adt.h"
-#include "broker/core/status.h"
+#include "core/status.h"
 #include "google/protobuf/util/message_differencer.h"
 
 namespace carebroker::council {

@@ -12,7 +12,8 @@
 #include "absl/strings/strip.h"
 #include "adapters/common/values.h"
 #include "adapters/fhir/fhir_xml.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 
 namespace carebroker::fhir {
 namespace {
@@ -24,8 +25,8 @@ using adapters::ParseDate;
 using adapters::ParseDateTime;
 using Json = nlohmann::json;
 
-absl::Status Invalid(absl::string_view what) { return InvalidArgument("FHIR_INVALID", what); }
-absl::Status Unsupported(absl::string_view what) { return InvalidArgument("FHIR_UNSUPPORTED", what); }
+absl::Status Invalid(absl::string_view what) { return InvalidArgument(reason::kFhirInvalid, what); }
+absl::Status Unsupported(absl::string_view what) { return InvalidArgument(reason::kFhirUnsupported, what); }
 
 constexpr char kVerificationExtension[] = "NHSNumberVerificationStatus";
 constexpr char kUkCoreExtension[] = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-";

@@ -15,7 +15,7 @@
 #include "absl/strings/str_replace.h"
 #include "adapters/common/testdata.h"
 #include "adapters/hl7v2/adt.h"
-#include "broker/core/status.h"
+#include "core/status.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -40,7 +40,7 @@ v1::CareRecord MustRead(const std::string& json) {
   return *std::move(r);
 }
 
-// Every file in ../shared/samples/fhir, with what reading it must give:
+// Every file in tests/data/samples/fhir, with what reading it must give:
 // "" parses, otherwise the reason of the precise refusal.
 TEST(FhirGolden, EverySampleParsesOrIsRefusedPrecisely) {
   const std::map<std::string, std::string> expected = {
@@ -79,7 +79,7 @@ TEST(FhirGolden, EverySampleParsesOrIsRefusedPrecisely) {
       {"ukcore/Extension-UKCore-NHSNumberVerificationStatus-Example.xml", ""},   // a Patient
       {"ukcore/Extension-UKCore-ResidentialStatus-Example.xml", ""},             // a Patient
   };
-  ASSERT_TRUE(fs::exists(Samples())) << Samples() << " is missing: configure with -DCB_SAMPLES_DIR=<shared/samples>";
+  ASSERT_TRUE(fs::exists(Samples())) << Samples() << " is missing: set CB_SAMPLES_DIR to a copy of tests/data/samples";
   int files = 0;
   for (const auto& entry : fs::recursive_directory_iterator(Samples())) {
     if (!entry.is_regular_file()) continue;

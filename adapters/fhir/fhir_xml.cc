@@ -9,7 +9,8 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 
 namespace carebroker::fhir {
 namespace {
@@ -168,11 +169,11 @@ absl::StatusOr<Json> FhirXmlToJson(absl::string_view xml) {
   XML_SetCharacterDataHandler(parser.get(), Converter::Text);
   XML_SetStartDoctypeDeclHandler(parser.get(), Converter::Doctype);
   if (xml.size() > static_cast<size_t>(std::numeric_limits<int>::max())) {
-    return InvalidArgument("FHIR_INVALID", "the XML document is too large");
+    return InvalidArgument(reason::kFhirInvalid, "the XML document is too large");
   }
   if (XML_Parse(parser.get(), xml.data(), static_cast<int>(xml.size()), XML_TRUE) != XML_STATUS_OK) {
-    if (!c.error().empty()) return InvalidArgument("FHIR_INVALID", absl::StrCat("FHIR XML: ", c.error()));
-    return InvalidArgument("FHIR_INVALID", absl::StrCat("not well-formed XML: ", XML_ErrorString(XML_GetErrorCode(parser.get())),
+    if (!c.error().empty()) return InvalidArgument(reason::kFhirInvalid, absl::StrCat("FHIR XML: ", c.error()));
+    return InvalidArgument(reason::kFhirInvalid, absl::StrCat("not well-formed XML: ", XML_ErrorString(XML_GetErrorCode(parser.get())),
                                                         " (line ", XML_GetCurrentLineNumber(parser.get()), ")"));
   }
   return std::move(c.result());

@@ -16,9 +16,11 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/civil_time.h"
-#include "broker/core/clock.h"
-#include "broker/core/files.h"
-#include "broker/core/status.h"
+#include "core/time.h"
+#include "core/clock.h"
+#include "core/files.h"
+#include "core/status.h"
+#include "core/reasons.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace carebroker::hl7 {
@@ -27,8 +29,10 @@ namespace {
 using adapters::ToProto;
 using google::protobuf::Timestamp;
 
-absl::Status Invalid(absl::string_view what) { return InvalidArgument("HL7_INVALID", what); }
-absl::Status Unsupported(absl::string_view what) { return InvalidArgument("HL7_UNSUPPORTED", what); }
+absl::Status Invalid(absl::string_view what) { return InvalidArgument(reason::kHl7Invalid, what); }
+absl::Status Unsupported(absl::string_view what) { return InvalidArgument(reason::kHl7Unsupported, what); }
+absl::Status UnsupportedEvent(absl::string_view what) { return InvalidArgument(reason::kHl7EventUnsupported, what); }
+absl::Status Required(absl::string_view what) { return InvalidArgument(reason::kHl7RequiredMissing, what); }
 
 std::string Where(absl::string_view seg, int field) { return absl::StrCat(seg, "-", field); }
 
@@ -235,7 +239,7 @@ void ReadAddress(const Segment& pid, v1::Person* p) {
 
 absl::Status ReadPerson(const Message& m, const adapters::ReadOptions& options, v1::Person* p) {
   const Segment* pid = m.Find("PID");
-  if (pid == nullptr) return Invalid("PID: the segment is required");
+  if (pid == nullptr) return Required("PID: the segment is required");
   if (absl::Status s = ReadIdentifiers(*pid, 3, options, p->mutable_nhs_number(), p->mutable_local_identifiers()); !s.ok()) {
     return s;
   }
@@ -298,7 +302,7 @@ absl::Status ReadEvent(const Message& m, absl::string_view trigger, const adapte
                        v1::CareEvent* e) {
   const Segment* pv1 = m.Find("PV1");
   const bool needs_visit = trigger != "A28" && trigger != "A31" && trigger != "A40";
-  if (needs_visit && pv1 == nullptr) return Invalid(absl::StrCat("PV1: the segment is required in ", trigger));
+  if (needs_visit && pv1 == nullptr) return Required(absl::StrCat("PV1: the segment is required in ", trigger));
   if (trigger == "A01" || trigger == "A04" || trigger == "A05" || trigger == "A11") {
     if (trigger == "A05") e->set_action(v1::EVENT_ACTION_PLANNED);
     if (trigger == "A11") e->set_action(v1::EVENT_ACTION_CANCEL);
@@ -343,15 +347,15 @@ absl::StatusOr<Adt> ReadAdt(const Message& m, const adapters::ReadOptions& optio
   Header& h = out.header;
   h.trigger = absl::AsciiStrToUpper(msh.Get(9, 2));
   if (std::find(kEvents.begin(), kEvents.end(), h.trigger) == kEvents.end()) {
-    return Unsupported(absl::StrCat("MSH-9: event ", absl::CHexEscape(h.trigger.substr(0, 3)),
-                                    " is not supported (A01 A02 A03 A04 A05 A08 A11 A12 A13 A28 A31 A40)"));
+    return UnsupportedEvent(absl::StrCat("MSH-9: event ", absl::CHexEscape(h.trigger.substr(0, 3)),
+                                         " is not supported (A01 A02 A03 A04 A05 A08 A11 A12 A13 A28 A31 A40)"));
   }
   h.sending_application = msh.Get(3);
   h.sending_facility = msh.Get(4);
   h.receiving_application = msh.Get(5);
   h.receiving_facility = msh.Get(6);
   h.control_id = msh.Get(10);
-  if (h.control_id.empty()) return Invalid("MSH-10: the message control id is required");
+  if (h.control_id.empty()) return Required("MSH-10: the message control id is required");
   Timestamp sent;
   bool have_sent = false;
   if (absl::Status s = ReadTime(&msh, 7, [&] { return &sent; }, &have_sent); !s.ok()) return s;
@@ -587,17 +591,19 @@ std::string MakeAck(absl::string_view original, AckCode code, const AckError& er
 }
 
 AckError AckErrorFor(const absl::Status& status) {
-  AckError e;
-  e.text = std::string(status.message());
-  const std::string reason = ReasonOf(status);
-  if (reason == "HL7_UNSUPPORTED") {
-    e.code = absl::StrContains(status.message(), "event") ? "201" : "200";
-  } else if (reason == "HL7_INVALID" || reason == "NHS_NUMBER_INVALID" || reason == "DATE_INVALID") {
-    e.code = absl::StrContains(status.message(), "required") ? "101" : "102";
-  } else {
-    e.code = "207";
+  // HL7 table 0357 (message error condition codes), chosen by the reason.
+  const std::string r = ReasonOf(status);
+  const char* code = "207";  // application internal error: any other refusal
+  if (r == reason::kHl7EventUnsupported) {
+    code = "201";  // unsupported event code
+  } else if (r == reason::kHl7Unsupported) {
+    code = "200";  // unsupported message type
+  } else if (r == reason::kHl7RequiredMissing) {
+    code = "101";  // required field missing
+  } else if (r == reason::kHl7Invalid || r == reason::kNhsNumberInvalid || r == reason::kDateInvalid) {
+    code = "102";  // data type error
   }
-  return e;
+  return AckError{code, std::string(status.message())};
 }
 
 }  // namespace carebroker::hl7

@@ -7,7 +7,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/civil_time.h"
 #include "adapters/common/testdata.h"
-#include "broker/core/status.h"
+#include "core/status.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 
@@ -168,10 +168,10 @@ TEST(Adt, BadMessagesGetPreciseErrors) {
   };
   const Case cases[] = {
       {absl::StrReplaceAll(a01, {{"ADT^A01^ADT_A01", "ORU^R01^ORU_R01"}}), "HL7_UNSUPPORTED", "MSH-9"},
-      {absl::StrReplaceAll(a01, {{"ADT^A01^ADT_A01", "ADT^A99^ADT_A01"}}), "HL7_UNSUPPORTED", "A99"},
-      {absl::StrReplaceAll(a01, {{"|RR8-A01-0001|", "||"}}), "HL7_INVALID", "MSH-10"},
-      {absl::StrReplaceAll(a01, {{"\rPID|", "\rZZZ|"}}), "HL7_INVALID", "PID: the segment is required"},
-      {absl::StrReplaceAll(a01, {{"\rPV1|", "\rZV1|"}}), "HL7_INVALID", "PV1"},
+      {absl::StrReplaceAll(a01, {{"ADT^A01^ADT_A01", "ADT^A99^ADT_A01"}}), "HL7_EVENT_UNSUPPORTED", "A99"},
+      {absl::StrReplaceAll(a01, {{"|RR8-A01-0001|", "||"}}), "HL7_REQUIRED_MISSING", "MSH-10"},
+      {absl::StrReplaceAll(a01, {{"\rPID|", "\rZZZ|"}}), "HL7_REQUIRED_MISSING", "PID: the segment is required"},
+      {absl::StrReplaceAll(a01, {{"\rPV1|", "\rZV1|"}}), "HL7_REQUIRED_MISSING", "PV1"},
       {absl::StrReplaceAll(a01, {{"|19470301|", "|19471301|"}}), "HL7_INVALID", "PID-7"},
       {absl::StrReplaceAll(a01, {{"|20261115090000", "|2026111509000X"}}), "HL7_INVALID", "PV1-44"},
       {absl::StrReplaceAll(a01, {{"|19470301|2|", "|19470301|Q|"}}), "HL7_INVALID", "PID-8"},
@@ -269,6 +269,29 @@ TEST(Adt, ABrokenMessageStillGetsAnAckWithItsControlId) {
   auto none = Message::Parse(MakeAck("garbage", AckCode::kReject, {"100", "no MSH"}, absl::Now(), "CB-4"));
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_EQ(none->Find("MSA")->Get(2), "");
+}
+
+// Table 0357 codes follow the reason alone: the text may say anything.
+TEST(Adt, AckErrorCodeIsChosenByTheReasonNotTheText) {
+  const struct {
+    const char* reason;
+    const char* code;
+  } cases[] = {{"HL7_EVENT_UNSUPPORTED", "201"}, {"HL7_UNSUPPORTED", "200"}, {"HL7_REQUIRED_MISSING", "101"},
+               {"HL7_INVALID", "102"},           {"NHS_NUMBER_INVALID", "102"}, {"DATE_INVALID", "102"},
+               {"NO_AGREEMENT", "207"},          {"", "207"}};
+  for (const auto& c : cases) {
+    // A text that names other conditions must not sway the code.
+    const absl::Status s = InvalidArgument(c.reason, "an event field is required");
+    const AckError e = AckErrorFor(s);
+    EXPECT_EQ(e.code, c.code) << c.reason;
+    EXPECT_EQ(e.text, "an event field is required");
+  }
+  EXPECT_EQ(AckErrorFor(ReadAdt(absl::StrReplaceAll(Fixture("adt_a01.hl7"), {{"ADT^A01^ADT_A01", "ADT^A99^ADT_A01"}}))
+                            .status())
+                .code,
+            "201");
+  EXPECT_EQ(AckErrorFor(ReadAdt(absl::StrReplaceAll(Fixture("adt_a01.hl7"), {{"\rPID|", "\rZZZ|"}})).status()).code,
+            "101");
 }
 
 }  // namespace

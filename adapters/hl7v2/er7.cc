@@ -10,12 +10,13 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 
 namespace carebroker::hl7 {
 namespace {
 
-absl::Status Invalid(absl::string_view what) { return InvalidArgument("HL7_INVALID", what); }
+absl::Status Invalid(absl::string_view what) { return InvalidArgument(reason::kHl7Invalid, what); }
 
 // The piece `index` (from 0) of `s` split on `sep`; "" when there is none.
 // Values are short: a plain loop beats a call to memchr per piece.

@@ -5,7 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/escaping.h"
-#include "broker/core/status.h"
+#include "core/status.h"
 
 namespace carebroker::hl7 {
 namespace {

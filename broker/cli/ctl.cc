@@ -16,15 +16,14 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "adapters/formats.h"
-#include "broker/cli/client.h"
-#include "broker/config/config.h"
-#include "broker/core/files.h"
-#include "broker/core/ids.h"
-#include "broker/core/status.h"
-#include "broker/core/yaml_proto.h"
-#include "broker/exchange/intake.h"
-#include "broker/store/pg.h"
-#include "broker/store/sqlite_store.h"
+#include "broker/client/client.h"
+#include "core/files.h"
+#include "core/ids.h"
+#include "core/shapes.h"
+#include "core/status.h"
+#include "core/vocabulary.h"
+#include "core/yaml/yaml_proto.h"
+#include "broker/store/offline.h"
 #include "carebroker/v1/consent.grpc.pb.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
 #include "carebroker/v1/policy.grpc.pb.h"
@@ -65,7 +64,7 @@ std::string GuessContentType(const std::string& path) {
   if (ext == ".fhir") return "application/fhir+json";
   if (ext == ".csv") return "text/csv";
   if (ext == ".xml") return "application/xml";
-  if (ext == ".pb") return "application/x-protobuf; proto=carebroker.v1.CareRecord";
+  if (ext == ".pb") return kCareRecordContentType;
   return "application/octet-stream";
 }
 
@@ -622,35 +621,12 @@ int DoTrack(const Global& g, const std::string& id, std::ostream& out, std::ostr
 // string, SQLite by opening the file (which migrates it). Exit 1 when the
 // store cannot be reached or is newer than this build.
 int DoDbMigrate(const std::string& store, std::ostream& out, std::ostream& err) {
-  if (pg::IsPostgresUri(store)) {
-    auto conn = pg::Connection::Open(store);
-    if (!conn.ok()) {
-      err << "carebrokerctl: " << conn.status().message() << "\n";
-      return 1;
-    }
-    auto before = pg::Migrate(**conn);
-    if (!before.ok()) {
-      err << "carebrokerctl: " << before.status().message() << "\n";
-      return 1;
-    }
-    if (*before == pg::SchemaVersion()) {
-      out << "PostgreSQL store: schema version " << *before << ", current; nothing to do\n";
-    } else {
-      out << "PostgreSQL store: schema version " << *before << " -> " << pg::SchemaVersion() << "\n";
-    }
-    return 0;
-  }
-  if (!fs::exists(store)) {
-    err << "carebrokerctl: no SQLite store at " << store << " (it is created when the broker first starts)\n";
+  auto done = MigrateStore(store);
+  if (!done.ok()) {
+    err << "carebrokerctl: " << done.status().message() << "\n";
     return 1;
   }
-  auto s = OpenSqliteStore(store);
-  if (!s.ok()) {
-    err << "carebrokerctl: " << s.status().message() << "\n";
-    return 1;
-  }
-  (*s)->Close();
-  out << "SQLite store " << store << ": schema current\n";
+  out << *done << "\n";
   return 0;
 }
 

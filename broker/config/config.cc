@@ -11,9 +11,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "broker/core/files.h"
-#include "broker/core/status.h"
-#include "broker/core/yaml_proto.h"
+#include "core/time.h"
+#include "core/files.h"
+#include "core/status.h"
+#include "core/yaml/yaml_proto.h"
+#include "core/reasons.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace carebroker {
@@ -63,31 +65,8 @@ bool ValidListen(absl::string_view s) {
 
 }  // namespace
 
-bool IsOdsCodeShape(absl::string_view s) {
-  if (s.size() < 3 || s.size() > 10) return false;
-  for (char c : s) {
-    if (!((c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return false;
-  }
-  return true;
-}
 
-bool IsWorkflowShape(absl::string_view s) {
-  if (s.empty() || s.size() > 64 || !absl::ascii_isupper(s[0])) return false;
-  for (char c : s) {
-    if (!(absl::ascii_isupper(c) || absl::ascii_isdigit(c) || c == '_')) return false;
-  }
-  return s.back() != '_';
-}
 
-bool IsPostcodeDistrictShape(absl::string_view s) {
-  // One or two letters, a digit, then an optional letter or digit.
-  size_t i = 0;
-  while (i < s.size() && i < 2 && absl::ascii_isupper(static_cast<unsigned char>(s[i]))) ++i;
-  if (i == 0 || i >= s.size() || !absl::ascii_isdigit(static_cast<unsigned char>(s[i]))) return false;
-  ++i;
-  if (i < s.size() && (absl::ascii_isupper(static_cast<unsigned char>(s[i])) || absl::ascii_isdigit(static_cast<unsigned char>(s[i])))) ++i;
-  return i == s.size();
-}
 
 adapters::Format Config::ReceiveFormat(const OrgCode& ods, absl::string_view workflow) const {
   const v1::Organisation* o = FindOrganisation(ods);
@@ -98,13 +77,6 @@ adapters::Format Config::ReceiveFormat(const OrgCode& ods, absl::string_view wor
   return f.ok() ? *f : adapters::Format::kCanonical;
 }
 
-bool IsPurposeShape(absl::string_view s) {
-  if (s.empty() || s.size() > 64 || !absl::ascii_islower(s[0]) || s.back() == '-') return false;
-  for (char c : s) {
-    if (!(absl::ascii_islower(c) || c == '-')) return false;
-  }
-  return s.find("--") == absl::string_view::npos;
-}
 
 const v1::Organisation* Config::FindOrganisation(const OrgCode& ods) const {
   auto it = org_index_.find(ods.str());
@@ -385,7 +357,7 @@ absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path
                                                          const ConfigOverrides& overrides) {
   auto text = ReadFileToString(path, "file");
   if (!text.ok()) {
-    return Error(absl::StatusCode::kInvalidArgument, "CONFIG_INVALID",
+    return Error(absl::StatusCode::kInvalidArgument, reason::kConfigInvalid,
                  absl::StrCat(path, ": cannot read the config file"));
   }
   const std::string base = fs::absolute(path).parent_path().string();

@@ -15,7 +15,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "adapters/formats.h"
-#include "broker/core/types.h"
+#include "core/shapes.h"
+#include "core/types.h"
 #include "carebroker/v1/config.pb.h"
 
 namespace carebroker {
@@ -73,11 +74,5 @@ absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text, absl::string_view file,
                                                           const std::string& base_dir,
                                                           const ConfigOverrides& overrides);
-
-// True for an ODS-code-shaped string: 3 to 10 upper-case letters or digits.
-bool IsOdsCodeShape(absl::string_view s);
-bool IsWorkflowShape(absl::string_view s);  // UPPER_SNAKE, 1-64 chars
-bool IsPurposeShape(absl::string_view s);
-bool IsPostcodeDistrictShape(absl::string_view s);  // outward code in capitals: LS1, SW1A, B33   // lower-case words joined by '-', 1-64 chars
 
 }  // namespace carebroker

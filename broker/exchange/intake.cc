@@ -1,16 +1,19 @@
 #include "broker/exchange/intake.h"
 
+#include "core/vocabulary.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "adapters/formats.h"
 #include "audit/log.h"
-#include "broker/core/files.h"
+#include "core/time.h"
+#include "core/files.h"
 #include "policy/agreements.h"
 #include "policy/minimise.h"
-#include "broker/core/ids.h"
-#include "broker/core/nhs_number.h"
-#include "broker/core/status.h"
+#include "core/ids.h"
+#include "core/nhs_number.h"
+#include "core/status.h"
+#include "core/reasons.h"
 #include "carebroker/v1/record.pb.h"
 
 namespace carebroker {
@@ -29,18 +32,18 @@ bool Printable(absl::string_view s, size_t max) {
 absl::StatusOr<OrgCode> RecipientOf(const Config& config, const v1::SendRequest& req, const v1::CareRecord* record) {
   if (req.route().empty()) {
     if (req.recipient().empty() || !IsOdsCodeShape(req.recipient())) {
-      return InvalidArgument("RECIPIENT_INVALID",
+      return InvalidArgument(reason::kRecipientInvalid,
                              "recipient must be an ODS code (3-10 upper-case letters or digits), or give a route");
     }
     return OrgCode(req.recipient());
   }
-  if (!req.recipient().empty()) return InvalidArgument("ROUTE_CONFLICT", "give a recipient or a route, not both");
+  if (!req.recipient().empty()) return InvalidArgument(reason::kRouteConflict, "give a recipient or a route, not both");
   if (req.route() != kRouteCouncilOfResidence && req.route() != kRouteRegisteredGp) {
-    return InvalidArgument("ROUTE_UNKNOWN", absl::StrCat("route must be ", kRouteCouncilOfResidence, " or ",
+    return InvalidArgument(reason::kRouteUnknown, absl::StrCat("route must be ", kRouteCouncilOfResidence, " or ",
                                                          kRouteRegisteredGp));
   }
   if (record == nullptr) {
-    return InvalidArgument("ROUTE_NEEDS_RECORD",
+    return InvalidArgument(reason::kRouteNeedsRecord,
                            "a route is resolved from the care record; an opaque payload must name its recipient");
   }
   const v1::Person& p = record->person();
@@ -74,36 +77,36 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
                                const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial) {
   const auto& limits = config.proto().limits();
   if (req.payload().size() > limits.max_message_bytes()) {
-    return Error(absl::StatusCode::kResourceExhausted, "MESSAGE_TOO_LARGE",
+    return Error(absl::StatusCode::kResourceExhausted, reason::kMessageTooLarge,
                  absl::StrCat("payload is ", req.payload().size(), " bytes; the limit is ",
                               limits.max_message_bytes()));
   }
   if (!IsWorkflowShape(req.workflow()) || req.workflow() == kNdrWorkflow) {
-    return InvalidArgument("WORKFLOW_INVALID",
+    return InvalidArgument(reason::kWorkflowInvalid,
                            "workflow must be upper snake case, e.g. HOSPITAL_DISCHARGE (1-64 characters)");
   }
   if (!IsPurposeShape(req.purpose())) {
-    return InvalidArgument("PURPOSE_INVALID", "purpose must be lower-case words joined by '-', e.g. direct-care");
+    return InvalidArgument(reason::kPurposeInvalid, "purpose must be lower-case words joined by '-', e.g. direct-care");
   }
   const v1::Purpose purpose = policy::PurposeFromWire(req.purpose());
   if (purpose == v1::PURPOSE_UNSPECIFIED) {
-    return InvalidArgument("PURPOSE_UNKNOWN",
+    return InvalidArgument(reason::kPurposeUnknown,
                            "purpose must be one of direct-care, safeguarding, planning, research, commissioning, "
                            "public-health");
   }
   if (!Printable(req.idempotency_key(), 128)) {
-    return InvalidArgument("IDEMPOTENCY_KEY_INVALID", "idempotency_key must be at most 128 printable ASCII characters");
+    return InvalidArgument(reason::kIdempotencyKeyInvalid, "idempotency_key must be at most 128 printable ASCII characters");
   }
   if (req.content_type().empty() || !Printable(req.content_type(), 255)) {
-    return InvalidArgument("CONTENT_TYPE_INVALID", "content_type is required: at most 255 printable ASCII characters");
+    return InvalidArgument(reason::kContentTypeInvalid, "content_type is required: at most 255 printable ASCII characters");
   }
   if (!Printable(req.local_reference(), 128)) {
-    return InvalidArgument("LOCAL_REFERENCE_INVALID", "local_reference must be at most 128 printable ASCII characters");
+    return InvalidArgument(reason::kLocalReferenceInvalid, "local_reference must be at most 128 printable ASCII characters");
   }
   if (req.justification().size() > 4096) {
-    return InvalidArgument("JUSTIFICATION_INVALID", "justification must be at most 4096 bytes");
+    return InvalidArgument(reason::kJustificationInvalid, "justification must be at most 4096 bytes");
   }
-  if (req.payload().empty()) return InvalidArgument("PAYLOAD_EMPTY", "payload is empty");
+  if (req.payload().empty()) return InvalidArgument(reason::kPayloadEmpty, "payload is empty");
 
   // A payload in a format carebroker reads becomes a care record; anything
   // else is opaque. An NHS number failing Modulus 11 is kept for now: only
@@ -115,7 +118,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   absl::Status nhs_error;
   if (canonical) {
     auto parsed = adapters::Parse(*in_format, req.payload());
-    if (!parsed.ok() && ReasonOf(parsed.status()) == "NHS_NUMBER_INVALID") {
+    if (!parsed.ok() && ReasonOf(parsed.status()) == reason::kNhsNumberInvalid) {
       nhs_error = parsed.status();
       parsed = adapters::Parse(*in_format, req.payload(), {.keep_invalid_nhs_numbers = true});
     }
@@ -125,7 +128,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   const std::string& nhs = record.person().nhs_number();
   const bool nhs_valid = nhs.empty() || IsValidNhsNumber(nhs);
   if (!nhs_valid && nhs_error.ok()) {
-    nhs_error = InvalidArgument("NHS_NUMBER_INVALID", "person.nhs_number is not a valid NHS number (ten digits, Modulus 11)");
+    nhs_error = InvalidArgument(reason::kNhsNumberInvalid, "person.nhs_number is not a valid NHS number (ten digits, Modulus 11)");
   }
 
   auto resolved = RecipientOf(config, req, canonical ? &record : nullptr);
@@ -133,7 +136,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   const OrgCode recipient = *resolved;
   const v1::Organisation* to = config.FindOrganisation(recipient);
   if (to == nullptr) {
-    return Error(absl::StatusCode::kFailedPrecondition, "UNKNOWN_RECIPIENT",
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kUnknownRecipient,
                  absl::StrCat("recipient ", recipient.str(), " is not a registered organisation"));
   }
 
@@ -193,7 +196,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   if (canonical) {
     const std::string* key = nullptr;
     if (d.flow->minimiser.needs_key() && (key = config.PseudonymKey(recipient)) == nullptr) {
-      return Error(absl::StatusCode::kFailedPrecondition, "PSEUDONYM_KEY_MISSING",
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kPseudonymKeyMissing,
                    absl::StrCat("no pseudonymisation key for ", recipient.str()));
     }
     out.withheld_fields = d.flow->minimiser.Apply(&record, key != nullptr ? *key : "");
@@ -203,7 +206,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
     // refused here, so nothing is stored that could not be delivered.
     auto rendered = adapters::Render(out_format, record, {m.id.str(), sender.str(), recipient.str(), now});
     if (!rendered.ok()) {
-      return Error(absl::StatusCode::kFailedPrecondition, "FORMAT_UNSUPPORTED",
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kFormatUnsupported,
                    absl::StrCat(recipient.str(), " receives ", adapters::InfoOf(out_format).name, " for ", req.workflow(),
                                 ", which cannot carry this record: ", rendered.status().message()));
     }

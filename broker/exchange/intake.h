@@ -29,7 +29,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "broker/config/config.h"
-#include "broker/core/types.h"
+#include "core/types.h"
 #include "broker/exchange/policy_gate.h"
 #include "broker/store/store.h"
 #include "carebroker/v1/exchange.pb.h"
@@ -38,15 +38,6 @@ namespace carebroker {
 namespace audit {
 class EntryMaker;
 }
-
-// The content type of a canonical CareRecord payload. Payloads in the other
-// formats of adapters/formats.h (HL7 v2, FHIR, council JSON, CLD) are read
-// into a CareRecord too; any other content type is opaque.
-inline constexpr char kCareRecordContentType[] = "application/x-protobuf; proto=carebroker.v1.CareRecord";
-
-// Routing targets a sender may give instead of a recipient.
-inline constexpr char kRouteCouncilOfResidence[] = "council-of-residence";
-inline constexpr char kRouteRegisteredGp[] = "registered-gp";
 
 // An admitted message and what the sender is told about the decision.
 struct Admitted {

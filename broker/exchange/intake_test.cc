@@ -7,10 +7,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/vocabulary.h"
 #include "adapters/common/testdata.h"
 #include "adapters/formats.h"
 #include "audit/log.h"
-#include "broker/core/status.h"
+#include "core/status.h"
 #include "carebroker/v1/record.pb.h"
 
 namespace carebroker {

@@ -9,7 +9,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
-#include "broker/core/types.h"
+#include "core/types.h"
 #include "broker/store/store.h"
 
 namespace carebroker {

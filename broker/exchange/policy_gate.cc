@@ -2,7 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 #include "policy/agreements.h"
 
 namespace carebroker {
@@ -27,7 +28,7 @@ absl::Status CheckPseudonymKeys(const policy::PolicySet& set, const Config& conf
     }
   }
   if (errors.empty()) return absl::OkStatus();
-  return InvalidArgument("AGREEMENTS_INVALID", absl::StrJoin(errors, "\n"));
+  return InvalidArgument(reason::kAgreementsInvalid, absl::StrJoin(errors, "\n"));
 }
 
 absl::Status PolicyGate::Reload() {

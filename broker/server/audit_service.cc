@@ -7,9 +7,11 @@
 #include "absl/synchronization/mutex.h"
 #include "audit/log.h"
 #include "audit/query.h"
-#include "broker/core/files.h"
-#include "broker/core/nhs_number.h"
-#include "broker/core/status.h"
+#include "core/time.h"
+#include "core/files.h"
+#include "core/nhs_number.h"
+#include "core/status.h"
+#include "core/reasons.h"
 #include "broker/server/grpc_status.h"
 
 namespace carebroker {
@@ -43,7 +45,7 @@ class ScanReactor final : public grpc::ServerWriteReactor<Out> {
     records.push_back(std::move(query));
     d_.store->AppendAudit(std::move(records), [this](absl::StatusOr<uint64_t> r) {
       if (!r.ok()) {
-        this->Finish(ToGrpcStatus(Error(absl::StatusCode::kUnavailable, "AUDIT_UNAVAILABLE",
+        this->Finish(ToGrpcStatus(Error(absl::StatusCode::kUnavailable, reason::kAuditUnavailable,
                                         "the audit log cannot record this query; nothing was read")));
         return;
       }
@@ -154,7 +156,7 @@ grpc::ServerWriteReactor<v1::AuditEntry>* AuditService::Query(grpc::CallbackServ
   const v1::AuditFilter& f = req->filter();
   if (!f.nhs_number().empty() && !IsValidNhsNumber(f.nhs_number())) {
     return new Refused<v1::AuditEntry>(
-        InvalidArgument("NHS_NUMBER_INVALID", "filter.nhs_number is not a valid NHS number (ten digits, Modulus 11)"));
+        InvalidArgument(reason::kNhsNumberInvalid, "filter.nhs_number is not a valid NHS number (ten digits, Modulus 11)"));
   }
   const std::string subject = f.nhs_number().empty() ? f.subject() : d_.audit->entries().Subject(f.nhs_number());
   uint32_t left = req->limit() == 0 || req->limit() > kMaxQueryEntries ? kMaxQueryEntries : req->limit();

@@ -12,8 +12,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "broker/core/files.h"
-#include "broker/core/status.h"
+#include "core/files.h"
+#include "core/time.h"
+#include "core/status.h"
+#include "core/log.h"
+#include "core/reasons.h"
 #include "broker/exchange/mailboxes.h"
 #include "broker/server/exchange_service.h"
 #include "broker/server/identity.h"
@@ -36,8 +39,6 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, absl::string_view 
   return data;
 }
 
-void Log(absl::string_view msg) { absl::FPrintF(stderr, "carebroker: %s\n", msg); }
-
 // The configured store: the embedded SQLite file, or the PostgreSQL
 // database replicas share (migrated here if it is behind this build).
 absl::StatusOr<std::unique_ptr<Store>> OpenStore(const Config& config) {
@@ -53,7 +54,7 @@ absl::StatusOr<std::unique_ptr<Store>> OpenStore(const Config& config) {
 }
 
 bool IsDirectiveNotStanding(const absl::Status& s) {
-  return ReasonOf(s) == "DIRECTIVE_NOT_STANDING";
+  return ReasonOf(s) == reason::kDirectiveNotStanding;
 }
 
 std::string DescribeStore(const Config& config) {
@@ -73,7 +74,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   std::error_code ec;
   fs::create_directories(c.data_dir(), ec);
   if (ec) {
-    return Error(absl::StatusCode::kUnavailable, "DATA_DIR_UNAVAILABLE",
+    return Error(absl::StatusCode::kUnavailable, reason::kDataDirUnavailable,
                  absl::StrCat("cannot create data_dir ", c.data_dir(), ": ", ec.message()));
   }
   fs::permissions(c.data_dir(), fs::perms::owner_all, fs::perm_options::replace, ec);
@@ -118,7 +119,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
       // Two replicas may both store a withdrawal of one directive: the
       // second has no further effect.
       if (auto s = b->policy_->consent().Apply(change); !s.ok() && !IsDirectiveNotStanding(s)) {
-        return Error(absl::StatusCode::kInternal, "STORE_CORRUPT",
+        return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt,
                      absl::StrCat("consent history does not replay at seq ", change.seq()));
       }
     }
@@ -127,7 +128,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   // this replica's before their Record answers, other replicas' as heard.
   b->store_->SetConsentListener([policy = b->policy_.get()](const v1::ConsentChange& change) {
     if (auto s = policy->consent().Apply(change); !s.ok()) {
-      Log(absl::StrCat("consent change seq ", change.seq(), " not applied: ", s.message()));
+      LogLine(absl::StrCat("consent change seq ", change.seq(), " not applied: ", s.message()));
     }
   });
   b->mailboxes_ = std::make_unique<Mailboxes>();
@@ -138,7 +139,12 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   b->store_->SetArrivalListener([mailboxes](const OrgCode& org) { mailboxes->Notify(org); });
   // The audit log before anything can happen: a broker whose log does not
   // match its own signed tree head does not start.
-  auto audit = audit::AuditLog::Open(*config, *b->store_, *b->clock_);
+  const v1::AuditConfig& ac = c.audit();
+  auto audit = audit::AuditLog::Open({.signing_key_pem = config->audit_signing_pem(),
+                                      .subject_key = config->audit_subject_key(),
+                                      .tree_head_every = ac.tree_head_every(),
+                                      .tree_head_interval = FromDuration(ac.tree_head_interval())},
+                                     *b->store_, *b->clock_);
   if (!audit.ok()) return audit.status();
   b->audit_ = *std::move(audit);
   b->gate_->SetRefusalSink([log = b->audit_.get()](const CertificateGate::Refusal& r) {
@@ -177,11 +183,11 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   b->server_ = builder.BuildAndStart();
   if (!b->server_ || b->port_ == 0) {
     b->store_->Close();
-    return Error(absl::StatusCode::kUnavailable, "LISTEN_FAILED", absl::StrCat("cannot listen on ", c.listen()));
+    return Error(absl::StatusCode::kUnavailable, reason::kListenFailed, absl::StrCat("cannot listen on ", c.listen()));
   }
   b->server_->GetHealthCheckService()->SetServingStatus(true);
   b->housekeeping_ = std::thread([raw = b.get()] { raw->Housekeeping(); });
-  Log(absl::StrCat("listening on ", b->address(), " (mutual TLS), store ", DescribeStore(*config), ", ",
+  LogLine(absl::StrCat("listening on ", b->address(), " (mutual TLS), store ", DescribeStore(*config), ", ",
                    b->policy_->current()->agreements().agreements.size(), " agreements in force, ",
                    b->policy_->consent().people(), " people with recorded wishes"));
   return b;
@@ -197,13 +203,13 @@ void Broker::WakeAll() { mailboxes_->NotifyAll(); }
 absl::Status Broker::ReloadPolicy() {
   absl::Status s = policy_->Reload();
   if (auto r = AppendAuditSync(*store_, {PolicyLoadRecord(deps_, s, "broker")}); !r.ok()) {
-    Log(absl::StrCat("audit log: cannot record the policy reload: ", r.status().message()));
+    LogLine(absl::StrCat("audit log: cannot record the policy reload: ", r.status().message()));
   }
   if (s.ok()) {
     const auto r = DescribePolicy(*policy_->current());
-    Log(absl::StrCat("policy reloaded: ", r.agreements(), " agreements, ", r.flows(), " flows, digest ", r.digest()));
+    LogLine(absl::StrCat("policy reloaded: ", r.agreements(), " agreements, ", r.flows(), " flows, digest ", r.digest()));
   } else {
-    Log(absl::StrCat("policy reload refused; the old set stays in force:\n", s.message()));
+    LogLine(absl::StrCat("policy reload refused; the old set stays in force:\n", s.message()));
   }
   return s;
 }
@@ -221,7 +227,7 @@ absl::StatusOr<SweepResult> Broker::SweepNow() {
     if (!r->more) break;
   }
   if (total.expired > 0 || total.purged > 0) {
-    Log(absl::StrCat("sweep: ", total.expired, " expired, ", total.reports, " non-delivery reports, ",
+    LogLine(absl::StrCat("sweep: ", total.expired, " expired, ", total.reports, " non-delivery reports, ",
                      total.purged, " bodies purged"));
   }
   return total;
@@ -237,7 +243,7 @@ void Broker::Housekeeping() {
     WakeAll();  // deliveries whose visibility timeout passed are claimable again
     audit_->Tick();
     if (absl::Now() >= next_sweep) {
-      if (auto r = SweepNow(); !r.ok()) Log(absl::StrCat("sweep failed: ", r.status().message()));
+      if (auto r = SweepNow(); !r.ok()) LogLine(absl::StrCat("sweep failed: ", r.status().message()));
       next_sweep = absl::Now() + config_->sweep_interval();
     }
     mu_.Lock();
@@ -255,10 +261,10 @@ void Broker::Shutdown() {
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   // A last signed tree head covers every entry, so a truncated tail shows.
   if (audit_) {
-    if (auto s = audit_->SignNow(); !s.ok()) Log(absl::StrCat("audit log: last tree head not stored: ", s.message()));
+    if (auto s = audit_->SignNow(); !s.ok()) LogLine(absl::StrCat("audit log: last tree head not stored: ", s.message()));
   }
   if (store_) store_->Close();  // runs the last callbacks, releasing reactors
-  Log("stopped");
+  LogLine("stopped");
 }
 
 Broker::~Broker() { Shutdown(); }

@@ -16,7 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "broker/config/config.h"
-#include "broker/core/clock.h"
+#include "core/clock.h"
 #include "broker/server/exchange_service.h"
 #include "broker/store/store.h"
 

@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 #include "broker/server/identity.h"
 
 namespace carebroker {
@@ -32,20 +33,20 @@ std::vector<Cert> ReadCerts(absl::string_view pem) {
 std::string ReasonFor(int error) {
   switch (error) {
     case X509_V_ERR_CERT_HAS_EXPIRED:
-      return "CERTIFICATE_EXPIRED";
+      return reason::kCertificateExpired;
     case X509_V_ERR_CERT_NOT_YET_VALID:
-      return "CERTIFICATE_NOT_YET_VALID";
+      return reason::kCertificateNotYetValid;
     case X509_V_ERR_CERT_REVOKED:
-      return "CERTIFICATE_REVOKED";
+      return reason::kCertificateRevoked;
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
     case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
     case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
     case X509_V_ERR_CERT_SIGNATURE_FAILURE:
-      return "CERTIFICATE_UNTRUSTED";
+      return reason::kCertificateUntrusted;
     default:
-      return "CERTIFICATE_INVALID";
+      return reason::kCertificateInvalid;
   }
 }
 
@@ -113,7 +114,7 @@ absl::Status CertificateGate::Check(absl::string_view chain_pem, Refusal* refusa
   std::vector<Cert> chain = ReadCerts(chain_pem);
   Refusal r;
   if (chain.empty()) {
-    r = {"CERTIFICATE_INVALID", "", "no readable client certificate"};
+    r = {reason::kCertificateInvalid, "", "no readable client certificate"};
   } else {
     // Unverified: what the certificate says, bounded in length.
     for (const std::string& ods : OdsCodesIn(chain[0].get())) {

@@ -4,8 +4,8 @@
 
 #include <cstdlib>
 
-#include "broker/core/files.h"
-#include "broker/core/status.h"
+#include "core/files.h"
+#include "core/status.h"
 
 namespace carebroker {
 namespace {

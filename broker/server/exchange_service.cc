@@ -8,9 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "audit/log.h"
-#include "broker/core/files.h"
-#include "broker/core/ids.h"
-#include "broker/core/status.h"
+#include "core/time.h"
+#include "core/files.h"
+#include "core/ids.h"
+#include "core/status.h"
+#include "core/reasons.h"
 #include "broker/exchange/intake.h"
 #include "broker/server/grpc_status.h"
 
@@ -37,7 +39,7 @@ bool EnterStream(const ExchangeDeps& d) {
 }
 
 absl::Status TooManyStreams() {
-  return Error(absl::StatusCode::kResourceExhausted, "TOO_MANY_STREAMS", "the broker's stream limit is reached");
+  return Error(absl::StatusCode::kResourceExhausted, reason::kTooManyStreams, "the broker's stream limit is reached");
 }
 
 // Stores one admitted message and answers `done` once it is durable. When a
@@ -71,7 +73,7 @@ void StoreAndDeliver(const ExchangeDeps& d, NewMessage m,
 }
 
 absl::Status AuditUnavailable() {
-  return Error(absl::StatusCode::kUnavailable, "AUDIT_UNAVAILABLE",
+  return Error(absl::StatusCode::kUnavailable, reason::kAuditUnavailable,
                "the audit log cannot be written; nothing was accepted (retry later)");
 }
 
@@ -138,7 +140,7 @@ class SendStreamReactor final : public grpc::ServerBidiReactor<v1::SendRequest, 
     absl::StatusOr<Admitted> msg = AdmitNow(d_, id_.org, std::move(req_), &denial);
     uint64_t bytes = msg.ok() ? msg->message.payload.size() : 0;
     if (msg.ok() && !d_.budget->TryAcquire(bytes)) {
-      msg = Error(absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",
+      msg = Error(absl::StatusCode::kResourceExhausted, reason::kMemoryBudgetExhausted,
                   "the broker is at its memory budget; retry shortly");
     }
     bool read_more;
@@ -367,14 +369,14 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
         }
       }
       if (!first) {
-        FinishOnce(InvalidArgument("RECEIVE_ALREADY_OPEN", "open was sent twice on one stream"));
+        FinishOnce(InvalidArgument(reason::kReceiveAlreadyOpen, "open was sent twice on one stream"));
         return;
       }
       d_.mailboxes->Subscribe(id_.org, this);
       TryClaim();
     } else if (req_.kind_case() == v1::ReceiveRequest::kAck) {
       if (!IsMessageIdShape(req_.ack())) {
-        FinishOnce(InvalidArgument("MESSAGE_ID_INVALID", "ack is not a message id"));
+        FinishOnce(InvalidArgument(reason::kMessageIdInvalid, "ack is not a message id"));
         return;
       }
       bool opened, flush = false, backlog = false;
@@ -389,7 +391,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
         }
       }
       if (!opened) {
-        FinishOnce(InvalidArgument("RECEIVE_OPEN_REQUIRED", "the first request on a Receive stream must be open"));
+        FinishOnce(InvalidArgument(reason::kReceiveOpenRequired, "the first request on a Receive stream must be open"));
         return;
       }
       if (flush) FlushAcks();
@@ -397,7 +399,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       // stream has none (arrivals and the housekeeping tick wake it).
       if (backlog) TryClaim();
     } else {
-      FinishOnce(InvalidArgument("RECEIVE_OPEN_REQUIRED", "the first request on a Receive stream must be open"));
+      FinishOnce(InvalidArgument(reason::kReceiveOpenRequired, "the first request on a Receive stream must be open"));
       return;
     }
     StartRead(&req_);
@@ -619,7 +621,7 @@ absl::StatusOr<Identity> Identify(grpc::CallbackServerContext* ctx, const Exchan
       auth ? auth->FindPropertyValues("x509_pem_cert") : std::vector<grpc::string_ref>{};
   if (pems.empty()) {
     return Refused(d,
-                   Error(absl::StatusCode::kUnauthenticated, "CERTIFICATE_REQUIRED",
+                   Error(absl::StatusCode::kUnauthenticated, reason::kCertificateRequired,
                          "a verified client certificate is required"),
                    nullptr);
   }
@@ -627,7 +629,7 @@ absl::StatusOr<Identity> Identify(grpc::CallbackServerContext* ctx, const Exchan
   if (!id.ok()) return Refused(d, id.status(), nullptr);
   if (d.config->FindOrganisation(id->org) == nullptr) {
     return Refused(d,
-                   Error(absl::StatusCode::kPermissionDenied, "UNKNOWN_ORGANISATION",
+                   Error(absl::StatusCode::kPermissionDenied, reason::kUnknownOrganisation,
                          absl::StrCat("organisation ", id->org.str(), " is not registered with this broker")),
                    &*id);
   }
@@ -636,7 +638,7 @@ absl::StatusOr<Identity> Identify(grpc::CallbackServerContext* ctx, const Exchan
 
 absl::Status RoleNotAllowed(const ExchangeDeps& d, const Identity& who, absl::string_view what) {
   return Refused(d,
-                 Error(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+                 Error(absl::StatusCode::kPermissionDenied, reason::kRoleNotAllowed,
                        absl::StrCat(what, " is not allowed for the ", RoleName(who.role), " role")),
                  &who);
 }
@@ -646,7 +648,7 @@ absl::StatusOr<Identity> Authorize(grpc::CallbackServerContext* ctx, const Excha
   if (!id.ok()) return id.status();
   if (id->role != role) {
     return Refused(d,
-                   Error(absl::StatusCode::kPermissionDenied, "ROLE_NOT_ALLOWED",
+                   Error(absl::StatusCode::kPermissionDenied, reason::kRoleNotAllowed,
                          absl::StrCat("this call needs the ", RoleName(role), " role; the certificate has ",
                                       RoleName(id->role))),
                    &*id);
@@ -675,7 +677,7 @@ grpc::ServerUnaryReactor* ExchangeService::Send(grpc::CallbackServerContext* ctx
   }
   const uint64_t bytes = msg->message.payload.size();
   if (!deps_.budget->TryAcquire(bytes)) {
-    reactor->Finish(ToGrpcStatus(Error(absl::StatusCode::kResourceExhausted, "MEMORY_BUDGET_EXHAUSTED",
+    reactor->Finish(ToGrpcStatus(Error(absl::StatusCode::kResourceExhausted, reason::kMemoryBudgetExhausted,
                                        "the broker is at its memory budget; retry shortly")));
     return reactor;
   }
@@ -717,13 +719,13 @@ grpc::ServerUnaryReactor* ExchangeService::Ack(grpc::CallbackServerContext* ctx,
     return reactor;
   }
   if (req->message_ids().empty() || req->message_ids_size() > 10000) {
-    reactor->Finish(ToGrpcStatus(InvalidArgument("ACK_INVALID", "give 1 to 10000 message ids")));
+    reactor->Finish(ToGrpcStatus(InvalidArgument(reason::kAckInvalid, "give 1 to 10000 message ids")));
     return reactor;
   }
   std::vector<MessageId> ids;
   for (const auto& m : req->message_ids()) {
     if (!IsMessageIdShape(m)) {
-      reactor->Finish(ToGrpcStatus(InvalidArgument("MESSAGE_ID_INVALID", "a message id is 32 hex characters")));
+      reactor->Finish(ToGrpcStatus(InvalidArgument(reason::kMessageIdInvalid, "a message id is 32 hex characters")));
       return reactor;
     }
     ids.emplace_back(m);
@@ -748,7 +750,7 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
     return reactor;
   }
   if (!IsMessageIdShape(req->message_id())) {
-    reactor->Finish(ToGrpcStatus(InvalidArgument("MESSAGE_ID_INVALID", "a message id is 32 hex characters")));
+    reactor->Finish(ToGrpcStatus(InvalidArgument(reason::kMessageIdInvalid, "a message id is 32 hex characters")));
     return reactor;
   }
   deps_.store->Track(id->org, MessageId(req->message_id()), [reactor, resp](absl::StatusOr<TrackInfo> r) {

@@ -12,7 +12,7 @@
 #include <memory>
 
 #include "broker/config/config.h"
-#include "broker/core/clock.h"
+#include "core/clock.h"
 #include "broker/exchange/mailboxes.h"
 #include "broker/exchange/policy_gate.h"
 #include "broker/server/identity.h"

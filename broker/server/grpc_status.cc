@@ -1,6 +1,6 @@
 #include "broker/server/grpc_status.h"
 
-#include "broker/core/status.h"
+#include "core/status.h"
 #include "google/rpc/status.pb.h"
 
 namespace carebroker {

@@ -1,5 +1,5 @@
 // The one place absl::Status becomes grpc::Status. Every code maps to
-// itself; the reason (broker/core/status.h) travels as a google.rpc.ErrorInfo
+// itself; the reason (core/status.h, codes in core/reasons.h) travels as a google.rpc.ErrorInfo
 // in the status details. INTERNAL and UNKNOWN get a generic message, so a
 // bug never leaks data.
 #pragma once

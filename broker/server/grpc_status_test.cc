@@ -6,8 +6,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "broker/cli/client.h"
-#include "broker/core/status.h"
+#include "broker/client/client.h"
+#include "core/status.h"
 #include "broker/server/identity.h"
 
 namespace carebroker {

@@ -8,13 +8,14 @@
 
 #include "absl/strings/match.h"
 #include "broker/config/config.h"
-#include "broker/core/status.h"
+#include "core/status.h"
+#include "core/reasons.h"
 
 namespace carebroker {
 namespace {
 
 absl::Status Bad(absl::string_view why) {
-  return Error(absl::StatusCode::kUnauthenticated, "CERTIFICATE_IDENTITY_INVALID", why);
+  return Error(absl::StatusCode::kUnauthenticated, reason::kCertificateIdentityInvalid, why);
 }
 
 }  // namespace

@@ -14,7 +14,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "broker/core/types.h"
+#include "core/types.h"
 
 typedef struct x509_st X509;
 

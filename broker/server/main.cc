@@ -10,6 +10,7 @@
 
 #include "broker/config/config.h"
 #include "broker/server/broker.h"
+#include "core/log.h"
 
 int main(int argc, char** argv) {
   // Debian's Abseil checks every Mutex acquisition for lock-order cycles;
@@ -33,7 +34,7 @@ int main(int argc, char** argv) {
 
   auto config = carebroker::LoadConfig(config_path, overrides);
   if (!config.ok()) {
-    std::fprintf(stderr, "carebroker: bad config: %s\n", std::string(config.status().message()).c_str());
+    carebroker::Logf("bad config: %s", config.status().message());
     return 2;
   }
   // Block the stop signals in every thread; main waits for them below.
@@ -46,12 +47,12 @@ int main(int argc, char** argv) {
 
   auto broker = carebroker::Broker::Start(*config);
   if (!broker.ok()) {
-    std::fprintf(stderr, "carebroker: cannot start: %s\n", std::string(broker.status().message()).c_str());
+    carebroker::Logf("cannot start: %s", broker.status().message());
     return 1;
   }
   int sig = 0;
   while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) (void)(*broker)->ReloadPolicy();
-  std::fprintf(stderr, "carebroker: signal %d, shutting down\n", sig);
+  carebroker::Logf("signal %d, shutting down", sig);
   (*broker)->Shutdown();
   return 0;
 }

@@ -4,11 +4,14 @@
 #include "absl/strings/str_format.h"
 #include "audit/log.h"
 #include "broker/config/config.h"
-#include "broker/core/files.h"
-#include "broker/core/ids.h"
-#include "broker/core/nhs_number.h"
-#include "broker/core/status.h"
-#include "broker/core/yaml_proto.h"
+#include "core/time.h"
+#include "core/files.h"
+#include "core/ids.h"
+#include "core/nhs_number.h"
+#include "core/status.h"
+#include "core/yaml/yaml_proto.h"
+#include "core/log.h"
+#include "core/reasons.h"
 #include "broker/server/grpc_status.h"
 #include "policy/agreements.h"
 
@@ -23,14 +26,14 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Sta
 
 absl::Status CheckNhsNumber(const std::string& nhs) {
   if (!IsValidNhsNumber(nhs)) {
-    return InvalidArgument("NHS_NUMBER_INVALID", "nhs_number is not a valid NHS number (ten digits, Modulus 11)");
+    return InvalidArgument(reason::kNhsNumberInvalid, "nhs_number is not a valid NHS number (ten digits, Modulus 11)");
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckText(const std::string& s, absl::string_view field, bool required) {
-  if (required && s.empty()) return InvalidArgument("FIELD_REQUIRED", absl::StrCat(field, " is required"));
-  if (s.size() > 256) return InvalidArgument("FIELD_TOO_LONG", absl::StrCat(field, " must be at most 256 bytes"));
+  if (required && s.empty()) return InvalidArgument(reason::kFieldRequired, absl::StrCat(field, " is required"));
+  if (s.size() > 256) return InvalidArgument(reason::kFieldTooLong, absl::StrCat(field, " must be at most 256 bytes"));
   return absl::OkStatus();
 }
 
@@ -95,18 +98,18 @@ grpc::ServerUnaryReactor* ConsentService::Record(grpc::CallbackServerContext* ct
   if (!id.ok()) return Done(ctx, id.status());
   if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
   if (req->kind() == v1::DIRECTIVE_KIND_UNSPECIFIED) {
-    return Done(ctx, InvalidArgument("DIRECTIVE_KIND_REQUIRED", "kind must be consent or dissent"));
+    return Done(ctx, InvalidArgument(reason::kDirectiveKindRequired, "kind must be consent or dissent"));
   }
   const v1::Purpose purpose = policy::PurposeFromWire(req->purpose());
   if (purpose == v1::PURPOSE_UNSPECIFIED) {
-    return Done(ctx, InvalidArgument("PURPOSE_UNKNOWN", "purpose must be one of direct-care, safeguarding, planning, "
+    return Done(ctx, InvalidArgument(reason::kPurposeUnknown, "purpose must be one of direct-care, safeguarding, planning, "
                                                         "research, commissioning, public-health"));
   }
   if (req->scope().has_ods() && !IsOdsCodeShape(req->scope().ods())) {
-    return Done(ctx, InvalidArgument("SCOPE_INVALID", "scope.ods must be an ODS code"));
+    return Done(ctx, InvalidArgument(reason::kScopeInvalid, "scope.ods must be an ODS code"));
   }
   if (req->scope().has_kind() && req->scope().kind() == v1::ORGANISATION_KIND_UNSPECIFIED) {
-    return Done(ctx, InvalidArgument("SCOPE_INVALID", "scope.kind must name an organisation kind"));
+    return Done(ctx, InvalidArgument(reason::kScopeInvalid, "scope.kind must name an organisation kind"));
   }
   if (auto s = CheckText(req->source(), "source", true); !s.ok()) return Done(ctx, s);
   if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return Done(ctx, s);
@@ -142,7 +145,7 @@ grpc::ServerUnaryReactor* ConsentService::Withdraw(grpc::CallbackServerContext* 
   {
     absl::MutexLock l(&mu_);
     if (!standing || !withdrawing_.insert(req->directive_id()).second) {
-      return Done(ctx, Error(absl::StatusCode::kNotFound, "DIRECTIVE_NOT_FOUND",
+      return Done(ctx, Error(absl::StatusCode::kNotFound, reason::kDirectiveNotFound,
                              "no standing directive with that id for this person"));
     }
   }
@@ -242,8 +245,8 @@ grpc::ServerUnaryReactor* PolicyService::Reload(grpc::CallbackServerContext* ctx
   // Reading a folder of small files: quick enough for a callback thread.
   absl::Status s = d_.policy->Reload();
   if (s.ok()) *resp = DescribePolicy(*d_.policy->current());
-  absl::FPrintF(stderr, "carebroker: policy reload by %s: %s\n", id->org.str(),
-                s.ok() ? absl::StrCat(resp->agreements(), " agreements in force") : "refused; the old set stays");
+  Logf("policy reload by %s: %s", id->org.str(),
+       s.ok() ? absl::StrCat(resp->agreements(), " agreements in force") : "refused; the old set stays");
   auto* reactor = ctx->DefaultReactor();
   std::vector<AuditRecord> records;
   records.push_back(PolicyLoadRecord(d_, s, id->org.str()));

@@ -1,5 +1,7 @@
 #include "broker/store/pg.h"
 
+#include "core/log.h"
+
 #include <poll.h>
 
 #include <cerrno>
@@ -176,7 +178,7 @@ absl::Status Connection::Configure() {
   // the connection) goes to the log marked as PostgreSQL's; only warnings
   // and errors are worth an operator's attention.
   PQsetNoticeProcessor(
-      conn_, +[](void*, const char* message) { absl::FPrintF(stderr, "carebroker: PostgreSQL: %s", message); },
+      conn_, +[](void*, const char* message) { Logf("PostgreSQL: %s", message); },
       nullptr);
   return ExecScript("SET client_min_messages = warning");
 }

@@ -13,7 +13,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "audit/merkle.h"
-#include "broker/core/status.h"
+#include "core/time.h"
+#include "core/status.h"
+#include "core/log.h"
+#include "core/reasons.h"
 
 namespace carebroker {
 namespace {
@@ -32,18 +35,16 @@ constexpr size_t kMaxNotifyPayload = 7000;  // PostgreSQL's limit is 8000 bytes
 
 enum State : int { kAccepted = 1, kDelivered = 2, kAcknowledged = 3, kExpired = 4, kWithheld = 5 };
 
-int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
-absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
 Param Time(absl::Time t) { return Param::Int(Micros(t)); }
 Param TextOrNull(absl::string_view v) { return v.empty() ? Param::Null() : Param::Text(v); }
 
 // Every failed statement fails its transaction: the store answers
 // UNAVAILABLE, as the embedded store does for a failed commit.
 absl::Status Unavailable(const absl::Status& s) {
-  return Error(absl::StatusCode::kUnavailable, "STORE_UNAVAILABLE", absl::StrCat("store: ", s.message()));
+  return Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable, absl::StrCat("store: ", s.message()));
 }
 
-absl::Status StoreClosed() { return Error(absl::StatusCode::kFailedPrecondition, "STORE_CLOSED", "store is closed"); }
+absl::Status StoreClosed() { return Error(absl::StatusCode::kFailedPrecondition, reason::kStoreClosed, "store is closed"); }
 
 std::vector<std::string> Strings(const std::vector<MessageId>& ids) {
   std::vector<std::string> out;
@@ -195,7 +196,7 @@ class PgStore final : public Store {
 
   absl::Status Open(const PgStoreOptions& o) {
     if (o.pool_size < 1 || o.pool_size > 64) {
-      return InvalidArgument("STORE_POOL_INVALID", "store pool size must be 1..64");
+      return InvalidArgument(reason::kStorePoolInvalid, "store pool size must be 1..64");
     }
     std::random_device rd;
     instance_ = absl::StrFormat("%08x%08x", rd(), rd());
@@ -237,7 +238,7 @@ class PgStore final : public Store {
 
   void Claim(ClaimRequest req, StoreCallback<std::vector<StoredDelivery>> done) override {
     if (req.max < 1 || req.max > 10000) {
-      std::move(done)(InvalidArgument("CLAIM_INVALID", "claim max must be 1..10000"));
+      std::move(done)(InvalidArgument(reason::kClaimInvalid, "claim max must be 1..10000"));
       return;
     }
     Enqueue<std::vector<StoredDelivery>>([this, req = std::move(req)](Txn& t) { return DoClaim(t, req); },
@@ -308,7 +309,7 @@ class PgStore final : public Store {
 
   void ReadAudit(AuditRead req, StoreCallback<std::vector<AuditRow>> done) override {
     if (req.max < 1 || req.max > 100000) {
-      std::move(done)(InvalidArgument("AUDIT_READ_INVALID", "audit read max must be 1..100000"));
+      std::move(done)(InvalidArgument(reason::kAuditReadInvalid, "audit read max must be 1..100000"));
       return;
     }
     Enqueue<std::vector<AuditRow>>(
@@ -355,7 +356,7 @@ class PgStore final : public Store {
           std::vector<v1::SignedTreeHead> out(static_cast<size_t>(r->rows()));
           for (int i = 0; i < r->rows(); ++i) {
             if (!out[i].ParseFromString(r->Bytes(i, 0))) {
-              return Error(absl::StatusCode::kDataLoss, "STORE_CORRUPT", "a stored tree head cannot be read");
+              return Error(absl::StatusCode::kDataLoss, reason::kStoreCorrupt, "a stored tree head cannot be read");
             }
           }
           return out;
@@ -582,7 +583,7 @@ class PgStore final : public Store {
           {Param::Int(static_cast<int64_t>(audit_cursor_)),
            Param::Int(end == 0 ? INT64_MAX : static_cast<int64_t>(end)), Param::Int(kCatchUpRows)});
       if (!r.ok()) {
-        absl::FPrintF(stderr, "carebroker: store: cannot read the audit log to follow it: %s\n", r.status().message());
+        Logf("store: cannot read the audit log to follow it: %s", r.status().message());
         return false;
       }
       std::vector<std::string> leaves;
@@ -609,13 +610,12 @@ class PgStore final : public Store {
       auto r = conn.ExecPrepared("SELECT seq, change FROM consent WHERE seq > $1 ORDER BY seq LIMIT $2",
                                  {Param::Int(consent_cursor_), Param::Int(kCatchUpRows)});
       if (!r.ok()) {
-        absl::FPrintF(stderr, "carebroker: store: cannot read consent changes to follow them: %s\n",
-                      r.status().message());
+        Logf("store: cannot read consent changes to follow them: %s", r.status().message());
         return;
       }
       auto changes = ConsentRows(*r);
       if (!changes.ok()) {
-        absl::FPrintF(stderr, "carebroker: store: %s\n", changes.status().message());
+        Logf("store: %s", changes.status().message());
         return;
       }
       for (const v1::ConsentChange& c : *changes) {
@@ -665,7 +665,7 @@ class PgStore final : public Store {
     std::vector<v1::ConsentChange> out(static_cast<size_t>(r.rows()));
     for (int i = 0; i < r.rows(); ++i) {
       if (!out[i].ParseFromString(r.Bytes(i, 1))) {
-        return Error(absl::StatusCode::kInternal, "STORE_CORRUPT", "a stored consent change cannot be read");
+        return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "a stored consent change cannot be read");
       }
       out[i].set_seq(r.Int(i, 0));
     }
@@ -718,7 +718,7 @@ class PgStore final : public Store {
       if (!first.ok()) return Unavailable(first.status());
       if (first->rows() != 1) return Unavailable(absl::InternalError("an idempotency key conflict without its message"));
       if (first->Bytes(0, 2) != m.digest) {
-        out.push_back(Error(absl::StatusCode::kAlreadyExists, "IDEMPOTENCY_KEY_REUSED",
+        out.push_back(Error(absl::StatusCode::kAlreadyExists, reason::kIdempotencyKeyReused,
                             "this idempotency key was already used for a different message"));
       } else {
         out.push_back(AppendReceipt{MessageId(first->Str(0, 0)), FromMicros(first->Int(0, 1)), true});
@@ -810,7 +810,7 @@ class PgStore final : public Store {
     auto r = t.conn.ExecPrepared(kTrack, {Param::Text(id.str()), Param::Text(caller.str())});
     if (!r.ok()) return Unavailable(r.status());
     if (r->rows() == 0) {
-      return Error(absl::StatusCode::kNotFound, "MESSAGE_NOT_FOUND", "no such message in your mailboxes");
+      return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailboxes");
     }
     TrackInfo info;
     info.id = MessageId(r->Str(0, 0));
@@ -824,7 +824,7 @@ class PgStore final : public Store {
       case kAcknowledged: info.status = v1::MESSAGE_STATUS_ACKNOWLEDGED; break;
       case kExpired: info.status = v1::MESSAGE_STATUS_EXPIRED; break;
       case kWithheld: info.status = v1::MESSAGE_STATUS_WITHHELD; break;
-      default: return Error(absl::StatusCode::kInternal, "STORE_CORRUPT", "unknown message state");
+      default: return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "unknown message state");
     }
     auto optional_time = [&](int col) -> std::optional<absl::Time> {
       if (r->IsNull(0, col)) return std::nullopt;
@@ -916,6 +916,43 @@ absl::StatusOr<std::unique_ptr<Store>> OpenPgStore(const PgStoreOptions& options
   auto store = std::make_unique<PgStore>();
   if (auto s = store->Open(options); !s.ok()) return s;
   return std::unique_ptr<Store>(std::move(store));
+}
+
+// The log in a PostgreSQL store, read in one snapshot (so every head read
+// covers entries read), a page at a time.
+absl::Status ReadPgAuditLog(const std::string& conninfo, AuditLogVisitor& visitor) {
+  auto conn = pg::Connection::Open(conninfo);
+  if (!conn.ok()) return conn.status();
+  if (auto s = (*conn)->ExecScript("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); !s.ok()) return s;
+  constexpr int kPage = 10000;
+  for (int64_t from = 0;;) {
+    auto r = (*conn)->Exec("SELECT idx, entry, leaf FROM audit WHERE idx >= $1 ORDER BY idx LIMIT $2",
+                           {pg::Param::Int(from), pg::Param::Int(kPage)});
+    if (!r.ok()) return absl::DataLossError(absl::StrCat("not a carebroker store with an audit log: ", r.status().message()));
+    for (int i = 0; i < r->rows(); ++i) {
+      visitor.Entry(static_cast<uint64_t>(r->Int(i, 0)), r->Bytes(i, 1), r->Bytes(i, 2));
+      from = r->Int(i, 0) + 1;
+    }
+    if (r->rows() < kPage) break;
+  }
+  auto heads = (*conn)->Exec("SELECT head FROM tree_heads ORDER BY tree_size");
+  if (!heads.ok()) return absl::DataLossError(absl::StrCat("cannot read tree heads: ", heads.status().message()));
+  for (int i = 0; i < heads->rows(); ++i) {
+    visitor.Head(ParseStoredHead(heads->Bytes(i, 0)));
+  }
+  return (*conn)->ExecScript("COMMIT");
+}
+
+
+absl::StatusOr<std::string> MigratePgStore(const std::string& conninfo) {
+  auto conn = pg::Connection::Open(conninfo);
+  if (!conn.ok()) return conn.status();
+  auto before = pg::Migrate(**conn);
+  if (!before.ok()) return before.status();
+  if (*before == pg::SchemaVersion()) {
+    return absl::StrCat("PostgreSQL store: schema version ", *before, ", current; nothing to do");
+  }
+  return absl::StrCat("PostgreSQL store: schema version ", *before, " -> ", pg::SchemaVersion());
 }
 
 }  // namespace carebroker

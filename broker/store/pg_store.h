@@ -30,6 +30,7 @@
 
 #include "absl/status/statusor.h"
 #include "broker/store/pg.h"
+#include "broker/store/offline.h"
 #include "broker/store/store.h"
 
 namespace carebroker {
@@ -45,5 +46,10 @@ struct PgStoreOptions {
 // cannot be reached; FAILED_PRECONDITION when its schema is newer than this
 // build; INVALID_ARGUMENT for a pool size out of range.
 absl::StatusOr<std::unique_ptr<Store>> OpenPgStore(const PgStoreOptions& options);
+
+// The audit log of the database at `conninfo`, in one read-only snapshot,
+// and its schema migrations (see broker/store/offline.h).
+absl::Status ReadPgAuditLog(const std::string& conninfo, AuditLogVisitor& visitor);
+absl::StatusOr<std::string> MigratePgStore(const std::string& conninfo);
 
 }  // namespace carebroker

@@ -15,7 +15,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "audit/merkle.h"
-#include "broker/core/status.h"
+#include "core/time.h"
+#include "core/status.h"
+#include "core/reasons.h"
 #include "broker/store/subject_bloom.h"
 
 namespace carebroker {
@@ -29,12 +31,10 @@ constexpr size_t kMaxUnsyncedBatches = 4;
 
 enum State : int { kAccepted = 1, kDelivered = 2, kAcknowledged = 3, kExpired = 4, kWithheld = 5 };
 
-int64_t Micros(absl::Time t) { return absl::ToUnixMicros(t); }
-absl::Time FromMicros(int64_t us) { return absl::FromUnixMicros(us); }
 
 absl::Status SqlError(sqlite3* db, absl::string_view what) {
   // SQLite messages name tables and constraints, never row values.
-  return Error(absl::StatusCode::kUnavailable, "STORE_UNAVAILABLE",
+  return Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable,
                absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db)));
 }
 
@@ -310,7 +310,7 @@ class SqliteStore final : public Store {
 
   void Claim(ClaimRequest req, StoreCallback<std::vector<StoredDelivery>> done) override {
     if (req.max < 1 || req.max > 10000) {
-      std::move(done)(InvalidArgument("CLAIM_INVALID", "claim max must be 1..10000"));
+      std::move(done)(InvalidArgument(reason::kClaimInvalid, "claim max must be 1..10000"));
       return;
     }
     Enqueue<std::vector<StoredDelivery>>(
@@ -368,7 +368,7 @@ class SqliteStore final : public Store {
 
   void ReadAudit(AuditRead req, StoreCallback<std::vector<AuditRow>> done) override {
     if (req.max < 1 || req.max > 100000) {
-      std::move(done)(InvalidArgument("AUDIT_READ_INVALID", "audit read max must be 1..100000"));
+      std::move(done)(InvalidArgument(reason::kAuditReadInvalid, "audit read max must be 1..100000"));
       return;
     }
     Read([this, req = std::move(req), done = std::move(done)](bool closed) mutable {
@@ -442,7 +442,7 @@ class SqliteStore final : public Store {
         return;
       }
     }
-    std::move(done)(Error(absl::StatusCode::kFailedPrecondition, "STORE_CLOSED", "store is closed"));
+    std::move(done)(Error(absl::StatusCode::kFailedPrecondition, reason::kStoreClosed, "store is closed"));
   }
 
   // A committed (or failed) batch on its way to the syncer.
@@ -574,7 +574,7 @@ class SqliteStore final : public Store {
   }
 
   static absl::Status StoreClosed() {
-    return Error(absl::StatusCode::kFailedPrecondition, "STORE_CLOSED", "store is closed");
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kStoreClosed, "store is closed");
   }
 
   // Runs `task(false)` on the reader thread (its own read-only connection,
@@ -670,7 +670,7 @@ class SqliteStore final : public Store {
       if (!row.ok()) return row.status();
       if (!*row) break;
       if (!out.emplace_back().ParseFromString(heads_read_.Text(0))) {
-        return Error(absl::StatusCode::kDataLoss, "STORE_CORRUPT", "a stored tree head cannot be read");
+        return Error(absl::StatusCode::kDataLoss, reason::kStoreCorrupt, "a stored tree head cannot be read");
       }
     }
     return out;
@@ -715,7 +715,7 @@ class SqliteStore final : public Store {
     const std::string wal = path_ + "-wal";
     wal_fd_ = ::open(wal.c_str(), O_RDONLY | O_CLOEXEC);
     if (wal_fd_ < 0) {
-      return Error(absl::StatusCode::kUnavailable, "STORE_UNAVAILABLE", "store: cannot open the WAL file");
+      return Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable, "store: cannot open the WAL file");
     }
     struct stat st;
     if (::fstat(wal_fd_, &st) == 0) wal_ino_ = st.st_ino;
@@ -737,7 +737,7 @@ class SqliteStore final : public Store {
       if (auto s = OpenWal(); !s.ok()) return s;
     }
     if (::fdatasync(wal_fd_) != 0) {
-      return Error(absl::StatusCode::kUnavailable, "STORE_UNAVAILABLE", "store: cannot sync the WAL file");
+      return Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable, "store: cannot sync the WAL file");
     }
     return absl::OkStatus();
   }
@@ -755,7 +755,7 @@ class SqliteStore final : public Store {
     const int64_t version = v.Int(0);
     v.Reset();
     if (version > kSchemaVersion) {
-      return Error(absl::StatusCode::kFailedPrecondition, "STORE_SCHEMA_NEWER",
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kStoreSchemaNewer,
                    absl::StrCat("store schema version ", version, " is newer than this build (",
                                 kSchemaVersion, ")"));
     }
@@ -939,7 +939,7 @@ class SqliteStore final : public Store {
         if (!row.ok()) return row.status();
         if (*row) {
           if (find_idem_.Text(2) != m.digest) {
-            out.push_back(Error(absl::StatusCode::kAlreadyExists, "IDEMPOTENCY_KEY_REUSED",
+            out.push_back(Error(absl::StatusCode::kAlreadyExists, reason::kIdempotencyKeyReused,
                                 "this idempotency key was already used for a different message"));
           } else {
             out.push_back(AppendReceipt{MessageId(find_idem_.Text(0)), FromMicros(find_idem_.Int(1)), true});
@@ -1060,7 +1060,7 @@ class SqliteStore final : public Store {
     ResetOnExit reset{track_};
     auto row = track_.Step();
     if (!row.ok()) return row.status();
-    if (!*row) return Error(absl::StatusCode::kNotFound, "MESSAGE_NOT_FOUND", "no such message in your mailboxes");
+    if (!*row) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailboxes");
     TrackInfo t;
     t.id = MessageId(track_.Text(0));
     t.sender = OrgCode(track_.Text(1));
@@ -1073,7 +1073,7 @@ class SqliteStore final : public Store {
       case kAcknowledged: t.status = v1::MESSAGE_STATUS_ACKNOWLEDGED; break;
       case kExpired: t.status = v1::MESSAGE_STATUS_EXPIRED; break;
       case kWithheld: t.status = v1::MESSAGE_STATUS_WITHHELD; break;
-      default: return Error(absl::StatusCode::kInternal, "STORE_CORRUPT", "unknown message state");
+      default: return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "unknown message state");
     }
     t.accepted_at = FromMicros(track_.Int(6));
     if (!track_.IsNull(7)) t.first_delivered_at = FromMicros(track_.Int(7));
@@ -1134,7 +1134,7 @@ class SqliteStore final : public Store {
       if (!*row) break;
       v1::ConsentChange& c = out.emplace_back();
       if (!c.ParseFromString(q.Text(1))) {
-        return Error(absl::StatusCode::kInternal, "STORE_CORRUPT", "a stored consent change cannot be read");
+        return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "a stored consent change cannot be read");
       }
       c.set_seq(q.Int(0));
     }
@@ -1266,6 +1266,41 @@ absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path) 
   auto store = std::make_unique<SqliteStore>();
   if (auto s = store->Open(path); !s.ok()) return s;
   return std::unique_ptr<Store>(std::move(store));
+}
+
+absl::Status ReadSqliteAuditLog(const std::string& path, AuditLogVisitor& visitor) {
+  sqlite3* db = nullptr;
+  const std::string uri = absl::StrCat("file:", path, "?mode=ro");
+  if (sqlite3_open_v2(uri.c_str(), &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, nullptr) != SQLITE_OK) {
+    sqlite3_close(db);
+    return absl::NotFoundError(absl::StrCat(path, ": cannot open the store"));
+  }
+  absl::Status status;
+  auto each = [&](const char* sql, auto&& row) {
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
+      status = absl::DataLossError(absl::StrCat(path, ": not a carebroker store with an audit log"));
+      return;
+    }
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) row(st);
+    if (rc != SQLITE_DONE) status = absl::DataLossError(absl::StrCat(path, ": cannot read: ", sqlite3_errmsg(db)));
+    sqlite3_finalize(st);
+  };
+  auto blob = [](sqlite3_stmt* st, int col) {
+    const void* p = sqlite3_column_blob(st, col);
+    return p ? absl::string_view(static_cast<const char*>(p), sqlite3_column_bytes(st, col)) : absl::string_view();
+  };
+  each("SELECT idx, entry, leaf FROM audit ORDER BY idx", [&](sqlite3_stmt* st) {
+    visitor.Entry(static_cast<uint64_t>(sqlite3_column_int64(st, 0)), blob(st, 1), blob(st, 2));
+  });
+  if (status.ok()) {
+    each("SELECT head FROM tree_heads ORDER BY tree_size", [&](sqlite3_stmt* st) {
+      visitor.Head(ParseStoredHead(blob(st, 0)));
+    });
+  }
+  sqlite3_close(db);
+  return status;
 }
 
 }  // namespace carebroker

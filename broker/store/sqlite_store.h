@@ -11,6 +11,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "broker/store/offline.h"
 #include "broker/store/store.h"
 
 namespace carebroker {
@@ -19,5 +20,9 @@ namespace carebroker {
 // exist. Fails with UNAVAILABLE if the file cannot be opened or migrated,
 // and FAILED_PRECONDITION if its schema is newer than this build.
 absl::StatusOr<std::unique_ptr<Store>> OpenSqliteStore(const std::string& path);
+
+// The audit log of the SQLite file at `path`, opened read-only (see
+// broker/store/offline.h, which most callers want).
+absl::Status ReadSqliteAuditLog(const std::string& path, AuditLogVisitor& visitor);
 
 }  // namespace carebroker

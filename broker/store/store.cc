@@ -1,8 +1,10 @@
 #include "broker/store/store.h"
 
-#include "audit/merkle.h"
-#include "broker/core/files.h"
-#include "broker/core/ids.h"
+#include "core/vocabulary.h"
+#include "core/time.h"
+#include "core/files.h"
+#include "core/ids.h"
+#include "core/reasons.h"
 
 namespace carebroker {
 
@@ -14,7 +16,7 @@ NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl:
   r.set_local_reference(expired.local_reference);
   *r.mutable_accepted_at() = ToTimestamp(expired.accepted_at);
   *r.mutable_expired_at() = ToTimestamp(now);
-  r.set_reason("NOT_ACKNOWLEDGED_BEFORE_EXPIRY");
+  r.set_reason(reason::kNotAcknowledgedBeforeExpiry);
 
   NewMessage m;
   m.id = NewMessageId(now);
@@ -47,7 +49,5 @@ std::string IndexedAuditEntry(uint64_t index, absl::string_view entry) {
   out.append(entry.data(), entry.size());
   return out;
 }
-
-std::string Sha256(absl::string_view data) { return std::string(audit::AsBytes(audit::Sha256Of(data))); }
 
 }  // namespace carebroker

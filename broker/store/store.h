@@ -33,7 +33,8 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "broker/core/types.h"
+#include "core/sha256.h"
+#include "core/types.h"
 #include "carebroker/v1/audit.pb.h"
 #include "carebroker/v1/consent.pb.h"
 #include "carebroker/v1/exchange.pb.h"
@@ -307,12 +308,5 @@ NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl:
 // AuditEntry without its index) with `index` put first as field 1, where
 // the deterministic serialisation puts it (index 0 is omitted, as proto3 does).
 std::string IndexedAuditEntry(uint64_t index, absl::string_view entry);
-
-// SHA-256 of `data` (32 raw bytes).
-std::string Sha256(absl::string_view data);
-
-// Content type of a NonDeliveryReport payload.
-inline constexpr char kNdrContentType[] = "application/x-protobuf; proto=carebroker.v1.NonDeliveryReport";
-inline constexpr char kNdrWorkflow[] = "NON_DELIVERY_REPORT";
 
 }  // namespace carebroker

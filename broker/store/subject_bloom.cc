@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "audit/merkle.h"
+#include "core/sha256.h"
 
 namespace carebroker {
 namespace {
@@ -14,7 +14,7 @@ constexpr uint64_t kBits = SubjectBloom::kBytes * 8;
 // Double hashing over a stable hash (the filters are stored, so the hash
 // may never change between builds).
 SubjectBloom::Probe::Probe(absl::string_view subject) {
-  const audit::Hash h = audit::Sha256Of(subject);
+  const Sha256Digest h = Sha256Of(subject);
   uint64_t a, b;
   std::memcpy(&a, h.data(), 8);
   std::memcpy(&b, h.data() + 8, 8);

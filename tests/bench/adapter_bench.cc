@@ -72,7 +72,7 @@ BENCHMARK_CAPTURE(BM_Parse, hl7v2, Format::kHl7v2);
 BENCHMARK_CAPTURE(BM_Parse, fhir, Format::kFhir);
 BENCHMARK_CAPTURE(BM_Parse, council_json, Format::kCouncilJson);
 BENCHMARK_CAPTURE(BM_Parse, cld_1000_rows, Format::kCld);
-// FHIR XML: UK Core's published Patient example (../shared/samples, or
+// FHIR XML: UK Core's published Patient example (tests/data/samples, or
 // CB_SAMPLES_DIR), read through expat into the JSON form.
 void BM_ParseFhirXml(benchmark::State& state) {
   const std::string input = ReadOrDie(SamplesDir() + "/fhir/ukcore/UKCore-Patient-RichardSmith-Example.xml");

@@ -21,8 +21,8 @@
 #include "absl/strings/str_cat.h"
 #include "audit/log.h"
 #include "audit/verify.h"
-#include "broker/config/config.h"
-#include "broker/core/clock.h"
+#include "core/files.h"
+#include "core/clock.h"
 #include "broker/store/sqlite_store.h"
 #include "broker/store/store_sync.h"
 
@@ -48,21 +48,18 @@ fs::path Dir() {
   return dir;
 }
 
-const Config& TheConfig() {
-  static const std::shared_ptr<const Config> config = [] {
+// The audit section of a broker config, read from the development keys.
+const AuditOptions& TheOptions() {
+  static const AuditOptions* options = [] {
     const char* env = std::getenv("CB_TEST_PKI");
     const std::string pki = fs::absolute(env ? env : "build/test-pki").string();
-    if (!fs::exists(pki + "/audit-signing.key")) Die(pki + ": no development keys; run tests/run.sh first");
-    auto c = ParseConfig(absl::StrCat("listen: 127.0.0.1:1\ndata_dir: ", Dir().string(), "\ntls: {cert: ", pki,
-                                      "/server.crt, key: ", pki, "/server.key, ca: ", pki,
-                                      "/ca.crt}\npolicy: {agreements_dir: agreements}\naudit: {signing_key: ", pki,
-                                      "/audit-signing.key, subject_key: ", pki,
-                                      "/audit-subject.key}\norganisations: [{ods: RR8, name: Leeds, kind: nhs_trust}]\n"),
-                         "bench.yaml", Dir().string(), {});
-    if (!c.ok()) Die(c.status().ToString());
-    return *c;
+    auto signing = ReadFileToString(pki + "/audit-signing.key", "signing key");
+    auto subject = ReadFileToString(pki + "/audit-subject.key", "subject key");
+    if (!signing.ok() || !subject.ok()) Die(pki + ": no development keys; run tests/run.sh first");
+    return new AuditOptions{.signing_key_pem = *signing, .subject_key = *subject, .tree_head_every = 1000,
+                            .tree_head_interval = absl::Seconds(60)};
   }();
-  return *config;
+  return *options;
 }
 
 // A send-accepted entry the size the broker writes (agreement, flow, legal
@@ -93,7 +90,7 @@ v1::AuditEntry Accepted(uint64_t i) {
   return e;
 }
 
-std::string NhsNumber(uint64_t i) { return absl::StrCat(9'000'000'000 + i % 10'000); }
+std::string SyntheticNhsNumber(uint64_t i) { return absl::StrCat(9'000'000'000 + i % 10'000); }
 
 SystemClock& Clock() {
   static SystemClock clock;
@@ -108,7 +105,7 @@ struct OpenLog {
 OpenLog Open(const std::string& file) {
   auto store = OpenSqliteStore(file);
   if (!store.ok()) Die(store.status().ToString());
-  auto log = AuditLog::Open(TheConfig(), **store, Clock());
+  auto log = AuditLog::Open(TheOptions(), **store, Clock());
   if (!log.ok()) Die(log.status().ToString());
   return {*std::move(store), *std::move(log)};
 }
@@ -120,7 +117,7 @@ void AppendWindow(Store& store, const EntryMaker& maker, int window, int per_cal
   for (int w = 0; w < window; ++w) {
     std::vector<AuditRecord> records;
     records.reserve(per_call);
-    for (int k = 0; k < per_call; ++k, ++next) records.push_back(maker.Make(Accepted(next), NhsNumber(next)));
+    for (int k = 0; k < per_call; ++k, ++next) records.push_back(maker.Make(Accepted(next), SyntheticNhsNumber(next)));
     store.AppendAudit(std::move(records), [&done](absl::StatusOr<uint64_t> r) {
       if (!r.ok()) Die(r.status().ToString());
       done.count_down();
@@ -131,17 +128,17 @@ void AppendWindow(Store& store, const EntryMaker& maker, int window, int per_cal
 
 // Making one entry: the subject HMAC and the deterministic serialisation.
 void BM_MakeEntry(benchmark::State& state) {
-  const EntryMaker maker(TheConfig().audit_subject_key());
+  const EntryMaker maker(TheOptions().subject_key);
   uint64_t i = 0;
-  for (auto _ : state) benchmark::DoNotOptimize(maker.Make(Accepted(i), NhsNumber(i))), ++i;
+  for (auto _ : state) benchmark::DoNotOptimize(maker.Make(Accepted(i), SyntheticNhsNumber(i))), ++i;
   state.SetItemsProcessed(static_cast<int64_t>(i));
 }
 BENCHMARK(BM_MakeEntry);
 
 // The subject alone: HMAC-SHA256 of an NHS number, as hex.
 void BM_Subject(benchmark::State& state) {
-  const EntryMaker maker(TheConfig().audit_subject_key());
-  const std::string nhs = NhsNumber(42);
+  const EntryMaker maker(TheOptions().subject_key);
+  const std::string nhs = SyntheticNhsNumber(42);
   for (auto _ : state) benchmark::DoNotOptimize(maker.Subject(nhs));
   state.SetItemsProcessed(static_cast<int64_t>(state.iterations()));
 }
@@ -172,7 +169,7 @@ BENCHMARK(BM_AppendDurable)
 
 // The in-memory part of an append: the leaf hash and the tree.
 void BM_TreeAppend(benchmark::State& state) {
-  const std::string entry = EntryMaker("k").Make(Accepted(1), NhsNumber(1)).entry;
+  const std::string entry = EntryMaker("k").Make(Accepted(1), SyntheticNhsNumber(1)).entry;
   MerkleTree tree;
   for (auto _ : state) tree.Append(LeafHash(entry));
   state.SetItemsProcessed(static_cast<int64_t>(tree.size()));
@@ -196,7 +193,7 @@ const std::string& MillionStore() {
 
 const Key& PublicKey() {
   static const Key key = [] {
-    auto k = Key::FromPem(Key::FromPem(TheConfig().audit_signing_pem(), "signing")->PublicPem(), "public");
+    auto k = Key::FromPem(Key::FromPem(TheOptions().signing_key_pem, "signing")->PublicPem(), "public");
     if (!k.ok()) Die(k.status().ToString());
     return *k;
   }();
@@ -287,7 +284,7 @@ BENCHMARK(BM_CheckConsistency)->Unit(benchmark::kMicrosecond);
 // and scans only the blocks that may hold the person.
 void BM_SearchOnePersonInMillion(benchmark::State& state) {
   OpenLog open = Open(MillionStore());
-  const std::string subject = open.log->entries().Subject(NhsNumber(4242));
+  const std::string subject = open.log->entries().Subject(SyntheticNhsNumber(4242));
   size_t found = 0;
   for (auto _ : state) {
     auto rows = ReadAuditSync(*open.store, {.from = 0, .max = 100000, .subject = subject});

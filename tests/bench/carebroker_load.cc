@@ -25,7 +25,7 @@
 #include <thread>
 #include <vector>
 
-#include "broker/cli/client.h"
+#include "broker/client/client.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
 
 namespace {

@@ -10,7 +10,7 @@
 #include <latch>
 #include <unistd.h>
 
-#include "broker/core/ids.h"
+#include "core/ids.h"
 #include "broker/store/sqlite_store.h"
 #include "broker/store/store_sync.h"
 

@@ -5,9 +5,10 @@
 
 #include <gmock/gmock.h>
 
+#include "core/vocabulary.h"
 #include "absl/synchronization/mutex.h"
-#include "broker/core/ids.h"
-#include "broker/core/status.h"
+#include "core/ids.h"
+#include "core/status.h"
 #include "audit/merkle.h"
 #include "broker/store/store_sync.h"
 

@@ -15,7 +15,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "broker/cli/client.h"
+#include "broker/client/client.h"
 
 extern char** environ;
 

@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "broker/cli/client.h"
+#include "broker/client/client.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
 
 extern char** environ;

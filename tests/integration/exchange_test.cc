@@ -8,7 +8,8 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "broker/cli/client.h"
+#include "core/vocabulary.h"
+#include "broker/client/client.h"
 #include "broker/exchange/intake.h"
 #include "carebroker/v1/record.pb.h"
 #include "tests/integration/harness.h"

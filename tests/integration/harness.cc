@@ -11,8 +11,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/vocabulary.h"
 #include "absl/strings/str_cat.h"
-#include "broker/cli/client.h"
+#include "broker/client/client.h"
 #include "broker/config/config.h"
 #include "broker/exchange/intake.h"
 

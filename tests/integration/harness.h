@@ -10,7 +10,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "broker/core/clock.h"
+#include "core/clock.h"
 #include "broker/server/broker.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
 #include "carebroker/v1/record.pb.h"

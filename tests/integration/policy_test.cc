@@ -9,7 +9,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "broker/cli/client.h"
+#include "broker/client/client.h"
 #include "broker/exchange/intake.h"
 #include "carebroker/v1/consent.grpc.pb.h"
 #include "carebroker/v1/policy.grpc.pb.h"

@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "audit/merkle.h"
-#include "broker/cli/client.h"
+#include "broker/client/client.h"
 #include "carebroker/v1/audit.grpc.pb.h"
 #include "carebroker/v1/consent.grpc.pb.h"
 #include "tests/integration/harness.h"

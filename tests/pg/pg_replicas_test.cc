@@ -10,7 +10,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "broker/core/ids.h"
+#include "core/ids.h"
 #include "broker/store/pg_store.h"
 #include "broker/store/store_sync.h"
 #include "tests/pg/pg_testing.h"

@@ -1,0 +1,149 @@
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "core/time.h"
+#include "core/ids.h"
+#include "core/nhs_number.h"
+#include "core/status.h"
+#include "core/yaml/yaml_proto.h"
+#include "carebroker/v1/config.pb.h"
+#include "carebroker/v1/options.pb.h"
+#include "carebroker/v1/record.pb.h"
+
+namespace carebroker {
+namespace {
+
+using ::testing::HasSubstr;
+
+TEST(NhsNumber, ValidNumbersFromTheStandards) {
+  for (const char* n : {"9000000009", "9912003888", "3333333333", "9413946000", "9476719931", "5189214567",
+                        "9876543210", "9434765919"}) {
+    EXPECT_TRUE(IsValidNhsNumber(n)) << n;
+  }
+}
+
+TEST(NhsNumber, InvalidNumbersFromTheStandards) {
+  for (const char* n : {"9912003890", "9000000015", "9333333333", "9871234567", "9876543219", "9100000009",
+                        "91000000009", "", "943476591", "943 476 5919", "94347659l9"}) {
+    EXPECT_FALSE(IsValidNhsNumber(n)) << n;
+  }
+}
+
+TEST(NhsNumber, CheckDigitOfTenIsNeverIssued) {
+  // 100000001x: sum = 1*10 + 1*2 = 12, remainder 1, check 11 - 1 = 10: no
+  // final digit can make it valid.
+  for (char last = '0'; last <= '9'; ++last) {
+    EXPECT_FALSE(IsValidNhsNumber(std::string("100000001") + last)) << last;
+  }
+}
+
+TEST(Ids, ShapeAndUniqueness) {
+  const absl::Time t = absl::FromUnixSeconds(1'800'000'000);
+  MessageId a = NewMessageId(t), b = NewMessageId(t);
+  EXPECT_TRUE(IsMessageIdShape(a.str()));
+  EXPECT_NE(a, b);
+  EXPECT_LT(NewMessageId(t).str().substr(0, 12), NewMessageId(t + absl::Seconds(1)).str().substr(0, 12));
+  EXPECT_FALSE(IsMessageIdShape("0123456789ABCDEF0123456789abcdef"));
+  EXPECT_FALSE(IsMessageIdShape("0123"));
+}
+
+TEST(Status, ReasonTravelsWithTheStatus) {
+  absl::Status s = Error(absl::StatusCode::kPermissionDenied, "NO_AGREEMENT", "no agreement covers this");
+  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ReasonOf(s), "NO_AGREEMENT");
+  EXPECT_EQ(ReasonOf(absl::InternalError("x")), "");
+}
+
+TEST(Durations, DaysAndAbslForms) {
+  EXPECT_EQ(*ParseDurationWithDays("5d"), absl::Hours(120));
+  EXPECT_EQ(*ParseDurationWithDays("30s"), absl::Seconds(30));
+  EXPECT_EQ(*ParseDurationWithDays("1h30m"), absl::Minutes(90));
+  EXPECT_FALSE(ParseDurationWithDays("five days").ok());
+  EXPECT_FALSE(ParseDurationWithDays("-3s").ok());
+  EXPECT_FALSE(ParseDurationWithDays("xd").ok());
+}
+
+TEST(YamlToProto, ReadsNestedMessagesListsEnumsAndDurations) {
+  v1::BrokerConfig c;
+  YamlLines lines;
+  ASSERT_TRUE(YamlToProto(R"(listen: 127.0.0.1:1
+delivery:
+  expiry: 5d
+  visibility_timeout: 45s
+organisations:
+  - {ods: RR8, name: Leeds, kind: nhs_trust}
+  - ods: "503"
+    name: Lincs
+    kind: LOCAL_AUTHORITY
+limits: {max_message_bytes: 1024}
+)",
+                          "c.yaml", &c, &lines)
+                  .ok());
+  EXPECT_EQ(c.listen(), "127.0.0.1:1");
+  EXPECT_EQ(c.delivery().expiry().seconds(), 5 * 86400);
+  EXPECT_EQ(c.delivery().visibility_timeout().seconds(), 45);
+  ASSERT_EQ(c.organisations_size(), 2);
+  EXPECT_EQ(c.organisations(0).kind(), v1::ORGANISATION_KIND_NHS_TRUST);
+  EXPECT_EQ(c.organisations(1).ods(), "503");
+  EXPECT_EQ(c.organisations(1).kind(), v1::ORGANISATION_KIND_LOCAL_AUTHORITY);
+  EXPECT_EQ(c.limits().max_message_bytes(), 1024u);
+  EXPECT_EQ(lines.at("organisations[1].kind"), 9);
+}
+
+TEST(YamlToProto, ErrorsNameFileLineAndKey) {
+  v1::BrokerConfig c;
+  struct Case {
+    const char* yaml;
+    const char* want;
+  } cases[] = {
+      {"listen: a\nlimts: {}\n", "c.yaml:2: limts: unknown key"},
+      {"organisations:\n  - {ods: RR8, kind: hospital}\n",
+       "c.yaml:2: organisations[0].kind: 'hospital' is not one of nhs-trust, gp-practice"},
+      {"organisations:\n  - {ods: RR8, kind: unspecified}\n", "organisations[0].kind: 'unspecified' is not one of"},
+      {"limits:\n  max_message_bytes: -5\n", "c.yaml:2: limits.max_message_bytes: expected a whole number, 0 or more"},
+      {"delivery:\n  expiry: soon\n", "c.yaml:2: delivery.expiry: 'soon' is not a duration"},
+      {"organisations: {ods: RR8}\n", "c.yaml:1: organisations: expected a list"},
+      {"listen: [1, 2]\n", "c.yaml:1: listen: expected a single value"},
+      {"store:\n  sqlite: {file: a}\n  sqlite: {file: b}\n", "c.yaml:"},
+      {"listen: [1, 2\n", "c.yaml:"},
+      {"listen: a\nlisten: b\n", "c.yaml:2: listen: appears twice"},
+  };
+  for (const auto& tc : cases) {
+    absl::Status s = YamlToProto(tc.yaml, "c.yaml", &c);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << tc.yaml;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(tc.want)) << tc.yaml;
+  }
+}
+
+TEST(YamlError, UsesTheNearestRecordedLine) {
+  YamlLines lines{{"organisations", 3}, {"organisations[1]", 5}};
+  absl::Status s = YamlError("f.yaml", lines, "organisations[1].kind", "required");
+  EXPECT_EQ(s.message(), "f.yaml:5: organisations[1].kind: required");
+  EXPECT_EQ(YamlError("f.yaml", {}, "listen", "required").message(), "f.yaml: listen: required");
+}
+
+// Sensitivity lives in the schema: every canonical field is classified.
+void ExpectClassified(const google::protobuf::Descriptor* d, std::set<const google::protobuf::Descriptor*>& seen) {
+  if (!seen.insert(d).second) return;
+  for (int i = 0; i < d->field_count(); ++i) {
+    const auto* f = d->field(i);
+    if (d->file()->package() != "carebroker.v1") continue;
+    EXPECT_NE(f->options().GetExtension(v1::sensitivity), v1::SENSITIVITY_UNSPECIFIED) << f->full_name();
+    if (f->message_type() != nullptr && f->message_type()->file()->package() == "carebroker.v1") {
+      ExpectClassified(f->message_type(), seen);
+    }
+  }
+}
+
+TEST(CanonicalRecord, EveryFieldHasASensitivity) {
+  std::set<const google::protobuf::Descriptor*> seen;
+  ExpectClassified(v1::CareRecord::descriptor(), seen);
+  EXPECT_GT(seen.size(), 10u);
+  EXPECT_EQ(v1::Person::descriptor()->FindFieldByName("nhs_number")->options().GetExtension(v1::sensitivity),
+            v1::SENSITIVITY_IDENTIFIER);
+}
+
+}  // namespace
+}  // namespace carebroker

@@ -1,0 +1,106 @@
+// Every reason code, as a named constant. A reason is the machine-readable
+// half of an error (core/status.h): UPPER_SNAKE, stable across releases,
+// carried to clients as google.rpc.ErrorInfo.reason and written into audit
+// entries and non-delivery reports. Code compares reasons through these
+// names, never through string literals; tests assert the spelled-out values,
+// which are the wire contract.
+#pragma once
+
+namespace carebroker::reason {
+
+// Input: the request or payload is malformed (INVALID_ARGUMENT).
+inline constexpr char kWorkflowInvalid[] = "WORKFLOW_INVALID";
+inline constexpr char kPurposeInvalid[] = "PURPOSE_INVALID";
+inline constexpr char kPurposeUnknown[] = "PURPOSE_UNKNOWN";
+inline constexpr char kRecipientInvalid[] = "RECIPIENT_INVALID";
+inline constexpr char kRouteUnknown[] = "ROUTE_UNKNOWN";
+inline constexpr char kRouteNeedsRecord[] = "ROUTE_NEEDS_RECORD";
+inline constexpr char kRouteConflict[] = "ROUTE_CONFLICT";
+inline constexpr char kUnknownRecipient[] = "UNKNOWN_RECIPIENT";
+inline constexpr char kPayloadEmpty[] = "PAYLOAD_EMPTY";
+inline constexpr char kPayloadMalformed[] = "PAYLOAD_MALFORMED";
+inline constexpr char kMessageTooLarge[] = "MESSAGE_TOO_LARGE";
+inline constexpr char kContentTypeInvalid[] = "CONTENT_TYPE_INVALID";
+inline constexpr char kFormatUnknown[] = "FORMAT_UNKNOWN";
+inline constexpr char kFormatUnsupported[] = "FORMAT_UNSUPPORTED";
+inline constexpr char kIdempotencyKeyInvalid[] = "IDEMPOTENCY_KEY_INVALID";
+inline constexpr char kLocalReferenceInvalid[] = "LOCAL_REFERENCE_INVALID";
+inline constexpr char kMessageIdInvalid[] = "MESSAGE_ID_INVALID";
+inline constexpr char kClaimInvalid[] = "CLAIM_INVALID";
+inline constexpr char kAckInvalid[] = "ACK_INVALID";
+inline constexpr char kReceiveOpenRequired[] = "RECEIVE_OPEN_REQUIRED";
+inline constexpr char kReceiveAlreadyOpen[] = "RECEIVE_ALREADY_OPEN";
+inline constexpr char kJustificationInvalid[] = "JUSTIFICATION_INVALID";
+inline constexpr char kFieldRequired[] = "FIELD_REQUIRED";
+inline constexpr char kFieldTooLong[] = "FIELD_TOO_LONG";
+inline constexpr char kScopeInvalid[] = "SCOPE_INVALID";
+inline constexpr char kConsentChangeInvalid[] = "CONSENT_CHANGE_INVALID";
+inline constexpr char kDirectiveKindRequired[] = "DIRECTIVE_KIND_REQUIRED";
+inline constexpr char kDirectiveNotFound[] = "DIRECTIVE_NOT_FOUND";
+inline constexpr char kDirectiveNotStanding[] = "DIRECTIVE_NOT_STANDING";
+inline constexpr char kAuditReadInvalid[] = "AUDIT_READ_INVALID";
+inline constexpr char kProofOutOfRange[] = "PROOF_OUT_OF_RANGE";
+inline constexpr char kFieldPathInvalid[] = "FIELD_PATH_INVALID";
+
+// The adapters: what a payload in a known format got wrong.
+inline constexpr char kNhsNumberInvalid[] = "NHS_NUMBER_INVALID";
+inline constexpr char kDateInvalid[] = "DATE_INVALID";
+inline constexpr char kHl7Invalid[] = "HL7_INVALID";
+inline constexpr char kHl7RequiredMissing[] = "HL7_REQUIRED_MISSING";
+inline constexpr char kHl7Unsupported[] = "HL7_UNSUPPORTED";
+inline constexpr char kHl7EventUnsupported[] = "HL7_EVENT_UNSUPPORTED";
+inline constexpr char kFhirInvalid[] = "FHIR_INVALID";
+inline constexpr char kFhirUnsupported[] = "FHIR_UNSUPPORTED";
+inline constexpr char kCouncilJsonInvalid[] = "COUNCIL_JSON_INVALID";
+inline constexpr char kCsvInvalid[] = "CSV_INVALID";
+inline constexpr char kCldInvalid[] = "CLD_INVALID";
+inline constexpr char kCldUnsupported[] = "CLD_UNSUPPORTED";
+
+// Policy: why a message was denied (PERMISSION_DENIED), or how it was allowed.
+inline constexpr char kNoAgreement[] = "NO_AGREEMENT";
+inline constexpr char kAgreementExpired[] = "AGREEMENT_EXPIRED";
+inline constexpr char kAgreementNotYetValid[] = "AGREEMENT_NOT_YET_VALID";
+inline constexpr char kPayloadKindNotAllowed[] = "PAYLOAD_KIND_NOT_ALLOWED";
+inline constexpr char kOverrideJustificationMissing[] = "OVERRIDE_JUSTIFICATION_MISSING";
+inline constexpr char kConsentDissent[] = "CONSENT_DISSENT";
+inline constexpr char kConsentRequired[] = "CONSENT_REQUIRED";
+inline constexpr char kNationalOptOut[] = "NATIONAL_OPT_OUT";
+inline constexpr char kSafeguardingOverride[] = "SAFEGUARDING_OVERRIDE";
+inline constexpr char kPseudonymKeyMissing[] = "PSEUDONYM_KEY_MISSING";
+
+// Who is calling: certificates and roles (UNAUTHENTICATED, PERMISSION_DENIED).
+inline constexpr char kCertificateRequired[] = "CERTIFICATE_REQUIRED";
+inline constexpr char kCertificateInvalid[] = "CERTIFICATE_INVALID";
+inline constexpr char kCertificateUntrusted[] = "CERTIFICATE_UNTRUSTED";
+inline constexpr char kCertificateExpired[] = "CERTIFICATE_EXPIRED";
+inline constexpr char kCertificateNotYetValid[] = "CERTIFICATE_NOT_YET_VALID";
+inline constexpr char kCertificateRevoked[] = "CERTIFICATE_REVOKED";
+inline constexpr char kCertificateIdentityInvalid[] = "CERTIFICATE_IDENTITY_INVALID";
+inline constexpr char kUnknownOrganisation[] = "UNKNOWN_ORGANISATION";
+inline constexpr char kRoleNotAllowed[] = "ROLE_NOT_ALLOWED";
+
+// Capacity (RESOURCE_EXHAUSTED).
+inline constexpr char kMemoryBudgetExhausted[] = "MEMORY_BUDGET_EXHAUSTED";
+inline constexpr char kTooManyStreams[] = "TOO_MANY_STREAMS";
+inline constexpr char kExecutorFull[] = "EXECUTOR_FULL";
+
+// The store and the audit log.
+inline constexpr char kStoreUnavailable[] = "STORE_UNAVAILABLE";
+inline constexpr char kStoreClosed[] = "STORE_CLOSED";
+inline constexpr char kStoreCorrupt[] = "STORE_CORRUPT";
+inline constexpr char kStoreSchemaNewer[] = "STORE_SCHEMA_NEWER";
+inline constexpr char kStorePoolInvalid[] = "STORE_POOL_INVALID";
+inline constexpr char kMessageNotFound[] = "MESSAGE_NOT_FOUND";
+inline constexpr char kIdempotencyKeyReused[] = "IDEMPOTENCY_KEY_REUSED";
+inline constexpr char kAuditUnavailable[] = "AUDIT_UNAVAILABLE";
+inline constexpr char kAuditLogDamaged[] = "AUDIT_LOG_DAMAGED";
+inline constexpr char kNotAcknowledgedBeforeExpiry[] = "NOT_ACKNOWLEDGED_BEFORE_EXPIRY";
+
+// Starting up: config, agreements, files, listening.
+inline constexpr char kConfigInvalid[] = "CONFIG_INVALID";
+inline constexpr char kAgreementsInvalid[] = "AGREEMENTS_INVALID";
+inline constexpr char kFileUnreadable[] = "FILE_UNREADABLE";
+inline constexpr char kDataDirUnavailable[] = "DATA_DIR_UNAVAILABLE";
+inline constexpr char kListenFailed[] = "LISTEN_FAILED";
+
+}  // namespace carebroker::reason

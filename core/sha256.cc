@@ -1,0 +1,29 @@
+#include "core/sha256.h"
+
+#include <openssl/evp.h>
+
+#include <cstdlib>
+#include <memory>
+
+namespace carebroker {
+
+// OpenSSL 3's one-shot SHA256() looks the algorithm up on every call, which
+// costs more than hashing a tree node; the algorithm is fetched once and each
+// thread reuses one context.
+Sha256Digest Sha256Parts(std::initializer_list<absl::string_view> parts) {
+  static EVP_MD* const md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  thread_local const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  Sha256Digest h;
+  unsigned int n = 0;
+  bool ok = md && ctx && EVP_DigestInit_ex(ctx.get(), md, nullptr) == 1;
+  for (absl::string_view p : parts) ok = ok && EVP_DigestUpdate(ctx.get(), p.data(), p.size()) == 1;
+  if (!ok || EVP_DigestFinal_ex(ctx.get(), h.data(), &n) != 1 || n != h.size()) std::abort();  // out of memory
+  return h;
+}
+
+std::string Sha256(absl::string_view data) {
+  const Sha256Digest h = Sha256Of(data);
+  return std::string(reinterpret_cast<const char*>(h.data()), h.size());
+}
+
+}  // namespace carebroker

@@ -1,0 +1,25 @@
+// SHA-256, the one hash of the project: idempotency digests, the policy set
+// digest, key ids, the audit log's RFC 9162 tree (audit/merkle.h builds its
+// leaf and node hashes on Sha256Parts) and the subject Bloom blocks.
+// Thread-safe; aborts only if OpenSSL cannot allocate.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace carebroker {
+
+using Sha256Digest = std::array<uint8_t, 32>;
+
+// SHA-256 of the concatenation of `parts`.
+Sha256Digest Sha256Parts(std::initializer_list<absl::string_view> parts);
+inline Sha256Digest Sha256Of(absl::string_view data) { return Sha256Parts({data}); }
+
+// SHA-256 of `data` as 32 raw bytes.
+std::string Sha256(absl::string_view data);
+
+}  // namespace carebroker
