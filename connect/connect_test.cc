@@ -35,7 +35,7 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
-using testing::FreshDir;
+using testing::TempDir;
 using testing::PkiDir;
 
 using adapters::ReadOrDie;
@@ -68,7 +68,7 @@ std::vector<fs::path> WaitForFiles(const std::string& dir, size_t n) {
 class ConnectTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = FreshDir("connect");
+    dir_ = TempDir("connect");
     broker_ = testing::StartBroker(
         testing::ConfigYaml(dir_ + "/data",
                             absl::StrCat("policy: {agreements_dir: ", SourceDir(), "/deploy/agreements}\n",
@@ -232,7 +232,7 @@ TEST_F(ConnectTest, ConcurrentConnectionsEachGetTheirAck) {
 class ConnectOutboundTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = FreshDir("connect-out");
+    dir_ = TempDir("connect-out");
     fs::create_directories(dir_ + "/agreements");
     // The hospital-to-GP flow the other way round: a practice to the trust.
     std::ofstream(dir_ + "/agreements/gp-to-hospital.yaml") << absl::StrReplaceAll(
@@ -557,7 +557,7 @@ TEST_F(ConnectOutboundTest, AWebhookAuthorizationFileMustBeOneLine) {
 }
 
 TEST(ConnectConfig, TheDeployExampleIsValid) {
-  const std::string dir = FreshDir("connect-example");
+  const std::string dir = TempDir("connect-example");
   fs::create_directories(dir + "/pki");
   for (const char* f : {"RR8.crt", "RR8.key", "ca.crt"}) fs::copy_file(PkiDir() + "/" + f, dir + "/pki/" + f);
   auto c = ParseConnectConfig(ReadOrDie(SourceDir() + "/deploy/config/connect.yaml"), "connect.yaml", dir);

@@ -16,6 +16,8 @@ inline constexpr char kRecipientInvalid[] = "RECIPIENT_INVALID";
 inline constexpr char kRouteUnknown[] = "ROUTE_UNKNOWN";
 inline constexpr char kRouteNeedsRecord[] = "ROUTE_NEEDS_RECORD";
 inline constexpr char kRouteConflict[] = "ROUTE_CONFLICT";
+// A route that names no registered organisation for this record (FAILED_PRECONDITION).
+inline constexpr char kUnroutable[] = "UNROUTABLE";
 inline constexpr char kUnknownRecipient[] = "UNKNOWN_RECIPIENT";
 inline constexpr char kPayloadEmpty[] = "PAYLOAD_EMPTY";
 inline constexpr char kPayloadMalformed[] = "PAYLOAD_MALFORMED";
@@ -83,6 +85,9 @@ inline constexpr char kRoleNotAllowed[] = "ROLE_NOT_ALLOWED";
 inline constexpr char kMemoryBudgetExhausted[] = "MEMORY_BUDGET_EXHAUSTED";
 inline constexpr char kTooManyStreams[] = "TOO_MANY_STREAMS";
 inline constexpr char kExecutorFull[] = "EXECUTOR_FULL";
+
+// What a client sees for INTERNAL and UNKNOWN errors: never their detail.
+inline constexpr char kInternal[] = "INTERNAL";
 
 // The store and the audit log.
 inline constexpr char kStoreUnavailable[] = "STORE_UNAVAILABLE";

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -247,6 +248,10 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
     return err("limits.memory_budget_bytes", "must hold at least two messages of max_message_bytes");
   }
   if (lim->max_streams() == 0) lim->set_max_streams(1024);
+  if (lim->intake_threads() == 0) lim->set_intake_threads(std::max(1u, std::thread::hardware_concurrency()));
+  if (lim->intake_threads() > 256) return err("limits.intake_threads", "must be at most 256");
+  if (lim->intake_queue() == 0) lim->set_intake_queue(4096);
+  if (lim->intake_queue() > 1000000) return err("limits.intake_queue", "must be at most 1000000");
 
   auto* del = c.mutable_delivery();
   SetDefault(del->mutable_visibility_timeout(), absl::Seconds(30), del->has_visibility_timeout());

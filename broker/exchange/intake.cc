@@ -48,7 +48,7 @@ absl::StatusOr<OrgCode> RecipientOf(const Config& config, const v1::SendRequest&
   }
   const v1::Person& p = record->person();
   auto unroutable = [&](absl::string_view why) {
-    return Error(absl::StatusCode::kFailedPrecondition, "UNROUTABLE", absl::StrCat("route ", req.route(), ": ", why));
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kUnroutable, absl::StrCat("route ", req.route(), ": ", why));
   };
   if (req.route() == kRouteRegisteredGp) {
     if (p.gp_practice().empty()) return unroutable("the record names no registered GP practice");

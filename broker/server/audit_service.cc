@@ -36,14 +36,14 @@ class ScanReactor final : public grpc::ServerWriteReactor<Out> {
  public:
   using Emit = std::function<bool(const std::vector<AuditRow>& rows, std::deque<Out>* out)>;
 
-  ScanReactor(const ExchangeDeps& d, AuditRead read, Emit emit)
+  ScanReactor(const ServiceDeps& d, AuditRead read, Emit emit)
       : d_(d), read_(std::move(read)), emit_(std::move(emit)) {}
 
   // Makes the query's own entry durable, then streams.
   void Start(AuditRecord query) {
     std::vector<AuditRecord> records;
     records.push_back(std::move(query));
-    d_.store->AppendAudit(std::move(records), [this](absl::StatusOr<uint64_t> r) {
+    d_.store.AppendAudit(std::move(records), [this](absl::StatusOr<uint64_t> r) {
       if (!r.ok()) {
         this->Finish(ToGrpcStatus(Error(absl::StatusCode::kUnavailable, reason::kAuditUnavailable,
                                         "the audit log cannot record this query; nothing was read")));
@@ -72,7 +72,7 @@ class ScanReactor final : public grpc::ServerWriteReactor<Out> {
 
  private:
   void ReadHeadsThenFetch() {
-    d_.store->ReadTreeHeads([this](absl::StatusOr<std::vector<v1::SignedTreeHead>> heads) {
+    d_.store.ReadTreeHeads([this](absl::StatusOr<std::vector<v1::SignedTreeHead>> heads) {
       if (!heads.ok()) {
         this->Finish(ToGrpcStatus(heads.status()));
         return;
@@ -84,7 +84,7 @@ class ScanReactor final : public grpc::ServerWriteReactor<Out> {
   }
 
   void Fetch() {
-    d_.store->ReadAudit(read_, [this](absl::StatusOr<std::vector<AuditRow>> rows) {
+    d_.store.ReadAudit(read_, [this](absl::StatusOr<std::vector<AuditRow>> rows) {
       if (!rows.ok()) {
         this->Finish(ToGrpcStatus(rows.status()));
         return;
@@ -118,7 +118,7 @@ class ScanReactor final : public grpc::ServerWriteReactor<Out> {
     if (fetch) Fetch();
   }
 
-  const ExchangeDeps d_;
+  const ServiceDeps& d_;
   AuditRead read_;
   Emit emit_;
   std::deque<Out> tail_;  // sent after the last chunk (an export's tree heads)
@@ -127,18 +127,18 @@ class ScanReactor final : public grpc::ServerWriteReactor<Out> {
   bool exhausted_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-absl::StatusOr<Identity> Officer(grpc::CallbackServerContext* ctx, const ExchangeDeps& d) {
+absl::StatusOr<Identity> Officer(grpc::CallbackServerContext* ctx, const ServiceDeps& d) {
   return Authorize(ctx, d, Role::kIgOfficer);
 }
 
-AuditRecord QueryRecord(const ExchangeDeps& d, const Identity& who, const std::string& what) {
+AuditRecord QueryRecord(const ServiceDeps& d, const Identity& who, const std::string& what) {
   v1::AuditEntry e;
-  *e.mutable_at() = ToTimestamp(d.clock->Now());
+  *e.mutable_at() = ToTimestamp(d.clock.Now());
   e.set_event(v1::AUDIT_EVENT_AUDIT_QUERY);
   e.set_actor(who.org.str());
   e.set_actor_role("ig-officer");
   e.set_detail(what);
-  return d.audit->entries().Make(std::move(e));
+  return d.audit.entries().Make(std::move(e));
 }
 
 grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::Status& s) {
@@ -158,7 +158,7 @@ grpc::ServerWriteReactor<v1::AuditEntry>* AuditService::Query(grpc::CallbackServ
     return new Refused<v1::AuditEntry>(
         InvalidArgument(reason::kNhsNumberInvalid, "filter.nhs_number is not a valid NHS number (ten digits, Modulus 11)"));
   }
-  const std::string subject = f.nhs_number().empty() ? f.subject() : d_.audit->entries().Subject(f.nhs_number());
+  const std::string subject = f.nhs_number().empty() ? f.subject() : d_.audit.entries().Subject(f.nhs_number());
   uint32_t left = req->limit() == 0 || req->limit() > kMaxQueryEntries ? kMaxQueryEntries : req->limit();
   auto emit = [f, subject, left](const std::vector<AuditRow>& rows, std::deque<v1::AuditEntry>* out) mutable {
     for (const AuditRow& r : rows) {
@@ -198,7 +198,7 @@ grpc::ServerUnaryReactor* AuditService::GetTreeHead(grpc::CallbackServerContext*
                                                     v1::SignedTreeHead* resp) {
   auto id = Officer(ctx, d_);
   if (!id.ok()) return Answer(ctx, id.status());
-  *resp = d_.audit->LatestHead();
+  *resp = d_.audit.LatestHead();
   return Answer(ctx, absl::OkStatus());
 }
 
@@ -206,11 +206,11 @@ grpc::ServerUnaryReactor* AuditService::ProveInclusion(grpc::CallbackServerConte
                                                        const v1::InclusionRequest* req, v1::InclusionProof* resp) {
   auto id = Officer(ctx, d_);
   if (!id.ok()) return Answer(ctx, id.status());
-  auto p = d_.audit->ProveInclusion(req->index(), req->tree_size());
+  auto p = d_.audit.ProveInclusion(req->index(), req->tree_size());
   if (!p.ok()) return Answer(ctx, p.status());
   *resp = *std::move(p);
   auto* reactor = ctx->DefaultReactor();
-  d_.store->ReadAudit(AuditRead{req->index(), 1, "", false}, [reactor, resp](absl::StatusOr<std::vector<AuditRow>> r) {
+  d_.store.ReadAudit(AuditRead{req->index(), 1, "", false}, [reactor, resp](absl::StatusOr<std::vector<AuditRow>> r) {
     if (r.ok() && !r->empty()) resp->set_entry((*r)[0].entry);
     reactor->Finish(ToGrpcStatus(r.status()));
   });
@@ -222,7 +222,7 @@ grpc::ServerUnaryReactor* AuditService::ProveConsistency(grpc::CallbackServerCon
                                                          v1::ConsistencyProof* resp) {
   auto id = Officer(ctx, d_);
   if (!id.ok()) return Answer(ctx, id.status());
-  auto p = d_.audit->ProveConsistency(req->first(), req->second());
+  auto p = d_.audit.ProveConsistency(req->first(), req->second());
   if (!p.ok()) return Answer(ctx, p.status());
   *resp = *std::move(p);
   return Answer(ctx, absl::OkStatus());

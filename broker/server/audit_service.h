@@ -3,14 +3,15 @@
 // and export of every entry and tree head for offline verification.
 #pragma once
 
-#include "broker/server/exchange_service.h"
+#include "broker/server/auth.h"
+#include "broker/server/service_deps.h"
 #include "carebroker/v1/audit.grpc.pb.h"
 
 namespace carebroker {
 
 class AuditService final : public v1::Audit::CallbackService {
  public:
-  explicit AuditService(ExchangeDeps deps) : d_(std::move(deps)) {}
+  explicit AuditService(const ServiceDeps& deps) : d_(deps) {}
 
   grpc::ServerWriteReactor<v1::AuditEntry>* Query(grpc::CallbackServerContext* ctx,
                                                    const v1::AuditQueryRequest* req) override;
@@ -24,7 +25,7 @@ class AuditService final : public v1::Audit::CallbackService {
                                                     const v1::ExportRequest* req) override;
 
  private:
-  const ExchangeDeps d_;
+  const ServiceDeps& d_;
 };
 
 }  // namespace carebroker

@@ -155,10 +155,14 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
                               r.claimed_org.empty() ? "" : "; the organisation named is the certificate's claim"));
     log->RecordRefusal(std::move(e));
   });
-  const ExchangeDeps deps{config,        b->store_.get(),      b->mailboxes_.get(), b->budget_.get(),
-                          b->clock_,     b->identities_.get(), b->streams_.get(),   b->policy_.get(),
-                          b->audit_.get()};
-  b->deps_ = deps;
+  const auto& lim = c.limits();
+  b->executor_ = std::make_unique<Executor>(static_cast<int>(lim.intake_threads()), lim.intake_queue());
+  b->sends_ = std::make_unique<SendPipeline>(*config, *b->store_, *b->mailboxes_, *b->budget_, *b->clock_,
+                                             *b->policy_, *b->audit_, *b->executor_);
+  b->deps_ = std::make_unique<ServiceDeps>(ServiceDeps{*config, *b->store_, *b->mailboxes_, *b->budget_, *b->clock_,
+                                                       *b->identities_, *b->streams_, *b->policy_, *b->audit_,
+                                                       *b->sends_});
+  const ServiceDeps& deps = *b->deps_;
   if (auto r = AppendAuditSync(*b->store_, {PolicyLoadRecord(deps, absl::OkStatus(), "broker")}); !r.ok()) {
     return r.status();
   }
@@ -202,7 +206,7 @@ void Broker::WakeAll() { mailboxes_->NotifyAll(); }
 
 absl::Status Broker::ReloadPolicy() {
   absl::Status s = policy_->Reload();
-  if (auto r = AppendAuditSync(*store_, {PolicyLoadRecord(deps_, s, "broker")}); !r.ok()) {
+  if (auto r = AppendAuditSync(*store_, {PolicyLoadRecord(*deps_, s, "broker")}); !r.ok()) {
     LogLine(absl::StrCat("audit log: cannot record the policy reload: ", r.status().message()));
   }
   if (s.ok()) {
@@ -259,6 +263,8 @@ void Broker::Shutdown() {
   if (housekeeping_.joinable()) housekeeping_.join();
   // Receive streams never end by themselves: give calls a second, then cancel.
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  // Every call has ended; any intake still running finishes into the store.
+  executor_.reset();
   // A last signed tree head covers every entry, so a truncated tail shows.
   if (audit_) {
     if (auto s = audit_->SignNow(); !s.ok()) LogLine(absl::StrCat("audit log: last tree head not stored: ", s.message()));

@@ -84,12 +84,14 @@ class Broker {
   std::unique_ptr<Store> store_;
   std::unique_ptr<audit::AuditLog> audit_;
   std::unique_ptr<AuditService> audit_service_;
-  ExchangeDeps deps_;
   std::unique_ptr<Mailboxes> mailboxes_;
   std::unique_ptr<MemoryBudget> budget_;
   std::unique_ptr<IdentityCache> identities_;
   std::unique_ptr<std::atomic<int>> streams_;
   std::unique_ptr<PolicyGate> policy_;
+  std::unique_ptr<Executor> executor_;  // intake: parse, decide, render
+  std::unique_ptr<SendPipeline> sends_;
+  std::unique_ptr<ServiceDeps> deps_;
   std::unique_ptr<ExchangeService> service_;
   std::unique_ptr<ConsentService> consent_service_;
   std::unique_ptr<PolicyService> policy_service_;

@@ -1,5 +1,6 @@
 #include "broker/server/grpc_status.h"
 
+#include "core/reasons.h"
 #include "core/status.h"
 #include "google/rpc/status.pb.h"
 
@@ -40,13 +41,12 @@ bool Generic(absl::StatusCode c) {
 grpc::Status ToGrpcStatus(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   const grpc::StatusCode code = MapCode(s.code());
-  std::string reason = ReasonOf(s);
-  if (Generic(s.code())) reason = "INTERNAL";
+  const std::string why = Generic(s.code()) ? std::string(reason::kInternal) : ReasonOf(s);
   const std::string message = Generic(s.code()) ? "internal error" : std::string(s.message());
-  if (reason.empty()) return grpc::Status(code, message);
+  if (why.empty()) return grpc::Status(code, message);
 
   google::rpc::ErrorInfo info;
-  info.set_reason(reason);
+  info.set_reason(why);
   info.set_domain(std::string(kErrorDomain));
   google::rpc::Status details;
   details.set_code(static_cast<int>(code));
@@ -58,7 +58,7 @@ grpc::Status ToGrpcStatus(const absl::Status& s) {
 v1::Error ToStreamError(const absl::Status& s) {
   v1::Error e;
   e.set_code(static_cast<int>(MapCode(s.code())));
-  e.set_reason(Generic(s.code()) ? "INTERNAL" : ReasonOf(s));
+  e.set_reason(Generic(s.code()) ? reason::kInternal : ReasonOf(s));
   e.set_message(Generic(s.code()) ? "internal error" : std::string(s.message()));
   return e;
 }

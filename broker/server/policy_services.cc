@@ -38,10 +38,10 @@ absl::Status CheckText(const std::string& s, absl::string_view field, bool requi
 }
 
 // The caller's identity if its role may write (or read) consent.
-absl::StatusOr<Identity> ConsentCaller(grpc::CallbackServerContext* ctx, const ExchangeDeps& d, bool write) {
+absl::StatusOr<Identity> ConsentCaller(grpc::CallbackServerContext* ctx, const ServiceDeps& d, bool write) {
   auto id = Identify(ctx, d);
   if (!id.ok()) return id.status();
-  if (write ? !d.config->MayWriteConsent(id->role) : !d.config->MayReadConsent(id->role)) {
+  if (write ? !d.config.MayWriteConsent(id->role) : !d.config.MayReadConsent(id->role)) {
     return RoleNotAllowed(d, *id, write ? "recording consent" : "reading consent");
   }
   return id;
@@ -86,10 +86,10 @@ void ConsentService::Commit(v1::ConsentChange change,
       e.set_detail(change.national_opt_out() ? "national data opt-out set" : "national data opt-out cleared");
       break;
   }
-  AuditRecord record = d_.audit->entries().Make(std::move(e), change.nhs_number());
+  AuditRecord record = d_.audit.entries().Make(std::move(e), change.nhs_number());
   // The store's consent listener applies the change to the book before
   // this completes (broker.cc), in the order stored across replicas.
-  d_.store->AppendConsent(std::move(change), std::move(record), std::move(done));
+  d_.store.AppendConsent(std::move(change), std::move(record), std::move(done));
 }
 
 grpc::ServerUnaryReactor* ConsentService::Record(grpc::CallbackServerContext* ctx, const v1::RecordRequest* req,
@@ -114,7 +114,7 @@ grpc::ServerUnaryReactor* ConsentService::Record(grpc::CallbackServerContext* ct
   if (auto s = CheckText(req->source(), "source", true); !s.ok()) return Done(ctx, s);
   if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return Done(ctx, s);
 
-  const absl::Time now = d_.clock->Now();
+  const absl::Time now = d_.clock.Now();
   v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), now);
   v1::Directive* dir = c.mutable_recorded();
   dir->set_id(NewMessageId(now).str());
@@ -141,7 +141,7 @@ grpc::ServerUnaryReactor* ConsentService::Withdraw(grpc::CallbackServerContext* 
   if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
   if (auto s = CheckText(req->source(), "source", true); !s.ok()) return Done(ctx, s);
   if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return Done(ctx, s);
-  auto standing = d_.policy->consent().FindDirective(req->nhs_number(), req->directive_id());
+  auto standing = d_.policy.consent().FindDirective(req->nhs_number(), req->directive_id());
   {
     absl::MutexLock l(&mu_);
     if (!standing || !withdrawing_.insert(req->directive_id()).second) {
@@ -149,7 +149,7 @@ grpc::ServerUnaryReactor* ConsentService::Withdraw(grpc::CallbackServerContext* 
                              "no standing directive with that id for this person"));
     }
   }
-  const absl::Time now = d_.clock->Now();
+  const absl::Time now = d_.clock.Now();
   v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), now);
   c.set_withdrawn(req->directive_id());
   v1::Directive out = *standing;
@@ -175,7 +175,7 @@ grpc::ServerUnaryReactor* ConsentService::SetNationalOptOut(grpc::CallbackServer
   if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
   if (auto s = CheckText(req->source(), "source", true); !s.ok()) return Done(ctx, s);
   if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return Done(ctx, s);
-  v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), d_.clock->Now());
+  v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), d_.clock.Now());
   c.set_national_opt_out(req->opted_out());
   auto* reactor = ctx->DefaultReactor();
   Commit(std::move(c), [this, reactor, resp, nhs = req->nhs_number()](absl::StatusOr<v1::ConsentChange> r) {
@@ -201,11 +201,11 @@ grpc::ServerUnaryReactor* ConsentService::Get(grpc::CallbackServerContext* ctx, 
 void ConsentService::ReadState(const std::string& nhs_number, v1::ConsentState* out,
                                grpc::ServerUnaryReactor* reactor) {
   out->set_nhs_number(nhs_number);
-  if (auto p = d_.policy->consent().Find(nhs_number)) {
+  if (auto p = d_.policy.consent().Find(nhs_number)) {
     out->set_national_opt_out(p->national_opt_out);
     for (auto& d : p->standing) *out->add_standing() = std::move(d);
   }
-  d_.store->ReadConsent(nhs_number, [out, reactor](absl::StatusOr<std::vector<v1::ConsentChange>> r) {
+  d_.store.ReadConsent(nhs_number, [out, reactor](absl::StatusOr<std::vector<v1::ConsentChange>> r) {
     if (r.ok()) {
       for (auto& c : *r) *out->add_history() = std::move(c);
     }
@@ -213,12 +213,12 @@ void ConsentService::ReadState(const std::string& nhs_number, v1::ConsentState* 
   });
 }
 
-AuditRecord PolicyLoadRecord(const ExchangeDeps& d, const absl::Status& outcome, const std::string& actor) {
+AuditRecord PolicyLoadRecord(const ServiceDeps& d, const absl::Status& outcome, const std::string& actor) {
   v1::AuditEntry e;
-  *e.mutable_at() = ToTimestamp(d.clock->Now());
+  *e.mutable_at() = ToTimestamp(d.clock.Now());
   e.set_actor(actor);
   if (outcome.ok()) {
-    const auto r = DescribePolicy(*d.policy->current());
+    const auto r = DescribePolicy(*d.policy.current());
     e.set_event(v1::AUDIT_EVENT_AGREEMENTS_LOADED);
     e.set_detail(absl::StrCat(r.agreements(), " agreements, ", r.flows(), " flows, digest ", r.digest()));
   } else {
@@ -227,7 +227,7 @@ AuditRecord PolicyLoadRecord(const ExchangeDeps& d, const absl::Status& outcome,
     e.set_detail(absl::StrCat(errors, " errors; the previous set stays in force. First: ",
                               outcome.message().substr(0, outcome.message().find('\n'))));
   }
-  return d.audit->entries().Make(std::move(e));
+  return d.audit.entries().Make(std::move(e));
 }
 
 v1::ReloadResponse DescribePolicy(const policy::PolicySet& set) {
@@ -243,14 +243,14 @@ grpc::ServerUnaryReactor* PolicyService::Reload(grpc::CallbackServerContext* ctx
   auto id = Authorize(ctx, d_, Role::kOperator);
   if (!id.ok()) return Done(ctx, id.status());
   // Reading a folder of small files: quick enough for a callback thread.
-  absl::Status s = d_.policy->Reload();
-  if (s.ok()) *resp = DescribePolicy(*d_.policy->current());
+  absl::Status s = d_.policy.Reload();
+  if (s.ok()) *resp = DescribePolicy(*d_.policy.current());
   Logf("policy reload by %s: %s", id->org.str(),
        s.ok() ? absl::StrCat(resp->agreements(), " agreements in force") : "refused; the old set stays");
   auto* reactor = ctx->DefaultReactor();
   std::vector<AuditRecord> records;
   records.push_back(PolicyLoadRecord(d_, s, id->org.str()));
-  d_.store->AppendAudit(std::move(records), [reactor, s](absl::StatusOr<uint64_t> r) {
+  d_.store.AppendAudit(std::move(records), [reactor, s](absl::StatusOr<uint64_t> r) {
     reactor->Finish(ToGrpcStatus(r.ok() ? s : r.status()));
   });
   return reactor;

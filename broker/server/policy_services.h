@@ -9,7 +9,8 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
-#include "broker/server/exchange_service.h"
+#include "broker/server/auth.h"
+#include "broker/server/service_deps.h"
 #include "carebroker/v1/consent.grpc.pb.h"
 #include "carebroker/v1/policy.grpc.pb.h"
 
@@ -17,7 +18,7 @@ namespace carebroker {
 
 class ConsentService final : public v1::Consent::CallbackService {
  public:
-  explicit ConsentService(ExchangeDeps deps) : d_(std::move(deps)) {}
+  explicit ConsentService(const ServiceDeps& deps) : d_(deps) {}
 
   grpc::ServerUnaryReactor* Record(grpc::CallbackServerContext* ctx, const v1::RecordRequest* req,
                                    v1::Directive* resp) override;
@@ -35,23 +36,23 @@ class ConsentService final : public v1::Consent::CallbackService {
   // Fills `out` with the person's standing state and stored history.
   void ReadState(const std::string& nhs_number, v1::ConsentState* out, grpc::ServerUnaryReactor* reactor);
 
-  const ExchangeDeps d_;
+  const ServiceDeps& d_;
   absl::Mutex mu_;
   absl::flat_hash_set<std::string> withdrawing_ ABSL_GUARDED_BY(mu_);  // directive ids in flight
 };
 
 class PolicyService final : public v1::Policy::CallbackService {
  public:
-  explicit PolicyService(ExchangeDeps deps) : d_(std::move(deps)) {}
+  explicit PolicyService(const ServiceDeps& deps) : d_(deps) {}
   grpc::ServerUnaryReactor* Reload(grpc::CallbackServerContext* ctx, const v1::ReloadRequest* req,
                                    v1::ReloadResponse* resp) override;
 
  private:
-  const ExchangeDeps d_;
+  const ServiceDeps& d_;
 };
 
 // The AGREEMENTS_LOADED or AGREEMENTS_REJECTED entry for a (re)load.
-AuditRecord PolicyLoadRecord(const ExchangeDeps& d, const absl::Status& outcome, const std::string& actor);
+AuditRecord PolicyLoadRecord(const ServiceDeps& d, const absl::Status& outcome, const std::string& actor);
 
 // The answer to a successful reload (also logged on SIGHUP).
 v1::ReloadResponse DescribePolicy(const policy::PolicySet& set);

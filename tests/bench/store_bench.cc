@@ -12,6 +12,7 @@
 
 #include "core/ids.h"
 #include "broker/store/sqlite_store.h"
+#include "tests/testutil/testutil.h"
 #include "broker/store/store_sync.h"
 
 namespace carebroker {
@@ -33,18 +34,10 @@ std::unique_ptr<Store> FreshStore() {
 }
 
 NewMessage Message(const absl::Time now, uint64_t i) {
-  NewMessage m;
-  m.id = NewMessageId(now);
-  m.sender = kFrom;
-  m.recipient = kTo;
+  NewMessage m = testing::TestMessage(kFrom, kTo, "k" + std::to_string(i),
+                                      std::string(2048, static_cast<char>('a' + i % 26)), now);
   m.workflow = "BENCHMARK";
-  m.purpose = "direct-care";
-  m.idempotency_key = "k" + std::to_string(i);
   m.content_type = "application/octet-stream";
-  m.payload = std::string(2048, static_cast<char>('a' + i % 26));
-  m.digest = Sha256(m.payload);
-  m.accepted_at = now;
-  m.expires_at = now + absl::Hours(120);
   return m;
 }
 

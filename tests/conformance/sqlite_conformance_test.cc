@@ -8,17 +8,13 @@
 #include "broker/store/sqlite_store.h"
 #include "broker/store/store_sync.h"
 #include "tests/conformance/store_conformance.h"
+#include "tests/testutil/testutil.h"
 
 namespace carebroker {
 namespace {
 
 std::string TestDir() {
-  static const std::string dir = [] {
-    auto d = std::filesystem::temp_directory_path() / ("cb-sqlite-conformance-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(d);
-    std::filesystem::create_directories(d);
-    return d.string();
-  }();
+  static const std::string dir = testing::TempDir("sqlite-conformance");
   return dir;
 }
 

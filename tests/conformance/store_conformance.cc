@@ -11,6 +11,7 @@
 #include "core/status.h"
 #include "audit/merkle.h"
 #include "broker/store/store_sync.h"
+#include "tests/testutil/testutil.h"
 
 namespace carebroker {
 namespace {
@@ -22,24 +23,9 @@ using ::testing::SizeIs;
 const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
 const OrgCode kTrust("RR8"), kCouncil("503"), kGp("Y06601");
 
-int seq_counter = 0;
-
 NewMessage Msg(const OrgCode& from, const OrgCode& to, std::string key = "", std::string payload = "",
                absl::Time at = kT0) {
-  NewMessage m;
-  m.id = NewMessageId(at);
-  m.sender = from;
-  m.recipient = to;
-  m.workflow = "HOSPITAL_DISCHARGE";
-  m.purpose = "direct-care";
-  m.idempotency_key = std::move(key);
-  m.content_type = "application/json";
-  m.local_reference = "ref-" + std::to_string(++seq_counter);
-  m.payload = payload.empty() ? "{\"n\":" + std::to_string(seq_counter) + "}" : payload;
-  m.digest = Sha256(m.payload);
-  m.accepted_at = at;
-  m.expires_at = at + absl::Hours(120);
-  return m;
+  return testing::TestMessage(from, to, std::move(key), std::move(payload), at);
 }
 
 std::unique_ptr<Store> Open(const std::string& instance) {

@@ -24,7 +24,7 @@ struct CtlRun {
 class CtlTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = FreshDir("ctl");
+    dir_ = TempDir("ctl");
     broker_ = StartBroker(ConfigYaml(dir_ + "/data"), &SystemClock::Get());
     ASSERT_NE(broker_, nullptr);
     payload_ = dir_ + "/discharge.json";

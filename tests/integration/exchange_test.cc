@@ -49,7 +49,7 @@ class ExchangeTest : public ::testing::Test {
  protected:
   void SetUp() override { Start(); }
   void Start(const std::string& extra = "", const std::string& orgs = "") {
-    if (data_dir_.empty()) data_dir_ = FreshDir("exchange");
+    if (data_dir_.empty()) data_dir_ = TempDir("exchange");
     broker_ = StartBroker(ConfigYaml(data_dir_, extra, orgs), &clock_);
     ASSERT_NE(broker_, nullptr);
     trust_ = StubAs(*broker_, "RR8");

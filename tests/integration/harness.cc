@@ -21,48 +21,6 @@ namespace carebroker::testing {
 
 namespace fs = std::filesystem;
 
-std::string PkiDir() {
-  const char* d = std::getenv("CB_TEST_PKI");
-  if (d == nullptr || !fs::exists(fs::path(d) / "ca.crt")) {
-    ADD_FAILURE() << "CB_TEST_PKI does not name a dev PKI; run the tests through ctest";
-    return "/nonexistent";
-  }
-  return d;
-}
-
-std::string FreshDir(const std::string& tag) {
-  static std::atomic<int> n{0};
-  fs::path d = fs::temp_directory_path() / absl::StrCat("cb-", tag, "-", ::getpid(), "-", n++);
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d.string();
-}
-
-std::string ConfigYaml(const std::string& data_dir, const std::string& extra, const std::string& organisations) {
-  const std::string pki = PkiDir();
-  std::string orgs = organisations.empty() ? R"(
-organisations:
-  - {ods: RR8, name: Leeds Teaching Hospitals NHS Trust, kind: nhs_trust}
-  - {ods: RH8, name: Royal Devon University Healthcare NHS Foundation Trust, kind: nhs_trust}
-  - {ods: Y06601, name: Example GP practice, kind: gp_practice}
-  - {ods: "503", name: Lincolnshire County Council, kind: local_authority}
-  - {ods: "511", name: Example council, kind: local_authority}
-  - {ods: X26, name: NHS England, kind: nhs_england}
-)"
-                                           : organisations;
-  return absl::StrCat("listen: 127.0.0.1:0\n", "data_dir: ", data_dir, "\n", "tls:\n", "  cert: ", pki,
-                      "/server.crt\n", "  key: ", pki, "/server.key\n", "  ca: ", pki, "/ca.crt\n", "  crl: ", pki,
-                      "/crl.pem\n", orgs,
-                      extra.find("policy:") == std::string::npos
-                          ? absl::StrCat("policy: {agreements_dir: ", std::getenv("CB_SOURCE_DIR"), "/tests/agreements}\n")
-                          : "",
-                      extra.find("audit:") == std::string::npos
-                          ? absl::StrCat("audit: {signing_key: ", pki, "/audit-signing.key, subject_key: ", pki,
-                                         "/audit-subject.key}\n")
-                          : "",
-                      extra);
-}
-
 v1::CareRecord SyntheticCareRecord() {
   v1::CareRecord r;
   auto* p = r.mutable_person();

@@ -14,19 +14,9 @@
 #include "broker/server/broker.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
 #include "carebroker/v1/record.pb.h"
+#include "tests/testutil/testutil.h"
 
 namespace carebroker::testing {
-
-// Folder of the dev PKI made by the dev_pki ctest fixture.
-std::string PkiDir();
-// A fresh, empty folder under the system temp folder.
-std::string FreshDir(const std::string& tag);
-
-// Broker config YAML using the dev PKI, listening on 127.0.0.1:0, with
-// `extra` appended (e.g. a limits: or delivery: section) and, if
-// `organisations` is empty, the six dev organisations.
-std::string ConfigYaml(const std::string& data_dir, const std::string& extra = "",
-                       const std::string& organisations = "");
 
 std::unique_ptr<Broker> StartBroker(const std::string& yaml, const Clock* clock);
 

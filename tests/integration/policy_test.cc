@@ -34,7 +34,7 @@ const std::string kX26Key(32, 'n');
 class PolicyTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = FreshDir("policy");
+    dir_ = TempDir("policy");
     const fs::path& dir = dir_;
     agreements_ = dir / "agreements";
     fs::create_directories(agreements_);

@@ -35,7 +35,7 @@ class PgBrokerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_NE(std::getenv("CB_PG_CA"), nullptr) << "run through tests/run.sh (tests/pg.sh exports CB_PG_CA)";
-    dir_ = FreshDir("pg-brokers");
+    dir_ = TempDir("pg-brokers");
     const std::string db = FreshPgDatabase("brokers");
     std::ofstream(fs::path(dir_) / "x26.key") << std::string(32, 'n');
     fs::permissions(fs::path(dir_) / "x26.key", fs::perms::owner_read | fs::perms::owner_write);

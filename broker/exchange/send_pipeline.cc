@@ -1,0 +1,115 @@
+#include "broker/exchange/send_pipeline.h"
+
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "audit/log.h"
+#include "broker/exchange/intake.h"
+#include "core/reasons.h"
+#include "core/status.h"
+#include "core/time.h"
+
+namespace carebroker {
+namespace {
+
+absl::Status AuditUnavailable() {
+  return Error(absl::StatusCode::kUnavailable, reason::kAuditUnavailable,
+               "the audit log cannot be written; nothing was accepted (retry later)");
+}
+
+absl::Status BudgetExhausted() {
+  return Error(absl::StatusCode::kResourceExhausted, reason::kMemoryBudgetExhausted,
+               "the broker is at its memory budget; retry shortly");
+}
+
+absl::Status ExecutorFull() {
+  return Error(absl::StatusCode::kResourceExhausted, reason::kExecutorFull,
+               "the broker's intake queue is full; retry shortly");
+}
+
+}  // namespace
+
+void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done done,
+                        const std::shared_ptr<Executor::Serial>& serial) {
+  if (!audit_.healthy()) return std::move(done)(AuditUnavailable());
+  // A payload over the size limit is refused by intake before any parsing;
+  // it holds no budget meanwhile.
+  const uint64_t in = req.payload().size();
+  const uint64_t held = in <= config_.proto().limits().max_message_bytes() ? in : 0;
+  if (!budget_.TryAcquire(held)) return std::move(done)(BudgetExhausted());
+  // The task owns the request and the callback; when it is refused it is
+  // dropped unrun, so the callback is taken back out of it first.
+  struct Work {
+    OrgCode sender;
+    v1::SendRequest req;
+    std::optional<Done> done;
+  };
+  auto work = std::make_shared<Work>(Work{sender, std::move(req), std::move(done)});
+  const bool queued = executor_.TrySubmit(
+      [this, held, work] { Intake(work->sender, std::move(work->req), held, *std::move(work->done)); }, serial);
+  if (!queued) {
+    budget_.Release(held);
+    (*std::move(work->done))(ExecutorFull());
+  }
+}
+
+void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, uint64_t held, Done done) {
+  AuditRecord denial;
+  absl::StatusOr<Admitted> admitted = Admit(config_, *policy_.current(), policy_.consent(), audit_.entries(), sender,
+                                            std::move(req), clock_.Now(), &denial);
+  if (!admitted.ok()) {
+    budget_.Release(held);
+    if (denial.empty()) return std::move(done)(admitted.status());
+    std::vector<AuditRecord> records;
+    records.push_back(std::move(denial));
+    store_.AppendAudit(std::move(records), [denied = admitted.status(), done = std::move(done)](
+                                               absl::StatusOr<uint64_t> r) mutable {
+      std::move(done)(r.ok() ? denied : AuditUnavailable());
+    });
+    return;
+  }
+  // The rendered payload is what stays in memory until the commit.
+  const uint64_t out = admitted->message.payload.size();
+  if (out > held && !budget_.TryAcquire(out - held)) {
+    budget_.Release(held);
+    return std::move(done)(BudgetExhausted());
+  }
+  if (out < held) budget_.Release(held - out);
+
+  v1::SendReceipt receipt;
+  FillReceipt(*admitted, &receipt);
+  NewMessage m = std::move(admitted->message);
+  const OrgCode recipient = m.recipient;
+  // A Receive stream of the recipient that can take the message now gets
+  // it stored already claimed by that stream and handed over after the
+  // commit, with no claim query and no second trip through the store.
+  Subscriber* direct = mailboxes_.ReserveDirect(recipient, &m.claim_token);
+  std::optional<StoredDelivery> delivery;
+  if (direct != nullptr) {
+    m.visible_until = m.accepted_at + config_.visibility_timeout();
+    delivery.emplace(StoredDelivery{m.id, m.sender, m.workflow, m.purpose, m.content_type, m.local_reference, m.kind,
+                                    m.payload, m.accepted_at, 1, m.subject, m.consent_check});
+  }
+  std::vector<NewMessage> batch;
+  batch.push_back(std::move(m));
+  store_.Append(std::move(batch), [this, recipient, direct, out, delivery = std::move(delivery),
+                                   receipt = std::move(receipt), done = std::move(done)](auto r) mutable {
+    absl::StatusOr<AppendReceipt> one = r.ok() ? std::move((*r)[0]) : absl::StatusOr<AppendReceipt>(r.status());
+    if (direct == nullptr) {
+      mailboxes_.EndStoredSend(recipient);
+    } else if (one.ok() && !one->duplicate) {
+      direct->Deliver(*std::move(delivery));
+    } else {
+      direct->CancelReservation();
+    }
+    budget_.Release(out);
+    if (!one.ok()) return std::move(done)(one.status());
+    receipt.set_message_id(one->id.str());
+    *receipt.mutable_accepted_at() = ToTimestamp(one->accepted_at);
+    receipt.set_duplicate(one->duplicate);
+    std::move(done)(std::move(receipt));
+  });
+}
+
+}  // namespace carebroker

@@ -1,0 +1,80 @@
+// The send pipeline: every front door (unary Send, SendStream, and the
+// HTTPS MESH door) hands a caller's SendRequest here and is answered once,
+// with a receipt when the message is durable or with the error. No gRPC.
+//
+// In order:
+//   1. fail closed: a broker whose audit log cannot be written accepts
+//      nothing (UNAVAILABLE AUDIT_UNAVAILABLE);
+//   2. admission: the payload's bytes are taken from the memory budget
+//      *before* any parsing (RESOURCE_EXHAUSTED MEMORY_BUDGET_EXHAUSTED);
+//   3. the intake executor takes the CPU work, never the caller's thread
+//      (RESOURCE_EXHAUSTED EXECUTOR_FULL when its queue is full);
+//   4. intake (exchange/intake.h): parse, route, decide, minimise, render;
+//      the budget is then trued up to the rendered payload's size;
+//   5. a policy denial's audit entry is made durable before the denial is
+//      answered (UNAVAILABLE AUDIT_UNAVAILABLE when it cannot be);
+//   6. an admitted message is stored, reserved for direct delivery to a
+//      Receive stream of the recipient that can take it now.
+// The budget is released once the append completes, whatever its outcome.
+#pragma once
+
+#include <memory>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "broker/config/config.h"
+#include "broker/exchange/executor.h"
+#include "broker/exchange/mailboxes.h"
+#include "broker/exchange/policy_gate.h"
+#include "broker/store/store.h"
+#include "carebroker/v1/exchange.pb.h"
+#include "core/clock.h"
+#include "core/types.h"
+
+namespace carebroker {
+namespace audit {
+class AuditLog;
+}
+
+class SendPipeline {
+ public:
+  // Called exactly once, on the caller's thread (steps 1 to 3), an intake
+  // thread or a store thread. It must not block.
+  using Done = absl::AnyInvocable<void(absl::StatusOr<v1::SendReceipt>) &&>;
+
+  // Every reference must outlive the pipeline and every send in flight.
+  SendPipeline(const Config& config, Store& store, Mailboxes& mailboxes, MemoryBudget& budget, const Clock& clock,
+               PolicyGate& policy, audit::AuditLog& audit, Executor& executor)
+      : config_(config),
+        store_(store),
+        mailboxes_(mailboxes),
+        budget_(budget),
+        clock_(clock),
+        policy_(policy),
+        audit_(audit),
+        executor_(executor) {}
+  SendPipeline(const SendPipeline&) = delete;
+  SendPipeline& operator=(const SendPipeline&) = delete;
+
+  // Sends `req` from `sender` (a registered agency). Sends given the same
+  // `serial` are taken in and reach the store in the order given.
+  void Send(const OrgCode& sender, v1::SendRequest req, Done done,
+            const std::shared_ptr<Executor::Serial>& serial = nullptr);
+
+  // A serial queue for one caller's sends (a stream's).
+  std::shared_ptr<Executor::Serial> NewSerial() const { return executor_.NewSerial(); }
+
+ private:
+  void Intake(const OrgCode& sender, v1::SendRequest req, uint64_t held, Done done);
+
+  const Config& config_;
+  Store& store_;
+  Mailboxes& mailboxes_;
+  MemoryBudget& budget_;
+  const Clock& clock_;
+  PolicyGate& policy_;
+  audit::AuditLog& audit_;
+  Executor& executor_;
+};
+
+}  // namespace carebroker

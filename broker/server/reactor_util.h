@@ -1,0 +1,55 @@
+// What the streaming reactors share: reference counting, refusing a
+// stream before it starts, and the broker-wide stream limit.
+#pragma once
+
+#include <grpcpp/support/server_callback.h>
+
+#include <atomic>
+
+#include "absl/status/status.h"
+#include "broker/server/grpc_status.h"
+#include "broker/server/service_deps.h"
+#include "core/reasons.h"
+#include "core/status.h"
+
+namespace carebroker {
+
+// A stream refused before it started.
+template <typename Req, typename Resp>
+class RefusedStream final : public grpc::ServerBidiReactor<Req, Resp> {
+ public:
+  explicit RefusedStream(const absl::Status& s) { this->Finish(ToGrpcStatus(s)); }
+  void OnDone() override { delete this; }
+};
+
+// Counts an open stream for the max_streams limit; false when full.
+inline bool EnterStream(const ServiceDeps& d) {
+  const int limit = static_cast<int>(d.config.proto().limits().max_streams());
+  if (d.streams.fetch_add(1) >= limit) {
+    d.streams.fetch_sub(1);
+    return false;
+  }
+  return true;
+}
+
+inline absl::Status TooManyStreams() {
+  return Error(absl::StatusCode::kResourceExhausted, reason::kTooManyStreams, "the broker's stream limit is reached");
+}
+
+// Reference counting for reactors with asynchronous store work in flight:
+// one reference for gRPC (dropped in OnDone) and one per store operation.
+class RefCounted {
+ public:
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+ protected:
+  virtual ~RefCounted() = default;
+
+ private:
+  std::atomic<int> refs_{1};
+};
+
+}  // namespace carebroker

@@ -1,0 +1,34 @@
+// What every service of the broker borrows. The Broker owns each of these
+// and the ServiceDeps itself, and they outlive every service and every
+// reactor (the server is shut down first).
+#pragma once
+
+#include <atomic>
+
+#include "broker/config/config.h"
+#include "broker/exchange/mailboxes.h"
+#include "broker/exchange/policy_gate.h"
+#include "broker/exchange/send_pipeline.h"
+#include "broker/server/identity.h"
+#include "broker/store/store.h"
+#include "core/clock.h"
+
+namespace carebroker {
+namespace audit {
+class AuditLog;
+}
+
+struct ServiceDeps {
+  const Config& config;
+  Store& store;
+  Mailboxes& mailboxes;
+  MemoryBudget& budget;
+  const Clock& clock;
+  IdentityCache& identities;
+  std::atomic<int>& streams;  // open Receive and SendStream streams
+  PolicyGate& policy;
+  audit::AuditLog& audit;
+  SendPipeline& sends;
+};
+
+}  // namespace carebroker
