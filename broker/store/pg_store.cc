@@ -17,6 +17,8 @@
 #include "core/status.h"
 #include "core/log.h"
 #include "core/reasons.h"
+#include "broker/store/mailbox_rules.h"
+#include "broker/store/op_queue.h"
 
 namespace carebroker {
 namespace {
@@ -33,8 +35,6 @@ constexpr int64_t kConsentLock = 0x6362636f6e736e74;
 constexpr char kChannel[] = "carebroker";
 constexpr size_t kMaxNotifyPayload = 7000;  // PostgreSQL's limit is 8000 bytes
 
-enum State : int { kAccepted = 1, kDelivered = 2, kAcknowledged = 3, kExpired = 4, kWithheld = 5 };
-
 Param Time(absl::Time t) { return Param::Int(Micros(t)); }
 Param TextOrNull(absl::string_view v) { return v.empty() ? Param::Null() : Param::Text(v); }
 
@@ -44,7 +44,7 @@ absl::Status Unavailable(const absl::Status& s) {
   return Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable, absl::StrCat("store: ", s.message()));
 }
 
-absl::Status StoreClosed() { return Error(absl::StatusCode::kFailedPrecondition, reason::kStoreClosed, "store is closed"); }
+absl::Status StoreClosed() { return StoreClosedError(); }
 
 std::vector<std::string> Strings(const std::vector<MessageId>& ids) {
   std::vector<std::string> out;
@@ -97,24 +97,19 @@ class OpImpl final : public Op {
  public:
   using Fix = absl::AnyInvocable<void(T&, uint64_t audit_base)>;
   OpImpl(absl::AnyInvocable<absl::StatusOr<T>(Txn&)> run, StoreCallback<T> done, Fix fix, bool consent)
-      : run_(std::move(run)), done_(std::move(done)), fix_(std::move(fix)), consent_(consent) {}
-  absl::Status Run(Txn& t) override {
-    result_ = run_(t);
-    return result_.status().code() == absl::StatusCode::kUnavailable ? result_.status() : absl::OkStatus();
-  }
+      : run_(std::move(run)), result_(std::move(done)), fix_(std::move(fix)), consent_(consent) {}
+  absl::Status Run(Txn& t) override { return result_.Keep(run_(t)); }
   void Finish(const absl::Status& batch, uint64_t audit_base) override {
-    if (!batch.ok()) return std::move(done_)(batch);
-    if (fix_ && result_.ok()) fix_(*result_, audit_base);
-    std::move(done_)(std::move(result_));
+    if (T* value = result_.value(); batch.ok() && fix_ && value != nullptr) fix_(*value, audit_base);
+    result_.Finish(batch);
   }
   bool consent() const override { return consent_; }
 
  private:
   absl::AnyInvocable<absl::StatusOr<T>(Txn&)> run_;
-  StoreCallback<T> done_;
+  OpResult<T> result_;
   Fix fix_;
   bool consent_;
-  absl::StatusOr<T> result_ = absl::UnknownError("not run");
 };
 
 // ---- Statements (prepared once per connection).
@@ -684,7 +679,7 @@ class PgStore final : public Store {
         {Param::Text(m.id.str()), Param::Text(m.sender.str()), Param::Text(m.recipient.str()), Param::Text(m.workflow),
          Param::Text(m.purpose), TextOrNull(m.idempotency_key), Param::Text(m.content_type),
          Param::Text(m.local_reference), Param::Int(m.kind), Param::Bytes(m.digest),
-         Param::Int(claimed ? kDelivered : kAccepted), Time(m.accepted_at), Time(m.expires_at),
+         Param::Int(mailbox::InitialState(m)), Time(m.accepted_at), Time(m.expires_at),
          Time(claimed ? m.visible_until : m.accepted_at),
          claimed ? Param::Int(static_cast<int64_t>(m.claim_token)) : Param::Null(), Param::Int(claimed ? 1 : 0),
          claimed ? Time(m.accepted_at) : Param::Null(), TextOrNull(m.subject), Param::Int(m.consent_check),
@@ -693,12 +688,8 @@ class PgStore final : public Store {
     if (r->rows() == 0) return false;
     if (!m.audit.empty()) t.audit.push_back(m.audit);
     // A message stored already claimed needs no wake-up: its stream has it.
-    if (!claimed) {
-      t.arrivals.insert(m.recipient);
-    } else if (m.kind == v1::MESSAGE_KIND_DATA) {
-      RecordEvent(t, {v1::AUDIT_EVENT_DELIVERED, m.id, m.sender, m.recipient, m.workflow, m.purpose, m.subject, 1, "",
-                      m.accepted_at});
-    }
+    if (!claimed) t.arrivals.insert(m.recipient);
+    if (auto e = mailbox::StoredClaimedEvent(m)) RecordEvent(t, *e);
     return true;
   }
 
@@ -717,12 +708,8 @@ class PgStore final : public Store {
       auto first = t.conn.ExecPrepared(kFindIdem, {Param::Text(m.sender.str()), Param::Text(m.idempotency_key)});
       if (!first.ok()) return Unavailable(first.status());
       if (first->rows() != 1) return Unavailable(absl::InternalError("an idempotency key conflict without its message"));
-      if (first->Bytes(0, 2) != m.digest) {
-        out.push_back(Error(absl::StatusCode::kAlreadyExists, reason::kIdempotencyKeyReused,
-                            "this idempotency key was already used for a different message"));
-      } else {
-        out.push_back(AppendReceipt{MessageId(first->Str(0, 0)), FromMicros(first->Int(0, 1)), true});
-      }
+      out.push_back(mailbox::RepeatedKey(MessageId(first->Str(0, 0)), FromMicros(first->Int(0, 1)),
+                                         first->Bytes(0, 2), m));
     }
     return out;
   }
@@ -746,10 +733,7 @@ class PgStore final : public Store {
       if (!r->IsNull(i, 11)) d.subject = r->Str(i, 11);
       d.consent_check = static_cast<uint32_t>(r->Int(i, 12));
       if (!r->IsNull(i, 13)) d.payload = r->Bytes(i, 13);
-      if (d.kind == v1::MESSAGE_KIND_DATA) {
-        RecordEvent(t, {v1::AUDIT_EVENT_DELIVERED, d.id, d.sender, req.recipient, d.workflow, d.purpose, d.subject,
-                        d.delivery_count, "", req.now});
-      }
+      if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) RecordEvent(t, *e);
     }
     return out;
   }
@@ -769,18 +753,20 @@ class PgStore final : public Store {
         continue;
       }
       const int i = it->second;
-      switch (r->Int(i, 1)) {
-        case kExpired: out.expired.push_back(id); break;
-        case kWithheld: out.not_found.push_back(id); break;  // never delivered: nothing to acknowledge
-        case kAcknowledged: out.acknowledged.push_back(id); break;
-        default:
-          if (acked_now.insert(id.str()).second && r->Int(i, 6) == v1::MESSAGE_KIND_DATA) {
-            RecordEvent(t, {v1::AUDIT_EVENT_ACKNOWLEDGED, id, OrgCode(r->Str(i, 2)), recipient,
-                            r->Str(i, 3), r->Str(i, 4), r->Str(i, 5), 0, "",
-                            now});
-          }
-          out.acknowledged.push_back(id);
+      const mailbox::AckOutcome outcome = mailbox::ClassifyAck(r->Int(i, 1));
+      // The statement has acknowledged the row already; a repeated id in
+      // one call is recorded once.
+      if (outcome == mailbox::AckOutcome::kAcknowledge && acked_now.insert(id.str()).second) {
+        const mailbox::Row m{.id = id,
+                             .sender = OrgCode(r->Str(i, 2)),
+                             .recipient = recipient,
+                             .workflow = r->Str(i, 3),
+                             .purpose = r->Str(i, 4),
+                             .subject = r->Str(i, 5),
+                             .kind = static_cast<v1::MessageKind>(r->Int(i, 6))};
+        if (auto e = mailbox::AcknowledgedEvent(m, now)) RecordEvent(t, *e);
       }
+      mailbox::Report(outcome, id, out);
     }
     return out;
   }
@@ -798,9 +784,13 @@ class PgStore final : public Store {
       if (it == rows.end()) continue;
       const int i = it->second;
       rows.erase(it);  // a repeated id is withheld once
-      RecordEvent(t, {v1::AUDIT_EVENT_WITHHELD, id, OrgCode(r->Str(i, 1)), recipient,
-                      r->Str(i, 2), r->Str(i, 3), r->Str(i, 4), 0, reason,
-                      now});
+      const mailbox::Row m{.id = id,
+                           .sender = OrgCode(r->Str(i, 1)),
+                           .recipient = recipient,
+                           .workflow = r->Str(i, 2),
+                           .purpose = r->Str(i, 3),
+                           .subject = r->Str(i, 4)};
+      RecordEvent(t, mailbox::WithheldEvent(m, reason, now));
       ++n;
     }
     return n;
@@ -818,14 +808,9 @@ class PgStore final : public Store {
     info.recipient = OrgCode(r->Str(0, 2));
     info.workflow = r->Str(0, 3);
     info.local_reference = r->Str(0, 4);
-    switch (r->Int(0, 5)) {
-      case kAccepted: info.status = v1::MESSAGE_STATUS_ACCEPTED; break;
-      case kDelivered: info.status = v1::MESSAGE_STATUS_DELIVERED; break;
-      case kAcknowledged: info.status = v1::MESSAGE_STATUS_ACKNOWLEDGED; break;
-      case kExpired: info.status = v1::MESSAGE_STATUS_EXPIRED; break;
-      case kWithheld: info.status = v1::MESSAGE_STATUS_WITHHELD; break;
-      default: return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "unknown message state");
-    }
+    auto status = mailbox::StatusOf(r->Int(0, 5));
+    if (!status.ok()) return status.status();
+    info.status = *status;
     auto optional_time = [&](int col) -> std::optional<absl::Time> {
       if (r->IsNull(0, col)) return std::nullopt;
       return FromMicros(r->Int(0, col));
@@ -846,8 +831,7 @@ class PgStore final : public Store {
     SweepResult out;
     auto expired = t.conn.ExecPrepared(kExpireSelect, {Time(req.now), Param::Int(int64_t{req.max_items} + 1)});
     if (!expired.ok()) return Unavailable(expired.status());
-    const int n_expired = std::min(expired->rows(), req.max_items);
-    out.more = expired->rows() > req.max_items;
+    const int n_expired = mailbox::SweepBatch(expired->rows(), req.max_items, out.more);
     std::vector<int64_t> seqs;
     for (int i = 0; i < n_expired; ++i) seqs.push_back(expired->Int(i, 0));
     if (!seqs.empty()) {
@@ -856,28 +840,28 @@ class PgStore final : public Store {
       }
     }
     for (int i = 0; i < n_expired; ++i) {
-      TrackInfo info;
-      info.id = MessageId(expired->Str(i, 1));
-      info.sender = OrgCode(expired->Str(i, 2));
-      info.recipient = OrgCode(expired->Str(i, 3));
-      info.workflow = expired->Str(i, 4);
-      info.local_reference = expired->Str(i, 5);
-      info.accepted_at = FromMicros(expired->Int(i, 6));
-      const auto kind = static_cast<v1::MessageKind>(expired->Int(i, 7));
+      const mailbox::Row e{.id = MessageId(expired->Str(i, 1)),
+                           .sender = OrgCode(expired->Str(i, 2)),
+                           .recipient = OrgCode(expired->Str(i, 3)),
+                           .workflow = expired->Str(i, 4),
+                           .purpose = expired->Str(i, 8),
+                           .subject = expired->Str(i, 9),
+                           .kind = static_cast<v1::MessageKind>(expired->Int(i, 7)),
+                           .local_reference = expired->Str(i, 5),
+                           .accepted_at = FromMicros(expired->Int(i, 6))};
       ++out.expired;
-      // Reports are never reported on, and a report needs a sender to go to.
-      if (kind != v1::MESSAGE_KIND_DATA) continue;
-      RecordEvent(t, {v1::AUDIT_EVENT_EXPIRED, info.id, info.sender, info.recipient, info.workflow,
-                      expired->Str(i, 8), expired->Str(i, 9), 0, "", req.now});
-      if (info.sender.empty()) continue;
-      if (auto s = Insert(t, MakeNonDeliveryReport(info, req.now, req.report_expiry)); !s.ok()) return s.status();
-      ++out.reports;
+      mailbox::ExpiryPlan plan = mailbox::PlanExpiry(e, req);
+      if (plan.event) RecordEvent(t, *plan.event);
+      if (plan.report) {
+        if (auto s = Insert(t, *plan.report); !s.ok()) return s.status();
+        ++out.reports;
+      }
     }
     auto purge = t.conn.ExecPrepared(kPurgeSelect, {Time(req.purge_acked_before), Param::Int(int64_t{req.max_items} + 1)});
     if (!purge.ok()) return Unavailable(purge.status());
-    out.more |= purge->rows() > req.max_items;
     seqs.clear();
-    for (int i = 0; i < std::min(purge->rows(), req.max_items); ++i) seqs.push_back(purge->Int(i, 0));
+    const int n_purge = mailbox::SweepBatch(purge->rows(), req.max_items, out.more);
+    for (int i = 0; i < n_purge; ++i) seqs.push_back(purge->Int(i, 0));
     if (!seqs.empty()) {
       if (auto u = t.conn.ExecPrepared(kPurgeUpdate, {Param::Text(Int64Array(seqs))}); !u.ok()) {
         return Unavailable(u.status());

@@ -18,6 +18,8 @@
 #include "core/time.h"
 #include "core/status.h"
 #include "core/reasons.h"
+#include "broker/store/mailbox_rules.h"
+#include "broker/store/op_queue.h"
 #include "broker/store/subject_bloom.h"
 
 namespace carebroker {
@@ -28,8 +30,6 @@ constexpr size_t kMaxOpsPerCommit = 4096;
 // Committed batches waiting for their fdatasync; the writer waits when the
 // syncer is this far behind.
 constexpr size_t kMaxUnsyncedBatches = 4;
-
-enum State : int { kAccepted = 1, kDelivered = 2, kAcknowledged = 3, kExpired = 4, kWithheld = 5 };
 
 
 absl::Status SqlError(sqlite3* db, absl::string_view what) {
@@ -191,27 +191,16 @@ template <typename T>
 class OpImpl final : public Op {
  public:
   OpImpl(bool durable, absl::AnyInvocable<absl::StatusOr<T>()> run, StoreCallback<T> done)
-      : durable_(durable), run_(std::move(run)), done_(std::move(done)) {}
+      : durable_(durable), run_(std::move(run)), result_(std::move(done)) {}
   bool durable() const override { return durable_; }
   void MarkDurable() override { durable_ = true; }
-  absl::Status Run() override {
-    result_ = run_();
-    return result_.status().code() == absl::StatusCode::kUnavailable ? result_.status()
-                                                                        : absl::OkStatus();
-  }
-  void Finish(const absl::Status& batch) override {
-    if (!batch.ok()) {
-      std::move(done_)(batch);
-    } else {
-      std::move(done_)(std::move(result_));
-    }
-  }
+  absl::Status Run() override { return result_.Keep(run_()); }
+  void Finish(const absl::Status& batch) override { result_.Finish(batch); }
 
  private:
   bool durable_;
   absl::AnyInvocable<absl::StatusOr<T>()> run_;
-  StoreCallback<T> done_;
-  absl::StatusOr<T> result_ = absl::UnknownError("not run");
+  OpResult<T> result_;
 };
 
 class SqliteStore final : public Store {
@@ -442,7 +431,7 @@ class SqliteStore final : public Store {
         return;
       }
     }
-    std::move(done)(Error(absl::StatusCode::kFailedPrecondition, reason::kStoreClosed, "store is closed"));
+    std::move(done)(StoreClosedError());
   }
 
   // A committed (or failed) batch on its way to the syncer.
@@ -573,9 +562,7 @@ class SqliteStore final : public Store {
     }
   }
 
-  static absl::Status StoreClosed() {
-    return Error(absl::StatusCode::kFailedPrecondition, reason::kStoreClosed, "store is closed");
-  }
+  static absl::Status StoreClosed() { return StoreClosedError(); }
 
   // Runs `task(false)` on the reader thread (its own read-only connection,
   // so audit reads never hold up the writer), or `task(true)` at once when
@@ -916,15 +903,8 @@ class SqliteStore final : public Store {
     if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
     batch_max_seq_ = seq;
     // A message stored already claimed needs no wake-up: its stream has it.
-    if (m.claim_token == 0) {
-      arrivals_.insert(m.recipient);
-    } else if (m.kind == v1::MESSAGE_KIND_DATA) {
-      if (auto s = RecordEvent({v1::AUDIT_EVENT_DELIVERED, m.id, m.sender, m.recipient, m.workflow, m.purpose,
-                                m.subject, 1, "", m.accepted_at});
-          !s.ok()) {
-        return s;
-      }
-    }
+    if (m.claim_token == 0) arrivals_.insert(m.recipient);
+    if (auto e = mailbox::StoredClaimedEvent(m)) return RecordEvent(*e);
     return absl::OkStatus();
   }
 
@@ -938,12 +918,8 @@ class SqliteStore final : public Store {
         auto row = find_idem_.Step();
         if (!row.ok()) return row.status();
         if (*row) {
-          if (find_idem_.Text(2) != m.digest) {
-            out.push_back(Error(absl::StatusCode::kAlreadyExists, reason::kIdempotencyKeyReused,
-                                "this idempotency key was already used for a different message"));
-          } else {
-            out.push_back(AppendReceipt{MessageId(find_idem_.Text(0)), FromMicros(find_idem_.Int(1)), true});
-          }
+          out.push_back(mailbox::RepeatedKey(MessageId(find_idem_.Text(0)), FromMicros(find_idem_.Int(1)),
+                                             find_idem_.Text(2), m));
           continue;
         }
       }
@@ -989,12 +965,8 @@ class SqliteStore final : public Store {
       auto row = select_body_.Step();
       if (!row.ok()) return row.status();
       if (*row) d.payload = select_body_.Text(0);
-      if (d.kind == v1::MESSAGE_KIND_DATA) {
-        if (auto s = RecordEvent({v1::AUDIT_EVENT_DELIVERED, d.id, d.sender, req.recipient, d.workflow, d.purpose,
-                                  d.subject, d.delivery_count, "", req.now});
-            !s.ok()) {
-          return s;
-        }
+      if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) {
+        if (auto s = RecordEvent(*e); !s.ok()) return s;
       }
       out.push_back(std::move(d));
     }
@@ -1006,8 +978,7 @@ class SqliteStore final : public Store {
     AckResult r;
     for (const MessageId& id : ids) {
       int64_t seq, state;
-      MessageEvent e{v1::AUDIT_EVENT_ACKNOWLEDGED, id, {}, recipient, "", "", "", 0, "", now};
-      bool data;
+      mailbox::Row m{.id = id, .recipient = recipient};
       {
         ack_state_.Bind(1, id.str()).Bind(2, recipient.str());
         ResetOnExit reset{ack_state_};
@@ -1019,25 +990,20 @@ class SqliteStore final : public Store {
         }
         seq = ack_state_.Int(0);
         state = ack_state_.Int(1);
-        e.sender = OrgCode(ack_state_.Text(2));
-        e.workflow = ack_state_.Text(3);
-        e.purpose = ack_state_.Text(4);
-        e.nhs_number = ack_state_.Text(5);
-        data = ack_state_.Int(6) == v1::MESSAGE_KIND_DATA;
+        m.sender = OrgCode(ack_state_.Text(2));
+        m.workflow = ack_state_.Text(3);
+        m.purpose = ack_state_.Text(4);
+        m.subject = ack_state_.Text(5);
+        m.kind = static_cast<v1::MessageKind>(ack_state_.Int(6));
       }
-      if (state == kExpired) {
-        r.expired.push_back(id);
-      } else if (state == kWithheld) {
-        r.not_found.push_back(id);  // never delivered: nothing to acknowledge
-      } else if (state == kAcknowledged) {
-        r.acknowledged.push_back(id);
-      } else {
+      const mailbox::AckOutcome outcome = mailbox::ClassifyAck(state);
+      if (outcome == mailbox::AckOutcome::kAcknowledge) {
         if (auto s = ack_update_.Bind(1, seq).Bind(2, Micros(now)).Exec(); !s.ok()) return s;
-        if (data) {
-          if (auto s = RecordEvent(e); !s.ok()) return s;
+        if (auto e = mailbox::AcknowledgedEvent(m, now)) {
+          if (auto s = RecordEvent(*e); !s.ok()) return s;
         }
-        r.acknowledged.push_back(id);
       }
+      mailbox::Report(outcome, id, r);
     }
     return r;
   }
@@ -1067,14 +1033,9 @@ class SqliteStore final : public Store {
     t.recipient = OrgCode(track_.Text(2));
     t.workflow = track_.Text(3);
     t.local_reference = track_.Text(4);
-    switch (track_.Int(5)) {
-      case kAccepted: t.status = v1::MESSAGE_STATUS_ACCEPTED; break;
-      case kDelivered: t.status = v1::MESSAGE_STATUS_DELIVERED; break;
-      case kAcknowledged: t.status = v1::MESSAGE_STATUS_ACKNOWLEDGED; break;
-      case kExpired: t.status = v1::MESSAGE_STATUS_EXPIRED; break;
-      case kWithheld: t.status = v1::MESSAGE_STATUS_WITHHELD; break;
-      default: return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "unknown message state");
-    }
+    auto status = mailbox::StatusOf(track_.Int(5));
+    if (!status.ok()) return status.status();
+    t.status = *status;
     t.accepted_at = FromMicros(track_.Int(6));
     if (!track_.IsNull(7)) t.first_delivered_at = FromMicros(track_.Int(7));
     if (!track_.IsNull(8)) t.acknowledged_at = FromMicros(track_.Int(8));
@@ -1092,7 +1053,7 @@ class SqliteStore final : public Store {
     int n = 0;
     for (const MessageId& id : ids) {
       int64_t seq;
-      MessageEvent e{v1::AUDIT_EVENT_WITHHELD, id, {}, recipient, "", "", "", 0, reason, now};
+      mailbox::Row m{.id = id, .recipient = recipient};
       {
         withhold_select_.Bind(1, id.str()).Bind(2, recipient.str());
         ResetOnExit reset{withhold_select_};
@@ -1100,12 +1061,12 @@ class SqliteStore final : public Store {
         if (!row.ok()) return row.status();
         if (!*row) continue;
         seq = withhold_select_.Int(0);
-        e.sender = OrgCode(withhold_select_.Text(1));
-        e.workflow = withhold_select_.Text(2);
-        e.purpose = withhold_select_.Text(3);
-        e.nhs_number = withhold_select_.Text(4);
+        m.sender = OrgCode(withhold_select_.Text(1));
+        m.workflow = withhold_select_.Text(2);
+        m.purpose = withhold_select_.Text(3);
+        m.subject = withhold_select_.Text(4);
       }
-      if (auto s = RecordEvent(e); !s.ok()) return s;
+      if (auto s = RecordEvent(mailbox::WithheldEvent(m, reason, now)); !s.ok()) return s;
       if (auto s = withhold_update_.Bind(1, seq).Bind(2, Micros(now)).Bind(3, reason).Exec(); !s.ok()) return s;
       if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
       ++n;
@@ -1143,13 +1104,7 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<SweepResult> DoSweep(const SweepRequest& req) {
     SweepResult r;
-    struct Expired {
-      int64_t seq;
-      TrackInfo info;
-      v1::MessageKind kind;
-      std::string purpose, subject;
-    };
-    std::vector<Expired> expired;
+    std::vector<std::pair<int64_t, mailbox::Row>> expired;
     {
       expire_select_.Bind(1, Micros(req.now)).Bind(2, int64_t{req.max_items} + 1);
       ResetOnExit reset{expire_select_};
@@ -1157,38 +1112,30 @@ class SqliteStore final : public Store {
         auto row = expire_select_.Step();
         if (!row.ok()) return row.status();
         if (!*row) break;
-        if (static_cast<int>(expired.size()) == req.max_items) {
-          r.more = true;
-          break;
-        }
-        Expired e;
-        e.seq = expire_select_.Int(0);
-        e.info.id = MessageId(expire_select_.Text(1));
-        e.info.sender = OrgCode(expire_select_.Text(2));
-        e.info.recipient = OrgCode(expire_select_.Text(3));
-        e.info.workflow = expire_select_.Text(4);
-        e.info.local_reference = expire_select_.Text(5);
-        e.info.accepted_at = FromMicros(expire_select_.Int(6));
+        mailbox::Row e;
+        e.id = MessageId(expire_select_.Text(1));
+        e.sender = OrgCode(expire_select_.Text(2));
+        e.recipient = OrgCode(expire_select_.Text(3));
+        e.workflow = expire_select_.Text(4);
+        e.local_reference = expire_select_.Text(5);
+        e.accepted_at = FromMicros(expire_select_.Int(6));
         e.kind = static_cast<v1::MessageKind>(expire_select_.Int(7));
         e.purpose = expire_select_.Text(8);
         e.subject = expire_select_.Text(9);
-        expired.push_back(std::move(e));
+        expired.emplace_back(expire_select_.Int(0), std::move(e));
       }
     }
-    for (const Expired& e : expired) {
-      if (auto s = expire_update_.Bind(1, e.seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
-      if (auto s = delete_body_.Bind(1, e.seq).Exec(); !s.ok()) return s;
+    expired.resize(mailbox::SweepBatch(static_cast<int>(expired.size()), req.max_items, r.more));
+    for (const auto& [seq, e] : expired) {
+      if (auto s = expire_update_.Bind(1, seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
+      if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
       ++r.expired;
-      // Reports are never reported on, and a report needs a sender to go to.
-      if (e.kind == v1::MESSAGE_KIND_DATA) {
-        if (auto s = RecordEvent({v1::AUDIT_EVENT_EXPIRED, e.info.id, e.info.sender, e.info.recipient,
-                                  e.info.workflow, e.purpose, e.subject, 0, "", req.now});
-            !s.ok()) {
-          return s;
-        }
+      mailbox::ExpiryPlan plan = mailbox::PlanExpiry(e, req);
+      if (plan.event) {
+        if (auto s = RecordEvent(*plan.event); !s.ok()) return s;
       }
-      if (e.kind == v1::MESSAGE_KIND_DATA && !e.info.sender.empty()) {
-        if (auto s = Insert(MakeNonDeliveryReport(e.info, req.now, req.report_expiry)); !s.ok()) return s;
+      if (plan.report) {
+        if (auto s = Insert(*plan.report); !s.ok()) return s;
         ++r.reports;
       }
     }
@@ -1200,13 +1147,10 @@ class SqliteStore final : public Store {
         auto row = purge_select_.Step();
         if (!row.ok()) return row.status();
         if (!*row) break;
-        if (static_cast<int>(purge.size()) == req.max_items) {
-          r.more = true;
-          break;
-        }
         purge.push_back(purge_select_.Int(0));
       }
     }
+    purge.resize(mailbox::SweepBatch(static_cast<int>(purge.size()), req.max_items, r.more));
     for (int64_t seq : purge) {
       if (auto s = purge_update_.Bind(1, seq).Exec(); !s.ok()) return s;
       if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;

@@ -11,6 +11,8 @@
 # lib.sh (COUNT SIZE WINDOW RATE PREFETCH LOAD_TIMEOUT), prints the RESULT and
 # SERVER_CPU lines, and stops the broker by its PID.
 # CAREBROKER_BUILD: the build folder (default: the repository's build/).
+# CAREBROKER_LABEL: the peer name in the RESULT line (default carebroker), so
+# two builds can run side by side in one run_all.sh (docs/performance.md).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 repo=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
 build=${CAREBROKER_BUILD:-$repo/build}
@@ -48,7 +50,7 @@ cpu0=$(cpu_ticks "$server_pid")
 rc=0
 # shellcheck disable=SC2046
 timeout -k 5 $((LOAD_TIMEOUT + 20)) "$build/tests/bench/carebroker_load" --host 127.0.0.1 --port "$port" \
-  --pki "$work/pki" --label carebroker $(load_args) || rc=$?
+  --pki "$work/pki" --label "${CAREBROKER_LABEL:-carebroker}" $(load_args) || rc=$?
 server_cpu_line "$cpu0" "$(cpu_ticks "$server_pid")"
-sync_trace_stop "$work/strace.txt" carebroker
+sync_trace_stop "$work/strace.txt" "${CAREBROKER_LABEL:-carebroker}"
 exit "$rc"

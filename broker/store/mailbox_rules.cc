@@ -1,0 +1,87 @@
+#include "broker/store/mailbox_rules.h"
+
+#include "core/reasons.h"
+#include "core/status.h"
+
+namespace carebroker::mailbox {
+
+absl::StatusOr<v1::MessageStatus> StatusOf(int64_t state) {
+  switch (state) {
+    case kAccepted: return v1::MESSAGE_STATUS_ACCEPTED;
+    case kDelivered: return v1::MESSAGE_STATUS_DELIVERED;
+    case kAcknowledged: return v1::MESSAGE_STATUS_ACKNOWLEDGED;
+    case kExpired: return v1::MESSAGE_STATUS_EXPIRED;
+    case kWithheld: return v1::MESSAGE_STATUS_WITHHELD;
+    default: return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "unknown message state");
+  }
+}
+
+absl::StatusOr<AppendReceipt> RepeatedKey(const MessageId& first_id, absl::Time first_accepted_at,
+                                          absl::string_view first_digest, const NewMessage& retry) {
+  if (first_digest != retry.digest) {
+    return Error(absl::StatusCode::kAlreadyExists, reason::kIdempotencyKeyReused,
+                 "this idempotency key was already used for a different message");
+  }
+  return AppendReceipt{first_id, first_accepted_at, true};
+}
+
+AckOutcome ClassifyAck(int64_t state) {
+  switch (state) {
+    case kExpired: return AckOutcome::kExpired;
+    case kWithheld: return AckOutcome::kNotFound;
+    case kAcknowledged: return AckOutcome::kAlreadyAcked;
+    default: return AckOutcome::kAcknowledge;
+  }
+}
+
+void Report(AckOutcome outcome, const MessageId& id, AckResult& result) {
+  switch (outcome) {
+    case AckOutcome::kExpired: result.expired.push_back(id); break;
+    case AckOutcome::kNotFound: result.not_found.push_back(id); break;
+    case AckOutcome::kAlreadyAcked:
+    case AckOutcome::kAcknowledge: result.acknowledged.push_back(id); break;
+  }
+}
+
+std::optional<MessageEvent> StoredClaimedEvent(const NewMessage& m) {
+  if (m.claim_token == 0 || !Audited(m.kind)) return std::nullopt;
+  return MessageEvent{v1::AUDIT_EVENT_DELIVERED, m.id, m.sender, m.recipient, m.workflow, m.purpose,
+                      m.subject, 1, "", m.accepted_at};
+}
+
+std::optional<MessageEvent> DeliveredEvent(const StoredDelivery& d, const OrgCode& recipient, absl::Time now) {
+  if (!Audited(d.kind)) return std::nullopt;
+  return MessageEvent{v1::AUDIT_EVENT_DELIVERED, d.id, d.sender, recipient, d.workflow, d.purpose,
+                      d.subject, d.delivery_count, "", now};
+}
+
+std::optional<MessageEvent> AcknowledgedEvent(const Row& r, absl::Time now) {
+  if (!Audited(r.kind)) return std::nullopt;
+  return MessageEvent{v1::AUDIT_EVENT_ACKNOWLEDGED, r.id, r.sender, r.recipient, r.workflow, r.purpose,
+                      r.subject, 0, "", now};
+}
+
+MessageEvent WithheldEvent(const Row& r, absl::string_view reason, absl::Time now) {
+  return MessageEvent{v1::AUDIT_EVENT_WITHHELD, r.id, r.sender, r.recipient, r.workflow, r.purpose,
+                      r.subject, 0, std::string(reason), now};
+}
+
+ExpiryPlan PlanExpiry(const Row& expired, const SweepRequest& req) {
+  ExpiryPlan plan;
+  if (!Audited(expired.kind)) return plan;
+  plan.event = MessageEvent{v1::AUDIT_EVENT_EXPIRED, expired.id, expired.sender, expired.recipient, expired.workflow,
+                            expired.purpose, expired.subject, 0, "", req.now};
+  if (!expired.sender.empty()) {
+    TrackInfo info;
+    info.id = expired.id;
+    info.sender = expired.sender;
+    info.recipient = expired.recipient;
+    info.workflow = expired.workflow;
+    info.local_reference = expired.local_reference;
+    info.accepted_at = expired.accepted_at;
+    plan.report = MakeNonDeliveryReport(info, req.now, req.report_expiry);
+  }
+  return plan;
+}
+
+}  // namespace carebroker::mailbox

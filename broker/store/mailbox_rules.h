@@ -1,0 +1,101 @@
+// The mailbox rules both stores follow, written once: what a stored state
+// code means, what a repeated idempotency key answers, what an ack of a
+// message in each state does, which lifecycle events the audit log gets,
+// and what a sweep does with an expired message. The SQLite and PostgreSQL
+// stores keep only their SQL, transactions and threads; the conformance
+// suite (tests/conformance) checks that both behave as these rules say.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "broker/store/store.h"
+#include "carebroker/v1/exchange.pb.h"
+
+namespace carebroker::mailbox {
+
+// A message's state as stored in the messages table's `state` column.
+// PERSISTENT FORMAT: these numbers are on disk in every store (and in the
+// partial indexes' "state < 3" and "state = 3"); never renumber one.
+enum State : int {
+  kAccepted = 1,      // waiting in the recipient's mailbox
+  kDelivered = 2,     // claimed by a Receive stream, not yet acknowledged
+  kAcknowledged = 3,  // acknowledged; the body is purged after retention
+  kExpired = 4,       // not acknowledged before expiry; the body is deleted
+  kWithheld = 5,      // withheld at delivery (consent changed); the body is deleted
+};
+
+// The state a message is stored in: kDelivered when it is stored already
+// claimed by a Receive stream (direct delivery), else kAccepted.
+inline State InitialState(const NewMessage& m) { return m.claim_token != 0 ? kDelivered : kAccepted; }
+
+// Track's status for a stored state code; INTERNAL STORE_CORRUPT for a code
+// no release wrote.
+absl::StatusOr<v1::MessageStatus> StatusOf(int64_t state);
+
+// A send whose (sender, idempotency key) is already stored: the first
+// message's receipt (duplicate) when the payload digests match, else
+// ALREADY_EXISTS IDEMPOTENCY_KEY_REUSED.
+absl::StatusOr<AppendReceipt> RepeatedKey(const MessageId& first_id, absl::Time first_accepted_at,
+                                          absl::string_view first_digest, const NewMessage& retry);
+
+// What an ack of a message in `state` does.
+enum class AckOutcome {
+  kExpired,       // too late: reported as expired
+  kNotFound,      // withheld, so never delivered: nothing to acknowledge
+  kAlreadyAcked,  // acknowledged before: reported as acknowledged, no change
+  kAcknowledge,   // the store acknowledges it now (and records the event)
+};
+AckOutcome ClassifyAck(int64_t state);
+// Adds `id` to the list of `result` that `outcome` reports it in.
+void Report(AckOutcome outcome, const MessageId& id, AckResult& result);
+
+// Lifecycle events go to the audit log for data messages only: reports are
+// never reported on.
+inline bool Audited(v1::MessageKind kind) { return kind == v1::MESSAGE_KIND_DATA; }
+
+// The DELIVERED event of a message stored already claimed (direct
+// delivery), or nullopt when there is none to record.
+std::optional<MessageEvent> StoredClaimedEvent(const NewMessage& m);
+// The DELIVERED event of a claimed message (nullopt for reports).
+std::optional<MessageEvent> DeliveredEvent(const StoredDelivery& d, const OrgCode& recipient, absl::Time now);
+
+// A message row as the lifecycle rules need it (ack, withhold, expiry).
+struct Row {
+  MessageId id;
+  OrgCode sender;
+  OrgCode recipient;
+  std::string workflow;
+  std::string purpose;
+  std::string subject;  // the NHS number, "" when about no person
+  v1::MessageKind kind = v1::MESSAGE_KIND_DATA;
+  std::string local_reference;
+  absl::Time accepted_at;
+};
+
+// The ACKNOWLEDGED event of an ack (nullopt for reports).
+std::optional<MessageEvent> AcknowledgedEvent(const Row& r, absl::Time now);
+// The WITHHELD event (every kind: a withheld message is never delivered).
+MessageEvent WithheldEvent(const Row& r, absl::string_view reason, absl::Time now);
+
+// What a sweep does with one expired message: its EXPIRED event and the
+// non-delivery report to its sender, each when there is one. A report needs
+// a data message (reports are never reported on) and a sender to go to.
+struct ExpiryPlan {
+  std::optional<MessageEvent> event;
+  std::optional<NewMessage> report;
+};
+ExpiryPlan PlanExpiry(const Row& expired, const SweepRequest& req);
+
+// Sweeps are bounded: each query selects up to max_items + 1 rows; this
+// many are processed, and `more` is set when there were more.
+inline int SweepBatch(int rows_selected, int max_items, bool& more) {
+  if (rows_selected > max_items) more = true;
+  return rows_selected < max_items ? rows_selected : max_items;
+}
+
+}  // namespace carebroker::mailbox
