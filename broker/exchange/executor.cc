@@ -46,7 +46,6 @@ size_t Executor::waiting() const {
 void Executor::Work() {
   for (;;) {
     Item item;
-    Task task;
     {
       absl::MutexLock l(&mu_);
       // Stop only once nothing is left: every submitted task runs.
@@ -54,22 +53,32 @@ void Executor::Work() {
       if (ready_.empty()) return;
       item = std::move(ready_.front());
       ready_.pop_front();
-      if (item.serial != nullptr) {
+      if (item.serial == nullptr) --waiting_;
+    }
+    if (item.serial == nullptr) {
+      std::move(item.task)();
+      continue;
+    }
+    // A serial's tasks run here one after another until it is empty (or
+    // has had its turn), so a busy stream costs one hand-over, not one per
+    // task.
+    for (int n = 0;; ++n) {
+      Task task;
+      {
+        absl::MutexLock l(&mu_);
+        if (item.serial->tasks.empty()) {
+          item.serial->scheduled = false;
+          break;
+        }
+        if (n == kSerialTurn) {  // let other serials and tasks run
+          ready_.push_back(std::move(item));
+          break;
+        }
         task = std::move(item.serial->tasks.front());
         item.serial->tasks.pop_front();
-      } else {
-        task = std::move(item.task);
+        --waiting_;
       }
-      --waiting_;
-    }
-    std::move(task)();
-    if (item.serial != nullptr) {
-      absl::MutexLock l(&mu_);
-      if (item.serial->tasks.empty()) {
-        item.serial->scheduled = false;
-      } else {
-        ready_.push_back({nullptr, std::move(item.serial)});
-      }
+      std::move(task)();
     }
   }
 }

@@ -56,6 +56,9 @@ class Executor {
     std::shared_ptr<Serial> serial;
   };
 
+  // Tasks a serial runs in a row before it goes to the back of the queue.
+  static constexpr int kSerialTurn = 64;
+
   void Work() ABSL_LOCKS_EXCLUDED(mu_);
   bool WorkOrStop() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stopping_ || !ready_.empty(); }
 

@@ -12,6 +12,7 @@
 #include "adapters/formats.h"
 #include "audit/log.h"
 #include "core/status.h"
+#include "tests/testutil/testutil.h"
 #include "carebroker/v1/record.pb.h"
 
 namespace carebroker {
@@ -20,25 +21,17 @@ namespace {
 class IntakeTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("cb-intake-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(dir_);
+    dir_ = testing::TempDir("intake");
     for (const char* f : {"c", "k", "a"}) std::ofstream(dir_ / f) << "x";
     std::ofstream(dir_ / "sk") << "stand-in";
     std::ofstream(dir_ / "subj") << std::string(32, 's');
     for (const char* f : {"sk", "subj"}) {
       std::filesystem::permissions(dir_ / f, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     }
-    auto c = ParseConfig(R"(listen: 127.0.0.1:1
-data_dir: d
-tls: {cert: c, key: k, ca: a}
-limits: {max_message_bytes: 100, memory_budget_bytes: 1000}
-audit: {signing_key: sk, subject_key: subj}
-policy: {agreements_dir: )" + Source() + R"(/tests/agreements}
-organisations:
+    auto c = Parse("{max_message_bytes: 100, memory_budget_bytes: 1000}", "tests/agreements", R"(organisations:
   - {ods: RR8, name: Leeds, kind: nhs_trust}
   - {ods: "503", name: Lincolnshire, kind: local_authority}
-)",
-                         "t.yaml", dir_.string(), {});
+)");
     ASSERT_TRUE(c.ok()) << c.status();
     config_ = *c;
     auto opaque = policy::PolicySet::Load(Source() + "/tests/agreements");
@@ -48,11 +41,20 @@ organisations:
     ASSERT_TRUE(care.ok()) << care.status();
     care_ = *care;
   }
+  // A config with stand-in TLS files and the keys written in SetUp, the
+  // given limits, the agreements folder (relative to the source tree) and
+  // the organisations (and any routing) in `rest`.
+  absl::StatusOr<std::shared_ptr<const Config>> Parse(const std::string& limits, const std::string& agreements,
+                                                      const std::string& rest) {
+    return ParseConfig("listen: 127.0.0.1:1\ndata_dir: d\ntls: {cert: c, key: k, ca: a}\nlimits: " + limits +
+                           "\naudit: {signing_key: sk, subject_key: subj}\npolicy: {agreements_dir: " + Source() +
+                           "/" + agreements + "}\n" + rest,
+                       "t.yaml", dir_.string(), {});
+  }
   static std::string Source() {
     const char* s = std::getenv("CB_SOURCE_DIR");
     return s != nullptr ? s : ".";
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   static v1::SendRequest Good() {
     v1::SendRequest r;
@@ -205,13 +207,7 @@ class AdapterIntakeTest : public IntakeTest {
  protected:
   void SetUp() override {
     IntakeTest::SetUp();
-    auto c = ParseConfig(R"(listen: 127.0.0.1:1
-data_dir: d
-tls: {cert: c, key: k, ca: a}
-limits: {max_message_bytes: 100000, memory_budget_bytes: 1000000}
-audit: {signing_key: sk, subject_key: subj}
-policy: {agreements_dir: )" + Source() + R"(/deploy/agreements}
-organisations:
+    auto c = Parse("{max_message_bytes: 100000, memory_budget_bytes: 1000000}", "deploy/agreements", R"(organisations:
   - {ods: RR8, name: Leeds Teaching Hospitals, kind: nhs_trust}
   - {ods: "503", name: Lincolnshire, kind: local_authority, receives: council-json}
   - {ods: "511", name: Another council, kind: local_authority, receives: cld, receives_by_workflow: {HOSPITAL_DISCHARGE: hl7v2}}
@@ -220,8 +216,7 @@ organisations:
 routing:
   postcode_districts: {LS1: "503"}
   gp_practice_councils: {A81001: "511"}
-)",
-                         "t.yaml", dir_.string(), {});
+)");
     ASSERT_TRUE(c.ok()) << c.status();
     config_ = *c;
   }

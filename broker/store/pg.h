@@ -1,6 +1,5 @@
-// PostgreSQL through libpq: one connection, parameterised statements, and
-// the versioned schema of the PostgreSQL store (applied by the store at
-// start and by `carebrokerctl db migrate`).
+// PostgreSQL through libpq: one connection and parameterised statements.
+// Only the wrapper: the PostgreSQL store's schema is in pg_schema.h.
 //
 // Errors never carry data: a failed statement is reported by its SQLSTATE
 // and constraint, with PostgreSQL's message only for classes that name SQL,
@@ -131,18 +130,6 @@ std::string TextArray(const std::vector<std::string>& values);
 // classes that mean "try again" (connection, shutdown, resources,
 // serialization failure, deadlock).
 absl::Status StatusOf(const PGresult* r, const PGconn* conn);
-
-// The PostgreSQL store's schema version this build writes.
-int SchemaVersion();
-
-// Brings the database to SchemaVersion(), one migration at a time in one
-// transaction, under an advisory lock so replicas starting together take
-// turns. Answers the version found before. FAILED_PRECONDITION when the
-// database is newer than this build.
-absl::StatusOr<int> Migrate(Connection& conn);
-
-// The version of the schema in the database (0 when none).
-absl::StatusOr<int> CurrentVersion(Connection& conn);
 
 // True when `store` names a PostgreSQL database (postgresql:// or
 // postgres:// URI, or a key=value connection string with host or dbname).

@@ -19,6 +19,7 @@
 #include "core/reasons.h"
 #include "broker/store/mailbox_rules.h"
 #include "broker/store/op_queue.h"
+#include "broker/store/pg_schema.h"
 
 namespace carebroker {
 namespace {

@@ -20,155 +20,22 @@
 #include "core/reasons.h"
 #include "broker/store/mailbox_rules.h"
 #include "broker/store/op_queue.h"
+#include "broker/store/sqlite_schema.h"
+#include "broker/store/sqlite_stmt.h"
 #include "broker/store/subject_bloom.h"
 
 namespace carebroker {
 namespace {
 
-constexpr int kSchemaVersion = 4;
+using sqlite::ResetOnExit;
+using sqlite::SqlError;
+using sqlite::Stmt;
+
 constexpr size_t kMaxOpsPerCommit = 4096;
 // Committed batches waiting for their fdatasync; the writer waits when the
 // syncer is this far behind.
 constexpr size_t kMaxUnsyncedBatches = 4;
 
-
-absl::Status SqlError(sqlite3* db, absl::string_view what) {
-  // SQLite messages name tables and constraints, never row values.
-  return Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable,
-               absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db)));
-}
-
-// A prepared statement, reset after each use.
-class Stmt {
- public:
-  Stmt() = default;
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-  ~Stmt() { sqlite3_finalize(s_); }
-
-  absl::Status Prepare(sqlite3* db, const char* sql) {
-    db_ = db;
-    if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr) != SQLITE_OK) {
-      return SqlError(db, "prepare");
-    }
-    return absl::OkStatus();
-  }
-  Stmt& Bind(int i, int64_t v) {
-    sqlite3_bind_int64(s_, i, v);
-    return *this;
-  }
-  Stmt& Bind(int i, absl::string_view v) {
-    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
-    return *this;
-  }
-  Stmt& BindBlob(int i, absl::string_view v) {
-    sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
-    return *this;
-  }
-  Stmt& BindNull(int i) {
-    sqlite3_bind_null(s_, i);
-    return *this;
-  }
-  // SQLITE_ROW, SQLITE_DONE, or an error status.
-  absl::StatusOr<bool> Step() {
-    int rc = sqlite3_step(s_);
-    if (rc == SQLITE_ROW) return true;
-    if (rc == SQLITE_DONE) return false;
-    return SqlError(db_, "step");
-  }
-  // Runs a statement that returns no rows, then resets it.
-  absl::Status Exec() {
-    auto r = Step();
-    Reset();
-    return r.ok() ? absl::OkStatus() : r.status();
-  }
-  void Finalize() {
-    sqlite3_finalize(s_);
-    s_ = nullptr;
-  }
-  void Reset() {
-    sqlite3_reset(s_);
-    sqlite3_clear_bindings(s_);
-  }
-  int64_t Int(int col) const { return sqlite3_column_int64(s_, col); }
-  bool IsNull(int col) const { return sqlite3_column_type(s_, col) == SQLITE_NULL; }
-  // The column's bytes, valid until the next Step or Reset.
-  absl::string_view View(int col) const {
-    const void* p = sqlite3_column_blob(s_, col);
-    return p ? absl::string_view(static_cast<const char*>(p), sqlite3_column_bytes(s_, col)) : absl::string_view();
-  }
-  std::string Text(int col) const { return std::string(View(col)); }
-  int Changes() const { return sqlite3_changes(db_); }
-
- private:
-  sqlite3* db_ = nullptr;
-  sqlite3_stmt* s_ = nullptr;
-};
-
-// Resets a statement when leaving a scope that stepped through rows.
-struct ResetOnExit {
-  Stmt& s;
-  ~ResetOnExit() { s.Reset(); }
-};
-
-constexpr const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS messages (
-  seq INTEGER PRIMARY KEY,
-  id TEXT NOT NULL UNIQUE,
-  sender TEXT NOT NULL,
-  recipient TEXT NOT NULL,
-  workflow TEXT NOT NULL,
-  purpose TEXT NOT NULL,
-  idem_key TEXT,
-  content_type TEXT NOT NULL,
-  local_ref TEXT NOT NULL,
-  kind INTEGER NOT NULL,
-  digest BLOB NOT NULL,
-  state INTEGER NOT NULL,
-  accepted_at INTEGER NOT NULL,
-  expires_at INTEGER NOT NULL,
-  visible_at INTEGER NOT NULL,
-  claim_token INTEGER,
-  deliveries INTEGER NOT NULL DEFAULT 0,
-  first_delivered_at INTEGER,
-  acked_at INTEGER,
-  expired_at INTEGER,
-  purged INTEGER NOT NULL DEFAULT 0,
-  subject TEXT,
-  consent_check INTEGER NOT NULL DEFAULT 0,
-  withheld_at INTEGER,
-  withheld_reason TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages(sender, idem_key) WHERE idem_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS messages_mailbox ON messages(recipient, visible_at, seq) WHERE state < 3;
-CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at) WHERE state < 3;
-CREATE INDEX IF NOT EXISTS messages_purge ON messages(acked_at) WHERE state = 3 AND purged = 0;
-CREATE TABLE IF NOT EXISTS bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS consent (seq INTEGER PRIMARY KEY, nhs_number TEXT NOT NULL, change BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS consent_person ON consent(nhs_number, seq);
-CREATE TABLE IF NOT EXISTS audit (idx INTEGER PRIMARY KEY, at INTEGER NOT NULL, subject TEXT, entry BLOB NOT NULL,
-                                  leaf BLOB NOT NULL);
--- A Bloom filter of the subjects in each full block of kAuditBlockEntries
--- entries (see subject_bloom.h): searching by person without an index that
--- every append would scatter writes over.
-CREATE TABLE IF NOT EXISTS audit_blocks (block INTEGER PRIMARY KEY, bloom BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS tree_heads (tree_size INTEGER PRIMARY KEY, head BLOB NOT NULL);
-)sql";
-
-// Version 1 (the exchange spine) to 2: consent history, the consent
-// re-check at delivery and withholding.
-constexpr const char* kMigrateV1 = R"sql(
-ALTER TABLE messages ADD COLUMN subject TEXT;
-ALTER TABLE messages ADD COLUMN consent_check INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE messages ADD COLUMN withheld_at INTEGER;
-ALTER TABLE messages ADD COLUMN withheld_reason TEXT;
-)sql";
-
-// Version 3 to 4: the audit subject index gives way to per-block filters
-// (filled in by BackfillAuditBlocks).
-constexpr const char* kMigrateV3 = R"sql(
-DROP INDEX IF EXISTS audit_subject;
-)sql";
 
 // One queued operation: runs inside the batch transaction, then completes.
 class Op {
@@ -234,7 +101,7 @@ class SqliteStore final : public Store {
                                "PRAGMA cache_size=-65536", "PRAGMA wal_autocheckpoint=4000"}) {
       if (auto s = ExecSql(pragma); !s.ok()) return s;
     }
-    if (auto s = Migrate(); !s.ok()) return s;
+    if (auto s = sqlite::MigrateSchema(db_); !s.ok()) return s;
     if (auto s = PrepareAll(); !s.ok()) return s;
     // Single node: no other process can hold claims, so a previous run's
     // claims are stale. Release them so they are redelivered at once.
@@ -734,81 +601,12 @@ class SqliteStore final : public Store {
     return absl::OkStatus();
   }
 
-  absl::Status Migrate() {
-    Stmt v;
-    if (auto s = v.Prepare(db_, "PRAGMA user_version"); !s.ok()) return s;
-    auto row = v.Step();
-    if (!row.ok()) return row.status();
-    const int64_t version = v.Int(0);
-    v.Reset();
-    if (version > kSchemaVersion) {
-      return Error(absl::StatusCode::kFailedPrecondition, reason::kStoreSchemaNewer,
-                   absl::StrCat("store schema version ", version, " is newer than this build (",
-                                kSchemaVersion, ")"));
-    }
-    if (version == kSchemaVersion) return absl::OkStatus();
-    if (auto s = ExecSql("BEGIN IMMEDIATE"); !s.ok()) return s;
-    if ((version == 1 && sqlite3_exec(db_, kMigrateV1, nullptr, nullptr, nullptr) != SQLITE_OK) ||
-        (version >= 1 && version <= 3 && sqlite3_exec(db_, kMigrateV3, nullptr, nullptr, nullptr) != SQLITE_OK) ||
-        sqlite3_exec(db_, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK) {
-      auto err = SqlError(db_, "create schema");
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return err;
-    }
-    if (auto s = BackfillAuditBlocks(); !s.ok()) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return s;
-    }
-    if (auto s = ExecSql(absl::StrCat("PRAGMA user_version=", kSchemaVersion).c_str()); !s.ok()) return s;
-    return ExecSql("COMMIT");
-  }
-
-  // The filter of the subjects of entries [first, last), read with
-  // `subjects` (prepared from kSubjectsInRange).
-  static constexpr const char* kSubjectsInRange =
-      "SELECT subject FROM audit WHERE idx >= ?1 AND idx < ?2 AND subject IS NOT NULL";
-  static absl::StatusOr<SubjectBloom> FilterOf(Stmt& subjects, uint64_t first, uint64_t last) {
-    subjects.Bind(1, static_cast<int64_t>(first)).Bind(2, static_cast<int64_t>(last));
-    ResetOnExit reset{subjects};
-    SubjectBloom bloom;
-    while (true) {
-      auto row = subjects.Step();
-      if (!row.ok()) return row.status();
-      if (!*row) return bloom;
-      bloom.Add(subjects.View(0));
-    }
-  }
-
-  // Writes the filter of every full audit block that has none (a store
-  // from before version 4). Inside the migration transaction.
-  absl::Status BackfillAuditBlocks() {
-    Stmt extent, subjects, insert;
-    if (auto s = extent.Prepare(db_, "SELECT (SELECT coalesce(max(block) + 1, 0) FROM audit_blocks), "
-                                     "(SELECT coalesce(max(idx) + 1, 0) FROM audit)");
-        !s.ok()) {
-      return s;
-    }
-    if (auto row = extent.Step(); !row.ok()) return row.status();
-    const auto first_block = static_cast<uint64_t>(extent.Int(0));
-    const auto entries = static_cast<uint64_t>(extent.Int(1));
-    extent.Reset();
-    if (auto s = subjects.Prepare(db_, kSubjectsInRange); !s.ok()) return s;
-    if (auto s = insert.Prepare(db_, "INSERT INTO audit_blocks (block, bloom) VALUES (?1, ?2)"); !s.ok()) return s;
-    for (uint64_t b = first_block; (b + 1) * kAuditBlockEntries <= entries; ++b) {
-      auto bloom = FilterOf(subjects, b * kAuditBlockEntries, (b + 1) * kAuditBlockEntries);
-      if (!bloom.ok()) return bloom.status();
-      insert.Bind(1, static_cast<int64_t>(b)).BindBlob(2, bloom->bytes());
-      if (auto s = insert.Exec(); !s.ok()) return s;
-    }
-    return absl::OkStatus();
-  }
-
   // The filter of the block being filled, from the entries already in it
   // (at start, and after a failed batch took back the entries it added).
   absl::Status RebuildPendingBloom() {
     Stmt subjects;
-    if (auto s = subjects.Prepare(db_, kSubjectsInRange); !s.ok()) return s;
-    auto bloom = FilterOf(subjects, next_audit_index_ - next_audit_index_ % kAuditBlockEntries, next_audit_index_);
+    if (auto s = subjects.Prepare(db_, sqlite::kSubjectsInRange); !s.ok()) return s;
+    auto bloom = sqlite::SubjectFilter(subjects, next_audit_index_ - next_audit_index_ % kAuditBlockEntries, next_audit_index_);
     if (!bloom.ok()) return bloom.status();
     pending_bloom_ = *bloom;
     return absl::OkStatus();

@@ -13,6 +13,7 @@
 # CAREBROKER_BUILD: the build folder (default: the repository's build/).
 # CAREBROKER_LABEL: the peer name in the RESULT line (default carebroker), so
 # two builds can run side by side in one run_all.sh (docs/performance.md).
+# CB_EXTRA_LIMITS: more keys for the limits section, e.g. ", intake_threads: 1".
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 repo=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
 build=${CAREBROKER_BUILD:-$repo/build}
@@ -35,7 +36,7 @@ cat >"$work/carebroker.yaml" <<YAML
 listen: 127.0.0.1:$port
 data_dir: data
 tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt, crl: pki/crl.pem}
-limits: {max_in_flight_per_stream: 100000, max_pending_per_stream: 100000}
+limits: {max_in_flight_per_stream: 100000, max_pending_per_stream: 100000${CB_EXTRA_LIMITS:-}}
 policy: {agreements_dir: $repo/tests/agreements}
 audit: {signing_key: pki/audit-signing.key, subject_key: pki/audit-subject.key}
 organisations:

@@ -17,7 +17,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "broker/cli/audit_cli.h"
+#include "broker/cli/audit/audit_cli.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
 #include "tests/e2e/broker_process.h"
 #include "tests/pg/pg_testing.h"

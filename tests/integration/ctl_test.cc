@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "broker/cli/ctl.h"
+#include "broker/cli/ctl/ctl.h"
 #include "tests/integration/harness.h"
 
 namespace carebroker::testing {

@@ -15,7 +15,7 @@
 #include "carebroker/v1/policy.grpc.pb.h"
 #include "carebroker/v1/record.pb.h"
 #include "policy/minimise.h"
-#include "broker/cli/audit_cli.h"
+#include "broker/cli/audit/audit_cli.h"
 #include "tests/integration/harness.h"
 #include <sqlite3.h>
 #include <nlohmann/json.hpp>

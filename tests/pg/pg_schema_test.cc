@@ -9,8 +9,9 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
-#include "broker/cli/ctl.h"
+#include "broker/cli/ctl/ctl.h"
 #include "broker/store/pg.h"
+#include "broker/store/pg_schema.h"
 #include "tests/pg/pg_testing.h"
 
 namespace carebroker::pg {

@@ -6,14 +6,20 @@
 // (CAREBROKER_CA), --timeout seconds for each unary RPC (default 30),
 // --format text|json (json is a stable contract).
 //
-// Commands:
+// Commands (the table is in commands.h, one file per group):
 //   send --to ODS --workflow W --purpose P [--idempotency-key K]
-//        [--content-type T] [--local-reference R] FILE   -> message id
+//        [--content-type T] [--local-reference R] [--justification J]
+//        [--care-record] FILE                              -> message id
 //   receive --out DIR [--max N] [--wait SECONDS]          -> one file per
 //        message (acknowledged once written); a line per message and the
 //        count on stdout (with --format json, each message's metadata)
 //   ack ID...                                              -> per-id result
 //   track ID                                               -> status, times
+//   policy lint DIR | test DIR CASES | explain DIR ...     (offline)
+//   policy reload                                          (operator role)
+//   consent record | withdraw | opt-out | show --nhs-number N ...
+//   convert --from F --to T FILE                           (offline)
+//   db migrate --store STORE                               (offline)
 //
 // Exit codes: 0 success; 1 the broker refused or failed the request (the
 // gRPC code and reason are on stderr); 2 bad usage or a local error

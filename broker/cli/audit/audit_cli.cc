@@ -1,4 +1,4 @@
-#include "broker/cli/audit_cli.h"
+#include "broker/cli/audit/audit_cli.h"
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -14,6 +14,7 @@
 #include "audit/query.h"
 #include "audit/verify.h"
 #include "broker/client/client.h"
+#include "broker/client/flags.h"
 #include "core/files.h"
 #include "core/nhs_number.h"
 #include "core/yaml/yaml_proto.h"
@@ -32,11 +33,6 @@ struct Options {
   double timeout_s = 300;
   bool offline() const { return !export_file.empty() || !store_file.empty(); }
 };
-
-std::string EnvOr(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? v : "";
-}
 
 absl::StatusOr<std::unique_ptr<v1::Audit::Stub>> Connect(const Options& o) {
   if (o.tls.cert.empty() || o.tls.key.empty() || o.tls.ca.empty() || o.tls.target.empty()) {
@@ -431,20 +427,13 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   CLI::App app{"carebroker-audit: query, report on and verify the carebroker audit log"};
   app.require_subcommand(1);
   Options o;
-  o.tls.target = EnvOr("CAREBROKER_TARGET");
-  o.tls.cert = EnvOr("CAREBROKER_CERT");
-  o.tls.key = EnvOr("CAREBROKER_KEY");
-  o.tls.ca = EnvOr("CAREBROKER_CA");
-  app.add_option("--target", o.tls.target, "broker host:port (CAREBROKER_TARGET)");
-  app.add_option("--cert", o.tls.cert, "ig-officer certificate PEM (CAREBROKER_CERT)");
-  app.add_option("--key", o.tls.key, "its key PEM (CAREBROKER_KEY)");
-  app.add_option("--ca", o.tls.ca, "CA certificate PEM (CAREBROKER_CA)");
+  AddTlsFlags(app, o.tls, "ig-officer");
   auto* ex = app.add_option("--export", o.export_file, "offline: an export file");
   app.add_option("--store", o.store_file, "offline: a copy of the broker's SQLite store, or a PostgreSQL store's connection string")->excludes(ex);
   app.add_option("--public-key", o.public_key, "the broker's audit public key, PEM (verify, prove)");
   app.add_option("--subject-key", o.subject_key, "offline: the audit subject key, to search by NHS number");
   app.add_option("--format", o.format, "output format")->check(CLI::IsMember({"table", "csv", "json"}));
-  app.add_option("--timeout", o.timeout_s, "seconds for each request")->check(CLI::PositiveNumber);
+  AddTimeoutFlag(app, o.timeout_s, "seconds for each request");
 
   QueryArgs q;
   std::string organisation, workflow, purpose, subject;

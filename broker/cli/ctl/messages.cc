@@ -1,0 +1,290 @@
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "broker/cli/ctl/commands.h"
+#include "carebroker/v1/exchange.grpc.pb.h"
+#include "carebroker/v1/record.pb.h"
+#include "core/files.h"
+#include "core/ids.h"
+#include "core/status.h"
+#include "core/vocabulary.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace carebroker::ctl {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// Guesses a content type from a file name; --content-type wins.
+std::string GuessContentType(const std::string& path) {
+  const std::string ext = fs::path(path).extension().string();
+  if (ext == ".hl7" || ext == ".er7") return "x-application/hl7-v2+er7";
+  if (ext == ".json") return "application/json";
+  if (ext == ".fhir") return "application/fhir+json";
+  if (ext == ".csv") return "text/csv";
+  if (ext == ".xml") return "application/xml";
+  if (ext == ".pb") return kCareRecordContentType;
+  return "application/octet-stream";
+}
+
+struct SendArgs {
+  std::string to, workflow, purpose, key, content_type, local_reference, justification, file;
+  bool care_record = false;  // FILE is a CareRecord in protobuf JSON; sent as canonical binary
+};
+
+int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& err) {
+  auto payload = ReadFileToString(a.file, "payload file");
+  if (!payload.ok()) {
+    err << "carebrokerctl: " << payload.status().message() << "\n";
+    return 2;
+  }
+  v1::SendRequest req;
+  req.set_recipient(a.to);
+  req.set_workflow(a.workflow);
+  req.set_purpose(a.purpose);
+  req.set_idempotency_key(a.key);
+  req.set_content_type(a.content_type.empty() ? GuessContentType(a.file) : a.content_type);
+  req.set_local_reference(a.local_reference);
+  req.set_justification(a.justification);
+  if (a.care_record) {
+    v1::CareRecord record;
+    auto parsed = google::protobuf::util::JsonStringToMessage(*payload, &record);
+    if (!parsed.ok()) {
+      err << "carebrokerctl: " << a.file << ": not a CareRecord in JSON: " << parsed.message() << "\n";
+      return 2;
+    }
+    req.set_content_type(kCareRecordContentType);
+    payload = record.SerializeAsString();
+  }
+  req.set_payload(*std::move(payload));
+  auto stub = Connect<v1::Exchange>(g, err);
+  if (!stub) return 2;
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, g);
+  v1::SendReceipt r;
+  grpc::Status s = stub->Send(&ctx, req, &r);
+  if (!s.ok()) return RpcFailed(err, s);
+  if (g.json()) {
+    out << json{{"message_id", r.message_id()},
+                {"accepted_at", Rfc3339(r.accepted_at())},
+                {"duplicate", r.duplicate()},
+                {"agreement", r.agreement_id()},
+                {"agreement_version", r.agreement_version()},
+                {"flow", r.flow()},
+                {"withheld_fields", std::vector<std::string>(r.withheld_fields().begin(), r.withheld_fields().end())},
+                {"safeguarding_override", r.safeguarding_override()}}
+               .dump()
+        << "\n";
+  } else {
+    out << r.message_id() << (r.duplicate() ? " (duplicate: first send's id)" : "") << "\n";
+    err << "allowed by " << r.agreement_id() << " v" << r.agreement_version() << " flow " << r.flow()
+        << (r.safeguarding_override() ? " (safeguarding override)" : "") << "\n";
+    for (const auto& f : r.withheld_fields()) err << "withheld: " << f << "\n";
+  }
+  return 0;
+}
+
+struct ReceiveArgs {
+  std::string out_dir;
+  int max = 0;  // 0: no limit
+  double wait_s = 5;
+};
+
+int DoReceive(const Global& g, const ReceiveArgs& a, std::ostream& out, std::ostream& err) {
+  const fs::path dir(a.out_dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) {
+    err << "carebrokerctl: cannot use output folder " << a.out_dir << "\n";
+    return 2;
+  }
+  auto stub = Connect<v1::Exchange>(g, err);
+  if (!stub) return 2;
+  grpc::ClientContext ctx;
+  auto stream = stub->Receive(&ctx);
+
+  absl::Mutex mu;  // guards writes on the stream and the two below
+  bool closed = false;
+  absl::Time last = absl::Now();
+  auto close_writes = [&]() {  // caller holds mu
+    if (!closed) {
+      closed = true;
+      stream->WritesDone();
+    }
+  };
+
+  v1::ReceiveRequest open;
+  open.mutable_open()->set_max_in_flight(a.max > 0 ? std::min(a.max, 100) : 100);
+  if (!stream->Write(open)) return RpcFailed(err, stream->Finish());
+
+  // Ends the stream after `wait` seconds with no delivery.
+  std::thread idle([&]() {
+    absl::MutexLock l(&mu);
+    const absl::Duration wait = absl::Seconds(a.wait_s);
+    while (!closed) {
+      if (mu.AwaitWithDeadline(absl::Condition(&closed), last + wait)) break;
+      if (absl::Now() >= last + wait) close_writes();
+    }
+  });
+
+  int count = 0;
+  bool local_error = false;
+  json messages = json::array();
+  v1::DeliveryBatch batch;
+  while (stream->Read(&batch)) {
+    absl::MutexLock l(&mu);
+    last = absl::Now();
+    for (const v1::Delivery& d : batch.deliveries()) {
+      if (closed) break;  // not acknowledged: redelivered later
+      const std::string body_name = d.message_id() + ExtensionFor(d.content_type());
+      if (!WriteFileAtomically(dir.string(), body_name, d.payload())) {
+        err << "carebrokerctl: cannot write into " << a.out_dir << "; message left unacknowledged\n";
+        local_error = true;
+        close_writes();
+        break;
+      }
+      v1::ReceiveRequest ack;
+      ack.set_ack(d.message_id());
+      if (!stream->Write(ack)) break;
+      ++count;
+      const std::string kind = v1::MessageKind_Name(d.kind()).substr(std::string("MESSAGE_KIND_").size());
+      if (g.json()) {
+        messages.push_back(json{{"file", (dir / body_name).string()},
+                                {"message_id", d.message_id()},
+                                {"sender", d.sender()},
+                                {"workflow", d.workflow()},
+                                {"purpose", d.purpose()},
+                                {"content_type", d.content_type()},
+                                {"local_reference", d.local_reference()},
+                                {"accepted_at", Rfc3339(d.accepted_at())},
+                                {"delivery_count", d.delivery_count()},
+                                {"kind", kind}});
+      } else {
+        out << (dir / body_name).string() << "  from " << d.sender() << "  " << d.workflow()
+            << (d.delivery_count() > 1 ? "  (redelivery)" : "") << "\n";
+      }
+      if (a.max > 0 && count >= a.max) close_writes();
+    }
+  }
+  {
+    absl::MutexLock l(&mu);
+    closed = true;  // wakes the idle thread
+  }
+  idle.join();
+  grpc::Status s = stream->Finish();
+  if (!s.ok()) return RpcFailed(err, s);
+  if (g.json()) {
+    out << json{{"received", count}, {"messages", messages}}.dump() << "\n";
+  } else {
+    out << "received " << count << " message" << (count == 1 ? "" : "s") << " into " << a.out_dir << "\n";
+  }
+  return local_error ? 2 : 0;
+}
+
+int DoAck(const Global& g, const std::vector<std::string>& ids, std::ostream& out, std::ostream& err) {
+  auto stub = Connect<v1::Exchange>(g, err);
+  if (!stub) return 2;
+  v1::AckRequest req;
+  for (const auto& id : ids) req.add_message_ids(id);
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, g);
+  v1::AckResponse r;
+  grpc::Status s = stub->Ack(&ctx, req, &r);
+  if (!s.ok()) return RpcFailed(err, s);
+  if (g.json()) {
+    out << json{{"acknowledged", r.acknowledged()}, {"not_found", r.not_found()}, {"expired", r.expired()}}.dump()
+        << "\n";
+  } else {
+    for (const auto& id : r.acknowledged()) out << id << " acknowledged\n";
+    for (const auto& id : r.not_found()) out << id << " not found\n";
+    for (const auto& id : r.expired()) out << id << " expired\n";
+  }
+  return r.not_found().empty() && r.expired().empty() ? 0 : 1;
+}
+
+int DoTrack(const Global& g, const std::string& id, std::ostream& out, std::ostream& err) {
+  auto stub = Connect<v1::Exchange>(g, err);
+  if (!stub) return 2;
+  v1::TrackRequest req;
+  req.set_message_id(id);
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, g);
+  v1::TrackResponse r;
+  grpc::Status s = stub->Track(&ctx, req, &r);
+  if (!s.ok()) return RpcFailed(err, s);
+  std::string status = v1::MessageStatus_Name(r.status());
+  status = status.substr(std::string("MESSAGE_STATUS_").size());
+  json j{{"message_id", r.message_id()},
+         {"status", status},
+         {"sender", r.sender()},
+         {"recipient", r.recipient()},
+         {"workflow", r.workflow()},
+         {"local_reference", r.local_reference()},
+         {"accepted_at", Rfc3339(r.accepted_at())},
+         {"first_delivered_at", Rfc3339(r.first_delivered_at())},
+         {"acknowledged_at", Rfc3339(r.acknowledged_at())},
+         {"expired_at", Rfc3339(r.expired_at())},
+         {"expires_at", Rfc3339(r.expires_at())},
+         {"delivery_count", r.delivery_count()},
+         {"body_purged", r.body_purged()},
+         {"withheld_at", Rfc3339(r.withheld_at())},
+         {"withheld_reason", r.withheld_reason()}};
+  if (g.json()) {
+    out << j.dump() << "\n";
+  } else {
+    for (const auto& [k, v] : j.items()) {
+      if (v.is_string() && v.get<std::string>().empty()) continue;
+      out << k << ": " << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+void AddMessageCommands(CLI::App& app, Run& run) {
+  auto sa = std::make_shared<SendArgs>();
+  auto* send = app.add_subcommand("send", "send one message; prints its id");
+  send->add_option("--to", sa->to, "recipient ODS code")->required();
+  send->add_option("--workflow", sa->workflow, "workflow, e.g. HOSPITAL_DISCHARGE")->required();
+  send->add_option("--purpose", sa->purpose, "purpose of use, e.g. direct-care")->required();
+  send->add_option("--idempotency-key", sa->key, "your key for safe retries");
+  send->add_option("--content-type", sa->content_type, "payload content type (default: from the file name)");
+  send->add_option("--local-reference", sa->local_reference, "your reference, echoed to the recipient");
+  send->add_option("--justification", sa->justification, "why dissent is set aside (safeguarding override)");
+  send->add_flag("--care-record", sa->care_record, "FILE is a carebroker.v1.CareRecord in JSON; send it canonical");
+  send->add_option("FILE", sa->file, "payload file")->required();
+  send->callback([&run, sa] { run.Online([&run, sa] { return DoSend(run.g, *sa, run.out, run.err); }); });
+
+  auto ra = std::make_shared<ReceiveArgs>();
+  auto* receive = app.add_subcommand("receive", "write messages into a folder, acknowledging each once written");
+  receive->add_option("--out", ra->out_dir, "output folder")->required();
+  receive->add_option("--max", ra->max, "stop after this many messages")->check(CLI::NonNegativeNumber);
+  receive->add_option("--wait", ra->wait_s, "stop after this many seconds with no message (default 5)")
+      ->check(CLI::NonNegativeNumber);
+  receive->callback([&run, ra] { run.Online([&run, ra] { return DoReceive(run.g, *ra, run.out, run.err); }); });
+
+  auto ack_ids = std::make_shared<std::vector<std::string>>();
+  auto* ack = app.add_subcommand("ack", "acknowledge messages by id");
+  ack->add_option("ID", *ack_ids, "message ids")->required();
+  ack->callback([&run, ack_ids] { run.Online([&run, ack_ids] { return DoAck(run.g, *ack_ids, run.out, run.err); }); });
+
+  auto track_id = std::make_shared<std::string>();
+  auto* track = app.add_subcommand("track", "show a message's status and times");
+  track->add_option("ID", *track_id, "message id")->required();
+  track->callback(
+      [&run, track_id] { run.Online([&run, track_id] { return DoTrack(run.g, *track_id, run.out, run.err); }); });
+}
+
+}  // namespace carebroker::ctl
