@@ -30,6 +30,7 @@ class TempDirs {
     paths_.push_back(p);
   }
   ~TempDirs() {
+    if (::getpid() != owner_) return;  // a forked child leaves its parent's folders alone
     absl::MutexLock l(&mu_);
     for (const auto& p : paths_) {
       std::error_code ec;
@@ -38,6 +39,7 @@ class TempDirs {
   }
 
  private:
+  const pid_t owner_ = ::getpid();
   absl::Mutex mu_;
   std::vector<fs::path> paths_ ABSL_GUARDED_BY(mu_);
 };
