@@ -9,12 +9,11 @@
 //                        ROUTE_NEEDS_RECORD, WORKFLOW_INVALID, PURPOSE_INVALID,
 //                        adapter errors (HL7_INVALID, HL7_UNSUPPORTED, FHIR_INVALID,
 //                        FHIR_UNSUPPORTED, COUNCIL_JSON_INVALID, CLD_INVALID,
-//                        CSV_INVALID, DATE_INVALID),
+//                        CSV_INVALID, DATE_INVALID), PURPOSE_UNKNOWN,
 //                        IDEMPOTENCY_KEY_INVALID, CONTENT_TYPE_INVALID,
 //                        LOCAL_REFERENCE_INVALID, JUSTIFICATION_INVALID,
 //                        PAYLOAD_EMPTY, PAYLOAD_MALFORMED, NHS_NUMBER_INVALID
 //   RESOURCE_EXHAUSTED   MESSAGE_TOO_LARGE
-//                        PURPOSE_UNKNOWN
 //   FAILED_PRECONDITION  UNKNOWN_RECIPIENT (not a registered organisation),
 //                        UNROUTABLE (a route resolved to no one),
 //                        FORMAT_UNSUPPORTED (the recipient's format cannot carry the record),
