@@ -3,9 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_replace.h"
 
@@ -64,6 +66,8 @@ TEST_F(ConfigTest, ResolvesPathsAndFillsDefaults) {
   EXPECT_EQ((*c)->sqlite_path(), (dir_ / "data/carebroker.db").string());
   EXPECT_EQ(p.limits().max_message_bytes(), 8u << 20);
   EXPECT_EQ(p.limits().max_in_flight_per_stream(), 1000u);
+  EXPECT_EQ(p.limits().intake_threads(), std::max(1u, std::thread::hardware_concurrency()));
+  EXPECT_EQ(p.limits().intake_queue(), 4096u);
   EXPECT_EQ((*c)->expiry(), absl::Hours(120));
   EXPECT_EQ((*c)->visibility_timeout(), absl::Seconds(30));
   EXPECT_EQ((*c)->retention(), absl::Hours(24 * 30));
@@ -85,6 +89,8 @@ TEST_F(ConfigTest, PreciseErrors) {
   ExpectError(Base() + "limits: {max_message_bytes: 999999999}\n", "limits.max_message_bytes: must be at most");
   ExpectError(Base() + "limits: {max_message_bytes: 1048576, memory_budget_bytes: 1048576}\n",
               "limits.memory_budget_bytes");
+  ExpectError(Base() + "limits: {intake_threads: 257}\n", "limits.intake_threads: must be at most 256");
+  ExpectError(Base() + "limits: {intake_queue: 1000001}\n", "limits.intake_queue: must be at most 1000000");
   ExpectError(Base() + "  - {ods: RR8, name: Again, kind: nhs_trust}\n",
               "cb.yaml:9: organisations[2].ods: 'RR8' is registered twice");
   ExpectError(Base() + "  - {ods: rr9, name: Lower, kind: nhs_trust}\n", "organisations[2].ods: an ODS code is");
