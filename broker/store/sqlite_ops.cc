@@ -1,0 +1,460 @@
+// The SQLite store's operations: their SQL inside a batch transaction
+// (sqlite_store_impl.h), following mailbox_rules.h.
+#include "broker/store/sqlite_store_impl.h"
+
+namespace carebroker::sqlite_impl {
+
+absl::StatusOr<std::vector<AuditRow>> SqliteStore::DoReadAudit(const AuditRead& req) {
+  const uint64_t end = synced_audit_size_.load(std::memory_order_acquire);
+  const uint64_t from = std::min<uint64_t>(req.from, end);
+  std::vector<AuditRow> out;
+  if (req.hashes_only || req.subject.empty()) {
+    if (auto s = ReadRange(req.hashes_only ? audit_read_hashes_ : audit_read_, from, end, req, out); !s.ok()) {
+      return s;
+    }
+    return out;
+  }
+  // By subject: scan only the blocks whose filter may hold it, then the
+  // block being filled (and any block without a filter) whole.
+  blocks_read_.Bind(1, static_cast<int64_t>(from / kAuditBlockEntries))
+      .Bind(2, static_cast<int64_t>(end / kAuditBlockEntries));
+  ResetOnExit reset{blocks_read_};
+  const SubjectBloom::Probe probe(req.subject);
+  uint64_t cursor = from;
+  while (out.size() < static_cast<size_t>(req.max)) {
+    auto row = blocks_read_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    const uint64_t first = static_cast<uint64_t>(blocks_read_.Int(0)) * kAuditBlockEntries;
+    const uint64_t last = first + kAuditBlockEntries;
+    if (cursor < first) {  // blocks without a filter
+      if (auto s = ReadRange(audit_read_subject_, cursor, first, req, out); !s.ok()) return s;
+    }
+    cursor = std::max(cursor, first);
+    if (probe.MayBeIn(blocks_read_.View(1))) {
+      if (auto s = ReadRange(audit_read_subject_, cursor, last, req, out); !s.ok()) return s;
+    }
+    cursor = last;
+  }
+  if (auto s = ReadRange(audit_read_subject_, cursor, end, req, out); !s.ok()) return s;
+  return out;
+}
+
+absl::Status SqliteStore::ReadRange(Stmt& q, uint64_t first, uint64_t last, const AuditRead& req,
+                                    std::vector<AuditRow>& out) {
+  if (first >= last || out.size() >= static_cast<size_t>(req.max)) return absl::OkStatus();
+  q.Bind(1, static_cast<int64_t>(first)).Bind(2, static_cast<int64_t>(last));
+  q.Bind(3, static_cast<int64_t>(req.max - out.size()));
+  if (&q == &audit_read_subject_) q.Bind(4, req.subject);
+  ResetOnExit reset{q};
+  while (true) {
+    auto row = q.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::OkStatus();
+    AuditRow& r = out.emplace_back();
+    r.index = static_cast<uint64_t>(q.Int(0));
+    r.entry = q.Text(1);
+    r.leaf_hash = q.Text(2);
+  }
+}
+
+absl::StatusOr<std::vector<v1::SignedTreeHead>> SqliteStore::DoReadTreeHeads() {
+  ResetOnExit reset{heads_read_};
+  std::vector<v1::SignedTreeHead> out;
+  while (true) {
+    auto row = heads_read_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    if (!out.emplace_back().ParseFromString(heads_read_.Text(0))) {
+      return Error(absl::StatusCode::kDataLoss, reason::kStoreCorrupt, "a stored tree head cannot be read");
+    }
+  }
+  return out;
+}
+
+absl::Status SqliteStore::WriteAudit(const AuditRecord& r) {
+  if (r.empty()) return absl::OkStatus();
+  const std::string entry = IndexedAuditEntry(next_audit_index_, r.entry);
+  const audit::Hash leaf = audit::LeafHash(entry);
+  audit_insert_.Bind(1, static_cast<int64_t>(next_audit_index_)).Bind(2, Micros(r.at));
+  if (r.subject.empty()) {
+    audit_insert_.BindNull(3);
+  } else {
+    audit_insert_.Bind(3, r.subject);
+  }
+  audit_insert_.BindBlob(4, entry).BindBlob(5, audit::AsBytes(leaf));
+  if (auto s = audit_insert_.Exec(); !s.ok()) return s;
+  if (!r.subject.empty()) pending_bloom_.Add(r.subject);
+  if (++next_audit_index_ % kAuditBlockEntries == 0) {
+    if (pending_bloom_valid_) {
+      block_insert_.Bind(1, static_cast<int64_t>(next_audit_index_ / kAuditBlockEntries - 1))
+          .BindBlob(2, pending_bloom_.bytes());
+      if (auto s = block_insert_.Exec(); !s.ok()) return s;
+    }
+    pending_bloom_.Clear();
+    pending_bloom_valid_ = true;
+  }
+  batch_leaves_.emplace_back(audit::AsBytes(leaf));
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::RecordEvent(const MessageEvent& e) {
+  return recorder_ == nullptr ? absl::OkStatus() : WriteAudit(recorder_->Record(e));
+}
+
+absl::Status SqliteStore::RebuildPendingBloom() {
+  Stmt subjects;
+  if (auto s = subjects.Prepare(db_, sqlite::kSubjectsInRange); !s.ok()) return s;
+  auto bloom =
+      sqlite::SubjectFilter(subjects, next_audit_index_ - next_audit_index_ % kAuditBlockEntries, next_audit_index_);
+  if (!bloom.ok()) return bloom.status();
+  pending_bloom_ = *bloom;
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::PrepareAll() {
+  struct {
+    Stmt* s;
+    const char* sql;
+  } all[] = {
+      {&find_idem_, "SELECT id, accepted_at, digest FROM messages WHERE sender = ?1 AND idem_key = ?2"},
+      {&insert_msg_,
+       "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
+       "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
+       "first_delivered_at, subject, consent_check) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?11, NULL, 0, NULL, ?15, ?16)"},
+      {&insert_claimed_,
+       "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
+       "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
+       "first_delivered_at, subject, consent_check) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 2, ?11, ?12, ?13, ?14, 1, ?11, ?15, ?16)"},
+      {&insert_body_, "INSERT INTO bodies (seq, body) VALUES (?1, ?2)"},
+      {&claim_select_,
+       "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
+       "subject, consent_check FROM messages WHERE recipient = ?1 AND state < 3 AND visible_at <= ?2 AND expires_at > "
+       "?2 "
+       "AND seq <= ?4 ORDER BY visible_at, seq LIMIT ?3"},
+      {&claim_update_,
+       "UPDATE messages SET state = 2, visible_at = ?2, claim_token = ?3, deliveries = deliveries + 1, "
+       "first_delivered_at = coalesce(first_delivered_at, ?4) WHERE seq = ?1"},
+      {&select_body_, "SELECT body FROM bodies WHERE seq = ?1"},
+      {&ack_update_, "UPDATE messages SET state = 3, acked_at = ?2, claim_token = NULL, subject = NULL WHERE seq = ?1"},
+      {&ack_state_,
+       "SELECT seq, state, sender, workflow, purpose, subject, kind FROM messages WHERE id = ?1 AND recipient = ?2"},
+      {&release_,
+       "UPDATE messages SET visible_at = ?4, claim_token = NULL "
+       "WHERE id = ?1 AND recipient = ?2 AND claim_token = ?3 AND state < 3"},
+      {&track_,
+       "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, "
+       "acked_at, expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "
+       "WHERE id = ?1 AND (sender = ?2 OR recipient = ?2)"},
+      {&expire_select_,
+       "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind, purpose, subject FROM messages "
+       "WHERE state < 3 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"},
+      {&expire_update_,
+       "UPDATE messages SET state = 4, expired_at = ?2, claim_token = NULL, purged = 1, subject = NULL "
+       "WHERE seq = ?1"},
+      {&delete_body_, "DELETE FROM bodies WHERE seq = ?1"},
+      {&purge_select_,
+       "SELECT seq FROM messages WHERE state = 3 AND purged = 0 AND acked_at <= ?1 "
+       "ORDER BY acked_at LIMIT ?2"},
+      {&purge_update_, "UPDATE messages SET purged = 1 WHERE seq = ?1"},
+      {&withhold_select_,
+       "SELECT seq, sender, workflow, purpose, subject FROM messages WHERE id = ?1 AND recipient = ?2 AND state < 3"},
+      {&withhold_update_,
+       "UPDATE messages SET state = 5, withheld_at = ?2, withheld_reason = ?3, claim_token = NULL, purged = 1, "
+       "subject = NULL WHERE seq = ?1"},
+      {&consent_insert_, "INSERT INTO consent (nhs_number, change) VALUES (?1, ?2)"},
+      {&consent_person_, "SELECT seq, change FROM consent WHERE nhs_number = ?1 ORDER BY seq"},
+      {&consent_all_, "SELECT seq, change FROM consent ORDER BY seq"},
+      {&audit_insert_, "INSERT INTO audit (idx, at, subject, entry, leaf) VALUES (?1, ?2, ?3, ?4, ?5)"},
+      {&block_insert_, "INSERT INTO audit_blocks (block, bloom) VALUES (?1, ?2)"},
+      {&head_insert_, "INSERT OR IGNORE INTO tree_heads (tree_size, head) VALUES (?1, ?2)"},
+  };
+  for (auto& p : all) {
+    if (auto s = p.s->Prepare(db_, p.sql); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::Insert(const NewMessage& m) {
+  if (auto s = WriteAudit(m.audit); !s.ok()) return s;
+  Stmt& ins = m.claim_token != 0 ? insert_claimed_ : insert_msg_;
+  ins.Bind(1, m.id.str()).Bind(2, m.sender.str()).Bind(3, m.recipient.str());
+  ins.Bind(4, m.workflow).Bind(5, m.purpose);
+  if (m.idempotency_key.empty()) {
+    ins.BindNull(6);
+  } else {
+    ins.Bind(6, m.idempotency_key);
+  }
+  ins.Bind(7, m.content_type).Bind(8, m.local_reference).Bind(9, int64_t{m.kind});
+  ins.BindBlob(10, m.digest).Bind(11, Micros(m.accepted_at)).Bind(12, Micros(m.expires_at));
+  if (m.claim_token != 0) ins.Bind(13, Micros(m.visible_until)).Bind(14, static_cast<int64_t>(m.claim_token));
+  if (m.subject.empty()) {
+    ins.BindNull(15);
+  } else {
+    ins.Bind(15, m.subject);
+  }
+  ins.Bind(16, int64_t{m.consent_check});
+  if (auto s = ins.Exec(); !s.ok()) return s;
+  const int64_t seq = sqlite3_last_insert_rowid(db_);
+  if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
+  batch_max_seq_ = seq;
+  // A message stored already claimed needs no wake-up: its stream has it.
+  if (m.claim_token == 0) arrivals_.insert(m.recipient);
+  if (auto e = mailbox::StoredClaimedEvent(m)) return RecordEvent(*e);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> SqliteStore::DoAppend(const std::vector<NewMessage>& msgs) {
+  std::vector<absl::StatusOr<AppendReceipt>> out;
+  out.reserve(msgs.size());
+  for (const NewMessage& m : msgs) {
+    if (!m.idempotency_key.empty()) {
+      find_idem_.Bind(1, m.sender.str()).Bind(2, m.idempotency_key);
+      ResetOnExit reset{find_idem_};
+      auto row = find_idem_.Step();
+      if (!row.ok()) return row.status();
+      if (*row) {
+        out.push_back(
+            mailbox::RepeatedKey(MessageId(find_idem_.Text(0)), FromMicros(find_idem_.Int(1)), find_idem_.Text(2), m));
+        continue;
+      }
+    }
+    if (auto s = Insert(m); !s.ok()) return s;
+    out.push_back(AppendReceipt{m.id, m.accepted_at, false});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequest& req) {
+  std::vector<std::pair<int64_t, StoredDelivery>> rows;
+  {
+    claim_select_.Bind(1, req.recipient.str()).Bind(2, Micros(req.now)).Bind(3, int64_t{req.max});
+    claim_select_.Bind(4, synced_seq_.load(std::memory_order_acquire));
+    ResetOnExit reset{claim_select_};
+    while (true) {
+      auto row = claim_select_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      StoredDelivery d;
+      d.id = MessageId(claim_select_.Text(1));
+      d.sender = OrgCode(claim_select_.Text(2));
+      d.workflow = claim_select_.Text(3);
+      d.purpose = claim_select_.Text(4);
+      d.content_type = claim_select_.Text(5);
+      d.local_reference = claim_select_.Text(6);
+      d.kind = static_cast<v1::MessageKind>(claim_select_.Int(7));
+      d.accepted_at = FromMicros(claim_select_.Int(8));
+      d.delivery_count = static_cast<uint32_t>(claim_select_.Int(9)) + 1;
+      if (!claim_select_.IsNull(10)) d.subject = claim_select_.Text(10);
+      d.consent_check = static_cast<uint32_t>(claim_select_.Int(11));
+      rows.emplace_back(claim_select_.Int(0), std::move(d));
+    }
+  }
+  std::vector<StoredDelivery> out;
+  out.reserve(rows.size());
+  for (auto& [seq, d] : rows) {
+    claim_update_.Bind(1, seq).Bind(2, Micros(req.visible_until));
+    claim_update_.Bind(3, static_cast<int64_t>(req.token)).Bind(4, Micros(req.now));
+    if (auto s = claim_update_.Exec(); !s.ok()) return s;
+    select_body_.Bind(1, seq);
+    ResetOnExit reset{select_body_};
+    auto row = select_body_.Step();
+    if (!row.ok()) return row.status();
+    if (*row) d.payload = select_body_.Text(0);
+    if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) {
+      if (auto s = RecordEvent(*e); !s.ok()) return s;
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+absl::StatusOr<AckResult> SqliteStore::DoAck(const OrgCode& recipient, const std::vector<MessageId>& ids,
+                                             absl::Time now) {
+  AckResult r;
+  for (const MessageId& id : ids) {
+    int64_t seq, state;
+    mailbox::Row m{.id = id, .recipient = recipient};
+    {
+      ack_state_.Bind(1, id.str()).Bind(2, recipient.str());
+      ResetOnExit reset{ack_state_};
+      auto row = ack_state_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) {
+        r.not_found.push_back(id);
+        continue;
+      }
+      seq = ack_state_.Int(0);
+      state = ack_state_.Int(1);
+      m.sender = OrgCode(ack_state_.Text(2));
+      m.workflow = ack_state_.Text(3);
+      m.purpose = ack_state_.Text(4);
+      m.subject = ack_state_.Text(5);
+      m.kind = static_cast<v1::MessageKind>(ack_state_.Int(6));
+    }
+    const mailbox::AckOutcome outcome = mailbox::ClassifyAck(state);
+    if (outcome == mailbox::AckOutcome::kAcknowledge) {
+      if (auto s = ack_update_.Bind(1, seq).Bind(2, Micros(now)).Exec(); !s.ok()) return s;
+      if (auto e = mailbox::AcknowledgedEvent(m, now)) {
+        if (auto s = RecordEvent(*e); !s.ok()) return s;
+      }
+    }
+    mailbox::Report(outcome, id, r);
+  }
+  return r;
+}
+
+absl::StatusOr<int> SqliteStore::DoRelease(const OrgCode& recipient, ClaimToken token,
+                                           const std::vector<MessageId>& ids, absl::Time now) {
+  int n = 0;
+  for (const MessageId& id : ids) {
+    release_.Bind(1, id.str()).Bind(2, recipient.str()).Bind(3, static_cast<int64_t>(token));
+    release_.Bind(4, Micros(now));
+    if (auto s = release_.Exec(); !s.ok()) return s;
+    n += release_.Changes();
+  }
+  if (n > 0) arrivals_.insert(recipient);
+  return n;
+}
+
+absl::StatusOr<TrackInfo> SqliteStore::DoTrack(const OrgCode& caller, const MessageId& id) {
+  track_.Bind(1, id.str()).Bind(2, caller.str());
+  ResetOnExit reset{track_};
+  auto row = track_.Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailboxes");
+  TrackInfo t;
+  t.id = MessageId(track_.Text(0));
+  t.sender = OrgCode(track_.Text(1));
+  t.recipient = OrgCode(track_.Text(2));
+  t.workflow = track_.Text(3);
+  t.local_reference = track_.Text(4);
+  auto status = mailbox::StatusOf(track_.Int(5));
+  if (!status.ok()) return status.status();
+  t.status = *status;
+  t.accepted_at = FromMicros(track_.Int(6));
+  if (!track_.IsNull(7)) t.first_delivered_at = FromMicros(track_.Int(7));
+  if (!track_.IsNull(8)) t.acknowledged_at = FromMicros(track_.Int(8));
+  if (!track_.IsNull(9)) t.expired_at = FromMicros(track_.Int(9));
+  t.expires_at = FromMicros(track_.Int(10));
+  t.delivery_count = static_cast<uint32_t>(track_.Int(11));
+  t.body_purged = track_.Int(12) != 0;
+  if (!track_.IsNull(13)) t.withheld_at = FromMicros(track_.Int(13));
+  if (!track_.IsNull(14)) t.withheld_reason = track_.Text(14);
+  return t;
+}
+
+absl::StatusOr<int> SqliteStore::DoWithhold(const OrgCode& recipient, const std::vector<MessageId>& ids,
+                                            const std::string& reason, absl::Time now) {
+  int n = 0;
+  for (const MessageId& id : ids) {
+    int64_t seq;
+    mailbox::Row m{.id = id, .recipient = recipient};
+    {
+      withhold_select_.Bind(1, id.str()).Bind(2, recipient.str());
+      ResetOnExit reset{withhold_select_};
+      auto row = withhold_select_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) continue;
+      seq = withhold_select_.Int(0);
+      m.sender = OrgCode(withhold_select_.Text(1));
+      m.workflow = withhold_select_.Text(2);
+      m.purpose = withhold_select_.Text(3);
+      m.subject = withhold_select_.Text(4);
+    }
+    if (auto s = RecordEvent(mailbox::WithheldEvent(m, reason, now)); !s.ok()) return s;
+    if (auto s = withhold_update_.Bind(1, seq).Bind(2, Micros(now)).Bind(3, reason).Exec(); !s.ok()) return s;
+    if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
+    ++n;
+  }
+  return n;
+}
+
+absl::StatusOr<v1::ConsentChange> SqliteStore::DoAppendConsent(v1::ConsentChange c) {
+  c.clear_seq();
+  if (auto s = consent_insert_.Bind(1, c.nhs_number()).BindBlob(2, c.SerializeAsString()).Exec(); !s.ok()) {
+    return s;
+  }
+  c.set_seq(sqlite3_last_insert_rowid(db_));
+  batch_consent_.push_back(c);
+  return c;
+}
+
+absl::StatusOr<std::vector<v1::ConsentChange>> SqliteStore::DoReadConsent(const std::string& nhs_number) {
+  Stmt& q = nhs_number.empty() ? consent_all_ : consent_person_;
+  if (!nhs_number.empty()) q.Bind(1, nhs_number);
+  ResetOnExit reset{q};
+  std::vector<v1::ConsentChange> out;
+  while (true) {
+    auto row = q.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) break;
+    v1::ConsentChange& c = out.emplace_back();
+    if (!c.ParseFromString(q.Text(1))) {
+      return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "a stored consent change cannot be read");
+    }
+    c.set_seq(q.Int(0));
+  }
+  return out;
+}
+
+absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
+  SweepResult r;
+  std::vector<std::pair<int64_t, mailbox::Row>> expired;
+  {
+    expire_select_.Bind(1, Micros(req.now)).Bind(2, int64_t{req.max_items} + 1);
+    ResetOnExit reset{expire_select_};
+    while (true) {
+      auto row = expire_select_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      mailbox::Row e;
+      e.id = MessageId(expire_select_.Text(1));
+      e.sender = OrgCode(expire_select_.Text(2));
+      e.recipient = OrgCode(expire_select_.Text(3));
+      e.workflow = expire_select_.Text(4);
+      e.local_reference = expire_select_.Text(5);
+      e.accepted_at = FromMicros(expire_select_.Int(6));
+      e.kind = static_cast<v1::MessageKind>(expire_select_.Int(7));
+      e.purpose = expire_select_.Text(8);
+      e.subject = expire_select_.Text(9);
+      expired.emplace_back(expire_select_.Int(0), std::move(e));
+    }
+  }
+  expired.resize(mailbox::SweepBatch(static_cast<int>(expired.size()), req.max_items, r.more));
+  for (const auto& [seq, e] : expired) {
+    if (auto s = expire_update_.Bind(1, seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
+    if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
+    ++r.expired;
+    mailbox::ExpiryPlan plan = mailbox::PlanExpiry(e, req);
+    if (plan.event) {
+      if (auto s = RecordEvent(*plan.event); !s.ok()) return s;
+    }
+    if (plan.report) {
+      if (auto s = Insert(*plan.report); !s.ok()) return s;
+      ++r.reports;
+    }
+  }
+  std::vector<int64_t> purge;
+  {
+    purge_select_.Bind(1, Micros(req.purge_acked_before)).Bind(2, int64_t{req.max_items} + 1);
+    ResetOnExit reset{purge_select_};
+    while (true) {
+      auto row = purge_select_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      purge.push_back(purge_select_.Int(0));
+    }
+  }
+  purge.resize(mailbox::SweepBatch(static_cast<int>(purge.size()), req.max_items, r.more));
+  for (int64_t seq : purge) {
+    if (auto s = purge_update_.Bind(1, seq).Exec(); !s.ok()) return s;
+    if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
+    ++r.purged;
+  }
+  return r;
+}
+
+}  // namespace carebroker::sqlite_impl
