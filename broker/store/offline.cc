@@ -9,12 +9,6 @@
 
 namespace carebroker {
 
-v1::SignedTreeHead ParseStoredHead(absl::string_view serialized) {
-  v1::SignedTreeHead h;
-  if (!h.ParseFromArray(serialized.data(), static_cast<int>(serialized.size()))) h.Clear();
-  return h;
-}
-
 absl::Status ReadAuditLog(const std::string& store, AuditLogVisitor& visitor) {
   return pg::IsPostgresUri(store) ? ReadPgAuditLog(store, visitor) : ReadSqliteAuditLog(store, visitor);
 }

@@ -1,5 +1,7 @@
 #include "broker/store/store.h"
 
+#include "broker/store/offline.h"
+
 #include "core/vocabulary.h"
 #include "core/time.h"
 #include "core/files.h"
@@ -48,6 +50,12 @@ std::string IndexedAuditEntry(uint64_t index, absl::string_view entry) {
   }
   out.append(entry.data(), entry.size());
   return out;
+}
+
+v1::SignedTreeHead ParseStoredHead(absl::string_view serialized) {
+  v1::SignedTreeHead h;
+  if (!h.ParseFromArray(serialized.data(), static_cast<int>(serialized.size()))) h.Clear();
+  return h;
 }
 
 }  // namespace carebroker

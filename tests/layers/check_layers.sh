@@ -5,8 +5,9 @@
 #   2. the Merkle and signing code of audit/ includes only core/, itself and proto;
 #   3. broker/store includes nothing of audit/ but audit/merkle.h;
 #   4. only broker/server, broker/client, the CLIs, connect and tests include gRPC;
-#   5. cb_policy's link closure holds neither SQLite nor libpq, and
-#      carebroker-connect's holds no exchange, policy engine, store or audit log.
+#   5. cb_policy's link closure holds neither SQLite nor libpq, cb_audit's no
+#      store backend, and carebroker-connect's no exchange, policy engine,
+#      store or audit log.
 # Usage: check_layers.sh SOURCE_DIR CLOSURE_DIR [BINARY ...]
 # CLOSURE_DIR holds TARGET.closure files (one linked item per line) written at
 # configure time; each BINARY is an executable whose shared libraries are
@@ -37,6 +38,8 @@ closure_has() {  # closure_has TARGET REGEX WHAT
   while IFS= read -r item; do fail "rule 5: $1 links $item ($3)"; done < <(grep -E "$2" "$f")
 }
 closure_has cb_policy 'SQLite|sqlite|PostgreSQL|libpq|(^|/)pq' 'SQLite or libpq'
+# The audit log works through the store's interface only (cb_store_api).
+closure_has cb_audit 'SQLite|sqlite|PostgreSQL|libpq|(^|/)pq|^cb_store_(sqlite|pg)$|^cb_pg$' 'a store backend'
 closure_has carebroker-connect '^cb_(exchange|policy|store|audit|audit_verify|pg|server|config)$' \
   'the exchange, policy engine, stores and audit log stay in the broker'
 for bin in "$@"; do
@@ -50,7 +53,7 @@ planted() {  # planted NAME FILE LINE: a tree holding only FILE with LINE must f
   local dir
   dir=$(mktemp -d)
   mkdir -p "$dir/closures" "$dir/$(dirname "$2")"
-  echo 'cb_core' | tee "$dir/closures/cb_policy.closure" > "$dir/closures/carebroker-connect.closure"
+  echo 'cb_core' | tee "$dir/closures/cb_policy.closure" "$dir/closures/cb_audit.closure" > "$dir/closures/carebroker-connect.closure"
   echo "$3" > "$dir/$2"
   if CB_LAYERS_SELF_TEST=0 "$0" "$dir" "$dir/closures" >/dev/null 2>&1; then
     fail "self-test: the checker passed a tree that breaks $1"
@@ -65,6 +68,7 @@ if [[ ${CB_LAYERS_SELF_TEST:-1} == 1 ]]; then
   planted "rule 4" broker/exchange/x.h '#include <grpcpp/server.h>'
   planted "rule 5 (policy)" closures/cb_policy.closure 'SQLite::SQLite3'
   planted "rule 5 (connect)" closures/carebroker-connect.closure 'cb_store'
+  planted "rule 5 (audit)" closures/cb_audit.closure 'cb_store_sqlite'
 fi
 
 if ((failures > 0)); then
