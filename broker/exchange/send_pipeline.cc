@@ -38,8 +38,8 @@ void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done done,
   const uint64_t in = req.payload().size();
   const uint64_t held = in <= config_.proto().limits().max_message_bytes() ? in : 0;
   if (!budget_.TryAcquire(held)) return std::move(done)(BudgetExhausted());
-  // The task owns the request and the callback; when it is refused it is
-  // dropped unrun, so the callback is taken back out of it first.
+  // The request and the callback live in `work`, shared with the task: a
+  // refused task is dropped unrun, and the callback is then answered here.
   struct Work {
     OrgCode sender;
     v1::SendRequest req;
