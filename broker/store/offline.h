@@ -25,9 +25,6 @@ class AuditLogVisitor {
   virtual void Head(v1::SignedTreeHead head) = 0;
 };
 
-// A stored head's bytes as a SignedTreeHead (empty when they do not parse).
-v1::SignedTreeHead ParseStoredHead(absl::string_view serialized);
-
 // Reads the whole audit log without writing anything: a SQLite file opened
 // read-only, or PostgreSQL in one read-only snapshot (so every head read
 // covers entries read). NOT_FOUND when the store cannot be opened, DATA_LOSS

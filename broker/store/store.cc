@@ -1,7 +1,5 @@
 #include "broker/store/store.h"
 
-#include "broker/store/offline.h"
-
 #include "core/vocabulary.h"
 #include "core/time.h"
 #include "core/files.h"

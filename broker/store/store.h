@@ -309,4 +309,9 @@ NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl:
 // the deterministic serialisation puts it (index 0 is omitted, as proto3 does).
 std::string IndexedAuditEntry(uint64_t index, absl::string_view entry);
 
+// A stored tree head's bytes as a SignedTreeHead, empty when they do not
+// parse (so offline verification names it). Shared by every implementation's
+// offline reader.
+v1::SignedTreeHead ParseStoredHead(absl::string_view serialized);
+
 }  // namespace carebroker

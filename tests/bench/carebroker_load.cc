@@ -1,4 +1,4 @@
-// Load client for carebroker, following the method of ../shared/bench/peers
+// Load client for carebroker, following the method of the team's peer benchmark
 // so its RESULT line sits beside RabbitMQ's and NATS's:
 //   * one process: a publisher thread (SendStream) with a reader thread for
 //     receipts, and a consumer thread (Receive stream), each its own channel;

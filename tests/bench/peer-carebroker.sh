@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# carebroker as a peer in ../shared/bench/peers: copy the peers folder
+# carebroker as a peer in the team's peer benchmark (bench/peers): copy the peers folder
 # somewhere writable, link this script into it, and run it beside the others:
 #
-#   cp -r ../shared/bench/peers /tmp/peers && peers=/tmp/peers
+#   cp -r <the peers folder> /tmp/peers && peers=/tmp/peers
 #   ln -sf "$PWD/tests/bench/peer-carebroker.sh" $peers/peer-carebroker.sh
 #   CAREBROKER_BUILD=$PWD/build PEERS="rabbitmq-quorum nats-jetstream carebroker" $peers/run_all.sh
 #
