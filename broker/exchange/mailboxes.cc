@@ -2,63 +2,65 @@
 
 namespace carebroker {
 
+const MailboxSends* Mailboxes::Sends(const OrgCode& org) {
+  absl::MutexLock l(&mu_);
+  return &boxes_[org].sends;
+}
+
 void Mailboxes::Subscribe(const OrgCode& org, Subscriber* s) {
   absl::MutexLock l(&mu_);
-  subs_[org].insert(s);
+  boxes_[org].subs.insert(s);
 }
 
 void Mailboxes::Unsubscribe(const OrgCode& org, Subscriber* s) {
   absl::MutexLock l(&mu_);
-  auto it = subs_.find(org);
-  if (it == subs_.end()) return;
-  it->second.erase(s);
-  if (it->second.empty()) subs_.erase(it);
+  if (auto it = boxes_.find(org); it != boxes_.end()) it->second.subs.erase(s);
 }
 
 void Mailboxes::Notify(const OrgCode& org) {
   absl::MutexLock l(&mu_);
-  auto it = subs_.find(org);
-  if (it == subs_.end()) return;
-  for (Subscriber* s : it->second) s->Wake();
+  auto it = boxes_.find(org);
+  if (it == boxes_.end()) return;
+  for (Subscriber* s : it->second.subs) s->Wake();
 }
 
 void Mailboxes::NotifyAll() {
   absl::MutexLock l(&mu_);
-  for (auto& [org, set] : subs_) {
-    for (Subscriber* s : set) s->Wake();
+  for (auto& [org, box] : boxes_) {
+    for (Subscriber* s : box.subs) s->Wake();
   }
 }
 
 Subscriber* Mailboxes::ReserveDirect(const OrgCode& org, ClaimToken* token) {
   absl::MutexLock l(&mu_);
-  auto it = subs_.find(org);
-  if (it != subs_.end()) {
-    for (Subscriber* s : it->second) {
-      if (ClaimToken t = s->Reserve(); t != 0) {
-        *token = t;
-        return s;
-      }
+  Mailbox& box = boxes_[org];
+  for (Subscriber* s : box.subs) {
+    if (ClaimToken t = s->Reserve(); t != 0) {
+      *token = t;
+      return s;
     }
   }
-  if (it != subs_.end()) {
-    for (Subscriber* s : it->second) s->MarkBacklog();
-  }
+  box.sends.unsettled.fetch_add(1);
+  for (Subscriber* s : box.subs) s->MarkBacklog();
   return nullptr;
 }
 
 void Mailboxes::EndStoredSend(const OrgCode& org) {
   absl::MutexLock l(&mu_);
-  // The message is now claimable; streams must claim it before taking
-  // direct deliveries again.
-  if (auto s = subs_.find(org); s != subs_.end()) {
-    for (Subscriber* sub : s->second) sub->MarkBacklog();
-  }
+  Mailbox& box = boxes_[org];
+  // settled before unsettled: a stream that reads unsettled == 0 and then
+  // settled sees this message counted.
+  box.sends.settled.fetch_add(1);
+  box.sends.unsettled.fetch_sub(1);
+  // The message is claimable now (or was never stored): streams claim it,
+  // or find that nothing older is left, before their direct deliveries go out.
+  for (Subscriber* s : box.subs) s->Wake();
 }
 
 size_t Mailboxes::subscriber_count() const {
   absl::MutexLock l(&mu_);
   size_t n = 0;
-  for (const auto& [org, set] : subs_) n += set.size();
+  for (const auto& [org, box] : boxes_) n += box.subs.size();
   return n;
 }
 

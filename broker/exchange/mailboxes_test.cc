@@ -57,6 +57,7 @@ TEST(Mailboxes, ReserveDirectPicksASubscriberThatCanTakeIt) {
   EXPECT_EQ(token, 2u);
   EXPECT_EQ(ready.reserved, 1);
   EXPECT_EQ(busy.backlog_marks, 0);
+  EXPECT_EQ(m.Sends(kCouncil)->unsettled.load(), 0u) << "a reserved send is not counted";
 }
 
 TEST(Mailboxes, NoTakerMeansStoredAndEverySubscriberMustClaimFirst) {
@@ -64,18 +65,28 @@ TEST(Mailboxes, NoTakerMeansStoredAndEverySubscriberMustClaimFirst) {
   FakeSubscriber a(1), b(2);
   m.Subscribe(kCouncil, &a);
   m.Subscribe(kCouncil, &b);
+  const MailboxSends* sends = m.Sends(kCouncil);
   ClaimToken token = 0;
   EXPECT_EQ(m.ReserveDirect(kCouncil, &token), nullptr);
   EXPECT_EQ(a.backlog_marks, 1);
   EXPECT_EQ(b.backlog_marks, 1);
-  // When the stored message becomes claimable, they are told again, so a
-  // claim that started before it cannot count as draining the mailbox.
+  // On its way into the store: streams must not let direct deliveries overtake it.
+  EXPECT_EQ(sends->unsettled.load(), 1u);
+  EXPECT_EQ(sends->settled.load(), 0u);
+  // When the stored message becomes claimable, they are woken to claim it,
+  // and a claim that started before it cannot count as draining the mailbox.
   m.EndStoredSend(kCouncil);
-  EXPECT_EQ(a.backlog_marks, 2);
-  EXPECT_EQ(b.backlog_marks, 2);
-  // A mailbox nobody listens to needs nothing.
+  EXPECT_EQ(a.wakes, 1);
+  EXPECT_EQ(b.wakes, 1);
+  EXPECT_EQ(sends->unsettled.load(), 0u);
+  EXPECT_EQ(sends->settled.load(), 1u);
+  // A mailbox nobody listens to is counted too, for a stream that opens
+  // while the send is on its way.
   EXPECT_EQ(m.ReserveDirect(kGp, &token), nullptr);
+  EXPECT_EQ(m.Sends(kGp)->unsettled.load(), 1u);
   m.EndStoredSend(kGp);
+  EXPECT_EQ(m.Sends(kGp)->unsettled.load(), 0u);
+  EXPECT_EQ(m.Sends(kGp), m.Sends(kGp)) << "the counters stay where they are";
 }
 
 TEST(MemoryBudget, AdmitsWithinTheLimitOnly) {

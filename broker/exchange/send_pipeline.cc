@@ -99,6 +99,7 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, uint64_t h
     if (direct == nullptr) {
       mailboxes_.EndStoredSend(recipient);
     } else if (one.ok() && !one->duplicate) {
+      delivery->seq = one->seq;
       direct->Deliver(*std::move(delivery));
     } else {
       direct->CancelReservation();

@@ -1,6 +1,7 @@
 #include "broker/server/receive_reactor.h"
 
 #include <deque>
+#include <tuple>
 #include <vector>
 
 #include "absl/container/flat_hash_set.h"
@@ -20,7 +21,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
                              public Subscriber,
                              public RefCounted {
  public:
-  ReceiveReactor(const ServiceDeps& d, Identity id) : d_(d), id_(std::move(id)) {
+  ReceiveReactor(const ServiceDeps& d, Identity id)
+      : d_(d), id_(std::move(id)), sends_(d.mailboxes.Sends(id_.org)) {
     thread_local absl::BitGen gen;
     token_ = (absl::Uniform<uint64_t>(gen) >> 1) | 1;  // positive in a signed 64-bit column, never 0
     StartRead(&req_);
@@ -30,8 +32,18 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
 
   ClaimToken Reserve() override {
     absl::MutexLock l(&mu_);
-    if (phase_ == Phase::kAwaitingOpen || end_ != End::kRunning || !drained_ || claiming_ || CreditLocked() <= 0) {
-      return 0;
+    if (phase_ == Phase::kAwaitingOpen || end_ != End::kRunning || CreditLocked() <= 0) return 0;
+    // An older message on its way into the store would be overtaken.
+    if (sends_->unsettled.load() != 0) return 0;
+    if (!drained_) {
+      // Not drained: only behind a claim in flight that sees every older
+      // message (it started after the last of them was stored), and with
+      // half the credit left for claims, so held deliveries cannot starve
+      // the claims they wait for.
+      if (!claiming_ || sends_->settled.load() != claim_seen_ ||
+          held_.size() + static_cast<size_t>(reserved_) >= max_in_flight_ / 2) {
+        return 0;
+      }
     }
     ++reserved_;
     Ref();
@@ -56,7 +68,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       if (!gone) {
         d_.budget.ForceAcquire(d.payload.size());
         in_flight_.insert(d.id.str());
-        to_write_.push_back(std::move(d));
+        // Behind what a claim in flight, or the next one, brings back.
+        (drained_ && !claiming_ && held_.empty() ? to_write_ : held_).push_back(std::move(d));
       }
     }
     if (gone) {
@@ -169,7 +182,9 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       for (const auto& id : in_flight_) unacked.emplace_back(id);
       in_flight_.clear();
       for (const auto& d : to_write_) d_.budget.Release(d.payload.size());
+      for (const auto& d : held_) d_.budget.Release(d.payload.size());
       to_write_.clear();
+      held_.clear();
     }
     if (!unacked.empty()) {
       // Unacknowledged deliveries go back to the mailbox at once.
@@ -183,6 +198,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
 
  private:
   void TryClaim() {
+    // Read before the claim starts, so the claim sees at least this many.
+    const uint64_t seen = sends_->settled.load();
     absl::MutexLock l(&mu_);
     if (phase_ == Phase::kAwaitingOpen || end_ != End::kRunning) return;
     if (claiming_) {
@@ -193,27 +210,47 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
     if (credit <= 0 || d_.budget.Exhausted()) return;
     claiming_ = true;
     rewake_ = false;
+    claim_seen_ = seen;
+    claim_asked_ = std::min(credit, 512);
     const absl::Time now = d_.clock.Now();
-    ClaimRequest req{id_.org, std::min(credit, 512), now, now + d_.config.visibility_timeout(), token_};
+    ClaimRequest req{id_.org, claim_asked_, now, now + d_.config.visibility_timeout(), token_};
     Ref();
-    d_.store.Claim(std::move(req), [this, asked = std::min(credit, 512)](auto r) { OnClaimed(asked, std::move(r)); });
+    d_.store.Claim(std::move(req), [this, asked = claim_asked_](auto r) { OnClaimed(asked, std::move(r)); });
   }
 
   void OnClaimed(int asked, absl::StatusOr<std::vector<StoredDelivery>> r) {
+    // unsettled before settled (the reverse of EndStoredSend's order).
+    const uint64_t unsettled = sends_->unsettled.load();
+    const uint64_t settled = sends_->settled.load();
     bool again = false;
     {
       absl::MutexLock l(&mu_);
       claiming_ = false;
+      claim_asked_ = 0;
       if (r.ok() && end_ != End::kDone) {
         for (auto& d : *r) {
+          // Held direct deliveries go out in the store's order among first
+          // deliveries (redeliveries have no place in it).
+          if (d.delivery_count == 1) WriteHeldBefore(d);
           if (Withheld(d)) continue;
           d_.budget.ForceAcquire(d.payload.size());
           in_flight_.insert(d.id.str());
           to_write_.push_back(std::move(d));
         }
-        again = rewake_ || static_cast<int>(r->size()) == asked;
-        // Nothing older is left in the store: direct deliveries may follow.
-        drained_ = !again;
+        const bool full = static_cast<int>(r->size()) == asked;
+        // More to claim: the store may hold more, or a message stored
+        // without a reservation became durable after this claim started.
+        again = rewake_ || full || settled != claim_seen_;
+        // Nothing older is left in the store or on its way: direct
+        // deliveries may go straight out.
+        drained_ = !again && unsettled == 0;
+        // The rest follow once nothing older can come back: this claim
+        // returned all it could see, and it started after every older
+        // message was stored (Reserve). Otherwise they wait for the next.
+        if (!full) {
+          for (auto& d : held_) to_write_.push_back(std::move(d));
+          held_.clear();
+        }
       }
     }
     if (!r.ok()) {
@@ -223,6 +260,15 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       if (again) TryClaim();
     }
     Unref();
+  }
+
+  // Moves the held deliveries that come before `next` in the store's order
+  // (oldest first: accepted_at, then seq) to the write queue.
+  void WriteHeldBefore(const StoredDelivery& next) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (!held_.empty() && std::tie(held_.front().accepted_at, held_.front().seq) < std::tie(next.accepted_at, next.seq)) {
+      to_write_.push_back(std::move(held_.front()));
+      held_.pop_front();
+    }
   }
 
   // The consent re-check at delivery: a message whose person recorded
@@ -236,9 +282,10 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
     return true;
   }
 
-  // Deliveries this stream may still take.
+  // Deliveries this stream may still take (a claim in flight may bring
+  // back as many as it asked for).
   int CreditLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return static_cast<int>(max_in_flight_) - static_cast<int>(in_flight_.size()) - reserved_;
+    return static_cast<int>(max_in_flight_) - static_cast<int>(in_flight_.size()) - reserved_ - claim_asked_;
   }
 
   void FlushAcks() {
@@ -313,11 +360,12 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
 
   const ServiceDeps& d_;
   const Identity id_;
+  const MailboxSends* const sends_;
   ClaimToken token_ = 0;
   v1::ReceiveRequest req_;
   v1::DeliveryBatch write_buf_;
 
-  // The stream's state is two small machines and five activity flags.
+  // The stream's state is two small machines and the activity below.
   //
   // What the client has done (phase_):
   //   kAwaitingOpen  --open-->  kOpen  --half-close-->  kClosing
@@ -330,13 +378,18 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   //
   // One of each operation is in flight at a time:
   //   writing_          a StartWrite of write_buf_ (write_bytes_ of budget)
-  //   claiming_         a Store::Claim; rewake_: a wake-up came meanwhile,
-  //                     so claim again when it returns
+  //   claiming_         a Store::Claim of claim_asked_ deliveries, started
+  //                     when sends_->settled was claim_seen_; rewake_: a
+  //                     wake-up came meanwhile, so claim again when it returns
   //   ack_outstanding_  a Store::Ack of earlier acks; later ones wait in
   //                     pending_acks_
-  //   drained_          the last claim emptied the mailbox, so direct
-  //                     deliveries (Reserve) cannot overtake stored ones
+  //   drained_          the last claim emptied the mailbox and no send is on
+  //                     its way into the store unreserved, so a direct
+  //                     delivery cannot overtake a stored one
   //   reserved_         direct-delivery slots reserved and not yet settled
+  //   held_             direct deliveries that arrived while not drained or
+  //                     during a claim: written after that claim's results
+  //                     once no older message can still be claimed
   enum class Phase { kAwaitingOpen, kOpen, kClosing };
   enum class End { kRunning, kFinished, kDone };
 
@@ -349,10 +402,13 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   bool ack_outstanding_ ABSL_GUARDED_BY(mu_) = false;
   bool drained_ ABSL_GUARDED_BY(mu_) = false;
   int reserved_ ABSL_GUARDED_BY(mu_) = 0;
+  int claim_asked_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t claim_seen_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t max_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t write_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);  // claimed, not acked
   std::deque<StoredDelivery> to_write_ ABSL_GUARDED_BY(mu_);
+  std::deque<StoredDelivery> held_ ABSL_GUARDED_BY(mu_);
   std::vector<MessageId> pending_acks_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -672,8 +672,8 @@ class PgStore final : public Store {
     if (recorder_ != nullptr) t.audit.push_back(recorder_->Record(e));
   }
 
-  // Inserts one message; false when its idempotency key is already taken.
-  absl::StatusOr<bool> Insert(Txn& t, const NewMessage& m) const {
+  // Inserts one message: its seq, or 0 when its idempotency key is already taken.
+  absl::StatusOr<int64_t> Insert(Txn& t, const NewMessage& m) const {
     const bool claimed = m.claim_token != 0;
     auto r = t.conn.ExecPrepared(
         kInsertMessage,
@@ -686,12 +686,12 @@ class PgStore final : public Store {
          claimed ? Time(m.accepted_at) : Param::Null(), TextOrNull(m.subject), Param::Int(m.consent_check),
          Param::Bytes(m.payload)});
     if (!r.ok()) return Unavailable(r.status());
-    if (r->rows() == 0) return false;
+    if (r->rows() == 0) return 0;
     if (!m.audit.empty()) t.audit.push_back(m.audit);
     // A message stored already claimed needs no wake-up: its stream has it.
     if (!claimed) t.arrivals.insert(m.recipient);
     if (auto e = mailbox::StoredClaimedEvent(m)) RecordEvent(t, *e);
-    return true;
+    return r->Int(0, 0);
   }
 
   absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> DoAppend(Txn& t, const std::vector<NewMessage>& msgs) const {
@@ -700,8 +700,8 @@ class PgStore final : public Store {
     for (const NewMessage& m : msgs) {
       auto stored = Insert(t, m);
       if (!stored.ok()) return stored.status();
-      if (*stored) {
-        out.push_back(AppendReceipt{m.id, m.accepted_at, false});
+      if (*stored != 0) {
+        out.push_back(AppendReceipt{m.id, m.accepted_at, false, *stored});
         continue;
       }
       // The key is taken (by an earlier send, or by another replica's that
@@ -722,6 +722,7 @@ class PgStore final : public Store {
     std::vector<StoredDelivery> out(static_cast<size_t>(r->rows()));
     for (int i = 0; i < r->rows(); ++i) {
       StoredDelivery& d = out[i];
+      d.seq = r->Int(i, 0);
       d.id = MessageId(r->Str(i, 2));
       d.sender = OrgCode(r->Str(i, 3));
       d.workflow = r->Str(i, 4);

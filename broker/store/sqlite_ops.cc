@@ -177,7 +177,7 @@ absl::Status SqliteStore::PrepareAll() {
   return absl::OkStatus();
 }
 
-absl::Status SqliteStore::Insert(const NewMessage& m) {
+absl::StatusOr<int64_t> SqliteStore::Insert(const NewMessage& m) {
   if (auto s = WriteAudit(m.audit); !s.ok()) return s;
   Stmt& ins = m.claim_token != 0 ? insert_claimed_ : insert_msg_;
   ins.Bind(1, m.id.str()).Bind(2, m.sender.str()).Bind(3, m.recipient.str());
@@ -202,8 +202,10 @@ absl::Status SqliteStore::Insert(const NewMessage& m) {
   batch_max_seq_ = seq;
   // A message stored already claimed needs no wake-up: its stream has it.
   if (m.claim_token == 0) arrivals_.insert(m.recipient);
-  if (auto e = mailbox::StoredClaimedEvent(m)) return RecordEvent(*e);
-  return absl::OkStatus();
+  if (auto e = mailbox::StoredClaimedEvent(m)) {
+    if (auto s = RecordEvent(*e); !s.ok()) return s;
+  }
+  return seq;
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> SqliteStore::DoAppend(const std::vector<NewMessage>& msgs) {
@@ -221,8 +223,9 @@ absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> SqliteStore::DoAppend
         continue;
       }
     }
-    if (auto s = Insert(m); !s.ok()) return s;
-    out.push_back(AppendReceipt{m.id, m.accepted_at, false});
+    auto seq = Insert(m);
+    if (!seq.ok()) return seq.status();
+    out.push_back(AppendReceipt{m.id, m.accepted_at, false, *seq});
   }
   return out;
 }
@@ -249,7 +252,8 @@ absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequ
       d.delivery_count = static_cast<uint32_t>(claim_select_.Int(9)) + 1;
       if (!claim_select_.IsNull(10)) d.subject = claim_select_.Text(10);
       d.consent_check = static_cast<uint32_t>(claim_select_.Int(11));
-      rows.emplace_back(claim_select_.Int(0), std::move(d));
+      d.seq = claim_select_.Int(0);
+      rows.emplace_back(d.seq, std::move(d));
     }
   }
   std::vector<StoredDelivery> out;
@@ -433,7 +437,7 @@ absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
       if (auto s = RecordEvent(*plan.event); !s.ok()) return s;
     }
     if (plan.report) {
-      if (auto s = Insert(*plan.report); !s.ok()) return s;
+      if (auto s = Insert(*plan.report); !s.ok()) return s.status();
       ++r.reports;
     }
   }

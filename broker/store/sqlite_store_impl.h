@@ -237,7 +237,8 @@ class SqliteStore final : public Store {
   absl::Status PrepareAll();
 
   // Inserts one message; the caller runs inside the batch transaction.
-  absl::Status Insert(const NewMessage& m);
+  // Stores one message; its seq.
+  absl::StatusOr<int64_t> Insert(const NewMessage& m);
 
   absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> DoAppend(const std::vector<NewMessage>& msgs);
 

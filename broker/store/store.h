@@ -127,6 +127,7 @@ struct AppendReceipt {
   MessageId id;             // the first id stored under this idempotency key
   absl::Time accepted_at;   // when that first message was accepted
   bool duplicate = false;   // true: nothing new was stored
+  int64_t seq = 0;          // the new message's place in the store (0 for a duplicate)
 };
 
 // Identifies one Receive stream's claims. Unique across replicas.
@@ -154,6 +155,9 @@ struct StoredDelivery {
   uint32_t delivery_count = 0;  // including this one
   std::string subject;          // as stored (NewMessage)
   uint32_t consent_check = 0;
+  // The message's place in the store: claims return first deliveries in
+  // (accepted_at, seq) order.
+  int64_t seq = 0;
 };
 
 struct AckResult {
