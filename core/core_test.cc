@@ -5,6 +5,8 @@
 
 #include "core/time.h"
 #include "core/ids.h"
+#include "core/files.h"
+#include "core/metrics.h"
 #include "core/nhs_number.h"
 #include "core/status.h"
 #include "core/yaml/yaml_proto.h"
@@ -143,6 +145,54 @@ TEST(CanonicalRecord, EveryFieldHasASensitivity) {
   EXPECT_GT(seen.size(), 10u);
   EXPECT_EQ(v1::Person::descriptor()->FindFieldByName("nhs_number")->options().GetExtension(v1::sensitivity),
             v1::SENSITIVITY_IDENTIFIER);
+}
+
+TEST(Metrics, ExpositionIsPrometheusText) {
+  metrics::Registry reg;
+  auto& accepted = reg.AddCounters("cb_accepted_total", "Sends stored.", {"workflow"});
+  accepted.With({"discharge"}).Inc();
+  accepted.With({"discharge"}).Inc(2);
+  accepted.With({"say \"hi\"\\\n"}).Inc();
+  reg.AddGauge("cb_budget_bytes", "Bytes held.\nSecond line.").Set(1.5);
+  auto& h = reg.AddHistogram("cb_commit_seconds", "Commit latency.", {0.001, 0.01});
+  h.Observe(0.0005);
+  h.Observe(0.001);  // on a bound: counted in that bucket (le is inclusive)
+  h.Observe(0.5);
+  reg.AddCollector("cb_depth", "Mailbox depth.", metrics::Type::kGauge, {"recipient"},
+                   [] { return std::vector<metrics::Sample>{{{"503"}, 7}}; });
+  const std::string text = reg.Exposition();
+  EXPECT_THAT(text, ::testing::HasSubstr("# HELP cb_accepted_total Sends stored.\n# TYPE cb_accepted_total counter\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("cb_accepted_total{workflow=\"discharge\"} 3\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("cb_accepted_total{workflow=\"say \\\"hi\\\"\\\\\\n\"} 1\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("# HELP cb_budget_bytes Bytes held.\\nSecond line.\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("cb_budget_bytes 1.5\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("# TYPE cb_commit_seconds histogram\n"
+                                         "cb_commit_seconds_bucket{le=\"0.001\"} 2\n"
+                                         "cb_commit_seconds_bucket{le=\"0.01\"} 2\n"
+                                         "cb_commit_seconds_bucket{le=\"+Inf\"} 3\n"
+                                         "cb_commit_seconds_sum 0.5015\n"
+                                         "cb_commit_seconds_count 3\n"));
+  EXPECT_THAT(text, ::testing::HasSubstr("cb_depth{recipient=\"503\"} 7\n"));
+  // Registration order is exposition order.
+  EXPECT_LT(text.find("cb_accepted_total"), text.find("cb_budget_bytes"));
+  EXPECT_LT(text.find("cb_commit_seconds"), text.find("cb_depth"));
+}
+
+TEST(Metrics, MisuseIsAProgrammingErrorFoundAtStart) {
+  metrics::Registry reg;
+  reg.AddCounter("cb_x_total", "x");
+  EXPECT_DEATH(reg.AddCounter("cb_x_total", "again"), "registered twice");
+  EXPECT_DEATH(reg.AddCounter("cb_no_suffix", "x"), "_total");
+  EXPECT_DEATH(reg.AddGauge("cb bad", "x"), "bad metric name");
+  EXPECT_DEATH(reg.AddCounters("cb_y_total", "y", {"a"}).With({}), "one value per label");
+}
+
+TEST(Files, ProbeWritableNamesTheFolderWhenItCannotBeWritten) {
+  EXPECT_TRUE(ProbeWritable(::testing::TempDir()).ok());
+  const absl::Status missing = ProbeWritable("/nonexistent/carebroker");
+  EXPECT_EQ(missing.code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ReasonOf(missing), "STORE_UNAVAILABLE");
+  EXPECT_THAT(std::string(missing.message()), ::testing::HasSubstr("/nonexistent/carebroker"));
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -40,6 +42,30 @@ bool WriteFileAtomically(const std::string& dir, const std::string& name, absl::
   const bool ok = ::fsync(dfd) == 0;
   ::close(dfd);
   return ok;
+}
+
+}  // namespace carebroker
+
+namespace carebroker {
+
+absl::Status ProbeWritable(const std::string& dir) {
+  const std::string path = absl::StrCat(dir, "/.carebroker-probe-", getpid());
+  auto fail = [&dir](absl::string_view step) {
+    return Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable,
+                 absl::StrCat("the store's folder ", dir, " cannot be written (", step, ": ", std::strerror(errno), ")"));
+  };
+  const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return fail("create");
+  static const char kBlock[4096] = {};
+  absl::Status out = absl::OkStatus();
+  if (write(fd, kBlock, sizeof kBlock) != static_cast<ssize_t>(sizeof kBlock)) {
+    out = fail("write");
+  } else if (fdatasync(fd) != 0) {
+    out = fail("sync");
+  }
+  close(fd);
+  unlink(path.c_str());
+  return out;
 }
 
 }  // namespace carebroker

@@ -18,4 +18,9 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path, absl::stri
 // failure (the temporary may be left behind).
 bool WriteFileAtomically(const std::string& dir, const std::string& name, absl::string_view data);
 
+// Whether `dir` takes new data now: creates a hidden file there, writes a
+// block of zeros, syncs it and removes it. The error names the folder and
+// the system's reason (a full disk, a read-only file system, permissions).
+absl::Status ProbeWritable(const std::string& dir);
+
 }  // namespace carebroker

@@ -251,6 +251,10 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
   if (lim->intake_threads() == 0) lim->set_intake_threads(std::max(1u, std::thread::hardware_concurrency()));
   if (lim->intake_threads() > 256) return err("limits.intake_threads", "must be at most 256");
   if (lim->intake_queue() == 0) lim->set_intake_queue(4096);
+  if (c.metrics().listen().empty()) c.mutable_metrics()->set_listen("127.0.0.1:9464");
+  if (c.metrics().listen() != "off" && !ValidListen(c.metrics().listen())) {
+    return err("metrics.listen", "expected host:port with a port 0-65535, or off");
+  }
   if (lim->intake_queue() > 1000000) return err("limits.intake_queue", "must be at most 1000000");
 
   auto* del = c.mutable_delivery();

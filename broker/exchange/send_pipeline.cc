@@ -1,5 +1,6 @@
 #include "broker/exchange/send_pipeline.h"
 
+#include <chrono>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -30,8 +31,20 @@ absl::Status ExecutorFull() {
 
 }  // namespace
 
-void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done done,
+void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
                         const std::shared_ptr<Executor::Serial>& serial) {
+  // Every answer is counted: refusals by reason, receipts by their latency.
+  Done done = [this, start = std::chrono::steady_clock::now(),
+               answer = std::move(answer)](absl::StatusOr<v1::SendReceipt> r) mutable {
+    if (r.ok()) {
+      metrics_.send_to_commit.Observe(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    } else {
+      const std::string reason = ReasonOf(r.status());
+      metrics_.refused.With({reason.empty() ? std::string(reason::kInternal) : reason}).Inc();
+    }
+    std::move(answer)(std::move(r));
+  };
   if (!audit_.healthy()) return std::move(done)(AuditUnavailable());
   // A payload over the size limit is refused by intake before any parsing;
   // it holds no budget meanwhile.
@@ -81,6 +94,7 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, uint64_t h
   FillReceipt(*admitted, &receipt);
   NewMessage m = std::move(admitted->message);
   const OrgCode recipient = m.recipient;
+  std::string workflow = m.workflow;
   // A Receive stream of the recipient that can take the message now gets
   // it stored already claimed by that stream and handed over after the
   // commit, with no claim query and no second trip through the store.
@@ -93,7 +107,8 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, uint64_t h
   }
   std::vector<NewMessage> batch;
   batch.push_back(std::move(m));
-  store_.Append(std::move(batch), [this, recipient, direct, out, delivery = std::move(delivery),
+  store_.Append(std::move(batch), [this, recipient, direct, out, workflow = std::move(workflow),
+                                   delivery = std::move(delivery),
                                    receipt = std::move(receipt), done = std::move(done)](auto r) mutable {
     absl::StatusOr<AppendReceipt> one = r.ok() ? std::move((*r)[0]) : absl::StatusOr<AppendReceipt>(r.status());
     if (direct == nullptr) {
@@ -106,6 +121,7 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, uint64_t h
     }
     budget_.Release(out);
     if (!one.ok()) return std::move(done)(one.status());
+    if (!one->duplicate) metrics_.accepted.With({workflow}).Inc();
     receipt.set_message_id(one->id.str());
     *receipt.mutable_accepted_at() = ToTimestamp(one->accepted_at);
     receipt.set_duplicate(one->duplicate);

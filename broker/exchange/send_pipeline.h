@@ -23,6 +23,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "broker/config/config.h"
+#include "broker/exchange/exchange_metrics.h"
 #include "broker/exchange/executor.h"
 #include "broker/exchange/mailboxes.h"
 #include "broker/exchange/policy_gate.h"
@@ -44,7 +45,7 @@ class SendPipeline {
 
   // Every reference must outlive the pipeline and every send in flight.
   SendPipeline(const Config& config, Store& store, Mailboxes& mailboxes, MemoryBudget& budget, const Clock& clock,
-               PolicyGate& policy, audit::AuditLog& audit, Executor& executor)
+               PolicyGate& policy, audit::AuditLog& audit, Executor& executor, ExchangeMetrics& metrics)
       : config_(config),
         store_(store),
         mailboxes_(mailboxes),
@@ -52,7 +53,8 @@ class SendPipeline {
         clock_(clock),
         policy_(policy),
         audit_(audit),
-        executor_(executor) {}
+        executor_(executor),
+        metrics_(metrics) {}
   SendPipeline(const SendPipeline&) = delete;
   SendPipeline& operator=(const SendPipeline&) = delete;
 
@@ -75,6 +77,7 @@ class SendPipeline {
   PolicyGate& policy_;
   audit::AuditLog& audit_;
   Executor& executor_;
+  ExchangeMetrics& metrics_;
 };
 
 }  // namespace carebroker

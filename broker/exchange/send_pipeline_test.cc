@@ -47,7 +47,7 @@ class SendPipelineTest : public ::testing::Test {
     audit_ = *std::move(audit);
     executor_ = std::make_unique<Executor>(threads, queue);
     pipeline_ = std::make_unique<SendPipeline>(*config_, *store_, mailboxes_, *budget_, clock_, *gate_, *audit_,
-                                               *executor_);
+                                               *executor_, metrics_);
   }
   void TearDown() override {
     executor_.reset();  // every accepted send has been taken in
@@ -84,6 +84,8 @@ class SendPipelineTest : public ::testing::Test {
   std::unique_ptr<PolicyGate> gate_;
   std::unique_ptr<audit::AuditLog> audit_;
   std::unique_ptr<Executor> executor_;
+  metrics::Registry registry_;
+  ExchangeMetrics metrics_{registry_};
   std::unique_ptr<SendPipeline> pipeline_;
 };
 
@@ -99,6 +101,16 @@ TEST_F(SendPipelineTest, StoresTheMessageAndAnswersWithItsReceipt) {
   EXPECT_EQ(t->recipient.str(), "503");
   EXPECT_EQ(t->local_reference, "ref-1");
   EXPECT_EQ(budget_->used(), 0u);  // released once durable
+  EXPECT_EQ(metrics_.accepted.With({"HOSPITAL_DISCHARGE"}).value(), 1u);
+  EXPECT_EQ(metrics_.send_to_commit.Cumulative().back(), 1u);
+  // A repeat of the same idempotent send is answered, not counted again.
+  v1::SendRequest keyed = Request("ref-2");
+  keyed.set_idempotency_key("key-1");
+  ASSERT_TRUE(SendNow(keyed).ok());
+  auto again = SendNow(keyed);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->duplicate());
+  EXPECT_EQ(metrics_.accepted.With({"HOSPITAL_DISCHARGE"}).value(), 2u);
 }
 
 TEST_F(SendPipelineTest, TakesTheMemoryBudgetBeforeAnyParsing) {
@@ -168,6 +180,8 @@ TEST_F(SendPipelineTest, ADenialIsDurableInTheAuditLogBeforeItIsAnswered) {
   auto denied = SendNow(r);
   EXPECT_EQ(denied.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_THAT(denied, HasReason("NO_AGREEMENT"));
+  EXPECT_EQ(metrics_.refused.With({"NO_AGREEMENT"}).value(), 1u);
+  EXPECT_EQ(metrics_.send_to_commit.Cumulative().back(), 0u) << "refusals are not latency samples";
   auto rows = ReadAuditSync(*store_, AuditRead{before, 10, "", false});
   ASSERT_TRUE(rows.ok());
   ASSERT_EQ(rows->size(), 1u);

@@ -9,6 +9,7 @@
 #include <grpcpp/server_builder.h>
 
 #include <filesystem>
+#include <future>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -17,7 +18,10 @@
 #include "core/status.h"
 #include "core/log.h"
 #include "core/reasons.h"
+#include "broker/exchange/exchange_metrics.h"
 #include "broker/exchange/mailboxes.h"
+#include "broker/http/http_server.h"
+#include "core/metrics.h"
 #include "broker/server/exchange_service.h"
 #include "broker/server/identity.h"
 #include "audit/log.h"
@@ -147,7 +151,12 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
                                      *b->store_, *b->clock_);
   if (!audit.ok()) return audit.status();
   b->audit_ = *std::move(audit);
-  b->gate_->SetRefusalSink([log = b->audit_.get()](const CertificateGate::Refusal& r) {
+  b->metrics_ = std::make_unique<metrics::Registry>();
+  b->exchange_metrics_ = std::make_unique<ExchangeMetrics>(*b->metrics_);
+  auto& refusals = b->metrics_->AddCounters("carebroker_certificate_refusals_total",
+                                            "TLS handshakes refused by the certificate gate, by reason.", {"reason"});
+  b->gate_->SetRefusalSink([log = b->audit_.get(), &refusals](const CertificateGate::Refusal& r) {
+    refusals.With({r.reason}).Inc();
     v1::AuditEntry e;
     e.set_actor(r.claimed_org);
     e.add_reasons(r.reason);
@@ -158,10 +167,10 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   const auto& lim = c.limits();
   b->executor_ = std::make_unique<Executor>(static_cast<int>(lim.intake_threads()), lim.intake_queue());
   b->sends_ = std::make_unique<SendPipeline>(*config, *b->store_, *b->mailboxes_, *b->budget_, *b->clock_,
-                                             *b->policy_, *b->audit_, *b->executor_);
+                                             *b->policy_, *b->audit_, *b->executor_, *b->exchange_metrics_);
   b->deps_ = std::make_unique<ServiceDeps>(ServiceDeps{*config, *b->store_, *b->mailboxes_, *b->budget_, *b->clock_,
                                                        *b->identities_, *b->streams_, *b->policy_, *b->audit_,
-                                                       *b->sends_});
+                                                       *b->sends_, *b->exchange_metrics_});
   const ServiceDeps& deps = *b->deps_;
   if (auto r = AppendAuditSync(*b->store_, {PolicyLoadRecord(deps, absl::OkStatus(), "broker")}); !r.ok()) {
     return r.status();
@@ -189,9 +198,26 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
     b->store_->Close();
     return Error(absl::StatusCode::kUnavailable, reason::kListenFailed, absl::StrCat("cannot listen on ", c.listen()));
   }
-  b->server_->GetHealthCheckService()->SetServingStatus(true);
+  b->RegisterMetrics();
+  if (c.metrics().listen() != "off") {
+    auto http = http::HttpServer::Start(c.metrics().listen(), [raw = b.get()](const http::HttpRequest& r) {
+      return raw->ServeMetrics(r);
+    });
+    if (!http.ok()) {
+      b->server_->Shutdown();
+      b->store_->Close();
+      return http.status();
+    }
+    b->metrics_server_ = *std::move(http);
+  }
+  // Serving only once the store has taken a write and the log is sound.
+  (void)b->CheckReadiness();
   b->housekeeping_ = std::thread([raw = b.get()] { raw->Housekeeping(); });
-  LogLine(absl::StrCat("listening on ", b->address(), " (mutual TLS), store ", DescribeStore(*config), ", ",
+  LogLine(absl::StrCat("listening on ", b->address(), " (mutual TLS), store ", DescribeStore(*config),
+                       b->metrics_server_ ? absl::StrCat(", metrics on ", c.metrics().listen().substr(0, c.metrics().listen().rfind(':')),
+                                                         ":", b->metrics_server_->port())
+                                          : "",
+                       ", ",
                    b->policy_->current()->agreements().agreements.size(), " agreements in force, ",
                    b->policy_->consent().people(), " people with recorded wishes"));
   return b;
@@ -203,6 +229,103 @@ std::string Broker::address() const {
 }
 
 void Broker::WakeAll() { mailboxes_->NotifyAll(); }
+
+int Broker::metrics_port() const { return metrics_server_ ? metrics_server_->port() : 0; }
+
+absl::Status Broker::Readiness() const {
+  absl::MutexLock l(&ready_mu_);
+  return readiness_;
+}
+
+absl::Status Broker::CheckReadiness() {
+  absl::Status now = absl::OkStatus();
+  if (!audit_->healthy()) {
+    now = Error(absl::StatusCode::kUnavailable, reason::kAuditUnavailable,
+                "the audit log failed its integrity check; restart after investigating");
+  } else {
+    // The store's answer, or a failure if it does not come in time (the
+    // callback may still run later: the promise is shared with it).
+    auto answer = std::make_shared<std::promise<absl::StatusOr<bool>>>();
+    auto done = answer->get_future();
+    store_->CheckWritable([answer](absl::StatusOr<bool> r) { answer->set_value(std::move(r)); });
+    if (done.wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
+      now = Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable, "the store did not answer within 2 s");
+    } else if (auto r = done.get(); !r.ok()) {
+      now = r.status();
+    }
+  }
+  bool changed;
+  {
+    absl::MutexLock l(&ready_mu_);
+    changed = now.ok() != readiness_.ok() || readiness_.message() == "starting";
+    readiness_ = now;
+  }
+  if (changed) {
+    server_->GetHealthCheckService()->SetServingStatus(now.ok());
+    LogLine(now.ok() ? std::string("ready: serving") : absl::StrCat("not ready: ", now.message()));
+  }
+  return now;
+}
+
+void Broker::RegisterMetrics() {
+  metrics::Registry& r = *metrics_;
+  r.AddCollector("carebroker_ready", "1 while the broker can take messages (store writable, audit log sound).",
+                 metrics::Type::kGauge, {}, [this] { return std::vector<metrics::Sample>{{{}, Readiness().ok() ? 1.0 : 0.0}}; });
+  r.AddCollector("carebroker_open_streams", "Open Receive and SendStream streams.", metrics::Type::kGauge, {},
+                 [this] { return std::vector<metrics::Sample>{{{}, double(streams_->load())}}; });
+  r.AddCollector("carebroker_receive_subscribers", "Receive streams listening on a mailbox.", metrics::Type::kGauge, {},
+                 [this] { return std::vector<metrics::Sample>{{{}, double(mailboxes_->subscriber_count())}}; });
+  r.AddCollector("carebroker_memory_budget_used_bytes", "Payload bytes held in memory against limits.memory_budget_bytes.",
+                 metrics::Type::kGauge, {}, [this] { return std::vector<metrics::Sample>{{{}, double(budget_->used())}}; });
+  r.AddCollector("carebroker_memory_budget_limit_bytes", "limits.memory_budget_bytes.", metrics::Type::kGauge, {},
+                 [this] {
+                   return std::vector<metrics::Sample>{{{}, double(config_->proto().limits().memory_budget_bytes())}};
+                 });
+  r.AddCollector("carebroker_audit_entries", "Entries in the audit log's Merkle tree.", metrics::Type::kGauge, {},
+                 [this] { return std::vector<metrics::Sample>{{{}, double(audit_->size())}}; });
+  r.AddCollector("carebroker_audit_signed_entries", "Entries covered by the latest signed tree head.",
+                 metrics::Type::kGauge, {},
+                 [this] { return std::vector<metrics::Sample>{{{}, double(audit_->LatestHead().tree_size())}}; });
+  r.AddCollector("carebroker_audit_head_age_seconds", "Seconds since the latest signed tree head was signed.",
+                 metrics::Type::kGauge, {}, [this] {
+                   const auto head = audit_->LatestHead();
+                   const absl::Time at = absl::FromUnixSeconds(head.timestamp().seconds()) +
+                                         absl::Nanoseconds(head.timestamp().nanos());
+                   return std::vector<metrics::Sample>{{{}, absl::ToDoubleSeconds(clock_->Now() - at)}};
+                 });
+  r.AddCollector("carebroker_policy_info", "The agreement set in force (value 1), labelled with its SHA-256 digest.",
+                 metrics::Type::kGauge, {"digest"},
+                 [this] { return std::vector<metrics::Sample>{{{policy_->current()->agreements().digest}, 1.0}}; });
+  r.AddCollector("carebroker_policy_agreements", "Data-sharing agreements in force.", metrics::Type::kGauge, {}, [this] {
+    return std::vector<metrics::Sample>{{{}, double(policy_->current()->agreements().agreements.size())}};
+  });
+  if (!config_->proto().store().has_postgres()) {
+    r.AddCollector("carebroker_store_bytes", "Size of the embedded store's files (database and write-ahead log).",
+                   metrics::Type::kGauge, {}, [this] {
+                     const std::string db = config_->sqlite_path();
+                     std::error_code ec;
+                     double total = 0;
+                     for (const std::string& f : {db, db + "-wal"}) {
+                       const auto n = std::filesystem::file_size(f, ec);
+                       if (!ec) total += double(n);
+                     }
+                     return std::vector<metrics::Sample>{{{}, total}};
+                   });
+  }
+}
+
+http::HttpResponse Broker::ServeMetrics(const http::HttpRequest& r) {
+  if (r.method != "GET" && r.method != "HEAD") return {405, "text/plain; charset=utf-8", "GET or HEAD only\n"};
+  const std::string path = r.target.substr(0, r.target.find('?'));
+  if (path == "/metrics") return {200, std::string(metrics::kContentType), metrics_->Exposition()};
+  if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
+  if (path == "/readyz") {
+    const absl::Status s = Readiness();
+    if (s.ok()) return {200, "text/plain; charset=utf-8", "ready\n"};
+    return {503, "text/plain; charset=utf-8", absl::StrCat("not ready: ", s.message(), "\n")};
+  }
+  return {404, "text/plain; charset=utf-8", "not found: /metrics, /healthz or /readyz\n"};
+}
 
 absl::Status Broker::ReloadPolicy() {
   absl::Status s = policy_->Reload();
@@ -245,6 +368,7 @@ void Broker::Housekeeping() {
     if (stopping_) break;
     mu_.Unlock();
     WakeAll();  // deliveries whose visibility timeout passed are claimable again
+    (void)CheckReadiness();
     audit_->Tick();
     if (absl::Now() >= next_sweep) {
       if (auto r = SweepNow(); !r.ok()) LogLine(absl::StrCat("sweep failed: ", r.status().message()));
@@ -261,6 +385,7 @@ void Broker::Shutdown() {
     stopping_ = true;
   }
   if (housekeeping_.joinable()) housekeeping_.join();
+  metrics_server_.reset();  // its handler reads the store and the audit log
   // Receive streams never end by themselves: give calls a second, then cancel.
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   // Every call has ended; any intake still running finishes into the store.

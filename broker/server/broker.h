@@ -7,6 +7,9 @@
 // Serves carebroker.v1.Exchange, Consent, Policy, grpc.health.v1.Health and server
 // reflection, all over mutual TLS only: a client needs a certificate from
 // tls.ca that is in date and not revoked in tls.crl, or the handshake fails.
+// A second listener (metrics.listen, plain HTTP) serves /metrics, /healthz
+// and /readyz. Health tells the truth: SERVING (and /readyz 200) only while
+// the store takes writes and the audit log is sound, checked every second.
 #pragma once
 
 #include <memory>
@@ -16,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "broker/config/config.h"
+#include "broker/http/http_server.h"
 #include "core/clock.h"
 #include "broker/server/exchange_service.h"
 #include "broker/store/store.h"
@@ -39,6 +43,10 @@ class PolicyGate;
 class Mailboxes;
 class MemoryBudget;
 class IdentityCache;
+struct ExchangeMetrics;
+namespace metrics {
+class Registry;
+}
 
 struct BrokerOptions {
   // Time for expiry, visibility and acceptance stamps. Not owned.
@@ -59,6 +67,14 @@ class Broker {
   int port() const { return port_; }
   // "127.0.0.1:PORT" style address clients can dial.
   std::string address() const;
+  // The metrics listener's bound port; 0 when metrics.listen is off.
+  int metrics_port() const;
+
+  // Whether the broker can take messages now (the last readiness check):
+  // OK, or why not (UNAVAILABLE STORE_UNAVAILABLE or AUDIT_UNAVAILABLE).
+  absl::Status Readiness() const;
+  // Runs the readiness check now (also run every second).
+  absl::Status CheckReadiness();
 
   // Runs expiry and purge now (also run every delivery.sweep_interval).
   absl::StatusOr<SweepResult> SweepNow();
@@ -77,6 +93,8 @@ class Broker {
  private:
   Broker() = default;
   void Housekeeping();
+  void RegisterMetrics();
+  http::HttpResponse ServeMetrics(const http::HttpRequest& r);
 
   std::shared_ptr<const Config> config_;
   const Clock* clock_ = nullptr;
@@ -97,6 +115,12 @@ class Broker {
   std::unique_ptr<PolicyService> policy_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  std::unique_ptr<metrics::Registry> metrics_;
+  std::unique_ptr<ExchangeMetrics> exchange_metrics_;
+  std::unique_ptr<http::HttpServer> metrics_server_;
+
+  mutable absl::Mutex ready_mu_;
+  absl::Status readiness_ ABSL_GUARDED_BY(ready_mu_) = absl::UnavailableError("starting");
 
   std::thread housekeeping_;
   absl::Mutex mu_;

@@ -277,6 +277,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   bool Withheld(const StoredDelivery& d) {
     absl::string_view reason = d_.policy.CheckAtDelivery(d, id_.org);
     if (reason.empty()) return false;
+    d_.metrics.withheld.With({std::string(reason)}).Inc();
     Ref();
     d_.store.Withhold(id_.org, {d.id}, std::string(reason), d_.clock.Now(), [this](auto) { Unref(); });
     return true;
@@ -305,6 +306,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       if (!r.ok()) {
         FinishOnce(r.status());
       } else {
+        d_.metrics.acknowledged.Inc(r->acknowledged.size());
         FlushAcks();
         bool finish;
         {
@@ -325,6 +327,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       absl::MutexLock l(&mu_);
       if (writing_ || end_ != End::kRunning || to_write_.empty()) return;
       const uint64_t cap = d_.config.proto().limits().max_message_bytes();
+      const absl::Time now = d_.clock.Now();
       write_buf_.Clear();
       write_bytes_ = 0;
       while (!to_write_.empty() &&
@@ -332,6 +335,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
         StoredDelivery d = std::move(to_write_.front());
         to_write_.pop_front();
         v1::Delivery* out = write_buf_.add_deliveries();
+        d_.metrics.delivered.With({d.workflow}).Inc();
+        if (d.delivery_count == 1) d_.metrics.send_to_delivery.Observe(absl::ToDoubleSeconds(now - d.accepted_at));
         out->set_message_id(d.id.str());
         out->set_sender(d.sender.str());
         out->set_workflow(std::move(d.workflow));

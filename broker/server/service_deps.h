@@ -6,6 +6,7 @@
 #include <atomic>
 
 #include "broker/config/config.h"
+#include "broker/exchange/exchange_metrics.h"
 #include "broker/exchange/mailboxes.h"
 #include "broker/exchange/policy_gate.h"
 #include "broker/exchange/send_pipeline.h"
@@ -29,6 +30,7 @@ struct ServiceDeps {
   PolicyGate& policy;
   audit::AuditLog& audit;
   SendPipeline& sends;
+  ExchangeMetrics& metrics;
 };
 
 }  // namespace carebroker

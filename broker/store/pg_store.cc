@@ -399,6 +399,24 @@ class PgStore final : public Store {
     consent_listener_ = std::move(listener);
   }
 
+  void CheckWritable(StoreCallback<bool> done) override {
+    Enqueue<bool>(
+        [](Txn& t) -> absl::StatusOr<bool> {
+          auto r = t.conn.Exec("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')");
+          if (!r.ok()) return Unavailable(r.status());
+          if (r->Str(0, 0) == "t") {
+            return Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable,
+                         "store: the PostgreSQL server is a read-only standby");
+          }
+          if (r->Str(0, 1) == "on") {
+            return Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable,
+                         "store: the PostgreSQL database is read-only (default_transaction_read_only)");
+          }
+          return true;
+        },
+        std::move(done));
+  }
+
   void Close() override {
     {
       absl::MutexLock l(&mu_);

@@ -2,10 +2,19 @@
 // (sqlite_store_impl.h).
 #include "broker/store/sqlite_store.h"
 
+#include <filesystem>
+
 #include "broker/store/sqlite_store_impl.h"
+#include "core/files.h"
 
 namespace carebroker {
 namespace sqlite_impl {
+
+void SqliteStore::CheckWritable(StoreCallback<bool> done) {
+  const std::string dir = std::filesystem::path(path_).parent_path().string();
+  absl::Status s = ProbeWritable(dir.empty() ? "." : dir);
+  std::move(done)(s.ok() ? absl::StatusOr<bool>(true) : absl::StatusOr<bool>(s));
+}
 
 absl::Status SqliteStore::Open(const std::string& path) {
   path_ = path;

@@ -130,6 +130,8 @@ class SqliteStore final : public Store {
   void SetArrivalListener(ArrivalListener listener) override { listener_ = std::move(listener); }
   void SetConsentListener(ConsentListener listener) override { consent_listener_ = std::move(listener); }
 
+  void CheckWritable(StoreCallback<bool> done) override;
+
   void Close() override {
     {
       absl::MutexLock l(&mu_);

@@ -300,6 +300,13 @@ class Store {
   // destructor.
   virtual void Close() = 0;
 
+  // Whether the store can take writes now, for readiness: the embedded
+  // store's folder takes new data; PostgreSQL answers and is not a
+  // read-only standby. UNAVAILABLE STORE_UNAVAILABLE naming why not.
+  // The embedded store answers at once, off its write queue; PostgreSQL's
+  // check is a query on a pooled connection (callers bound the wait).
+  virtual void CheckWritable(StoreCallback<bool> done) = 0;
+
  protected:
   Store() = default;
 };

@@ -50,6 +50,9 @@ inline absl::StatusOr<uint64_t> AppendAuditSync(Store& s, std::vector<AuditRecor
 inline absl::StatusOr<std::vector<AuditRow>> ReadAuditSync(Store& s, AuditRead r) {
   return AwaitStore<std::vector<AuditRow>>([&](auto cb) { s.ReadAudit(std::move(r), std::move(cb)); });
 }
+inline absl::StatusOr<bool> CheckWritableSync(Store& s) {
+  return AwaitStore<bool>([&](auto cb) { s.CheckWritable(std::move(cb)); });
+}
 inline absl::StatusOr<bool> AppendTreeHeadSync(Store& s, v1::SignedTreeHead h) {
   return AwaitStore<bool>([&](auto cb) { s.AppendTreeHead(std::move(h), std::move(cb)); });
 }

@@ -34,6 +34,7 @@ trap 'exit 130' INT TERM
 port=$(free_port)
 cat >"$work/carebroker.yaml" <<YAML
 listen: 127.0.0.1:$port
+metrics: {listen: "127.0.0.1:0"}
 data_dir: data
 tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt, crl: pki/crl.pem}
 limits: {max_in_flight_per_stream: 100000, max_pending_per_stream: 100000${CB_EXTRA_LIMITS:-}}

@@ -51,6 +51,7 @@ start_broker() {
   mkdir -p "$work/$name"
   cat >"$work/$name/carebroker.yaml" <<YAML
 listen: 127.0.0.1:0
+metrics: {listen: "127.0.0.1:0"}
 data_dir: $work/$name/data
 tls: {cert: $work/pki/server.crt, key: $work/pki/server.key, ca: $work/pki/ca.crt, crl: $work/pki/crl.pem}
 limits: {max_in_flight_per_stream: 100000, max_pending_per_stream: 100000}

@@ -44,7 +44,7 @@ class BinaryTest : public ::testing::Test {
     return path;
   }
   std::string GoodConfig() {
-    return absl::StrCat("listen: 127.0.0.1:1\ndata_dir: ", (dir_ / "from-file").string(), "\ntls:\n  cert: ", pki_,
+    return absl::StrCat("listen: 127.0.0.1:1\nmetrics: {listen: \"127.0.0.1:0\"}\ndata_dir: ", (dir_ / "from-file").string(), "\ntls:\n  cert: ", pki_,
                         "/server.crt\n  key: ", pki_, "/server.key\n  ca: ", pki_, "/ca.crt\n  crl: ", pki_,
                         "/crl.pem\naudit: {signing_key: ", pki_, "/audit-signing.key, subject_key: ", pki_,
                         "/audit-subject.key}\npolicy: {agreements_dir: ", std::getenv("CB_SOURCE_DIR"),
@@ -86,7 +86,7 @@ TEST_F(BinaryTest, BadConfigStopsWithFileLineAndKey) {
   EXPECT_EQ(Wait(Spawn({"--config", path})), 2);
   const std::string err = Stderr();
   EXPECT_NE(err.find("bad config"), std::string::npos) << err;
-  EXPECT_NE(err.find("carebroker.yaml:12: organisations[1].kind: 'nhs_englnd' is not one of"), std::string::npos) << err;
+  EXPECT_NE(err.find("carebroker.yaml:13: organisations[1].kind: 'nhs_englnd' is not one of"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(dir_ / "from-file")) << "nothing may be created from a bad config";
 }
 

@@ -35,7 +35,7 @@ class CrashTest : public ::testing::Test {
     fs::create_directories(dir_);
     const int port = testing::FreePort();
     std::ofstream(dir_ / "carebroker.yaml") << absl::StrCat(
-        "listen: 127.0.0.1:", port, "\ndata_dir: ", (dir_ / "data").string(), "\ntls:\n  cert: ", pki_,
+        "listen: 127.0.0.1:", port, "\nmetrics: {listen: \"127.0.0.1:0\"}\ndata_dir: ", (dir_ / "data").string(), "\ntls:\n  cert: ", pki_,
         "/server.crt\n  key: ", pki_, "/server.key\n  ca: ", pki_, "/ca.crt\n  crl: ", pki_, "/crl.pem\n",
         "organisations:\n  - {ods: RR8, name: Leeds, kind: nhs_trust}\n"
         "  - {ods: \"503\", name: Lincolnshire, kind: local_authority}\n",

@@ -146,7 +146,7 @@ class ReplicaTest : public ::testing::Test {
       const int port = testing::FreePort();
       const fs::path config = dir_ / absl::StrCat(name, ".yaml");
       std::ofstream(config) << absl::StrCat(
-          "listen: 127.0.0.1:", port, "\ndata_dir: ", (dir_ / name).string(), "\ntls:\n  cert: ", pki_,
+          "listen: 127.0.0.1:", port, "\nmetrics: {listen: \"127.0.0.1:0\"}\ndata_dir: ", (dir_ / name).string(), "\ntls:\n  cert: ", pki_,
           "/server.crt\n  key: ", pki_, "/server.key\n  ca: ", pki_, "/ca.crt\n  crl: ", pki_, "/crl.pem\n",
           "store:\n  postgres: {connection: \"", db_, "\", pool_size: 3}\n",
           "delivery: {visibility_timeout: 5s}\n",

@@ -1,6 +1,8 @@
 #include "tests/integration/harness.h"
 
+#include <curl/curl.h>
 #include <grpcpp/create_channel.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 #include "broker/client/client.h"
 #include "broker/config/config.h"
 #include "broker/exchange/intake.h"
+#include "tests/integration/probe.pb.h"
 
 namespace carebroker::testing {
 
@@ -81,6 +84,51 @@ v1::SendRequest Req(const std::string& to, const std::string& key, const std::st
   r.set_content_type("application/json");
   r.set_payload(payload);
   return r;
+}
+
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::TemplatedGenericStub<cbtest::HealthCheckRequest, cbtest::HealthCheckResponse> health(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  cbtest::HealthCheckRequest req;
+  cbtest::HealthCheckResponse resp;
+  grpc::Status status;
+  auto call = health.PrepareUnaryCall(&ctx, "/grpc.health.v1.Health/Check", req, &cq);
+  call->StartCall();
+  call->Finish(&resp, &status, reinterpret_cast<void*>(1));
+  void* tag;
+  bool ok;
+  if (!cq.Next(&tag, &ok) || !status.ok()) return -1;
+  return resp.status();
+}
+
+HttpReply HttpCall(int port, const std::string& path, const std::string& method, const std::string& body) {
+  HttpReply out;
+  CURL* curl = curl_easy_init();
+  if (curl == nullptr) return out;
+  const std::string url = absl::StrCat("http://127.0.0.1:", port, path);
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  if (method == "HEAD") curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+  if (!body.empty()) {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  }
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 5L);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, +[](char* p, size_t size, size_t n, void* into) {
+    static_cast<std::string*>(into)->append(p, size * n);
+    return size * n;
+  });
+  if (curl_easy_perform(curl) == CURLE_OK) {
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out.status);
+    char* type = nullptr;
+    curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &type);
+    if (type != nullptr) out.content_type = type;
+  }
+  curl_easy_cleanup(curl);
+  return out;
 }
 
 std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req) {

@@ -42,6 +42,19 @@ grpc::Status Call(grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Re
   return (stub.*rpc)(&ctx, req, resp);
 }
 
+// grpc.health.v1 Check over `channel`: 1 SERVING, 2 NOT_SERVING, or -1
+// when the call fails.
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel);
+
+// One plain HTTP request to 127.0.0.1:port (libcurl), 5-second timeout.
+struct HttpReply {
+  long status = 0;  // 0: no answer
+  std::string content_type;
+  std::string body;
+};
+HttpReply HttpCall(int port, const std::string& path, const std::string& method = "GET",
+                   const std::string& body = "");
+
 // Sends and expects success; returns the message id.
 std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req);
 

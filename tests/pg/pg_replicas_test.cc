@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "core/ids.h"
@@ -260,6 +261,38 @@ TEST(PgReplicas, AnOperationPostgresRefusesFailsAloneNotItsCommit) {
   mu.AwaitWithTimeout(absl::Condition(+[](int* n) { return *n == kAppends; }, &answered), absl::Seconds(30));
   EXPECT_EQ(ok, kAppends - 1);
   EXPECT_EQ(unavailable, 1);
+}
+
+// Readiness: a database that stops taking writes (here made read-only, as
+// a failover to a standby leaves it) is reported with the reason, and
+// writable again once it is.
+TEST(PgReplicas, CheckWritableSaysWhenTheDatabaseTakesNoWrites) {
+  const std::string db = testing::FreshPgDatabase("readonly");
+  auto a = Open(db);
+  ASSERT_TRUE(CheckWritableSync(*a).ok());
+  auto admin = pg::Connection::Open(db);
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  auto cut_all = [&] {
+    auto cut = (*admin)->Exec(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND "
+        "pid <> pg_backend_pid()");
+    ASSERT_TRUE(cut.ok()) << cut.status();
+  };
+  ASSERT_TRUE((*admin)->ExecScript("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_read_only = on', "
+                                   "current_database()); END $$").ok());
+  cut_all();
+  ASSERT_TRUE(Eventually([&] {
+    auto r = CheckWritableSync(*a);
+    if (r.ok()) return false;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+    return absl::StrContains(r.status().message(), "read-only");
+  })) << "the check did not notice";
+  EXPECT_FALSE(AppendSync(*a, {Message()}).ok()) << "and writes are indeed refused";
+  ASSERT_TRUE((*admin)->ExecScript("DO $$ BEGIN EXECUTE format('ALTER DATABASE %I RESET default_transaction_read_only', "
+                                   "current_database()); END $$").ok());
+  cut_all();
+  ASSERT_TRUE(Eventually([&] { return CheckWritableSync(*a).ok(); }));
+  EXPECT_TRUE(Eventually([&] { return AppendSync(*a, {Message()}).ok(); }));
 }
 
 TEST(PgReplicas, LostConnectionsAreOpenedAgainAndNotificationsResume) {

@@ -92,6 +92,8 @@ organisations:
                           ? absl::StrCat("audit: {signing_key: ", pki, "/audit-signing.key, subject_key: ", pki,
                                          "/audit-subject.key}\n")
                           : "",
+                      // Tests run side by side: each broker's metrics listener on a port of its own.
+                      extra.find("metrics:") == std::string::npos ? "metrics: {listen: \"127.0.0.1:0\"}\n" : "",
                       extra);
 }
 

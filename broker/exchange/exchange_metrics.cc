@@ -1,0 +1,25 @@
+#include "broker/exchange/exchange_metrics.h"
+
+namespace carebroker {
+
+ExchangeMetrics::ExchangeMetrics(metrics::Registry& r)
+    : accepted(r.AddCounters("carebroker_messages_accepted_total", "Messages stored for delivery, by workflow.",
+                             {"workflow"})),
+      refused(r.AddCounters("carebroker_sends_refused_total",
+                            "Sends refused, by reason code (policy denials, malformed requests, capacity).",
+                            {"reason"})),
+      delivered(r.AddCounters("carebroker_messages_delivered_total",
+                              "Deliveries written to Receive streams (redeliveries included), by workflow.",
+                              {"workflow"})),
+      acknowledged(r.AddCounter("carebroker_messages_acknowledged_total", "Acknowledgements made durable.")),
+      withheld(r.AddCounters("carebroker_messages_withheld_total",
+                             "Messages withheld at delivery because consent or an objection changed, by reason.",
+                             {"reason"})),
+      send_to_commit(r.AddHistogram("carebroker_send_to_commit_seconds",
+                                    "From a send's arrival to its durable receipt (accepted sends).",
+                                    metrics::LatencyBuckets())),
+      send_to_delivery(r.AddHistogram("carebroker_send_to_delivery_seconds",
+                                      "From a message's acceptance to its first write to a Receive stream.",
+                                      metrics::LatencyBuckets())) {}
+
+}  // namespace carebroker
