@@ -243,16 +243,8 @@ absl::Status Broker::CheckReadiness() {
     now = Error(absl::StatusCode::kUnavailable, reason::kAuditUnavailable,
                 "the audit log failed its integrity check; restart after investigating");
   } else {
-    // The store's answer, or a failure if it does not come in time (the
-    // callback may still run later: the promise is shared with it).
-    auto answer = std::make_shared<std::promise<absl::StatusOr<bool>>>();
-    auto done = answer->get_future();
-    store_->CheckWritable([answer](absl::StatusOr<bool> r) { answer->set_value(std::move(r)); });
-    if (done.wait_for(std::chrono::seconds(2)) != std::future_status::ready) {
-      now = Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable, "the store did not answer within 2 s");
-    } else if (auto r = done.get(); !r.ok()) {
-      now = r.status();
-    }
+    auto r = AwaitStoreFor<bool>(absl::Seconds(2), [this](auto cb) { store_->CheckWritable(std::move(cb)); });
+    if (!r.ok()) now = r.status();
   }
   bool changed;
   {
@@ -299,6 +291,25 @@ void Broker::RegisterMetrics() {
   r.AddCollector("carebroker_policy_agreements", "Data-sharing agreements in force.", metrics::Type::kGauge, {}, [this] {
     return std::vector<metrics::Sample>{{{}, double(policy_->current()->agreements().agreements.size())}};
   });
+  r.AddCollector("carebroker_mailbox_depth",
+                 "Messages accepted and not yet acknowledged, expired or withheld, per recipient organisation.",
+                 metrics::Type::kGauge, {"recipient"}, [this] {
+                   std::vector<metrics::Sample> out;
+                   for (const MailboxStat& m : MailboxStatsForScrape()) {
+                     out.push_back({{m.recipient.str()}, double(m.depth)});
+                   }
+                   return out;
+                 });
+  r.AddCollector("carebroker_mailbox_oldest_age_seconds",
+                 "Age of the oldest message not yet acknowledged, per recipient organisation.", metrics::Type::kGauge,
+                 {"recipient"}, [this] {
+                   std::vector<metrics::Sample> out;
+                   const absl::Time now = clock_->Now();
+                   for (const MailboxStat& m : MailboxStatsForScrape()) {
+                     out.push_back({{m.recipient.str()}, absl::ToDoubleSeconds(now - m.oldest_accepted_at)});
+                   }
+                   return out;
+                 });
   if (!config_->proto().store().has_postgres()) {
     r.AddCollector("carebroker_store_bytes", "Size of the embedded store's files (database and write-ahead log).",
                    metrics::Type::kGauge, {}, [this] {
@@ -314,10 +325,28 @@ void Broker::RegisterMetrics() {
   }
 }
 
+std::vector<MailboxStat> Broker::MailboxStatsForScrape() {
+  absl::MutexLock l(&stats_mu_);
+  // Both mailbox families of one scrape share one read of the store.
+  if (stats_fresh_) return stats_;
+  auto r = AwaitStoreFor<std::vector<MailboxStat>>(absl::Seconds(2),
+                                                   [this](auto cb) { store_->MailboxStats(std::move(cb)); });
+  if (!r.ok()) return {};  // readiness reports the store's trouble
+  stats_ = *std::move(r);
+  stats_fresh_ = true;
+  return stats_;
+}
+
 http::HttpResponse Broker::ServeMetrics(const http::HttpRequest& r) {
   if (r.method != "GET" && r.method != "HEAD") return {405, "text/plain; charset=utf-8", "GET or HEAD only\n"};
   const std::string path = r.target.substr(0, r.target.find('?'));
-  if (path == "/metrics") return {200, std::string(metrics::kContentType), metrics_->Exposition()};
+  if (path == "/metrics") {
+    {
+      absl::MutexLock l(&stats_mu_);
+      stats_fresh_ = false;  // each scrape reads the store once
+    }
+    return {200, std::string(metrics::kContentType), metrics_->Exposition()};
+  }
   if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n"};
   if (path == "/readyz") {
     const absl::Status s = Readiness();

@@ -95,6 +95,7 @@ class Broker {
   void Housekeeping();
   void RegisterMetrics();
   http::HttpResponse ServeMetrics(const http::HttpRequest& r);
+  std::vector<MailboxStat> MailboxStatsForScrape() ABSL_LOCKS_EXCLUDED(stats_mu_);
 
   std::shared_ptr<const Config> config_;
   const Clock* clock_ = nullptr;
@@ -118,6 +119,10 @@ class Broker {
   std::unique_ptr<metrics::Registry> metrics_;
   std::unique_ptr<ExchangeMetrics> exchange_metrics_;
   std::unique_ptr<http::HttpServer> metrics_server_;
+
+  absl::Mutex stats_mu_;
+  std::vector<MailboxStat> stats_ ABSL_GUARDED_BY(stats_mu_);
+  bool stats_fresh_ ABSL_GUARDED_BY(stats_mu_) = false;  // read during this scrape
 
   mutable absl::Mutex ready_mu_;
   absl::Status readiness_ ABSL_GUARDED_BY(ready_mu_) = absl::UnavailableError("starting");

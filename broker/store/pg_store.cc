@@ -380,6 +380,23 @@ class PgStore final : public Store {
         std::move(done));
   }
 
+  void MailboxStats(StoreCallback<std::vector<MailboxStat>> done) override {
+    Enqueue<std::vector<MailboxStat>>(
+        [](Txn& t) -> absl::StatusOr<std::vector<MailboxStat>> {
+          auto r = t.conn.ExecPrepared(
+              "SELECT recipient, count(*), min(accepted_at) FROM messages "
+              "WHERE state < 3 GROUP BY recipient ORDER BY recipient");
+          if (!r.ok()) return Unavailable(r.status());
+          std::vector<MailboxStat> out;
+          for (int i = 0; i < r->rows(); ++i) {
+            out.push_back(MailboxStat{OrgCode(r->Str(i, 0)), static_cast<uint64_t>(r->Int(i, 1)),
+                                      FromMicros(r->Int(i, 2))});
+          }
+          return out;
+        },
+        std::move(done));
+  }
+
   void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) override {
     Enqueue<TrackInfo>([c = std::move(caller), id = std::move(id)](Txn& t) { return DoTrack(t, c, id); },
                        std::move(done));

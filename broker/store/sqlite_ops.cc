@@ -148,6 +148,9 @@ absl::Status SqliteStore::PrepareAll() {
        "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, "
        "acked_at, expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "
        "WHERE id = ?1 AND (sender = ?2 OR recipient = ?2)"},
+      {&mailbox_stats_,
+       "SELECT recipient, count(*), min(accepted_at) FROM messages WHERE state < 3 GROUP BY recipient "
+       "ORDER BY recipient"},
       {&expire_select_,
        "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind, purpose, subject FROM messages "
        "WHERE state < 3 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"},
@@ -321,6 +324,18 @@ absl::StatusOr<int> SqliteStore::DoRelease(const OrgCode& recipient, ClaimToken 
   }
   if (n > 0) arrivals_.insert(recipient);
   return n;
+}
+
+absl::StatusOr<std::vector<MailboxStat>> SqliteStore::DoMailboxStats() {
+  ResetOnExit reset{mailbox_stats_};
+  std::vector<MailboxStat> out;
+  while (true) {
+    auto row = mailbox_stats_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return out;
+    out.push_back(MailboxStat{OrgCode(mailbox_stats_.Text(0)), static_cast<uint64_t>(mailbox_stats_.Int(1)),
+                              FromMicros(mailbox_stats_.Int(2))});
+  }
 }
 
 absl::StatusOr<TrackInfo> SqliteStore::DoTrack(const OrgCode& caller, const MessageId& id) {

@@ -131,6 +131,9 @@ class SqliteStore final : public Store {
   void SetConsentListener(ConsentListener listener) override { consent_listener_ = std::move(listener); }
 
   void CheckWritable(StoreCallback<bool> done) override;
+  void MailboxStats(StoreCallback<std::vector<MailboxStat>> done) override {
+    Enqueue<std::vector<MailboxStat>>(kAtCommit, [this] { return DoMailboxStats(); }, std::move(done));
+  }
 
   void Close() override {
     {
@@ -252,6 +255,7 @@ class SqliteStore final : public Store {
                                 absl::Time now);
 
   absl::StatusOr<TrackInfo> DoTrack(const OrgCode& caller, const MessageId& id);
+  absl::StatusOr<std::vector<MailboxStat>> DoMailboxStats();
 
   absl::StatusOr<int> DoWithhold(const OrgCode& recipient, const std::vector<MessageId>& ids, const std::string& reason,
                                  absl::Time now);
@@ -284,7 +288,7 @@ class SqliteStore final : public Store {
   absl::flat_hash_set<OrgCode> arrivals_;
   int64_t batch_max_seq_ = 0;  // highest seq stored by the batch being built
   Stmt find_idem_, insert_msg_, insert_claimed_, insert_body_, claim_select_, claim_update_, select_body_;
-  Stmt ack_update_, ack_state_, release_, track_, expire_select_, expire_update_, delete_body_;
+  Stmt ack_update_, ack_state_, release_, track_, mailbox_stats_, expire_select_, expire_update_, delete_body_;
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
   Stmt audit_insert_, head_insert_, block_insert_;
   SubjectBloom pending_bloom_;       // writer thread: the block being filled

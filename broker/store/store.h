@@ -160,6 +160,14 @@ struct StoredDelivery {
   int64_t seq = 0;
 };
 
+// One mailbox's backlog: messages accepted and not yet acknowledged,
+// expired or withheld (waiting, or delivered and unacknowledged).
+struct MailboxStat {
+  OrgCode recipient;
+  uint64_t depth = 0;
+  absl::Time oldest_accepted_at;
+};
+
 struct AckResult {
   std::vector<MessageId> acknowledged;  // now or earlier
   std::vector<MessageId> not_found;     // not in this recipient's mailbox
@@ -306,6 +314,9 @@ class Store {
   // The embedded store answers at once, off its write queue; PostgreSQL's
   // check is a query on a pooled connection (callers bound the wait).
   virtual void CheckWritable(StoreCallback<bool> done) = 0;
+
+  // Every mailbox with a backlog (for metrics), in recipient order.
+  virtual void MailboxStats(StoreCallback<std::vector<MailboxStat>> done) = 0;
 
  protected:
   Store() = default;

@@ -6,7 +6,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "broker/store/store.h"
+#include "core/reasons.h"
+#include "core/status.h"
 
 namespace carebroker {
 
@@ -16,6 +19,20 @@ absl::StatusOr<T> AwaitStore(Start&& start) {
   std::promise<absl::StatusOr<T>> p;
   auto f = p.get_future();
   std::forward<Start>(start)([&p](absl::StatusOr<T> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+// As AwaitStore, but gives up after `timeout` with UNAVAILABLE
+// STORE_UNAVAILABLE (the callback may still run later; it owns its state).
+template <typename T, typename Start>
+absl::StatusOr<T> AwaitStoreFor(absl::Duration timeout, Start&& start) {
+  auto p = std::make_shared<std::promise<absl::StatusOr<T>>>();
+  auto f = p->get_future();
+  std::forward<Start>(start)([p](absl::StatusOr<T> r) { p->set_value(std::move(r)); });
+  if (f.wait_for(absl::ToChronoMilliseconds(timeout)) != std::future_status::ready) {
+    return Error(absl::StatusCode::kUnavailable, reason::kStoreUnavailable,
+                 absl::StrCat("the store did not answer within ", absl::FormatDuration(timeout)));
+  }
   return f.get();
 }
 
@@ -52,6 +69,9 @@ inline absl::StatusOr<std::vector<AuditRow>> ReadAuditSync(Store& s, AuditRead r
 }
 inline absl::StatusOr<bool> CheckWritableSync(Store& s) {
   return AwaitStore<bool>([&](auto cb) { s.CheckWritable(std::move(cb)); });
+}
+inline absl::StatusOr<std::vector<MailboxStat>> MailboxStatsSync(Store& s) {
+  return AwaitStore<std::vector<MailboxStat>>([&](auto cb) { s.MailboxStats(std::move(cb)); });
 }
 inline absl::StatusOr<bool> AppendTreeHeadSync(Store& s, v1::SignedTreeHead h) {
   return AwaitStore<bool>([&](auto cb) { s.AppendTreeHead(std::move(h), std::move(cb)); });

@@ -114,6 +114,27 @@ TEST_P(StoreConformance, ClaimsOldestFirstAndOnlyOwnMailbox) {
   EXPECT_THAT(*ClaimSync(*store, Claim(kTrust, 10, kT0 + absl::Seconds(1))), IsEmpty());
 }
 
+// Metrics read each mailbox's backlog: waiting and delivered-unacknowledged
+// messages count, acknowledged ones do not; the age is the oldest's.
+TEST_P(StoreConformance, MailboxStatsCountTheBacklogPerRecipient) {
+  auto store = Open(Instance());
+  EXPECT_THAT(*AwaitStore<std::vector<MailboxStat>>([&](auto cb) { store->MailboxStats(std::move(cb)); }), IsEmpty());
+  std::vector<MessageId> council;
+  for (int i = 0; i < 3; ++i) council.push_back(AppendOne(*store, Msg(kTrust, kCouncil, "", "", kT0 + absl::Seconds(i))));
+  AppendOne(*store, Msg(kTrust, kGp, "", "", kT0 + absl::Seconds(5)));
+  ASSERT_THAT(*ClaimSync(*store, Claim(kCouncil, 2, kT0 + absl::Seconds(10))), SizeIs(2));
+  ASSERT_TRUE(AckSync(*store, kCouncil, {council[0]}, kT0 + absl::Seconds(11)).ok());
+  auto stats = AwaitStore<std::vector<MailboxStat>>([&](auto cb) { store->MailboxStats(std::move(cb)); });
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_THAT(*stats, SizeIs(2));
+  EXPECT_EQ((*stats)[0].recipient, kCouncil);
+  EXPECT_EQ((*stats)[0].depth, 2u) << "one delivered and unacknowledged, one waiting";
+  EXPECT_EQ((*stats)[0].oldest_accepted_at, kT0 + absl::Seconds(1));
+  EXPECT_EQ((*stats)[1].recipient, kGp);
+  EXPECT_EQ((*stats)[1].depth, 1u);
+  EXPECT_EQ((*stats)[1].oldest_accepted_at, kT0 + absl::Seconds(5));
+}
+
 TEST_P(StoreConformance, IdempotentRetryStoresNothingNew) {
   auto store = Open(Instance());
   NewMessage first = Msg(kTrust, kCouncil, "adt-123", "same");

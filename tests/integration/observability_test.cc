@@ -55,6 +55,10 @@ TEST_F(ObservabilityTest, MetricsCountWhatHappenedAndHoldNothingAboutAPerson) {
   v1::SendReceipt ignored;
   EXPECT_EQ(Call(&v1::Exchange::Stub::Send, *trust_, Req("ZZZ99"), &ignored).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
+  clock_.Advance(absl::Seconds(90));
+  const std::string waiting = Metrics();
+  EXPECT_THAT(waiting, HasSubstr("carebroker_mailbox_depth{recipient=\"503\"} 4\n"));
+  EXPECT_THAT(waiting, HasSubstr("carebroker_mailbox_oldest_age_seconds{recipient=\"503\"} 90\n"));
   Receiver rx(*council_, 10);
   for (int i = 0; i < 4; ++i) {
     auto d = rx.Next();
@@ -74,6 +78,7 @@ TEST_F(ObservabilityTest, MetricsCountWhatHappenedAndHoldNothingAboutAPerson) {
   EXPECT_THAT(text, HasSubstr("carebroker_policy_info{digest=\""));
   EXPECT_THAT(text, HasSubstr("# TYPE carebroker_store_bytes gauge\n"));
   EXPECT_THAT(text, Not(HasSubstr("carebroker_store_bytes 0\n")));
+  EXPECT_THAT(text, Not(HasSubstr("carebroker_mailbox_depth{"))) << "every message acknowledged";
   EXPECT_THAT(text, Not(HasSubstr(kSyntheticNhs)));
   EXPECT_THAT(text, Not(HasSubstr("Synthetic")));
 }
