@@ -285,6 +285,13 @@ void Broker::RegisterMetrics() {
                                          absl::Nanoseconds(head.timestamp().nanos());
                    return std::vector<metrics::Sample>{{{}, absl::ToDoubleSeconds(clock_->Now() - at)}};
                  });
+  r.AddCollector("carebroker_crl_next_update_timestamp_seconds",
+                 "When the CRL in force says a fresh one is due (Unix time); absent without a CRL.",
+                 metrics::Type::kGauge, {}, [this] {
+                   std::vector<metrics::Sample> out;
+                   if (auto next = gate_->crl_next_update()) out.push_back({{}, absl::ToDoubleSeconds(*next - absl::UnixEpoch())});
+                   return out;
+                 });
   r.AddCollector("carebroker_policy_info", "The agreement set in force (value 1), labelled with its SHA-256 digest.",
                  metrics::Type::kGauge, {"digest"},
                  [this] { return std::vector<metrics::Sample>{{{policy_->current()->agreements().digest}, 1.0}}; });

@@ -102,6 +102,10 @@ absl::StatusOr<std::shared_ptr<CertificateGate>> CertificateGate::Create(const s
     if (next != nullptr && X509_cmp_time(next, const_cast<time_t*>(&now_t)) < 0) {
       return ConfigInvalid("tls.crl", "has passed its next-update time; issue a fresh CRL");
     }
+    if (next != nullptr) {
+      struct tm tm {};
+      if (ASN1_TIME_to_tm(next, &tm) == 1) gate->crl_next_update_ = absl::FromTimeT(timegm(&tm));
+    }
     X509_STORE_add_crl(gate->store_, crl.get());
     X509_STORE_set_flags(gate->store_, X509_V_FLAG_CRL_CHECK);
   }

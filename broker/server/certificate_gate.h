@@ -9,6 +9,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -50,6 +51,10 @@ class CertificateGate : public std::enable_shared_from_this<CertificateGate> {
   // server starts.
   void SetRefusalSink(RefusalSink sink) { sink_ = std::move(sink); }
 
+  // The CRL's next-update time (when a fresh CRL is due), if there is a
+  // CRL that names one.
+  std::optional<absl::Time> crl_next_update() const { return crl_next_update_; }
+
   // For grpc::experimental::TlsServerCredentialsOptions::set_certificate_verifier.
   std::shared_ptr<grpc::experimental::CertificateVerifier> Verifier();
 
@@ -57,6 +62,7 @@ class CertificateGate : public std::enable_shared_from_this<CertificateGate> {
   CertificateGate() = default;
   X509_STORE* store_ = nullptr;
   RefusalSink sink_;
+  std::optional<absl::Time> crl_next_update_;
   friend class GateVerifier;
 };
 

@@ -30,6 +30,15 @@ TEST(CertificateGate, AcceptsCertificatesFromTheCa) {
   }
 }
 
+TEST(CertificateGate, KnowsWhenAFreshCrlIsDue) {
+  // The dev PKI's CRL is valid for 3650 days from when it was made.
+  auto next = Gate(true)->crl_next_update();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_GT(*next, absl::Now() + absl::Hours(24 * 3000));
+  EXPECT_LT(*next, absl::Now() + absl::Hours(24 * 3651));
+  EXPECT_FALSE(Gate(false)->crl_next_update().has_value()) << "no CRL, no due date";
+}
+
 TEST(CertificateGate, NamesEveryRefusal) {
   auto gate = Gate(true);
   struct Case {
