@@ -56,6 +56,9 @@ absl::StatusOr<v1::ConnectConfig> ParseConnectConfig(absl::string_view yaml, abs
   };
   auto* b = c.mutable_broker();
   if (b->target().empty()) return err("broker.target", "required: host:port of the broker");
+  if (!c.log().level().empty() && !LogLevelFromName(c.log().level()).ok()) {
+    return err("log.level", "debug, info, warning or error");
+  }
   for (auto [key, field] : {std::pair{"broker.cert", b->mutable_cert()}, std::pair{"broker.key", b->mutable_key()},
                             std::pair{"broker.ca", b->mutable_ca()}}) {
     if (field->empty()) return err(key, "required (PEM file)");
@@ -291,8 +294,11 @@ void Connect::OutboundLoop() {
           // Left unacknowledged: the broker redelivers it.
           healthy = false;
           wait = std::max(backoff, answer.retry_after);
-          Logf("message %s not delivered (%s); retrying in %s", d.message_id(), answer.reason,
-               absl::FormatDuration(wait));
+          Log(LogLevel::kWarning, "delivery.retry")
+              .Str("message_id", d.message_id())
+              .Str("reason", answer.reason)
+              .Ms("retry_in", wait)
+              .Msg("not delivered; the broker redelivers it");
           break;
         }
         v1::ReceiveRequest ack;

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "connect/connect.h"
 #include "core/log.h"
 
@@ -16,8 +17,13 @@ int main(int argc, char** argv) {
   carebroker::SetLogProgram("carebroker-connect");
   auto config = carebroker::LoadConnectConfig(config_path);
   if (!config.ok()) {
-    carebroker::LogLine(config.status().message());
+    carebroker::Log(carebroker::LogLevel::kError, "config.invalid").Msg(config.status().message());
     return 2;
+  }
+  if (config->log().level().empty()) {
+    carebroker::SetLogLevel(carebroker::LogLevel::kInfo);
+  } else if (auto level = carebroker::LogLevelFromName(config->log().level()); level.ok()) {
+    carebroker::SetLogLevel(*level);
   }
   // Block the stop signals in every thread; main waits for them below.
   sigset_t stop;
@@ -27,13 +33,20 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
   auto connect = carebroker::Connect::Start(*config);
   if (!connect.ok()) {
-    carebroker::LogLine(connect.status().message());
+    carebroker::Log(carebroker::LogLevel::kError, "connect.start_failed").Msg(connect.status().message());
     return 1;
   }
-  if ((*connect)->mllp_port() != 0) carebroker::Logf("MLLP on port %d", (*connect)->mllp_port());
+  {
+    carebroker::LogEvent started(carebroker::LogLevel::kInfo, "connect.started");
+    started.Str("broker", config->broker().target());
+    if ((*connect)->mllp_port() != 0) {
+      started.Int("mllp_port", (*connect)->mllp_port())
+          .Msg(absl::StrCat("MLLP on port ", (*connect)->mllp_port()));
+    }
+  }
   int sig = 0;
   sigwait(&stop, &sig);
   (*connect)->Stop();
-  carebroker::LogLine("stopped");
+  carebroker::Log(carebroker::LogLevel::kInfo, "connect.stopped").Int("signal", sig);
   return 0;
 }

@@ -77,6 +77,8 @@ inline constexpr char kCertificateUntrusted[] = "CERTIFICATE_UNTRUSTED";
 inline constexpr char kCertificateExpired[] = "CERTIFICATE_EXPIRED";
 inline constexpr char kCertificateNotYetValid[] = "CERTIFICATE_NOT_YET_VALID";
 inline constexpr char kCertificateRevoked[] = "CERTIFICATE_REVOKED";
+// The CRL in force is past its next-update time and tls.crl_expired is refuse.
+inline constexpr char kCrlExpired[] = "CRL_EXPIRED";
 inline constexpr char kCertificateIdentityInvalid[] = "CERTIFICATE_IDENTITY_INVALID";
 inline constexpr char kUnknownOrganisation[] = "UNKNOWN_ORGANISATION";
 inline constexpr char kRoleNotAllowed[] = "ROLE_NOT_ALLOWED";

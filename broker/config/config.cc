@@ -14,9 +14,11 @@
 #include "absl/strings/str_split.h"
 #include "core/time.h"
 #include "core/files.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "core/yaml/yaml_proto.h"
 #include "core/reasons.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace carebroker {
@@ -221,6 +223,13 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
     if (!in) return err(f.key, absl::StrCat("cannot read ", *f.value));
   }
 
+  if (tls->crl_expired().empty()) tls->set_crl_expired("refuse");
+  if (tls->crl_expired() != "refuse" && tls->crl_expired() != "warn") {
+    return err("tls.crl_expired", "refuse or warn");
+  }
+  if (c.log().level().empty()) c.mutable_log()->set_level("info");
+  if (!LogLevelFromName(c.log().level()).ok()) return err("log.level", "debug, info, warning or error");
+
   // Store: SQLite is the embedded default; PostgreSQL is shared by replicas.
   if (c.store().has_postgres()) {
     if (auto s = CheckPostgres(c.mutable_store()->mutable_postgres(), base_dir, err); !s.ok()) return s;
@@ -371,6 +380,40 @@ absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path
   }
   const std::string base = fs::absolute(path).parent_path().string();
   return ParseConfig(*text, path, base, overrides);
+}
+
+}  // namespace carebroker
+
+namespace carebroker {
+
+std::shared_ptr<const Config> ForReload(const Config& next, const Config& running, std::vector<std::string>* pending) {
+  auto out = std::make_shared<Config>(next);
+  v1::BrokerConfig& c = out->proto_;
+  const v1::BrokerConfig& was = running.proto_;
+  using google::protobuf::util::MessageDifferencer;
+  auto keep = [&](const char* key, bool same) {
+    if (!same && pending != nullptr) pending->push_back(key);
+  };
+  keep("listen", c.listen() == was.listen());
+  keep("data_dir", c.data_dir() == was.data_dir());
+  keep("store", MessageDifferencer::Equals(c.store(), was.store()));
+  keep("limits", MessageDifferencer::Equals(c.limits(), was.limits()));
+  keep("delivery", MessageDifferencer::Equals(c.delivery(), was.delivery()));
+  keep("audit", MessageDifferencer::Equals(c.audit(), was.audit()) &&
+                    next.audit_signing_pem_ == running.audit_signing_pem_ &&
+                    next.audit_subject_key_ == running.audit_subject_key_);
+  keep("metrics", MessageDifferencer::Equals(c.metrics(), was.metrics()));
+  c.set_listen(was.listen());
+  c.set_data_dir(was.data_dir());
+  *c.mutable_store() = was.store();
+  *c.mutable_limits() = was.limits();
+  *c.mutable_delivery() = was.delivery();
+  *c.mutable_audit() = was.audit();
+  *c.mutable_metrics() = was.metrics();
+  out->sqlite_path_ = running.sqlite_path_;
+  out->audit_signing_pem_ = running.audit_signing_pem_;
+  out->audit_subject_key_ = running.audit_subject_key_;
+  return out;
 }
 
 }  // namespace carebroker

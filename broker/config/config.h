@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
@@ -55,6 +56,7 @@ class Config {
   absl::Duration sweep_interval() const;
 
  private:
+  friend std::shared_ptr<const Config> ForReload(const Config&, const Config&, std::vector<std::string>*);
   friend absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view, absl::string_view,
                                                                    const std::string&,
                                                                    const ConfigOverrides&);
@@ -68,6 +70,13 @@ class Config {
 // Reads, validates and completes the config at `path`.
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path,
                                                          const ConfigOverrides& overrides = {});
+
+// The config a reload puts in force. From `next` (the file as it reads
+// now): what a reload changes (organisations, routing, policy, tls, log).
+// From `running`: what only a restart changes (listen, data_dir, store,
+// limits, delivery, audit, metrics); `pending`, when given, gets the name of
+// each of those that `next` changes.
+std::shared_ptr<const Config> ForReload(const Config& next, const Config& running, std::vector<std::string>* pending);
 
 // As LoadConfig, from text; `file` names it in errors and `base_dir` anchors
 // relative paths.

@@ -76,6 +76,41 @@ TEST_F(ConfigTest, ResolvesPathsAndFillsDefaults) {
   EXPECT_EQ((*c)->FindOrganisation(OrgCode("999")), nullptr);
 }
 
+TEST_F(ConfigTest, LogLevelAndStaleCrlChoiceHaveDefaultsAndAreChecked) {
+  auto c = Parse(Base());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ((*c)->proto().log().level(), "info");
+  EXPECT_EQ((*c)->proto().tls().crl_expired(), "refuse");
+  ASSERT_TRUE(Parse(Base("log: {level: debug}\n")).ok());
+  ExpectError(Base("log: {level: chatty}\n"), "cb.yaml:9: log.level: debug, info, warning or error");
+  const std::string warn = R"(listen: 127.0.0.1:7443
+data_dir: data
+tls: {cert: pki/server.crt, key: pki/server.key, ca: pki/ca.crt, crl: pki/crl.pem, crl_expired: )";
+  ASSERT_TRUE(Parse(absl::StrCat(warn, "warn}\n", Base().substr(Base().find("policy:")))).ok());
+  ExpectError(absl::StrCat(warn, "ignore}\n", Base().substr(Base().find("policy:"))),
+              "tls.crl_expired: refuse or warn");
+}
+
+TEST_F(ConfigTest, AReloadKeepsWhatOnlyARestartChanges) {
+  auto running = Parse(Base());
+  ASSERT_TRUE(running.ok());
+  auto next = Parse(Base("  - {ods: X26, name: NHS England, kind: nhs_england}\n"
+                         "limits: {max_streams: 7}\nlog: {level: debug}\n"),
+                    ConfigOverrides{"127.0.0.1:9999", std::nullopt});
+  ASSERT_TRUE(next.ok()) << next.status();
+  std::vector<std::string> pending;
+  auto in_force = ForReload(**next, **running, &pending);
+  EXPECT_NE(in_force->FindOrganisation(OrgCode("X26")), nullptr) << "organisations come from the new file";
+  EXPECT_EQ(in_force->proto().log().level(), "debug");
+  EXPECT_EQ(in_force->proto().listen(), "127.0.0.1:7443") << "listen stays until a restart";
+  EXPECT_EQ(in_force->proto().limits().max_streams(), 1024u);
+  EXPECT_EQ(in_force->sqlite_path(), (*running)->sqlite_path());
+  EXPECT_THAT(pending, ::testing::ElementsAre("listen", "limits"));
+  pending.clear();
+  ForReload(**running, **running, &pending);
+  EXPECT_TRUE(pending.empty());
+}
+
 TEST_F(ConfigTest, FlagsOverrideTheFile) {
   auto c = Parse(Base(), ConfigOverrides{"127.0.0.1:9999", "/tmp/elsewhere"});
   ASSERT_TRUE(c.ok()) << c.status();

@@ -31,24 +31,39 @@ absl::Status CheckPseudonymKeys(const policy::PolicySet& set, const Config& conf
   return InvalidArgument(reason::kAgreementsInvalid, absl::StrJoin(errors, "\n"));
 }
 
-absl::Status PolicyGate::Reload() {
-  absl::MutexLock reload(&reload_mu_);
-  auto set = policy::PolicySet::Load(config_->agreements_dir());
+PolicyGate::PolicyGate(std::shared_ptr<const Config> config)
+    : in_force_(std::make_shared<const InForce>(InForce{std::move(config), nullptr})) {}
+
+absl::StatusOr<std::shared_ptr<const policy::PolicySet>> PolicyGate::Prepare(const Config& config) {
+  auto set = policy::PolicySet::Load(config.agreements_dir());
   if (!set.ok()) return set.status();
-  if (auto s = CheckPseudonymKeys(**set, *config_); !s.ok()) return s;
-  absl::MutexLock l(&mu_);
-  current_ = *std::move(set);
+  if (auto s = CheckPseudonymKeys(**set, config); !s.ok()) return s;
+  return std::shared_ptr<const policy::PolicySet>(*std::move(set));
+}
+
+absl::Status PolicyGate::Reload() {
+  std::shared_ptr<const Config> config = this->config();
+  auto set = Prepare(*config);
+  if (!set.ok()) return set.status();
+  Install(std::move(config), *std::move(set));
   return absl::OkStatus();
 }
 
-std::shared_ptr<const policy::PolicySet> PolicyGate::current() const {
+void PolicyGate::Install(std::shared_ptr<const Config> config, std::shared_ptr<const policy::PolicySet> policy) {
+  auto next = std::make_shared<const InForce>(InForce{std::move(config), std::move(policy)});
+  absl::MutexLock l(&mu_);
+  in_force_ = std::move(next);
+}
+
+std::shared_ptr<const PolicyGate::InForce> PolicyGate::in_force() const {
   absl::ReaderMutexLock l(&mu_);
-  return current_;
+  return in_force_;
 }
 
 absl::string_view PolicyGate::CheckAtDelivery(const StoredDelivery& d, const OrgCode& recipient) const {
   if (d.subject.empty() || d.consent_check == 0) return "";
-  const auto* org = config_->FindOrganisation(recipient);
+  const std::shared_ptr<const Config> config = this->config();
+  const auto* org = config->FindOrganisation(recipient);
   const auto kind = org != nullptr ? org->kind() : v1::ORGANISATION_KIND_UNSPECIFIED;
   auto person = consent_.Find(d.subject);
   return policy::RecheckConsent(d.consent_check, policy::PurposeFromWire(d.purpose), recipient, kind,

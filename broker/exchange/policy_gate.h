@@ -1,11 +1,12 @@
-// PolicyGate: the policy in force (agreements compiled into a PolicySet)
-// and the consent book, shared by every handler.
+// PolicyGate: what is in force (the config's reloadable part and the
+// agreements compiled into a PolicySet, as one snapshot) and the consent
+// book, shared by every handler.
 //
 // Reload validates the whole new folder first (and that every recipient of
 // a pseudonymising flow has a key); on any error the old set stays in force
-// and the error is returned. On success the pointer swap is atomic: a
-// request holds the snapshot it started with, so it sees one set or the
-// other, never a mix.
+// and the error is returned. Install swaps in a config and a set validated
+// together (Prepare). The swap is atomic: a request holds the snapshot it
+// started with, so it sees one config and set or the other, never a mix.
 #pragma once
 
 #include <memory>
@@ -21,13 +22,28 @@ namespace carebroker {
 
 class PolicyGate {
  public:
-  explicit PolicyGate(std::shared_ptr<const Config> config) : config_(std::move(config)) {}
+  struct InForce {
+    std::shared_ptr<const Config> config;
+    std::shared_ptr<const policy::PolicySet> policy;
+  };
 
-  // Loads config.policy.agreements_dir. INVALID_ARGUMENT (AGREEMENTS_INVALID)
-  // listing every error; the set in force is unchanged then.
-  absl::Status Reload() ABSL_LOCKS_EXCLUDED(reload_mu_, mu_);
+  explicit PolicyGate(std::shared_ptr<const Config> config);
 
-  std::shared_ptr<const policy::PolicySet> current() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The agreements of `config`'s agreements_dir, checked against `config`
+  // (pseudonymisation keys). INVALID_ARGUMENT (AGREEMENTS_INVALID) listing
+  // every error.
+  static absl::StatusOr<std::shared_ptr<const policy::PolicySet>> Prepare(const Config& config);
+
+  // Loads the agreements folder again, with the config in force. On error
+  // the set in force is unchanged.
+  absl::Status Reload() ABSL_LOCKS_EXCLUDED(mu_);
+  // Puts a config and a set prepared for it in force together.
+  void Install(std::shared_ptr<const Config> config, std::shared_ptr<const policy::PolicySet> policy)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  std::shared_ptr<const InForce> in_force() const ABSL_LOCKS_EXCLUDED(mu_);
+  std::shared_ptr<const policy::PolicySet> current() const { return in_force()->policy; }
+  std::shared_ptr<const Config> config() const { return in_force()->config; }
 
   policy::ConsentBook& consent() { return consent_; }
   const policy::ConsentBook& consent() const { return consent_; }
@@ -37,11 +53,9 @@ class PolicyGate {
   absl::string_view CheckAtDelivery(const StoredDelivery& d, const OrgCode& recipient) const;
 
  private:
-  const std::shared_ptr<const Config> config_;
   policy::ConsentBook consent_;
-  absl::Mutex reload_mu_;  // one reload at a time
   mutable absl::Mutex mu_;
-  std::shared_ptr<const policy::PolicySet> current_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const InForce> in_force_ ABSL_GUARDED_BY(mu_);
 };
 
 // Every recipient of a pseudonymising flow that is registered with this

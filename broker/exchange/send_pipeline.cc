@@ -7,6 +7,7 @@
 
 #include "audit/log.h"
 #include "broker/exchange/intake.h"
+#include "core/log.h"
 #include "core/reasons.h"
 #include "core/status.h"
 #include "core/time.h"
@@ -34,14 +35,27 @@ absl::Status ExecutorFull() {
 void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
                         const std::shared_ptr<Executor::Serial>& serial) {
   // Every answer is counted: refusals by reason, receipts by their latency.
-  Done done = [this, start = std::chrono::steady_clock::now(),
+  // At log level debug, a line each: ids, codes and the reason only.
+  Done done = [this, sender, start = std::chrono::steady_clock::now(),
                answer = std::move(answer)](absl::StatusOr<v1::SendReceipt> r) mutable {
+    const auto took = std::chrono::steady_clock::now() - start;
     if (r.ok()) {
-      metrics_.send_to_commit.Observe(
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      metrics_.send_to_commit.Observe(std::chrono::duration<double>(took).count());
+      Log(LogLevel::kDebug, r->duplicate() ? "message.duplicate" : "message.accepted")
+          .Str("message_id", r->message_id())
+          .Str("sender", sender.str())
+          .Str("recipient", r->recipient())
+          .Str("flow", r->flow())
+          .Ms("latency", absl::FromChrono(took));
     } else {
-      const std::string reason = ReasonOf(r.status());
-      metrics_.refused.With({reason.empty() ? std::string(reason::kInternal) : reason}).Inc();
+      std::string reason = ReasonOf(r.status());
+      if (reason.empty()) reason = reason::kInternal;
+      metrics_.refused.With({reason}).Inc();
+      Log(LogLevel::kDebug, "message.refused")
+          .Str("sender", sender.str())
+          .Str("code", absl::StatusCodeToString(r.status().code()))
+          .Str("reason", reason)
+          .Ms("latency", absl::FromChrono(took));
     }
     std::move(answer)(std::move(r));
   };
@@ -69,8 +83,11 @@ void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
 
 void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, uint64_t held, Done done) {
   AuditRecord denial;
-  absl::StatusOr<Admitted> admitted = Admit(config_, *policy_.current(), policy_.consent(), audit_.entries(), sender,
-                                            std::move(req), clock_.Now(), &denial);
+  // One snapshot of what is in force decides the whole message, across a
+  // reload.
+  const std::shared_ptr<const PolicyGate::InForce> in_force = policy_.in_force();
+  absl::StatusOr<Admitted> admitted = Admit(*in_force->config, *in_force->policy, policy_.consent(), audit_.entries(),
+                                            sender, std::move(req), clock_.Now(), &denial);
   if (!admitted.ok()) {
     budget_.Release(held);
     if (denial.empty()) return std::move(done)(admitted.status());

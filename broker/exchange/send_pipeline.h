@@ -10,7 +10,8 @@
 //   3. the intake executor takes the CPU work, never the caller's thread
 //      (RESOURCE_EXHAUSTED EXECUTOR_FULL when its queue is full);
 //   4. intake (exchange/intake.h): parse, route, decide, minimise, render;
-//      the budget is then trued up to the rendered payload's size;
+//      the budget is then trued up to the rendered payload's size; one
+//      snapshot of the config and agreements in force decides it;
 //   5. a policy denial's audit entry is made durable before the denial is
 //      answered (UNAVAILABLE AUDIT_UNAVAILABLE when it cannot be);
 //   6. an admitted message is stored, reserved for direct delivery to a
@@ -44,6 +45,8 @@ class SendPipeline {
   using Done = absl::AnyInvocable<void(absl::StatusOr<v1::SendReceipt>) &&>;
 
   // Every reference must outlive the pipeline and every send in flight.
+  // `config` is the config at start, read for limits and delivery (keys only
+  // a restart changes); intake reads what is in force from `policy`.
   SendPipeline(const Config& config, Store& store, Mailboxes& mailboxes, MemoryBudget& budget, const Clock& clock,
                PolicyGate& policy, audit::AuditLog& audit, Executor& executor, ExchangeMetrics& metrics)
       : config_(config),

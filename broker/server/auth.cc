@@ -38,7 +38,7 @@ absl::StatusOr<Identity> Identify(grpc::CallbackServerContext* ctx, const Servic
   }
   auto id = d.identities.Get(absl::string_view(pems[0].data(), pems[0].size()));
   if (!id.ok()) return Refused(d, id.status(), nullptr);
-  if (d.config.FindOrganisation(id->org) == nullptr) {
+  if (d.policy.config()->FindOrganisation(id->org) == nullptr) {
     return Refused(d,
                    Error(absl::StatusCode::kPermissionDenied, reason::kUnknownOrganisation,
                          absl::StrCat("organisation ", id->org.str(), " is not registered with this broker")),

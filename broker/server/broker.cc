@@ -10,9 +10,13 @@
 
 #include <filesystem>
 #include <future>
+#include <tuple>
+#include <sys/stat.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/files.h"
 #include "core/time.h"
 #include "core/status.h"
@@ -57,6 +61,55 @@ absl::StatusOr<std::unique_ptr<Store>> OpenStore(const Config& config) {
   return OpenPgStore(o);
 }
 
+CertificateGate::CrlExpired CrlMode(const Config& config) {
+  return config.proto().tls().crl_expired() == "warn" ? CertificateGate::CrlExpired::kWarn
+                                                      : CertificateGate::CrlExpired::kRefuse;
+}
+
+void ApplyLogLevel(const Config& config) {
+  if (auto level = LogLevelFromName(config.proto().log().level()); level.ok()) SetLogLevel(*level);
+}
+
+constexpr char kIdentityFile[] = "server-identity.pem";
+constexpr char kRootsFile[] = "ca.pem";
+
+// The TLS files a config names, read and checked whole: the server's
+// certificate and key, and the CA bundle and CRL as the gate will apply
+// them. Each error is "FILE: key: reason".
+struct TlsMaterial {
+  std::string cert, key, ca, crl;
+  ServerIdentity identity;
+  std::shared_ptr<const CertificateGate::Trust> trust;
+};
+
+absl::StatusOr<TlsMaterial> ReadTls(const Config& config, absl::Time now) {
+  const v1::TlsConfig& t = config.proto().tls();
+  TlsMaterial m;
+  for (auto [key, path, out] : {std::tuple{"tls.cert", &t.cert(), &m.cert}, std::tuple{"tls.key", &t.key(), &m.key},
+                                std::tuple{"tls.ca", &t.ca(), &m.ca}, std::tuple{"tls.crl", &t.crl(), &m.crl}}) {
+    if (path->empty()) continue;
+    auto data = ReadFile(*path, key);
+    if (!data.ok()) return data.status();
+    *out = *std::move(data);
+  }
+  auto named = [&](const absl::Status& s) {
+    const std::string& file = absl::StrContains(s.message(), "tls.key")    ? t.key()
+                              : absl::StrContains(s.message(), "tls.cert") ? t.cert()
+                              : absl::StrContains(s.message(), "tls.crl")  ? t.crl()
+                                                                            : t.ca();
+    return Error(s.code(), reason::kConfigInvalid, absl::StrCat(file, ": ", s.message()));
+  };
+  auto identity = CheckServerIdentity(m.cert, m.key, now);
+  if (!identity.ok()) return named(identity.status());
+  m.identity = *std::move(identity);
+  auto trust = CertificateGate::Prepare(m.ca, m.crl, now, CrlMode(config));
+  if (!trust.ok()) return named(trust.status());
+  m.trust = *std::move(trust);
+  return m;
+}
+
+std::string Rfc3339(absl::Time t) { return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone()); }
+
 bool IsDirectiveNotStanding(const absl::Status& s) {
   return ReasonOf(s) == reason::kDirectiveNotStanding;
 }
@@ -83,31 +136,36 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   }
   fs::permissions(c.data_dir(), fs::perms::owner_all, fs::perm_options::replace, ec);
 
-  auto cert = ReadFile(c.tls().cert(), "tls.cert");
-  if (!cert.ok()) return cert.status();
-  auto key = ReadFile(c.tls().key(), "tls.key");
-  if (!key.ok()) return key.status();
-  auto ca = ReadFile(c.tls().ca(), "tls.ca");
-  if (!ca.ok()) return ca.status();
-
-  auto provider = std::make_shared<grpc::experimental::StaticDataCertificateProvider>(
-      *ca, std::vector<grpc::experimental::IdentityKeyCertPair>{{*key, *cert}});
+  ApplyLogLevel(*config);
+  b->reload_config_ = options.reload_config;
+  auto material = ReadTls(*config, absl::Now());
+  if (!material.ok()) return material.status();
+  // gRPC reads the server's certificate from files it re-reads every
+  // second: a reload replaces them, and new handshakes present the new one.
+  b->tls_dir_ = (fs::path(c.data_dir()) / "tls").string();
+  fs::create_directories(b->tls_dir_, ec);
+  fs::permissions(b->tls_dir_, fs::perms::owner_all, fs::perm_options::replace, ec);
+  if (auto s = b->WriteServerIdentity(material->cert, material->key, material->ca); !s.ok()) return s;
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      (fs::path(b->tls_dir_) / kIdentityFile).string(), (fs::path(b->tls_dir_) / kIdentityFile).string(),
+      (fs::path(b->tls_dir_) / kRootsFile).string(), 1);
   grpc::experimental::TlsServerCredentialsOptions tls(provider);
   tls.watch_root_certs();
   tls.watch_identity_key_cert_pairs();
   // gRPC asks for a certificate and checks the client holds its key; the
   // gate checks the chain, dates and CRL, so each refusal can be audited.
   tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_BUT_DONT_VERIFY);
-  std::string crl;
-  if (!c.tls().crl().empty()) {
-    auto read = ReadFile(c.tls().crl(), "tls.crl");
-    if (!read.ok()) return read.status();
-    crl = *std::move(read);
-  }
-  auto gate = CertificateGate::Create(*ca, crl, options.clock->Now());
+  auto gate = CertificateGate::Create(material->ca, material->crl, absl::Now(), CrlMode(*config));
   if (!gate.ok()) return gate.status();
   b->gate_ = *std::move(gate);
   tls.set_certificate_verifier(b->gate_->Verifier());
+  {
+    absl::MutexLock l(&b->reload_mu_);
+    b->ca_pem_ = material->ca;
+    b->crl_file_ = StatCrl(c.tls().crl());
+    b->identity_ = material->identity;
+    b->loaded_at_ = absl::Now();
+  }
 
   // Policy first: a broker with an invalid agreement set does not start.
   b->policy_ = std::make_unique<PolicyGate>(config);
@@ -132,7 +190,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   // this replica's before their Record answers, other replicas' as heard.
   b->store_->SetConsentListener([policy = b->policy_.get()](const v1::ConsentChange& change) {
     if (auto s = policy->consent().Apply(change); !s.ok()) {
-      LogLine(absl::StrCat("consent change seq ", change.seq(), " not applied: ", s.message()));
+      Log(LogLevel::kError, "consent.not_applied").Int("seq", change.seq()).Str("reason", ReasonOf(s));
     }
   });
   b->mailboxes_ = std::make_unique<Mailboxes>();
@@ -168,9 +226,10 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   b->executor_ = std::make_unique<Executor>(static_cast<int>(lim.intake_threads()), lim.intake_queue());
   b->sends_ = std::make_unique<SendPipeline>(*config, *b->store_, *b->mailboxes_, *b->budget_, *b->clock_,
                                              *b->policy_, *b->audit_, *b->executor_, *b->exchange_metrics_);
-  b->deps_ = std::make_unique<ServiceDeps>(ServiceDeps{*config, *b->store_, *b->mailboxes_, *b->budget_, *b->clock_,
-                                                       *b->identities_, *b->streams_, *b->policy_, *b->audit_,
-                                                       *b->sends_, *b->exchange_metrics_});
+  b->deps_ = std::make_unique<ServiceDeps>(ServiceDeps{
+      *config, *b->store_, *b->mailboxes_, *b->budget_, *b->clock_, *b->identities_, *b->streams_, *b->policy_,
+      *b->audit_, *b->sends_, *b->exchange_metrics_,
+      [raw = b.get()](const std::string& actor) { return raw->Reload(actor); }});
   const ServiceDeps& deps = *b->deps_;
   if (auto r = AppendAuditSync(*b->store_, {PolicyLoadRecord(deps, absl::OkStatus(), "broker")}); !r.ok()) {
     return r.status();
@@ -213,14 +272,30 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   // Serving only once the store has taken a write and the log is sound.
   (void)b->CheckReadiness();
   b->housekeeping_ = std::thread([raw = b.get()] { raw->Housekeeping(); });
-  LogLine(absl::StrCat("listening on ", b->address(), " (mutual TLS), store ", DescribeStore(*config),
-                       b->metrics_server_ ? absl::StrCat(", metrics on ", c.metrics().listen().substr(0, c.metrics().listen().rfind(':')),
-                                                         ":", b->metrics_server_->port())
-                                          : "",
-                       ", ",
-                   b->policy_->current()->agreements().agreements.size(), " agreements in force, ",
-                   b->policy_->consent().people(), " people with recorded wishes"));
+  const std::string metrics_at =
+      b->metrics_server_
+          ? absl::StrCat(c.metrics().listen().substr(0, c.metrics().listen().rfind(':')), ":", b->metrics_server_->port())
+          : "off";
+  Log(LogLevel::kInfo, "broker.started")
+      .Str("listen", b->address())
+      .Str("metrics", metrics_at)
+      .Str("store", DescribeStore(*config))
+      .Int("agreements", static_cast<int64_t>(b->policy_->current()->agreements().agreements.size()))
+      .Int("people_with_wishes", static_cast<int64_t>(b->policy_->consent().people()))
+      .Msg(absl::StrCat("listening on ", b->address(), " (mutual TLS), metrics on ", metrics_at));
   return b;
+}
+
+Broker::CrlFile Broker::StatCrl(const std::string& path) {
+  Broker::CrlFile f;
+  f.path = path;
+  struct stat st {};
+  if (!path.empty() && ::stat(path.c_str(), &st) == 0) {
+    f.mtime_ns = int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec;
+    f.size = static_cast<uint64_t>(st.st_size);
+    f.inode = static_cast<uint64_t>(st.st_ino);
+  }
+  return f;
 }
 
 std::string Broker::address() const {
@@ -254,7 +329,11 @@ absl::Status Broker::CheckReadiness() {
   }
   if (changed) {
     server_->GetHealthCheckService()->SetServingStatus(now.ok());
-    LogLine(now.ok() ? std::string("ready: serving") : absl::StrCat("not ready: ", now.message()));
+    if (now.ok()) {
+      Log(LogLevel::kInfo, "broker.ready").Msg("ready: serving");
+    } else {
+      Log(LogLevel::kError, "broker.not_ready").Str("reason", ReasonOf(now)).Msg(now.message());
+    }
   }
   return now;
 }
@@ -291,6 +370,23 @@ void Broker::RegisterMetrics() {
                    std::vector<metrics::Sample> out;
                    if (auto next = gate_->crl_next_update()) out.push_back({{}, absl::ToDoubleSeconds(*next - absl::UnixEpoch())});
                    return out;
+                 });
+  reloads_ = &r.AddCounters("carebroker_config_reloads_total",
+                            "Reloads (SIGHUP, carebrokerctl reload) put in force (ok) or refused.", {"outcome"});
+  r.AddCollector("carebroker_config_load_timestamp_seconds",
+                 "When the config and agreements in force were loaded (Unix time).", metrics::Type::kGauge, {}, [this] {
+                   absl::MutexLock l(&reload_mu_);
+                   return std::vector<metrics::Sample>{{{}, absl::ToDoubleSeconds(loaded_at_ - absl::UnixEpoch())}};
+                 });
+  r.AddCollector("carebroker_crl_expired",
+                 "1 while the CRL in force is past its next-update time (see tls.crl_expired).",
+                 metrics::Type::kGauge, {},
+                 [this] { return std::vector<metrics::Sample>{{{}, gate_->crl_expired(absl::Now()) ? 1.0 : 0.0}}; });
+  r.AddCollector("carebroker_server_certificate_expiry_timestamp_seconds",
+                 "When the server certificate in force expires (Unix time).", metrics::Type::kGauge, {}, [this] {
+                   absl::MutexLock l(&reload_mu_);
+                   return std::vector<metrics::Sample>{
+                       {{}, absl::ToDoubleSeconds(identity_.not_after - absl::UnixEpoch())}};
                  });
   r.AddCollector("carebroker_policy_info", "The agreement set in force (value 1), labelled with its SHA-256 digest.",
                  metrics::Type::kGauge, {"digest"},
@@ -363,18 +459,155 @@ http::HttpResponse Broker::ServeMetrics(const http::HttpRequest& r) {
   return {404, "text/plain; charset=utf-8", "not found: /metrics, /healthz or /readyz\n"};
 }
 
-absl::Status Broker::ReloadPolicy() {
-  absl::Status s = policy_->Reload();
-  if (auto r = AppendAuditSync(*store_, {PolicyLoadRecord(*deps_, s, "broker")}); !r.ok()) {
-    LogLine(absl::StrCat("audit log: cannot record the policy reload: ", r.status().message()));
+absl::Status Broker::WriteServerIdentity(const std::string& cert_pem, const std::string& key_pem,
+                                         const std::string& ca_pem) {
+  // The key first, then the chain: OpenSSL reads each from the one file.
+  std::string identity = key_pem;
+  if (!identity.empty() && identity.back() != '\n') identity.push_back('\n');
+  identity += cert_pem;
+  if (!WriteFileAtomically(tls_dir_, kRootsFile, ca_pem) || !WriteFileAtomically(tls_dir_, kIdentityFile, identity)) {
+    return Error(absl::StatusCode::kUnavailable, reason::kDataDirUnavailable,
+                 absl::StrCat("cannot write the server's TLS files to ", tls_dir_));
   }
-  if (s.ok()) {
-    const auto r = DescribePolicy(*policy_->current());
-    LogLine(absl::StrCat("policy reloaded: ", r.agreements(), " agreements, ", r.flows(), " flows, digest ", r.digest()));
+  return absl::OkStatus();
+}
+
+void Broker::RecordReload(const std::string& actor, v1::AuditEvent event, const std::string& detail) {
+  v1::AuditEntry e;
+  *e.mutable_at() = ToTimestamp(clock_->Now());
+  e.set_actor(actor);
+  e.set_event(event);
+  e.set_detail(detail);
+  std::vector<AuditRecord> records;
+  records.push_back(audit_->entries().Make(std::move(e)));
+  if (auto r = AppendAuditSync(*store_, std::move(records)); !r.ok()) {
+    Log(LogLevel::kError, "audit.append_failed").Str("reason", ReasonOf(r.status())).Msg(r.status().message());
+  }
+}
+
+absl::StatusOr<v1::ReloadResponse> Broker::Reload(const std::string& actor) {
+  absl::MutexLock l(&reload_mu_);
+  const absl::Time now = absl::Now();
+  std::vector<std::string> errors, pending;
+  std::shared_ptr<const Config> next;
+  if (reload_config_) {
+    auto read = reload_config_();
+    if (read.ok()) {
+      next = ForReload(**read, *config_, &pending);
+    } else {
+      errors.emplace_back(read.status().message());
+    }
   } else {
-    LogLine(absl::StrCat("policy reload refused; the old set stays in force:\n", s.message()));
+    next = policy_->config();
   }
-  return s;
+  absl::StatusOr<TlsMaterial> tls = absl::UnknownError("not read");
+  absl::StatusOr<std::shared_ptr<const policy::PolicySet>> set = absl::UnknownError("not read");
+  bool agreements_failed = false;
+  if (next != nullptr) {
+    tls = ReadTls(*next, now);
+    if (!tls.ok()) errors.emplace_back(tls.status().message());
+    set = PolicyGate::Prepare(*next);
+    if (!set.ok()) {
+      errors.emplace_back(set.status().message());
+      agreements_failed = true;
+    }
+  }
+  if (errors.empty()) {
+    if (auto s = WriteServerIdentity(tls->cert, tls->key, tls->ca); !s.ok()) errors.emplace_back(s.message());
+  }
+  if (!errors.empty()) {
+    const std::string all = absl::StrJoin(errors, "\n");
+    const size_t count = std::count(all.begin(), all.end(), '\n') + 1;
+    reloads_->With({"refused"}).Inc();
+    RecordReload(actor, agreements_failed ? v1::AUDIT_EVENT_AGREEMENTS_REJECTED : v1::AUDIT_EVENT_CONFIG_REJECTED,
+                 absl::StrCat(count, " errors; the set in force stays. First: ", all.substr(0, all.find('\n'))));
+    Log(LogLevel::kError, "config.reload_refused").Str("actor", actor).Int("errors", static_cast<int64_t>(count))
+        .Msg(absl::StrCat("reload refused; the set in force stays:\n", all));
+    return Error(absl::StatusCode::kInvalidArgument, agreements_failed ? reason::kAgreementsInvalid : reason::kConfigInvalid,
+                 all);
+  }
+  const std::string old_digest = policy_->current()->agreements().digest;
+  gate_->Install(tls->trust);
+  policy_->Install(next, *set);
+  ApplyLogLevel(*next);
+  ca_pem_ = tls->ca;
+  crl_file_ = StatCrl(next->proto().tls().crl());
+  identity_ = tls->identity;
+  loaded_at_ = now;
+  reloads_->With({"ok"}).Inc();
+
+  v1::ReloadResponse r = DescribePolicy(**set);
+  r.set_organisations(next->proto().organisations_size());
+  r.set_server_certificate(identity_.subject);
+  r.set_server_certificate_not_after(Rfc3339(identity_.not_after));
+  if (auto due = gate_->crl_next_update()) r.set_crl_next_update(Rfc3339(*due));
+  for (auto& key : pending) r.add_restart_pending(key);
+  const std::string detail = absl::StrCat(
+      r.organisations(), " organisations; ", r.agreements(), " agreements, ", r.flows(), " flows, digest ", r.digest(),
+      "; server certificate ", r.server_certificate(), " until ", r.server_certificate_not_after(),
+      r.crl_next_update().empty() ? "" : absl::StrCat("; CRL due ", r.crl_next_update()),
+      pending.empty() ? "" : absl::StrCat("; at the next restart: ", absl::StrJoin(pending, ", ")));
+  RecordReload(actor, v1::AUDIT_EVENT_CONFIG_RELOADED, detail);
+  if (r.digest() != old_digest) {
+    std::vector<AuditRecord> records;
+    records.push_back(PolicyLoadRecord(*deps_, absl::OkStatus(), actor));
+    (void)AppendAuditSync(*store_, std::move(records));
+  }
+  LogEvent line(LogLevel::kInfo, "config.reloaded");
+  line.Str("actor", actor)
+      .Int("organisations", r.organisations())
+      .Int("agreements", r.agreements())
+      .Str("digest", r.digest())
+      .Str("server_certificate_not_after", r.server_certificate_not_after());
+  if (!pending.empty()) {
+    Log(LogLevel::kWarning, "config.restart_pending")
+        .Str("keys", absl::StrJoin(pending, ","))
+        .Msg("these keys changed in the file and take effect at the next restart");
+  }
+  line.Msg("reloaded");
+  return r;
+}
+
+void Broker::WatchCrl() {
+  absl::MutexLock l(&reload_mu_);
+  if (crl_file_.path.empty()) return;
+  const CrlFile now_file = StatCrl(crl_file_.path);
+  if (now_file == crl_file_) return;
+  crl_file_ = now_file;
+  const std::shared_ptr<const Config> config = policy_->config();
+  auto crl = ReadFile(crl_file_.path, "tls.crl");
+  absl::StatusOr<std::shared_ptr<const CertificateGate::Trust>> trust =
+      crl.ok() ? CertificateGate::Prepare(ca_pem_, *crl, absl::Now(), CrlMode(*config)) : crl.status();
+  if (!trust.ok()) {
+    // A half-written file is read again when it changes again.
+    RecordReload("broker", v1::AUDIT_EVENT_CONFIG_REJECTED,
+                 absl::StrCat("the changed CRL file was not put in force: ", trust.status().message()));
+    Log(LogLevel::kError, "tls.crl_refused").Str("file", crl_file_.path).Msg(trust.status().message());
+    return;
+  }
+  gate_->Install(*std::move(trust));
+  const auto due = gate_->crl_next_update();
+  RecordReload("broker", v1::AUDIT_EVENT_CONFIG_RELOADED,
+               absl::StrCat("CRL re-read from ", crl_file_.path, due ? absl::StrCat("; next due ", Rfc3339(*due)) : ""));
+  Log(LogLevel::kInfo, "tls.crl_reloaded")
+      .Str("file", crl_file_.path)
+      .Str("next_update", due ? Rfc3339(*due) : "")
+      .Msg("the changed CRL file is in force");
+}
+
+void Broker::AlarmOnStaleCrl() {
+  const absl::Time now = absl::Now();
+  if (!gate_->crl_expired(now)) return;
+  absl::MutexLock l(&reload_mu_);
+  if (now - crl_warned_at_ < absl::Minutes(1)) return;
+  crl_warned_at_ = now;
+  const bool refuse = CrlMode(*policy_->config()) == CertificateGate::CrlExpired::kRefuse;
+  Log(refuse ? LogLevel::kError : LogLevel::kWarning, "tls.crl_expired")
+      .Str("next_update", Rfc3339(*gate_->crl_next_update()))
+      .Str("crl_expired", refuse ? "refuse" : "warn")
+      .Msg(refuse ? "the CRL is past its next-update time: every client handshake is refused until a fresh CRL is "
+                    "published"
+                  : "the CRL is past its next-update time: still applied as it stands; publish a fresh CRL");
 }
 
 absl::StatusOr<SweepResult> Broker::SweepNow() {
@@ -390,8 +623,10 @@ absl::StatusOr<SweepResult> Broker::SweepNow() {
     if (!r->more) break;
   }
   if (total.expired > 0 || total.purged > 0) {
-    LogLine(absl::StrCat("sweep: ", total.expired, " expired, ", total.reports, " non-delivery reports, ",
-                     total.purged, " bodies purged"));
+    Log(LogLevel::kInfo, "sweep")
+        .Int("expired", total.expired)
+        .Int("non_delivery_reports", total.reports)
+        .Int("purged", total.purged);
   }
   return total;
 }
@@ -405,9 +640,13 @@ void Broker::Housekeeping() {
     mu_.Unlock();
     WakeAll();  // deliveries whose visibility timeout passed are claimable again
     (void)CheckReadiness();
+    WatchCrl();
+    AlarmOnStaleCrl();
     audit_->Tick();
     if (absl::Now() >= next_sweep) {
-      if (auto r = SweepNow(); !r.ok()) LogLine(absl::StrCat("sweep failed: ", r.status().message()));
+      if (auto r = SweepNow(); !r.ok()) {
+        Log(LogLevel::kError, "sweep.failed").Str("reason", ReasonOf(r.status())).Msg(r.status().message());
+      }
       next_sweep = absl::Now() + config_->sweep_interval();
     }
     mu_.Lock();
@@ -428,10 +667,12 @@ void Broker::Shutdown() {
   executor_.reset();
   // A last signed tree head covers every entry, so a truncated tail shows.
   if (audit_) {
-    if (auto s = audit_->SignNow(); !s.ok()) LogLine(absl::StrCat("audit log: last tree head not stored: ", s.message()));
+    if (auto s = audit_->SignNow(); !s.ok()) {
+      Log(LogLevel::kError, "audit.head_not_stored").Str("reason", ReasonOf(s)).Msg(s.message());
+    }
   }
   if (store_) store_->Close();  // runs the last callbacks, releasing reactors
-  LogLine("stopped");
+  if (server_) Log(LogLevel::kInfo, "broker.stopped");
 }
 
 Broker::~Broker() { Shutdown(); }

@@ -12,6 +12,7 @@
 // the store takes writes and the audit log is sound, checked every second.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -20,6 +21,8 @@
 #include "absl/synchronization/mutex.h"
 #include "broker/config/config.h"
 #include "broker/http/http_server.h"
+#include "broker/server/certificate_gate.h"
+#include "carebroker/v1/policy.pb.h"
 #include "core/clock.h"
 #include "broker/server/exchange_service.h"
 #include "broker/store/store.h"
@@ -51,6 +54,10 @@ class Registry;
 struct BrokerOptions {
   // Time for expiry, visibility and acceptance stamps. Not owned.
   const Clock* clock = &SystemClock::Get();
+  // Reads the config file again for a reload (main: LoadConfig of the
+  // --config file); unset, a reload re-reads the files the config in force
+  // names (TLS files, keys, agreements) but not the config itself.
+  std::function<absl::StatusOr<std::shared_ptr<const Config>>()> reload_config;
 };
 
 class Broker {
@@ -82,9 +89,19 @@ class Broker {
   // so visibility timeouts are noticed at once.
   void WakeAll();
 
-  // Reloads the agreements folder (SIGHUP): all or nothing; on error the
-  // old set stays in force and the errors are returned and logged.
-  absl::Status ReloadPolicy();
+  // Reloads (SIGHUP, carebrokerctl reload) what can change without a
+  // restart: the config's organisations, routing, pseudonymisation keys,
+  // consent roles and log level; the CA bundle, CRL, server certificate and
+  // key; the agreements folder. All is validated first, then put in force
+  // together: on any error the old set stays, and the errors are returned
+  // (INVALID_ARGUMENT CONFIG_INVALID, one "FILE:LINE: key: reason" a line),
+  // logged and audited. Open streams stay up; new handshakes use the new
+  // certificate (within a second) and the new CA and CRL (at once).
+  absl::StatusOr<v1::ReloadResponse> Reload(const std::string& actor) ABSL_LOCKS_EXCLUDED(reload_mu_);
+
+  // Re-reads tls.crl if the file changed since it was last read (run every
+  // second): a published CRL takes effect without anyone acting.
+  void WatchCrl() ABSL_LOCKS_EXCLUDED(reload_mu_);
 
   // Stops accepting calls, ends streams (unacked deliveries are released),
   // drains the store. Idempotent.
@@ -96,6 +113,12 @@ class Broker {
   void RegisterMetrics();
   http::HttpResponse ServeMetrics(const http::HttpRequest& r);
   std::vector<MailboxStat> MailboxStatsForScrape() ABSL_LOCKS_EXCLUDED(stats_mu_);
+  // Writes the server's key and certificate where gRPC's file watcher reads
+  // them (one file, replaced whole, so a key never meets another's chain).
+  absl::Status WriteServerIdentity(const std::string& cert_pem, const std::string& key_pem,
+                                   const std::string& ca_pem);
+  void RecordReload(const std::string& actor, v1::AuditEvent event, const std::string& detail);
+  void AlarmOnStaleCrl();
 
   std::shared_ptr<const Config> config_;
   const Clock* clock_ = nullptr;
@@ -126,6 +149,25 @@ class Broker {
 
   mutable absl::Mutex ready_mu_;
   absl::Status readiness_ ABSL_GUARDED_BY(ready_mu_) = absl::UnavailableError("starting");
+
+  // What the last reload put in force, for the file watchers and metrics.
+  struct CrlFile {
+    std::string path;
+    int64_t mtime_ns = 0;
+    uint64_t size = 0;
+    uint64_t inode = 0;
+    bool operator==(const CrlFile&) const = default;
+  };
+  static CrlFile StatCrl(const std::string& path);
+  std::function<absl::StatusOr<std::shared_ptr<const Config>>()> reload_config_;
+  std::string tls_dir_;  // data_dir/tls: what gRPC's file watcher reads
+  mutable absl::Mutex reload_mu_;
+  std::string ca_pem_ ABSL_GUARDED_BY(reload_mu_);
+  CrlFile crl_file_ ABSL_GUARDED_BY(reload_mu_);
+  ServerIdentity identity_ ABSL_GUARDED_BY(reload_mu_);
+  absl::Time loaded_at_ ABSL_GUARDED_BY(reload_mu_);
+  absl::Time crl_warned_at_ ABSL_GUARDED_BY(reload_mu_) = absl::InfinitePast();
+  metrics::Family<metrics::Counter>* reloads_ = nullptr;
 
   std::thread housekeeping_;
   absl::Mutex mu_;

@@ -38,6 +38,8 @@ std::string ReasonFor(int error) {
       return reason::kCertificateNotYetValid;
     case X509_V_ERR_CERT_REVOKED:
       return reason::kCertificateRevoked;
+    case X509_V_ERR_CRL_HAS_EXPIRED:
+      return reason::kCrlExpired;
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
@@ -78,14 +80,50 @@ class GateVerifier final : public grpc::experimental::ExternalCertificateVerifie
   std::shared_ptr<CertificateGate> gate_;
 };
 
+struct CertificateGate::Trust {
+  ~Trust() { X509_STORE_free(store); }
+  X509_STORE* store = nullptr;
+  std::optional<absl::Time> crl_next_update;
+  CrlExpired mode = CrlExpired::kRefuse;
+};
+
 absl::StatusOr<std::shared_ptr<CertificateGate>> CertificateGate::Create(const std::string& ca_pem,
-                                                                       const std::string& crl_pem, absl::Time now) {
+                                                                       const std::string& crl_pem, absl::Time now,
+                                                                       CrlExpired mode) {
+  auto trust = Prepare(ca_pem, crl_pem, now, mode);
+  if (!trust.ok()) return trust.status();
   std::shared_ptr<CertificateGate> gate(new CertificateGate);
-  gate->store_ = X509_STORE_new();
-  if (gate->store_ == nullptr) return absl::ResourceExhaustedError("cannot allocate a certificate store");
+  gate->trust_ = *std::move(trust);
+  return gate;
+}
+
+void CertificateGate::Install(std::shared_ptr<const Trust> trust) {
+  absl::MutexLock l(&mu_);
+  trust_ = std::move(trust);
+}
+
+std::shared_ptr<const CertificateGate::Trust> CertificateGate::trust() const {
+  absl::MutexLock l(&mu_);
+  return trust_;
+}
+
+std::optional<absl::Time> CertificateGate::crl_next_update() const { return trust()->crl_next_update; }
+
+bool CertificateGate::crl_expired(absl::Time now) const {
+  const auto next = crl_next_update();
+  return next.has_value() && *next < now;
+}
+
+absl::StatusOr<std::shared_ptr<const CertificateGate::Trust>> CertificateGate::Prepare(const std::string& ca_pem,
+                                                                                     const std::string& crl_pem,
+                                                                                     absl::Time now, CrlExpired mode) {
+  auto t = std::make_shared<Trust>();
+  t->mode = mode;
+  t->store = X509_STORE_new();
+  if (t->store == nullptr) return absl::ResourceExhaustedError("cannot allocate a certificate store");
   std::vector<Cert> cas = ReadCerts(ca_pem);
   if (cas.empty()) return ConfigInvalid("tls.ca", "no PEM certificate in it");
-  for (const Cert& ca : cas) X509_STORE_add_cert(gate->store_, ca.get());
+  for (const Cert& ca : cas) X509_STORE_add_cert(t->store, ca.get());
   if (!crl_pem.empty()) {
     Bio bio = MemBio(crl_pem);
     std::unique_ptr<X509_CRL, decltype(&X509_CRL_free)> crl(
@@ -99,22 +137,31 @@ absl::StatusOr<std::shared_ptr<CertificateGate>> CertificateGate::Create(const s
     if (!signed_by_ca) return ConfigInvalid("tls.crl", "not signed by a CA in tls.ca");
     const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
     const time_t now_t = absl::ToTimeT(now);
-    if (next != nullptr && X509_cmp_time(next, const_cast<time_t*>(&now_t)) < 0) {
-      return ConfigInvalid("tls.crl", "has passed its next-update time; issue a fresh CRL");
+    if (mode == CrlExpired::kRefuse && next != nullptr && X509_cmp_time(next, const_cast<time_t*>(&now_t)) < 0) {
+      return ConfigInvalid("tls.crl", "has passed its next-update time; issue a fresh CRL (or set tls.crl_expired: warn)");
     }
     if (next != nullptr) {
       struct tm tm {};
-      if (ASN1_TIME_to_tm(next, &tm) == 1) gate->crl_next_update_ = absl::FromTimeT(timegm(&tm));
+      if (ASN1_TIME_to_tm(next, &tm) == 1) t->crl_next_update = absl::FromTimeT(timegm(&tm));
     }
-    X509_STORE_add_crl(gate->store_, crl.get());
-    X509_STORE_set_flags(gate->store_, X509_V_FLAG_CRL_CHECK);
+    X509_STORE_add_crl(t->store, crl.get());
+    X509_STORE_set_flags(t->store, X509_V_FLAG_CRL_CHECK);
   }
-  return gate;
+  return std::shared_ptr<const Trust>(std::move(t));
 }
 
-CertificateGate::~CertificateGate() { X509_STORE_free(store_); }
+namespace {
+
+// With tls.crl_expired: warn, a stale CRL is still applied but its age is
+// not a reason to refuse.
+int IgnoreCrlExpiry(int ok, X509_STORE_CTX* ctx) {
+  return ok == 0 && X509_STORE_CTX_get_error(ctx) == X509_V_ERR_CRL_HAS_EXPIRED ? 1 : ok;
+}
+
+}  // namespace
 
 absl::Status CertificateGate::Check(absl::string_view chain_pem, Refusal* refusal) const {
+  const std::shared_ptr<const Trust> trust = this->trust();
   std::vector<Cert> chain = ReadCerts(chain_pem);
   Refusal r;
   if (chain.empty()) {
@@ -131,8 +178,9 @@ absl::Status CertificateGate::Check(absl::string_view chain_pem, Refusal* refusa
     for (size_t i = 1; untrusted != nullptr && i < chain.size(); ++i) sk_X509_push(untrusted, chain[i].get());
     std::unique_ptr<X509_STORE_CTX, decltype(&X509_STORE_CTX_free)> ctx(X509_STORE_CTX_new(), &X509_STORE_CTX_free);
     int ok = 0;
-    if (ctx && untrusted && X509_STORE_CTX_init(ctx.get(), store_, chain[0].get(), untrusted) == 1 &&
+    if (ctx && untrusted && X509_STORE_CTX_init(ctx.get(), trust->store, chain[0].get(), untrusted) == 1 &&
         X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_CLIENT) == 1) {
+      if (trust->mode == CrlExpired::kWarn) X509_STORE_CTX_set_verify_cb(ctx.get(), &IgnoreCrlExpiry);
       ok = X509_verify_cert(ctx.get());
     }
     const int error = ctx ? X509_STORE_CTX_get_error(ctx.get()) : X509_V_ERR_OUT_OF_MEM;
@@ -145,6 +193,33 @@ absl::Status CertificateGate::Check(absl::string_view chain_pem, Refusal* refusa
                          absl::StrCat("client certificate refused: ", r.detail));
   if (refusal != nullptr) *refusal = std::move(r);
   return s;
+}
+
+absl::StatusOr<ServerIdentity> CheckServerIdentity(const std::string& cert_pem, const std::string& key_pem,
+                                                   absl::Time now) {
+  std::vector<Cert> chain = ReadCerts(cert_pem);
+  if (chain.empty()) return ConfigInvalid("tls.cert", "no PEM certificate in it");
+  Bio bio = MemBio(key_pem);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr, &EVP_PKEY_free);
+  if (!key) return ConfigInvalid("tls.key", "not a PEM private key (or it is encrypted)");
+  if (X509_check_private_key(chain[0].get(), key.get()) != 1) {
+    return ConfigInvalid("tls.key", "is not the key of the certificate in tls.cert");
+  }
+  const time_t now_t = absl::ToTimeT(now);
+  if (X509_cmp_time(X509_get0_notAfter(chain[0].get()), const_cast<time_t*>(&now_t)) < 0) {
+    return ConfigInvalid("tls.cert", "has expired");
+  }
+  if (X509_cmp_time(X509_get0_notBefore(chain[0].get()), const_cast<time_t*>(&now_t)) > 0) {
+    return ConfigInvalid("tls.cert", "is not valid yet");
+  }
+  ServerIdentity id;
+  char subject[512];
+  X509_NAME_oneline(X509_get_subject_name(chain[0].get()), subject, sizeof subject);
+  id.subject = subject;
+  struct tm tm {};
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(chain[0].get()), &tm) == 1) id.not_after = absl::FromTimeT(timegm(&tm));
+  return id;
 }
 
 std::shared_ptr<grpc::experimental::CertificateVerifier> CertificateGate::Verifier() {

@@ -11,6 +11,7 @@
 #include "broker/config/config.h"
 #include "broker/server/broker.h"
 #include "core/log.h"
+#include "core/status.h"
 
 int main(int argc, char** argv) {
   // Debian's Abseil checks every Mutex acquisition for lock-order cycles;
@@ -34,7 +35,7 @@ int main(int argc, char** argv) {
 
   auto config = carebroker::LoadConfig(config_path, overrides);
   if (!config.ok()) {
-    carebroker::Logf("bad config: %s", config.status().message());
+    carebroker::Log(carebroker::LogLevel::kError, "config.invalid").Msg(config.status().message());
     return 2;
   }
   // Block the stop signals in every thread; main waits for them below.
@@ -42,17 +43,21 @@ int main(int argc, char** argv) {
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
-  sigaddset(&stop, SIGHUP);  // reload the agreements
+  sigaddset(&stop, SIGHUP);  // reload (Broker::Reload)
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
 
-  auto broker = carebroker::Broker::Start(*config);
+  carebroker::BrokerOptions options;
+  options.reload_config = [config_path, overrides] { return carebroker::LoadConfig(config_path, overrides); };
+  auto broker = carebroker::Broker::Start(*config, options);
   if (!broker.ok()) {
-    carebroker::Logf("cannot start: %s", broker.status().message());
+    carebroker::Log(carebroker::LogLevel::kError, "broker.start_failed")
+        .Str("reason", carebroker::ReasonOf(broker.status()))
+        .Msg(broker.status().message());
     return 1;
   }
   int sig = 0;
-  while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) (void)(*broker)->ReloadPolicy();
-  carebroker::Logf("signal %d, shutting down", sig);
+  while (sigwait(&stop, &sig) == 0 && sig == SIGHUP) (void)(*broker)->Reload("SIGHUP");
+  carebroker::Log(carebroker::LogLevel::kInfo, "broker.stopping").Int("signal", sig);
   (*broker)->Shutdown();
   return 0;
 }

@@ -41,7 +41,8 @@ absl::Status CheckText(const std::string& s, absl::string_view field, bool requi
 absl::StatusOr<Identity> ConsentCaller(grpc::CallbackServerContext* ctx, const ServiceDeps& d, bool write) {
   auto id = Identify(ctx, d);
   if (!id.ok()) return id.status();
-  if (write ? !d.config.MayWriteConsent(id->role) : !d.config.MayReadConsent(id->role)) {
+  const std::shared_ptr<const Config> config = d.policy.config();
+  if (write ? !config->MayWriteConsent(id->role) : !config->MayReadConsent(id->role)) {
     return RoleNotAllowed(d, *id, write ? "recording consent" : "reading consent");
   }
   return id;
@@ -242,18 +243,11 @@ grpc::ServerUnaryReactor* PolicyService::Reload(grpc::CallbackServerContext* ctx
                                                 v1::ReloadResponse* resp) {
   auto id = Authorize(ctx, d_, Role::kOperator);
   if (!id.ok()) return Done(ctx, id.status());
-  // Reading a folder of small files: quick enough for a callback thread.
-  absl::Status s = d_.policy.Reload();
-  if (s.ok()) *resp = DescribePolicy(*d_.policy.current());
-  Logf("policy reload by %s: %s", id->org.str(),
-       s.ok() ? absl::StrCat(resp->agreements(), " agreements in force") : "refused; the old set stays");
-  auto* reactor = ctx->DefaultReactor();
-  std::vector<AuditRecord> records;
-  records.push_back(PolicyLoadRecord(d_, s, id->org.str()));
-  d_.store.AppendAudit(std::move(records), [reactor, s](absl::StatusOr<uint64_t> r) {
-    reactor->Finish(ToGrpcStatus(r.ok() ? s : r.status()));
-  });
-  return reactor;
+  // Reading the config file, a few PEM files and a folder of small files:
+  // quick enough for a callback thread. The reload audits itself.
+  auto r = d_.reload(id->org.str());
+  if (r.ok()) *resp = *std::move(r);
+  return Done(ctx, r.status());
 }
 
 }  // namespace carebroker

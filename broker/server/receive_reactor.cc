@@ -10,6 +10,7 @@
 #include "broker/server/grpc_status.h"
 #include "broker/server/reactor_util.h"
 #include "core/ids.h"
+#include "core/log.h"
 #include "core/time.h"
 
 namespace carebroker {
@@ -278,6 +279,10 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
     absl::string_view reason = d_.policy.CheckAtDelivery(d, id_.org);
     if (reason.empty()) return false;
     d_.metrics.withheld.With({std::string(reason)}).Inc();
+    Log(LogLevel::kDebug, "message.withheld")
+        .Str("message_id", d.id.str())
+        .Str("recipient", id_.org.str())
+        .Str("reason", reason);
     Ref();
     d_.store.Withhold(id_.org, {d.id}, std::string(reason), d_.clock.Now(), [this](auto) { Unref(); });
     return true;
@@ -307,6 +312,11 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
         FinishOnce(r.status());
       } else {
         d_.metrics.acknowledged.Inc(r->acknowledged.size());
+        if (LogEnabled(LogLevel::kDebug)) {
+          for (const auto& a : r->acknowledged) {
+            Log(LogLevel::kDebug, "message.acknowledged").Str("message_id", a.str()).Str("recipient", id_.org.str());
+          }
+        }
         FlushAcks();
         bool finish;
         {
@@ -337,6 +347,13 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
         v1::Delivery* out = write_buf_.add_deliveries();
         d_.metrics.delivered.With({d.workflow}).Inc();
         if (d.delivery_count == 1) d_.metrics.send_to_delivery.Observe(absl::ToDoubleSeconds(now - d.accepted_at));
+        Log(LogLevel::kDebug, "message.delivered")
+            .Str("message_id", d.id.str())
+            .Str("sender", d.sender.str())
+            .Str("recipient", id_.org.str())
+            .Str("workflow", d.workflow)
+            .Int("delivery_count", d.delivery_count)
+            .Ms("since_accepted", now - d.accepted_at);
         out->set_message_id(d.id.str());
         out->set_sender(d.sender.str());
         out->set_workflow(std::move(d.workflow));

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <string>
 
 #include "broker/config/config.h"
 #include "broker/exchange/exchange_metrics.h"
@@ -12,6 +14,7 @@
 #include "broker/exchange/send_pipeline.h"
 #include "broker/server/identity.h"
 #include "broker/store/store.h"
+#include "carebroker/v1/policy.pb.h"
 #include "core/clock.h"
 
 namespace carebroker {
@@ -20,6 +23,9 @@ class AuditLog;
 }
 
 struct ServiceDeps {
+  // The config at start: read for the keys only a restart changes (limits,
+  // delivery). What a reload changes (organisations, roles, keys, routing)
+  // is read from policy.config().
   const Config& config;
   Store& store;
   Mailboxes& mailboxes;
@@ -31,6 +37,9 @@ struct ServiceDeps {
   audit::AuditLog& audit;
   SendPipeline& sends;
   ExchangeMetrics& metrics;
+  // Reloads the config's reloadable part, the TLS files and the agreements
+  // (Broker::Reload), on behalf of `actor`.
+  std::function<absl::StatusOr<v1::ReloadResponse>(const std::string& actor)> reload;
 };
 
 }  // namespace carebroker

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 
 namespace carebroker::pg {
@@ -108,7 +109,12 @@ absl::Status Connection::Configure() {
   // the connection) goes to the log marked as PostgreSQL's; only warnings
   // and errors are worth an operator's attention.
   PQsetNoticeProcessor(
-      conn_, +[](void*, const char* message) { Logf("PostgreSQL: %s", message); },
+      conn_,
+      +[](void*, const char* message) {
+        absl::string_view m(message);
+        absl::ConsumeSuffix(&m, "\n");
+        Log(LogLevel::kWarning, "postgres.notice").Msg(m);
+      },
       nullptr);
   return ExecScript("SET client_min_messages = warning");
 }

@@ -614,7 +614,7 @@ class PgStore final : public Store {
           {Param::Int(static_cast<int64_t>(audit_cursor_)),
            Param::Int(end == 0 ? INT64_MAX : static_cast<int64_t>(end)), Param::Int(kCatchUpRows)});
       if (!r.ok()) {
-        Logf("store: cannot read the audit log to follow it: %s", r.status().message());
+        Log(LogLevel::kWarning, "store.follow_failed").Str("table", "audit").Msg(r.status().message());
         return false;
       }
       std::vector<std::string> leaves;
@@ -641,12 +641,12 @@ class PgStore final : public Store {
       auto r = conn.ExecPrepared("SELECT seq, change FROM consent WHERE seq > $1 ORDER BY seq LIMIT $2",
                                  {Param::Int(consent_cursor_), Param::Int(kCatchUpRows)});
       if (!r.ok()) {
-        Logf("store: cannot read consent changes to follow them: %s", r.status().message());
+        Log(LogLevel::kWarning, "store.follow_failed").Str("table", "consent").Msg(r.status().message());
         return;
       }
       auto changes = ConsentRows(*r);
       if (!changes.ok()) {
-        Logf("store: %s", changes.status().message());
+        Log(LogLevel::kError, "store.follow_failed").Str("table", "consent").Msg(changes.status().message());
         return;
       }
       for (const v1::ConsentChange& c : *changes) {

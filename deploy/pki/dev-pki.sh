@@ -4,8 +4,10 @@
 #
 #   deploy/pki/dev-pki.sh DIR
 #
-# Writes ca.crt, crl.pem and NAME.crt + NAME.key for:
+# Writes ca.crt, crl.pem, crl-expired.pem (the same list, past its
+# next-update time) and NAME.crt + NAME.key for:
 #   server       the broker (SAN DNS:localhost, IP:127.0.0.1, IP:::1)
+#   server-next  a second broker certificate, for rotation
 #   RR8 RH8      NHS trusts              role agency
 #   Y06601       GP practice             role agency
 #   503 511      councils                role agency
@@ -28,7 +30,8 @@ set -euo pipefail
 dir=${1:-./var/pki}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-if [[ -f $dir/ca.crt && -f $dir/crl.pem && -f $dir/rogue.crt && -f $dir/audit-subject.key ]]; then
+if [[ -f $dir/ca.crt && -f $dir/crl.pem && -f $dir/crl-expired.pem && -f $dir/server-next.crt && -f $dir/rogue.crt &&
+      -f $dir/audit-subject.key ]]; then
   echo "dev PKI already in $dir"
   exit 0
 fi
@@ -106,6 +109,9 @@ make_ca rogue-ca "/O=somebody else/CN=rogue CA"
 
 EKU=serverAuth issue ca server "/O=carebroker development/OU=server/CN=localhost" \
   "DNS:localhost, IP:127.0.0.1, IP:::1"
+# A second server certificate, to show a reload rotating it.
+EKU=serverAuth issue ca server-next "/O=carebroker development/OU=server/CN=localhost (next)" \
+  "DNS:localhost, IP:127.0.0.1, IP:::1"
 agency RR8 RR8 "Leeds Teaching Hospitals NHS Trust" agency
 agency RH8 RH8 "Royal Devon University Healthcare NHS Foundation Trust" agency
 agency Y06601 Y06601 "Example GP practice" agency
@@ -121,6 +127,9 @@ CA=rogue-ca agency rogue RR8 "Leeds Teaching Hospitals NHS Trust" agency
 
 openssl ca -config "$work/ca/openssl.cnf" -revoke "$dir/revoked.crt" -crl_reason keyCompromise 2>/dev/null
 openssl ca -config "$work/ca/openssl.cnf" -gencrl -out "$dir/crl.pem" 2>/dev/null
+# The same list, long past its next-update time (tls.crl_expired).
+openssl ca -config "$work/ca/openssl.cnf" -gencrl -crl_lastupdate 20200101000000Z -crl_nextupdate 20200201000000Z \
+  -out "$dir/crl-expired.pem" 2>/dev/null
 
 openssl genpkey -algorithm ed25519 -out "$dir/audit-signing.key" 2>/dev/null
 openssl pkey -in "$dir/audit-signing.key" -pubout -out "$dir/audit-signing.pub" 2>/dev/null
@@ -128,5 +137,5 @@ openssl rand -out "$dir/audit-subject.key" 32
 
 # The CA keys stay beside the PKI so a developer can issue more; protect them.
 chmod 600 "$dir"/*.key
-chmod 644 "$dir"/*.crt "$dir/crl.pem" "$dir/audit-signing.pub"
+chmod 644 "$dir"/*.crt "$dir"/crl*.pem "$dir/audit-signing.pub"
 echo "dev PKI written to $dir"

@@ -1,5 +1,7 @@
 // The carebroker binary itself: a bad config stops it with a precise error;
-// --listen and --data-dir override the file; SIGTERM stops it cleanly.
+// --listen and --data-dir override the file; SIGHUP reloads the file (a bad
+// one is refused and the broker serves on); SIGTERM stops it cleanly. Its
+// log is JSON lines on stderr.
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -14,7 +16,10 @@
 #include <fstream>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "broker/client/client.h"
 
 extern char** environ;
@@ -76,6 +81,27 @@ class BinaryTest : public ::testing::Test {
     ss << in.rdbuf();
     return ss.str();
   }
+  // The log lines so far, each one JSON object (a test failure otherwise).
+  std::vector<nlohmann::json> Lines() {
+    std::vector<nlohmann::json> out;
+    for (absl::string_view line : absl::StrSplit(Stderr(), '\n', absl::SkipEmpty())) {
+      auto j = nlohmann::json::parse(line, nullptr, false);
+      EXPECT_TRUE(j.is_object()) << line;
+      out.push_back(std::move(j));
+    }
+    return out;
+  }
+  // The first line of `event`, waiting up to 10 s for it; null when none.
+  nlohmann::json Await(const std::string& event, size_t nth = 1) {
+    for (int i = 0; i < 200; ++i) {
+      size_t seen = 0;
+      for (auto& j : Lines()) {
+        if (j.value("event", "") == event && ++seen == nth) return j;
+      }
+      ::usleep(50'000);
+    }
+    return nullptr;
+  }
 
   std::string binary_, pki_;
   fs::path dir_;
@@ -85,7 +111,9 @@ TEST_F(BinaryTest, BadConfigStopsWithFileLineAndKey) {
   const std::string path = WriteConfig(GoodConfig() + "  - {ods: X26, name: NHS England, kind: nhs_englnd}\n");
   EXPECT_EQ(Wait(Spawn({"--config", path})), 2);
   const std::string err = Stderr();
-  EXPECT_NE(err.find("bad config"), std::string::npos) << err;
+  EXPECT_NE(err.find("\"level\":\"error\",\"program\":\"carebroker\",\"event\":\"config.invalid\""),
+            std::string::npos)
+      << err;
   EXPECT_NE(err.find("carebroker.yaml:13: organisations[1].kind: 'nhs_englnd' is not one of"), std::string::npos) << err;
   EXPECT_FALSE(fs::exists(dir_ / "from-file")) << "nothing may be created from a bad config";
 }
@@ -101,22 +129,38 @@ TEST_F(BinaryTest, FlagsOverrideTheFileAndSigtermStopsCleanly) {
   const fs::path data = dir_ / "from-flag";
   pid_t pid = Spawn({"--config", path, "--listen", "127.0.0.1:0", "--data-dir", data.string()});
   // The broker logs its bound address; wait for it (bounded).
-  std::string err;
-  for (int i = 0; i < 200 && err.find("listening on") == std::string::npos; ++i) {
-    ::usleep(50'000);
-    err = Stderr();
-  }
-  ASSERT_NE(err.find("listening on 127.0.0.1:"), std::string::npos) << err;
+  const nlohmann::json started = Await("broker.started");
+  ASSERT_TRUE(started.is_object()) << Stderr();
+  const std::string listen = started.value("listen", "");
+  ASSERT_EQ(listen.rfind("127.0.0.1:", 0), 0u) << started;
+  EXPECT_NE(started.value("message", "").find("listening on " + listen), std::string::npos);
   EXPECT_TRUE(fs::exists(data / "carebroker.db"));
   EXPECT_FALSE(fs::exists(dir_ / "from-file"));
-  const std::string port = err.substr(err.find("127.0.0.1:") + 10, err.find(' ', err.find("127.0.0.1:")) -
-                                                                        err.find("127.0.0.1:") - 10);
-  auto ch = MakeChannel(ClientTls{"127.0.0.1:" + port, pki_ + "/RR8.crt", pki_ + "/RR8.key", pki_ + "/ca.crt"});
+  auto ch = MakeChannel(ClientTls{listen, pki_ + "/RR8.crt", pki_ + "/RR8.key", pki_ + "/ca.crt"});
   ASSERT_TRUE(ch.ok());
   EXPECT_TRUE((*ch)->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)));
+
+  // SIGHUP reads the file again (the flags still win over it).
+  WriteConfig(GoodConfig() + "  - {ods: \"503\", name: Lincolnshire County Council, kind: local_authority}\n");
+  ::kill(pid, SIGHUP);
+  const nlohmann::json reloaded = Await("config.reloaded");
+  ASSERT_TRUE(reloaded.is_object()) << Stderr();
+  EXPECT_EQ(reloaded.value("organisations", 0), 2);
+  EXPECT_EQ(reloaded.value("actor", ""), "SIGHUP");
+  // A bad file is refused, named, and the broker serves on.
+  WriteConfig(GoodConfig() + "  - {ods: X26, name: NHS England, kind: nhs_englnd}\n");
+  ::kill(pid, SIGHUP);
+  const nlohmann::json refused = Await("config.reload_refused");
+  ASSERT_TRUE(refused.is_object()) << Stderr();
+  EXPECT_NE(refused.value("message", "").find("carebroker.yaml:13: organisations[1].kind"), std::string::npos)
+      << refused;
+  auto again = MakeChannel(ClientTls{listen, pki_ + "/503.crt", pki_ + "/503.key", pki_ + "/ca.crt"});
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE((*again)->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10)));
+
   ::kill(pid, SIGTERM);
   EXPECT_EQ(Wait(pid), 0);
-  EXPECT_NE(Stderr().find("stopped"), std::string::npos);
+  EXPECT_TRUE(Await("broker.stopped").is_object()) << Stderr();
 }
 
 }  // namespace

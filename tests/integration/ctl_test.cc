@@ -312,6 +312,12 @@ TEST_F(CtlTest, ConsentAndReloadAgainstTheBroker) {
   EXPECT_EQ(reload.rc, 0) << reload.err;
   EXPECT_NE(reload.out.find("1 agreements, 2 flows in force"), std::string::npos) << reload.out;
   EXPECT_EQ(Ctl("RR8", {"policy", "reload"}).rc, 1);
+  // The whole reload under its own name: what is in force, and the server certificate.
+  CtlRun all = Ctl("operator", {"reload"});
+  EXPECT_EQ(all.rc, 0) << all.err;
+  EXPECT_NE(all.out.find("organisations; 1 agreements, 2 flows in force"), std::string::npos) << all.out;
+  EXPECT_NE(all.out.find("server certificate "), std::string::npos) << all.out;
+  EXPECT_NE(all.out.find("CRL in force, next due "), std::string::npos) << all.out;
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 
 #include "core/vocabulary.h"
 #include "absl/strings/str_cat.h"
+#include "broker/cli/audit/audit_cli.h"
 #include "broker/client/client.h"
 #include "broker/config/config.h"
 #include "broker/exchange/intake.h"
@@ -86,7 +87,20 @@ v1::SendRequest Req(const std::string& to, const std::string& key, const std::st
   return r;
 }
 
-int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
+AuditRun AuditCli(const Broker& b, const std::string& who, std::vector<std::string> args) {
+  const std::string pki = PkiDir();
+  std::vector<std::string> all = {"carebroker-audit", "--target", b.address(), "--cert", pki + "/" + who + ".crt",
+                                  "--key", pki + "/" + who + ".key", "--ca", pki + "/ca.crt",
+                                  "--public-key", pki + "/audit-signing.pub"};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  std::ostringstream out, err;
+  const int rc = RunAudit(static_cast<int>(argv.size()), argv.data(), out, err);
+  return {rc, out.str(), err.str()};
+}
+
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, std::string* server_cert) {
   grpc::TemplatedGenericStub<cbtest::HealthCheckRequest, cbtest::HealthCheckResponse> health(channel);
   grpc::CompletionQueue cq;
   grpc::ClientContext ctx;
@@ -100,6 +114,11 @@ int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
   void* tag;
   bool ok;
   if (!cq.Next(&tag, &ok) || !status.ok()) return -1;
+  if (server_cert != nullptr) {
+    auto auth = ctx.auth_context();
+    auto pems = auth ? auth->FindPropertyValues("x509_pem_cert") : std::vector<grpc::string_ref>{};
+    *server_cert = pems.empty() ? "" : std::string(pems[0].data(), pems[0].size());
+  }
   return resp.status();
 }
 

@@ -43,8 +43,16 @@ grpc::Status Call(grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Re
 }
 
 // grpc.health.v1 Check over `channel`: 1 SERVING, 2 NOT_SERVING, or -1
-// when the call fails.
-int HealthStatus(const std::shared_ptr<grpc::Channel>& channel);
+// when the call fails. `server_cert`, when given, gets the certificate the
+// server presented (PEM).
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, std::string* server_cert = nullptr);
+
+// carebroker-audit against the broker, as `who`.
+struct AuditRun {
+  int rc;
+  std::string out, err;
+};
+AuditRun AuditCli(const Broker& b, const std::string& who, std::vector<std::string> args);
 
 // One plain HTTP request to 127.0.0.1:port (libcurl), 5-second timeout.
 struct HttpReply {

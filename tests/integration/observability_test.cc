@@ -10,9 +10,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "broker/client/client.h"
+#include "core/log.h"
 #include "core/vocabulary.h"
 #include "tests/integration/harness.h"
 
@@ -25,8 +28,8 @@ using ::testing::Not;
 
 class ObservabilityTest : public ::testing::Test {
  protected:
-  void Start(const std::string& data_dir) {
-    broker_ = StartBroker(ConfigYaml(data_dir), &clock_);
+  void Start(const std::string& data_dir, const std::string& extra = "") {
+    broker_ = StartBroker(ConfigYaml(data_dir, extra), &clock_);
     ASSERT_NE(broker_, nullptr);
     ASSERT_GT(broker_->metrics_port(), 0);
     trust_ = StubAs(*broker_, "RR8");
@@ -81,6 +84,69 @@ TEST_F(ObservabilityTest, MetricsCountWhatHappenedAndHoldNothingAboutAPerson) {
   EXPECT_THAT(text, Not(HasSubstr("carebroker_mailbox_depth{"))) << "every message acknowledged";
   EXPECT_THAT(text, Not(HasSubstr(kSyntheticNhs)));
   EXPECT_THAT(text, Not(HasSubstr("Synthetic")));
+}
+
+TEST_F(ObservabilityTest, LogsAreJsonLinesThatNameNothingAboutAPerson) {
+  // Every distinctive value of this synthetic person must stay out of the
+  // log and out of every error a caller sees, at the most verbose level.
+  const std::vector<std::string> personal = {
+      kSyntheticNhs, "9434765918", "Xanthippe", "Fotheringay-Zorn", "77 Zanzibar Crescent", "Quarrendon",
+      "ZE2 9QX", "1931", "MRN-QX-4471", "SYN-CONSULTANT-9", "Dementia-QX"};
+  LogCapture logs;
+  Start(TempDir("logs"), "log: {level: debug}\n");
+  v1::CareRecord r = SyntheticCareRecord();
+  v1::Person* p = r.mutable_person();
+  p->mutable_names(0)->add_given("Xanthippe");
+  p->mutable_names(0)->set_family("Fotheringay-Zorn");
+  p->mutable_address()->add_lines("77 Zanzibar Crescent");
+  p->mutable_address()->set_city("Quarrendon");
+  p->mutable_address()->set_postcode("ZE2 9QX");
+  p->mutable_birth_date()->set_year(1931);
+  p->mutable_local_identifiers(0)->set_value("MRN-QX-4471");
+  p->mutable_social_care()->set_dementia("Dementia-QX");
+  std::vector<grpc::Status> answers;
+  v1::SendReceipt receipt;
+  auto send = [&](const v1::SendRequest& req) {
+    answers.push_back(Call(&v1::Exchange::Stub::Send, *trust_, req, &receipt));
+    return answers.back();
+  };
+  ASSERT_TRUE(send(CareSend("503", "HOSPITAL_DISCHARGE", "direct-care", r)).ok());
+  const std::string accepted = receipt.message_id();
+  EXPECT_FALSE(send(CareSend("503", "HOSPITAL_DISCHARGE", "research", r)).ok());  // no agreement
+  v1::CareRecord bad = r;
+  bad.mutable_person()->set_nhs_number("9434765918");  // fails Modulus 11
+  EXPECT_FALSE(send(CareSend("503", "HOSPITAL_DISCHARGE", "direct-care", bad)).ok());
+  v1::SendRequest torn = CareSend("503", "HOSPITAL_DISCHARGE", "direct-care", r);
+  torn.mutable_payload()->resize(torn.payload().size() / 2);  // a record cut short
+  EXPECT_FALSE(send(torn).ok());
+  v1::SendRequest opaque = Req("ZZZ99", "", "{\"name\": \"Xanthippe Fotheringay-Zorn\"}");
+  EXPECT_FALSE(send(opaque).ok());  // unknown recipient
+  {
+    Receiver rx(*council_, 10);
+    auto d = rx.Next();
+    ASSERT_TRUE(d.has_value());
+    EXPECT_EQ(d->message_id(), accepted);
+    EXPECT_TRUE(rx.Ack(accepted));
+    EXPECT_TRUE(rx.Close().ok());
+  }
+  broker_.reset();  // every line written
+  SetLogLevel(LogLevel::kInfo);  // for the tests after this one
+
+  std::set<std::string> events;
+  for (const std::string& line : logs.lines()) {
+    const auto j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << "not one JSON object: " << line;
+    for (const char* key : {"time", "level", "program", "event"}) EXPECT_TRUE(j.contains(key)) << key << ": " << line;
+    events.insert(j.value("event", ""));
+    for (const std::string& value : personal) EXPECT_THAT(line, Not(HasSubstr(value))) << "in the log";
+  }
+  for (const char* e : {"broker.started", "message.accepted", "message.refused", "message.delivered",
+                        "message.acknowledged", "broker.stopped"}) {
+    EXPECT_TRUE(events.count(e)) << e << " is logged at debug";
+  }
+  for (const grpc::Status& s : answers) {
+    for (const std::string& value : personal) EXPECT_THAT(s.error_message(), Not(HasSubstr(value))) << "in an error";
+  }
 }
 
 TEST_F(ObservabilityTest, HealthAndReadinessAnswerPlainHttp) {

@@ -279,24 +279,6 @@ TEST_F(PolicyTest, ReloadIsAllOrNothing) {
 
 // ------------------------------------------------------------- the audit log
 
-// carebroker-audit against the broker, as `who`.
-struct AuditRun {
-  int rc;
-  std::string out, err;
-};
-AuditRun AuditCli(const Broker& b, const std::string& who, std::vector<std::string> args) {
-  const std::string pki = PkiDir();
-  std::vector<std::string> all = {"carebroker-audit", "--target", b.address(), "--cert", pki + "/" + who + ".crt",
-                                  "--key", pki + "/" + who + ".key", "--ca", pki + "/ca.crt",
-                                  "--public-key", pki + "/audit-signing.pub"};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (auto& a : all) argv.push_back(a.data());
-  std::ostringstream out, err;
-  const int rc = RunAudit(static_cast<int>(argv.size()), argv.data(), out, err);
-  return {rc, out.str(), err.str()};
-}
-
 TEST_F(PolicyTest, EveryDecisionIsAuditedAndTheLogVerifies) {
   v1::SendReceipt receipt;
   ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care"), &receipt).ok());

@@ -82,9 +82,12 @@ organisations:
   - {ods: X26, name: NHS England, kind: nhs_england}
 )"
                                                  : organisations;
-  return absl::StrCat("listen: 127.0.0.1:0\n", "data_dir: ", data_dir, "\n", "tls:\n", "  cert: ", pki,
-                      "/server.crt\n", "  key: ", pki, "/server.key\n", "  ca: ", pki, "/ca.crt\n", "  crl: ", pki,
-                      "/crl.pem\n", orgs,
+  return absl::StrCat("listen: 127.0.0.1:0\n", "data_dir: ", data_dir, "\n",
+                      extra.find("tls:") == std::string::npos
+                          ? absl::StrCat("tls:\n", "  cert: ", pki, "/server.crt\n", "  key: ", pki,
+                                         "/server.key\n", "  ca: ", pki, "/ca.crt\n", "  crl: ", pki, "/crl.pem\n")
+                          : "",
+                      orgs,
                       extra.find("policy:") == std::string::npos
                           ? absl::StrCat("policy: {agreements_dir: ", SourcePath("tests/agreements"), "}\n")
                           : "",

@@ -33,7 +33,8 @@ std::string SourcePath(absl::string_view relative);
 // A broker config for tests: listens on 127.0.0.1:0 with `data_dir`, the
 // dev PKI's TLS and audit keys, the agreements in tests/agreements, the
 // organisations RR8, RH8, Y06601, 503, 511 and X26 (or `organisations`,
-// a YAML "organisations:" block), and `extra` YAML appended.
+// a YAML "organisations:" block), and `extra` YAML appended. `extra` may
+// replace the tls, policy, audit and metrics blocks by holding its own.
 std::string ConfigYaml(const std::string& data_dir, const std::string& extra = "",
                        const std::string& organisations = "");
 

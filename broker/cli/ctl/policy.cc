@@ -223,7 +223,13 @@ int DoReload(const Global& g, std::ostream& out, std::ostream& err) {
   v1::ReloadResponse r;
   grpc::Status s = stub->Reload(&ctx, v1::ReloadRequest(), &r);
   if (!s.ok()) return RpcFailed(err, s);
-  out << r.agreements() << " agreements, " << r.flows() << " flows in force (digest " << r.digest() << ")\n";
+  out << r.organisations() << " organisations; " << r.agreements() << " agreements, " << r.flows()
+      << " flows in force (digest " << r.digest() << ")\n";
+  out << "server certificate " << r.server_certificate() << ", until " << r.server_certificate_not_after() << "\n";
+  if (!r.crl_next_update().empty()) out << "CRL in force, next due " << r.crl_next_update() << "\n";
+  for (const std::string& key : r.restart_pending()) {
+    err << "carebrokerctl: " << key << " changed in the config file; it takes effect at the next restart\n";
+  }
   return 0;
 }
 
@@ -237,8 +243,12 @@ void AddPolicyCommands(CLI::App& app, Run& run) {
   lint->add_option("DIR", *lint_dir, "agreements folder")->required();
   lint->callback([&run, lint_dir] { run.Offline([&run, lint_dir] { return DoLint(*lint_dir, run.out, run.err); }); });
 
-  auto* reload = pol->add_subcommand("reload", "reload the broker's agreements (operator role)");
-  reload->callback([&run] { run.Online([&run] { return DoReload(run.g, run.out, run.err); }); });
+  // The same reload as SIGHUP, under either name.
+  for (CLI::App* parent : {&app, pol}) {
+    auto* reload = parent->add_subcommand(
+        "reload", "reload the broker's config (organisations, routing, keys, TLS files, CRL) and agreements (operator role)");
+    reload->callback([&run] { run.Online([&run] { return DoReload(run.g, run.out, run.err); }); });
+  }
 
   auto test = std::make_shared<std::pair<std::string, std::string>>();
   auto* ptest = pol->add_subcommand("test", "run a table of requests with expected decisions (offline)");
