@@ -1,5 +1,7 @@
 #include "broker/server/broker.h"
 
+#include <grpc/grpc.h>
+#include <grpc/support/alloc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
@@ -8,8 +10,10 @@
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <future>
+#include <nlohmann/json.hpp>
 #include <tuple>
 #include <sys/stat.h>
 
@@ -108,6 +112,48 @@ absl::StatusOr<TlsMaterial> ReadTls(const Config& config, absl::Time now) {
   return m;
 }
 
+// gRPC's channelz (JSON; proto3 writes int64 as a string), for the count of
+// connections open on the broker's server.
+nlohmann::json Channelz(char* text) {
+  nlohmann::json j = text != nullptr ? nlohmann::json::parse(text, nullptr, false) : nlohmann::json();
+  gpr_free(text);
+  return j;
+}
+
+intptr_t ChannelzId(const nlohmann::json& ref, const char* key) {
+  const nlohmann::json v = ref.is_object() ? ref.value(key, nlohmann::json()) : nlohmann::json();
+  if (v.is_string()) return static_cast<intptr_t>(std::stoll(v.get<std::string>()));
+  return v.is_number_integer() ? v.get<intptr_t>() : 0;
+}
+
+// The newest gRPC server in this process (0: none).
+intptr_t NewestServerId() {
+  intptr_t newest = 0;
+  for (intptr_t start = 0;;) {
+    const nlohmann::json page = Channelz(grpc_channelz_get_servers(start));
+    if (!page.is_object()) return newest;
+    const nlohmann::json servers = page.value("server", nlohmann::json::array());
+    for (const auto& s : servers) newest = std::max(newest, ChannelzId(s.value("ref", nlohmann::json()), "serverId"));
+    if (page.value("end", true) || servers.empty()) return newest;
+    start = newest + 1;
+  }
+}
+
+// Connections open now on the server channelz knows as `server_id`; -1
+// when it cannot say.
+int64_t OpenConnections(intptr_t server_id) {
+  if (server_id == 0) return -1;
+  int64_t open = 0;
+  for (intptr_t start = 0;;) {
+    const nlohmann::json page = Channelz(grpc_channelz_get_server_sockets(server_id, start, 1000));
+    if (!page.is_object()) return -1;
+    const nlohmann::json refs = page.value("socketRef", nlohmann::json::array());
+    for (const auto& ref : refs) start = std::max(start, ChannelzId(ref, "socketId") + 1);
+    open += static_cast<int64_t>(refs.size());
+    if (page.value("end", true) || refs.empty()) return open;
+  }
+}
+
 std::string Rfc3339(absl::Time t) { return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone()); }
 
 bool IsDirectiveNotStanding(const absl::Status& s) {
@@ -174,6 +220,12 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   auto store = OpenStore(*config);
   if (!store.ok()) return store.status();
   b->store_ = *std::move(store);
+  b->metrics_ = std::make_unique<metrics::Registry>();
+  auto& commit = b->metrics_->AddHistogram(
+      "carebroker_store_commit_seconds",
+      "Time for a commit to reach disk: the embedded store's write-ahead-log sync, PostgreSQL's COMMIT.",
+      metrics::LatencyBuckets());
+  b->store_->SetCommitObserver([&commit](absl::Duration d) { commit.Observe(absl::ToDoubleSeconds(d)); });
   {
     auto history = ReadConsentSync(*b->store_, "");
     if (!history.ok()) return history.status();
@@ -209,7 +261,6 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
                                      *b->store_, *b->clock_);
   if (!audit.ok()) return audit.status();
   b->audit_ = *std::move(audit);
-  b->metrics_ = std::make_unique<metrics::Registry>();
   b->exchange_metrics_ = std::make_unique<ExchangeMetrics>(*b->metrics_);
   auto& refusals = b->metrics_->AddCounters("carebroker_certificate_refusals_total",
                                             "TLS handshakes refused by the certificate gate, by reason.", {"reason"});
@@ -252,7 +303,10 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   const int max_frame = static_cast<int>(c.limits().max_message_bytes() + (64 << 10));
   builder.SetMaxReceiveMessageSize(max_frame);
   builder.SetMaxSendMessageSize(max_frame);
+  // Which server is ours, for channelz's count of its connections.
+  const intptr_t servers_before = NewestServerId();
   b->server_ = builder.BuildAndStart();
+  if (const intptr_t newest = NewestServerId(); newest > servers_before) b->channelz_id_ = newest;
   if (!b->server_ || b->port_ == 0) {
     b->store_->Close();
     return Error(absl::StatusCode::kUnavailable, reason::kListenFailed, absl::StrCat("cannot listen on ", c.listen()));
@@ -344,6 +398,22 @@ void Broker::RegisterMetrics() {
                  metrics::Type::kGauge, {}, [this] { return std::vector<metrics::Sample>{{{}, Readiness().ok() ? 1.0 : 0.0}}; });
   r.AddCollector("carebroker_open_streams", "Open Receive and SendStream streams.", metrics::Type::kGauge, {},
                  [this] { return std::vector<metrics::Sample>{{{}, double(streams_->load())}}; });
+  r.AddCollector("carebroker_connections", "Client connections open on the mutual-TLS listener.",
+                 metrics::Type::kGauge, {}, [this] {
+                   std::vector<metrics::Sample> out;
+                   if (const int64_t n = OpenConnections(channelz_id_); n >= 0) out.push_back({{}, double(n)});
+                   return out;
+                 });
+  r.AddCollector("carebroker_store_connections", "The store's database connections, by state (up, down).",
+                 metrics::Type::kGauge, {"state"}, [this] {
+                   const StoreGauges g = store_->Gauges();
+                   return std::vector<metrics::Sample>{{{"up"}, double(g.connections_up)},
+                                                       {{"down"}, double(g.connections - g.connections_up)}};
+                 });
+  r.AddCollector("carebroker_store_queued_operations", "Store operations waiting for a connection.",
+                 metrics::Type::kGauge, {}, [this] {
+                   return std::vector<metrics::Sample>{{{}, double(store_->Gauges().queued)}};
+                 });
   r.AddCollector("carebroker_receive_subscribers", "Receive streams listening on a mailbox.", metrics::Type::kGauge, {},
                  [this] { return std::vector<metrics::Sample>{{{}, double(mailboxes_->subscriber_count())}}; });
   r.AddCollector("carebroker_memory_budget_used_bytes", "Payload bytes held in memory against limits.memory_budget_bytes.",

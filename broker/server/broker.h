@@ -139,6 +139,7 @@ class Broker {
   std::unique_ptr<PolicyService> policy_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
+  intptr_t channelz_id_ = 0;  // the server in gRPC's channelz; 0: unknown
   std::unique_ptr<metrics::Registry> metrics_;
   std::unique_ptr<ExchangeMetrics> exchange_metrics_;
   std::unique_ptr<http::HttpServer> metrics_server_;

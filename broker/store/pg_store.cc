@@ -416,6 +416,14 @@ class PgStore final : public Store {
     consent_listener_ = std::move(listener);
   }
 
+  void SetCommitObserver(CommitObserver observer) override { commit_observer_ = std::move(observer); }
+
+  StoreGauges Gauges() const override {
+    const int n = static_cast<int>(conns_.size());
+    absl::MutexLock l(&mu_);
+    return {n, n - connections_down_.load(std::memory_order_relaxed), static_cast<int64_t>(queue_.size())};
+  }
+
   void CheckWritable(StoreCallback<bool> done) override {
     Enqueue<bool>(
         [](Txn& t) -> absl::StatusOr<bool> {
@@ -463,7 +471,15 @@ class PgStore final : public Store {
 
   void WorkerLoop(pg::Connection& conn) {
     std::vector<std::unique_ptr<Op>> batch;
+    bool up = true;  // as counted in connections_down_
+    auto count = [&] {
+      if (conn.ok() != up) {
+        up = !up;
+        connections_down_.fetch_add(up ? -1 : 1, std::memory_order_relaxed);
+      }
+    };
     while (true) {
+      count();
       {
         absl::MutexLock l(&mu_);
         mu_.Await(absl::Condition(
@@ -511,7 +527,11 @@ class PgStore final : public Store {
       auto r = conn.ExecPrepared("SELECT pg_notify('carebroker', $1)", {Param::Text(instance_ + " consent")});
       if (!r.ok()) out.status = r.status();
     }
-    if (out.status.ok()) out.status = conn.ExecScript("COMMIT");
+    if (out.status.ok()) {
+      const absl::Time start = absl::Now();
+      out.status = conn.ExecScript("COMMIT");
+      if (out.status.ok() && commit_observer_) commit_observer_(absl::Now() - start);
+    }
     if (!out.status.ok()) {
       out.status = Unavailable(out.status);
       if (conn.ok()) (void)conn.ExecScript("ROLLBACK");
@@ -916,7 +936,7 @@ class PgStore final : public Store {
   std::atomic<bool> stopping_{false};
   const AuditRecorder* recorder_ = nullptr;
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
 
@@ -926,6 +946,8 @@ class PgStore final : public Store {
   uint64_t audit_cursor_ ABSL_GUARDED_BY(audit_mu_) = 0;  // the next index to hand on
   absl::Mutex consent_mu_;
   ConsentListener consent_listener_ ABSL_GUARDED_BY(consent_mu_);
+  CommitObserver commit_observer_;
+  std::atomic<int> connections_down_{0};
   int64_t consent_cursor_ ABSL_GUARDED_BY(consent_mu_) = 0;  // the last seq handed on
   absl::Mutex arrival_mu_;
   ArrivalListener arrival_listener_ ABSL_GUARDED_BY(arrival_mu_);

@@ -86,7 +86,12 @@ void SqliteStore::SyncAndComplete(std::deque<Committed>& ready) {
   for (const Committed& c : ready) {
     for (const auto& op : c.ops) needs_sync |= c.status.ok() && op->durable();
   }
-  absl::Status sync = needs_sync ? SyncWal() : absl::OkStatus();
+  absl::Status sync = absl::OkStatus();
+  if (needs_sync) {
+    const absl::Time start = absl::Now();
+    sync = SyncWal();
+    if (sync.ok() && commit_observer_) commit_observer_(absl::Now() - start);
+  }
   if (sync.ok()) {
     // The stored messages are on disk: claims may now return them.
     for (const Committed& c : ready) {

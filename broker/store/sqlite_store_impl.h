@@ -129,6 +129,11 @@ class SqliteStore final : public Store {
 
   void SetArrivalListener(ArrivalListener listener) override { listener_ = std::move(listener); }
   void SetConsentListener(ConsentListener listener) override { consent_listener_ = std::move(listener); }
+  void SetCommitObserver(CommitObserver observer) override { commit_observer_ = std::move(observer); }
+  StoreGauges Gauges() const override {
+    absl::MutexLock l(&mu_);
+    return {1, 1, static_cast<int64_t>(queue_.size())};
+  }
 
   void CheckWritable(StoreCallback<bool> done) override;
   void MailboxStats(StoreCallback<std::vector<MailboxStat>> done) override {
@@ -277,7 +282,7 @@ class SqliteStore final : public Store {
   std::deque<Committed> unsynced_ ABSL_GUARDED_BY(sync_mu_);
   bool writer_done_ ABSL_GUARDED_BY(sync_mu_) = false;
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<std::unique_ptr<Op>> queue_ ABSL_GUARDED_BY(mu_);
 
@@ -299,6 +304,7 @@ class SqliteStore final : public Store {
   std::vector<std::string> batch_leaves_;         // writer thread: leaves of the batch being built
   std::vector<v1::ConsentChange> batch_consent_;  // writer thread: consent stored by that batch
   ConsentListener consent_listener_;
+  CommitObserver commit_observer_;
   // Entries known durable; readers see no later one.
   std::atomic<uint64_t> synced_audit_size_{0};
 

@@ -168,6 +168,12 @@ struct MailboxStat {
   absl::Time oldest_accepted_at;
 };
 
+struct StoreGauges {
+  int connections = 0;     // database connections held (the embedded store: its writer)
+  int connections_up = 0;  // of those, usable now (PostgreSQL: not lost and awaiting a reconnect)
+  int64_t queued = 0;      // operations waiting for a connection
+};
+
 struct AckResult {
   std::vector<MessageId> acknowledged;  // now or earlier
   std::vector<MessageId> not_found;     // not in this recipient's mailbox
@@ -302,6 +308,16 @@ class Store {
   // Must not block or call the store.
   using ConsentListener = std::function<void(const v1::ConsentChange& change)>;
   virtual void SetConsentListener(ConsentListener listener) = 0;
+
+  // Called (on a store thread) with how long each commit that had to reach
+  // disk took to get there: the embedded store's sync of its write-ahead
+  // log, PostgreSQL's COMMIT (the server's WAL flush and the round trip).
+  // Set once, before any other call. Must not block.
+  using CommitObserver = std::function<void(absl::Duration)>;
+  virtual void SetCommitObserver(CommitObserver observer) = 0;
+
+  // The store's connections and queue, for metrics. Cheap; any thread.
+  virtual StoreGauges Gauges() const = 0;
 
   // Stops accepting operations, finishes queued ones, and waits for them.
   // Later calls answer FAILED_PRECONDITION. Idempotent; also run by the

@@ -82,6 +82,16 @@ TEST_F(ObservabilityTest, MetricsCountWhatHappenedAndHoldNothingAboutAPerson) {
   EXPECT_THAT(text, HasSubstr("# TYPE carebroker_store_bytes gauge\n"));
   EXPECT_THAT(text, Not(HasSubstr("carebroker_store_bytes 0\n")));
   EXPECT_THAT(text, Not(HasSubstr("carebroker_mailbox_depth{"))) << "every message acknowledged";
+  // Commits that reached disk, the store's one connection, and the clients'
+  // connections (the trust's and the council's, at least).
+  EXPECT_THAT(text, HasSubstr("carebroker_store_commit_seconds_count "));
+  EXPECT_THAT(text, Not(HasSubstr("carebroker_store_commit_seconds_count 0\n")));
+  EXPECT_THAT(text, HasSubstr("carebroker_store_connections{state=\"up\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("carebroker_store_connections{state=\"down\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("carebroker_store_queued_operations "));
+  const size_t at = text.find("\ncarebroker_connections ");
+  ASSERT_NE(at, std::string::npos) << "channelz answers";
+  EXPECT_GE(std::stod(text.substr(at + 24)), 2);
   EXPECT_THAT(text, Not(HasSubstr(kSyntheticNhs)));
   EXPECT_THAT(text, Not(HasSubstr("Synthetic")));
 }

@@ -80,6 +80,12 @@ TEST_F(PgBrokerTest, SentToOneReplicaReceivedFromTheOther) {
     return Call(&v1::Exchange::Stub::Track, *trust_on_a, tr, &t).ok() &&
            t.status() == v1::MESSAGE_STATUS_ACKNOWLEDGED;
   }));
+  // The pool (2 connections by default) and the commit latency, as metrics.
+  const std::string text = HttpCall(a().metrics_port(), "/metrics").body;
+  EXPECT_NE(text.find("carebroker_store_connections{state=\"up\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("carebroker_store_connections{state=\"down\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("carebroker_store_commit_seconds_count "), std::string::npos);
+  EXPECT_EQ(text.find("carebroker_store_commit_seconds_count 0\n"), std::string::npos) << "the send committed on a";
 }
 
 TEST_F(PgBrokerTest, ConsentRecordedOnOneReplicaDecidesSendsOnTheOther) {
