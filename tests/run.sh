@@ -8,7 +8,7 @@ build=${BUILD_DIR:-build}
 jobs=$(nproc)
 
 deploy/install-deps.sh
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCB_WERROR=ON
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCB_WERROR=ON -DCB_TESTS=ON
 cmake --build "$build" -j "$jobs"
 # The lock annotations, checked by clang's thread-safety analysis.
 CC=clang CXX=clang++ cmake -S . -B "$build-clang" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCB_THREAD_SAFETY=ON >/dev/null

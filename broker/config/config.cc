@@ -1,5 +1,8 @@
 #include "broker/config/config.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <libpq-fe.h>
 
 #include <algorithm>
@@ -33,14 +36,19 @@ void SetDefault(google::protobuf::Duration* d, absl::Duration v, bool has) {
   if (!has) *d = TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(v));
 }
 
-// A key file: readable by the broker's user only (mode 600), at least
-// `min_bytes` long. The error names the file, never its contents.
+// A key file: readable by the broker's user only (mode 600), or owned by
+// root and readable by the broker's group but no one else (0640 or 0440: how
+// Kubernetes mounts a Secret with fsGroup; libpq's rule for its keys), and at
+// least `min_bytes` long. The error names the file, never its contents.
 absl::StatusOr<std::string> ReadSecret(const std::string& file, size_t min_bytes) {
-  std::error_code ec;
-  const auto perms = fs::status(file, ec).permissions();
-  if (ec) return absl::InvalidArgumentError(absl::StrCat("cannot read ", file));
-  if ((perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none) {
-    return absl::InvalidArgumentError("must be readable by the broker's user only (chmod 600)");
+  struct stat st;
+  if (::stat(file.c_str(), &st) != 0) return absl::InvalidArgumentError(absl::StrCat("cannot read ", file));
+  const bool root_owned_for_group = st.st_uid == 0 && ::geteuid() != 0;
+  const mode_t forbidden = root_owned_for_group ? (S_IWGRP | S_IXGRP | S_IRWXO) : (S_IRWXG | S_IRWXO);
+  if ((st.st_mode & forbidden) != 0) {
+    return absl::InvalidArgumentError(
+        "must be readable by the broker's user only (chmod 600), or owned by root and readable by its group only "
+        "(chmod 640)");
   }
   auto key = ReadFileToString(file, "key");
   if (!key.ok()) return absl::InvalidArgumentError(absl::StrCat("cannot read ", file));
@@ -260,6 +268,7 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
   if (lim->intake_threads() == 0) lim->set_intake_threads(std::max(1u, std::thread::hardware_concurrency()));
   if (lim->intake_threads() > 256) return err("limits.intake_threads", "must be at most 256");
   if (lim->intake_queue() == 0) lim->set_intake_queue(4096);
+  if (overrides.metrics_listen) c.mutable_metrics()->set_listen(*overrides.metrics_listen);
   if (c.metrics().listen().empty()) c.mutable_metrics()->set_listen("127.0.0.1:9464");
   if (c.metrics().listen() != "off" && !ValidListen(c.metrics().listen())) {
     return err("metrics.listen", "expected host:port with a port 0-65535, or off");

@@ -26,6 +26,7 @@ namespace carebroker {
 struct ConfigOverrides {
   std::optional<std::string> listen;
   std::optional<std::string> data_dir;
+  std::optional<std::string> metrics_listen;
 };
 
 // The validated config plus derived lookups. Immutable once built.

@@ -116,6 +116,14 @@ TEST_F(ConfigTest, FlagsOverrideTheFile) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ((*c)->proto().listen(), "127.0.0.1:9999");
   EXPECT_EQ((*c)->sqlite_path(), "/tmp/elsewhere/carebroker.db");
+  EXPECT_EQ((*c)->proto().metrics().listen(), "127.0.0.1:9464");
+
+  auto m = Parse(Base() + "metrics:\n  listen: 127.0.0.1:9000\n", ConfigOverrides{{}, {}, "off"});
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)->proto().metrics().listen(), "off");
+  auto bad = Parse(Base(), ConfigOverrides{{}, {}, "nowhere"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("metrics.listen"));
 }
 
 TEST_F(ConfigTest, PreciseErrors) {
@@ -229,6 +237,7 @@ TEST_F(ConfigTest, PolicySection) {
   };
   const auto owner = fs::perms::owner_read | fs::perms::owner_write;
   ExpectError(key(std::string(32, 'k'), owner | fs::perms::group_read), "policy.pseudonym_keys[0].file: must be readable by the broker's user only");
+  ExpectError(key(std::string(32, 'k'), owner | fs::perms::others_read), "policy.pseudonym_keys[0].file: must be readable by the broker's user only");
   ExpectError(key(std::string(31, 'k'), owner), "policy.pseudonym_keys[0].file: a key must be at least 32 bytes");
   auto c = Parse(key(std::string(32, 'k'), owner));
   ASSERT_TRUE(c.ok()) << c.status();

@@ -93,7 +93,7 @@ absl::StatusOr<std::shared_ptr<CertificateGate>> CertificateGate::Create(const s
   auto trust = Prepare(ca_pem, crl_pem, now, mode);
   if (!trust.ok()) return trust.status();
   std::shared_ptr<CertificateGate> gate(new CertificateGate);
-  gate->trust_ = *std::move(trust);
+  gate->Install(*std::move(trust));
   return gate;
 }
 
