@@ -12,6 +12,10 @@ ExchangeMetrics::ExchangeMetrics(metrics::Registry& r)
                               "Deliveries written to Receive streams (redeliveries included), by workflow.",
                               {"workflow"})),
       acknowledged(r.AddCounter("carebroker_messages_acknowledged_total", "Acknowledgements made durable.")),
+      expired(r.AddCounters("carebroker_messages_expired_total",
+                            "Messages not acknowledged within delivery.expiry (each gets a non-delivery report), by "
+                            "workflow.",
+                            {"workflow"})),
       withheld(r.AddCounters("carebroker_messages_withheld_total",
                              "Messages withheld at delivery because consent or an objection changed, by reason.",
                              {"reason"})),

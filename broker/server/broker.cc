@@ -688,6 +688,9 @@ absl::StatusOr<SweepResult> Broker::SweepNow() {
         SweepSync(*store_, SweepRequest{now, now - config_->retention(), config_->expiry(), 10000});
     if (!r.ok()) return r.status();
     total.expired += r->expired;
+    for (const auto& [workflow, n] : r->expired_by_workflow) {
+      exchange_metrics_->expired.With({workflow}).Inc(static_cast<uint64_t>(n));
+    }
     total.reports += r->reports;
     total.purged += r->purged;
     if (!r->more) break;

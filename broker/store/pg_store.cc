@@ -907,6 +907,7 @@ class PgStore final : public Store {
                            .local_reference = expired->Str(i, 5),
                            .accepted_at = FromMicros(expired->Int(i, 6))};
       ++out.expired;
+      ++out.expired_by_workflow[e.workflow];
       mailbox::ExpiryPlan plan = mailbox::PlanExpiry(e, req);
       if (plan.event) RecordEvent(t, *plan.event);
       if (plan.report) {

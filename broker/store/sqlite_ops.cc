@@ -447,6 +447,7 @@ absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
     if (auto s = expire_update_.Bind(1, seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
     if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
     ++r.expired;
+    ++r.expired_by_workflow[e.workflow];
     mailbox::ExpiryPlan plan = mailbox::PlanExpiry(e, req);
     if (plan.event) {
       if (auto s = RecordEvent(*plan.event); !s.ok()) return s;

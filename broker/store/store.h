@@ -25,6 +25,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -209,6 +210,7 @@ struct SweepRequest {
 
 struct SweepResult {
   int expired = 0;
+  std::map<std::string, int> expired_by_workflow;  // the same, by workflow (the metrics' label)
   int reports = 0;   // non-delivery reports created (one per expired data message)
   int purged = 0;
   bool more = false;  // the bound was hit; more work is due

@@ -271,6 +271,7 @@ TEST_P(StoreConformance, ExpiryCreatesNonDeliveryReportForSender) {
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_EQ(s->expired, 1);
   EXPECT_EQ(s->reports, 1);
+  EXPECT_EQ(s->expired_by_workflow, (std::map<std::string, int>{{"HOSPITAL_DISCHARGE", 1}}));
 
   auto t = TrackSync(*store, kTrust, id);
   EXPECT_EQ(t->status, v1::MESSAGE_STATUS_EXPIRED);

@@ -3,6 +3,7 @@
 #include <grpcpp/create_channel.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/security/credentials.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -498,6 +499,8 @@ TEST_F(ExchangeTest, ExpiryMakesNonDeliveryReportForSender) {
   ASSERT_TRUE(sweep.ok());
   EXPECT_EQ(sweep->expired, 1);
   EXPECT_EQ(sweep->reports, 1);
+  EXPECT_THAT(HttpCall(broker_->metrics_port(), "/metrics").body,  // the sweep counted it
+              ::testing::HasSubstr("carebroker_messages_expired_total{workflow=\"HOSPITAL_DISCHARGE\"} 1\n"));
   v1::TrackResponse t = Tracked(*trust_, id);
   EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_EXPIRED);
   EXPECT_TRUE(t.has_expired_at());
