@@ -67,9 +67,7 @@ class GateVerifier final : public grpc::experimental::ExternalCertificateVerifie
     const grpc::string_ref leaf = request->peer_cert(), rest = request->peer_cert_full_chain();
     std::string chain(leaf.data(), leaf.size());
     chain.append(rest.data(), rest.size());
-    CertificateGate::Refusal refusal;
-    absl::Status s = gate_->Check(chain, &refusal);
-    if (!s.ok() && gate_->sink_) gate_->sink_(refusal);
+    absl::Status s = gate_->Decide(chain);
     *sync_status = s.ok() ? grpc::Status::OK : grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(s.message()));
     return true;
   }
@@ -95,6 +93,13 @@ absl::StatusOr<std::shared_ptr<CertificateGate>> CertificateGate::Create(const s
   std::shared_ptr<CertificateGate> gate(new CertificateGate);
   gate->Install(*std::move(trust));
   return gate;
+}
+
+absl::Status CertificateGate::Decide(absl::string_view chain_pem) const {
+  Refusal refusal;
+  absl::Status s = Check(chain_pem, &refusal);
+  if (!s.ok() && sink_) sink_(refusal);
+  return s;
 }
 
 void CertificateGate::Install(std::shared_ptr<const Trust> trust) {

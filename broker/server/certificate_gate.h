@@ -76,6 +76,9 @@ class CertificateGate : public std::enable_shared_from_this<CertificateGate> {
   // OK, or PERMISSION_DENIED with the reason (also in `refusal`, when
   // given). `chain_pem`: the peer's certificate first, then intermediates.
   absl::Status Check(absl::string_view chain_pem, Refusal* refusal = nullptr) const;
+  // Check, with a refusal reported to the sink: what a listener's
+  // handshake calls (the gRPC verifier, the HTTPS listener).
+  absl::Status Decide(absl::string_view chain_pem) const;
 
   // Where refusals are reported (the audit log); set once, before the
   // server starts.

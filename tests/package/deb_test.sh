@@ -16,7 +16,9 @@ fi
 for tool in cpack dpkg dpkg-deb dpkg-shlibdeps systemd-analyze runuser; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is missing (deploy/install-deps.sh installs it)" >&2; exit 1; }
 done
-if dpkg-query -W -f='${Status}' carebroker 2>/dev/null | grep -q 'install ok installed'; then
+# (grep -q reads from variables, never from a pipe: with pipefail, a writer
+# cut off by grep's early exit would fail the pipeline.)
+if [[ $(dpkg-query -W -f='${Status}' carebroker 2>/dev/null || true) == *"install ok installed"* ]]; then
   echo "FAIL: a carebroker package is installed already; this test does not replace it" >&2
   exit 1
 fi
@@ -54,8 +56,10 @@ for f in ./usr/bin/carebroker ./usr/bin/carebrokerctl ./usr/bin/carebroker-audit
          ./usr/share/carebroker/dev-pki.sh; do
   grep -q " $f\$" <<<"$contents" || fail "the package has no $f"
 done
-dpkg-deb -f "$deb" Depends | grep -q 'libgrpc++' || fail "Depends does not name the gRPC library: $(dpkg-deb -f "$deb" Depends)"
-dpkg-deb -I "$deb" conffiles | grep -qx /etc/carebroker/carebroker.yaml || fail "the config is not a conffile"
+depends=$(dpkg-deb -f "$deb" Depends)
+grep -q 'libgrpc++' <<<"$depends" || fail "Depends does not name the gRPC library: $depends"
+conffiles=$(dpkg-deb -I "$deb" conffiles)
+grep -qx /etc/carebroker/carebroker.yaml <<<"$conffiles" || fail "the config is not a conffile"
 
 # 2. Install it: the user, its folders.
 dpkg -i "$deb" >"$work/dpkg.log" 2>&1 || { cat "$work/dpkg.log" >&2; fail "dpkg -i failed"; }
@@ -98,5 +102,6 @@ id=$(ctl RR8 send --to 503 --workflow HOSPITAL_DISCHARGE --purpose direct-care \
   { cat "$work/send.log" >&2; fail "send through the installed broker"; }
 [[ -n $id ]] || fail "send printed no message id"
 ctl 503 receive --out "$work/inbox" --max 1 >"$work/receive.log" 2>&1 || { cat "$work/receive.log" >&2; fail "receive"; }
-ls "$work/inbox" | grep -q "$id" || fail "message $id did not arrive (inbox: $(ls "$work/inbox"))"
+inbox=$(ls "$work/inbox")
+grep -q "$id" <<<"$inbox" || fail "message $id did not arrive (inbox: $inbox)"
 echo "PASS: $deb installed, started as carebroker, carried message $id; units verified"

@@ -25,7 +25,7 @@ if [[ $(id -u) != 0 ]]; then
   echo "SKIP: mount namespaces and a pod's uid need root (CI runs as root)"
   exit 77
 fi
-for tool in node npm unshare setpriv pgrep curl openssl; do
+for tool in node npm unshare setpriv pgrep pkill curl openssl; do
   command -v "$tool" >/dev/null || { echo "FAIL: $tool is missing (deploy/install-deps.sh installs it)" >&2; exit 1; }
 done
 [[ -n ${CB_PG_URI:-} && -n ${CB_PG_CA:-} ]] || { echo "FAIL: CB_PG_URI and CB_PG_CA are not set (tests/pg.sh)" >&2; exit 1; }
@@ -34,7 +34,9 @@ work=$(mktemp -d /tmp/cb-k8s.XXXXXX)
 chmod 755 "$work"
 pid=""
 cleanup() {
-  [[ -n $pid ]] && kill -9 "$pid" 2>/dev/null || true
+  # The pod's broker first: it is PID 1 of its namespace and changed its
+  # uid, so unshare's --kill-child does not reach it.
+  [[ -n $pid ]] && { pkill -9 -P "$pid" 2>/dev/null; kill -9 "$pid" 2>/dev/null; } || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -128,8 +130,13 @@ run_pod() {  # run_pod VARIANT [SOURCES-EXTRA]
     { cat "$work/send.log" >&2; fail "$variant: send through the pod"; }
   rm -rf "$work/inbox"
   ctl 503 receive --out "$work/inbox" --max 1 >"$work/receive.log" 2>&1 || { cat "$work/receive.log" >&2; fail "$variant: receive"; }
-  ls "$work/inbox" | grep -q "$id" || fail "$variant: message $id did not arrive"
-  curl -s http://127.0.0.1:9464/metrics | grep -q '^carebroker_messages_accepted_total' ||
+  # (grep -q reads from variables here, never from a pipe: with pipefail, a
+  # writer cut off by grep's early exit would fail the pipeline.)
+  local inbox scrape
+  inbox=$(ls "$work/inbox")
+  grep -q "$id" <<<"$inbox" || fail "$variant: message $id did not arrive"
+  scrape=$(curl -s http://127.0.0.1:9464/metrics)
+  grep -q '^carebroker_messages_accepted_total' <<<"$scrape" ||
     fail "$variant: the scrape has no carebroker_messages_accepted_total"
 
   # What the pod wrote: only its data volume, as uid 999.
