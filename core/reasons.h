@@ -82,6 +82,12 @@ inline constexpr char kCrlExpired[] = "CRL_EXPIRED";
 inline constexpr char kCertificateIdentityInvalid[] = "CERTIFICATE_IDENTITY_INVALID";
 inline constexpr char kUnknownOrganisation[] = "UNKNOWN_ORGANISATION";
 inline constexpr char kRoleNotAllowed[] = "ROLE_NOT_ALLOWED";
+// The MESH front door's Authorization token (broker/mesh/auth.h).
+inline constexpr char kMeshTokenInvalid[] = "MESH_TOKEN_INVALID";
+inline constexpr char kMeshTokenStale[] = "MESH_TOKEN_STALE";
+inline constexpr char kMeshTokenReused[] = "MESH_TOKEN_REUSED";
+inline constexpr char kMeshMailboxMismatch[] = "MESH_MAILBOX_MISMATCH";
+inline constexpr char kMeshTokensExhausted[] = "MESH_TOKENS_EXHAUSTED";
 
 // Capacity (RESOURCE_EXHAUSTED).
 inline constexpr char kMemoryBudgetExhausted[] = "MEMORY_BUDGET_EXHAUSTED";

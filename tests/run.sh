@@ -12,7 +12,7 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCB_WERROR=ON -DCB_T
 cmake --build "$build" -j "$jobs"
 # The lock annotations, checked by clang's thread-safety analysis.
 CC=clang CXX=clang++ cmake -S . -B "$build-clang" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCB_THREAD_SAFETY=ON >/dev/null
-cmake --build "$build-clang" -j "$jobs" --target cb_server cb_ctl
+cmake --build "$build-clang" -j "$jobs" --target cb_server cb_ctl cb_mesh
 # A fresh dev PKI for every run (made by the dev_pki test fixture).
 rm -rf "$build/test-pki"
 # A throwaway PostgreSQL cluster on loopback for the PostgreSQL store's
