@@ -61,7 +61,8 @@ struct HttpResponse {
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;
-// Call exactly once, from any thread.
+// Call exactly once, from any thread, and before the server is destroyed
+// (whoever answers later, such as a store callback, must be stopped first).
 using Reply = std::function<void(HttpResponse)>;
 using AsyncHttpHandler = std::function<void(HttpRequest, Reply)>;
 
