@@ -12,9 +12,9 @@ struct ExchangeMetrics {
   metrics::Family<metrics::Counter>& accepted;   // {workflow}: sends stored
   metrics::Family<metrics::Counter>& refused;    // {reason}: sends refused, policy denials included
   metrics::Family<metrics::Counter>& delivered;  // {workflow}: deliveries written to Receive streams
-  metrics::Counter& acknowledged;                // acks made durable
+  metrics::Family<metrics::Counter>& acknowledged;  // {workflow}: acks made durable
   metrics::Family<metrics::Counter>& expired;    // {workflow}: not acknowledged in time (delivery.expiry)
-  metrics::Family<metrics::Counter>& withheld;   // {reason}: withheld at delivery (consent changed)
+  metrics::Family<metrics::Counter>& withheld;   // {workflow, reason}: withheld at delivery (consent changed)
   metrics::Histogram& send_to_commit;            // seconds from a send's arrival to its durable receipt
   metrics::Histogram& send_to_delivery;          // seconds from acceptance to the first write to a stream
 };

@@ -4,7 +4,7 @@
 #include <tuple>
 #include <vector>
 
-#include "absl/container/flat_hash_set.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/synchronization/mutex.h"
 #include "broker/server/grpc_status.h"
@@ -68,7 +68,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       gone = end_ == End::kDone;
       if (!gone) {
         d_.budget.ForceAcquire(d.payload.size());
-        in_flight_.insert(d.id.str());
+        in_flight_.emplace(d.id.str(), d.workflow);
         // Behind what a claim in flight, or the next one, brings back.
         (drained_ && !claiming_ && held_.empty() ? to_write_ : held_).push_back(std::move(d));
       }
@@ -139,7 +139,10 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
         absl::MutexLock l(&mu_);
         opened = phase_ != Phase::kAwaitingOpen;
         if (opened) {
-          in_flight_.erase(req_.ack());
+          // The workflow, for the metrics: known for what this stream
+          // delivered ("unknown" for an id it did not).
+          auto node = in_flight_.extract(req_.ack());
+          pending_ack_workflows_.emplace(req_.ack(), node.empty() ? std::string("unknown") : std::move(node.mapped()));
           pending_acks_.emplace_back(req_.ack());
           flush = !ack_outstanding_;
           backlog = !drained_;
@@ -180,7 +183,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
     {
       absl::MutexLock l(&mu_);
       end_ = End::kDone;
-      for (const auto& id : in_flight_) unacked.emplace_back(id);
+      for (const auto& [id, workflow] : in_flight_) unacked.emplace_back(id);
       in_flight_.clear();
       for (const auto& d : to_write_) d_.budget.Release(d.payload.size());
       for (const auto& d : held_) d_.budget.Release(d.payload.size());
@@ -235,7 +238,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
           if (d.delivery_count == 1) WriteHeldBefore(d);
           if (Withheld(d)) continue;
           d_.budget.ForceAcquire(d.payload.size());
-          in_flight_.insert(d.id.str());
+          in_flight_.emplace(d.id.str(), d.workflow);
           to_write_.push_back(std::move(d));
         }
         const bool full = static_cast<int>(r->size()) == asked;
@@ -278,7 +281,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   bool Withheld(const StoredDelivery& d) {
     absl::string_view reason = d_.policy.CheckAtDelivery(d, id_.org);
     if (reason.empty()) return false;
-    d_.metrics.withheld.With({std::string(reason)}).Inc();
+    d_.metrics.withheld.With({d.workflow, std::string(reason)}).Inc();
     Log(LogLevel::kDebug, "message.withheld")
         .Str("message_id", d.id.str())
         .Str("recipient", id_.org.str())
@@ -296,14 +299,17 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
 
   void FlushAcks() {
     std::vector<MessageId> ids;
+    absl::flat_hash_map<std::string, std::string> workflows;
     {
       absl::MutexLock l(&mu_);
       if (ack_outstanding_ || pending_acks_.empty()) return;
       ids.swap(pending_acks_);
+      workflows.swap(pending_ack_workflows_);
       ack_outstanding_ = true;
     }
     Ref();
-    d_.store.Ack(id_.org, std::move(ids), d_.clock.Now(), [this](absl::StatusOr<AckResult> r) {
+    d_.store.Ack(id_.org, std::move(ids), d_.clock.Now(),
+                 [this, workflows = std::move(workflows)](absl::StatusOr<AckResult> r) {
       {
         absl::MutexLock l(&mu_);
         ack_outstanding_ = false;
@@ -311,7 +317,10 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       if (!r.ok()) {
         FinishOnce(r.status());
       } else {
-        d_.metrics.acknowledged.Inc(r->acknowledged.size());
+        for (const auto& a : r->acknowledged) {
+          auto w = workflows.find(a.str());
+          d_.metrics.acknowledged.With({w == workflows.end() ? std::string("unknown") : w->second}).Inc();
+        }
         if (LogEnabled(LogLevel::kDebug)) {
           for (const auto& a : r->acknowledged) {
             Log(LogLevel::kDebug, "message.acknowledged").Str("message_id", a.str()).Str("recipient", id_.org.str());
@@ -428,7 +437,10 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   uint64_t claim_seen_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t max_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t write_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::flat_hash_set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);  // claimed, not acked
+  // Claimed, not acked: id -> workflow.
+  absl::flat_hash_map<std::string, std::string> in_flight_ ABSL_GUARDED_BY(mu_);
+  // The workflows of pending_acks_, for the metrics.
+  absl::flat_hash_map<std::string, std::string> pending_ack_workflows_ ABSL_GUARDED_BY(mu_);
   std::deque<StoredDelivery> to_write_ ABSL_GUARDED_BY(mu_);
   std::deque<StoredDelivery> held_ ABSL_GUARDED_BY(mu_);
   std::vector<MessageId> pending_acks_ ABSL_GUARDED_BY(mu_);

@@ -74,7 +74,7 @@ TEST_F(ObservabilityTest, MetricsCountWhatHappenedAndHoldNothingAboutAPerson) {
   EXPECT_THAT(text, HasSubstr("carebroker_messages_accepted_total{workflow=\"HOSPITAL_DISCHARGE\"} 4\n"));
   EXPECT_THAT(text, HasSubstr("carebroker_sends_refused_total{reason=\"UNKNOWN_RECIPIENT\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("carebroker_messages_delivered_total{workflow=\"HOSPITAL_DISCHARGE\"} 4\n"));
-  EXPECT_THAT(text, HasSubstr("carebroker_messages_acknowledged_total 4\n"));
+  EXPECT_THAT(text, HasSubstr("carebroker_messages_acknowledged_total{workflow=\"HOSPITAL_DISCHARGE\"} 4\n"));
   EXPECT_THAT(text, HasSubstr("carebroker_send_to_commit_seconds_count 4\n"));
   EXPECT_THAT(text, HasSubstr("carebroker_send_to_delivery_seconds_count 4\n"));
   EXPECT_THAT(text, HasSubstr("carebroker_ready 1\n"));

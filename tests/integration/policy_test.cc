@@ -146,6 +146,9 @@ TEST_F(PolicyTest, DissentRecordedWhileWaitingWithholdsAtDelivery) {
   EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_WITHHELD);
   EXPECT_EQ(t.withheld_reason(), "CONSENT_DISSENT");
   EXPECT_TRUE(t.body_purged());
+  EXPECT_THAT(HttpCall(broker_->metrics_port(), "/metrics").body,
+              HasSubstr("carebroker_messages_withheld_total{workflow=\"HOSPITAL_DISCHARGE\",reason=\"CONSENT_DISSENT\"} "
+                        "1\n"));
 
   // Once the dissent is withdrawn, new messages flow again.
   v1::WithdrawRequest w;
