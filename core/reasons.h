@@ -88,6 +88,9 @@ inline constexpr char kMeshTokenStale[] = "MESH_TOKEN_STALE";
 inline constexpr char kMeshTokenReused[] = "MESH_TOKEN_REUSED";
 inline constexpr char kMeshMailboxMismatch[] = "MESH_MAILBOX_MISMATCH";
 inline constexpr char kMeshTokensExhausted[] = "MESH_TOKENS_EXHAUSTED";
+// The MESH front door's send headers (broker/mesh/headers.h).
+inline constexpr char kMeshHeaderMalformed[] = "MESH_HEADER_MALFORMED";
+inline constexpr char kMeshHeaderPersonalData[] = "MESH_HEADER_PERSONAL_DATA";
 
 // Capacity (RESOURCE_EXHAUSTED).
 inline constexpr char kMemoryBudgetExhausted[] = "MEMORY_BUDGET_EXHAUSTED";
