@@ -1,9 +1,12 @@
 #include "core/sha256.h"
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 #include <cstdlib>
 #include <memory>
+
+#include "absl/strings/escaping.h"
 
 namespace carebroker {
 
@@ -24,6 +27,14 @@ Sha256Digest Sha256Parts(std::initializer_list<absl::string_view> parts) {
 std::string Sha256(absl::string_view data) {
   const Sha256Digest h = Sha256Of(data);
   return std::string(reinterpret_cast<const char*>(h.data()), h.size());
+}
+
+std::string HmacSha256Hex(absl::string_view key, absl::string_view data) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+       data.size(), mac, &len);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(mac), len));
 }
 
 }  // namespace carebroker

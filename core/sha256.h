@@ -22,4 +22,7 @@ inline Sha256Digest Sha256Of(absl::string_view data) { return Sha256Parts({data}
 // SHA-256 of `data` as 32 raw bytes.
 std::string Sha256(absl::string_view data);
 
+// Lower-case hex HMAC-SHA256 of `data` under `key` (pseudonyms, MESH tokens).
+std::string HmacSha256Hex(absl::string_view key, absl::string_view data);
+
 }  // namespace carebroker

@@ -2,16 +2,13 @@
 
 #include <algorithm>
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "core/status.h"
 #include "core/reasons.h"
+#include "core/sha256.h"
 #include "google/protobuf/timestamp.pb.h"
 
 namespace carebroker::policy {
@@ -249,12 +246,6 @@ std::string PostcodeSector(absl::string_view postcode) {
   return s.empty() ? s : absl::StrCat(s.substr(0, s.size() - 3), " ", s.substr(s.size() - 3, 1));
 }
 
-std::string Pseudonym(absl::string_view key, absl::string_view value) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(value.data()),
-       value.size(), mac, &len);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(mac), len));
-}
+std::string Pseudonym(absl::string_view key, absl::string_view value) { return HmacSha256Hex(key, value); }
 
 }  // namespace carebroker::policy

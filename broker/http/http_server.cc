@@ -37,13 +37,6 @@ absl::string_view HttpRequest::Header(absl::string_view name) const {
   return {};
 }
 
-bool HttpRequest::HasHeader(absl::string_view name) const {
-  for (const auto& [k, v] : headers) {
-    if (k == name) return true;
-  }
-  return false;
-}
-
 namespace {
 
 constexpr auto kIdle = std::chrono::seconds(30);

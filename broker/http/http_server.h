@@ -50,7 +50,6 @@ struct HttpRequest {
 
   // The first value of header `name` (lower case), or "" when absent.
   absl::string_view Header(absl::string_view name) const;
-  bool HasHeader(absl::string_view name) const;
 };
 
 struct HttpResponse {

@@ -1,19 +1,17 @@
 #include "broker/mesh/auth.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <vector>
 
 #include "absl/strings/ascii.h"
-#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/civil_time.h"
 #include "core/reasons.h"
+#include "core/sha256.h"
 #include "core/status.h"
 
 namespace carebroker::mesh {
@@ -68,12 +66,7 @@ absl::StatusOr<Token> ParseToken(absl::string_view authorization) {
 
 std::string TokenHmac(absl::string_view shared_secret, absl::string_view mailbox, absl::string_view nonce,
                       absl::string_view nonce_count, absl::string_view password, absl::string_view timestamp) {
-  const std::string message = absl::StrJoin({mailbox, nonce, nonce_count, password, timestamp}, ":");
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), shared_secret.data(), static_cast<int>(shared_secret.size()),
-       reinterpret_cast<const unsigned char*>(message.data()), message.size(), mac, &len);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(mac), len));
+  return HmacSha256Hex(shared_secret, absl::StrJoin({mailbox, nonce, nonce_count, password, timestamp}, ":"));
 }
 
 absl::Status TokenVerifier::Verify(absl::string_view authorization, absl::string_view mailbox,

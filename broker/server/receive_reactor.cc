@@ -16,6 +16,9 @@
 namespace carebroker {
 namespace {
 
+// The workflow counted for an acknowledgement of an id this stream did not deliver.
+constexpr absl::string_view kUnknownWorkflow = "unknown";
+
 // ------------------------------------------------------------------- Receive
 
 class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, v1::DeliveryBatch>,
@@ -142,7 +145,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
           // The workflow, for the metrics: known for what this stream
           // delivered ("unknown" for an id it did not).
           auto node = in_flight_.extract(req_.ack());
-          pending_ack_workflows_.emplace(req_.ack(), node.empty() ? std::string("unknown") : std::move(node.mapped()));
+          pending_ack_workflows_.emplace(req_.ack(), node.empty() ? std::string(kUnknownWorkflow) : std::move(node.mapped()));
           pending_acks_.emplace_back(req_.ack());
           flush = !ack_outstanding_;
           backlog = !drained_;
@@ -317,10 +320,13 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       if (!r.ok()) {
         FinishOnce(r.status());
       } else {
+        // One counter update per workflow in the batch, not per ack.
+        absl::flat_hash_map<absl::string_view, uint64_t> by_workflow;
         for (const auto& a : r->acknowledged) {
           auto w = workflows.find(a.str());
-          d_.metrics.acknowledged.With({w == workflows.end() ? std::string("unknown") : w->second}).Inc();
+          ++by_workflow[w == workflows.end() ? kUnknownWorkflow : absl::string_view(w->second)];
         }
+        for (const auto& [workflow, n] : by_workflow) d_.metrics.acknowledged.With({std::string(workflow)}).Inc(n);
         if (LogEnabled(LogLevel::kDebug)) {
           for (const auto& a : r->acknowledged) {
             Log(LogLevel::kDebug, "message.acknowledged").Str("message_id", a.str()).Str("recipient", id_.org.str());
