@@ -25,6 +25,18 @@ absl::StatusOr<AppendReceipt> RepeatedKey(const MessageId& first_id, absl::Time 
   return AppendReceipt{first_id, first_accepted_at, true};
 }
 
+v1::MessageStatus FetchStatus(int64_t state, absl::Time expires_at, absl::Time now) {
+  switch (state) {
+    case kAccepted:
+    case kDelivered:
+      if (expires_at <= now) return v1::MESSAGE_STATUS_EXPIRED;
+      return state == kAccepted ? v1::MESSAGE_STATUS_ACCEPTED : v1::MESSAGE_STATUS_DELIVERED;
+    case kAcknowledged: return v1::MESSAGE_STATUS_ACKNOWLEDGED;
+    case kExpired: return v1::MESSAGE_STATUS_EXPIRED;
+    default: return v1::MESSAGE_STATUS_WITHHELD;
+  }
+}
+
 AckOutcome ClassifyAck(int64_t state) {
   switch (state) {
     case kExpired: return AckOutcome::kExpired;

@@ -43,6 +43,14 @@ absl::StatusOr<v1::MessageStatus> StatusOf(int64_t state);
 absl::StatusOr<AppendReceipt> RepeatedKey(const MessageId& first_id, absl::Time first_accepted_at,
                                           absl::string_view first_digest, const NewMessage& retry);
 
+// What a fetch by id finds (Store::Fetch): ACCEPTED or DELIVERED while the
+// message can be delivered; EXPIRED once past `expires_at` even before a
+// sweep marks it so; ACKNOWLEDGED or WITHHELD after those.
+v1::MessageStatus FetchStatus(int64_t state, absl::Time expires_at, absl::Time now);
+inline bool Fetchable(v1::MessageStatus s) {
+  return s == v1::MESSAGE_STATUS_ACCEPTED || s == v1::MESSAGE_STATUS_DELIVERED;
+}
+
 // What an ack of a message in `state` does.
 enum class AckOutcome {
   kExpired,       // too late: reported as expired

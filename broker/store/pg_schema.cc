@@ -73,6 +73,14 @@ CREATE TABLE audit_next (one BOOLEAN PRIMARY KEY DEFAULT true CHECK (one), idx B
 INSERT INTO audit_next (idx) VALUES (0);
 CREATE TABLE tree_heads (tree_size BIGINT PRIMARY KEY, head BYTEA NOT NULL);
 )sql",
+      // 1 -> 2: transport metadata with each message (the MESH front door's
+      // pass-through headers) and single-use credentials (MESH tokens),
+      // shared by every replica.
+      R"sql(
+ALTER TABLE messages ADD COLUMN meta BYTEA;
+CREATE TABLE used_once (key BYTEA PRIMARY KEY, forget_at BIGINT NOT NULL);
+CREATE INDEX used_once_forget ON used_once (forget_at);
+)sql",
   };
   return *m;
 }

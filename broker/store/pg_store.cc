@@ -119,8 +119,8 @@ constexpr const char* kInsertMessage = R"sql(
 WITH m AS (
   INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, local_ref, kind, digest,
                         state, accepted_at, expires_at, visible_at, claim_token, deliveries, first_delivered_at,
-                        subject, consent_check)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                        subject, consent_check, meta)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $21)
   ON CONFLICT (sender, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
   RETURNING seq)
 INSERT INTO bodies (seq, body) SELECT seq, $20::bytea FROM m RETURNING seq)sql";
@@ -168,6 +168,24 @@ constexpr const char* kTrack =
     "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, acked_at, "
     "expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "
     "WHERE id = $1 AND (sender = $2 OR recipient = $2)";
+
+constexpr const char* kInboxPage =
+    "SELECT seq, id, workflow FROM messages WHERE recipient = $1 AND state < 3 AND expires_at > $2 AND seq > $3 "
+    "ORDER BY seq LIMIT $4";
+constexpr const char* kInboxCount =
+    "SELECT count(*) FROM messages WHERE recipient = $1 AND state < 3 AND expires_at > $2";
+constexpr const char* kFetch = R"sql(
+SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, subject,
+       consent_check, state, expires_at, meta FROM messages WHERE id = $1 AND recipient = $2)sql";
+constexpr const char* kFetchDeliver = R"sql(
+WITH upd AS (
+  UPDATE messages SET state = 2, deliveries = deliveries + 1, first_delivered_at = coalesce(first_delivered_at, $2)
+  WHERE seq = $1 AND state < 3 RETURNING seq, deliveries)
+SELECT upd.deliveries, b.body FROM upd LEFT JOIN bodies b ON b.seq = upd.seq)sql";
+constexpr const char* kUseOnce =
+    "INSERT INTO used_once (key, forget_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
+constexpr const char* kForgetUsed =
+    "DELETE FROM used_once WHERE key IN (SELECT key FROM used_once WHERE forget_at <= $1 LIMIT $2)";
 
 constexpr const char* kExpireSelect =
     "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind, purpose, subject FROM messages "
@@ -400,6 +418,42 @@ class PgStore final : public Store {
   void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) override {
     Enqueue<TrackInfo>([c = std::move(caller), id = std::move(id)](Txn& t) { return DoTrack(t, c, id); },
                        std::move(done));
+  }
+
+  void Inbox(InboxQuery query, StoreCallback<InboxPage> done) override {
+    if (query.max < 1 || query.max > 10000) {
+      std::move(done)(InvalidArgument(reason::kClaimInvalid, "inbox page size must be 1..10000"));
+      return;
+    }
+    Enqueue<InboxPage>(
+        [q = std::move(query)](Txn& t) -> absl::StatusOr<InboxPage> {
+          auto r = t.conn.ExecPrepared(kInboxPage, {Param::Text(q.recipient.str()), Time(q.now),
+                                                    Param::Int(q.after_seq), Param::Int(q.max)});
+          if (!r.ok()) return Unavailable(r.status());
+          InboxPage page;
+          for (int i = 0; i < r->rows(); ++i) {
+            page.entries.push_back(InboxEntry{MessageId(r->Str(i, 1)), r->Str(i, 2), r->Int(i, 0)});
+          }
+          auto n = t.conn.ExecPrepared(kInboxCount, {Param::Text(q.recipient.str()), Time(q.now)});
+          if (!n.ok()) return Unavailable(n.status());
+          page.total = static_cast<uint64_t>(n->Int(0, 0));
+          return page;
+        },
+        std::move(done));
+  }
+
+  void Fetch(FetchRequest req, StoreCallback<Fetched> done) override {
+    Enqueue<Fetched>([this, req = std::move(req)](Txn& t) { return DoFetch(t, req); }, std::move(done));
+  }
+
+  void UseOnce(std::string key, absl::Time forget_at, StoreCallback<bool> done) override {
+    Enqueue<bool>(
+        [k = std::move(key), forget_at](Txn& t) -> absl::StatusOr<bool> {
+          auto r = t.conn.ExecPrepared(kUseOnce, {Param::Bytes(k), Time(forget_at)});
+          if (!r.ok()) return Unavailable(r.status());
+          return r->affected() == 1;
+        },
+        std::move(done));
   }
 
   void Sweep(SweepRequest req, StoreCallback<SweepResult> done) override {
@@ -739,7 +793,7 @@ class PgStore final : public Store {
          Time(claimed ? m.visible_until : m.accepted_at),
          claimed ? Param::Int(static_cast<int64_t>(m.claim_token)) : Param::Null(), Param::Int(claimed ? 1 : 0),
          claimed ? Time(m.accepted_at) : Param::Null(), TextOrNull(m.subject), Param::Int(m.consent_check),
-         Param::Bytes(m.payload)});
+         Param::Bytes(m.payload), m.meta.empty() ? Param::Null() : Param::Bytes(m.meta)});
     if (!r.ok()) return Unavailable(r.status());
     if (r->rows() == 0) return 0;
     if (!m.audit.empty()) t.audit.push_back(m.audit);
@@ -853,6 +907,42 @@ class PgStore final : public Store {
     return n;
   }
 
+  absl::StatusOr<Fetched> DoFetch(Txn& t, const FetchRequest& req) const {
+    auto r = t.conn.ExecPrepared(kFetch, {Param::Text(req.id.str()), Param::Text(req.recipient.str())});
+    if (!r.ok()) return Unavailable(r.status());
+    if (r->rows() == 0) {
+      return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailbox");
+    }
+    Fetched f;
+    StoredDelivery& d = f.delivery;
+    d.seq = r->Int(0, 0);
+    d.id = MessageId(r->Str(0, 1));
+    d.sender = OrgCode(r->Str(0, 2));
+    d.workflow = r->Str(0, 3);
+    d.purpose = r->Str(0, 4);
+    d.content_type = r->Str(0, 5);
+    d.local_reference = r->Str(0, 6);
+    d.kind = static_cast<v1::MessageKind>(r->Int(0, 7));
+    d.accepted_at = FromMicros(r->Int(0, 8));
+    d.delivery_count = static_cast<uint32_t>(r->Int(0, 9));
+    if (!r->IsNull(0, 10)) d.subject = r->Str(0, 10);
+    d.consent_check = static_cast<uint32_t>(r->Int(0, 11));
+    if (!r->IsNull(0, 14)) d.meta = r->Bytes(0, 14);
+    f.status = mailbox::FetchStatus(r->Int(0, 12), FromMicros(r->Int(0, 13)), req.now);
+    if (!mailbox::Fetchable(f.status) || !req.deliver) return f;
+    auto u = t.conn.ExecPrepared(kFetchDeliver, {Param::Int(d.seq), Time(req.now)});
+    if (!u.ok()) return Unavailable(u.status());
+    if (u->rows() == 0) {  // acknowledged or withheld by another replica meanwhile
+      f.status = v1::MESSAGE_STATUS_ACKNOWLEDGED;
+      return f;
+    }
+    d.delivery_count = static_cast<uint32_t>(u->Int(0, 0));
+    if (!u->IsNull(0, 1)) d.payload = u->Bytes(0, 1);
+    f.status = v1::MESSAGE_STATUS_DELIVERED;
+    if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) RecordEvent(t, *e);
+    return f;
+  }
+
   static absl::StatusOr<TrackInfo> DoTrack(Txn& t, const OrgCode& caller, const MessageId& id) {
     auto r = t.conn.ExecPrepared(kTrack, {Param::Text(id.str()), Param::Text(caller.str())});
     if (!r.ok()) return Unavailable(r.status());
@@ -926,6 +1016,9 @@ class PgStore final : public Store {
       }
     }
     out.purged = static_cast<int>(seqs.size());
+    auto forgot = t.conn.ExecPrepared(kForgetUsed, {Time(req.now), Param::Int(req.max_items)});
+    if (!forgot.ok()) return Unavailable(forgot.status());
+    out.forgotten = static_cast<int>(forgot->affected());
     return out;
   }
 

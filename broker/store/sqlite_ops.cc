@@ -121,13 +121,13 @@ absl::Status SqliteStore::PrepareAll() {
       {&insert_msg_,
        "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
        "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
-       "first_delivered_at, subject, consent_check) "
-       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?11, NULL, 0, NULL, ?15, ?16)"},
+       "first_delivered_at, subject, consent_check, meta) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?11, NULL, 0, NULL, ?15, ?16, ?17)"},
       {&insert_claimed_,
        "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
        "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
-       "first_delivered_at, subject, consent_check) "
-       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 2, ?11, ?12, ?13, ?14, 1, ?11, ?15, ?16)"},
+       "first_delivered_at, subject, consent_check, meta) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 2, ?11, ?12, ?13, ?14, 1, ?11, ?15, ?16, ?17)"},
       {&insert_body_, "INSERT INTO bodies (seq, body) VALUES (?1, ?2)"},
       {&claim_select_,
        "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
@@ -148,6 +148,19 @@ absl::Status SqliteStore::PrepareAll() {
        "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, "
        "acked_at, expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "
        "WHERE id = ?1 AND (sender = ?2 OR recipient = ?2)"},
+      {&inbox_page_,
+       "SELECT seq, id, workflow FROM messages WHERE recipient = ?1 AND state < 3 AND expires_at > ?2 AND seq > ?3 "
+       "AND seq <= ?5 ORDER BY seq LIMIT ?4"},
+      {&inbox_count_,
+       "SELECT count(*) FROM messages WHERE recipient = ?1 AND state < 3 AND expires_at > ?2 AND seq <= ?3"},
+      {&fetch_select_,
+       "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
+       "subject, consent_check, state, expires_at, meta FROM messages WHERE id = ?1 AND recipient = ?2 AND seq <= ?3"},
+      {&fetch_update_,
+       "UPDATE messages SET state = 2, deliveries = deliveries + 1, first_delivered_at = coalesce(first_delivered_at, "
+       "?2) WHERE seq = ?1"},
+      {&once_insert_, "INSERT INTO used_once (key, forget_at) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING"},
+      {&once_forget_, "DELETE FROM used_once WHERE key IN (SELECT key FROM used_once WHERE forget_at <= ?1 LIMIT ?2)"},
       {&mailbox_stats_,
        "SELECT recipient, count(*), min(accepted_at) FROM messages WHERE state < 3 GROUP BY recipient "
        "ORDER BY recipient"},
@@ -199,6 +212,11 @@ absl::StatusOr<int64_t> SqliteStore::Insert(const NewMessage& m) {
     ins.Bind(15, m.subject);
   }
   ins.Bind(16, int64_t{m.consent_check});
+  if (m.meta.empty()) {
+    ins.BindNull(17);
+  } else {
+    ins.BindBlob(17, m.meta);
+  }
   if (auto s = ins.Exec(); !s.ok()) return s;
   const int64_t seq = sqlite3_last_insert_rowid(db_);
   if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
@@ -233,6 +251,33 @@ absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> SqliteStore::DoAppend
   return out;
 }
 
+StoredDelivery SqliteStore::DeliveryColumns(Stmt& q) {
+  StoredDelivery d;
+  d.seq = q.Int(0);
+  d.id = MessageId(q.Text(1));
+  d.sender = OrgCode(q.Text(2));
+  d.workflow = q.Text(3);
+  d.purpose = q.Text(4);
+  d.content_type = q.Text(5);
+  d.local_reference = q.Text(6);
+  d.kind = static_cast<v1::MessageKind>(q.Int(7));
+  d.accepted_at = FromMicros(q.Int(8));
+  d.delivery_count = static_cast<uint32_t>(q.Int(9));
+  if (!q.IsNull(10)) d.subject = q.Text(10);
+  d.consent_check = static_cast<uint32_t>(q.Int(11));
+  return d;
+}
+
+absl::Status SqliteStore::HandOver(StoredDelivery& d, const OrgCode& recipient, absl::Time now) {
+  select_body_.Bind(1, d.seq);
+  ResetOnExit reset{select_body_};
+  auto row = select_body_.Step();
+  if (!row.ok()) return row.status();
+  if (*row) d.payload = select_body_.Text(0);
+  if (auto e = mailbox::DeliveredEvent(d, recipient, now)) return RecordEvent(*e);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequest& req) {
   std::vector<std::pair<int64_t, StoredDelivery>> rows;
   {
@@ -243,19 +288,8 @@ absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequ
       auto row = claim_select_.Step();
       if (!row.ok()) return row.status();
       if (!*row) break;
-      StoredDelivery d;
-      d.id = MessageId(claim_select_.Text(1));
-      d.sender = OrgCode(claim_select_.Text(2));
-      d.workflow = claim_select_.Text(3);
-      d.purpose = claim_select_.Text(4);
-      d.content_type = claim_select_.Text(5);
-      d.local_reference = claim_select_.Text(6);
-      d.kind = static_cast<v1::MessageKind>(claim_select_.Int(7));
-      d.accepted_at = FromMicros(claim_select_.Int(8));
-      d.delivery_count = static_cast<uint32_t>(claim_select_.Int(9)) + 1;
-      if (!claim_select_.IsNull(10)) d.subject = claim_select_.Text(10);
-      d.consent_check = static_cast<uint32_t>(claim_select_.Int(11));
-      d.seq = claim_select_.Int(0);
+      StoredDelivery d = DeliveryColumns(claim_select_);
+      ++d.delivery_count;
       rows.emplace_back(d.seq, std::move(d));
     }
   }
@@ -265,14 +299,7 @@ absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequ
     claim_update_.Bind(1, seq).Bind(2, Micros(req.visible_until));
     claim_update_.Bind(3, static_cast<int64_t>(req.token)).Bind(4, Micros(req.now));
     if (auto s = claim_update_.Exec(); !s.ok()) return s;
-    select_body_.Bind(1, seq);
-    ResetOnExit reset{select_body_};
-    auto row = select_body_.Step();
-    if (!row.ok()) return row.status();
-    if (*row) d.payload = select_body_.Text(0);
-    if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) {
-      if (auto s = RecordEvent(*e); !s.ok()) return s;
-    }
+    if (auto s = HandOver(d, req.recipient, req.now); !s.ok()) return s;
     out.push_back(std::move(d));
   }
   return out;
@@ -336,6 +363,59 @@ absl::StatusOr<std::vector<MailboxStat>> SqliteStore::DoMailboxStats() {
     out.push_back(MailboxStat{OrgCode(mailbox_stats_.Text(0)), static_cast<uint64_t>(mailbox_stats_.Int(1)),
                               FromMicros(mailbox_stats_.Int(2))});
   }
+}
+
+absl::StatusOr<InboxPage> SqliteStore::DoInbox(const InboxQuery& q) {
+  // Only messages already on disk, as claims see them.
+  const int64_t synced = synced_seq_.load(std::memory_order_acquire);
+  InboxPage page;
+  {
+    inbox_page_.Bind(1, q.recipient.str()).Bind(2, Micros(q.now)).Bind(3, q.after_seq).Bind(4, int64_t{q.max});
+    inbox_page_.Bind(5, synced);
+    ResetOnExit reset{inbox_page_};
+    while (true) {
+      auto row = inbox_page_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      page.entries.push_back(InboxEntry{MessageId(inbox_page_.Text(1)), inbox_page_.Text(2), inbox_page_.Int(0)});
+    }
+  }
+  inbox_count_.Bind(1, q.recipient.str()).Bind(2, Micros(q.now)).Bind(3, synced);
+  ResetOnExit reset{inbox_count_};
+  auto row = inbox_count_.Step();
+  if (!row.ok()) return row.status();
+  page.total = *row ? static_cast<uint64_t>(inbox_count_.Int(0)) : 0;
+  return page;
+}
+
+absl::StatusOr<Fetched> SqliteStore::DoFetch(const FetchRequest& req) {
+  Fetched f;
+  StoredDelivery& d = f.delivery;
+  int64_t state;
+  {
+    fetch_select_.Bind(1, req.id.str()).Bind(2, req.recipient.str());
+    fetch_select_.Bind(3, synced_seq_.load(std::memory_order_acquire));
+    ResetOnExit reset{fetch_select_};
+    auto row = fetch_select_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailbox");
+    d = DeliveryColumns(fetch_select_);
+    state = fetch_select_.Int(12);
+    const absl::Time expires_at = FromMicros(fetch_select_.Int(13));
+    if (!fetch_select_.IsNull(14)) d.meta = fetch_select_.Text(14);
+    f.status = mailbox::FetchStatus(state, expires_at, req.now);
+  }
+  if (!mailbox::Fetchable(f.status) || !req.deliver) return f;
+  if (auto s = fetch_update_.Bind(1, d.seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
+  ++d.delivery_count;
+  f.status = v1::MESSAGE_STATUS_DELIVERED;
+  if (auto s = HandOver(d, req.recipient, req.now); !s.ok()) return s;
+  return f;
+}
+
+absl::StatusOr<bool> SqliteStore::DoUseOnce(const std::string& key, absl::Time forget_at) {
+  if (auto s = once_insert_.BindBlob(1, key).Bind(2, Micros(forget_at)).Exec(); !s.ok()) return s;
+  return once_insert_.Changes() == 1;
 }
 
 absl::StatusOr<TrackInfo> SqliteStore::DoTrack(const OrgCode& caller, const MessageId& id) {
@@ -474,6 +554,8 @@ absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
     if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
     ++r.purged;
   }
+  if (auto s = once_forget_.Bind(1, Micros(req.now)).Bind(2, int64_t{req.max_items}).Exec(); !s.ok()) return s;
+  r.forgotten = once_forget_.Changes();
   return r;
 }
 

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS messages (
   subject TEXT,
   consent_check INTEGER NOT NULL DEFAULT 0,
   withheld_at INTEGER,
-  withheld_reason TEXT
+  withheld_reason TEXT,
+  meta BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages(sender, idem_key) WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_mailbox ON messages(recipient, visible_at, seq) WHERE state < 3;
@@ -50,6 +51,10 @@ CREATE TABLE IF NOT EXISTS audit (idx INTEGER PRIMARY KEY, at INTEGER NOT NULL, 
 -- every append would scatter writes over.
 CREATE TABLE IF NOT EXISTS audit_blocks (block INTEGER PRIMARY KEY, bloom BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS tree_heads (tree_size INTEGER PRIMARY KEY, head BLOB NOT NULL);
+-- Single-use credentials (hashes of MESH tokens) until they could no longer
+-- be presented anyway.
+CREATE TABLE IF NOT EXISTS used_once (key BLOB PRIMARY KEY, forget_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS used_once_forget ON used_once(forget_at);
 )sql";
 
 // Version 1 (the exchange spine) to 2: consent history, the consent
@@ -65,6 +70,12 @@ ALTER TABLE messages ADD COLUMN withheld_reason TEXT;
 // (filled in by BackfillAuditBlocks).
 constexpr const char* kMigrateV3 = R"sql(
 DROP INDEX IF EXISTS audit_subject;
+)sql";
+
+// Version 4 to 5: transport metadata (the MESH front door's pass-through
+// headers) kept with each message.
+constexpr const char* kMigrateV4 = R"sql(
+ALTER TABLE messages ADD COLUMN meta BLOB;
 )sql";
 
 }  // namespace
@@ -126,6 +137,7 @@ absl::Status MigrateSchema(sqlite3* db) {
   if (auto s = ExecSql(db, "BEGIN IMMEDIATE"); !s.ok()) return s;
   if ((version == 1 && sqlite3_exec(db, kMigrateV1, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       (version >= 1 && version <= 3 && sqlite3_exec(db, kMigrateV3, nullptr, nullptr, nullptr) != SQLITE_OK) ||
+      (version >= 1 && version <= 4 && sqlite3_exec(db, kMigrateV4, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK) {
     auto err = SqlError(db, "create schema");
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);

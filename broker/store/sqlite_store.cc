@@ -191,6 +191,24 @@ void SqliteStore::ReadTreeHeads(StoreCallback<std::vector<v1::SignedTreeHead>> d
   });
 }
 
+void SqliteStore::Inbox(InboxQuery query, StoreCallback<InboxPage> done) {
+  if (query.max < 1 || query.max > 10000) {
+    return std::move(done)(InvalidArgument(reason::kClaimInvalid, "inbox page size must be 1..10000"));
+  }
+  Enqueue<InboxPage>(kAtCommit, [this, q = std::move(query)]() { return DoInbox(q); }, std::move(done));
+}
+
+void SqliteStore::Fetch(FetchRequest req, StoreCallback<Fetched> done) {
+  // A delivery records its audit entry: it completes once that is durable.
+  const bool durable = req.deliver;
+  Enqueue<Fetched>(durable, [this, r = std::move(req)]() { return DoFetch(r); }, std::move(done));
+}
+
+void SqliteStore::UseOnce(std::string key, absl::Time forget_at, StoreCallback<bool> done) {
+  Enqueue<bool>(kDurable, [this, k = std::move(key), forget_at]() { return DoUseOnce(k, forget_at); },
+                std::move(done));
+}
+
 void SqliteStore::Sweep(SweepRequest req, StoreCallback<SweepResult> done) {
   Enqueue<SweepResult>(
       kDurable, [this, req]() { return DoSweep(req); }, std::move(done));

@@ -104,6 +104,10 @@ class SqliteStore final : public Store {
 
   void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) override;
 
+  void Inbox(InboxQuery query, StoreCallback<InboxPage> done) override;
+  void Fetch(FetchRequest req, StoreCallback<Fetched> done) override;
+  void UseOnce(std::string key, absl::Time forget_at, StoreCallback<bool> done) override;
+
   void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
                 StoreCallback<int> done) override;
 
@@ -252,6 +256,13 @@ class SqliteStore final : public Store {
 
   absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> DoAppend(const std::vector<NewMessage>& msgs);
 
+  // A delivery from the columns a claim and a fetch both select first:
+  // seq, id, sender, workflow, purpose, content_type, local_ref, kind,
+  // accepted_at, deliveries, subject, consent_check.
+  static StoredDelivery DeliveryColumns(Stmt& q);
+  // Reads the body of a message being delivered and records its DELIVERED event.
+  absl::Status HandOver(StoredDelivery& d, const OrgCode& recipient, absl::Time now);
+
   absl::StatusOr<std::vector<StoredDelivery>> DoClaim(const ClaimRequest& req);
 
   absl::StatusOr<AckResult> DoAck(const OrgCode& recipient, const std::vector<MessageId>& ids, absl::Time now);
@@ -260,6 +271,9 @@ class SqliteStore final : public Store {
                                 absl::Time now);
 
   absl::StatusOr<TrackInfo> DoTrack(const OrgCode& caller, const MessageId& id);
+  absl::StatusOr<InboxPage> DoInbox(const InboxQuery& q);
+  absl::StatusOr<Fetched> DoFetch(const FetchRequest& req);
+  absl::StatusOr<bool> DoUseOnce(const std::string& key, absl::Time forget_at);
   absl::StatusOr<std::vector<MailboxStat>> DoMailboxStats();
 
   absl::StatusOr<int> DoWithhold(const OrgCode& recipient, const std::vector<MessageId>& ids, const std::string& reason,
@@ -296,6 +310,7 @@ class SqliteStore final : public Store {
   Stmt ack_update_, ack_state_, release_, track_, mailbox_stats_, expire_select_, expire_update_, delete_body_;
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
   Stmt audit_insert_, head_insert_, block_insert_;
+  Stmt inbox_page_, inbox_count_, fetch_select_, fetch_update_, once_insert_, once_forget_;
   SubjectBloom pending_bloom_;       // writer thread: the block being filled
   bool pending_bloom_valid_ = true;  // false: that block gets no filter
   const AuditRecorder* recorder_ = nullptr;

@@ -84,6 +84,9 @@ struct NewMessage {
   // Cleared once the message is acknowledged, expired or withheld.
   std::string subject;
   uint32_t consent_check = 0;
+  // Transport metadata carried to the recipient unchanged (the MESH front
+  // door's pass-through mex-* headers, as a JSON object); "" for none.
+  std::string meta;
 };
 
 // A message lifecycle event the store itself records (deliveries, acks,
@@ -159,6 +162,46 @@ struct StoredDelivery {
   // The message's place in the store: claims return first deliveries in
   // (accepted_at, seq) order.
   int64_t seq = 0;
+  std::string meta;  // as stored (NewMessage)
+};
+
+// A page of a recipient's inbox (the MESH front door's list): messages
+// waiting or delivered and not yet acknowledged, expired or withheld, in
+// seq order.
+struct InboxQuery {
+  OrgCode recipient;
+  int64_t after_seq = 0;  // the last seq of the page before; 0 from the start
+  int max = 500;          // 1..10000
+  absl::Time now;         // messages past their expiry are left out
+};
+
+struct InboxEntry {
+  MessageId id;
+  std::string workflow;
+  int64_t seq = 0;
+};
+
+struct InboxPage {
+  std::vector<InboxEntry> entries;
+  uint64_t total = 0;  // every such message in the inbox, not only this page
+};
+
+// One message of a recipient's, by id (the MESH front door's download).
+struct FetchRequest {
+  OrgCode recipient;
+  MessageId id;
+  absl::Time now;
+  // GET: count and audit a delivery; HEAD: read the metadata only.
+  bool deliver = true;
+};
+
+struct Fetched {
+  // ACCEPTED or DELIVERED: `delivery` holds the message (its payload empty
+  // unless delivered); otherwise the message is gone (ACKNOWLEDGED,
+  // EXPIRED, including one past its expiry not yet swept, or WITHHELD)
+  // and only `delivery`'s metadata is filled in.
+  v1::MessageStatus status = v1::MESSAGE_STATUS_UNSPECIFIED;
+  StoredDelivery delivery;
 };
 
 // One mailbox's backlog: messages accepted and not yet acknowledged,
@@ -213,6 +256,7 @@ struct SweepResult {
   std::map<std::string, int> expired_by_workflow;  // the same, by workflow (the metrics' label)
   int reports = 0;   // non-delivery reports created (one per expired data message)
   int purged = 0;
+  int forgotten = 0;  // single-use credentials past their time (UseOnce)
   bool more = false;  // the bound was hit; more work is due
 };
 
@@ -289,6 +333,20 @@ class Store {
   // Tracking for a message the caller sent or received; NOT_FOUND for any
   // other (so ids of other organisations' messages reveal nothing).
   virtual void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) = 0;
+
+  // The recipient's inbox, a page at a time (InboxQuery).
+  virtual void Inbox(InboxQuery query, StoreCallback<InboxPage> done) = 0;
+
+  // One message of the recipient's by id; NOT_FOUND (MESSAGE_NOT_FOUND) for
+  // an id that is not in its mailbox. With `deliver`, a message that can be
+  // delivered is marked delivered (as a claim does, without hiding it) and
+  // its DELIVERED event recorded.
+  virtual void Fetch(FetchRequest req, StoreCallback<Fetched> done) = 0;
+
+  // Records a single-use credential (the hash of a MESH token) until
+  // `forget_at`: true when it was not recorded before, false when it was
+  // (replicas sharing a store see each other's). Sweep forgets expired ones.
+  virtual void UseOnce(std::string key, absl::Time forget_at, StoreCallback<bool> done) = 0;
 
   // Expires unacknowledged messages whose time is up (creating one
   // non-delivery report in the sender's mailbox for each, in the same

@@ -83,6 +83,15 @@ inline absl::StatusOr<std::vector<v1::ConsentChange>> ReadConsentSync(Store& s, 
   return AwaitStore<std::vector<v1::ConsentChange>>(
       [&](auto cb) { s.ReadConsent(std::move(nhs_number), std::move(cb)); });
 }
+inline absl::StatusOr<InboxPage> InboxSync(Store& s, InboxQuery q) {
+  return AwaitStore<InboxPage>([&](auto cb) { s.Inbox(std::move(q), std::move(cb)); });
+}
+inline absl::StatusOr<Fetched> FetchSync(Store& s, FetchRequest r) {
+  return AwaitStore<Fetched>([&](auto cb) { s.Fetch(std::move(r), std::move(cb)); });
+}
+inline absl::StatusOr<bool> UseOnceSync(Store& s, std::string key, absl::Time forget_at) {
+  return AwaitStore<bool>([&](auto cb) { s.UseOnce(std::move(key), forget_at, std::move(cb)); });
+}
 inline absl::StatusOr<SweepResult> SweepSync(Store& s, SweepRequest r) {
   return AwaitStore<SweepResult>([&](auto cb) { s.Sweep(r, std::move(cb)); });
 }

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "broker/store/sqlite_schema.h"
 #include "broker/store/sqlite_store.h"
 #include "broker/store/store_sync.h"
 #include "tests/conformance/store_conformance.h"
@@ -178,12 +179,15 @@ TEST(SqliteSchema, AVersionThreeAuditLogGetsItsSearchFilters) {
     ASSERT_TRUE(store.ok()) << store.status();
     AppendEntries(**store, 2500, "person");
   }
-  // As version 3 left it: a subject index and no filters.
+  // As version 3 left it: a subject index and no filters (nor what
+  // version 5 added: transport metadata and single-use credentials).
   Exec(path, "DROP TABLE audit_blocks; CREATE INDEX audit_subject ON audit(subject, idx) WHERE subject IS NOT NULL; "
-             "PRAGMA user_version = 3;");
+             "ALTER TABLE messages DROP COLUMN meta; DROP TABLE used_once; PRAGMA user_version = 3;");
   auto store = OpenSqliteStore(path);
   ASSERT_TRUE(store.ok()) << store.status();
-  EXPECT_EQ(Count(path, "PRAGMA user_version"), 4);
+  EXPECT_EQ(Count(path, "PRAGMA user_version"), sqlite::kSchemaVersion);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'meta'"), 1);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'used_once'"), 1);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM audit_blocks"), 2);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'audit_subject'"), 0);
   EXPECT_EQ(Found(**store, "person"), 834u);

@@ -400,6 +400,85 @@ TEST_P(StoreConformance, WithheldMessagesAreNeverDeliveredAndTrackSaysWhy) {
   EXPECT_EQ(SweepSync(*store, sweep)->expired, 0);
 }
 
+TEST_P(StoreConformance, InboxListsUnacknowledgedMessagesInPagesWithATotal) {
+  auto store = Open(Instance());
+  std::vector<MessageId> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(AppendOne(*store, Msg(kTrust, kCouncil)));
+  AppendOne(*store, Msg(kTrust, kGp));  // another organisation's
+  NewMessage late = Msg(kTrust, kCouncil);
+  late.expires_at = kT0 + absl::Seconds(10);
+  AppendOne(*store, late);
+  ASSERT_THAT(AckSync(*store, kCouncil, {ids[1]}, kT0)->acknowledged, ElementsAre(ids[1]));
+  ASSERT_EQ(*WithholdSync(*store, kCouncil, {ids[2]}, "CONSENT_DISSENT", kT0), 1);
+  // Claimed (delivered, unacknowledged) messages stay listed.
+  ASSERT_THAT(*ClaimSync(*store, Claim(kCouncil, 1)), SizeIs(1));
+
+  const absl::Time now = kT0 + absl::Minutes(1);  // `late` is past its expiry
+  auto page = InboxSync(*store, InboxQuery{kCouncil, 0, 2, now});
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->total, 3u);
+  ASSERT_THAT(page->entries, SizeIs(2));
+  EXPECT_EQ(page->entries[0].id, ids[0]);
+  EXPECT_EQ(page->entries[1].id, ids[3]);
+  EXPECT_EQ(page->entries[0].workflow, "HOSPITAL_DISCHARGE");
+  auto next = InboxSync(*store, InboxQuery{kCouncil, page->entries[1].seq, 2, now});
+  ASSERT_THAT(next->entries, SizeIs(1));
+  EXPECT_EQ(next->entries[0].id, ids[4]);
+  EXPECT_EQ(InboxSync(*store, InboxQuery{kGp, 0, 10, now})->total, 1u);
+  EXPECT_EQ(InboxSync(*store, InboxQuery{kCouncil, 0, 0, now}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreConformance, FetchByIdDeliversOnlyTheRecipientsOwnAndSaysWhenItIsGone) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil, "", "body-1");
+  m.meta = R"({"mex-subject":"Discharge"})";
+  const MessageId id = AppendOne(*store, m);
+  const MessageId acked = AppendOne(*store, Msg(kTrust, kCouncil));
+  ASSERT_THAT(AckSync(*store, kCouncil, {acked}, kT0)->acknowledged, ElementsAre(acked));
+
+  // HEAD: metadata only, no delivery counted.
+  auto head = FetchSync(*store, FetchRequest{kCouncil, id, kT0, false});
+  ASSERT_TRUE(head.ok()) << head.status();
+  EXPECT_EQ(head->status, v1::MESSAGE_STATUS_ACCEPTED);
+  EXPECT_EQ(head->delivery.payload, "");
+  EXPECT_EQ(head->delivery.meta, m.meta);
+  EXPECT_EQ(head->delivery.delivery_count, 0u);
+
+  auto got = FetchSync(*store, FetchRequest{kCouncil, id, kT0 + absl::Seconds(1), true});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->status, v1::MESSAGE_STATUS_DELIVERED);
+  EXPECT_EQ(got->delivery.payload, "body-1");
+  EXPECT_EQ(got->delivery.sender, kTrust);
+  EXPECT_EQ(got->delivery.delivery_count, 1u);
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0 + absl::Seconds(2), true})->delivery.delivery_count,
+            2u);
+  auto t = TrackSync(*store, kTrust, id);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_DELIVERED);
+  EXPECT_EQ(t->first_delivered_at, kT0 + absl::Seconds(1));
+
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, acked, kT0, true})->status, v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0 + absl::Hours(121), true})->status,
+            v1::MESSAGE_STATUS_EXPIRED);
+  // Another organisation's message, or none, is not found (ids reveal nothing).
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kGp, id, kT0, true}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, MessageId("nope"), kT0, true}).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_P(StoreConformance, UseOnceRemembersEachKeyUntilItsTimeThenSweepForgets) {
+  auto store = Open(Instance());
+  const std::string key = "token-hash-" + Instance();
+  EXPECT_TRUE(*UseOnceSync(*store, key, kT0 + absl::Hours(2)));
+  EXPECT_FALSE(*UseOnceSync(*store, key, kT0 + absl::Hours(2)));
+  EXPECT_TRUE(*UseOnceSync(*store, key + "-other", kT0 + absl::Hours(2)));
+  SweepRequest early{kT0 + absl::Hours(1), kT0, absl::Hours(120)};
+  EXPECT_EQ(SweepSync(*store, early)->forgotten, 0);
+  EXPECT_FALSE(*UseOnceSync(*store, key, kT0 + absl::Hours(2)));
+  SweepRequest late{kT0 + absl::Hours(3), kT0, absl::Hours(120)};
+  EXPECT_GE(SweepSync(*store, late)->forgotten, 2);
+  EXPECT_TRUE(*UseOnceSync(*store, key, kT0 + absl::Hours(5)));
+}
+
 TEST_P(StoreConformance, ConsentHistoryIsKeptInOrderPerPerson) {
   const std::string name = Instance();
   auto change = [](const std::string& nhs, bool opt_out) {
