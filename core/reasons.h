@@ -87,7 +87,15 @@ inline constexpr char kMeshTokenInvalid[] = "MESH_TOKEN_INVALID";
 inline constexpr char kMeshTokenStale[] = "MESH_TOKEN_STALE";
 inline constexpr char kMeshTokenReused[] = "MESH_TOKEN_REUSED";
 inline constexpr char kMeshMailboxMismatch[] = "MESH_MAILBOX_MISMATCH";
-inline constexpr char kMeshTokensExhausted[] = "MESH_TOKENS_EXHAUSTED";
+// A request's mailbox (path, token or mex-to) is not registered, or belongs
+// to another organisation than the client certificate's.
+inline constexpr char kMeshMailboxUnknown[] = "MESH_MAILBOX_UNKNOWN";
+inline constexpr char kMeshMailboxNotYours[] = "MESH_MAILBOX_NOT_YOURS";
+// A MESH workflow id not in mesh.workflows (MESH's error 17).
+inline constexpr char kMeshWorkflowUnknown[] = "MESH_WORKFLOW_UNKNOWN";
+// A MESH request carebroker cannot take: an unknown operation, a bad
+// query parameter, a chunk range or encoding it does not accept.
+inline constexpr char kMeshRequestInvalid[] = "MESH_REQUEST_INVALID";
 // The MESH front door's send headers (broker/mesh/headers.h).
 inline constexpr char kMeshHeaderMalformed[] = "MESH_HEADER_MALFORMED";
 inline constexpr char kMeshHeaderPersonalData[] = "MESH_HEADER_PERSONAL_DATA";

@@ -189,9 +189,99 @@ absl::Status CheckPostgres(v1::PostgresStore* p, const std::string& base_dir, co
 
 }  // namespace
 
+namespace {
+
+bool IsMeshMailboxShape(absl::string_view s) {
+  if (s.size() < 4 || s.size() > 20) return false;
+  for (char c : s) {
+    if (!(absl::ascii_isupper(c) || absl::ascii_isdigit(c))) return false;
+  }
+  return true;
+}
+
+bool IsMeshWorkflowShape(absl::string_view s) {
+  if (s.empty() || s.size() > 300) return false;
+  for (char c : s) {
+    if (!(absl::ascii_isalnum(c) || c == '_' || c == '-')) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+template <typename Err>
+absl::Status Config::CheckMesh(Config& cfg, const std::string& base_dir, const Err& err) {
+  v1::MeshConfig* mesh = cfg.proto_.mutable_mesh();
+  if (mesh->listen().empty()) mesh->set_listen("off");
+  if (mesh->listen() != "off" && !ValidListen(mesh->listen())) {
+    return err("mesh.listen", "expected host:port with a port 0-65535, or off");
+  }
+  if (mesh->max_request_bytes() == 0) mesh->set_max_request_bytes(kMeshMaxRequestBytes);
+  if (mesh->max_request_bytes() > kMeshMaxRequestBytes) {
+    return err("mesh.max_request_bytes", "must be at most 104857600 (100 MiB, MESH's limit)");
+  }
+  if (!mesh->shared_secret_file().empty()) {
+    mesh->set_shared_secret_file(Resolve(base_dir, mesh->shared_secret_file()));
+    auto secret = ReadSecret(mesh->shared_secret_file(), 1);
+    if (!secret.ok()) return err("mesh.shared_secret_file", secret.status().message());
+    cfg.mesh_shared_secret_ = std::string(absl::StripTrailingAsciiWhitespace(*secret));
+  } else if (mesh->listen() != "off") {
+    return err("mesh.shared_secret_file", "required when mesh.listen is on (the environment's shared secret)");
+  }
+  for (int i = 0; i < mesh->workflows_size(); ++i) {
+    auto* w = mesh->mutable_workflows(i);
+    const std::string at = absl::StrCat("mesh.workflows[", i, "]");
+    if (!IsMeshWorkflowShape(w->id())) return err(at + ".id", "required: letters, digits, _ and -, 1-300 characters");
+    if (w->workflow().empty()) {
+      if (!IsWorkflowShape(w->id())) {
+        return err(at + ".workflow", "required: the id is not a carebroker workflow (UPPER_SNAKE)");
+      }
+      w->set_workflow(w->id());
+    }
+    if (!IsWorkflowShape(w->workflow())) return err(at + ".workflow", "UPPER_SNAKE, e.g. HOSPITAL_DISCHARGE");
+    if (!IsPurposeShape(w->purpose())) return err(at + ".purpose", "required: a purpose of use, e.g. direct-care");
+    if (!cfg.mesh_workflow_index_.emplace(w->id(), i).second) return err(at + ".id", "is listed twice");
+  }
+  for (int i = 0; i < mesh->mailboxes_size(); ++i) {
+    auto* m = mesh->mutable_mailboxes(i);
+    const std::string at = absl::StrCat("mesh.mailboxes[", i, "]");
+    if (!IsMeshMailboxShape(m->id())) {
+      return err(at + ".id", "required: 4 to 20 upper-case letters or digits, e.g. RR8HC001");
+    }
+    const v1::Organisation* org = cfg.FindOrganisation(OrgCode(m->organisation()));
+    if (org == nullptr) return err(at + ".organisation", "not a registered organisation");
+    if (m->name().empty()) m->set_name(org->name());
+    for (const std::string& w : m->workflows()) {
+      if (!cfg.mesh_workflow_index_.contains(w)) return err(at + ".workflows", absl::StrCat("'", w, "' is not in mesh.workflows"));
+    }
+    if (m->password_file().empty()) return err(at + ".password_file", "required (the mailbox password, mode 600)");
+    m->set_password_file(Resolve(base_dir, m->password_file()));
+    auto password = ReadSecret(m->password_file(), 1);
+    if (!password.ok()) return err(at + ".password_file", password.status().message());
+    if (!cfg.mesh_mailbox_index_.emplace(m->id(), i).second) return err(at + ".id", "is listed twice");
+    cfg.mesh_passwords_.emplace(m->id(), std::string(absl::StripTrailingAsciiWhitespace(*password)));
+  }
+  return absl::OkStatus();
+}
+
+const v1::MeshMailbox* Config::FindMeshMailbox(absl::string_view id) const {
+  auto it = mesh_mailbox_index_.find(id);
+  return it == mesh_mailbox_index_.end() ? nullptr : &proto_.mesh().mailboxes(it->second);
+}
+
+const v1::MeshWorkflow* Config::FindMeshWorkflow(absl::string_view id) const {
+  auto it = mesh_workflow_index_.find(id);
+  return it == mesh_workflow_index_.end() ? nullptr : &proto_.mesh().workflows(it->second);
+}
+
+const std::string* Config::MeshPassword(absl::string_view mailbox) const {
+  auto it = mesh_passwords_.find(mailbox);
+  return it == mesh_passwords_.end() ? nullptr : &it->second;
+}
+
 absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text, absl::string_view file,
-                                                          const std::string& base_dir,
-                                                          const ConfigOverrides& overrides) {
+                                                              const std::string& base_dir,
+                                                              const ConfigOverrides& overrides) {
   auto cfg = std::shared_ptr<Config>(new Config);
   v1::BrokerConfig& c = cfg->proto_;
   YamlLines lines;
@@ -369,6 +459,7 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
   if (audit->tree_head_interval().seconds() < 1) {
     return err("audit.tree_head_interval", "must be at least 1s");
   }
+  if (auto s = Config::CheckMesh(*cfg, base_dir, err); !s.ok()) return s;
   if (pol->consent_writers().empty()) {
     pol->add_consent_writers(v1::ROLE_AGENCY);
     pol->add_consent_writers(v1::ROLE_IG_OFFICER);
@@ -412,6 +503,8 @@ std::shared_ptr<const Config> ForReload(const Config& next, const Config& runnin
                     next.audit_signing_pem_ == running.audit_signing_pem_ &&
                     next.audit_subject_key_ == running.audit_subject_key_);
   keep("metrics", MessageDifferencer::Equals(c.metrics(), was.metrics()));
+  keep("mesh.listen", c.mesh().listen() == was.mesh().listen());
+  c.mutable_mesh()->set_listen(was.mesh().listen());
   c.set_listen(was.listen());
   c.set_data_dir(was.data_dir());
   *c.mutable_store() = was.store();

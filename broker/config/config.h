@@ -51,6 +51,13 @@ class Config {
   bool MayWriteConsent(Role r) const;
   bool MayReadConsent(Role r) const;
 
+  // The MESH front door: a mailbox by id, a workflow by MESH workflow id
+  // (null when not configured), a mailbox's password, the shared secret.
+  const v1::MeshMailbox* FindMeshMailbox(absl::string_view id) const;
+  const v1::MeshWorkflow* FindMeshWorkflow(absl::string_view id) const;
+  const std::string* MeshPassword(absl::string_view mailbox) const;
+  const std::string& mesh_shared_secret() const { return mesh_shared_secret_; }
+
   absl::Duration visibility_timeout() const;
   absl::Duration expiry() const;
   absl::Duration retention() const;
@@ -61,12 +68,21 @@ class Config {
   friend absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view, absl::string_view,
                                                                    const std::string&,
                                                                    const ConfigOverrides&);
+  template <typename Err>
+  static absl::Status CheckMesh(Config& cfg, const std::string& base_dir, const Err& err);
+
   v1::BrokerConfig proto_;
   std::string sqlite_path_;
   absl::flat_hash_map<std::string, int> org_index_;
   absl::flat_hash_map<std::string, std::string> pseudonym_keys_;
   std::string audit_signing_pem_, audit_subject_key_;
+  absl::flat_hash_map<std::string, int> mesh_mailbox_index_, mesh_workflow_index_;
+  absl::flat_hash_map<std::string, std::string> mesh_passwords_;
+  std::string mesh_shared_secret_;
 };
+
+// MESH's limit on one request's body (a message, or a chunk of one).
+inline constexpr uint64_t kMeshMaxRequestBytes = 100ull << 20;
 
 // Reads, validates and completes the config at `path`.
 absl::StatusOr<std::shared_ptr<const Config>> LoadConfig(const std::string& path,

@@ -33,7 +33,7 @@ absl::Status ExecutorFull() {
 }  // namespace
 
 void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
-                        const std::shared_ptr<Executor::Serial>& serial) {
+                        const std::shared_ptr<Executor::Serial>& serial, std::string meta) {
   // Every answer is counted: refusals by reason, receipts by their latency.
   // At log level debug, a line each: ids, codes and the reason only.
   Done done = [this, sender, start = std::chrono::steady_clock::now(),
@@ -70,18 +70,22 @@ void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
   struct Work {
     OrgCode sender;
     v1::SendRequest req;
+    std::string meta;
     std::optional<Done> done;
   };
-  auto work = std::make_shared<Work>(Work{sender, std::move(req), std::move(done)});
+  auto work = std::make_shared<Work>(Work{sender, std::move(req), std::move(meta), std::move(done)});
   const bool queued = executor_.TrySubmit(
-      [this, held, work] { Intake(work->sender, std::move(work->req), held, *std::move(work->done)); }, serial);
+      [this, held, work] {
+        Intake(work->sender, std::move(work->req), std::move(work->meta), held, *std::move(work->done));
+      },
+      serial);
   if (!queued) {
     budget_.Release(held);
     (*std::move(work->done))(ExecutorFull());
   }
 }
 
-void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, uint64_t held, Done done) {
+void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, std::string meta, uint64_t held, Done done) {
   AuditRecord denial;
   // One snapshot of what is in force decides the whole message, across a
   // reload.
@@ -110,6 +114,7 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, uint64_t h
   v1::SendReceipt receipt;
   FillReceipt(*admitted, &receipt);
   NewMessage m = std::move(admitted->message);
+  m.meta = std::move(meta);
   const OrgCode recipient = m.recipient;
   std::string workflow = m.workflow;
   // A Receive stream of the recipient that can take the message now gets

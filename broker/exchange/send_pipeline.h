@@ -62,15 +62,17 @@ class SendPipeline {
   SendPipeline& operator=(const SendPipeline&) = delete;
 
   // Sends `req` from `sender` (a registered agency). Sends given the same
-  // `serial` are taken in and reach the store in the order given.
+  // `serial` are taken in and reach the store in the order given. `meta`
+  // is stored with the message and handed to its recipient unchanged (the
+  // MESH front door's pass-through headers; NewMessage::meta).
   void Send(const OrgCode& sender, v1::SendRequest req, Done done,
-            const std::shared_ptr<Executor::Serial>& serial = nullptr);
+            const std::shared_ptr<Executor::Serial>& serial = nullptr, std::string meta = {});
 
   // A serial queue for one caller's sends (a stream's).
   std::shared_ptr<Executor::Serial> NewSerial() const { return executor_.NewSerial(); }
 
  private:
-  void Intake(const OrgCode& sender, v1::SendRequest req, uint64_t held, Done done);
+  void Intake(const OrgCode& sender, v1::SendRequest req, std::string meta, uint64_t held, Done done);
 
   const Config& config_;
   Store& store_;

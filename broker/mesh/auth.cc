@@ -69,8 +69,8 @@ std::string TokenHmac(absl::string_view shared_secret, absl::string_view mailbox
   return HmacSha256Hex(shared_secret, absl::StrJoin({mailbox, nonce, nonce_count, password, timestamp}, ":"));
 }
 
-absl::Status TokenVerifier::Verify(absl::string_view authorization, absl::string_view mailbox,
-                                   absl::string_view shared_secret, absl::string_view password, absl::Time now) {
+absl::StatusOr<AcceptedToken> CheckToken(absl::string_view authorization, absl::string_view mailbox,
+                                         absl::string_view shared_secret, absl::string_view password, absl::Time now) {
   absl::StatusOr<Token> t = ParseToken(authorization);
   if (!t.ok()) return t.status();
   if (t->mailbox != mailbox) {
@@ -82,25 +82,16 @@ absl::Status TokenVerifier::Verify(absl::string_view authorization, absl::string
   if (CRYPTO_memcmp(want.data(), got.data(), want.size()) != 0) {
     return Invalid("does not match the mailbox's password and the shared secret");
   }
-  if (absl::AbsDuration(now - t->time) > kWindow) {
+  if (absl::AbsDuration(now - t->time) > kTokenWindow) {
     return Error(absl::StatusCode::kPermissionDenied, reason::kMeshTokenStale,
                  "the NHSMESH token's timestamp is more than two hours from the broker's clock (UTC)");
   }
-  absl::MutexLock l(&mu_);
-  if (now >= next_prune_ || seen_.size() >= kMaxRemembered) {
-    absl::erase_if(seen_, [now](const auto& kv) { return kv.second <= now; });
-    next_prune_ = now + absl::Minutes(1);
-  }
-  if (seen_.size() >= kMaxRemembered) {
-    return Error(absl::StatusCode::kResourceExhausted, reason::kMeshTokensExhausted,
-                 "too many NHSMESH tokens in the last two hours; try again later");
-  }
-  // The HMAC stands for the whole token (it covers every field but itself).
-  if (!seen_.try_emplace(absl::StrCat(t->mailbox, ":", got), t->time + kWindow).second) {
-    return Error(absl::StatusCode::kPermissionDenied, reason::kMeshTokenReused,
-                 "the NHSMESH token was used before: each token is good for one request");
-  }
-  return absl::OkStatus();
+  return AcceptedToken{absl::StrCat(t->mailbox, ":", got), t->time + kTokenWindow};
+}
+
+absl::Status TokenReused() {
+  return Error(absl::StatusCode::kPermissionDenied, reason::kMeshTokenReused,
+               "the NHSMESH token was used before: each token is good for one request");
 }
 
 }  // namespace carebroker::mesh

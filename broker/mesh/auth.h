@@ -12,11 +12,9 @@
 
 #include <string>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace carebroker::mesh {
@@ -38,28 +36,25 @@ absl::StatusOr<Token> ParseToken(absl::string_view authorization);
 std::string TokenHmac(absl::string_view shared_secret, absl::string_view mailbox, absl::string_view nonce,
                       absl::string_view nonce_count, absl::string_view password, absl::string_view timestamp);
 
-// Checks tokens and remembers each one it accepts until it could no longer
-// be accepted anyway (two hours past its timestamp). One per listener; the
-// tokens it remembers are this process's (replicas sharing PostgreSQL do
-// not yet share them).
-class TokenVerifier {
- public:
-  static constexpr absl::Duration kWindow = absl::Hours(2);
-  static constexpr size_t kMaxRemembered = 1 << 20;
-
-  // OK when `authorization` is a token for `mailbox` (the mailbox in the
-  // request's path), made with `shared_secret` and `password`, within
-  // kWindow of `now`, and never accepted before. Reasons:
-  // MESH_TOKEN_INVALID (malformed, or the HMAC does not match),
-  // MESH_MAILBOX_MISMATCH, MESH_TOKEN_STALE, MESH_TOKEN_REUSED; and
-  // RESOURCE_EXHAUSTED when kMaxRemembered tokens are in their window.
-  absl::Status Verify(absl::string_view authorization, absl::string_view mailbox, absl::string_view shared_secret,
-                      absl::string_view password, absl::Time now) ABSL_LOCKS_EXCLUDED(mu_);
-
- private:
-  absl::Mutex mu_;
-  absl::flat_hash_map<std::string, absl::Time> seen_ ABSL_GUARDED_BY(mu_);  // token -> when to forget it
-  absl::Time next_prune_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+// A token that passed CheckToken: it may be used once. `key` names it (its
+// mailbox and HMAC: the HMAC covers every other field), to be recorded
+// until `forget_at`, two hours past its timestamp, after which it would be
+// refused as stale anyway (Store::UseOnce keeps it for every replica).
+struct AcceptedToken {
+  std::string key;
+  absl::Time forget_at;
 };
+
+inline constexpr absl::Duration kTokenWindow = absl::Hours(2);
+
+// OK when `authorization` is a token for `mailbox` (the mailbox in the
+// request's path), made with `shared_secret` and `password`, within
+// kTokenWindow of `now`. Reasons: MESH_TOKEN_INVALID (malformed, or the HMAC
+// does not match), MESH_MAILBOX_MISMATCH, MESH_TOKEN_STALE.
+absl::StatusOr<AcceptedToken> CheckToken(absl::string_view authorization, absl::string_view mailbox,
+                                         absl::string_view shared_secret, absl::string_view password, absl::Time now);
+
+// The refusal of a token recorded before (MESH_TOKEN_REUSED).
+absl::Status TokenReused();
 
 }  // namespace carebroker::mesh

@@ -58,52 +58,41 @@ TEST(MeshToken, MalformedTokensAreRefusedWithoutQuotingThem) {
   }
 }
 
-TEST(MeshTokenVerifier, AGoodTokenPassesOnceAndOnlyOnce) {
-  TokenVerifier v;
+absl::Status Check(const std::string& token, absl::Time now) {
+  return CheckToken(token, kMailbox, kSecret, kPassword, now).status();
+}
+
+TEST(MeshTokenCheck, AGoodTokenPassesAndNamesItselfByMailboxAndHash) {
   const absl::Time now = At("202612061930");
   const std::string token = TokenFor("1", "202612061900");
-  EXPECT_TRUE(v.Verify(token, kMailbox, kSecret, kPassword, now).ok());
-  absl::Status again = v.Verify(token, kMailbox, kSecret, kPassword, now + absl::Seconds(1));
-  EXPECT_EQ(again.code(), absl::StatusCode::kPermissionDenied);
-  EXPECT_EQ(ReasonOf(again), "MESH_TOKEN_REUSED");
-  // The next count makes a new token; hex in upper case is the same hash.
-  EXPECT_TRUE(v.Verify(TokenFor("2", "202612061900"), kMailbox, kSecret, kPassword, now).ok());
-  std::string upper = TokenFor("3", "202612061900");
+  auto ok = CheckToken(token, kMailbox, kSecret, kPassword, now);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->key, absl::StrCat(kMailbox, ":", token.substr(token.rfind(':') + 1)));
+  // Remembered until it would be stale anyway.
+  EXPECT_EQ(ok->forget_at, At("202612062100"));
+  // The next count makes another token; hex in upper case is the same hash.
+  EXPECT_NE(CheckToken(TokenFor("2", "202612061900"), kMailbox, kSecret, kPassword, now)->key, ok->key);
+  std::string upper = token;
   for (size_t i = upper.rfind(':') + 1; i < upper.size(); ++i) upper[i] = absl::ascii_toupper(upper[i]);
-  EXPECT_TRUE(v.Verify(upper, kMailbox, kSecret, kPassword, now).ok());
+  EXPECT_EQ(CheckToken(upper, kMailbox, kSecret, kPassword, now)->key, ok->key);
+  EXPECT_EQ(ReasonOf(TokenReused()), "MESH_TOKEN_REUSED");
+  EXPECT_EQ(TokenReused().code(), absl::StatusCode::kPermissionDenied);
 }
 
-TEST(MeshTokenVerifier, AWrongPasswordSecretOrMailboxIsRefused) {
-  TokenVerifier v;
+TEST(MeshTokenCheck, AWrongPasswordSecretOrMailboxIsRefused) {
   const absl::Time now = At("202612061900");
-  EXPECT_EQ(ReasonOf(v.Verify(TokenFor("1", "202612061900", kMailbox, "wrong"), kMailbox, kSecret, kPassword, now)),
-            "MESH_TOKEN_INVALID");
-  EXPECT_EQ(ReasonOf(v.Verify(TokenFor("1", "202612061900", kMailbox, kPassword, "other"), kMailbox, kSecret,
-                              kPassword, now)),
-            "MESH_TOKEN_INVALID");
-  EXPECT_EQ(ReasonOf(v.Verify(TokenFor("1", "202612061900", "RR8HC002"), kMailbox, kSecret, kPassword, now)),
-            "MESH_MAILBOX_MISMATCH");
-  // None of those used the token up.
-  EXPECT_TRUE(v.Verify(TokenFor("1", "202612061900"), kMailbox, kSecret, kPassword, now).ok());
+  EXPECT_EQ(ReasonOf(Check(TokenFor("1", "202612061900", kMailbox, "wrong"), now)), "MESH_TOKEN_INVALID");
+  EXPECT_EQ(ReasonOf(Check(TokenFor("1", "202612061900", kMailbox, kPassword, "other"), now)), "MESH_TOKEN_INVALID");
+  EXPECT_EQ(ReasonOf(Check(TokenFor("1", "202612061900", "RR8HC002"), now)), "MESH_MAILBOX_MISMATCH");
+  EXPECT_TRUE(Check(TokenFor("1", "202612061900"), now).ok());
 }
 
-TEST(MeshTokenVerifier, OnlyWithinTwoHoursOfTheClockEitherWay) {
-  TokenVerifier v;
+TEST(MeshTokenCheck, OnlyWithinTwoHoursOfTheClockEitherWay) {
   const absl::Time now = At("202612061900");
-  EXPECT_TRUE(v.Verify(TokenFor("1", "202612061700"), kMailbox, kSecret, kPassword, now).ok());
-  EXPECT_TRUE(v.Verify(TokenFor("1", "202612062100"), kMailbox, kSecret, kPassword, now).ok());
-  EXPECT_EQ(ReasonOf(v.Verify(TokenFor("1", "202612061659"), kMailbox, kSecret, kPassword, now)), "MESH_TOKEN_STALE");
-  EXPECT_EQ(ReasonOf(v.Verify(TokenFor("1", "202612062101"), kMailbox, kSecret, kPassword, now)), "MESH_TOKEN_STALE");
-}
-
-TEST(MeshTokenVerifier, ATokenIsForgottenOnlyWhenItCouldNoLongerPass) {
-  TokenVerifier v;
-  const std::string token = TokenFor("1", "202612061900");
-  ASSERT_TRUE(v.Verify(token, kMailbox, kSecret, kPassword, At("202612061900")).ok());
-  // Later, the remembered set is pruned; the token is still refused: as
-  // reused while in its window, as stale after.
-  EXPECT_EQ(ReasonOf(v.Verify(token, kMailbox, kSecret, kPassword, At("202612062059"))), "MESH_TOKEN_REUSED");
-  EXPECT_EQ(ReasonOf(v.Verify(token, kMailbox, kSecret, kPassword, At("202612062101"))), "MESH_TOKEN_STALE");
+  EXPECT_TRUE(Check(TokenFor("1", "202612061700"), now).ok());
+  EXPECT_TRUE(Check(TokenFor("1", "202612062100"), now).ok());
+  EXPECT_EQ(ReasonOf(Check(TokenFor("1", "202612061659"), now)), "MESH_TOKEN_STALE");
+  EXPECT_EQ(ReasonOf(Check(TokenFor("1", "202612062101"), now)), "MESH_TOKEN_STALE");
 }
 
 }  // namespace

@@ -29,6 +29,7 @@
 #include "broker/exchange/exchange_metrics.h"
 #include "broker/exchange/mailboxes.h"
 #include "broker/http/http_server.h"
+#include "broker/mesh/service.h"
 #include "core/metrics.h"
 #include "broker/server/exchange_service.h"
 #include "broker/server/identity.h"
@@ -323,6 +324,24 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
     }
     b->metrics_server_ = *std::move(http);
   }
+  if (c.mesh().listen() != "off") {
+    b->mesh_service_ = std::make_unique<mesh::MeshService>(mesh::ServiceDeps{
+        *b->store_, *b->sends_, *b->policy_, *b->audit_, *b->identities_, *b->clock_, *b->exchange_metrics_});
+    http::ServerOptions https_options;
+    https_options.body_limit = c.mesh().max_request_bytes();
+    // Client certificates are decided as on the gRPC listener, refusals audited.
+    https_options.tls = http::TlsOptions{material->cert, material->key,
+                                   [gate = b->gate_](const std::string& chain) { return gate->Decide(chain); }};
+    auto https = http::HttpServer::Start(
+        c.mesh().listen(),
+        [svc = b->mesh_service_.get()](http::HttpRequest r, http::Reply reply) { svc->Handle(std::move(r), std::move(reply)); },
+        std::move(https_options));
+    if (!https.ok()) {
+      b->Shutdown();
+      return https.status();
+    }
+    b->mesh_server_ = *std::move(https);
+  }
   // Serving only once the store has taken a write and the log is sound.
   (void)b->CheckReadiness();
   b->housekeeping_ = std::thread([raw = b.get()] { raw->Housekeeping(); });
@@ -330,9 +349,14 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
       b->metrics_server_
           ? absl::StrCat(c.metrics().listen().substr(0, c.metrics().listen().rfind(':')), ":", b->metrics_server_->port())
           : "off";
+  const std::string mesh_at =
+      b->mesh_server_
+          ? absl::StrCat(c.mesh().listen().substr(0, c.mesh().listen().rfind(':')), ":", b->mesh_server_->port())
+          : "off";
   Log(LogLevel::kInfo, "broker.started")
       .Str("listen", b->address())
       .Str("metrics", metrics_at)
+      .Str("mesh", mesh_at)
       .Str("store", DescribeStore(*config))
       .Int("agreements", static_cast<int64_t>(b->policy_->current()->agreements().agreements.size()))
       .Int("people_with_wishes", static_cast<int64_t>(b->policy_->consent().people()))
@@ -360,6 +384,7 @@ std::string Broker::address() const {
 void Broker::WakeAll() { mailboxes_->NotifyAll(); }
 
 int Broker::metrics_port() const { return metrics_server_ ? metrics_server_->port() : 0; }
+int Broker::mesh_port() const { return mesh_server_ ? mesh_server_->port() : 0; }
 
 absl::Status Broker::Readiness() const {
   absl::MutexLock l(&ready_mu_);
@@ -603,6 +628,11 @@ absl::StatusOr<v1::ReloadResponse> Broker::Reload(const std::string& actor) {
   ca_pem_ = tls->ca;
   crl_file_ = StatCrl(next->proto().tls().crl());
   identity_ = tls->identity;
+  if (mesh_server_) {
+    if (auto s = mesh_server_->SetIdentity(tls->cert, tls->key); !s.ok()) {
+      Log(LogLevel::kError, "mesh.identity_not_replaced").Msg(s.message());
+    }
+  }
   loaded_at_ = now;
   reloads_->With({"ok"}).Inc();
 
@@ -734,6 +764,11 @@ void Broker::Shutdown() {
   }
   if (housekeeping_.joinable()) housekeeping_.join();
   metrics_server_.reset();  // its handler reads the store and the audit log
+  // MESH requests taken are answered (their sends committed) before the
+  // pipeline and the store go; later ones are answered 503.
+  if (mesh_service_ && !mesh_service_->Drain(absl::Seconds(10))) {
+    Log(LogLevel::kWarning, "mesh.drain_timeout").Msg("MESH requests still in flight at shutdown");
+  }
   // Receive streams never end by themselves: give calls a second, then cancel.
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   // Every call has ended; any intake still running finishes into the store.
@@ -745,6 +780,7 @@ void Broker::Shutdown() {
     }
   }
   if (store_) store_->Close();  // runs the last callbacks, releasing reactors
+  mesh_server_.reset();
   if (server_) Log(LogLevel::kInfo, "broker.stopped");
 }
 

@@ -50,6 +50,9 @@ struct ExchangeMetrics;
 namespace metrics {
 class Registry;
 }
+namespace mesh {
+class MeshService;
+}
 
 struct BrokerOptions {
   // Time for expiry, visibility and acceptance stamps. Not owned.
@@ -76,6 +79,8 @@ class Broker {
   std::string address() const;
   // The metrics listener's bound port; 0 when metrics.listen is off.
   int metrics_port() const;
+  // The MESH front door's bound port; 0 when mesh.listen is off.
+  int mesh_port() const;
 
   // Whether the broker can take messages now (the last readiness check):
   // OK, or why not (UNAVAILABLE STORE_UNAVAILABLE or AUDIT_UNAVAILABLE).
@@ -143,6 +148,10 @@ class Broker {
   std::unique_ptr<metrics::Registry> metrics_;
   std::unique_ptr<ExchangeMetrics> exchange_metrics_;
   std::unique_ptr<http::HttpServer> metrics_server_;
+  std::unique_ptr<mesh::MeshService> mesh_service_;
+  // Destroyed in Shutdown only once the store is closed: store callbacks
+  // answer its requests.
+  std::unique_ptr<http::HttpServer> mesh_server_;
 
   absl::Mutex stats_mu_;
   std::vector<MailboxStat> stats_ ABSL_GUARDED_BY(stats_mu_);

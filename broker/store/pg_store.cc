@@ -170,7 +170,7 @@ constexpr const char* kTrack =
     "WHERE id = $1 AND (sender = $2 OR recipient = $2)";
 
 constexpr const char* kInboxPage =
-    "SELECT seq, id, workflow FROM messages WHERE recipient = $1 AND state < 3 AND expires_at > $2 AND seq > $3 "
+    "SELECT seq, id, workflow, meta FROM messages WHERE recipient = $1 AND state < 3 AND expires_at > $2 AND seq > $3 "
     "ORDER BY seq LIMIT $4";
 constexpr const char* kInboxCount =
     "SELECT count(*) FROM messages WHERE recipient = $1 AND state < 3 AND expires_at > $2";
@@ -432,7 +432,8 @@ class PgStore final : public Store {
           if (!r.ok()) return Unavailable(r.status());
           InboxPage page;
           for (int i = 0; i < r->rows(); ++i) {
-            page.entries.push_back(InboxEntry{MessageId(r->Str(i, 1)), r->Str(i, 2), r->Int(i, 0)});
+            page.entries.push_back(InboxEntry{MessageId(r->Str(i, 1)), r->Str(i, 2), r->Int(i, 0),
+                                              r->IsNull(i, 3) ? std::string() : r->Bytes(i, 3)});
           }
           auto n = t.conn.ExecPrepared(kInboxCount, {Param::Text(q.recipient.str()), Time(q.now)});
           if (!n.ok()) return Unavailable(n.status());

@@ -149,7 +149,7 @@ absl::Status SqliteStore::PrepareAll() {
        "acked_at, expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "
        "WHERE id = ?1 AND (sender = ?2 OR recipient = ?2)"},
       {&inbox_page_,
-       "SELECT seq, id, workflow FROM messages WHERE recipient = ?1 AND state < 3 AND expires_at > ?2 AND seq > ?3 "
+       "SELECT seq, id, workflow, meta FROM messages WHERE recipient = ?1 AND state < 3 AND expires_at > ?2 AND seq > ?3 "
        "AND seq <= ?5 ORDER BY seq LIMIT ?4"},
       {&inbox_count_,
        "SELECT count(*) FROM messages WHERE recipient = ?1 AND state < 3 AND expires_at > ?2 AND seq <= ?3"},
@@ -377,7 +377,8 @@ absl::StatusOr<InboxPage> SqliteStore::DoInbox(const InboxQuery& q) {
       auto row = inbox_page_.Step();
       if (!row.ok()) return row.status();
       if (!*row) break;
-      page.entries.push_back(InboxEntry{MessageId(inbox_page_.Text(1)), inbox_page_.Text(2), inbox_page_.Int(0)});
+      page.entries.push_back(InboxEntry{MessageId(inbox_page_.Text(1)), inbox_page_.Text(2), inbox_page_.Int(0),
+                                        inbox_page_.IsNull(3) ? std::string() : inbox_page_.Text(3)});
     }
   }
   inbox_count_.Bind(1, q.recipient.str()).Bind(2, Micros(q.now)).Bind(3, synced);

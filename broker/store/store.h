@@ -179,6 +179,7 @@ struct InboxEntry {
   MessageId id;
   std::string workflow;
   int64_t seq = 0;
+  std::string meta;  // as stored (NewMessage)
 };
 
 struct InboxPage {

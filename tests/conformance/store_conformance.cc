@@ -403,7 +403,11 @@ TEST_P(StoreConformance, WithheldMessagesAreNeverDeliveredAndTrackSaysWhy) {
 TEST_P(StoreConformance, InboxListsUnacknowledgedMessagesInPagesWithATotal) {
   auto store = Open(Instance());
   std::vector<MessageId> ids;
-  for (int i = 0; i < 5; ++i) ids.push_back(AppendOne(*store, Msg(kTrust, kCouncil)));
+  for (int i = 0; i < 5; ++i) {
+    NewMessage m = Msg(kTrust, kCouncil);
+    if (i == 0) m.meta = R"({"mex-to":"503HC001"})";
+    ids.push_back(AppendOne(*store, m));
+  }
   AppendOne(*store, Msg(kTrust, kGp));  // another organisation's
   NewMessage late = Msg(kTrust, kCouncil);
   late.expires_at = kT0 + absl::Seconds(10);
@@ -421,6 +425,8 @@ TEST_P(StoreConformance, InboxListsUnacknowledgedMessagesInPagesWithATotal) {
   EXPECT_EQ(page->entries[0].id, ids[0]);
   EXPECT_EQ(page->entries[1].id, ids[3]);
   EXPECT_EQ(page->entries[0].workflow, "HOSPITAL_DISCHARGE");
+  EXPECT_EQ(page->entries[0].meta, R"({"mex-to":"503HC001"})");
+  EXPECT_EQ(page->entries[1].meta, "");
   auto next = InboxSync(*store, InboxQuery{kCouncil, page->entries[1].seq, 2, now});
   ASSERT_THAT(next->entries, SizeIs(1));
   EXPECT_EQ(next->entries[0].id, ids[4]);

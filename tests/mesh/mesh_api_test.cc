@@ -1,0 +1,461 @@
+// The MESH front door for real: a broker with mesh.listen on a loopback
+// port, requests made with libcurl over HTTPS with mutual TLS and the dev
+// PKI, each as NHSDigital's OpenAPI specification (mesh-api.yaml) writes it:
+// the NHSMESH token, Accept for the API version, the mex-* headers. What
+// NHSDigital's own nhs-mesh-client does is driven by tests/mesh/client.mjs.
+// Time is a FakeClock; tokens are stamped with it.
+#include <curl/curl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "broker/mesh/auth.h"
+#include "tests/integration/harness.h"
+
+namespace carebroker::testing {
+namespace {
+
+using Json = nlohmann::json;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+using ::testing::UnorderedElementsAre;
+
+constexpr char kSecret[] = "TestSharedSecret";
+constexpr char kV2[] = "application/vnd.mesh.v2+json";
+
+struct Reply {
+  long status = 0;
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+  Json json() const { return Json::parse(body, nullptr, false); }
+  std::string header(const std::string& n) const {
+    auto it = headers.find(n);
+    return it == headers.end() ? "" : it->second;
+  }
+  std::string reason() const {
+    const Json j = json();
+    if (j.contains("detail") && j["detail"].is_array() && !j["detail"].empty()) return j["detail"][0].value("reason", "");
+    return j.value("reason", "");
+  }
+  std::string code() const {
+    const Json j = json();
+    if (j.contains("detail") && j["detail"].is_array() && !j["detail"].empty()) return j["detail"][0].value("code", "");
+    return j.value("errorCode", "");
+  }
+};
+
+void WriteSecret(const std::string& path, const std::string& value) {
+  std::ofstream(path) << value << "\n";
+  ::chmod(path.c_str(), 0600);
+}
+
+class MeshApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    clock_ = std::make_unique<FakeClock>(absl::Now());
+    dir_ = TempDir("mesh");
+    WriteSecret(dir_ + "/secret", kSecret);
+    for (const char* mb : {"RR8HC001", "503HC001", "503HC002", "RH8HC001"}) {
+      WriteSecret(absl::StrCat(dir_, "/", mb, ".pw"), absl::StrCat("pw-", mb));
+    }
+    const std::string mesh = absl::StrCat(R"(
+mesh:
+  listen: "127.0.0.1:0"
+  shared_secret_file: )", dir_, R"(/secret
+  workflows:
+    - {id: TOC_FHIR_IP_DISCH, workflow: HOSPITAL_DISCHARGE, purpose: direct-care}
+    - {id: REFERRAL, purpose: direct-care}
+    - {id: API-DOCS-TEST, workflow: W, purpose: direct-care}
+    - {id: NOT_AGREED, workflow: CARE_ASSESSMENT, purpose: direct-care}
+  mailboxes:
+    - {id: RR8HC001, organisation: RR8, password_file: )", dir_, R"(/RR8HC001.pw}
+    - {id: 503HC001, organisation: "503", name: Council social care, password_file: )", dir_,
+                                          R"(/503HC001.pw, workflows: [TOC_FHIR_IP_DISCH]}
+    - {id: 503HC002, organisation: "503", password_file: )", dir_, R"(/503HC002.pw, workflows: [REFERRAL]}
+    - {id: RH8HC001, organisation: RH8, password_file: )", dir_, R"(/RH8HC001.pw}
+)");
+    broker_ = StartBroker(ConfigYaml(dir_ + "/data", mesh), clock_.get());
+    ASSERT_NE(broker_, nullptr);
+    ASSERT_GT(broker_->mesh_port(), 0);
+  }
+
+  std::string Token(const std::string& mailbox, absl::Time at, const std::string& secret = kSecret,
+                    const std::string& password = "") {
+    const std::string ts = absl::FormatTime("%Y%m%d%H%M", at, absl::UTCTimeZone());
+    const std::string nonce = absl::StrCat("a1b2c3d4-0000-4000-8000-", ++nonce_);
+    const std::string pw = password.empty() ? absl::StrCat("pw-", mailbox) : password;
+    return absl::StrCat("NHSMESH ", mailbox, ":", nonce, ":1:", ts, ":",
+                        mesh::TokenHmac(secret, mailbox, nonce, "1", pw, ts));
+  }
+
+  // One request as `cert` (a dev PKI name), authenticated as `mailbox`
+  // unless `authorization` is given ("-" for none).
+  Reply Call(const std::string& method, const std::string& path, const std::string& cert, const std::string& mailbox,
+             std::vector<std::string> headers = {}, const std::string& body = "", const std::string& accept = kV2,
+             const std::string& authorization = "") {
+    Reply out;
+    CURL* curl = curl_easy_init();
+    const std::string url = absl::StrCat("https://127.0.0.1:", broker_->mesh_port(), path);
+    const std::string pki = PkiDir();
+    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(curl, CURLOPT_CAINFO, (pki + "/ca.crt").c_str());
+    curl_easy_setopt(curl, CURLOPT_SSLCERT, (pki + "/" + cert + ".crt").c_str());
+    curl_easy_setopt(curl, CURLOPT_SSLKEY, (pki + "/" + cert + ".key").c_str());
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+    if (method == "HEAD") curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+    if (method == "POST" || method == "PUT") {
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+    }
+    struct curl_slist* list = nullptr;
+    if (!accept.empty()) list = curl_slist_append(list, absl::StrCat("accept: ", accept).c_str());
+    const std::string auth = authorization.empty() ? Token(mailbox, clock_->Now()) : authorization;
+    if (auth != "-") list = curl_slist_append(list, absl::StrCat("authorization: ", auth).c_str());
+    list = curl_slist_append(list, "mex-clientversion: ApiDocs==0.0.1");
+    list = curl_slist_append(list, "mex-osname: Linux");
+    list = curl_slist_append(list, "mex-osversion: #44~18.04.2-Ubuntu");
+    for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 20L);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, +[](char* p, size_t size, size_t n, void* into) {
+      static_cast<std::string*>(into)->append(p, size * n);
+      return size * n;
+    });
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &out.headers);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, +[](char* p, size_t size, size_t n, void* into) {
+      absl::string_view line(p, size * n);
+      auto colon = line.find(':');
+      if (colon != absl::string_view::npos) {
+        (*static_cast<std::map<std::string, std::string>*>(into))[absl::AsciiStrToLower(line.substr(0, colon))] =
+            std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+      }
+      return size * n;
+    });
+    const CURLcode rc = curl_easy_perform(curl);
+    EXPECT_EQ(rc, CURLE_OK) << curl_easy_strerror(rc) << " " << method << " " << path;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out.status);
+    curl_slist_free_all(list);
+    curl_easy_cleanup(curl);
+    return out;
+  }
+
+  // A send from RR8HC001 (the trust) to `to` on `workflow`; the reply.
+  Reply SendFromTrust(const std::string& to, const std::string& workflow, const std::string& body = "{\"n\":1}",
+                      std::vector<std::string> extra = {}) {
+    std::vector<std::string> h = {"mex-to: " + to, "mex-workflowid: " + workflow, "content-type: application/json"};
+    h.insert(h.end(), extra.begin(), extra.end());
+    return Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001", h, body);
+  }
+
+  std::string SentId(const Reply& r) {
+    EXPECT_EQ(r.status, 202) << r.body;
+    return r.json().value("message_id", "");
+  }
+
+  std::vector<std::string> Inbox(const std::string& cert, const std::string& mailbox, const std::string& query = "") {
+    Reply r = Call("GET", absl::StrCat("/messageexchange/", mailbox, "/inbox", query), cert, mailbox);
+    EXPECT_EQ(r.status, 200) << r.body;
+    return r.json().value("messages", std::vector<std::string>{});
+  }
+
+  std::unique_ptr<FakeClock> clock_;
+  std::string dir_;
+  std::unique_ptr<Broker> broker_;
+  int nonce_ = 0;
+};
+
+TEST_F(MeshApiTest, HandshakeThenEachTokenOnceWithinTwoHoursMadeWithTheSecretAndPassword) {
+  Reply ok = Call("POST", "/messageexchange/RR8HC001", "RR8", "RR8HC001");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(ok.json().value("mailbox_id", ""), "RR8HC001");
+  // A GET handshake too (nhs-mesh-client uses GET).
+  EXPECT_EQ(Call("GET", "/messageexchange/RR8HC001", "RR8", "RR8HC001").status, 200);
+
+  const std::string token = Token("RR8HC001", clock_->Now());
+  EXPECT_EQ(Call("POST", "/messageexchange/RR8HC001", "RR8", "", {}, "", kV2, token).status, 200);
+  Reply reused = Call("POST", "/messageexchange/RR8HC001", "RR8", "", {}, "", kV2, token);
+  EXPECT_EQ(reused.status, 403);
+  EXPECT_EQ(reused.reason(), "MESH_TOKEN_REUSED");
+  EXPECT_THAT(reused.body, ::testing::Not(HasSubstr(token.substr(8))));
+
+  Reply stale = Call("POST", "/messageexchange/RR8HC001", "RR8", "", {}, "", kV2,
+                     Token("RR8HC001", clock_->Now() - absl::Hours(2) - absl::Minutes(2)));
+  EXPECT_EQ(stale.status, 403);
+  EXPECT_EQ(stale.reason(), "MESH_TOKEN_STALE");
+  Reply wrong_secret = Call("POST", "/messageexchange/RR8HC001", "RR8", "", {}, "", kV2,
+                            Token("RR8HC001", clock_->Now(), "another-environment"));
+  EXPECT_EQ(wrong_secret.reason(), "MESH_TOKEN_INVALID");
+  Reply wrong_password = Call("POST", "/messageexchange/RR8HC001", "RR8", "", {}, "", kV2,
+                              Token("RR8HC001", clock_->Now(), kSecret, "guess"));
+  EXPECT_EQ(wrong_password.reason(), "MESH_TOKEN_INVALID");
+  Reply none = Call("POST", "/messageexchange/RR8HC001", "RR8", "", {}, "", kV2, "-");
+  EXPECT_EQ(none.status, 403);
+  EXPECT_EQ(none.reason(), "MESH_TOKEN_INVALID");
+  Reply other_mailbox_token = Call("POST", "/messageexchange/RR8HC001", "RR8", "", {}, "", kV2,
+                                   Token("RH8HC001", clock_->Now()));
+  EXPECT_EQ(other_mailbox_token.reason(), "MESH_MAILBOX_MISMATCH");
+  Reply unknown = Call("POST", "/messageexchange/ZZZHC001", "RR8", "ZZZHC001");
+  EXPECT_EQ(unknown.status, 403);
+  EXPECT_EQ(unknown.reason(), "MESH_MAILBOX_UNKNOWN");
+}
+
+TEST_F(MeshApiTest, AMailboxOfAnotherOrganisationIsRefusedAndAudited) {
+  // The trust's certificate with a valid token for the council's mailbox.
+  Reply r = Call("GET", "/messageexchange/503HC001/inbox", "RR8", "503HC001");
+  EXPECT_EQ(r.status, 403);
+  EXPECT_EQ(r.reason(), "MESH_MAILBOX_NOT_YOURS");
+  Reply send = Call("POST", "/messageexchange/503HC001/outbox", "RR8", "503HC001",
+                    {"mex-to: RR8HC001", "mex-workflowid: REFERRAL"}, "{}");
+  EXPECT_EQ(send.status, 403);
+  AuditRun q = AuditCli(*broker_, "ig-officer", {"--format", "json", "query", "--event", "certificate-refused"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  const Json rows = Json::parse(q.out);
+  int refused = 0;
+  for (const auto& row : rows) {
+    if (row.value("reasons", "") == "MESH_MAILBOX_NOT_YOURS") {
+      ++refused;
+      EXPECT_EQ(row.value("actor", ""), "RR8");
+    }
+  }
+  EXPECT_EQ(refused, 2);
+}
+
+TEST_F(MeshApiTest, SendListHeadDownloadAcknowledgeTrack) {
+  const std::string id =
+      SentId(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{\"discharge\":true}",
+                           {"mex-subject: Discharge summary", "mex-localid: LOCAL-0001", "mex-filename: discharge.json",
+                            "mex-partnerid: partner-7", "mex-content-checksum: md5:abc123"}));
+  ASSERT_EQ(id.size(), 32u);
+
+  // The council's discharge mailbox has it; its referrals mailbox does not.
+  EXPECT_THAT(Inbox("503", "503HC001"), ElementsAre(id));
+  EXPECT_THAT(Inbox("503", "503HC002"), IsEmpty());
+  Reply count = Call("GET", "/messageexchange/503HC001/count", "503", "503HC001");
+  EXPECT_EQ(count.json().value("count", -1), 1);
+  Reply inbox = Call("GET", "/messageexchange/503HC001/inbox", "503", "503HC001");
+  EXPECT_EQ(inbox.json()["approx_inbox_count"], 1);
+  EXPECT_EQ(inbox.json()["links"].value("self", ""), "/messageexchange/503HC001/inbox?max_results=500");
+  EXPECT_FALSE(inbox.json()["links"].contains("next"));
+
+  Reply head = Call("HEAD", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001");
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.header("mex-messagetype"), "DATA");
+  EXPECT_EQ(head.header("mex-from"), "RR8HC001");
+  EXPECT_EQ(head.header("mex-to"), "503HC001");
+  Reply track = Call("GET", "/messageexchange/RR8HC001/outbox/tracking?messageID=" + id, "RR8", "RR8HC001");
+  EXPECT_EQ(track.json().value("carebroker_status", ""), "MESSAGE_STATUS_ACCEPTED") << "HEAD delivers nothing";
+
+  Reply got = Call("GET", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001");
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, "{\"discharge\":true}");
+  EXPECT_EQ(got.header("mex-messageid"), id);
+  EXPECT_EQ(got.header("mex-workflowid"), "TOC_FHIR_IP_DISCH");
+  EXPECT_EQ(got.header("mex-subject"), "Discharge summary");
+  EXPECT_EQ(got.header("mex-localid"), "LOCAL-0001");
+  EXPECT_EQ(got.header("mex-filename"), "discharge.json");
+  EXPECT_EQ(got.header("mex-partnerid"), "partner-7");
+  EXPECT_EQ(got.header("mex-content-checksum"), "md5:abc123");
+  EXPECT_EQ(got.header("mex-statussuccess"), "SUCCESS");
+  EXPECT_EQ(got.header("mex-statuscode"), "00");
+  EXPECT_EQ(got.header("carebroker-sender"), "RR8");
+  EXPECT_THAT(got.header("content-type"), HasSubstr("application/json"));
+
+  // Another mailbox of the same organisation cannot reach it; nor an unknown id.
+  EXPECT_EQ(Call("GET", "/messageexchange/503HC002/inbox/" + id, "503", "503HC002").status, 404);
+  Reply missing = Call("GET", "/messageexchange/503HC001/inbox/00000000000000000000000000000000", "503", "503HC001");
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(missing.code(), "20");
+  EXPECT_EQ(Call("GET", "/messageexchange/503HC001/inbox/" + id + "/2", "503", "503HC001").status, 404);
+
+  Reply ack = Call("PUT", "/messageexchange/503HC001/inbox/" + id + "/status/acknowledged", "503", "503HC001");
+  EXPECT_EQ(ack.status, 200) << ack.body;
+  EXPECT_THAT(Inbox("503", "503HC001"), IsEmpty());
+  EXPECT_EQ(Call("GET", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001").status, 410);
+  // Acknowledging again is not an error.
+  EXPECT_EQ(Call("PUT", "/messageexchange/503HC001/inbox/" + id + "/status/acknowledged", "503", "503HC001").status,
+            200);
+
+  track = Call("GET", "/messageexchange/RR8HC001/outbox/tracking?messageID=" + id, "RR8", "RR8HC001");
+  EXPECT_EQ(track.status, 200);
+  const Json t = track.json();
+  EXPECT_EQ(t.value("status", ""), "acknowledged");
+  EXPECT_EQ(t.value("workflow_id", ""), "TOC_FHIR_IP_DISCH");
+  EXPECT_EQ(t.value("local_id", ""), "LOCAL-0001");
+  EXPECT_EQ(t.value("recipient_ods_code", ""), "503");
+  EXPECT_EQ(t.value("delivery_count", 0), 1);
+  // Only the sender tracks its messages.
+  EXPECT_EQ(Call("GET", "/messageexchange/503HC001/outbox/tracking?messageID=" + id, "503", "503HC001").status, 404);
+}
+
+TEST_F(MeshApiTest, VersionOneShapesWhenAcceptAsksForThem) {
+  Reply sent = Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001",
+                    {"mex-to: RH8HC001", "mex-workflowid: REFERRAL", "content-type: application/json"}, "{}",
+                    "application/json");
+  EXPECT_EQ(sent.status, 202);
+  const std::string id = sent.json().value("messageID", "");
+  ASSERT_FALSE(id.empty()) << sent.body;
+  Reply inbox = Call("GET", "/messageexchange/RH8HC001/inbox", "RH8", "RH8HC001", {}, "", "application/vnd.mesh.v1+json");
+  EXPECT_EQ(inbox.json()["messages"], Json::array({id}));
+  EXPECT_FALSE(inbox.json().contains("links"));
+  Reply ack = Call("PUT", "/messageexchange/RH8HC001/inbox/" + id + "/status/acknowledged", "RH8", "RH8HC001", {}, "",
+                   "application/json");
+  EXPECT_EQ(ack.json().value("messageId", ""), id);
+  Reply error = Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001", {"mex-workflowid: REFERRAL"}, "{}",
+                     "application/json");
+  EXPECT_EQ(error.status, 417);
+  EXPECT_EQ(error.json().value("errorCode", ""), "08");
+  EXPECT_EQ(error.json().value("errorEvent", ""), "SEND");
+  Reply bad_version = Call("GET", "/messageexchange/RH8HC001/inbox", "RH8", "RH8HC001", {}, "",
+                           "application/vnd.mesh.v9+json");
+  EXPECT_EQ(bad_version.status, 400);
+}
+
+TEST_F(MeshApiTest, InboxPagesAndWorkflowFilters) {
+  std::vector<std::string> discharges, referrals;
+  for (int i = 0; i < 12; ++i) discharges.push_back(SentId(SendFromTrust("RH8HC001", "TOC_FHIR_IP_DISCH")));
+  for (int i = 0; i < 3; ++i) referrals.push_back(SentId(SendFromTrust("RH8HC001", "REFERRAL")));
+  Reply first = Call("GET", "/messageexchange/RH8HC001/inbox?max_results=10", "RH8", "RH8HC001");
+  ASSERT_EQ(first.status, 200);
+  const Json page = first.json();
+  EXPECT_THAT(page["messages"], SizeIs(10));
+  EXPECT_EQ(page["approx_inbox_count"], 15);
+  ASSERT_TRUE(page["links"].contains("next")) << first.body;
+  const std::string next = page["links"]["next"];
+  EXPECT_GE(next.size() - next.find("continue_from=") - 14, 24u) << "MESH's continue_from is 24 characters or more";
+  Reply second = Call("GET", next, "RH8", "RH8HC001");
+  const Json page2 = second.json();
+  EXPECT_THAT(page2["messages"], SizeIs(5));
+  EXPECT_FALSE(page2["links"].contains("next"));
+  std::vector<std::string> all = page["messages"];
+  for (const auto& m : page2["messages"]) all.push_back(m);
+  std::vector<std::string> want = discharges;
+  want.insert(want.end(), referrals.begin(), referrals.end());
+  EXPECT_EQ(all, want) << "oldest first, every message once";
+
+  EXPECT_EQ(Inbox("RH8", "RH8HC001", "?workflow_filter=REFERRAL"), referrals);
+  EXPECT_EQ(Inbox("RH8", "RH8HC001", "?workflow_filter=!REFERRAL"), discharges);
+  EXPECT_EQ(Inbox("RH8", "RH8HC001", "?workflow_filter=TOC_*"), discharges);
+  EXPECT_EQ(Inbox("RH8", "RH8HC001", "?workflow_filter=*FHIR*"), discharges);
+  EXPECT_EQ(Inbox("RH8", "RH8HC001", "?workflow_filter=!*FHIR*"), referrals);
+  EXPECT_EQ(Call("GET", "/messageexchange/RH8HC001/inbox?workflow_filter=*X", "RH8", "RH8HC001").status, 400);
+  EXPECT_EQ(Call("GET", "/messageexchange/RH8HC001/inbox?max_results=9", "RH8", "RH8HC001").status, 400);
+  EXPECT_EQ(Call("GET", "/messageexchange/RH8HC001/inbox?continue_from=somebody-elses-cursor-0000", "RH8", "RH8HC001")
+                .status,
+            400);
+}
+
+TEST_F(MeshApiTest, SendHeadersAndBodiesAreCheckedWithMeshErrorCodes) {
+  auto refused = [&](const Reply& r, const std::string& code, const std::string& reason) {
+    EXPECT_EQ(r.status, 417) << r.body;
+    EXPECT_EQ(r.code(), code) << r.body;
+    EXPECT_EQ(r.reason(), reason) << r.body;
+  };
+  refused(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{}", {"mex-subject: Discharge for 943 476 5919"}), "06",
+          "MESH_HEADER_PERSONAL_DATA");
+  refused(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{}", {"mex-localid: DOB 01/03/1947"}), "06",
+          "MESH_HEADER_PERSONAL_DATA");
+  refused(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{}", {"mex-subject: " + std::string(501, 'a')}), "06",
+          "MESH_HEADER_MALFORMED");
+  refused(SendFromTrust("https://x.example", "TOC_FHIR_IP_DISCH"), "06", "MESH_HEADER_MALFORMED");
+  refused(SendFromTrust("ZZZHC001", "TOC_FHIR_IP_DISCH"), "12", "MESH_MAILBOX_UNKNOWN");
+  refused(SendFromTrust("503HC001", "UNHEARD_OF"), "17", "MESH_WORKFLOW_UNKNOWN");
+  refused(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", ""), "02", "PAYLOAD_EMPTY");
+  refused(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{}", {"mex-chunk-range: 1:3"}), "06", "MESH_REQUEST_INVALID");
+  refused(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "not gzip", {"content-encoding: gzip"}), "06",
+          "PAYLOAD_MALFORMED");
+  Reply no_to = Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001", {"mex-workflowid: REFERRAL"}, "{}");
+  refused(no_to, "08", "RECIPIENT_INVALID");
+  // Nothing refused reached a mailbox.
+  EXPECT_THAT(Inbox("503", "503HC001"), IsEmpty());
+}
+
+TEST_F(MeshApiTest, EveryMessageIsDecidedByTheAgreementsAndAudited) {
+  // No agreement covers CARE_ASSESSMENT: MESH's error 16 with carebroker's reason.
+  Reply denied = SendFromTrust("RH8HC001", "NOT_AGREED");
+  EXPECT_EQ(denied.status, 417);
+  EXPECT_EQ(denied.code(), "16");
+  EXPECT_EQ(denied.reason(), "NO_AGREEMENT");
+  // An HL7 v2 discharge is read, decided, minimised and rendered: the
+  // council receives the released fields only, never the message as sent.
+  std::ifstream in(SourcePath("adapters/testdata/hl7v2/adt_a01.hl7"), std::ios::binary);
+  const std::string hl7((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(hl7.empty());
+  Reply sent = Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001",
+                    {"mex-to: 503HC001", "mex-workflowid: TOC_FHIR_IP_DISCH", "mex-content-type: application/hl7-v2"},
+                    hl7);
+  const std::string id = SentId(sent);
+  Reply got = Call("GET", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001");
+  ASSERT_EQ(got.status, 200);
+  EXPECT_NE(got.body, hl7);
+  EXPECT_THAT(got.body, HasSubstr("9990000018"));
+  EXPECT_THAT(got.body, ::testing::Not(HasSubstr("JONES")));  // the attending doctor is not released
+  AuditRun q = AuditCli(*broker_, "ig-officer", {"--format", "json", "query"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  std::vector<std::string> events;
+  for (const auto& row : Json::parse(q.out)) {
+    const std::string e = row.at("event");
+    if (e != "agreements-loaded" && e != "audit-query") events.push_back(e);
+  }
+  EXPECT_THAT(events, ElementsAre("send-denied", "send-accepted", "delivered"));
+}
+
+TEST_F(MeshApiTest, AnExpiredMessageReachesItsSenderAsAMeshReport) {
+  const std::string id = SentId(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{}", {"mex-localid: LOCAL-9"}));
+  clock_->Advance(absl::Hours(24 * 5) + absl::Minutes(1));
+  auto swept = broker_->SweepNow();
+  ASSERT_TRUE(swept.ok()) << swept.status();
+  EXPECT_EQ(swept->reports, 1);
+  EXPECT_EQ(Call("GET", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001").status, 410);
+  const std::vector<std::string> reports = Inbox("RR8", "RR8HC001");
+  ASSERT_THAT(reports, SizeIs(1));
+  Reply report = Call("GET", "/messageexchange/RR8HC001/inbox/" + reports[0], "RR8", "RR8HC001");
+  EXPECT_EQ(report.status, 200);
+  EXPECT_EQ(report.header("mex-messagetype"), "REPORT");
+  EXPECT_EQ(report.header("mex-linkedmsgid"), id);
+  EXPECT_EQ(report.header("mex-localid"), "LOCAL-9");
+  EXPECT_EQ(report.header("mex-workflowid"), "TOC_FHIR_IP_DISCH");
+  EXPECT_EQ(report.header("mex-statuscode"), "14");
+  EXPECT_EQ(report.header("mex-statussuccess"), "ERROR");
+  EXPECT_EQ(report.body, "");
+  Reply track = Call("GET", "/messageexchange/RR8HC001/outbox/tracking?messageID=" + id, "RR8", "RR8HC001");
+  EXPECT_EQ(track.json().value("status", ""), "undeliverable");
+  EXPECT_EQ(track.json().value("status_code", ""), "14");
+  EXPECT_EQ(Call("PUT", "/messageexchange/RR8HC001/inbox/" + reports[0] + "/status/acknowledged", "RR8", "RR8HC001")
+                .status,
+            200);
+  EXPECT_THAT(Inbox("RR8", "RR8HC001"), IsEmpty());
+}
+
+TEST_F(MeshApiTest, EndpointLookupAndWorkflowSearchFromTheMailboxRegistry) {
+  Reply lookup = Call("GET", "/messageexchange/endpointlookup/503/TOC_FHIR_IP_DISCH", "RR8", "RR8HC001");
+  ASSERT_EQ(lookup.status, 200) << lookup.body;
+  EXPECT_EQ(lookup.json()["results"],
+            Json::parse(R"([{"mailbox_id":"503HC001","mailbox_name":"Council social care"}])"));
+  Reply v1 = Call("GET", "/messageexchange/endpointlookup/503/REFERRAL", "RR8", "RR8HC001", {}, "", "application/json");
+  EXPECT_EQ(v1.json()["results"][0].value("address", ""), "503HC002");
+  EXPECT_EQ(v1.json()["results"][0].value("endpoint_type", ""), "MESH");
+  EXPECT_THAT(Call("GET", "/messageexchange/endpointlookup/503/UNHEARD_OF", "RR8", "RR8HC001").json()["results"],
+              IsEmpty());
+  Reply search = Call("GET", "/messageexchange/workflowsearch/REFERRAL", "RR8", "RR8HC001");
+  std::vector<std::string> ids;
+  const Json found = search.json();
+  for (const auto& r : found["results"]) ids.push_back(r.value("mailbox_id", ""));
+  EXPECT_THAT(ids, UnorderedElementsAre("RR8HC001", "503HC002", "RH8HC001")) << search.body;
+  // The lookups are authenticated too: the token's mailbox must be the certificate's.
+  EXPECT_EQ(Call("GET", "/messageexchange/workflowsearch/REFERRAL", "RR8", "RH8HC001").status, 403);
+}
+
+}  // namespace
+}  // namespace carebroker::testing
