@@ -233,6 +233,13 @@ absl::StatusOr<std::shared_ptr<ssl::context>> HttpServer::Impl::MakeContext(cons
   }
   SSL_CTX_set_verify(ctx->native_handle(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   SSL_CTX_set_cert_verify_callback(ctx->native_handle(), &VerifyClient, this);
+  // No session resumption: every connection presents its certificate and
+  // the gate decides it then (a revocation takes effect at the next
+  // connection), and a resumed session would reach a handler with no
+  // certificate to name the caller.
+  SSL_CTX_set_session_cache_mode(ctx->native_handle(), SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_options(ctx->native_handle(), SSL_OP_NO_TICKET);
+  SSL_CTX_set_num_tickets(ctx->native_handle(), 0);
   return ctx;
 }
 
