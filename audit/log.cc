@@ -12,21 +12,8 @@
 #include "core/status.h"
 #include "core/reasons.h"
 #include "broker/store/store_sync.h"
-#include "google/protobuf/io/coded_stream.h"
-#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 
 namespace carebroker::audit {
-
-std::string Canonical(const google::protobuf::Message& m) {
-  std::string out;
-  {
-    google::protobuf::io::StringOutputStream zero(&out);
-    google::protobuf::io::CodedOutputStream coded(&zero);
-    coded.SetSerializationDeterministic(true);
-    m.SerializeToCodedStream(&coded);
-  }
-  return out;
-}
 
 EntryMaker::EntryMaker(std::string subject_key) {
   // The key is set once; each Subject() copies this context (OpenSSL 3's

@@ -12,6 +12,8 @@
 // its own latest signed tree head.
 #pragma once
 
+#include "core/canonical.h"
+
 #include <memory>
 #include <string>
 
@@ -44,8 +46,8 @@ class EntryMaker final : public AuditRecorder {
   std::shared_ptr<EVP_MAC_CTX> hmac_;  // keyed; copied for each MAC
 };
 
-// Deterministic serialisation of an entry or a filter.
-std::string Canonical(const google::protobuf::Message& m);
+// Deterministic serialisation of an entry or a filter (core/canonical.h).
+using ::carebroker::Canonical;
 
 // What the audit log needs from the broker's config (audit: section).
 struct AuditOptions {

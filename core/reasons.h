@@ -115,6 +115,9 @@ inline constexpr char kStoreCorrupt[] = "STORE_CORRUPT";
 inline constexpr char kStoreSchemaNewer[] = "STORE_SCHEMA_NEWER";
 inline constexpr char kStorePoolInvalid[] = "STORE_POOL_INVALID";
 inline constexpr char kMessageNotFound[] = "MESSAGE_NOT_FOUND";
+// Chunked messages (MESH): a chunk after the last, or out of range or order.
+inline constexpr char kChunksComplete[] = "CHUNKS_COMPLETE";
+inline constexpr char kChunkRangeInvalid[] = "CHUNK_RANGE_INVALID";
 inline constexpr char kIdempotencyKeyReused[] = "IDEMPOTENCY_KEY_REUSED";
 inline constexpr char kAuditUnavailable[] = "AUDIT_UNAVAILABLE";
 inline constexpr char kAuditLogDamaged[] = "AUDIT_LOG_DAMAGED";

@@ -24,6 +24,23 @@ Sha256Digest Sha256Parts(std::initializer_list<absl::string_view> parts) {
   return h;
 }
 
+Sha256Stream::Sha256Stream() : ctx_(EVP_MD_CTX_new()) {
+  if (ctx_ == nullptr || EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr) != 1) std::abort();  // out of memory
+}
+
+Sha256Stream::~Sha256Stream() { EVP_MD_CTX_free(ctx_); }
+
+void Sha256Stream::Update(absl::string_view data) {
+  if (EVP_DigestUpdate(ctx_, data.data(), data.size()) != 1) std::abort();
+}
+
+std::string Sha256Stream::Finish() {
+  std::string out(32, '\0');
+  unsigned int n = 0;
+  if (EVP_DigestFinal_ex(ctx_, reinterpret_cast<unsigned char*>(out.data()), &n) != 1 || n != 32) std::abort();
+  return out;
+}
+
 std::string Sha256(absl::string_view data) {
   const Sha256Digest h = Sha256Of(data);
   return std::string(reinterpret_cast<const char*>(h.data()), h.size());

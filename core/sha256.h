@@ -11,6 +11,8 @@
 
 #include "absl/strings/string_view.h"
 
+typedef struct evp_md_ctx_st EVP_MD_CTX;
+
 namespace carebroker {
 
 using Sha256Digest = std::array<uint8_t, 32>;
@@ -21,6 +23,21 @@ inline Sha256Digest Sha256Of(absl::string_view data) { return Sha256Parts({data}
 
 // SHA-256 of `data` as 32 raw bytes.
 std::string Sha256(absl::string_view data);
+
+// SHA-256 of data given in pieces (a chunked message's chunks, one at a
+// time): Update, then Finish once (32 raw bytes).
+class Sha256Stream {
+ public:
+  Sha256Stream();
+  ~Sha256Stream();
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  void Update(absl::string_view data);
+  std::string Finish();
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
 
 // Lower-case hex HMAC-SHA256 of `data` under `key` (pseudonyms, MESH tokens).
 std::string HmacSha256Hex(absl::string_view key, absl::string_view data);

@@ -74,12 +74,12 @@ absl::StatusOr<OrgCode> RecipientOf(const Config& config, const v1::SendRequest&
 
 absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
                                const policy::ConsentBook& consent, const audit::EntryMaker& entries,
-                               const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial) {
-  const auto& limits = config.proto().limits();
-  if (req.payload().size() > limits.max_message_bytes()) {
+                               const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial,
+                               uint64_t max_bytes) {
+  const uint64_t limit = max_bytes != 0 ? max_bytes : config.proto().limits().max_message_bytes();
+  if (req.payload().size() > limit) {
     return Error(absl::StatusCode::kResourceExhausted, reason::kMessageTooLarge,
-                 absl::StrCat("payload is ", req.payload().size(), " bytes; the limit is ",
-                              limits.max_message_bytes()));
+                 absl::StrCat("payload is ", req.payload().size(), " bytes; the limit is ", limit));
   }
   if (!IsWorkflowShape(req.workflow()) || req.workflow() == kNdrWorkflow) {
     return InvalidArgument(reason::kWorkflowInvalid,

@@ -55,10 +55,13 @@ struct Admitted {
 //
 // The admitted message carries its SEND_ACCEPTED audit entry (made with
 // `entries`). A policy denial fills `*denial` with its SEND_DENIED entry,
-// which the caller must make durable before answering.
+// which the caller must make durable before answering. `max_bytes` bounds
+// the payload (0: limits.max_message_bytes; a chunk of a chunked message is
+// bounded by mesh.max_request_bytes instead).
 absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
                                const policy::ConsentBook& consent, const audit::EntryMaker& entries,
-                               const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial);
+                               const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial,
+                               uint64_t max_bytes = 0);
 
 // Fills the decision fields of a receipt.
 void FillReceipt(const Admitted& a, v1::SendReceipt* out);

@@ -33,7 +33,7 @@ absl::Status ExecutorFull() {
 }  // namespace
 
 void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
-                        const std::shared_ptr<Executor::Serial>& serial, std::string meta) {
+                        const std::shared_ptr<Executor::Serial>& serial, SendOptions options) {
   // Every answer is counted: refusals by reason, receipts by their latency.
   // At log level debug, a line each: ids, codes and the reason only.
   Done done = [this, sender, start = std::chrono::steady_clock::now(),
@@ -63,20 +63,21 @@ void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
   // A payload over the size limit is refused by intake before any parsing;
   // it holds no budget meanwhile.
   const uint64_t in = req.payload().size();
-  const uint64_t held = in <= config_.proto().limits().max_message_bytes() ? in : 0;
+  const uint64_t limit = options.max_bytes != 0 ? options.max_bytes : config_.proto().limits().max_message_bytes();
+  const uint64_t held = in <= limit ? in : 0;
   if (!budget_.TryAcquire(held)) return std::move(done)(BudgetExhausted());
   // The request and the callback live in `work`, shared with the task: a
   // refused task is dropped unrun, and the callback is then answered here.
   struct Work {
     OrgCode sender;
     v1::SendRequest req;
-    std::string meta;
+    SendOptions options;
     std::optional<Done> done;
   };
-  auto work = std::make_shared<Work>(Work{sender, std::move(req), std::move(meta), std::move(done)});
+  auto work = std::make_shared<Work>(Work{sender, std::move(req), std::move(options), std::move(done)});
   const bool queued = executor_.TrySubmit(
       [this, held, work] {
-        Intake(work->sender, std::move(work->req), std::move(work->meta), held, *std::move(work->done));
+        Intake(work->sender, std::move(work->req), std::move(work->options), held, *std::move(work->done));
       },
       serial);
   if (!queued) {
@@ -85,13 +86,14 @@ void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
   }
 }
 
-void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, std::string meta, uint64_t held, Done done) {
+void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, SendOptions options, uint64_t held,
+                          Done done) {
   AuditRecord denial;
   // One snapshot of what is in force decides the whole message, across a
   // reload.
   const std::shared_ptr<const PolicyGate::InForce> in_force = policy_.in_force();
   absl::StatusOr<Admitted> admitted = Admit(*in_force->config, *in_force->policy, policy_.consent(), audit_.entries(),
-                                            sender, std::move(req), clock_.Now(), &denial);
+                                            sender, std::move(req), clock_.Now(), &denial, options.max_bytes);
   if (!admitted.ok()) {
     budget_.Release(held);
     if (denial.empty()) return std::move(done)(admitted.status());
@@ -114,26 +116,31 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, std::strin
   v1::SendReceipt receipt;
   FillReceipt(*admitted, &receipt);
   NewMessage m = std::move(admitted->message);
-  m.meta = std::move(meta);
+  m.meta = std::move(options.meta);
+  m.chunks = options.chunks;
   const OrgCode recipient = m.recipient;
   std::string workflow = m.workflow;
   // A Receive stream of the recipient that can take the message now gets
   // it stored already claimed by that stream and handed over after the
-  // commit, with no claim query and no second trip through the store.
-  Subscriber* direct = mailboxes_.ReserveDirect(recipient, &m.claim_token);
+  // commit, with no claim query and no second trip through the store. (Not
+  // the first chunk of a chunked message: it is delivered once complete.)
+  Subscriber* direct = m.chunks > 1 ? nullptr : mailboxes_.ReserveDirect(recipient, &m.claim_token);
   std::optional<StoredDelivery> delivery;
   if (direct != nullptr) {
     m.visible_until = m.accepted_at + config_.visibility_timeout();
     delivery.emplace(StoredDelivery{m.id, m.sender, m.workflow, m.purpose, m.content_type, m.local_reference, m.kind,
                                     m.payload, m.accepted_at, 1, m.subject, m.consent_check});
   }
+  const bool chunked = m.chunks > 1;
   std::vector<NewMessage> batch;
   batch.push_back(std::move(m));
-  store_.Append(std::move(batch), [this, recipient, direct, out, workflow = std::move(workflow),
+  store_.Append(std::move(batch), [this, recipient, direct, chunked, out, workflow = std::move(workflow),
                                    delivery = std::move(delivery),
                                    receipt = std::move(receipt), done = std::move(done)](auto r) mutable {
     absl::StatusOr<AppendReceipt> one = r.ok() ? std::move((*r)[0]) : absl::StatusOr<AppendReceipt>(r.status());
-    if (direct == nullptr) {
+    if (chunked) {
+      // Not claimable until its last chunk: no stream waits on it.
+    } else if (direct == nullptr) {
       mailboxes_.EndStoredSend(recipient);
     } else if (one.ok() && !one->duplicate) {
       delivery->seq = one->seq;

@@ -38,6 +38,18 @@ namespace audit {
 class AuditLog;
 }
 
+// What a front door may add to a send beyond the SendRequest.
+struct SendOptions {
+  // Stored with the message and handed to its recipient unchanged (the
+  // MESH front door's pass-through headers; NewMessage::meta).
+  std::string meta;
+  // More than 1: the payload is the first of this many chunks (MESH); the
+  // message waits, invisible, for the rest (Store::AppendChunk).
+  uint32_t chunks = 1;
+  // The payload's limit; 0: limits.max_message_bytes.
+  uint64_t max_bytes = 0;
+};
+
 class SendPipeline {
  public:
   // Called exactly once, on the caller's thread (steps 1 to 3), an intake
@@ -62,17 +74,15 @@ class SendPipeline {
   SendPipeline& operator=(const SendPipeline&) = delete;
 
   // Sends `req` from `sender` (a registered agency). Sends given the same
-  // `serial` are taken in and reach the store in the order given. `meta`
-  // is stored with the message and handed to its recipient unchanged (the
-  // MESH front door's pass-through headers; NewMessage::meta).
+  // `serial` are taken in and reach the store in the order given.
   void Send(const OrgCode& sender, v1::SendRequest req, Done done,
-            const std::shared_ptr<Executor::Serial>& serial = nullptr, std::string meta = {});
+            const std::shared_ptr<Executor::Serial>& serial = nullptr, SendOptions options = {});
 
   // A serial queue for one caller's sends (a stream's).
   std::shared_ptr<Executor::Serial> NewSerial() const { return executor_.NewSerial(); }
 
  private:
-  void Intake(const OrgCode& sender, v1::SendRequest req, std::string meta, uint64_t held, Done done);
+  void Intake(const OrgCode& sender, v1::SendRequest req, SendOptions options, uint64_t held, Done done);
 
   const Config& config_;
   Store& store_;

@@ -20,6 +20,7 @@
 #include "broker/exchange/exchange_metrics.h"
 #include "broker/exchange/policy_gate.h"
 #include "broker/exchange/send_pipeline.h"
+#include "adapters/formats.h"
 #include "broker/mesh/auth.h"
 #include "broker/mesh/headers.h"
 #include "broker/server/identity.h"
@@ -196,6 +197,33 @@ absl::StatusOr<std::string> Gunzip(absl::string_view in, uint64_t limit) {
   inflateEnd(&z);
   if (rc != Z_STREAM_END) return InvalidArgument(reason::kPayloadMalformed, "the gzip body is truncated");
   return out;
+}
+
+// mex-chunk-range "n:N": chunk n of N, 1 <= n <= N <= kMaxChunks.
+constexpr uint32_t kMaxChunks = 10000;
+absl::StatusOr<std::pair<uint32_t, uint32_t>> ParseChunkRange(absl::string_view s) {
+  std::pair<absl::string_view, absl::string_view> parts = absl::StrSplit(s, absl::MaxSplits(':', 1));
+  uint32_t n = 0, total = 0;
+  if (!absl::SimpleAtoi(parts.first, &n) || !absl::SimpleAtoi(parts.second, &total) || n < 1 || n > total ||
+      total > kMaxChunks) {
+    return InvalidArgument(reason::kChunkRangeInvalid, "mex-chunk-range is n:N with 1 <= n <= N <= 10000");
+  }
+  return std::make_pair(n, total);
+}
+
+// A request's body, decompressed when Content-Encoding says gzip, at most
+// `limit` bytes.
+absl::StatusOr<std::string> Body(HttpRequest& r, uint64_t limit) {
+  const absl::string_view encoding = r.Header("content-encoding");
+  if (encoding.empty() || encoding == "identity") {
+    if (r.body.size() > limit) {
+      return Error(absl::StatusCode::kResourceExhausted, reason::kMessageTooLarge,
+                   absl::StrCat("the body is larger than ", limit, " bytes"));
+    }
+    return std::move(r.body);
+  }
+  if (absl::EqualsIgnoreCase(encoding, "gzip")) return Gunzip(r.body, limit);
+  return InvalidArgument(reason::kMeshRequestInvalid, "Content-Encoding must be gzip, or none");
 }
 
 }  // namespace
@@ -388,12 +416,7 @@ void MeshService::Authorised(std::shared_ptr<Call> call) {
                                       "tracking by local id is deprecated in MESH and not served: use "
                                       "/outbox/tracking?messageID="));
   }
-  if (n == 4 && is(1, "outbox") && m == "POST") {
-    return call->Fail(417, "SEND", "06",
-                      InvalidArgument(reason::kMeshRequestInvalid,
-                                      "chunked messages are not accepted yet: send the message whole (up to "
-                                      "limits.max_message_bytes)"));
-  }
+  if (n == 4 && is(1, "outbox") && m == "POST") return UploadChunk(call, p[2], p[3]);
   call->Fail(404, "REQUEST", "20", absl::NotFoundError(absl::StrCat("no MESH operation is ", m, " on this path")));
 }
 
@@ -489,8 +512,8 @@ void MeshService::ListInbox(std::shared_ptr<Call> call, bool count_only) {
 
 void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, int chunk, bool head) {
   // A look first (HEAD's answer): is it this mailbox's, and can it go?
-  d_.store.Fetch(FetchRequest{call->who.org, MessageId(id), call->now, false}, [this, call, id, chunk, head](
-                                                                                  absl::StatusOr<Fetched> look) {
+  d_.store.Fetch(FetchRequest{call->who.org, MessageId(id), call->now, false, false},
+                 [this, call, id, chunk, head](absl::StatusOr<Fetched> look) {
     if (!look.ok()) {
       if (look.status().code() == absl::StatusCode::kNotFound) {
         return call->Fail(404, "RECEIVE", "20", look.status(), id);
@@ -504,9 +527,12 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
                         Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in this mailbox"),
                         id);
     }
-    if (chunk != 1) {
+    const uint32_t total = look->delivery.chunks;
+    if (static_cast<uint32_t>(chunk) > total) {
       return call->Fail(404, "RECEIVE", "20",
-                        Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the message has one chunk"), id);
+                        Error(absl::StatusCode::kNotFound, reason::kMessageNotFound,
+                              absl::StrCat("the message has ", total, total == 1 ? " chunk" : " chunks")),
+                        id);
     }
     if (!mailbox::Fetchable(look->status)) {
       return call->Fail(410, "RECEIVE", "20",
@@ -515,11 +541,12 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
                                                                         look->status).substr(15)))),
                         id);
     }
-    auto respond = [call, id](const StoredDelivery& d, int status_code) {
+    // The first chunk of several is 206, as is every chunk but the last.
+    auto respond = [call, id, chunk, total](const StoredDelivery& d) {
       const Config& cfg = *call->config;
       const Json m = ParseMeta(d.meta);
       HttpResponse r;
-      r.status = status_code;
+      r.status = static_cast<uint32_t>(chunk) < total ? 206 : 200;
       r.content_type = d.content_type.empty() ? "application/octet-stream" : d.content_type;
       auto add = [&](const char* name, std::string value) {
         if (!value.empty()) r.headers.emplace_back(name, std::move(value));
@@ -528,8 +555,8 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
       add("mex-to", MetaValue(m, "mex-to").empty() ? call->mailbox->id() : MetaValue(m, "mex-to"));
       add("mex-version", "1.0");
       add("mex-addresstype", "ALL");
-      add("mex-total-chunks", "1");
-      add("mex-chunk-range", "1:1");
+      add("mex-total-chunks", absl::StrCat(total));
+      add("mex-chunk-range", absl::StrCat(chunk, ":", total));
       add("etag", id);
       add("last-modified", absl::FormatTime("%a, %d %b %Y %H:%M:%S GMT", d.accepted_at, absl::UTCTimeZone()));
       if (d.kind == v1::MESSAGE_KIND_NON_DELIVERY_REPORT) {
@@ -572,9 +599,13 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
       r.body = d.payload;
       call->Answer(std::move(r));
     };
-    if (head) return respond(look->delivery, 200);
-    d_.store.Fetch(FetchRequest{call->who.org, MessageId(id), call->now, true},
-                   [this, call, id, respond](absl::StatusOr<Fetched> got) {
+    const bool report = look->delivery.kind == v1::MESSAGE_KIND_NON_DELIVERY_REPORT;
+    if (head && !report) return respond(look->delivery);
+    // A download counts and audits a delivery at its first chunk; a HEAD of
+    // a report reads the (small) report to describe it.
+    const bool first = chunk == 1 && !head;
+    d_.store.Fetch(FetchRequest{call->who.org, MessageId(id), call->now, first, true, static_cast<uint32_t>(chunk)},
+                   [this, call, id, respond, first](absl::StatusOr<Fetched> got) {
       if (!got.ok()) return call->Fail(503, "RECEIVE", "503", got.status(), id);
       if (!mailbox::Fetchable(got->status)) {
         return call->Fail(410, "RECEIVE", "20",
@@ -582,9 +613,10 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
                           id);
       }
       const StoredDelivery& d = got->delivery;
+      if (!first) return respond(d);
       // The consent re-check at delivery, as a Receive stream makes it.
       const absl::string_view reason = d_.policy.CheckAtDelivery(d, call->who.org);
-      if (reason.empty()) return respond(d, 200);
+      if (reason.empty()) return respond(d);
       d_.metrics.withheld.With({d.workflow, std::string(reason)}).Inc();
       Log(LogLevel::kDebug, "message.withheld")
           .Str("message_id", id)
@@ -603,7 +635,7 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
 }
 
 void MeshService::Acknowledge(std::shared_ptr<Call> call, const std::string& id) {
-  d_.store.Fetch(FetchRequest{call->who.org, MessageId(id), call->now, false},
+  d_.store.Fetch(FetchRequest{call->who.org, MessageId(id), call->now, false, false},
                  [this, call, id](absl::StatusOr<Fetched> look) {
     if (!look.ok()) {
       const int status = look.status().code() == absl::StatusCode::kNotFound ? 404 : 503;
@@ -662,25 +694,30 @@ void MeshService::Send(std::shared_ptr<Call> call) {
                       Error(absl::StatusCode::kPermissionDenied, reason::kMeshWorkflowUnknown,
                             "the workflow id is not registered with this broker (mesh.workflows)"));
   }
-  const absl::string_view range = r.Header("mex-chunk-range");
-  if (!range.empty() && range != "1:1") {
-    return call->Fail(417, "SEND", "06",
-                      InvalidArgument(reason::kMeshRequestInvalid,
-                                      "chunked messages are not accepted yet: send the message whole (up to "
-                                      "limits.max_message_bytes)"));
+  uint32_t chunks = 1;
+  if (const absl::string_view range = r.Header("mex-chunk-range"); !range.empty()) {
+    auto parsed = ParseChunkRange(range);
+    if (!parsed.ok() || parsed->first != 1) {
+      return call->Fail(417, "SEND", "06",
+                        InvalidArgument(reason::kChunkRangeInvalid, "mex-chunk-range on a send is 1:N (N chunks, 1 to 10000)"));
+    }
+    chunks = parsed->second;
   }
-  const absl::string_view encoding = r.Header("content-encoding");
-  std::string payload;
-  if (encoding.empty() || encoding == "identity") {
-    payload = std::move(call->req.body);
-  } else if (absl::EqualsIgnoreCase(encoding, "gzip")) {
-    auto inflated = Gunzip(r.body, config.proto().limits().max_message_bytes());
-    if (!inflated.ok()) return call->Fail(417, "SEND", "06", inflated.status());
-    payload = *std::move(inflated);
-  } else {
+  std::string content_type(r.Header("mex-content-type"));
+  if (content_type.empty()) content_type = std::string(r.Header("content-type"));
+  if (content_type.empty()) content_type = "application/octet-stream";
+  if (chunks > 1 && adapters::FormatByContentType(content_type).ok()) {
     return call->Fail(417, "SEND", "06",
-                      InvalidArgument(reason::kMeshRequestInvalid, "Content-Encoding must be gzip, or none"));
+                      InvalidArgument(reason::kChunkRangeInvalid,
+                                      "a care record (HL7 v2, FHIR, council JSON, CLD) is decided as a whole: send it "
+                                      "in one request; chunked messages carry documents and files"));
   }
+  // A whole message is bounded by limits.max_message_bytes, a chunk by the
+  // request limit (MESH's 100 MB), decompressed.
+  const uint64_t limit =
+      chunks > 1 ? config.proto().mesh().max_request_bytes() : config.proto().limits().max_message_bytes();
+  auto payload = Body(call->req, limit);
+  if (!payload.ok()) return call->Fail(417, "SEND", "06", payload.status());
   Json meta{{"mex-from", call->mailbox->id()}, {"mex-to", recipient->id()}, {"mex-workflowid", workflow_id}};
   for (absl::string_view h : kPassThrough) {
     if (absl::string_view v = r.Header(h); !v.empty()) meta[std::string(h)] = std::string(v);
@@ -689,12 +726,9 @@ void MeshService::Send(std::shared_ptr<Call> call) {
   req.set_recipient(recipient->organisation());
   req.set_workflow(workflow->workflow());
   req.set_purpose(workflow->purpose());
-  std::string content_type(r.Header("mex-content-type"));
-  if (content_type.empty()) content_type = std::string(r.Header("content-type"));
-  if (content_type.empty()) content_type = "application/octet-stream";
   req.set_content_type(content_type);
   req.set_local_reference(std::string(r.Header("mex-localid")));
-  req.set_payload(std::move(payload));
+  req.set_payload(*std::move(payload));
   d_.sends.Send(
       call->who.org, std::move(req),
       [call](absl::StatusOr<v1::SendReceipt> receipt) {
@@ -715,7 +749,38 @@ void MeshService::Send(std::shared_ptr<Call> call) {
           default: return call->Fail(500, "SEND", "500", s);
         }
       },
-      nullptr, meta.dump());
+      nullptr, SendOptions{meta.dump(), chunks, chunks > 1 ? limit : 0});
+}
+
+void MeshService::UploadChunk(std::shared_ptr<Call> call, const std::string& id, const std::string& number) {
+  const HttpRequest& r = call->req;
+  uint32_t n = 0;
+  auto range = ParseChunkRange(r.Header("mex-chunk-range"));
+  if (!absl::SimpleAtoi(number, &n) || !range.ok() || range->first != n || n < 2) {
+    return call->Fail(417, "SEND", "06",
+                      InvalidArgument(reason::kChunkRangeInvalid,
+                                      "a chunk is posted to /outbox/{message_id}/{n} with mex-chunk-range n:N, n 2 or more"),
+                      id);
+  }
+  if (r.body.empty()) {
+    return call->Fail(417, "COLLECT", "02", InvalidArgument(reason::kPayloadEmpty, "the chunk is empty"), id);
+  }
+  auto data = Body(call->req, call->config->proto().mesh().max_request_bytes());
+  if (!data.ok()) return call->Fail(417, "SEND", "06", data.status(), id);
+  d_.store.AppendChunk(ChunkUpload{call->who.org, MessageId(id), n, range->second, *std::move(data), call->now},
+                       [call, id, n](absl::StatusOr<ChunkStored> stored) {
+    if (!stored.ok()) {
+      const absl::Status& s = stored.status();
+      switch (s.code()) {
+        case absl::StatusCode::kNotFound: return call->Fail(404, "SEND", "20", s, id);
+        case absl::StatusCode::kFailedPrecondition: return call->Fail(423, "SEND", "06", s, id);
+        case absl::StatusCode::kInvalidArgument: return call->Fail(417, "SEND", "06", s, id);
+        default: return call->Fail(503, "SEND", "503", s, id);
+      }
+    }
+    Json body = call->version == Version::kV2 ? Json{{"message_id", id}} : Json{{"messageID", id}, {"blockID", n}};
+    call->Answer(JsonResponse(202, body));
+  });
 }
 
 void MeshService::Track(std::shared_ptr<Call> call) {
@@ -751,6 +816,11 @@ void MeshService::Track(std::shared_ptr<Call> call) {
         success = "ERROR";
         description = "Message not collected by recipient before it expired";
         at = t->expired_at.value_or(at);
+        break;
+      case v1::MESSAGE_STATUS_UPLOADING:
+        status = "uploading";
+        event = "UPLOAD";
+        description = "Chunks are still being uploaded";
         break;
       case v1::MESSAGE_STATUS_WITHHELD:
         status = "undeliverable";

@@ -73,6 +73,7 @@ class MeshService {
   void Download(std::shared_ptr<Call> call, const std::string& id, int chunk, bool head);
   void Acknowledge(std::shared_ptr<Call> call, const std::string& id);
   void Send(std::shared_ptr<Call> call);
+  void UploadChunk(std::shared_ptr<Call> call, const std::string& id, const std::string& number);
   void Track(std::shared_ptr<Call> call);
   void EndpointLookup(std::shared_ptr<Call> call, const std::string& ods, const std::string& workflow);
   void WorkflowSearch(std::shared_ptr<Call> call, const std::string& workflow);

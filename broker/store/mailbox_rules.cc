@@ -1,5 +1,7 @@
 #include "broker/store/mailbox_rules.h"
 
+#include "absl/strings/str_cat.h"
+#include "core/canonical.h"
 #include "core/reasons.h"
 #include "core/status.h"
 
@@ -12,6 +14,7 @@ absl::StatusOr<v1::MessageStatus> StatusOf(int64_t state) {
     case kAcknowledged: return v1::MESSAGE_STATUS_ACKNOWLEDGED;
     case kExpired: return v1::MESSAGE_STATUS_EXPIRED;
     case kWithheld: return v1::MESSAGE_STATUS_WITHHELD;
+    case kUploading: return v1::MESSAGE_STATUS_UPLOADING;
     default: return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "unknown message state");
   }
 }
@@ -33,14 +36,47 @@ v1::MessageStatus FetchStatus(int64_t state, absl::Time expires_at, absl::Time n
       return state == kAccepted ? v1::MESSAGE_STATUS_ACCEPTED : v1::MESSAGE_STATUS_DELIVERED;
     case kAcknowledged: return v1::MESSAGE_STATUS_ACKNOWLEDGED;
     case kExpired: return v1::MESSAGE_STATUS_EXPIRED;
+    case kUploading: return v1::MESSAGE_STATUS_UPLOADING;
     default: return v1::MESSAGE_STATUS_WITHHELD;
   }
+}
+
+std::string PackPendingAudit(const AuditRecord& r) { return absl::StrCat(r.subject, "\n", r.entry); }
+
+absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::string_view digest, absl::Time now) {
+  const size_t nl = packed.find('\n');
+  v1::AuditEntry e;
+  if (nl == absl::string_view::npos || !e.ParseFromArray(packed.data() + nl + 1, static_cast<int>(packed.size() - nl - 1))) {
+    return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "a chunked message's held audit entry cannot be read");
+  }
+  e.set_payload_digest(std::string(digest));
+  AuditRecord r;
+  r.subject = std::string(packed.substr(0, nl));
+  r.at = now;
+  r.entry = Canonical(e);
+  return r;
+}
+
+absl::Status CheckChunk(int64_t state, int64_t chunks, int64_t received, int n, int total) {
+  if (state != kUploading) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kChunksComplete,
+                 "the message is complete: no more chunks can be uploaded");
+  }
+  if (total != chunks) {
+    return InvalidArgument(reason::kChunkRangeInvalid, "the chunk range's total is not the one the first chunk announced");
+  }
+  if (n < 2 || n > total) return InvalidArgument(reason::kChunkRangeInvalid, "a chunk number is 2 to the total");
+  if (n > received + 1) {
+    return InvalidArgument(reason::kChunkRangeInvalid, "chunks are uploaded in order: an earlier chunk is missing");
+  }
+  return absl::OkStatus();
 }
 
 AckOutcome ClassifyAck(int64_t state) {
   switch (state) {
     case kExpired: return AckOutcome::kExpired;
-    case kWithheld: return AckOutcome::kNotFound;
+    case kWithheld:
+    case kUploading: return AckOutcome::kNotFound;
     case kAcknowledged: return AckOutcome::kAlreadyAcked;
     default: return AckOutcome::kAcknowledge;
   }

@@ -27,11 +27,31 @@ enum State : int {
   kAcknowledged = 3,  // acknowledged; the body is purged after retention
   kExpired = 4,       // not acknowledged before expiry; the body is deleted
   kWithheld = 5,      // withheld at delivery (consent changed); the body is deleted
+  kUploading = 6,     // a chunked message whose chunks are still arriving (invisible)
 };
 
 // The state a message is stored in: kDelivered when it is stored already
 // claimed by a Receive stream (direct delivery), else kAccepted.
-inline State InitialState(const NewMessage& m) { return m.claim_token != 0 ? kDelivered : kAccepted; }
+// kUploading for the first chunk of a chunked message.
+inline State InitialState(const NewMessage& m) {
+  return m.chunks > 1 ? kUploading : m.claim_token != 0 ? kDelivered : kAccepted;
+}
+
+// A chunked message's first chunk is stored with its SEND_ACCEPTED entry
+// held back (in the message row) until the last chunk arrives, when the
+// entry gets the digest of the whole payload and is written. These pack
+// and unpack the held entry.
+std::string PackPendingAudit(const AuditRecord& r);
+// The entry to write at completion, `digest` (32 bytes) put in its
+// payload_digest; INTERNAL STORE_CORRUPT when `packed` is not one.
+absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::string_view digest, absl::Time now);
+
+// A chunk upload against the stored message: OK when chunk `n` of `total`
+// may be stored now, given the message's `state`, its `chunks` and the
+// highest chunk stored (`received`). Re-sending a stored chunk is allowed
+// (clients retry chunk posts). FAILED_PRECONDITION CHUNKS_COMPLETE once the
+// message is complete; INVALID_ARGUMENT CHUNK_RANGE_INVALID otherwise.
+absl::Status CheckChunk(int64_t state, int64_t chunks, int64_t received, int n, int total);
 
 // Track's status for a stored state code; INTERNAL STORE_CORRUPT for a code
 // no release wrote.
@@ -58,7 +78,7 @@ enum class AckOutcome {
   kAlreadyAcked,  // acknowledged before: reported as acknowledged, no change
   kAcknowledge,   // the store acknowledges it now (and records the event)
 };
-AckOutcome ClassifyAck(int64_t state);
+AckOutcome ClassifyAck(int64_t state);  // kNotFound for an upload still in progress
 // Adds `id` to the list of `result` that `outcome` reports it in.
 void Report(AckOutcome outcome, const MessageId& id, AckResult& result);
 

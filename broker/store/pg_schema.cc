@@ -74,10 +74,14 @@ INSERT INTO audit_next (idx) VALUES (0);
 CREATE TABLE tree_heads (tree_size BIGINT PRIMARY KEY, head BYTEA NOT NULL);
 )sql",
       // 1 -> 2: transport metadata with each message (the MESH front door's
-      // pass-through headers) and single-use credentials (MESH tokens),
-      // shared by every replica.
+      // pass-through headers), chunked messages (a row per chunk) and
+      // single-use credentials (MESH tokens), shared by every replica.
       R"sql(
 ALTER TABLE messages ADD COLUMN meta BYTEA;
+ALTER TABLE messages ADD COLUMN chunks INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE messages ADD COLUMN pending_audit BYTEA;
+CREATE TABLE chunks (seq BIGINT NOT NULL, n INTEGER NOT NULL, body BYTEA NOT NULL, PRIMARY KEY (seq, n));
+CREATE INDEX messages_uploading ON messages (expires_at) WHERE state = 6;
 CREATE TABLE used_once (key BYTEA PRIMARY KEY, forget_at BIGINT NOT NULL);
 CREATE INDEX used_once_forget ON used_once (forget_at);
 )sql",

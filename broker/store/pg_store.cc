@@ -119,18 +119,20 @@ constexpr const char* kInsertMessage = R"sql(
 WITH m AS (
   INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, local_ref, kind, digest,
                         state, accepted_at, expires_at, visible_at, claim_token, deliveries, first_delivered_at,
-                        subject, consent_check, meta)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $21)
+                        subject, consent_check, meta, chunks, pending_audit)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $21, $22, $23)
   ON CONFLICT (sender, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
-  RETURNING seq)
-INSERT INTO bodies (seq, body) SELECT seq, $20::bytea FROM m RETURNING seq)sql";
+  RETURNING seq),
+whole AS (INSERT INTO bodies (seq, body) SELECT seq, $20::bytea FROM m WHERE $22 = 1),
+first AS (INSERT INTO chunks (seq, n, body) SELECT seq, 1, $20::bytea FROM m WHERE $22 > 1)
+SELECT seq FROM m)sql";
 
 constexpr const char* kFindIdem = "SELECT id, accepted_at, digest FROM messages WHERE sender = $1 AND idem_key = $2";
 
 constexpr const char* kClaim = R"sql(
 WITH pick AS (
   SELECT seq, visible_at AS was FROM messages
-  WHERE recipient = $1 AND state < 3 AND visible_at <= $2 AND expires_at > $2
+  WHERE recipient = $1 AND state < 3 AND visible_at <= $2 AND expires_at > $2 AND chunks = 1
   ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED),
 upd AS (
   UPDATE messages m SET state = 2, visible_at = $4, claim_token = $5, deliveries = m.deliveries + 1,
@@ -161,7 +163,8 @@ upd AS (
   UPDATE messages m SET state = 5, withheld_at = $3, withheld_reason = $4, claim_token = NULL, purged = true,
                         subject = NULL
   FROM old WHERE m.seq = old.seq),
-gone AS (DELETE FROM bodies b USING old WHERE b.seq = old.seq)
+gone AS (DELETE FROM bodies b USING old WHERE b.seq = old.seq),
+gone_chunks AS (DELETE FROM chunks c USING old WHERE c.seq = old.seq)
 SELECT id, sender, workflow, purpose, subject FROM old)sql";
 
 constexpr const char* kTrack =
@@ -176,12 +179,11 @@ constexpr const char* kInboxCount =
     "SELECT count(*) FROM messages WHERE recipient = $1 AND state < 3 AND expires_at > $2";
 constexpr const char* kFetch = R"sql(
 SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, subject,
-       consent_check, state, expires_at, meta FROM messages WHERE id = $1 AND recipient = $2)sql";
-constexpr const char* kFetchDeliver = R"sql(
-WITH upd AS (
-  UPDATE messages SET state = 2, deliveries = deliveries + 1, first_delivered_at = coalesce(first_delivered_at, $2)
-  WHERE seq = $1 AND state < 3 RETURNING seq, deliveries)
-SELECT upd.deliveries, b.body FROM upd LEFT JOIN bodies b ON b.seq = upd.seq)sql";
+       consent_check, state, expires_at, meta, chunks FROM messages WHERE id = $1 AND recipient = $2)sql";
+constexpr const char* kFetchDeliver =
+    "UPDATE messages SET state = 2, deliveries = deliveries + 1, first_delivered_at = coalesce(first_delivered_at, $2) "
+    "WHERE seq = $1 AND state < 3 RETURNING deliveries";
+constexpr const char* kBodyRead = "SELECT body FROM bodies WHERE seq = $1";
 constexpr const char* kUseOnce =
     "INSERT INTO used_once (key, forget_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
 constexpr const char* kForgetUsed =
@@ -192,13 +194,26 @@ constexpr const char* kExpireSelect =
     "WHERE state < 3 AND expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED";
 constexpr const char* kExpireUpdate =
     "WITH upd AS (UPDATE messages SET state = 4, expired_at = $2, claim_token = NULL, purged = true, subject = NULL "
-    "WHERE seq = ANY($1::bigint[])) DELETE FROM bodies WHERE seq = ANY($1::bigint[])";
+    "WHERE seq = ANY($1::bigint[])), b AS (DELETE FROM bodies WHERE seq = ANY($1::bigint[])) "
+    "DELETE FROM chunks WHERE seq = ANY($1::bigint[])";
 constexpr const char* kPurgeSelect =
     "SELECT seq FROM messages WHERE state = 3 AND NOT purged AND acked_at <= $1 ORDER BY acked_at LIMIT $2 "
     "FOR UPDATE SKIP LOCKED";
 constexpr const char* kPurgeUpdate =
     "WITH upd AS (UPDATE messages SET purged = true WHERE seq = ANY($1::bigint[])) "
     "DELETE FROM bodies WHERE seq = ANY($1::bigint[])";
+constexpr const char* kAbandon =
+    "WITH gone AS (UPDATE messages SET state = 4, expired_at = $1, purged = true, pending_audit = NULL "
+    "WHERE seq IN (SELECT seq FROM messages WHERE state = 6 AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) "
+    "RETURNING seq), c AS (DELETE FROM chunks WHERE seq IN (SELECT seq FROM gone)) SELECT count(*) FROM gone";
+constexpr const char* kChunkState =
+    "SELECT seq, state, chunks, pending_audit, recipient FROM messages WHERE id = $1 AND sender = $2 FOR UPDATE";
+constexpr const char* kChunkReceived = "SELECT coalesce(max(n), 0) FROM chunks WHERE seq = $1";
+constexpr const char* kChunkInsert =
+    "INSERT INTO chunks (seq, n, body) VALUES ($1, $2, $3) ON CONFLICT (seq, n) DO UPDATE SET body = EXCLUDED.body";
+constexpr const char* kChunkRead = "SELECT body FROM chunks WHERE seq = $1 AND n = $2";
+constexpr const char* kChunkComplete =
+    "UPDATE messages SET state = 1, visible_at = $2, digest = $3, pending_audit = NULL WHERE seq = $1";
 
 constexpr const char* kAuditLock = "SELECT idx FROM audit_next FOR UPDATE";
 constexpr const char* kAuditAdvance =
@@ -445,6 +460,10 @@ class PgStore final : public Store {
 
   void Fetch(FetchRequest req, StoreCallback<Fetched> done) override {
     Enqueue<Fetched>([this, req = std::move(req)](Txn& t) { return DoFetch(t, req); }, std::move(done));
+  }
+
+  void AppendChunk(ChunkUpload chunk, StoreCallback<ChunkStored> done) override {
+    Enqueue<ChunkStored>([this, c = std::move(chunk)](Txn& t) { return DoAppendChunk(t, c); }, std::move(done));
   }
 
   void UseOnce(std::string key, absl::Time forget_at, StoreCallback<bool> done) override {
@@ -785,6 +804,9 @@ class PgStore final : public Store {
   // Inserts one message: its seq, or 0 when its idempotency key is already taken.
   absl::StatusOr<int64_t> Insert(Txn& t, const NewMessage& m) const {
     const bool claimed = m.claim_token != 0;
+    if (m.chunks > 1 && claimed) {
+      return InvalidArgument(reason::kChunkRangeInvalid, "a chunked message cannot be stored already claimed");
+    }
     auto r = t.conn.ExecPrepared(
         kInsertMessage,
         {Param::Text(m.id.str()), Param::Text(m.sender.str()), Param::Text(m.recipient.str()), Param::Text(m.workflow),
@@ -794,9 +816,11 @@ class PgStore final : public Store {
          Time(claimed ? m.visible_until : m.accepted_at),
          claimed ? Param::Int(static_cast<int64_t>(m.claim_token)) : Param::Null(), Param::Int(claimed ? 1 : 0),
          claimed ? Time(m.accepted_at) : Param::Null(), TextOrNull(m.subject), Param::Int(m.consent_check),
-         Param::Bytes(m.payload), m.meta.empty() ? Param::Null() : Param::Bytes(m.meta)});
+         Param::Bytes(m.payload), m.meta.empty() ? Param::Null() : Param::Bytes(m.meta), Param::Int(m.chunks),
+         m.chunks > 1 ? Param::Bytes(mailbox::PackPendingAudit(m.audit)) : Param::Null()});
     if (!r.ok()) return Unavailable(r.status());
     if (r->rows() == 0) return 0;
+    if (m.chunks > 1) return r->Int(0, 0);  // the first chunk; its entry waits for the last
     if (!m.audit.empty()) t.audit.push_back(m.audit);
     // A message stored already claimed needs no wake-up: its stream has it.
     if (!claimed) t.arrivals.insert(m.recipient);
@@ -929,19 +953,65 @@ class PgStore final : public Store {
     if (!r->IsNull(0, 10)) d.subject = r->Str(0, 10);
     d.consent_check = static_cast<uint32_t>(r->Int(0, 11));
     if (!r->IsNull(0, 14)) d.meta = r->Bytes(0, 14);
+    d.chunks = static_cast<uint32_t>(r->Int(0, 15));
     f.status = mailbox::FetchStatus(r->Int(0, 12), FromMicros(r->Int(0, 13)), req.now);
-    if (!mailbox::Fetchable(f.status) || !req.deliver) return f;
-    auto u = t.conn.ExecPrepared(kFetchDeliver, {Param::Int(d.seq), Time(req.now)});
-    if (!u.ok()) return Unavailable(u.status());
-    if (u->rows() == 0) {  // acknowledged or withheld by another replica meanwhile
-      f.status = v1::MESSAGE_STATUS_ACKNOWLEDGED;
-      return f;
+    if (!mailbox::Fetchable(f.status)) return f;
+    if (req.body && (req.chunk < 1 || req.chunk > d.chunks)) {
+      return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the message has no such chunk");
     }
-    d.delivery_count = static_cast<uint32_t>(u->Int(0, 0));
-    if (!u->IsNull(0, 1)) d.payload = u->Bytes(0, 1);
-    f.status = v1::MESSAGE_STATUS_DELIVERED;
-    if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) RecordEvent(t, *e);
+    if (req.deliver) {
+      auto u = t.conn.ExecPrepared(kFetchDeliver, {Param::Int(d.seq), Time(req.now)});
+      if (!u.ok()) return Unavailable(u.status());
+      if (u->rows() == 0) {  // acknowledged or withheld by another replica meanwhile
+        f.status = v1::MESSAGE_STATUS_ACKNOWLEDGED;
+        return f;
+      }
+      d.delivery_count = static_cast<uint32_t>(u->Int(0, 0));
+      f.status = v1::MESSAGE_STATUS_DELIVERED;
+      if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) RecordEvent(t, *e);
+    }
+    if (req.body) {
+      auto b = d.chunks > 1 ? t.conn.ExecPrepared(kChunkRead, {Param::Int(d.seq), Param::Int(req.chunk)})
+                            : t.conn.ExecPrepared(kBodyRead, {Param::Int(d.seq)});
+      if (!b.ok()) return Unavailable(b.status());
+      if (b->rows() > 0) d.payload = b->Bytes(0, 0);
+    }
     return f;
+  }
+
+  absl::StatusOr<ChunkStored> DoAppendChunk(Txn& t, const ChunkUpload& c) const {
+    auto r = t.conn.ExecPrepared(kChunkState, {Param::Text(c.id.str()), Param::Text(c.sender.str())});
+    if (!r.ok()) return Unavailable(r.status());
+    if (r->rows() == 0) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no message you sent has this id");
+    const int64_t seq = r->Int(0, 0), chunks = r->Int(0, 2);
+    auto received = t.conn.ExecPrepared(kChunkReceived, {Param::Int(seq)});
+    if (!received.ok()) return Unavailable(received.status());
+    if (auto s = mailbox::CheckChunk(r->Int(0, 1), chunks, received->Int(0, 0), static_cast<int>(c.n),
+                                     static_cast<int>(c.total));
+        !s.ok()) {
+      return s;
+    }
+    if (auto w = t.conn.ExecPrepared(kChunkInsert, {Param::Int(seq), Param::Int(c.n), Param::Bytes(c.data)}); !w.ok()) {
+      return Unavailable(w.status());
+    }
+    ChunkStored out;
+    if (c.n != c.total) return out;
+    Sha256Stream digest;  // of the whole, a chunk at a time
+    for (int64_t n = 1; n <= chunks; ++n) {
+      auto b = t.conn.ExecPrepared(kChunkRead, {Param::Int(seq), Param::Int(n)});
+      if (!b.ok()) return Unavailable(b.status());
+      if (b->rows() > 0) digest.Update(b->Bytes(0, 0));
+    }
+    const std::string whole = digest.Finish();
+    auto entry = mailbox::CompletedAudit(r->IsNull(0, 3) ? "" : r->Bytes(0, 3), whole, c.now);
+    if (!entry.ok()) return entry.status();
+    t.audit.push_back(*std::move(entry));
+    if (auto u = t.conn.ExecPrepared(kChunkComplete, {Param::Int(seq), Time(c.now), Param::Bytes(whole)}); !u.ok()) {
+      return Unavailable(u.status());
+    }
+    t.arrivals.insert(OrgCode(r->Str(0, 4)));
+    out.complete = true;
+    return out;
   }
 
   static absl::StatusOr<TrackInfo> DoTrack(Txn& t, const OrgCode& caller, const MessageId& id) {
@@ -1017,6 +1087,9 @@ class PgStore final : public Store {
       }
     }
     out.purged = static_cast<int>(seqs.size());
+    auto abandoned = t.conn.ExecPrepared(kAbandon, {Time(req.now), Param::Int(req.max_items)});
+    if (!abandoned.ok()) return Unavailable(abandoned.status());
+    out.abandoned = static_cast<int>(abandoned->Int(0, 0));
     auto forgot = t.conn.ExecPrepared(kForgetUsed, {Time(req.now), Param::Int(req.max_items)});
     if (!forgot.ok()) return Unavailable(forgot.status());
     out.forgotten = static_cast<int>(forgot->affected());

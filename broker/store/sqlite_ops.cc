@@ -121,8 +121,8 @@ absl::Status SqliteStore::PrepareAll() {
       {&insert_msg_,
        "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
        "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
-       "first_delivered_at, subject, consent_check, meta) "
-       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1, ?11, ?12, ?11, NULL, 0, NULL, ?15, ?16, ?17)"},
+       "first_delivered_at, subject, consent_check, meta, chunks, pending_audit) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?19, ?11, ?12, ?11, NULL, 0, NULL, ?15, ?16, ?17, ?18, ?20)"},
       {&insert_claimed_,
        "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
        "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
@@ -133,11 +133,22 @@ absl::Status SqliteStore::PrepareAll() {
        "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
        "subject, consent_check FROM messages WHERE recipient = ?1 AND state < 3 AND visible_at <= ?2 AND expires_at > "
        "?2 "
-       "AND seq <= ?4 ORDER BY visible_at, seq LIMIT ?3"},
+       "AND seq <= ?4 AND chunks = 1 ORDER BY visible_at, seq LIMIT ?3"},
       {&claim_update_,
        "UPDATE messages SET state = 2, visible_at = ?2, claim_token = ?3, deliveries = deliveries + 1, "
        "first_delivered_at = coalesce(first_delivered_at, ?4) WHERE seq = ?1"},
       {&select_body_, "SELECT body FROM bodies WHERE seq = ?1"},
+      {&insert_chunk_, "INSERT OR REPLACE INTO chunks (seq, n, body) VALUES (?1, ?2, ?3)"},
+      {&select_chunk_, "SELECT body FROM chunks WHERE seq = ?1 AND n = ?2"},
+      {&delete_chunks_, "DELETE FROM chunks WHERE seq = ?1"},
+      {&chunk_state_,
+       "SELECT seq, state, chunks, pending_audit, (SELECT coalesce(max(n), 0) FROM chunks c WHERE c.seq = m.seq), "
+       "recipient FROM messages m WHERE id = ?1 AND sender = ?2"},
+      {&chunk_complete_,
+       "UPDATE messages SET state = 1, visible_at = ?2, digest = ?3, pending_audit = NULL WHERE seq = ?1"},
+      {&abandon_select_, "SELECT seq FROM messages WHERE state = 6 AND expires_at <= ?1 LIMIT ?2"},
+      {&abandon_update_,
+       "UPDATE messages SET state = 4, expired_at = ?2, purged = 1, pending_audit = NULL WHERE seq = ?1"},
       {&ack_update_, "UPDATE messages SET state = 3, acked_at = ?2, claim_token = NULL, subject = NULL WHERE seq = ?1"},
       {&ack_state_,
        "SELECT seq, state, sender, workflow, purpose, subject, kind FROM messages WHERE id = ?1 AND recipient = ?2"},
@@ -155,7 +166,7 @@ absl::Status SqliteStore::PrepareAll() {
        "SELECT count(*) FROM messages WHERE recipient = ?1 AND state < 3 AND expires_at > ?2 AND seq <= ?3"},
       {&fetch_select_,
        "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
-       "subject, consent_check, state, expires_at, meta FROM messages WHERE id = ?1 AND recipient = ?2 AND seq <= ?3"},
+       "subject, consent_check, state, expires_at, meta, chunks FROM messages WHERE id = ?1 AND recipient = ?2 AND seq <= ?3"},
       {&fetch_update_,
        "UPDATE messages SET state = 2, deliveries = deliveries + 1, first_delivered_at = coalesce(first_delivered_at, "
        "?2) WHERE seq = ?1"},
@@ -194,7 +205,12 @@ absl::Status SqliteStore::PrepareAll() {
 }
 
 absl::StatusOr<int64_t> SqliteStore::Insert(const NewMessage& m) {
-  if (auto s = WriteAudit(m.audit); !s.ok()) return s;
+  if (m.chunks > 1 && m.claim_token != 0) {
+    return InvalidArgument(reason::kChunkRangeInvalid, "a chunked message cannot be stored already claimed");
+  }
+  if (m.chunks <= 1) {
+    if (auto s = WriteAudit(m.audit); !s.ok()) return s;
+  }
   Stmt& ins = m.claim_token != 0 ? insert_claimed_ : insert_msg_;
   ins.Bind(1, m.id.str()).Bind(2, m.sender.str()).Bind(3, m.recipient.str());
   ins.Bind(4, m.workflow).Bind(5, m.purpose);
@@ -217,10 +233,23 @@ absl::StatusOr<int64_t> SqliteStore::Insert(const NewMessage& m) {
   } else {
     ins.BindBlob(17, m.meta);
   }
+  const std::string pending = m.chunks > 1 ? mailbox::PackPendingAudit(m.audit) : "";  // bound, not copied
+  if (m.claim_token == 0) {
+    ins.Bind(18, int64_t{m.chunks}).Bind(19, int64_t{mailbox::InitialState(m)});
+    if (m.chunks > 1) {
+      ins.BindBlob(20, pending);
+    } else {
+      ins.BindNull(20);
+    }
+  }
   if (auto s = ins.Exec(); !s.ok()) return s;
   const int64_t seq = sqlite3_last_insert_rowid(db_);
-  if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
   batch_max_seq_ = seq;
+  if (m.chunks > 1) {  // the first chunk; the rest follow (DoAppendChunk)
+    if (auto s = insert_chunk_.Bind(1, seq).Bind(2, int64_t{1}).BindBlob(3, m.payload).Exec(); !s.ok()) return s;
+    return seq;
+  }
+  if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
   // A message stored already claimed needs no wake-up: its stream has it.
   if (m.claim_token == 0) arrivals_.insert(m.recipient);
   if (auto e = mailbox::StoredClaimedEvent(m)) {
@@ -268,14 +297,68 @@ StoredDelivery SqliteStore::DeliveryColumns(Stmt& q) {
   return d;
 }
 
-absl::Status SqliteStore::HandOver(StoredDelivery& d, const OrgCode& recipient, absl::Time now) {
-  select_body_.Bind(1, d.seq);
-  ResetOnExit reset{select_body_};
-  auto row = select_body_.Step();
+absl::Status SqliteStore::ReadBody(StoredDelivery& d, uint32_t chunk) {
+  Stmt& q = d.chunks > 1 ? select_chunk_ : select_body_;
+  q.Bind(1, d.seq);
+  if (d.chunks > 1) q.Bind(2, int64_t{chunk});
+  ResetOnExit reset{q};
+  auto row = q.Step();
   if (!row.ok()) return row.status();
-  if (*row) d.payload = select_body_.Text(0);
+  if (*row) d.payload = q.Text(0);
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::HandOver(StoredDelivery& d, const OrgCode& recipient, absl::Time now) {
+  if (auto s = ReadBody(d, 1); !s.ok()) return s;
   if (auto e = mailbox::DeliveredEvent(d, recipient, now)) return RecordEvent(*e);
   return absl::OkStatus();
+}
+
+absl::Status SqliteStore::DeleteBody(int64_t seq) {
+  if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
+  return delete_chunks_.Bind(1, seq).Exec();
+}
+
+absl::StatusOr<ChunkStored> SqliteStore::DoAppendChunk(const ChunkUpload& c) {
+  int64_t seq, state, chunks, received;
+  std::string pending;
+  OrgCode recipient;
+  {
+    chunk_state_.Bind(1, c.id.str()).Bind(2, c.sender.str());
+    ResetOnExit reset{chunk_state_};
+    auto row = chunk_state_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no message you sent has this id");
+    seq = chunk_state_.Int(0);
+    state = chunk_state_.Int(1);
+    chunks = chunk_state_.Int(2);
+    if (!chunk_state_.IsNull(3)) pending = chunk_state_.Text(3);
+    received = chunk_state_.Int(4);
+    recipient = OrgCode(chunk_state_.Text(5));
+  }
+  if (auto s = mailbox::CheckChunk(state, chunks, received, static_cast<int>(c.n), static_cast<int>(c.total)); !s.ok()) {
+    return s;
+  }
+  if (auto s = insert_chunk_.Bind(1, seq).Bind(2, int64_t{c.n}).BindBlob(3, c.data).Exec(); !s.ok()) return s;
+  ChunkStored out;
+  if (c.n != c.total) return out;
+  // The last chunk: the digest of the whole, a chunk at a time.
+  Sha256Stream digest;
+  for (int64_t n = 1; n <= chunks; ++n) {
+    select_chunk_.Bind(1, seq).Bind(2, n);
+    ResetOnExit reset{select_chunk_};
+    auto row = select_chunk_.Step();
+    if (!row.ok()) return row.status();
+    if (*row) digest.Update(select_chunk_.View(0));
+  }
+  const std::string whole = digest.Finish();
+  auto entry = mailbox::CompletedAudit(pending, whole, c.now);
+  if (!entry.ok()) return entry.status();
+  if (auto s = WriteAudit(*entry); !s.ok()) return s;
+  if (auto s = chunk_complete_.Bind(1, seq).Bind(2, Micros(c.now)).BindBlob(3, whole).Exec(); !s.ok()) return s;
+  arrivals_.insert(recipient);
+  out.complete = true;
+  return out;
 }
 
 absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequest& req) {
@@ -404,13 +487,24 @@ absl::StatusOr<Fetched> SqliteStore::DoFetch(const FetchRequest& req) {
     state = fetch_select_.Int(12);
     const absl::Time expires_at = FromMicros(fetch_select_.Int(13));
     if (!fetch_select_.IsNull(14)) d.meta = fetch_select_.Text(14);
+    d.chunks = static_cast<uint32_t>(fetch_select_.Int(15));
     f.status = mailbox::FetchStatus(state, expires_at, req.now);
   }
-  if (!mailbox::Fetchable(f.status) || !req.deliver) return f;
-  if (auto s = fetch_update_.Bind(1, d.seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
-  ++d.delivery_count;
-  f.status = v1::MESSAGE_STATUS_DELIVERED;
-  if (auto s = HandOver(d, req.recipient, req.now); !s.ok()) return s;
+  if (!mailbox::Fetchable(f.status)) return f;
+  if (req.body && (req.chunk < 1 || req.chunk > d.chunks)) {
+    return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the message has no such chunk");
+  }
+  if (req.deliver) {
+    if (auto s = fetch_update_.Bind(1, d.seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
+    ++d.delivery_count;
+    f.status = v1::MESSAGE_STATUS_DELIVERED;
+    if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) {
+      if (auto s = RecordEvent(*e); !s.ok()) return s;
+    }
+  }
+  if (req.body) {
+    if (auto s = ReadBody(d, req.chunk); !s.ok()) return s;
+  }
   return f;
 }
 
@@ -466,7 +560,7 @@ absl::StatusOr<int> SqliteStore::DoWithhold(const OrgCode& recipient, const std:
     }
     if (auto s = RecordEvent(mailbox::WithheldEvent(m, reason, now)); !s.ok()) return s;
     if (auto s = withhold_update_.Bind(1, seq).Bind(2, Micros(now)).Bind(3, reason).Exec(); !s.ok()) return s;
-    if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
+    if (auto s = DeleteBody(seq); !s.ok()) return s;
     ++n;
   }
   return n;
@@ -526,7 +620,7 @@ absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
   expired.resize(mailbox::SweepBatch(static_cast<int>(expired.size()), req.max_items, r.more));
   for (const auto& [seq, e] : expired) {
     if (auto s = expire_update_.Bind(1, seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
-    if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
+    if (auto s = DeleteBody(seq); !s.ok()) return s;
     ++r.expired;
     ++r.expired_by_workflow[e.workflow];
     mailbox::ExpiryPlan plan = mailbox::PlanExpiry(e, req);
@@ -552,8 +646,25 @@ absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
   purge.resize(mailbox::SweepBatch(static_cast<int>(purge.size()), req.max_items, r.more));
   for (int64_t seq : purge) {
     if (auto s = purge_update_.Bind(1, seq).Exec(); !s.ok()) return s;
-    if (auto s = delete_body_.Bind(1, seq).Exec(); !s.ok()) return s;
+    if (auto s = DeleteBody(seq); !s.ok()) return s;
     ++r.purged;
+  }
+  std::vector<int64_t> abandoned;
+  {
+    abandon_select_.Bind(1, Micros(req.now)).Bind(2, int64_t{req.max_items} + 1);
+    ResetOnExit reset{abandon_select_};
+    while (true) {
+      auto row = abandon_select_.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      abandoned.push_back(abandon_select_.Int(0));
+    }
+  }
+  abandoned.resize(mailbox::SweepBatch(static_cast<int>(abandoned.size()), req.max_items, r.more));
+  for (int64_t seq : abandoned) {
+    if (auto s = abandon_update_.Bind(1, seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
+    if (auto s = DeleteBody(seq); !s.ok()) return s;
+    ++r.abandoned;
   }
   if (auto s = once_forget_.Bind(1, Micros(req.now)).Bind(2, int64_t{req.max_items}).Exec(); !s.ok()) return s;
   r.forgotten = once_forget_.Changes();

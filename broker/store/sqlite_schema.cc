@@ -35,13 +35,18 @@ CREATE TABLE IF NOT EXISTS messages (
   consent_check INTEGER NOT NULL DEFAULT 0,
   withheld_at INTEGER,
   withheld_reason TEXT,
-  meta BLOB
+  meta BLOB,
+  chunks INTEGER NOT NULL DEFAULT 1,
+  pending_audit BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages(sender, idem_key) WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_mailbox ON messages(recipient, visible_at, seq) WHERE state < 3;
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at) WHERE state < 3;
 CREATE INDEX IF NOT EXISTS messages_purge ON messages(acked_at) WHERE state = 3 AND purged = 0;
 CREATE TABLE IF NOT EXISTS bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+-- The bodies of chunked messages, a row per chunk (never one blob).
+CREATE TABLE IF NOT EXISTS chunks (seq INTEGER NOT NULL, n INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (seq, n));
+CREATE INDEX IF NOT EXISTS messages_uploading ON messages(expires_at) WHERE state = 6;
 CREATE TABLE IF NOT EXISTS consent (seq INTEGER PRIMARY KEY, nhs_number TEXT NOT NULL, change BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS consent_person ON consent(nhs_number, seq);
 CREATE TABLE IF NOT EXISTS audit (idx INTEGER PRIMARY KEY, at INTEGER NOT NULL, subject TEXT, entry BLOB NOT NULL,
@@ -73,9 +78,11 @@ DROP INDEX IF EXISTS audit_subject;
 )sql";
 
 // Version 4 to 5: transport metadata (the MESH front door's pass-through
-// headers) kept with each message.
+// headers) kept with each message, and chunked messages.
 constexpr const char* kMigrateV4 = R"sql(
 ALTER TABLE messages ADD COLUMN meta BLOB;
+ALTER TABLE messages ADD COLUMN chunks INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE messages ADD COLUMN pending_audit BLOB;
 )sql";
 
 }  // namespace

@@ -107,6 +107,9 @@ class SqliteStore final : public Store {
   void Inbox(InboxQuery query, StoreCallback<InboxPage> done) override;
   void Fetch(FetchRequest req, StoreCallback<Fetched> done) override;
   void UseOnce(std::string key, absl::Time forget_at, StoreCallback<bool> done) override;
+  void AppendChunk(ChunkUpload chunk, StoreCallback<ChunkStored> done) override {
+    Enqueue<ChunkStored>(kDurable, [this, c = std::move(chunk)]() { return DoAppendChunk(c); }, std::move(done));
+  }
 
   void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
                 StoreCallback<int> done) override;
@@ -262,6 +265,11 @@ class SqliteStore final : public Store {
   static StoredDelivery DeliveryColumns(Stmt& q);
   // Reads the body of a message being delivered and records its DELIVERED event.
   absl::Status HandOver(StoredDelivery& d, const OrgCode& recipient, absl::Time now);
+  // Reads a message's payload (chunk `chunk` of a chunked one) into `d`.
+  absl::Status ReadBody(StoredDelivery& d, uint32_t chunk);
+  // Deletes a message's body (or its chunks).
+  absl::Status DeleteBody(int64_t seq);
+  absl::StatusOr<ChunkStored> DoAppendChunk(const ChunkUpload& c);
 
   absl::StatusOr<std::vector<StoredDelivery>> DoClaim(const ClaimRequest& req);
 
@@ -311,6 +319,7 @@ class SqliteStore final : public Store {
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
   Stmt audit_insert_, head_insert_, block_insert_;
   Stmt inbox_page_, inbox_count_, fetch_select_, fetch_update_, once_insert_, once_forget_;
+  Stmt insert_chunk_, select_chunk_, delete_chunks_, chunk_state_, chunk_complete_, abandon_select_, abandon_update_;
   SubjectBloom pending_bloom_;       // writer thread: the block being filled
   bool pending_bloom_valid_ = true;  // false: that block gets no filter
   const AuditRecorder* recorder_ = nullptr;

@@ -87,6 +87,11 @@ struct NewMessage {
   // Transport metadata carried to the recipient unchanged (the MESH front
   // door's pass-through mex-* headers, as a JSON object); "" for none.
   std::string meta;
+  // More than 1: `payload` is the first of this many chunks (MESH). The
+  // message is stored UPLOADING, invisible and undeliverable, until
+  // AppendChunk stores the last; its `audit` entry is written then, with
+  // the digest of the whole payload. Never stored already claimed.
+  uint32_t chunks = 1;
 };
 
 // A message lifecycle event the store itself records (deliveries, acks,
@@ -162,7 +167,8 @@ struct StoredDelivery {
   // The message's place in the store: claims return first deliveries in
   // (accepted_at, seq) order.
   int64_t seq = 0;
-  std::string meta;  // as stored (NewMessage)
+  std::string meta;     // as stored (NewMessage)
+  uint32_t chunks = 1;  // a chunked message's chunk count; `payload` is the one fetched
 };
 
 // A page of a recipient's inbox (the MESH front door's list): messages
@@ -179,7 +185,8 @@ struct InboxEntry {
   MessageId id;
   std::string workflow;
   int64_t seq = 0;
-  std::string meta;  // as stored (NewMessage)
+  std::string meta;     // as stored (NewMessage)
+  uint32_t chunks = 1;  // a chunked message's chunk count; `payload` is the one fetched
 };
 
 struct InboxPage {
@@ -192,8 +199,26 @@ struct FetchRequest {
   OrgCode recipient;
   MessageId id;
   absl::Time now;
-  // GET: count and audit a delivery; HEAD: read the metadata only.
+  // Count and audit a delivery (a download's first chunk); read
+  // `chunk`'s payload (1-based; a message sent whole has one). HEAD:
+  // neither.
   bool deliver = true;
+  bool body = true;
+  uint32_t chunk = 1;
+};
+
+// One more chunk of a chunked message, from its sender.
+struct ChunkUpload {
+  OrgCode sender;
+  MessageId id;
+  uint32_t n = 0;      // 2..total
+  uint32_t total = 0;  // as the first chunk announced
+  std::string data;
+  absl::Time now;
+};
+
+struct ChunkStored {
+  bool complete = false;  // the last chunk: the message is now in its recipient's inbox
 };
 
 struct Fetched {
@@ -258,6 +283,7 @@ struct SweepResult {
   int reports = 0;   // non-delivery reports created (one per expired data message)
   int purged = 0;
   int forgotten = 0;  // single-use credentials past their time (UseOnce)
+  int abandoned = 0;  // chunked uploads never completed before expiry (deleted)
   bool more = false;  // the bound was hit; more work is due
 };
 
@@ -343,6 +369,12 @@ class Store {
   // delivered is marked delivered (as a claim does, without hiding it) and
   // its DELIVERED event recorded.
   virtual void Fetch(FetchRequest req, StoreCallback<Fetched> done) = 0;
+
+  // Stores chunk `n` of the sender's chunked message (mailbox::CheckChunk
+  // says which may come); the last makes the message accepted and
+  // claimable, with its SEND_ACCEPTED entry. NOT_FOUND MESSAGE_NOT_FOUND
+  // for an id that is not the sender's.
+  virtual void AppendChunk(ChunkUpload chunk, StoreCallback<ChunkStored> done) = 0;
 
   // Records a single-use credential (the hash of a MESH token) until
   // `forget_at`: true when it was not recorded before, false when it was

@@ -182,7 +182,9 @@ TEST(SqliteSchema, AVersionThreeAuditLogGetsItsSearchFilters) {
   // As version 3 left it: a subject index and no filters (nor what
   // version 5 added: transport metadata and single-use credentials).
   Exec(path, "DROP TABLE audit_blocks; CREATE INDEX audit_subject ON audit(subject, idx) WHERE subject IS NOT NULL; "
-             "ALTER TABLE messages DROP COLUMN meta; DROP TABLE used_once; PRAGMA user_version = 3;");
+             "ALTER TABLE messages DROP COLUMN meta; ALTER TABLE messages DROP COLUMN chunks; "
+             "ALTER TABLE messages DROP COLUMN pending_audit; DROP INDEX messages_uploading; DROP TABLE chunks; "
+             "DROP TABLE used_once; PRAGMA user_version = 3;");
   auto store = OpenSqliteStore(path);
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ(Count(path, "PRAGMA user_version"), sqlite::kSchemaVersion);

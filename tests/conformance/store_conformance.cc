@@ -19,6 +19,7 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
+using testing::HasReason;
 
 const absl::Time kT0 = absl::FromUnixSeconds(1'800'000'000);
 const OrgCode kTrust("RR8"), kCouncil("503"), kGp("Y06601");
@@ -443,7 +444,7 @@ TEST_P(StoreConformance, FetchByIdDeliversOnlyTheRecipientsOwnAndSaysWhenItIsGon
   ASSERT_THAT(AckSync(*store, kCouncil, {acked}, kT0)->acknowledged, ElementsAre(acked));
 
   // HEAD: metadata only, no delivery counted.
-  auto head = FetchSync(*store, FetchRequest{kCouncil, id, kT0, false});
+  auto head = FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, false});
   ASSERT_TRUE(head.ok()) << head.status();
   EXPECT_EQ(head->status, v1::MESSAGE_STATUS_ACCEPTED);
   EXPECT_EQ(head->delivery.payload, "");
@@ -469,6 +470,85 @@ TEST_P(StoreConformance, FetchByIdDeliversOnlyTheRecipientsOwnAndSaysWhenItIsGon
   EXPECT_EQ(FetchSync(*store, FetchRequest{kGp, id, kT0, true}).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, MessageId("nope"), kT0, true}).status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST_P(StoreConformance, AChunkedMessageIsInvisibleUntilItsLastChunkThenReadAChunkAtATime) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil, "", "chunk-one;");
+  m.chunks = 3;
+  v1::AuditEntry accepted;
+  accepted.set_event(v1::AUDIT_EVENT_SEND_ACCEPTED);
+  accepted.set_message_id(m.id.str());
+  accepted.SerializeToString(&m.audit.entry);
+  m.audit.at = kT0;
+  const MessageId id = AppendOne(*store, m);
+  const uint64_t entries_before = ReadAuditSync(*store, {.from = 0, .max = 1000})->size();
+  EXPECT_EQ(TrackSync(*store, kTrust, id)->status, v1::MESSAGE_STATUS_UPLOADING);
+  EXPECT_EQ(InboxSync(*store, InboxQuery{kCouncil, 0, 10, kT0})->total, 0u);
+  EXPECT_THAT(*ClaimSync(*store, Claim(kCouncil, 10)), IsEmpty());
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, true})->status, v1::MESSAGE_STATUS_UPLOADING);
+  EXPECT_THAT(AckSync(*store, kCouncil, {id}, kT0)->not_found, ElementsAre(id));
+
+  auto chunk = [&](const OrgCode& who, uint32_t n, uint32_t total, std::string data) {
+    return AwaitStore<ChunkStored>([&](auto cb) {
+      store->AppendChunk(ChunkUpload{who, id, n, total, std::move(data), kT0 + absl::Seconds(n)}, std::move(cb));
+    });
+  };
+  // Only the sender, in order, with the total announced.
+  EXPECT_EQ(chunk(kCouncil, 2, 3, "x").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(chunk(kTrust, 3, 3, "x"), HasReason("CHUNK_RANGE_INVALID"));
+  EXPECT_THAT(chunk(kTrust, 2, 4, "x"), HasReason("CHUNK_RANGE_INVALID"));
+  auto two = chunk(kTrust, 2, 3, "chunk-two-first-try;");
+  ASSERT_TRUE(two.ok()) << two.status();
+  EXPECT_FALSE(two->complete);
+  ASSERT_TRUE(chunk(kTrust, 2, 3, "chunk-two;").ok()) << "a retried chunk replaces the first try";
+  EXPECT_EQ(InboxSync(*store, InboxQuery{kCouncil, 0, 10, kT0})->total, 0u) << "still uploading";
+  auto three = chunk(kTrust, 3, 3, "chunk-three");
+  ASSERT_TRUE(three.ok()) << three.status();
+  EXPECT_TRUE(three->complete);
+  EXPECT_THAT(chunk(kTrust, 3, 3, "again"), HasReason("CHUNKS_COMPLETE"));
+
+  // Now in the inbox, read a chunk at a time; never claimed whole.
+  EXPECT_EQ(InboxSync(*store, InboxQuery{kCouncil, 0, 10, kT0 + absl::Minutes(1)})->total, 1u);
+  EXPECT_THAT(*ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Minutes(1))), IsEmpty());
+  auto first = FetchSync(*store, FetchRequest{kCouncil, id, kT0 + absl::Minutes(1), true, true, 1});
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->delivery.chunks, 3u);
+  EXPECT_EQ(first->delivery.payload, "chunk-one;");
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 2})->delivery.payload, "chunk-two;");
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 3})->delivery.payload, "chunk-three");
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 4}).status().code(),
+            absl::StatusCode::kNotFound);
+  // The accepted entry was held until the last chunk, then written with
+  // the digest of the whole payload.
+  auto rows = ReadAuditSync(*store, {.from = 0, .max = 1000});
+  ASSERT_EQ(rows->size(), entries_before + 1);
+  v1::AuditEntry written;
+  ASSERT_TRUE(written.ParseFromString(rows->back().entry));
+  EXPECT_EQ(written.message_id(), id.str());
+  EXPECT_EQ(written.payload_digest(), Sha256("chunk-one;chunk-two;chunk-three"));
+  EXPECT_EQ(TrackSync(*store, kTrust, id)->status, v1::MESSAGE_STATUS_DELIVERED);
+  ASSERT_THAT(AckSync(*store, kCouncil, {id}, kT0 + absl::Minutes(2))->acknowledged, ElementsAre(id));
+}
+
+TEST_P(StoreConformance, AnAbandonedChunkedUploadIsDeletedAtItsExpiry) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil, "", "chunk-one");
+  m.chunks = 2;
+  const MessageId id = AppendOne(*store, m);
+  SweepRequest early{kT0 + absl::Hours(1), kT0, absl::Hours(120)};
+  EXPECT_EQ(SweepSync(*store, early)->abandoned, 0);
+  SweepRequest late{kT0 + absl::Hours(121), kT0, absl::Hours(120)};
+  auto swept = SweepSync(*store, late);
+  EXPECT_EQ(swept->abandoned, 1);
+  EXPECT_EQ(swept->reports, 0) << "never accepted: no non-delivery report";
+  auto t = TrackSync(*store, kTrust, id);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_EXPIRED);
+  EXPECT_TRUE(t->body_purged);
+  EXPECT_THAT(AwaitStore<ChunkStored>([&](auto cb) {
+                store->AppendChunk(ChunkUpload{kTrust, id, 2, 2, "late", kT0 + absl::Hours(122)}, std::move(cb));
+              }),
+              HasReason("CHUNKS_COMPLETE"));
 }
 
 TEST_P(StoreConformance, UseOnceRemembersEachKeyUntilItsTimeThenSweepForgets) {

@@ -5,6 +5,7 @@
 // NHSDigital's own nhs-mesh-client does is driven by tests/mesh/client.mjs.
 // Time is a FakeClock; tokens are stamped with it.
 #include <curl/curl.h>
+#include <zlib.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -54,6 +55,20 @@ struct Reply {
     return j.value("errorCode", "");
   }
 };
+
+std::string Gzip(const std::string& data) {
+  z_stream z{};
+  deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY);
+  std::string out(deflateBound(&z, data.size()), '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
 
 void WriteSecret(const std::string& path, const std::string& value) {
   std::ofstream(path) << value << "\n";
@@ -372,7 +387,7 @@ TEST_F(MeshApiTest, SendHeadersAndBodiesAreCheckedWithMeshErrorCodes) {
   refused(SendFromTrust("ZZZHC001", "TOC_FHIR_IP_DISCH"), "12", "MESH_MAILBOX_UNKNOWN");
   refused(SendFromTrust("503HC001", "UNHEARD_OF"), "17", "MESH_WORKFLOW_UNKNOWN");
   refused(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", ""), "02", "PAYLOAD_EMPTY");
-  refused(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{}", {"mex-chunk-range: 1:3"}), "06", "MESH_REQUEST_INVALID");
+  refused(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{}", {"mex-chunk-range: 2:3"}), "06", "CHUNK_RANGE_INVALID");
   refused(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "not gzip", {"content-encoding: gzip"}), "06",
           "PAYLOAD_MALFORMED");
   Reply no_to = Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001", {"mex-workflowid: REFERRAL"}, "{}");
@@ -436,6 +451,69 @@ TEST_F(MeshApiTest, AnExpiredMessageReachesItsSenderAsAMeshReport) {
                 .status,
             200);
   EXPECT_THAT(Inbox("RR8", "RR8HC001"), IsEmpty());
+}
+
+TEST_F(MeshApiTest, AChunkedMessageIsInvisibleUntilItsLastChunkThenDownloadsChunkByChunk) {
+  auto chunk = [&](const std::string& id, int n, const std::string& range, const std::string& body,
+                   const std::string& cert = "RR8", const std::string& mailbox = "RR8HC001",
+                   std::vector<std::string> extra = {}) {
+    std::vector<std::string> h = {"mex-chunk-range: " + range, "content-type: application/pdf"};
+    h.insert(h.end(), extra.begin(), extra.end());
+    return Call("POST", absl::StrCat("/messageexchange/", mailbox, "/outbox/", id, "/", n), cert, mailbox, h, body);
+  };
+  // Chunk 1 is a send announcing three; each chunk is gzipped on its own.
+  Reply first = Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001",
+                     {"mex-to: RH8HC001", "mex-workflowid: REFERRAL", "mex-chunk-range: 1:3",
+                      "content-type: application/pdf", "content-encoding: gzip", "mex-filename: letter.pdf"},
+                     Gzip("%PDF-part-one;"));
+  const std::string id = SentId(first);
+  EXPECT_THAT(Inbox("RH8", "RH8HC001"), IsEmpty()) << "invisible while uploading";
+  EXPECT_EQ(Call("GET", "/messageexchange/RR8HC001/outbox/tracking?messageID=" + id, "RR8", "RR8HC001")
+                .json()
+                .value("status", ""),
+            "uploading");
+  EXPECT_EQ(Call("GET", "/messageexchange/RH8HC001/inbox/" + id, "RH8", "RH8HC001").status, 410);
+
+  Reply early = chunk(id, 3, "3:3", "three");
+  EXPECT_EQ(early.status, 417);
+  EXPECT_EQ(early.reason(), "CHUNK_RANGE_INVALID");
+  EXPECT_EQ(chunk(id, 2, "3:3", "two").status, 417) << "the header's chunk must be the path's";
+  EXPECT_EQ(chunk(id, 2, "2:4", "two").reason(), "CHUNK_RANGE_INVALID") << "the total is the first chunk's";
+  EXPECT_EQ(chunk(id, 2, "2:3", "two", "RH8", "RH8HC001").status, 404) << "only the sender uploads its chunks";
+  EXPECT_EQ(chunk(id, 2, "2:3", "part-two;").status, 202);
+  EXPECT_THAT(Inbox("RH8", "RH8HC001"), IsEmpty());
+  EXPECT_EQ(chunk(id, 3, "3:3", Gzip("part-three"), "RR8", "RR8HC001", {"content-encoding: gzip"}).status, 202);
+  Reply late = chunk(id, 3, "3:3", "again");
+  EXPECT_EQ(late.status, 423);
+  EXPECT_EQ(late.reason(), "CHUNKS_COMPLETE");
+
+  EXPECT_THAT(Inbox("RH8", "RH8HC001"), ElementsAre(id));
+  Reply head = Call("HEAD", "/messageexchange/RH8HC001/inbox/" + id, "RH8", "RH8HC001");
+  EXPECT_EQ(head.header("mex-total-chunks"), "3");
+  Reply one = Call("GET", "/messageexchange/RH8HC001/inbox/" + id, "RH8", "RH8HC001");
+  EXPECT_EQ(one.status, 206);
+  EXPECT_EQ(one.header("mex-chunk-range"), "1:3");
+  EXPECT_EQ(one.header("mex-filename"), "letter.pdf");
+  EXPECT_EQ(one.body, "%PDF-part-one;");
+  Reply two = Call("GET", "/messageexchange/RH8HC001/inbox/" + id + "/2", "RH8", "RH8HC001");
+  EXPECT_EQ(two.status, 206);
+  EXPECT_EQ(two.body, "part-two;");
+  Reply three = Call("GET", "/messageexchange/RH8HC001/inbox/" + id + "/3", "RH8", "RH8HC001");
+  EXPECT_EQ(three.status, 200);
+  EXPECT_EQ(three.header("mex-chunk-range"), "3:3");
+  EXPECT_EQ(three.body, "part-three");
+  EXPECT_EQ(Call("GET", "/messageexchange/RH8HC001/inbox/" + id + "/4", "RH8", "RH8HC001").status, 404);
+  EXPECT_EQ(Call("PUT", "/messageexchange/RH8HC001/inbox/" + id + "/status/acknowledged", "RH8", "RH8HC001").status,
+            200);
+
+  // A care record is decided whole: it cannot be chunked.
+  Reply record = Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001",
+                      {"mex-to: RH8HC001", "mex-workflowid: REFERRAL", "mex-chunk-range: 1:2",
+                       "content-type: application/fhir+json"},
+                      "{}");
+  EXPECT_EQ(record.status, 417);
+  EXPECT_EQ(record.reason(), "CHUNK_RANGE_INVALID");
+  EXPECT_EQ(chunk("00000000000000000000000000000000", 2, "2:2", "x").status, 404);
 }
 
 TEST_F(MeshApiTest, EndpointLookupAndWorkflowSearchFromTheMailboxRegistry) {
