@@ -210,8 +210,10 @@ bool IsMeshWorkflowShape(absl::string_view s) {
 }  // namespace
 
 template <typename Err>
-absl::Status Config::CheckMesh(Config& cfg, const std::string& base_dir, const Err& err) {
+absl::Status Config::CheckMesh(Config& cfg, const std::string& base_dir, const ConfigOverrides& overrides,
+                              const Err& err) {
   v1::MeshConfig* mesh = cfg.proto_.mutable_mesh();
+  if (overrides.mesh_listen) mesh->set_listen(*overrides.mesh_listen);
   if (mesh->listen().empty()) mesh->set_listen("off");
   if (mesh->listen() != "off" && !ValidListen(mesh->listen())) {
     return err("mesh.listen", "expected host:port with a port 0-65535, or off");
@@ -459,7 +461,7 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
   if (audit->tree_head_interval().seconds() < 1) {
     return err("audit.tree_head_interval", "must be at least 1s");
   }
-  if (auto s = Config::CheckMesh(*cfg, base_dir, err); !s.ok()) return s;
+  if (auto s = Config::CheckMesh(*cfg, base_dir, overrides, err); !s.ok()) return s;
   if (pol->consent_writers().empty()) {
     pol->add_consent_writers(v1::ROLE_AGENCY);
     pol->add_consent_writers(v1::ROLE_IG_OFFICER);

@@ -27,6 +27,7 @@ struct ConfigOverrides {
   std::optional<std::string> listen;
   std::optional<std::string> data_dir;
   std::optional<std::string> metrics_listen;
+  std::optional<std::string> mesh_listen;
 };
 
 // The validated config plus derived lookups. Immutable once built.
@@ -69,7 +70,8 @@ class Config {
                                                                    const std::string&,
                                                                    const ConfigOverrides&);
   template <typename Err>
-  static absl::Status CheckMesh(Config& cfg, const std::string& base_dir, const Err& err);
+  static absl::Status CheckMesh(Config& cfg, const std::string& base_dir, const ConfigOverrides& overrides,
+                                const Err& err);
 
   v1::BrokerConfig proto_;
   std::string sqlite_path_;

@@ -247,6 +247,52 @@ TEST_F(ConfigTest, PolicySection) {
               "policy.pseudonym_keys[0].organisation: not a registered organisation");
 }
 
+TEST_F(ConfigTest, TheMeshFrontDoorIsOffByDefaultAndEveryMailboxIsChecked) {
+  auto off = Parse(Base());
+  ASSERT_TRUE(off.ok()) << off.status();
+  EXPECT_EQ((*off)->proto().mesh().listen(), "off");
+  EXPECT_EQ((*off)->proto().mesh().max_request_bytes(), kMeshMaxRequestBytes);
+  for (const char* f : {"secret", "rr8.pw"}) {
+    std::ofstream(dir_ / f) << "value-of-" << f << "\n";
+    fs::permissions(dir_ / f, fs::perms::owner_read | fs::perms::owner_write);
+  }
+  std::ofstream(dir_ / "open.pw") << "readable by all";
+  fs::permissions(dir_ / "open.pw", fs::perms::owner_read | fs::perms::others_read);
+  const std::string wf = "  workflows: [{id: API-DOCS-TEST, workflow: W, purpose: direct-care}]\n";
+  auto mesh = [&](const std::string& body) { return Base("mesh:\n" + body); };
+  auto on = Parse(mesh("  listen: 127.0.0.1:8443\n  shared_secret_file: secret\n" + wf +
+                       "  mailboxes: [{id: RR8HC001, organisation: RR8, password_file: rr8.pw}]\n"));
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_EQ((*on)->mesh_shared_secret(), "value-of-secret");
+  EXPECT_EQ(*(*on)->MeshPassword("RR8HC001"), "value-of-rr8.pw");
+  EXPECT_EQ((*on)->FindMeshMailbox("RR8HC001")->name(), "Leeds") << "named after its organisation by default";
+  EXPECT_EQ((*on)->FindMeshMailbox("RR8HC002"), nullptr);
+  EXPECT_EQ((*on)->FindMeshWorkflow("API-DOCS-TEST")->workflow(), "W");
+  ConfigOverrides o;
+  o.mesh_listen = "off";
+  EXPECT_EQ((*Parse(mesh("  listen: 127.0.0.1:8443\n  shared_secret_file: secret\n"), o))->proto().mesh().listen(),
+            "off");
+
+  ExpectError(mesh("  listen: 127.0.0.1:8443\n"), "mesh.shared_secret_file: required when mesh.listen is on");
+  ExpectError(mesh("  listen: everywhere\n"), "mesh.listen: expected host:port");
+  ExpectError(mesh("  max_request_bytes: 104857601\n"), "mesh.max_request_bytes: must be at most");
+  ExpectError(mesh("  workflows: [{id: api-docs-test, purpose: direct-care}]\n"), "mesh.workflows[0].workflow: required");
+  ExpectError(mesh("  workflows: [{id: REFERRAL}]\n"), "mesh.workflows[0].purpose: required");
+  ExpectError(mesh("  workflows: [{id: 'A B', purpose: direct-care}]\n"), "mesh.workflows[0].id");
+  ExpectError(mesh(wf + "  mailboxes: [{id: rr8hc001, organisation: RR8, password_file: rr8.pw}]\n"),
+              "mesh.mailboxes[0].id");
+  ExpectError(mesh(wf + "  mailboxes: [{id: RR8HC001, organisation: ZZZ, password_file: rr8.pw}]\n"),
+              "mesh.mailboxes[0].organisation: not a registered organisation");
+  ExpectError(mesh(wf + "  mailboxes: [{id: RR8HC001, organisation: RR8}]\n"), "mesh.mailboxes[0].password_file: required");
+  ExpectError(mesh(wf + "  mailboxes: [{id: RR8HC001, organisation: RR8, password_file: open.pw}]\n"),
+              "mesh.mailboxes[0].password_file: must be readable by the broker's user only");
+  ExpectError(mesh(wf + "  mailboxes: [{id: RR8HC001, organisation: RR8, password_file: rr8.pw, workflows: [NOPE]}]\n"),
+              "mesh.mailboxes[0].workflows: 'NOPE' is not in mesh.workflows");
+  ExpectError(mesh(wf + "  mailboxes: [{id: RR8HC001, organisation: RR8, password_file: rr8.pw},\n"
+                        "              {id: RR8HC001, organisation: RR8, password_file: rr8.pw}]\n"),
+              "mesh.mailboxes[1].id: is listed twice");
+}
+
 TEST_F(ConfigTest, MissingFileIsAClearError) {
   auto c = LoadConfig((dir_ / "absent.yaml").string());
   EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
@@ -269,6 +315,11 @@ TEST(ShippedConfig, ExampleLoads) {
   fs::create_directories(inst / "keys");
   std::ofstream(inst / "keys/X26.key") << std::string(32, 'k');
   fs::permissions(inst / "keys/X26.key", fs::perms::owner_read | fs::perms::owner_write);
+  fs::create_directories(inst / "keys/mesh");
+  for (const char* f : {"shared-secret", "RR8HC001.pw", "503HC001.pw", "X26HC001.pw"}) {
+    std::ofstream(inst / "keys/mesh" / f) << "dev-" << f << "\n";
+    fs::permissions(inst / "keys/mesh" / f, fs::perms::owner_read | fs::perms::owner_write);
+  }
   auto c = LoadConfig((inst / "carebroker.yaml").string());
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ((*c)->proto().listen(), "127.0.0.1:7443");
@@ -277,6 +328,16 @@ TEST(ShippedConfig, ExampleLoads) {
   ASSERT_NE((*c)->PseudonymKey(OrgCode("X26")), nullptr);
   EXPECT_TRUE((*c)->MayWriteConsent(Role::kAgency));
   EXPECT_FALSE((*c)->MayWriteConsent(Role::kOperator));
+  // The MESH front door, on in the example (the quick start) on 127.0.0.1:8443.
+  EXPECT_EQ((*c)->proto().mesh().listen(), "127.0.0.1:8443");
+  ASSERT_NE((*c)->FindMeshMailbox("503HC001"), nullptr);
+  EXPECT_EQ((*c)->FindMeshMailbox("503HC001")->organisation(), "503");
+  ASSERT_NE((*c)->MeshPassword("RR8HC001"), nullptr);
+  EXPECT_EQ(*(*c)->MeshPassword("RR8HC001"), "dev-RR8HC001.pw") << "the file's trailing newline is not the password's";
+  EXPECT_EQ((*c)->mesh_shared_secret(), "dev-shared-secret");
+  ASSERT_NE((*c)->FindMeshWorkflow("TOC_FHIR_IP_DISCH"), nullptr);
+  EXPECT_EQ((*c)->FindMeshWorkflow("TOC_FHIR_IP_DISCH")->workflow(), "HOSPITAL_DISCHARGE");
+  EXPECT_EQ((*c)->FindMeshWorkflow("HOSPITAL_ADMISSION")->workflow(), "HOSPITAL_ADMISSION");
   fs::remove_all(inst);
 }
 

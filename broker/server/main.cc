@@ -25,15 +25,17 @@ int main(int argc, char** argv) {
   CLI::App app{"carebroker: consent-aware care-data broker (gRPC, mutual TLS)"};
   std::string config_path;
   carebroker::ConfigOverrides overrides;
-  std::string listen, data_dir, metrics_listen;
+  std::string listen, data_dir, metrics_listen, mesh_listen;
   app.add_option("--config", config_path, "YAML config file")->required();
   app.add_option("--listen", listen, "host:port to listen on (overrides listen)");
   app.add_option("--data-dir", data_dir, "folder for the embedded store (overrides data_dir)");
   app.add_option("--metrics-listen", metrics_listen, "host:port or off for /metrics and health (overrides metrics.listen)");
+  app.add_option("--mesh-listen", mesh_listen, "host:port or off for the MESH front door (overrides mesh.listen)");
   CLI11_PARSE(app, argc, argv);
   if (!listen.empty()) overrides.listen = listen;
   if (!data_dir.empty()) overrides.data_dir = data_dir;
   if (!metrics_listen.empty()) overrides.metrics_listen = metrics_listen;
+  if (!mesh_listen.empty()) overrides.mesh_listen = mesh_listen;
 
   auto config = carebroker::LoadConfig(config_path, overrides);
   if (!config.ok()) {

@@ -74,15 +74,20 @@ systemd-analyze verify /lib/systemd/system/carebroker.service /lib/systemd/syste
 
 # 4. Keys where the installed config expects them, readable by carebroker only.
 /usr/share/carebroker/dev-pki.sh /etc/carebroker/pki >/dev/null
-install -d -m 0750 -g carebroker /etc/carebroker/keys
+install -d -m 0750 -g carebroker /etc/carebroker/keys /etc/carebroker/keys/mesh
 (umask 077 && openssl rand -out /etc/carebroker/keys/X26.key 32)
+for f in shared-secret RR8HC001.pw 503HC001.pw X26HC001.pw; do
+  (umask 077 && openssl rand -hex 16 >/etc/carebroker/keys/mesh/$f)
+  chown carebroker:carebroker /etc/carebroker/keys/mesh/$f
+done
 chown carebroker:carebroker /etc/carebroker/keys/X26.key /etc/carebroker/pki/server.key \
   /etc/carebroker/pki/audit-signing.key /etc/carebroker/pki/audit-subject.key
 chgrp carebroker /etc/carebroker/pki && chmod 750 /etc/carebroker/pki
 
 # 5. The installed broker, as its unit runs it (ports of its own here).
 runuser -u carebroker -- /usr/bin/carebroker --config /etc/carebroker/carebroker.yaml \
-  --data-dir /var/lib/carebroker --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 >"$work/broker.log" 2>&1 &
+  --data-dir /var/lib/carebroker --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --mesh-listen 127.0.0.1:0 \
+  >"$work/broker.log" 2>&1 &
 pid=$!
 port=""
 for _ in $(seq 1 100); do
