@@ -21,10 +21,41 @@ TEST(MailboxRulesTest, StateCodesAreTheOnDiskFormat) {
   EXPECT_EQ(kAcknowledged, 3);
   EXPECT_EQ(kExpired, 4);
   EXPECT_EQ(kWithheld, 5);
+  EXPECT_EQ(kUploading, 6);
   EXPECT_EQ(*StatusOf(kWithheld), v1::MESSAGE_STATUS_WITHHELD);
   EXPECT_EQ(*StatusOf(kAccepted), v1::MESSAGE_STATUS_ACCEPTED);
+  EXPECT_EQ(*StatusOf(kUploading), v1::MESSAGE_STATUS_UPLOADING);
   EXPECT_THAT(StatusOf(0), HasReason("STORE_CORRUPT"));
-  EXPECT_THAT(StatusOf(6), HasReason("STORE_CORRUPT"));
+  EXPECT_THAT(StatusOf(7), HasReason("STORE_CORRUPT"));
+}
+
+TEST(MailboxRulesTest, AChunkedMessageUploadsInOrderAndItsEntryWaitsForTheWhole) {
+  NewMessage m = testing::TestMessage(OrgCode("RR8"), OrgCode("503"));
+  m.chunks = 3;
+  EXPECT_EQ(InitialState(m), kUploading);
+  EXPECT_EQ(ClassifyAck(kUploading), AckOutcome::kNotFound);
+  EXPECT_EQ(FetchStatus(kUploading, kT0 + absl::Hours(1), kT0), v1::MESSAGE_STATUS_UPLOADING);
+  EXPECT_TRUE(CheckChunk(kUploading, 3, 1, 2, 3).ok());
+  EXPECT_TRUE(CheckChunk(kUploading, 3, 2, 2, 3).ok()) << "a retried chunk";
+  EXPECT_THAT(CheckChunk(kUploading, 3, 1, 3, 3), HasReason("CHUNK_RANGE_INVALID")) << "chunk 2 is missing";
+  EXPECT_THAT(CheckChunk(kUploading, 3, 1, 2, 4), HasReason("CHUNK_RANGE_INVALID")) << "another total";
+  EXPECT_THAT(CheckChunk(kUploading, 3, 1, 1, 3), HasReason("CHUNK_RANGE_INVALID")) << "chunk 1 is the send";
+  EXPECT_THAT(CheckChunk(kUploading, 3, 3, 4, 3), HasReason("CHUNK_RANGE_INVALID"));
+  EXPECT_THAT(CheckChunk(kAccepted, 3, 3, 3, 3), HasReason("CHUNKS_COMPLETE"));
+
+  v1::AuditEntry e;
+  e.set_event(v1::AUDIT_EVENT_SEND_ACCEPTED);
+  e.set_message_id("m1");
+  AuditRecord held{e.SerializeAsString(), "subject-hash", kT0};
+  auto done = CompletedAudit(PackPendingAudit(held), Sha256("whole"), kT0 + absl::Minutes(5));
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->subject, "subject-hash");
+  EXPECT_EQ(done->at, kT0 + absl::Minutes(5));
+  v1::AuditEntry back;
+  ASSERT_TRUE(back.ParseFromString(done->entry));
+  EXPECT_EQ(back.message_id(), "m1");
+  EXPECT_EQ(back.payload_digest(), Sha256("whole"));
+  EXPECT_THAT(CompletedAudit("no separator", Sha256("x"), kT0), HasReason("STORE_CORRUPT"));
 }
 
 TEST(MailboxRulesTest, AMessageStoredClaimedStartsDelivered) {
