@@ -59,7 +59,10 @@ std::unique_ptr<Broker> StartBroker(const std::string& yaml, const Clock* clock)
   auto config = ParseConfig(yaml, "test.yaml", "/", {});
   EXPECT_TRUE(config.ok()) << config.status();
   if (!config.ok()) return nullptr;
-  auto b = Broker::Start(*config, BrokerOptions{clock});
+  // A reload reads the config again, as the broker's main does with its file.
+  BrokerOptions options{clock};
+  options.reload_config = [yaml] { return ParseConfig(yaml, "test.yaml", "/", {}); };
+  auto b = Broker::Start(*config, std::move(options));
   EXPECT_TRUE(b.ok()) << b.status();
   return b.ok() ? *std::move(b) : nullptr;
 }

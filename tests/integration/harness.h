@@ -18,6 +18,8 @@
 
 namespace carebroker::testing {
 
+// A broker started from `yaml`; its reloads parse `yaml` again (re-reading
+// the files it names), as the broker's main reads its config file again.
 std::unique_ptr<Broker> StartBroker(const std::string& yaml, const Clock* clock);
 
 // A channel to `broker` presenting the certificate NAME.crt/NAME.key.

@@ -516,6 +516,31 @@ TEST_F(MeshApiTest, AChunkedMessageIsInvisibleUntilItsLastChunkThenDownloadsChun
   EXPECT_EQ(chunk("00000000000000000000000000000000", 2, "2:2", "x").status, 404);
 }
 
+TEST_F(MeshApiTest, APasswordChangedAndReloadedRefusesTheOldOne) {
+  EXPECT_EQ(Call("POST", "/messageexchange/RR8HC001", "RR8", "RR8HC001").status, 200);
+  WriteSecret(dir_ + "/RR8HC001.pw", "a-new-password");
+  auto reloaded = broker_->Reload("test");
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  Reply old = Call("POST", "/messageexchange/RR8HC001", "RR8", "RR8HC001");
+  EXPECT_EQ(old.status, 403);
+  EXPECT_EQ(old.reason(), "MESH_TOKEN_INVALID");
+  EXPECT_EQ(Call("POST", "/messageexchange/RR8HC001", "RR8", "", {}, "", kV2,
+                 Token("RR8HC001", clock_->Now(), kSecret, "a-new-password"))
+                .status,
+            200);
+}
+
+TEST_F(MeshApiTest, AGzipBodyIsInflatedOnlyUpToTheLimit) {
+  // 9 MiB of zeros compresses to a few kilobytes; inflated, it is over the
+  // 8 MiB message limit and is refused without being held whole.
+  const std::string bomb = Gzip(std::string(9 << 20, '\0'));
+  ASSERT_LT(bomb.size(), 100u << 10);
+  Reply r = SendFromTrust("RH8HC001", "REFERRAL", bomb, {"content-encoding: gzip"});
+  EXPECT_EQ(r.status, 417);
+  EXPECT_EQ(r.reason(), "MESSAGE_TOO_LARGE");
+  EXPECT_THAT(Inbox("RH8", "RH8HC001"), IsEmpty());
+}
+
 TEST_F(MeshApiTest, EndpointLookupAndWorkflowSearchFromTheMailboxRegistry) {
   Reply lookup = Call("GET", "/messageexchange/endpointlookup/503/TOC_FHIR_IP_DISCH", "RR8", "RR8HC001");
   ASSERT_EQ(lookup.status, 200) << lookup.body;
