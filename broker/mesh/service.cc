@@ -291,6 +291,18 @@ void MeshService::Handle(HttpRequest request, http::Reply reply) {
   Route(std::move(call));
 }
 
+void MeshService::Refuse(Call& call, const absl::Status& why, bool identified) {
+  v1::AuditEntry e;
+  if (identified) {
+    e.set_actor(call.who.org.str());
+    e.set_actor_role(std::string(RoleName(call.who.role)));
+  }
+  e.add_reasons(ReasonOf(why));
+  e.set_detail(absl::StrCat("MESH request refused: ", why.message()));
+  d_.audit.RecordRefusal(std::move(e));
+  call.Fail(403, "AUTH", "403", why);
+}
+
 void MeshService::Finished() {
   absl::MutexLock l(&mu_);
   --in_flight_;
@@ -336,19 +348,9 @@ void MeshService::Route(std::shared_ptr<Call> call) {
   }
 
   auto who = d_.identities.Get(r.peer_certificate_pem);
-  auto refuse = [&](const absl::Status& s) {
-    v1::AuditEntry e;
-    if (who.ok()) {
-      e.set_actor(who->org.str());
-      e.set_actor_role(std::string(RoleName(who->role)));
-    }
-    e.add_reasons(ReasonOf(s));
-    e.set_detail(absl::StrCat("MESH request refused: ", s.message()));
-    d_.audit.RecordRefusal(std::move(e));
-    call->Fail(403, "AUTH", "403", s);
-  };
-  if (!who.ok()) return refuse(who.status());
+  if (!who.ok()) return Refuse(*call, who.status(), false);
   call->who = *who;
+  auto refuse = [this, &call](const absl::Status& s) { Refuse(*call, s, true); };
 
   // The mailbox the token must prove: the path's, or for the lookups (whose
   // paths name none) the token's own.
@@ -374,17 +376,9 @@ void MeshService::Route(std::shared_ptr<Call> call) {
   auto accepted = CheckToken(authorization, mb->id(), config.mesh_shared_secret(), password ? *password : "", call->now);
   if (!accepted.ok()) return refuse(accepted.status());
   call->mailbox = mb;
-  d_.store.UseOnce(accepted->key, accepted->forget_at, [this, call, refuse](absl::StatusOr<bool> first_use) mutable {
+  d_.store.UseOnce(accepted->key, accepted->forget_at, [this, call](absl::StatusOr<bool> first_use) mutable {
     if (!first_use.ok()) return call->Fail(503, "AUTH", "503", first_use.status());
-    if (!*first_use) {
-      v1::AuditEntry e;
-      e.set_actor(call->who.org.str());
-      e.set_actor_role(std::string(RoleName(call->who.role)));
-      e.add_reasons(reason::kMeshTokenReused);
-      e.set_detail("MESH request refused: the NHSMESH token was used before");
-      d_.audit.RecordRefusal(std::move(e));
-      return call->Fail(403, "AUTH", "403", TokenReused());
-    }
+    if (!*first_use) return Refuse(*call, TokenReused(), true);
     Authorised(std::move(call));
   });
 }
@@ -462,7 +456,7 @@ void MeshService::ListInbox(std::shared_ptr<Call> call, bool count_only) {
   auto round = std::make_shared<std::function<void(int64_t)>>();
   *round = [this, call, listing, round, max, count_only, filter = *filter](int64_t from) {
     d_.store.Inbox(InboxQuery{call->who.org, from, kInboxStorePage, call->now},
-                   [this, call, listing, round, max, count_only, filter](absl::StatusOr<InboxPage> page) {
+                   [call, listing, round, max, count_only, filter](absl::StatusOr<InboxPage> page) {
       if (!page.ok()) {
         *round = nullptr;
         return call->Fail(503, "RECEIVE", "503", page.status());

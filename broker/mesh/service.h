@@ -78,6 +78,8 @@ class MeshService {
   void EndpointLookup(std::shared_ptr<Call> call, const std::string& ods, const std::string& workflow);
   void WorkflowSearch(std::shared_ptr<Call> call, const std::string& workflow);
 
+  // Answers 403 and audits the refusal (naming the caller when identified).
+  void Refuse(Call& call, const absl::Status& why, bool identified);
   void Finished() ABSL_LOCKS_EXCLUDED(mu_);
 
   ServiceDeps d_;
