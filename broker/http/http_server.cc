@@ -42,13 +42,14 @@ namespace {
 constexpr auto kIdle = std::chrono::seconds(30);
 constexpr uint32_t kHeadLimit = 16 * 1024;
 
-bhttp::response<bhttp::string_body> Render(const HttpResponse& r, unsigned version, bool keep_alive, bool head) {
+// Takes the body out of `r` (a download may be a 100 MB chunk: never copied).
+bhttp::response<bhttp::string_body> Render(HttpResponse&& r, unsigned version, bool keep_alive, bool head) {
   bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version};
   res.set(bhttp::field::server, "carebroker");
   res.set(bhttp::field::content_type, r.content_type);
   for (const auto& [name, value] : r.headers) res.insert(name, value);
   res.keep_alive(keep_alive);
-  res.body() = r.body;
+  res.body() = std::move(r.body);
   res.prepare_payload();
   if (head) res.body().clear();  // HEAD: the GET's headers, no body
   return res;
@@ -165,8 +166,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     const bool head = req.method() == bhttp::verb::head;
     auto self = this->shared_from_this();
     Reply reply = [self, version, keep_alive, head](HttpResponse out) {
-      asio::post(self->stream_.get_executor(), [self, out = std::move(out), version, keep_alive, head] {
-        self->Write(Render(out, version, keep_alive, head));
+      asio::post(self->stream_.get_executor(), [self, out = std::move(out), version, keep_alive, head]() mutable {
+        self->Write(Render(std::move(out), version, keep_alive, head));
       });
     };
     try {
@@ -180,7 +181,9 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     res_ = std::move(res);
     beast::get_lowest_layer(stream_).expires_after(kIdle);
     bhttp::async_write(stream_, res_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
-      if (ec || !self->res_.keep_alive()) return self->Close();
+      const bool keep_alive = self->res_.keep_alive();
+      self->res_ = {};  // a sent body (a MESH chunk may be 100 MB) is freed now, not at the next answer
+      if (ec || !keep_alive) return self->Close();
       self->Read();
     });
   }

@@ -536,7 +536,7 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
                         id);
     }
     // The first chunk of several is 206, as is every chunk but the last.
-    auto respond = [call, id, chunk, total](const StoredDelivery& d) {
+    auto respond = [call, id, chunk, total](StoredDelivery d) {
       const Config& cfg = *call->config;
       const Json m = ParseMeta(d.meta);
       HttpResponse r;
@@ -590,7 +590,7 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
       add("mex-statussuccess", "SUCCESS");
       add("mex-statustimestamp", MeshTime(d.accepted_at));
       add("carebroker-sender", d.sender.str());
-      r.body = d.payload;
+      r.body = std::move(d.payload);
       call->Answer(std::move(r));
     };
     const bool report = look->delivery.kind == v1::MESSAGE_KIND_NON_DELIVERY_REPORT;
@@ -606,11 +606,11 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
                           Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "Gone: the message is no longer in the inbox"),
                           id);
       }
-      const StoredDelivery& d = got->delivery;
-      if (!first) return respond(d);
+      StoredDelivery& d = got->delivery;
+      if (!first) return respond(std::move(d));
       // The consent re-check at delivery, as a Receive stream makes it.
       const absl::string_view reason = d_.policy.CheckAtDelivery(d, call->who.org);
-      if (reason.empty()) return respond(d);
+      if (reason.empty()) return respond(std::move(d));
       d_.metrics.withheld.With({d.workflow, std::string(reason)}).Inc();
       Log(LogLevel::kDebug, "message.withheld")
           .Str("message_id", id)

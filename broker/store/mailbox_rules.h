@@ -6,6 +6,7 @@
 // suite (tests/conformance) checks that both behave as these rules say.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 
@@ -45,6 +46,15 @@ std::string PackPendingAudit(const AuditRecord& r);
 // The entry to write at completion, `digest` (32 bytes) put in its
 // payload_digest; INTERNAL STORE_CORRUPT when `packed` is not one.
 absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::string_view digest, absl::Time now);
+
+// A chunk is stored as rows of at most kPieceBytes (`chunks.part` 0, 1, ...),
+// so neither store ever copies a whole 100 MB chunk into one record or
+// result: the largest extra buffer per chunk is one piece.
+inline constexpr size_t kPieceBytes = 4 << 20;
+inline size_t PieceCount(size_t bytes) { return bytes == 0 ? 1 : (bytes + kPieceBytes - 1) / kPieceBytes; }
+inline absl::string_view Piece(absl::string_view data, size_t part) {
+  return data.substr(std::min(data.size(), part * kPieceBytes), kPieceBytes);
+}
 
 // A chunk upload against the stored message: OK when chunk `n` of `total`
 // may be stored now, given the message's `state`, its `chunks` and the

@@ -80,7 +80,8 @@ CREATE TABLE tree_heads (tree_size BIGINT PRIMARY KEY, head BYTEA NOT NULL);
 ALTER TABLE messages ADD COLUMN meta BYTEA;
 ALTER TABLE messages ADD COLUMN chunks INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE messages ADD COLUMN pending_audit BYTEA;
-CREATE TABLE chunks (seq BIGINT NOT NULL, n INTEGER NOT NULL, body BYTEA NOT NULL, PRIMARY KEY (seq, n));
+CREATE TABLE chunks (seq BIGINT NOT NULL, n INTEGER NOT NULL, part INTEGER NOT NULL, body BYTEA NOT NULL,
+                     PRIMARY KEY (seq, n, part));
 CREATE INDEX messages_uploading ON messages (expires_at) WHERE state = 6;
 CREATE TABLE used_once (key BYTEA PRIMARY KEY, forget_at BIGINT NOT NULL);
 CREATE INDEX used_once_forget ON used_once (forget_at);

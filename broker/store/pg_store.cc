@@ -123,8 +123,7 @@ WITH m AS (
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $21, $22, $23)
   ON CONFLICT (sender, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
   RETURNING seq),
-whole AS (INSERT INTO bodies (seq, body) SELECT seq, $20::bytea FROM m WHERE $22 = 1),
-first AS (INSERT INTO chunks (seq, n, body) SELECT seq, 1, $20::bytea FROM m WHERE $22 > 1)
+whole AS (INSERT INTO bodies (seq, body) SELECT seq, $20::bytea FROM m WHERE $22 = 1)
 SELECT seq FROM m)sql";
 
 constexpr const char* kFindIdem = "SELECT id, accepted_at, digest FROM messages WHERE sender = $1 AND idem_key = $2";
@@ -209,9 +208,11 @@ constexpr const char* kAbandon =
 constexpr const char* kChunkState =
     "SELECT seq, state, chunks, pending_audit, recipient FROM messages WHERE id = $1 AND sender = $2 FOR UPDATE";
 constexpr const char* kChunkReceived = "SELECT coalesce(max(n), 0) FROM chunks WHERE seq = $1";
-constexpr const char* kChunkInsert =
-    "INSERT INTO chunks (seq, n, body) VALUES ($1, $2, $3) ON CONFLICT (seq, n) DO UPDATE SET body = EXCLUDED.body";
-constexpr const char* kChunkRead = "SELECT body FROM chunks WHERE seq = $1 AND n = $2";
+constexpr const char* kChunkDelete = "DELETE FROM chunks WHERE seq = $1 AND n = $2";
+constexpr const char* kChunkInsert = "INSERT INTO chunks (seq, n, part, body) VALUES ($1, $2, $3, $4)";
+// A piece at a time: libpq holds a whole result in memory.
+constexpr const char* kChunkRead = "SELECT body FROM chunks WHERE seq = $1 AND n = $2 AND part = $3";
+constexpr const char* kChunkSize = "SELECT coalesce(sum(length(body)), 0) FROM chunks WHERE seq = $1 AND n = $2";
 constexpr const char* kChunkComplete =
     "UPDATE messages SET state = 1, visible_at = $2, digest = $3, pending_audit = NULL WHERE seq = $1";
 
@@ -816,11 +817,15 @@ class PgStore final : public Store {
          Time(claimed ? m.visible_until : m.accepted_at),
          claimed ? Param::Int(static_cast<int64_t>(m.claim_token)) : Param::Null(), Param::Int(claimed ? 1 : 0),
          claimed ? Time(m.accepted_at) : Param::Null(), TextOrNull(m.subject), Param::Int(m.consent_check),
-         Param::Bytes(m.payload), m.meta.empty() ? Param::Null() : Param::Bytes(m.meta), Param::Int(m.chunks),
+         Param::Bytes(m.chunks > 1 ? absl::string_view() : absl::string_view(m.payload)),
+         m.meta.empty() ? Param::Null() : Param::Bytes(m.meta), Param::Int(m.chunks),
          m.chunks > 1 ? Param::Bytes(mailbox::PackPendingAudit(m.audit)) : Param::Null()});
     if (!r.ok()) return Unavailable(r.status());
     if (r->rows() == 0) return 0;
-    if (m.chunks > 1) return r->Int(0, 0);  // the first chunk; its entry waits for the last
+    if (m.chunks > 1) {  // the first chunk; its entry waits for the last
+      if (auto w = WriteChunk(t, r->Int(0, 0), 1, m.payload); !w.ok()) return w;
+      return r->Int(0, 0);
+    }
     if (!m.audit.empty()) t.audit.push_back(m.audit);
     // A message stored already claimed needs no wake-up: its stream has it.
     if (!claimed) t.arrivals.insert(m.recipient);
@@ -970,13 +975,42 @@ class PgStore final : public Store {
       f.status = v1::MESSAGE_STATUS_DELIVERED;
       if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) RecordEvent(t, *e);
     }
-    if (req.body) {
-      auto b = d.chunks > 1 ? t.conn.ExecPrepared(kChunkRead, {Param::Int(d.seq), Param::Int(req.chunk)})
-                            : t.conn.ExecPrepared(kBodyRead, {Param::Int(d.seq)});
+    if (req.body && d.chunks > 1) {
+      // Sized first: growing a 100 MB string by doubling would hold two at once.
+      auto size = t.conn.ExecPrepared(kChunkSize, {Param::Int(d.seq), Param::Int(req.chunk)});
+      if (!size.ok()) return Unavailable(size.status());
+      d.payload.reserve(static_cast<size_t>(size->Int(0, 0)));
+      auto read = ReadChunk(t, d.seq, req.chunk, [&d](absl::string_view p) { d.payload.append(p.data(), p.size()); });
+      if (!read.ok()) return read;
+    } else if (req.body) {
+      auto b = t.conn.ExecPrepared(kBodyRead, {Param::Int(d.seq)});
       if (!b.ok()) return Unavailable(b.status());
       if (b->rows() > 0) d.payload = b->Bytes(0, 0);
     }
     return f;
+  }
+
+  // Chunk `n` of message `seq` in pieces (mailbox::kPieceBytes), replacing an earlier try.
+  static absl::Status WriteChunk(Txn& t, int64_t seq, uint32_t n, absl::string_view data) {
+    if (auto d = t.conn.ExecPrepared(kChunkDelete, {Param::Int(seq), Param::Int(n)}); !d.ok()) {
+      return Unavailable(d.status());
+    }
+    for (size_t part = 0; part < mailbox::PieceCount(data.size()); ++part) {
+      auto w = t.conn.ExecPrepared(kChunkInsert, {Param::Int(seq), Param::Int(n), Param::Int(static_cast<int64_t>(part)),
+                                                  Param::Bytes(mailbox::Piece(data, part))});
+      if (!w.ok()) return Unavailable(w.status());
+    }
+    return absl::OkStatus();
+  }
+
+  // Hands each piece of chunk `n` to `piece`, in order, one query each.
+  static absl::Status ReadChunk(Txn& t, int64_t seq, uint32_t n, const std::function<void(absl::string_view)>& piece) {
+    for (int64_t part = 0;; ++part) {
+      auto b = t.conn.ExecPrepared(kChunkRead, {Param::Int(seq), Param::Int(n), Param::Int(part)});
+      if (!b.ok()) return Unavailable(b.status());
+      if (b->rows() == 0) return absl::OkStatus();
+      piece(b->Bytes(0, 0));
+    }
   }
 
   absl::StatusOr<ChunkStored> DoAppendChunk(Txn& t, const ChunkUpload& c) const {
@@ -991,16 +1025,13 @@ class PgStore final : public Store {
         !s.ok()) {
       return s;
     }
-    if (auto w = t.conn.ExecPrepared(kChunkInsert, {Param::Int(seq), Param::Int(c.n), Param::Bytes(c.data)}); !w.ok()) {
-      return Unavailable(w.status());
-    }
+    if (auto w = WriteChunk(t, seq, c.n, c.data); !w.ok()) return w;
     ChunkStored out;
     if (c.n != c.total) return out;
     Sha256Stream digest;  // of the whole, a chunk at a time
     for (int64_t n = 1; n <= chunks; ++n) {
-      auto b = t.conn.ExecPrepared(kChunkRead, {Param::Int(seq), Param::Int(n)});
-      if (!b.ok()) return Unavailable(b.status());
-      if (b->rows() > 0) digest.Update(b->Bytes(0, 0));
+      auto read = ReadChunk(t, seq, static_cast<uint32_t>(n), [&digest](absl::string_view p) { digest.Update(p); });
+      if (!read.ok()) return read;
     }
     const std::string whole = digest.Finish();
     auto entry = mailbox::CompletedAudit(r->IsNull(0, 3) ? "" : r->Bytes(0, 3), whole, c.now);

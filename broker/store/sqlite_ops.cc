@@ -138,8 +138,10 @@ absl::Status SqliteStore::PrepareAll() {
        "UPDATE messages SET state = 2, visible_at = ?2, claim_token = ?3, deliveries = deliveries + 1, "
        "first_delivered_at = coalesce(first_delivered_at, ?4) WHERE seq = ?1"},
       {&select_body_, "SELECT body FROM bodies WHERE seq = ?1"},
-      {&insert_chunk_, "INSERT OR REPLACE INTO chunks (seq, n, body) VALUES (?1, ?2, ?3)"},
-      {&select_chunk_, "SELECT body FROM chunks WHERE seq = ?1 AND n = ?2"},
+      {&insert_chunk_, "INSERT INTO chunks (seq, n, part, body) VALUES (?1, ?2, ?3, ?4)"},
+      {&replace_chunk_, "DELETE FROM chunks WHERE seq = ?1 AND n = ?2"},
+      {&select_chunk_, "SELECT body FROM chunks WHERE seq = ?1 AND n = ?2 ORDER BY part"},
+      {&chunk_size_, "SELECT coalesce(sum(length(body)), 0) FROM chunks WHERE seq = ?1 AND n = ?2"},
       {&delete_chunks_, "DELETE FROM chunks WHERE seq = ?1"},
       {&chunk_state_,
        "SELECT seq, state, chunks, pending_audit, (SELECT coalesce(max(n), 0) FROM chunks c WHERE c.seq = m.seq), "
@@ -246,7 +248,7 @@ absl::StatusOr<int64_t> SqliteStore::Insert(const NewMessage& m) {
   const int64_t seq = sqlite3_last_insert_rowid(db_);
   batch_max_seq_ = seq;
   if (m.chunks > 1) {  // the first chunk; the rest follow (DoAppendChunk)
-    if (auto s = insert_chunk_.Bind(1, seq).Bind(2, int64_t{1}).BindBlob(3, m.payload).Exec(); !s.ok()) return s;
+    if (auto s = WriteChunk(seq, 1, m.payload); !s.ok()) return s;
     return seq;
   }
   if (auto s = insert_body_.Bind(1, seq).BindBlob(2, m.payload).Exec(); !s.ok()) return s;
@@ -297,14 +299,44 @@ StoredDelivery SqliteStore::DeliveryColumns(Stmt& q) {
   return d;
 }
 
+absl::Status SqliteStore::WriteChunk(int64_t seq, uint32_t n, absl::string_view data) {
+  if (auto s = replace_chunk_.Bind(1, seq).Bind(2, int64_t{n}).Exec(); !s.ok()) return s;
+  for (size_t part = 0; part < mailbox::PieceCount(data.size()); ++part) {
+    insert_chunk_.Bind(1, seq).Bind(2, int64_t{n}).Bind(3, static_cast<int64_t>(part));
+    if (auto s = insert_chunk_.BindBlob(4, mailbox::Piece(data, part)).Exec(); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::ReadChunk(int64_t seq, uint32_t n, const std::function<void(absl::string_view)>& piece) {
+  select_chunk_.Bind(1, seq).Bind(2, int64_t{n});
+  ResetOnExit reset{select_chunk_};
+  while (true) {
+    auto row = select_chunk_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return absl::OkStatus();
+    piece(select_chunk_.View(0));
+  }
+}
+
 absl::Status SqliteStore::ReadBody(StoredDelivery& d, uint32_t chunk) {
-  Stmt& q = d.chunks > 1 ? select_chunk_ : select_body_;
-  q.Bind(1, d.seq);
-  if (d.chunks > 1) q.Bind(2, int64_t{chunk});
-  ResetOnExit reset{q};
-  auto row = q.Step();
+  if (d.chunks > 1) {
+    d.payload.clear();
+    {
+      // Sized first: growing a 100 MB string by doubling would hold two at once.
+      chunk_size_.Bind(1, d.seq).Bind(2, int64_t{chunk});
+      ResetOnExit reset{chunk_size_};
+      auto row = chunk_size_.Step();
+      if (!row.ok()) return row.status();
+      if (*row) d.payload.reserve(static_cast<size_t>(chunk_size_.Int(0)));
+    }
+    return ReadChunk(d.seq, chunk, [&d](absl::string_view p) { d.payload.append(p.data(), p.size()); });
+  }
+  select_body_.Bind(1, d.seq);
+  ResetOnExit reset{select_body_};
+  auto row = select_body_.Step();
   if (!row.ok()) return row.status();
-  if (*row) d.payload = q.Text(0);
+  if (*row) d.payload = select_body_.Text(0);
   return absl::OkStatus();
 }
 
@@ -339,17 +371,16 @@ absl::StatusOr<ChunkStored> SqliteStore::DoAppendChunk(const ChunkUpload& c) {
   if (auto s = mailbox::CheckChunk(state, chunks, received, static_cast<int>(c.n), static_cast<int>(c.total)); !s.ok()) {
     return s;
   }
-  if (auto s = insert_chunk_.Bind(1, seq).Bind(2, int64_t{c.n}).BindBlob(3, c.data).Exec(); !s.ok()) return s;
+  if (auto s = WriteChunk(seq, c.n, c.data); !s.ok()) return s;
   ChunkStored out;
   if (c.n != c.total) return out;
   // The last chunk: the digest of the whole, a chunk at a time.
   Sha256Stream digest;
   for (int64_t n = 1; n <= chunks; ++n) {
-    select_chunk_.Bind(1, seq).Bind(2, n);
-    ResetOnExit reset{select_chunk_};
-    auto row = select_chunk_.Step();
-    if (!row.ok()) return row.status();
-    if (*row) digest.Update(select_chunk_.View(0));
+    if (auto s = ReadChunk(seq, static_cast<uint32_t>(n), [&digest](absl::string_view p) { digest.Update(p); });
+        !s.ok()) {
+      return s;
+    }
   }
   const std::string whole = digest.Finish();
   auto entry = mailbox::CompletedAudit(pending, whole, c.now);

@@ -44,8 +44,10 @@ CREATE INDEX IF NOT EXISTS messages_mailbox ON messages(recipient, visible_at, s
 CREATE INDEX IF NOT EXISTS messages_expiry ON messages(expires_at) WHERE state < 3;
 CREATE INDEX IF NOT EXISTS messages_purge ON messages(acked_at) WHERE state = 3 AND purged = 0;
 CREATE TABLE IF NOT EXISTS bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
--- The bodies of chunked messages, a row per chunk (never one blob).
-CREATE TABLE IF NOT EXISTS chunks (seq INTEGER NOT NULL, n INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (seq, n));
+-- The bodies of chunked messages: chunk n in pieces (part 0, 1, ...) of at
+-- most 4 MiB, never one blob.
+CREATE TABLE IF NOT EXISTS chunks (seq INTEGER NOT NULL, n INTEGER NOT NULL, part INTEGER NOT NULL,
+                                   body BLOB NOT NULL, PRIMARY KEY (seq, n, part));
 CREATE INDEX IF NOT EXISTS messages_uploading ON messages(expires_at) WHERE state = 6;
 CREATE TABLE IF NOT EXISTS consent (seq INTEGER PRIMARY KEY, nhs_number TEXT NOT NULL, change BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS consent_person ON consent(nhs_number, seq);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <deque>
 #include <thread>
 #include <utility>
@@ -108,7 +109,16 @@ class SqliteStore final : public Store {
   void Fetch(FetchRequest req, StoreCallback<Fetched> done) override;
   void UseOnce(std::string key, absl::Time forget_at, StoreCallback<bool> done) override;
   void AppendChunk(ChunkUpload chunk, StoreCallback<ChunkStored> done) override {
-    Enqueue<ChunkStored>(kDurable, [this, c = std::move(chunk)]() { return DoAppendChunk(c); }, std::move(done));
+    Enqueue<ChunkStored>(
+        kDurable,
+        [this, c = std::move(chunk)]() mutable {
+          auto stored = DoAppendChunk(c);
+          // Written: the chunk (up to 100 MB) is freed now, not once its
+          // batch has synced, when the sender's next chunk may be arriving.
+          std::string().swap(c.data);
+          return stored;
+        },
+        std::move(done));
   }
 
   void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
@@ -265,6 +275,10 @@ class SqliteStore final : public Store {
   static StoredDelivery DeliveryColumns(Stmt& q);
   // Reads the body of a message being delivered and records its DELIVERED event.
   absl::Status HandOver(StoredDelivery& d, const OrgCode& recipient, absl::Time now);
+  // Stores chunk `n` of message `seq` in pieces, replacing any earlier try.
+  absl::Status WriteChunk(int64_t seq, uint32_t n, absl::string_view data);
+  // Hands each piece of chunk `n` to `piece`, in order.
+  absl::Status ReadChunk(int64_t seq, uint32_t n, const std::function<void(absl::string_view)>& piece);
   // Reads a message's payload (chunk `chunk` of a chunked one) into `d`.
   absl::Status ReadBody(StoredDelivery& d, uint32_t chunk);
   // Deletes a message's body (or its chunks).
@@ -319,7 +333,7 @@ class SqliteStore final : public Store {
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
   Stmt audit_insert_, head_insert_, block_insert_;
   Stmt inbox_page_, inbox_count_, fetch_select_, fetch_update_, once_insert_, once_forget_;
-  Stmt insert_chunk_, select_chunk_, delete_chunks_, chunk_state_, chunk_complete_, abandon_select_, abandon_update_;
+  Stmt insert_chunk_, replace_chunk_, select_chunk_, chunk_size_, delete_chunks_, chunk_state_, chunk_complete_, abandon_select_, abandon_update_;
   SubjectBloom pending_bloom_;       // writer thread: the block being filled
   bool pending_bloom_valid_ = true;  // false: that block gets no filter
   const AuditRecorder* recorder_ = nullptr;
