@@ -14,7 +14,9 @@
 #include <sstream>
 
 #include "core/vocabulary.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "broker/cli/audit/audit_cli.h"
 #include "broker/client/client.h"
 #include "broker/config/config.h"
@@ -149,6 +151,51 @@ HttpReply HttpCall(int port, const std::string& path, const std::string& method,
     curl_easy_getinfo(curl, CURLINFO_CONTENT_TYPE, &type);
     if (type != nullptr) out.content_type = type;
   }
+  curl_easy_cleanup(curl);
+  return out;
+}
+
+HttpsReply HttpsCall(int port, const std::string& method, const std::string& path, const std::string& cert,
+                     const std::vector<std::string>& headers, const std::string& body) {
+  HttpsReply out;
+  CURL* curl = curl_easy_init();
+  if (curl == nullptr) return out;
+  const std::string url = absl::StrCat("https://127.0.0.1:", port, path);
+  const std::string pki = PkiDir();
+  const std::string ca = pki + "/ca.crt", crt = pki + "/" + cert + ".crt", key = pki + "/" + cert + ".key";
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_CAINFO, ca.c_str());
+  curl_easy_setopt(curl, CURLOPT_SSLCERT, crt.c_str());
+  curl_easy_setopt(curl, CURLOPT_SSLKEY, key.c_str());
+  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  if (method == "HEAD") curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+  if (method == "POST" || method == "PUT") {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  }
+  struct curl_slist* list = nullptr;
+  for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 20L);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, +[](char* p, size_t size, size_t n, void* into) {
+    static_cast<std::string*>(into)->append(p, size * n);
+    return size * n;
+  });
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &out.headers);
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, +[](char* p, size_t size, size_t n, void* into) {
+    absl::string_view line(p, size * n);
+    auto colon = line.find(':');
+    if (colon != absl::string_view::npos) {
+      (*static_cast<std::map<std::string, std::string>*>(into))[absl::AsciiStrToLower(line.substr(0, colon))] =
+          std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+    }
+    return size * n;
+  });
+  const CURLcode rc = curl_easy_perform(curl);
+  EXPECT_EQ(rc, CURLE_OK) << curl_easy_strerror(rc) << " " << method << " " << path;
+  if (rc == CURLE_OK) curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out.status);
+  curl_slist_free_all(list);
   curl_easy_cleanup(curl);
   return out;
 }

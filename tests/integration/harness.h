@@ -3,6 +3,8 @@
 #pragma once
 
 #include <deque>
+#include <map>
+#include <vector>
 #include <memory>
 #include <optional>
 #include <string>
@@ -64,6 +66,17 @@ struct HttpReply {
 };
 HttpReply HttpCall(int port, const std::string& path, const std::string& method = "GET",
                    const std::string& body = "");
+
+// One HTTPS request to 127.0.0.1:port with mutual TLS (libcurl), presenting
+// the dev PKI's NAME.crt/NAME.key and trusting its CA; 20-second timeout.
+// `headers` are "name: value" lines. Response header names lower-cased.
+struct HttpsReply {
+  long status = 0;  // 0: no answer
+  std::map<std::string, std::string> headers;
+  std::string body;
+};
+HttpsReply HttpsCall(int port, const std::string& method, const std::string& path, const std::string& cert,
+                     const std::vector<std::string>& headers = {}, const std::string& body = "");
 
 // Sends and expects success; returns the message id.
 std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req);

@@ -119,51 +119,14 @@ mesh:
   Reply Call(const std::string& method, const std::string& path, const std::string& cert, const std::string& mailbox,
              std::vector<std::string> headers = {}, const std::string& body = "", const std::string& accept = kV2,
              const std::string& authorization = "") {
-    Reply out;
-    CURL* curl = curl_easy_init();
-    const std::string url = absl::StrCat("https://127.0.0.1:", broker_->mesh_port(), path);
-    const std::string pki = PkiDir();
-    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(curl, CURLOPT_CAINFO, (pki + "/ca.crt").c_str());
-    curl_easy_setopt(curl, CURLOPT_SSLCERT, (pki + "/" + cert + ".crt").c_str());
-    curl_easy_setopt(curl, CURLOPT_SSLKEY, (pki + "/" + cert + ".key").c_str());
-    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
-    if (method == "HEAD") curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
-    if (method == "POST" || method == "PUT") {
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.data());
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-    }
-    struct curl_slist* list = nullptr;
-    if (!accept.empty()) list = curl_slist_append(list, absl::StrCat("accept: ", accept).c_str());
+    std::vector<std::string> h;
+    if (!accept.empty()) h.push_back(absl::StrCat("accept: ", accept));
     const std::string auth = authorization.empty() ? Token(mailbox, clock_->Now()) : authorization;
-    if (auth != "-") list = curl_slist_append(list, absl::StrCat("authorization: ", auth).c_str());
-    list = curl_slist_append(list, "mex-clientversion: ApiDocs==0.0.1");
-    list = curl_slist_append(list, "mex-osname: Linux");
-    list = curl_slist_append(list, "mex-osversion: #44~18.04.2-Ubuntu");
-    for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 20L);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, +[](char* p, size_t size, size_t n, void* into) {
-      static_cast<std::string*>(into)->append(p, size * n);
-      return size * n;
-    });
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &out.headers);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, +[](char* p, size_t size, size_t n, void* into) {
-      absl::string_view line(p, size * n);
-      auto colon = line.find(':');
-      if (colon != absl::string_view::npos) {
-        (*static_cast<std::map<std::string, std::string>*>(into))[absl::AsciiStrToLower(line.substr(0, colon))] =
-            std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-      }
-      return size * n;
-    });
-    const CURLcode rc = curl_easy_perform(curl);
-    EXPECT_EQ(rc, CURLE_OK) << curl_easy_strerror(rc) << " " << method << " " << path;
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &out.status);
-    curl_slist_free_all(list);
-    curl_easy_cleanup(curl);
-    return out;
+    if (auth != "-") h.push_back(absl::StrCat("authorization: ", auth));
+    h.insert(h.end(), {"mex-clientversion: ApiDocs==0.0.1", "mex-osname: Linux", "mex-osversion: #44~18.04.2-Ubuntu"});
+    h.insert(h.end(), headers.begin(), headers.end());
+    HttpsReply r = HttpsCall(broker_->mesh_port(), method, path, cert, h, body);
+    return Reply{r.status, std::move(r.headers), std::move(r.body)};
   }
 
   // A send from RR8HC001 (the trust) to `to` on `workflow`; the reply.

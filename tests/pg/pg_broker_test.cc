@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "audit/merkle.h"
+#include "broker/mesh/auth.h"
 #include "broker/client/client.h"
 #include "carebroker/v1/audit.grpc.pb.h"
 #include "carebroker/v1/consent.grpc.pb.h"
@@ -37,8 +38,11 @@ class PgBrokerTest : public ::testing::Test {
     ASSERT_NE(std::getenv("CB_PG_CA"), nullptr) << "run through tests/run.sh (tests/pg.sh exports CB_PG_CA)";
     dir_ = TempDir("pg-brokers");
     const std::string db = FreshPgDatabase("brokers");
-    std::ofstream(fs::path(dir_) / "x26.key") << std::string(32, 'n');
-    fs::permissions(fs::path(dir_) / "x26.key", fs::perms::owner_read | fs::perms::owner_write);
+    for (const auto& [file, value] : {std::pair{"x26.key", std::string(32, 'n')}, std::pair{"mesh-secret", std::string("s3cret")},
+                                      std::pair{"RR8HC001.pw", std::string("pw")}}) {
+      std::ofstream(fs::path(dir_) / file) << value;
+      fs::permissions(fs::path(dir_) / file, fs::perms::owner_read | fs::perms::owner_write);
+    }
     for (const char* name : {"a", "b"}) {
       const std::string extra = absl::StrCat(
           "store:\n  postgres: {connection: \"", db, "\"",
@@ -47,7 +51,10 @@ class PgBrokerTest : public ::testing::Test {
           "}\n", "policy:\n  agreements_dir: ", std::getenv("CB_SOURCE_DIR"),
           "/deploy/agreements\n  pseudonym_keys: [{organisation: X26, file: ", dir_, "/x26.key}]\n",
           "audit: {signing_key: ", PkiDir(), "/audit-signing.key, subject_key: ", PkiDir(),
-          "/audit-subject.key, tree_head_every: 4}\n");
+          "/audit-subject.key, tree_head_every: 4}\n",
+          // The MESH front door on each replica, one mailbox.
+          "mesh:\n  listen: \"127.0.0.1:0\"\n  shared_secret_file: ", dir_, "/mesh-secret\n",
+          "  mailboxes: [{id: RR8HC001, organisation: RR8, password_file: ", dir_, "/RR8HC001.pw}]\n");
       brokers_.push_back(StartBroker(ConfigYaml(absl::StrCat(dir_, "/", name), extra), &SystemClock::Get()));
       ASSERT_NE(brokers_.back(), nullptr);
     }
@@ -59,6 +66,18 @@ class PgBrokerTest : public ::testing::Test {
   std::string dir_;
   std::vector<std::unique_ptr<Broker>> brokers_;
 };
+
+TEST_F(PgBrokerTest, AMeshTokenAcceptedByOneReplicaIsRefusedByTheOther) {
+  const std::string ts = absl::FormatTime("%Y%m%d%H%M", absl::Now(), absl::UTCTimeZone());
+  const std::string nonce = absl::StrCat("replica-test-", ::getpid());
+  const std::string token = absl::StrCat("authorization: NHSMESH RR8HC001:", nonce, ":1:", ts, ":",
+                                         mesh::TokenHmac("s3cret", "RR8HC001", nonce, "1", "pw", ts));
+  HttpsReply on_a = HttpsCall(a().mesh_port(), "POST", "/messageexchange/RR8HC001", "RR8", {token});
+  EXPECT_EQ(on_a.status, 200) << on_a.body;
+  HttpsReply on_b = HttpsCall(b().mesh_port(), "POST", "/messageexchange/RR8HC001", "RR8", {token});
+  EXPECT_EQ(on_b.status, 403);
+  EXPECT_NE(on_b.body.find("MESH_TOKEN_REUSED"), std::string::npos) << on_b.body;
+}
 
 TEST_F(PgBrokerTest, SentToOneReplicaReceivedFromTheOther) {
   auto council_on_b = StubAs(b(), "503");
