@@ -114,21 +114,31 @@ MessageEvent WithheldEvent(const Row& r, absl::string_view reason, absl::Time no
                       r.subject, 0, std::string(reason), now};
 }
 
+namespace {
+TrackInfo Reported(const Row& r) {
+  TrackInfo info;
+  info.id = r.id;
+  info.sender = r.sender;
+  info.recipient = r.recipient;
+  info.workflow = r.workflow;
+  info.local_reference = r.local_reference;
+  info.accepted_at = r.accepted_at;
+  return info;
+}
+}  // namespace
+
+std::optional<NewMessage> WithheldReport(const Row& withheld, absl::string_view reason, absl::Time now,
+                                         absl::Duration lifetime) {
+  if (!Audited(withheld.kind) || withheld.sender.empty()) return std::nullopt;
+  return MakeNonDeliveryReport(Reported(withheld), now, lifetime, reason);
+}
+
 ExpiryPlan PlanExpiry(const Row& expired, const SweepRequest& req) {
   ExpiryPlan plan;
   if (!Audited(expired.kind)) return plan;
   plan.event = MessageEvent{v1::AUDIT_EVENT_EXPIRED, expired.id, expired.sender, expired.recipient, expired.workflow,
                             expired.purpose, expired.subject, 0, "", req.now};
-  if (!expired.sender.empty()) {
-    TrackInfo info;
-    info.id = expired.id;
-    info.sender = expired.sender;
-    info.recipient = expired.recipient;
-    info.workflow = expired.workflow;
-    info.local_reference = expired.local_reference;
-    info.accepted_at = expired.accepted_at;
-    plan.report = MakeNonDeliveryReport(info, req.now, req.report_expiry);
-  }
+  if (!expired.sender.empty()) plan.report = MakeNonDeliveryReport(Reported(expired), req.now, req.report_expiry);
   return plan;
 }
 

@@ -120,6 +120,12 @@ std::optional<MessageEvent> AcknowledgedEvent(const Row& r, absl::Time now);
 // The WITHHELD event (every kind: a withheld message is never delivered).
 MessageEvent WithheldEvent(const Row& r, absl::string_view reason, absl::Time now);
 
+// The non-delivery report for a withheld message, to its sender (nullopt
+// for a report or a message with no sender), living as long as the
+// message would have (`lifetime`: its expiry less its acceptance).
+std::optional<NewMessage> WithheldReport(const Row& withheld, absl::string_view reason, absl::Time now,
+                                         absl::Duration lifetime);
+
 // What a sweep does with one expired message: its EXPIRED event and the
 // non-delivery report to its sender, each when there is one. A report needs
 // a data message (reports are never reported on) and a sender to go to.

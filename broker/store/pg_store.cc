@@ -156,7 +156,7 @@ constexpr const char* kRelease =
 
 constexpr const char* kWithhold = R"sql(
 WITH old AS (
-  SELECT seq, id, sender, workflow, purpose, subject FROM messages
+  SELECT seq, id, sender, workflow, purpose, subject, kind, local_ref, accepted_at, expires_at FROM messages
   WHERE id = ANY($1::text[]) AND recipient = $2 AND state < 3 FOR UPDATE),
 upd AS (
   UPDATE messages m SET state = 5, withheld_at = $3, withheld_reason = $4, claim_token = NULL, purged = true,
@@ -164,7 +164,7 @@ upd AS (
   FROM old WHERE m.seq = old.seq),
 gone AS (DELETE FROM bodies b USING old WHERE b.seq = old.seq),
 gone_chunks AS (DELETE FROM chunks c USING old WHERE c.seq = old.seq)
-SELECT id, sender, workflow, purpose, subject FROM old)sql";
+SELECT id, sender, workflow, purpose, subject, kind, local_ref, accepted_at, expires_at FROM old)sql";
 
 constexpr const char* kTrack =
     "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, acked_at, "
@@ -930,8 +930,14 @@ class PgStore final : public Store {
                            .recipient = recipient,
                            .workflow = r->Str(i, 2),
                            .purpose = r->Str(i, 3),
-                           .subject = r->Str(i, 4)};
+                           .subject = r->Str(i, 4),
+                           .kind = static_cast<v1::MessageKind>(r->Int(i, 5)),
+                           .local_reference = r->Str(i, 6),
+                           .accepted_at = FromMicros(r->Int(i, 7))};
       RecordEvent(t, mailbox::WithheldEvent(m, reason, now));
+      if (auto report = mailbox::WithheldReport(m, reason, now, FromMicros(r->Int(i, 8)) - m.accepted_at)) {
+        if (auto s = Insert(t, *report); !s.ok()) return s.status();
+      }
       ++n;
     }
     return n;

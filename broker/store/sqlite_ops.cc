@@ -189,7 +189,8 @@ absl::Status SqliteStore::PrepareAll() {
        "ORDER BY acked_at LIMIT ?2"},
       {&purge_update_, "UPDATE messages SET purged = 1 WHERE seq = ?1"},
       {&withhold_select_,
-       "SELECT seq, sender, workflow, purpose, subject FROM messages WHERE id = ?1 AND recipient = ?2 AND state < 3"},
+       "SELECT seq, sender, workflow, purpose, subject, kind, local_ref, accepted_at, expires_at FROM messages "
+       "WHERE id = ?1 AND recipient = ?2 AND state < 3"},
       {&withhold_update_,
        "UPDATE messages SET state = 5, withheld_at = ?2, withheld_reason = ?3, claim_token = NULL, purged = 1, "
        "subject = NULL WHERE seq = ?1"},
@@ -576,6 +577,7 @@ absl::StatusOr<int> SqliteStore::DoWithhold(const OrgCode& recipient, const std:
   int n = 0;
   for (const MessageId& id : ids) {
     int64_t seq;
+    absl::Duration lifetime;
     mailbox::Row m{.id = id, .recipient = recipient};
     {
       withhold_select_.Bind(1, id.str()).Bind(2, recipient.str());
@@ -588,10 +590,17 @@ absl::StatusOr<int> SqliteStore::DoWithhold(const OrgCode& recipient, const std:
       m.workflow = withhold_select_.Text(2);
       m.purpose = withhold_select_.Text(3);
       m.subject = withhold_select_.Text(4);
+      m.kind = static_cast<v1::MessageKind>(withhold_select_.Int(5));
+      m.local_reference = withhold_select_.Text(6);
+      m.accepted_at = FromMicros(withhold_select_.Int(7));
+      lifetime = FromMicros(withhold_select_.Int(8)) - m.accepted_at;
     }
     if (auto s = RecordEvent(mailbox::WithheldEvent(m, reason, now)); !s.ok()) return s;
     if (auto s = withhold_update_.Bind(1, seq).Bind(2, Micros(now)).Bind(3, reason).Exec(); !s.ok()) return s;
     if (auto s = DeleteBody(seq); !s.ok()) return s;
+    if (auto report = mailbox::WithheldReport(m, reason, now, lifetime)) {
+      if (auto s = Insert(*report); !s.ok()) return s.status();
+    }
     ++n;
   }
   return n;

@@ -8,7 +8,8 @@
 
 namespace carebroker {
 
-NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl::Duration expiry) {
+NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl::Duration expiry,
+                                 absl::string_view reason) {
   v1::NonDeliveryReport r;
   r.set_message_id(expired.id.str());
   r.set_recipient(expired.recipient.str());
@@ -16,7 +17,7 @@ NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl:
   r.set_local_reference(expired.local_reference);
   *r.mutable_accepted_at() = ToTimestamp(expired.accepted_at);
   *r.mutable_expired_at() = ToTimestamp(now);
-  r.set_reason(reason::kNotAcknowledgedBeforeExpiry);
+  r.set_reason(std::string(reason));
 
   NewMessage m;
   m.id = NewMessageId(now);

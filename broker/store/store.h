@@ -318,8 +318,10 @@ class Store {
 
   // Withholds messages in the recipient's mailbox that are not yet
   // acknowledged, expired or withheld (consent changed while they waited):
-  // they are never delivered, their bodies are deleted, and Track shows
-  // WITHHELD with `reason`. Answers how many were withheld.
+  // they are never delivered, their bodies are deleted, Track shows
+  // WITHHELD with `reason`, and each data message's sender gets a
+  // non-delivery report with that reason (living as long as the message
+  // would have). Answers how many were withheld.
   virtual void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
                         StoreCallback<int> done) = 0;
 
@@ -433,7 +435,9 @@ class Store {
 
 // The non-delivery report stored for an expired message (shared by every
 // implementation so reports are identical whatever the store).
-NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl::Duration expiry);
+// `reason`: NOT_ACKNOWLEDGED_BEFORE_EXPIRY, or why a delivery was withheld.
+NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl::Duration expiry,
+                                 absl::string_view reason = "NOT_ACKNOWLEDGED_BEFORE_EXPIRY");
 
 // The bytes an audit entry is stored and hashed as: `entry` (a serialised
 // AuditEntry without its index) with `index` put first as field 1, where

@@ -396,6 +396,19 @@ TEST_P(StoreConformance, WithheldMessagesAreNeverDeliveredAndTrackSaysWhy) {
   EXPECT_TRUE(t->body_purged);
   EXPECT_EQ(TrackSync(*store, kTrust, acked)->status, v1::MESSAGE_STATUS_ACKNOWLEDGED);
   EXPECT_THAT(AckSync(*store, kCouncil, {waiting}, kT0)->not_found, ElementsAre(waiting));
+  // Each sender hears of it: a non-delivery report with the reason, living
+  // as long as the message would have.
+  auto reports = ClaimSync(*store, Claim(kTrust, 10, kT0 + absl::Seconds(2)));
+  ASSERT_THAT(*reports, SizeIs(2));
+  for (const StoredDelivery& r : *reports) {
+    EXPECT_EQ(r.kind, v1::MESSAGE_KIND_NON_DELIVERY_REPORT);
+    v1::NonDeliveryReport ndr;
+    ASSERT_TRUE(ndr.ParseFromString(r.payload));
+    EXPECT_EQ(ndr.reason(), "CONSENT_DISSENT");
+    EXPECT_TRUE(ndr.message_id() == waiting.str() || ndr.message_id() == claimed.str());
+  }
+  ASSERT_THAT(AckSync(*store, kTrust, {(*reports)[0].id, (*reports)[1].id}, kT0 + absl::Seconds(3))->acknowledged,
+              SizeIs(2));
   // Withheld messages do not expire into non-delivery reports.
   SweepRequest sweep{kT0 + absl::Hours(200), kT0, absl::Hours(120)};
   EXPECT_EQ(SweepSync(*store, sweep)->expired, 0);

@@ -5,6 +5,7 @@
 // NHSDigital's own nhs-mesh-client does is driven by tests/mesh/client.mjs.
 // Time is a FakeClock; tokens are stamped with it.
 #include <curl/curl.h>
+#include <grpcpp/channel.h>
 #include <zlib.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -20,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "broker/mesh/auth.h"
+#include "carebroker/v1/consent.grpc.pb.h"
 #include "tests/integration/harness.h"
 
 namespace carebroker::testing {
@@ -387,6 +389,41 @@ TEST_F(MeshApiTest, EveryMessageIsDecidedByTheAgreementsAndAudited) {
     if (e != "agreements-loaded" && e != "audit-query") events.push_back(e);
   }
   EXPECT_THAT(events, ElementsAre("send-denied", "send-accepted", "delivered"));
+}
+
+TEST_F(MeshApiTest, ADeliveryWithheldBecauseConsentChangedReachesItsSenderAsAReport) {
+  std::ifstream in(SourcePath("adapters/testdata/hl7v2/adt_a01.hl7"), std::ios::binary);
+  const std::string hl7((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string id = SentId(Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001",
+                                     {"mex-to: 503HC001", "mex-workflowid: TOC_FHIR_IP_DISCH",
+                                      "mex-content-type: application/hl7-v2", "mex-localid: ADT-77"},
+                                     hl7));
+  // The person records dissent at their GP while the message waits.
+  auto consent = v1::Consent::NewStub(ChannelAs(*broker_, "Y06601"));
+  v1::RecordRequest dissent;
+  dissent.set_nhs_number("9990000018");
+  dissent.set_kind(v1::DIRECTIVE_KIND_DISSENT);
+  dissent.set_purpose("direct-care");
+  dissent.set_source("GP consultation");
+  dissent.set_recorded_by("Dr Synthetic");
+  v1::Directive d;
+  ASSERT_TRUE(carebroker::testing::Call(&v1::Consent::Stub::Record, *consent, dissent, &d).ok());
+
+  Reply gone = Call("GET", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001");
+  EXPECT_EQ(gone.status, 410);
+  EXPECT_EQ(gone.reason(), "CONSENT_DISSENT");
+  EXPECT_THAT(Inbox("503", "503HC001"), IsEmpty());
+  const std::vector<std::string> reports = Inbox("RR8", "RR8HC001");
+  ASSERT_THAT(reports, SizeIs(1));
+  Reply report = Call("GET", "/messageexchange/RR8HC001/inbox/" + reports[0], "RR8", "RR8HC001");
+  EXPECT_EQ(report.header("mex-messagetype"), "REPORT");
+  EXPECT_EQ(report.header("mex-linkedmsgid"), id);
+  EXPECT_EQ(report.header("mex-localid"), "ADT-77");
+  EXPECT_EQ(report.header("carebroker-reason"), "CONSENT_DISSENT");
+  EXPECT_THAT(report.header("mex-statusdescription"), HasSubstr("CONSENT_DISSENT"));
+  Reply track = Call("GET", "/messageexchange/RR8HC001/outbox/tracking?messageID=" + id, "RR8", "RR8HC001");
+  EXPECT_EQ(track.json().value("status", ""), "undeliverable");
+  EXPECT_EQ(track.json().value("carebroker_reason", ""), "CONSENT_DISSENT");
 }
 
 TEST_F(MeshApiTest, AnExpiredMessageReachesItsSenderAsAMeshReport) {
