@@ -124,6 +124,12 @@ class Checker {
       }
       return;
     }
+    if (f.payload() == v1::PAYLOAD_KIND_DOCUMENT) {
+      if (!f.fields().empty() || !f.transforms().empty()) {
+        Fail(at + ".payload", "a document flow carries the document whole: it cannot release fields or transform them");
+      }
+      return;
+    }
     if (f.fields().empty()) Fail(at + ".fields", "required: the field paths this flow releases");
     for (int i = 0; i < f.fields_size(); ++i) {
       if (auto c = ResolveFieldPath(f.fields(i)); !c.ok()) Fail(absl::StrCat(at, ".fields[", i, "]"), c.status().message());

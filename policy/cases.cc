@@ -32,8 +32,8 @@ void CheckCaseRequest(const v1::PolicyCase& c, std::vector<std::string>* errors)
                       "public-health");
   }
   if (!c.date().empty() && !ParseUkDate(c.date()).ok()) errors->push_back("date: must be YYYY-MM-DD");
-  if (c.payload() == v1::PAYLOAD_KIND_OPAQUE && !c.record().empty()) {
-    errors->push_back("record: an opaque payload has no care record");
+  if ((c.payload() == v1::PAYLOAD_KIND_OPAQUE || c.payload() == v1::PAYLOAD_KIND_DOCUMENT) && !c.record().empty()) {
+    errors->push_back("record: an opaque payload or a document has no care record");
   }
   if (c.expect().withheld_size() > 0 && c.record().empty()) {
     errors->push_back("expect.withheld: needs a record to withhold fields from");
@@ -69,6 +69,7 @@ absl::StatusOr<CaseOutcome> EvaluateCase(const PolicySet& set, const v1::PolicyC
   in.workflow = c.workflow();
   in.purpose = PurposeFromWire(c.purpose());
   in.opaque = c.payload() == v1::PAYLOAD_KIND_OPAQUE;
+  in.document = c.payload() == v1::PAYLOAD_KIND_DOCUMENT;
   in.justification = c.justification();
   in.now = today;
   if (!c.date().empty()) {

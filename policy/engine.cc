@@ -122,8 +122,15 @@ Decision PolicySet::Decide(const DecisionInput& in) const {
       note_other(f, reason::kAgreementExpired, 1);
       continue;
     }
-    if ((f.flow->payload() == v1::PAYLOAD_KIND_OPAQUE) != in.opaque) {
-      d.trace.push_back(absl::StrCat(name, in.opaque ? ": carries care records only" : ": carries opaque payloads only"));
+    const v1::PayloadKind sent = in.opaque     ? v1::PAYLOAD_KIND_OPAQUE
+                                 : in.document ? v1::PAYLOAD_KIND_DOCUMENT
+                                               : v1::PAYLOAD_KIND_CARE_RECORD;
+    const v1::PayloadKind carried =
+        f.flow->payload() == v1::PAYLOAD_KIND_UNSPECIFIED ? v1::PAYLOAD_KIND_CARE_RECORD : f.flow->payload();
+    if (carried != sent) {
+      d.trace.push_back(absl::StrCat(name, carried == v1::PAYLOAD_KIND_OPAQUE     ? ": carries opaque payloads only"
+                                           : carried == v1::PAYLOAD_KIND_DOCUMENT ? ": carries documents only"
+                                                                                  : ": carries care records only"));
       note_other(f, reason::kPayloadKindNotAllowed, 2);
       continue;
     }

@@ -38,7 +38,8 @@ struct DecisionInput {
   Party recipient;
   std::string workflow;
   v1::Purpose purpose = v1::PURPOSE_UNSPECIFIED;
-  bool opaque = false;  // the payload is not a canonical care record
+  bool opaque = false;    // the payload is not a canonical care record
+  bool document = false;  // ... but a document about the person declared (`consent`'s)
   std::string justification;
   const PersonConsent* consent = nullptr;  // null: nothing recorded
   absl::Time now;

@@ -130,6 +130,9 @@ TEST(Agreements, ConsentAndBasisRules) {
   EXPECT_THAT(Lint(Agreement("    payload: opaque\n")),
               ElementsAre(HasSubstr("an opaque flow cannot release fields"), HasSubstr("consent must be not-applicable"),
                           HasSubstr("legal_basis.article9: an opaque flow carries no special category data")));
+  // A document is carried whole: no fields, no transforms; health data, so article9 stays.
+  EXPECT_THAT(Lint(Agreement("    payload: document\n")),
+              ElementsAre(HasSubstr("a document flow carries the document whole: it cannot release fields")));
 }
 
 TEST(Agreements, FolderErrorsCoverEveryFileAndDuplicateIds) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "adapters/common/values.h"
+#include "core/nhs_number.h"
 #include "adapters/fhir/fhir_xml.h"
 #include "core/status.h"
 #include "core/reasons.h"
@@ -407,6 +408,42 @@ absl::Status ReadResource(const Json& r, const std::string& path, const adapters
 }
 
 }  // namespace
+
+bool IsDocumentReference(absl::string_view text) {
+  if (!absl::StrContains(text, "DocumentReference")) return false;  // most payloads stop here
+  const Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  return doc.is_object() && doc.value("resourceType", "") == "DocumentReference";
+}
+
+absl::StatusOr<DocumentSubject> ReadDocumentReference(absl::string_view text) {
+  const Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object() || doc.value("resourceType", "") != "DocumentReference") {
+    return Invalid("not a FHIR JSON DocumentReference");
+  }
+  const Json* subject = Reader::At(doc, "subject");
+  const Json* identifier = subject != nullptr && subject->is_object() ? Reader::At(*subject, "identifier") : nullptr;
+  if (identifier == nullptr || !identifier->is_object() || identifier->value("system", "") != kNhsNumberSystem ||
+      !identifier->contains("value") || !(*identifier)["value"].is_string()) {
+    return Invalid("DocumentReference.subject.identifier: the person's NHS number (system " +
+                   std::string(kNhsNumberSystem) + ") is required");
+  }
+  DocumentSubject out;
+  out.nhs_number = (*identifier)["value"].get<std::string>();
+  if (!IsValidNhsNumber(out.nhs_number)) {
+    return InvalidArgument(reason::kNhsNumberInvalid,
+                           "DocumentReference.subject.identifier is not a valid NHS number (ten digits, Modulus 11)");
+  }
+  const Json* content = Reader::At(doc, "content");
+  bool attached = false;
+  for (size_t i = 0; content != nullptr && content->is_array() && i < content->size(); ++i) {
+    const Json& c = (*content)[i];
+    const Json* a = c.is_object() ? Reader::At(c, "attachment") : nullptr;
+    attached |= a != nullptr && a->is_object() && a->contains("contentType") &&
+                (a->contains("data") || a->contains("url"));
+  }
+  if (!attached) return Invalid("DocumentReference.content: an attachment with contentType and data (or url) is required");
+  return out;
+}
 
 absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits& limits,
                                         const adapters::ReadOptions& options) {

@@ -37,6 +37,21 @@ struct ReadLimits {
 // shapes, bad dates, naming the element path; XML that is not well-formed,
 // naming the line), FHIR_UNSUPPORTED (a resource type not listed above) or
 // NHS_NUMBER_INVALID; never patient data.
+// A FHIR JSON DocumentReference: a document (a PDF, a letter, any file in
+// content[].attachment) about one person, named in subject.identifier by
+// NHS number. carebroker carries it whole and decides it by that person's
+// consent (policy PAYLOAD_KIND_DOCUMENT).
+struct DocumentSubject {
+  std::string nhs_number;  // Modulus 11 checked
+};
+// Whether `text` is a FHIR JSON DocumentReference (cheap: it must parse).
+bool IsDocumentReference(absl::string_view text);
+// The person a DocumentReference is about. FHIR_INVALID when it has no
+// subject identifier in the NHS number system, or no attachment with a
+// contentType and data or a url; NHS_NUMBER_INVALID when the number fails
+// Modulus 11.
+absl::StatusOr<DocumentSubject> ReadDocumentReference(absl::string_view text);
+
 absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits& limits = {},
                                         const adapters::ReadOptions& options = {});
 

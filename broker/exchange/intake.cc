@@ -1,5 +1,7 @@
 #include "broker/exchange/intake.h"
 
+#include "adapters/fhir/fhir.h"
+
 #include "core/vocabulary.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -113,9 +115,18 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   // a flow accepting unverified identifiers lets it through (below), and
   // otherwise the adapter's precise error is the answer.
   const auto in_format = adapters::FormatByContentType(req.content_type());
-  const bool canonical = in_format.ok();
+  // A FHIR DocumentReference is a document about the person it names: carried
+  // whole, decided by that person's consent (a flow with payload: document).
+  const bool document = in_format.ok() && *in_format == adapters::Format::kFhir &&
+                        fhir::IsDocumentReference(req.payload());
+  const bool canonical = in_format.ok() && !document;
   v1::CareRecord record;
   absl::Status nhs_error;
+  if (document) {
+    auto subject = fhir::ReadDocumentReference(req.payload());
+    if (!subject.ok()) return subject.status();
+    record.mutable_person()->set_nhs_number(subject->nhs_number);
+  }
   if (canonical) {
     auto parsed = adapters::Parse(*in_format, req.payload());
     if (!parsed.ok() && ReasonOf(parsed.status()) == reason::kNhsNumberInvalid) {
@@ -145,7 +156,8 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   in.recipient = {recipient, to->kind()};
   in.workflow = req.workflow();
   in.purpose = purpose;
-  in.opaque = !canonical;
+  in.opaque = !canonical && !document;
+  in.document = document;
   in.justification = req.justification();
   std::optional<policy::PersonConsent> person;
   if (!nhs.empty()) person = consent.Find(nhs);
@@ -171,9 +183,10 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   for (const auto& r : d.reasons) entry.add_reasons(r);
   entry.set_justification(req.justification());
   const adapters::Format out_format = config.ReceiveFormat(recipient, req.workflow());
-  entry.set_detail(canonical ? absl::StrCat("care record: ", adapters::InfoOf(*in_format).name, " in, ",
-                                            adapters::InfoOf(out_format).name, " out")
-                             : absl::StrCat("opaque payload: ", req.content_type()));
+  entry.set_detail(canonical  ? absl::StrCat("care record: ", adapters::InfoOf(*in_format).name, " in, ",
+                                             adapters::InfoOf(out_format).name, " out")
+                   : document ? "document: a FHIR DocumentReference, carried whole"
+                              : absl::StrCat("opaque payload: ", req.content_type()));
   if (!d.allowed) {
     entry.set_event(v1::AUDIT_EVENT_SEND_DENIED);
     if (denial != nullptr) *denial = entries.Make(std::move(entry), nhs_valid ? nhs : "");
@@ -217,6 +230,10 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
                                                                     d.overridden);
   } else {
     m.payload = std::move(*req.mutable_payload());
+    if (document) {  // re-checked at delivery as a record is
+      m.subject = nhs;
+      m.consent_check = policy::EncodeConsentCheck(d.flow->flow->consent(), d.opt_out_applies, d.overridden);
+    }
   }
   out.agreement_id = d.flow->agreement->agreement.id();
   out.agreement_version = d.flow->agreement->agreement.version();
@@ -227,7 +244,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   entry.set_message_id(m.id.str());
   entry.set_payload_digest(m.digest);
   entry.set_safeguarding_override(d.overridden);
-  m.audit = entries.Make(std::move(entry), canonical ? nhs : "");
+  m.audit = entries.Make(std::move(entry), canonical || document ? nhs : "");
   m.sender = sender;
   m.recipient = recipient;
   m.workflow = std::move(*req.mutable_workflow());

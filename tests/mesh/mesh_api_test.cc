@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "broker/client/client.h"
 #include "broker/mesh/auth.h"
 #include "carebroker/v1/consent.grpc.pb.h"
 #include "tests/integration/harness.h"
@@ -95,6 +96,7 @@ mesh:
     - {id: REFERRAL, purpose: direct-care}
     - {id: API-DOCS-TEST, workflow: W, purpose: direct-care}
     - {id: NOT_AGREED, workflow: CARE_ASSESSMENT, purpose: direct-care}
+    - {id: DISCHARGE_SUMMARY, purpose: direct-care}
   mailboxes:
     - {id: RR8HC001, organisation: RR8, password_file: )", dir_, R"(/RR8HC001.pw}
     - {id: 503HC001, organisation: "503", name: Council social care, password_file: )", dir_,
@@ -148,6 +150,21 @@ mesh:
     Reply r = Call("GET", absl::StrCat("/messageexchange/", mailbox, "/inbox", query), cert, mailbox);
     EXPECT_EQ(r.status, 200) << r.body;
     return r.json().value("messages", std::vector<std::string>{});
+  }
+
+  // The synthetic person (9990000018, in the HL7 and document fixtures)
+  // records dissent from direct-care sharing, at their GP practice.
+  void RecordDissent() {
+    auto consent = v1::Consent::NewStub(ChannelAs(*broker_, "Y06601"));
+    v1::RecordRequest dissent;
+    dissent.set_nhs_number("9990000018");
+    dissent.set_kind(v1::DIRECTIVE_KIND_DISSENT);
+    dissent.set_purpose("direct-care");
+    dissent.set_source("GP consultation");
+    dissent.set_recorded_by("Dr Synthetic");
+    v1::Directive d;
+    grpc::Status s = carebroker::testing::Call(&v1::Consent::Stub::Record, *consent, dissent, &d);
+    ASSERT_TRUE(s.ok()) << DescribeStatus(s);
   }
 
   std::unique_ptr<FakeClock> clock_;
@@ -391,6 +408,45 @@ TEST_F(MeshApiTest, EveryMessageIsDecidedByTheAgreementsAndAudited) {
   EXPECT_THAT(events, ElementsAre("send-denied", "send-accepted", "delivered"));
 }
 
+// A discharge summary as a FHIR DocumentReference naming its person.
+std::string DocumentReference(const std::string& nhs_number, bool with_subject = true) {
+  Json doc = {{"resourceType", "DocumentReference"},
+              {"status", "current"},
+              {"content", Json::array({{{"attachment", {{"contentType", "application/pdf"},
+                                                         {"data", "JVBERi0xLjQgc3ludGhldGljIGRpc2NoYXJnZSBzdW1tYXJ5"}}}}})}};
+  if (with_subject) {
+    doc["subject"] = {{"identifier", {{"system", "https://fhir.nhs.uk/Id/nhs-number"}, {"value", nhs_number}}}};
+  }
+  return doc.dump();
+}
+
+TEST_F(MeshApiTest, ADocumentIsCarriedWholeUnderADocumentsFlowAndDecidedByItsPersonsConsent) {
+  auto send = [&](const std::string& workflow, const std::string& body) {
+    return Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001",
+                {"mex-to: 503HC001", "mex-workflowid: " + workflow, "content-type: application/fhir+json",
+                 "mex-filename: discharge-summary.json"},
+                body);
+  };
+  const std::string doc = DocumentReference("9990000018");
+  const std::string id = SentId(send("DISCHARGE_SUMMARY", doc));
+  Reply got = Call("GET", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001");
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, doc) << "a document is never altered";
+  EXPECT_THAT(got.header("content-type"), HasSubstr("application/fhir+json"));
+
+  Reply wrong_kind = send("TOC_FHIR_IP_DISCH", doc);
+  EXPECT_EQ(wrong_kind.status, 417);
+  EXPECT_EQ(wrong_kind.code(), "16");
+  EXPECT_EQ(wrong_kind.reason(), "PAYLOAD_KIND_NOT_ALLOWED") << "the care-record flow does not carry documents";
+  EXPECT_EQ(send("DISCHARGE_SUMMARY", DocumentReference("9990000019")).reason(), "NHS_NUMBER_INVALID");
+  EXPECT_EQ(send("DISCHARGE_SUMMARY", DocumentReference("", false)).reason(), "FHIR_INVALID");
+
+  RecordDissent();
+  Reply denied = send("DISCHARGE_SUMMARY", doc);
+  EXPECT_EQ(denied.status, 417);
+  EXPECT_EQ(denied.reason(), "CONSENT_DISSENT");
+}
+
 TEST_F(MeshApiTest, ADeliveryWithheldBecauseConsentChangedReachesItsSenderAsAReport) {
   std::ifstream in(SourcePath("adapters/testdata/hl7v2/adt_a01.hl7"), std::ios::binary);
   const std::string hl7((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -399,15 +455,7 @@ TEST_F(MeshApiTest, ADeliveryWithheldBecauseConsentChangedReachesItsSenderAsARep
                                       "mex-content-type: application/hl7-v2", "mex-localid: ADT-77"},
                                      hl7));
   // The person records dissent at their GP while the message waits.
-  auto consent = v1::Consent::NewStub(ChannelAs(*broker_, "Y06601"));
-  v1::RecordRequest dissent;
-  dissent.set_nhs_number("9990000018");
-  dissent.set_kind(v1::DIRECTIVE_KIND_DISSENT);
-  dissent.set_purpose("direct-care");
-  dissent.set_source("GP consultation");
-  dissent.set_recorded_by("Dr Synthetic");
-  v1::Directive d;
-  ASSERT_TRUE(carebroker::testing::Call(&v1::Consent::Stub::Record, *consent, dissent, &d).ok());
+  RecordDissent();
 
   Reply gone = Call("GET", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001");
   EXPECT_EQ(gone.status, 410);
