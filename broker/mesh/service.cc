@@ -351,6 +351,12 @@ void MeshService::Route(std::shared_ptr<Call> call) {
   if (!who.ok()) return Refuse(*call, who.status(), false);
   call->who = *who;
   auto refuse = [this, &call](const absl::Status& s) { Refuse(*call, s, true); };
+  // The exchange is for agencies, as on the gRPC listener (an IG officer's
+  // or an operator's certificate sends and receives nothing).
+  if (call->who.role != Role::kAgency) {
+    return refuse(Error(absl::StatusCode::kPermissionDenied, reason::kRoleNotAllowed,
+                        absl::StrCat("the MESH API needs the agency role; this certificate's is ", RoleName(call->who.role))));
+  }
 
   // The mailbox the token must prove: the path's, or for the lookups (whose
   // paths name none) the token's own.

@@ -208,6 +208,13 @@ TEST_F(MeshApiTest, HandshakeThenEachTokenOnceWithinTwoHoursMadeWithTheSecretAnd
   EXPECT_EQ(unknown.reason(), "MESH_MAILBOX_UNKNOWN");
 }
 
+TEST_F(MeshApiTest, OnlyAnAgencyCertificateUsesTheMeshApi) {
+  // The IG officer's certificate is 503's, with a good token for 503's mailbox.
+  Reply r = Call("GET", "/messageexchange/503HC001/inbox", "ig-officer", "503HC001");
+  EXPECT_EQ(r.status, 403);
+  EXPECT_EQ(r.reason(), "ROLE_NOT_ALLOWED");
+}
+
 TEST_F(MeshApiTest, AMailboxOfAnotherOrganisationIsRefusedAndAudited) {
   // The trust's certificate with a valid token for the council's mailbox.
   Reply r = Call("GET", "/messageexchange/503HC001/inbox", "RR8", "503HC001");
