@@ -8,7 +8,9 @@
 // reflection, all over mutual TLS only: a client needs a certificate from
 // tls.ca that is in date and not revoked in tls.crl, or the handshake fails.
 // A second listener (metrics.listen, plain HTTP) serves /metrics, /healthz
-// and /readyz. Health tells the truth: SERVING (and /readyz 200) only while
+// and /readyz. A third (mesh.listen, off unless configured) serves the MESH
+// API over HTTPS with mutual TLS (broker/mesh/service.h), its client
+// certificates decided by the same gate. Health tells the truth: SERVING (and /readyz 200) only while
 // the store takes writes and the audit log is sound, checked every second.
 #pragma once
 
