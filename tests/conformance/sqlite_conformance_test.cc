@@ -144,6 +144,29 @@ size_t Found(Store& s, const std::string& subject) {
   return rows.ok() ? rows->size() : 0;
 }
 
+TEST(SqliteSchema, AChunkedBodyIsStoredInPiecesAndPurgedWithItsMessage) {
+  const std::string path = TestDir() + "/chunks.db";
+  auto store = OpenSqliteStore(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const absl::Time t0 = absl::FromUnixSeconds(1'800'000'000);
+  NewMessage m = testing::TestMessage(OrgCode("RR8"), OrgCode("503"), "", std::string(9 << 20, 'a'), t0);
+  m.chunks = 2;
+  auto appended = AppendSync(**store, {m});
+  ASSERT_TRUE(appended.ok() && (*appended)[0].ok());
+  auto last = AwaitStore<ChunkStored>([&](auto cb) {
+    (*store)->AppendChunk(ChunkUpload{m.sender, m.id, 2, 2, std::string(100, 'b'), t0}, std::move(cb));
+  });
+  ASSERT_TRUE(last.ok() && last->complete) << last.status();
+  // 9 MiB in 4 MiB pieces (three rows) and the last chunk (one).
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM chunks"), 4);
+  EXPECT_EQ(Count(path, "SELECT max(length(body)) FROM chunks"), 4 << 20);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM bodies"), 0);
+  ASSERT_EQ(AckSync(**store, m.recipient, {m.id}, t0)->acknowledged.size(), 1u);
+  SweepRequest purge{t0 + absl::Hours(1), t0 + absl::Minutes(1), absl::Hours(120)};
+  EXPECT_EQ(SweepSync(**store, purge)->purged, 1);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM chunks"), 0) << "retention purges every chunk";
+}
+
 TEST(SqliteSchema, EachFullAuditBlockGetsASearchFilterNotAnIndex) {
   const std::string path = TestDir() + "/blocks.db";
   auto store = OpenSqliteStore(path);
