@@ -634,6 +634,22 @@ absl::StatusOr<std::vector<v1::ConsentChange>> SqliteStore::DoReadConsent(const 
   return out;
 }
 
+absl::StatusOr<std::vector<int64_t>> SqliteStore::SweepSeqs(Stmt& q, absl::Time at, int max_items, bool& more) {
+  std::vector<int64_t> seqs;
+  {
+    q.Bind(1, Micros(at)).Bind(2, int64_t{max_items} + 1);
+    ResetOnExit reset{q};
+    while (true) {
+      auto row = q.Step();
+      if (!row.ok()) return row.status();
+      if (!*row) break;
+      seqs.push_back(q.Int(0));
+    }
+  }
+  seqs.resize(mailbox::SweepBatch(static_cast<int>(seqs.size()), max_items, more));
+  return seqs;
+}
+
 absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
   SweepResult r;
   std::vector<std::pair<int64_t, mailbox::Row>> expired;
@@ -672,36 +688,16 @@ absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
       ++r.reports;
     }
   }
-  std::vector<int64_t> purge;
-  {
-    purge_select_.Bind(1, Micros(req.purge_acked_before)).Bind(2, int64_t{req.max_items} + 1);
-    ResetOnExit reset{purge_select_};
-    while (true) {
-      auto row = purge_select_.Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      purge.push_back(purge_select_.Int(0));
-    }
-  }
-  purge.resize(mailbox::SweepBatch(static_cast<int>(purge.size()), req.max_items, r.more));
-  for (int64_t seq : purge) {
+  auto purge = SweepSeqs(purge_select_, req.purge_acked_before, req.max_items, r.more);
+  if (!purge.ok()) return purge.status();
+  for (int64_t seq : *purge) {
     if (auto s = purge_update_.Bind(1, seq).Exec(); !s.ok()) return s;
     if (auto s = DeleteBody(seq); !s.ok()) return s;
     ++r.purged;
   }
-  std::vector<int64_t> abandoned;
-  {
-    abandon_select_.Bind(1, Micros(req.now)).Bind(2, int64_t{req.max_items} + 1);
-    ResetOnExit reset{abandon_select_};
-    while (true) {
-      auto row = abandon_select_.Step();
-      if (!row.ok()) return row.status();
-      if (!*row) break;
-      abandoned.push_back(abandon_select_.Int(0));
-    }
-  }
-  abandoned.resize(mailbox::SweepBatch(static_cast<int>(abandoned.size()), req.max_items, r.more));
-  for (int64_t seq : abandoned) {
+  auto abandoned = SweepSeqs(abandon_select_, req.now, req.max_items, r.more);
+  if (!abandoned.ok()) return abandoned.status();
+  for (int64_t seq : *abandoned) {
     if (auto s = abandon_update_.Bind(1, seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
     if (auto s = DeleteBody(seq); !s.ok()) return s;
     ++r.abandoned;

@@ -306,6 +306,9 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<v1::ConsentChange>> DoReadConsent(const std::string& nhs_number);
 
   absl::StatusOr<SweepResult> DoSweep(const SweepRequest& req);
+  // The seqs `q` selects (?1 a time, ?2 the bound), at most `max_items`;
+  // `more` set when there were more (mailbox::SweepBatch).
+  absl::StatusOr<std::vector<int64_t>> SweepSeqs(Stmt& q, absl::Time at, int max_items, bool& more);
 
   sqlite3* db_ = nullptr;
   std::string path_;
