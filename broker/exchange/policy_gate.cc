@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "broker/exchange/exchange_metrics.h"
+#include "core/log.h"
 #include "core/status.h"
 #include "core/reasons.h"
 #include "policy/agreements.h"
@@ -68,6 +70,16 @@ absl::string_view PolicyGate::CheckAtDelivery(const StoredDelivery& d, const Org
   auto person = consent_.Find(d.subject);
   return policy::RecheckConsent(d.consent_check, policy::PurposeFromWire(d.purpose), recipient, kind,
                                 person ? &*person : nullptr);
+}
+
+void WithholdAtDelivery(Store& store, ExchangeMetrics& metrics, const StoredDelivery& d, const OrgCode& recipient,
+                        absl::string_view reason, absl::Time now, StoreCallback<int> done) {
+  metrics.withheld.With({d.workflow, std::string(reason)}).Inc();
+  Log(LogLevel::kDebug, "message.withheld")
+      .Str("message_id", d.id.str())
+      .Str("recipient", recipient.str())
+      .Str("reason", reason);
+  store.Withhold(recipient, {d.id}, std::string(reason), now, std::move(done));
 }
 
 }  // namespace carebroker

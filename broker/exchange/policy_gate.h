@@ -58,6 +58,15 @@ class PolicyGate {
   std::shared_ptr<const InForce> in_force_ ABSL_GUARDED_BY(mu_);
 };
 
+struct ExchangeMetrics;
+
+// Withholds `d` from `recipient` for `reason` (what CheckAtDelivery said):
+// counted by workflow and reason, logged at debug (ids and the reason only)
+// and stored (Store::Withhold, which reports it to the sender). The one path
+// of every front door that delivers (a Receive stream, a MESH download).
+void WithholdAtDelivery(Store& store, ExchangeMetrics& metrics, const StoredDelivery& d, const OrgCode& recipient,
+                        absl::string_view reason, absl::Time now, StoreCallback<int> done);
+
 // Every recipient of a pseudonymising flow that is registered with this
 // broker (by code, or by kind) must have a key in policy.pseudonym_keys.
 absl::Status CheckPseudonymKeys(const policy::PolicySet& set, const Config& config);

@@ -28,7 +28,6 @@
 #include "broker/store/store.h"
 #include "core/clock.h"
 #include "core/ids.h"
-#include "core/log.h"
 #include "core/reasons.h"
 #include "core/status.h"
 #include "core/time.h"
@@ -617,13 +616,8 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
       // The consent re-check at delivery, as a Receive stream makes it.
       const absl::string_view reason = d_.policy.CheckAtDelivery(d, call->who.org);
       if (reason.empty()) return respond(std::move(d));
-      d_.metrics.withheld.With({d.workflow, std::string(reason)}).Inc();
-      Log(LogLevel::kDebug, "message.withheld")
-          .Str("message_id", id)
-          .Str("recipient", call->who.org.str())
-          .Str("reason", reason);
-      d_.store.Withhold(call->who.org, {d.id}, std::string(reason), call->now,
-                        [call, id, why = std::string(reason)](absl::StatusOr<int> r) {
+      WithholdAtDelivery(d_.store, d_.metrics, d, call->who.org, reason, call->now,
+                         [call, id, why = std::string(reason)](absl::StatusOr<int> r) {
         if (!r.ok()) return call->Fail(503, "RECEIVE", "503", r.status(), id);
         call->Fail(410, "RECEIVE", "20",
                    Error(absl::StatusCode::kNotFound, why,

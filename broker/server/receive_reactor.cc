@@ -284,13 +284,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   bool Withheld(const StoredDelivery& d) {
     absl::string_view reason = d_.policy.CheckAtDelivery(d, id_.org);
     if (reason.empty()) return false;
-    d_.metrics.withheld.With({d.workflow, std::string(reason)}).Inc();
-    Log(LogLevel::kDebug, "message.withheld")
-        .Str("message_id", d.id.str())
-        .Str("recipient", id_.org.str())
-        .Str("reason", reason);
     Ref();
-    d_.store.Withhold(id_.org, {d.id}, std::string(reason), d_.clock.Now(), [this](auto) { Unref(); });
+    WithholdAtDelivery(d_.store, d_.metrics, d, id_.org, reason, d_.clock.Now(), [this](auto) { Unref(); });
     return true;
   }
 
