@@ -60,18 +60,20 @@ HttpResponse JsonResponse(int status, const Json& body) {
   return HttpResponse{status, "application/json", body.dump(), {}};
 }
 
+int HexDigit(char c) {
+  if (absl::ascii_isdigit(c)) return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// A path segment or query value, %XX decoded (and + as a space in a query).
 std::string PercentDecode(absl::string_view s, bool plus_is_space) {
   std::string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size(); ++i) {
     int hi, lo;
-    auto hex = [](char c) {
-      if (absl::ascii_isdigit(c)) return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-      return -1;
-    };
-    if (s[i] == '%' && i + 2 < s.size() + 0 && (hi = hex(s[i + 1])) >= 0 && (lo = hex(s[i + 2])) >= 0) {
+    if (s[i] == '%' && i + 2 < s.size() && (hi = HexDigit(s[i + 1])) >= 0 && (lo = HexDigit(s[i + 2])) >= 0) {
       out.push_back(static_cast<char>(hi * 16 + lo));
       i += 2;
     } else if (s[i] == '+' && plus_is_space) {
@@ -127,8 +129,8 @@ Json ParseMeta(absl::string_view meta) {
   return j.is_object() ? j : Json::object();
 }
 
-std::string MetaValue(const Json& meta, const char* key) {
-  auto it = meta.find(key);
+std::string MetaValue(const Json& meta, absl::string_view key) {
+  auto it = meta.find(std::string(key));
   return it != meta.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
@@ -239,8 +241,8 @@ struct MeshService::Call {
   Version version = Version::kV1;
   std::vector<std::string> path;  // decoded segments after /messageexchange
   std::map<std::string, std::string> query;
-  std::shared_ptr<const PolicyGate::InForce> in_force;
-  const Config* config = nullptr;
+  std::shared_ptr<const PolicyGate::InForce> in_force;  // one config for the whole request, across a reload
+  const Config& config() const { return *in_force->config; }
   Identity who;
   const v1::MeshMailbox* mailbox = nullptr;  // the authenticated mailbox (in *config)
   absl::Time now;
@@ -286,7 +288,6 @@ void MeshService::Handle(HttpRequest request, http::Reply reply) {
   call->now = d_.clock.Now();
   call->internal_id = NewMessageId(call->now).str();
   call->in_force = d_.policy.in_force();
-  call->config = call->in_force->config.get();
   Route(std::move(call));
 }
 
@@ -367,7 +368,7 @@ void MeshService::Route(std::shared_ptr<Call> call) {
     if (!token.ok()) return refuse(token.status());
     mailbox_id = token->mailbox;
   }
-  const Config& config = *call->config;
+  const Config& config = call->config();
   const v1::MeshMailbox* mb = config.FindMeshMailbox(mailbox_id);
   if (mb == nullptr) {
     return refuse(Error(absl::StatusCode::kPermissionDenied, reason::kMeshMailboxUnknown,
@@ -466,7 +467,7 @@ void MeshService::ListInbox(std::shared_ptr<Call> call, bool count_only) {
         *round = nullptr;
         return call->Fail(503, "RECEIVE", "503", page.status());
       }
-      const Config& config = *call->config;
+      const Config& config = call->config();
       listing->total = page->total;
       int64_t last_examined = 0;
       for (const InboxEntry& e : page->entries) {
@@ -519,7 +520,7 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
       }
       return call->Fail(503, "RECEIVE", "503", look.status(), id);
     }
-    const Config& config = *call->config;
+    const Config& config = call->config();
     const Json meta = ParseMeta(look->delivery.meta);
     if (!InMailbox(config, *call->mailbox, look->delivery.workflow, meta)) {
       return call->Fail(404, "RECEIVE", "20",
@@ -542,13 +543,13 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
     }
     // The first chunk of several is 206, as is every chunk but the last.
     auto respond = [call, id, chunk, total](StoredDelivery d) {
-      const Config& cfg = *call->config;
+      const Config& cfg = call->config();
       const Json m = ParseMeta(d.meta);
       HttpResponse r;
       r.status = static_cast<uint32_t>(chunk) < total ? 206 : 200;
       r.content_type = d.content_type.empty() ? "application/octet-stream" : d.content_type;
-      auto add = [&](const char* name, std::string value) {
-        if (!value.empty()) r.headers.emplace_back(name, std::move(value));
+      auto add = [&](absl::string_view name, std::string value) {
+        if (!value.empty()) r.headers.emplace_back(std::string(name), std::move(value));
       };
       add("mex-messageid", id);
       add("mex-to", MetaValue(m, "mex-to").empty() ? call->mailbox->id() : MetaValue(m, "mex-to"));
@@ -585,7 +586,7 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
       add("mex-workflowid", MeshWorkflowOf(cfg, d.workflow, m));
       for (absl::string_view h : kPassThrough) {
         if (h == "mex-localid" || h == "mex-content-type") continue;
-        add(std::string(h).c_str(), MetaValue(m, std::string(h).c_str()));
+        add(h, MetaValue(m, h));
       }
       add("mex-localid", d.local_reference);
       add("mex-content-type", r.content_type);
@@ -635,7 +636,7 @@ void MeshService::Acknowledge(std::shared_ptr<Call> call, const std::string& id)
       const int status = look.status().code() == absl::StatusCode::kNotFound ? 404 : 503;
       return call->Fail(status, "ACK", status == 404 ? "20" : "503", look.status(), id);
     }
-    if (!InMailbox(*call->config, *call->mailbox, look->delivery.workflow, ParseMeta(look->delivery.meta))) {
+    if (!InMailbox(call->config(), *call->mailbox, look->delivery.workflow, ParseMeta(look->delivery.meta))) {
       return call->Fail(404, "ACK", "20",
                         Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in this mailbox"),
                         id);
@@ -663,7 +664,7 @@ void MeshService::Acknowledge(std::shared_ptr<Call> call, const std::string& id)
 
 void MeshService::Send(std::shared_ptr<Call> call) {
   const HttpRequest& r = call->req;
-  const Config& config = *call->config;
+  const Config& config = call->config();
   if (r.body.empty()) {
     return call->Fail(417, "COLLECT", "02", InvalidArgument(reason::kPayloadEmpty, "the message body is empty"));
   }
@@ -759,7 +760,7 @@ void MeshService::UploadChunk(std::shared_ptr<Call> call, const std::string& id,
   if (r.body.empty()) {
     return call->Fail(417, "COLLECT", "02", InvalidArgument(reason::kPayloadEmpty, "the chunk is empty"), id);
   }
-  auto data = Body(call->req, call->config->proto().mesh().max_request_bytes());
+  auto data = Body(call->req, call->config().proto().mesh().max_request_bytes());
   if (!data.ok()) return call->Fail(417, "SEND", "06", data.status(), id);
   d_.store.AppendChunk(ChunkUpload{call->who.org, MessageId(id), n, range->second, *std::move(data), call->now},
                        [call, id, n](absl::StatusOr<ChunkStored> stored) {
@@ -792,7 +793,7 @@ void MeshService::Track(std::shared_ptr<Call> call) {
       }
       return call->Fail(503, "TRACK", "503", t.status(), id);
     }
-    const Config& config = *call->config;
+    const Config& config = call->config();
     std::string status = "accepted", code = "00", event = "TRANSFER", success = "SUCCESS",
                 description = "Transferred to recipient mailbox";
     absl::Time at = t->accepted_at;
@@ -873,7 +874,7 @@ void MeshService::Track(std::shared_ptr<Call> call) {
 
 void MeshService::EndpointLookup(std::shared_ptr<Call> call, const std::string& ods, const std::string& workflow) {
   Json results = Json::array();
-  const Config& config = *call->config;
+  const Config& config = call->config();
   if (config.FindMeshWorkflow(workflow) != nullptr) {
     for (const auto& mb : config.proto().mesh().mailboxes()) {
       if (mb.organisation() != ods || !Receives(mb, workflow)) continue;
@@ -891,7 +892,7 @@ void MeshService::EndpointLookup(std::shared_ptr<Call> call, const std::string& 
 
 void MeshService::WorkflowSearch(std::shared_ptr<Call> call, const std::string& workflow) {
   Json results = Json::array();
-  const Config& config = *call->config;
+  const Config& config = call->config();
   if (config.FindMeshWorkflow(workflow) != nullptr) {
     for (const auto& mb : config.proto().mesh().mailboxes()) {
       if (Receives(mb, workflow)) results.push_back({{"mailbox_id", mb.id()}, {"mailbox_name", mb.name()}});
