@@ -118,6 +118,8 @@ inline constexpr char kMessageNotFound[] = "MESSAGE_NOT_FOUND";
 // Chunked messages (MESH): a chunk after the last, or out of range or order.
 inline constexpr char kChunksComplete[] = "CHUNKS_COMPLETE";
 inline constexpr char kChunkRangeInvalid[] = "CHUNK_RANGE_INVALID";
+// A large send's stream ended before its last chunk (SendLarge).
+inline constexpr char kChunksIncomplete[] = "CHUNKS_INCOMPLETE";
 inline constexpr char kIdempotencyKeyReused[] = "IDEMPOTENCY_KEY_REUSED";
 inline constexpr char kAuditUnavailable[] = "AUDIT_UNAVAILABLE";
 inline constexpr char kAuditLogDamaged[] = "AUDIT_LOG_DAMAGED";

@@ -78,6 +78,7 @@ std::string ExtensionFor(const std::string& content_type) {
   if (content_type.find("csv") != std::string::npos) return ".csv";
   if (content_type.find("xml") != std::string::npos) return ".xml";
   if (content_type.find("protobuf") != std::string::npos) return ".pb";
+  if (content_type.find("pdf") != std::string::npos) return ".pdf";
   return ".dat";
 }
 

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "adapters/formats.h"
 #include "audit/log.h"
 #include "broker/exchange/intake.h"
 #include "core/log.h"
@@ -60,6 +61,11 @@ void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
     std::move(answer)(std::move(r));
   };
   if (!audit_.healthy()) return std::move(done)(AuditUnavailable());
+  if (options.chunks > 1 && adapters::FormatByContentType(req.content_type()).ok()) {
+    return std::move(done)(InvalidArgument(reason::kChunkRangeInvalid,
+                                           "a care record (HL7 v2, FHIR, council JSON, CLD) is decided as a whole: "
+                                           "send it in one message; chunked messages carry documents and files"));
+  }
   // A payload over the size limit is refused by intake before any parsing;
   // it holds no budget meanwhile.
   const uint64_t in = req.payload().size();

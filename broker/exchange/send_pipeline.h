@@ -4,7 +4,9 @@
 //
 // In order:
 //   1. fail closed: a broker whose audit log cannot be written accepts
-//      nothing (UNAVAILABLE AUDIT_UNAVAILABLE);
+//      nothing (UNAVAILABLE AUDIT_UNAVAILABLE); a care record announced in
+//      chunks (SendOptions::chunks, MESH or SendLarge) is refused, as it is
+//      decided whole (INVALID_ARGUMENT CHUNK_RANGE_INVALID);
 //   2. admission: the payload's bytes are taken from the memory budget
 //      *before* any parsing (RESOURCE_EXHAUSTED MEMORY_BUDGET_EXHAUSTED);
 //   3. the intake executor takes the CPU work, never the caller's thread

@@ -200,13 +200,12 @@ absl::StatusOr<std::string> Gunzip(absl::string_view in, uint64_t limit) {
   return out;
 }
 
-// mex-chunk-range "n:N": chunk n of N, 1 <= n <= N <= kMaxChunks.
-constexpr uint32_t kMaxChunks = 10000;
+// mex-chunk-range "n:N": chunk n of N, 1 <= n <= N <= mailbox::kMaxChunks.
 absl::StatusOr<std::pair<uint32_t, uint32_t>> ParseChunkRange(absl::string_view s) {
   std::pair<absl::string_view, absl::string_view> parts = absl::StrSplit(s, absl::MaxSplits(':', 1));
   uint32_t n = 0, total = 0;
   if (!absl::SimpleAtoi(parts.first, &n) || !absl::SimpleAtoi(parts.second, &total) || n < 1 || n > total ||
-      total > kMaxChunks) {
+      total > mailbox::kMaxChunks) {
     return InvalidArgument(reason::kChunkRangeInvalid, "mex-chunk-range is n:N with 1 <= n <= N <= 10000");
   }
   return std::make_pair(n, total);
@@ -701,12 +700,6 @@ void MeshService::Send(std::shared_ptr<Call> call) {
   std::string content_type(r.Header("mex-content-type"));
   if (content_type.empty()) content_type = std::string(r.Header("content-type"));
   if (content_type.empty()) content_type = "application/octet-stream";
-  if (chunks > 1 && adapters::FormatByContentType(content_type).ok()) {
-    return call->Fail(417, "SEND", "06",
-                      InvalidArgument(reason::kChunkRangeInvalid,
-                                      "a care record (HL7 v2, FHIR, council JSON, CLD) is decided as a whole: send it "
-                                      "in one request; chunked messages carry documents and files"));
-  }
   // A whole message is bounded by limits.max_message_bytes, a chunk by the
   // request limit (MESH's 100 MB), decompressed.
   const uint64_t limit =

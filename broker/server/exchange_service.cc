@@ -4,6 +4,7 @@
 
 #include "broker/server/auth.h"
 #include "broker/server/grpc_status.h"
+#include "broker/server/large_reactors.h"
 #include "broker/server/reactor_util.h"
 #include "broker/server/receive_reactor.h"
 #include "broker/server/send_stream_reactor.h"
@@ -109,6 +110,26 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
     reactor->Finish(ToGrpcStatus(r.status()));
   });
   return reactor;
+}
+
+grpc::ServerReadReactor<v1::LargeSendRequest>* ExchangeService::SendLarge(grpc::CallbackServerContext* ctx,
+                                                                            v1::SendReceipt* resp) {
+  auto id = Authorize(ctx, deps_, Role::kAgency);
+  if (!id.ok()) return new RefusedReadStream<v1::LargeSendRequest>(id.status());
+  if (!EnterStream(deps_)) return new RefusedReadStream<v1::LargeSendRequest>(TooManyStreams());
+  return NewSendLargeReactor(deps_, *std::move(id), resp);
+}
+
+grpc::ServerWriteReactor<v1::DownloadResponse>* ExchangeService::Download(grpc::CallbackServerContext* ctx,
+                                                                          const v1::DownloadRequest* req) {
+  auto id = Authorize(ctx, deps_, Role::kAgency);
+  if (!id.ok()) return new RefusedWriteStream<v1::DownloadResponse>(id.status());
+  if (!IsMessageIdShape(req->message_id())) {
+    return new RefusedWriteStream<v1::DownloadResponse>(
+        InvalidArgument(reason::kMessageIdInvalid, "a message id is 32 hex characters"));
+  }
+  if (!EnterStream(deps_)) return new RefusedWriteStream<v1::DownloadResponse>(TooManyStreams());
+  return NewDownloadReactor(deps_, *std::move(id), MessageId(req->message_id()));
 }
 
 }  // namespace carebroker

@@ -7,8 +7,9 @@
 // on the intake executor; store work is asynchronous. Each stream has one
 // write in flight, a bounded number of outstanding sends (SendStream stops
 // reading when full) and a bounded number of unacknowledged deliveries
-// (Receive claims only what it has credit for). The reactors are in
-// send_stream_reactor.h and receive_reactor.h.
+// (Receive claims only what it has credit for); a large send or download
+// holds one chunk or piece at a time. The reactors are in
+// send_stream_reactor.h, receive_reactor.h and large_reactors.h.
 #pragma once
 
 #include "broker/server/service_deps.h"
@@ -29,6 +30,10 @@ class ExchangeService final : public v1::Exchange::CallbackService {
                                 v1::AckResponse* resp) override;
   grpc::ServerUnaryReactor* Track(grpc::CallbackServerContext* ctx, const v1::TrackRequest* req,
                                   v1::TrackResponse* resp) override;
+  grpc::ServerReadReactor<v1::LargeSendRequest>* SendLarge(grpc::CallbackServerContext* ctx,
+                                                           v1::SendReceipt* resp) override;
+  grpc::ServerWriteReactor<v1::DownloadResponse>* Download(grpc::CallbackServerContext* ctx,
+                                                          const v1::DownloadRequest* req) override;
 
  private:
   const ServiceDeps& deps_;

@@ -9,8 +9,10 @@
 #include "absl/status/status.h"
 #include "broker/server/grpc_status.h"
 #include "broker/server/service_deps.h"
+#include "carebroker/v1/exchange.pb.h"
 #include "core/reasons.h"
 #include "core/status.h"
+#include "core/time.h"
 
 namespace carebroker {
 
@@ -19,6 +21,20 @@ template <typename Req, typename Resp>
 class RefusedStream final : public grpc::ServerBidiReactor<Req, Resp> {
  public:
   explicit RefusedStream(const absl::Status& s) { this->Finish(ToGrpcStatus(s)); }
+  void OnDone() override { delete this; }
+};
+
+template <typename Req>
+class RefusedReadStream final : public grpc::ServerReadReactor<Req> {
+ public:
+  explicit RefusedReadStream(const absl::Status& s) { this->Finish(ToGrpcStatus(s)); }
+  void OnDone() override { delete this; }
+};
+
+template <typename Resp>
+class RefusedWriteStream final : public grpc::ServerWriteReactor<Resp> {
+ public:
+  explicit RefusedWriteStream(const absl::Status& s) { this->Finish(ToGrpcStatus(s)); }
   void OnDone() override { delete this; }
 };
 
@@ -34,6 +50,21 @@ inline bool EnterStream(const ServiceDeps& d) {
 
 inline absl::Status TooManyStreams() {
   return Error(absl::StatusCode::kResourceExhausted, reason::kTooManyStreams, "the broker's stream limit is reached");
+}
+
+// A stored delivery as the API shows it; its strings and payload are moved.
+inline void ToDelivery(StoredDelivery& d, v1::Delivery* out) {
+  out->set_message_id(d.id.str());
+  out->set_sender(d.sender.str());
+  out->set_workflow(std::move(d.workflow));
+  out->set_purpose(std::move(d.purpose));
+  out->set_content_type(std::move(d.content_type));
+  out->set_payload(std::move(d.payload));
+  *out->mutable_accepted_at() = ToTimestamp(d.accepted_at);
+  out->set_delivery_count(d.delivery_count);
+  out->set_kind(d.kind);
+  out->set_local_reference(std::move(d.local_reference));
+  out->set_chunks(d.chunks);
 }
 
 // Reference counting for reactors with asynchronous store work in flight:

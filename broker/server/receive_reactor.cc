@@ -123,6 +123,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
           const uint32_t limit = d_.config.proto().limits().max_in_flight_per_stream();
           const uint32_t asked = req_.open().max_in_flight();
           max_in_flight_ = asked == 0 || asked > limit ? limit : asked;
+          large_messages_ = req_.open().large_messages();
           phase_ = Phase::kOpen;
         }
       }
@@ -220,7 +221,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
     claim_seen_ = seen;
     claim_asked_ = std::min(credit, 512);
     const absl::Time now = d_.clock.Now();
-    ClaimRequest req{id_.org, claim_asked_, now, now + d_.config.visibility_timeout(), token_};
+    ClaimRequest req{id_.org, claim_asked_, now, now + d_.config.visibility_timeout(), token_, large_messages_};
     Ref();
     d_.store.Claim(std::move(req), [this, asked = claim_asked_](auto r) { OnClaimed(asked, std::move(r)); });
   }
@@ -364,17 +365,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
             .Str("workflow", d.workflow)
             .Int("delivery_count", d.delivery_count)
             .Ms("since_accepted", now - d.accepted_at);
-        out->set_message_id(d.id.str());
-        out->set_sender(d.sender.str());
-        out->set_workflow(std::move(d.workflow));
-        out->set_purpose(std::move(d.purpose));
-        out->set_content_type(std::move(d.content_type));
         write_bytes_ += d.payload.size();
-        out->set_payload(std::move(d.payload));
-        *out->mutable_accepted_at() = ToTimestamp(d.accepted_at);
-        out->set_delivery_count(d.delivery_count);
-        out->set_kind(d.kind);
-        out->set_local_reference(std::move(d.local_reference));
+        ToDelivery(d, out);
       }
       writing_ = true;
     }
@@ -437,6 +429,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   int claim_asked_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t claim_seen_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t max_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  bool large_messages_ ABSL_GUARDED_BY(mu_) = false;  // claims chunked messages too (Open)
   uint64_t write_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Claimed, not acked: id -> workflow.
   absl::flat_hash_map<std::string, std::string> in_flight_ ABSL_GUARDED_BY(mu_);

@@ -32,7 +32,7 @@ struct ServiceDeps {
   MemoryBudget& budget;
   const Clock& clock;
   IdentityCache& identities;
-  std::atomic<int>& streams;  // open Receive and SendStream streams
+  std::atomic<int>& streams;  // open Receive, SendStream, SendLarge and Download streams
   PolicyGate& policy;
   audit::AuditLog& audit;
   SendPipeline& sends;

@@ -51,6 +51,8 @@ absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::strin
 // so neither store ever copies a whole 100 MB chunk into one record or
 // result: the largest extra buffer per chunk is one piece.
 inline constexpr size_t kPieceBytes = 4 << 20;
+// The most chunks one message may have (MESH's mex-chunk-range, SendLarge).
+inline constexpr uint32_t kMaxChunks = 10000;
 inline size_t PieceCount(size_t bytes) { return bytes == 0 ? 1 : (bytes + kPieceBytes - 1) / kPieceBytes; }
 inline absl::string_view Piece(absl::string_view data, size_t part) {
   return data.substr(std::min(data.size(), part * kPieceBytes), kPieceBytes);

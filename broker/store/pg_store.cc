@@ -131,14 +131,14 @@ constexpr const char* kFindIdem = "SELECT id, accepted_at, digest FROM messages 
 constexpr const char* kClaim = R"sql(
 WITH pick AS (
   SELECT seq, visible_at AS was FROM messages
-  WHERE recipient = $1 AND state < 3 AND visible_at <= $2 AND expires_at > $2 AND chunks = 1
+  WHERE recipient = $1 AND state < 3 AND visible_at <= $2 AND expires_at > $2 AND (chunks = 1 OR $6)
   ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED),
 upd AS (
   UPDATE messages m SET state = 2, visible_at = $4, claim_token = $5, deliveries = m.deliveries + 1,
                         first_delivered_at = coalesce(m.first_delivered_at, $2)
   FROM pick WHERE m.seq = pick.seq
   RETURNING m.seq, pick.was, m.id, m.sender, m.workflow, m.purpose, m.content_type, m.local_ref, m.kind,
-            m.accepted_at, m.deliveries, m.subject, m.consent_check)
+            m.accepted_at, m.deliveries, m.subject, m.consent_check, m.chunks)
 SELECT upd.*, b.body FROM upd LEFT JOIN bodies b ON b.seq = upd.seq ORDER BY upd.was, upd.seq)sql";
 
 constexpr const char* kAck = R"sql(
@@ -212,9 +212,12 @@ constexpr const char* kChunkDelete = "DELETE FROM chunks WHERE seq = $1 AND n = 
 constexpr const char* kChunkInsert = "INSERT INTO chunks (seq, n, part, body) VALUES ($1, $2, $3, $4)";
 // A piece at a time: libpq holds a whole result in memory.
 constexpr const char* kChunkRead = "SELECT body FROM chunks WHERE seq = $1 AND n = $2 AND part = $3";
+constexpr const char* kPieceRead =
+    "SELECT body, EXISTS (SELECT 1 FROM chunks WHERE seq = $1 AND n = $2 AND part = $3 + 1) FROM chunks "
+    "WHERE seq = $1 AND n = $2 AND part = $3";
 constexpr const char* kChunkSize = "SELECT coalesce(sum(length(body)), 0) FROM chunks WHERE seq = $1 AND n = $2";
 constexpr const char* kChunkComplete =
-    "UPDATE messages SET state = 1, visible_at = $2, digest = $3, pending_audit = NULL WHERE seq = $1";
+    "UPDATE messages SET state = 1, visible_at = $2, pending_audit = NULL WHERE seq = $1";
 
 constexpr const char* kAuditLock = "SELECT idx FROM audit_next FOR UPDATE";
 constexpr const char* kAuditAdvance =
@@ -856,7 +859,8 @@ class PgStore final : public Store {
 
   absl::StatusOr<std::vector<StoredDelivery>> DoClaim(Txn& t, const ClaimRequest& req) const {
     auto r = t.conn.ExecPrepared(kClaim, {Param::Text(req.recipient.str()), Time(req.now), Param::Int(req.max),
-                                          Time(req.visible_until), Param::Int(static_cast<int64_t>(req.token))});
+                                          Time(req.visible_until), Param::Int(static_cast<int64_t>(req.token)),
+                                          Param::Text(req.chunked ? "true" : "false")});
     if (!r.ok()) return Unavailable(r.status());
     std::vector<StoredDelivery> out(static_cast<size_t>(r->rows()));
     for (int i = 0; i < r->rows(); ++i) {
@@ -873,7 +877,8 @@ class PgStore final : public Store {
       d.delivery_count = static_cast<uint32_t>(r->Int(i, 10));
       if (!r->IsNull(i, 11)) d.subject = r->Str(i, 11);
       d.consent_check = static_cast<uint32_t>(r->Int(i, 12));
-      if (!r->IsNull(i, 13)) d.payload = r->Bytes(i, 13);
+      d.chunks = static_cast<uint32_t>(r->Int(i, 13));
+      if (!r->IsNull(i, 14)) d.payload = r->Bytes(i, 14);  // a chunked message has none here
       if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) RecordEvent(t, *e);
     }
     return out;
@@ -981,7 +986,15 @@ class PgStore final : public Store {
       f.status = v1::MESSAGE_STATUS_DELIVERED;
       if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) RecordEvent(t, *e);
     }
-    if (req.body && d.chunks > 1) {
+    if (req.body && req.piece >= 0 && d.chunks > 1) {
+      auto b = t.conn.ExecPrepared(kPieceRead, {Param::Int(d.seq), Param::Int(req.chunk), Param::Int(req.piece)});
+      if (!b.ok()) return Unavailable(b.status());
+      if (b->rows() == 0) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the chunk has no such piece");
+      d.payload = b->Bytes(0, 0);
+      f.more = b->Str(0, 1) == "t";
+    } else if (req.body && req.piece > 0) {
+      return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the message has one piece");
+    } else if (req.body && d.chunks > 1) {
       // Sized first: growing a 100 MB string by doubling would hold two at once.
       auto size = t.conn.ExecPrepared(kChunkSize, {Param::Int(d.seq), Param::Int(req.chunk)});
       if (!size.ok()) return Unavailable(size.status());
@@ -1043,7 +1056,7 @@ class PgStore final : public Store {
     auto entry = mailbox::CompletedAudit(r->IsNull(0, 3) ? "" : r->Bytes(0, 3), whole, c.now);
     if (!entry.ok()) return entry.status();
     t.audit.push_back(*std::move(entry));
-    if (auto u = t.conn.ExecPrepared(kChunkComplete, {Param::Int(seq), Time(c.now), Param::Bytes(whole)}); !u.ok()) {
+    if (auto u = t.conn.ExecPrepared(kChunkComplete, {Param::Int(seq), Time(c.now)}); !u.ok()) {
       return Unavailable(u.status());
     }
     t.arrivals.insert(OrgCode(r->Str(0, 4)));

@@ -131,9 +131,8 @@ absl::Status SqliteStore::PrepareAll() {
       {&insert_body_, "INSERT INTO bodies (seq, body) VALUES (?1, ?2)"},
       {&claim_select_,
        "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
-       "subject, consent_check FROM messages WHERE recipient = ?1 AND state < 3 AND visible_at <= ?2 AND expires_at > "
-       "?2 "
-       "AND seq <= ?4 AND chunks = 1 ORDER BY visible_at, seq LIMIT ?3"},
+       "subject, consent_check, chunks FROM messages WHERE recipient = ?1 AND state < 3 AND visible_at <= ?2 AND "
+       "expires_at > ?2 AND seq <= ?4 AND (chunks = 1 OR ?5) ORDER BY visible_at, seq LIMIT ?3"},
       {&claim_update_,
        "UPDATE messages SET state = 2, visible_at = ?2, claim_token = ?3, deliveries = deliveries + 1, "
        "first_delivered_at = coalesce(first_delivered_at, ?4) WHERE seq = ?1"},
@@ -141,13 +140,16 @@ absl::Status SqliteStore::PrepareAll() {
       {&insert_chunk_, "INSERT INTO chunks (seq, n, part, body) VALUES (?1, ?2, ?3, ?4)"},
       {&replace_chunk_, "DELETE FROM chunks WHERE seq = ?1 AND n = ?2"},
       {&select_chunk_, "SELECT body FROM chunks WHERE seq = ?1 AND n = ?2 ORDER BY part"},
+      {&select_piece_,
+       "SELECT body, EXISTS (SELECT 1 FROM chunks WHERE seq = ?1 AND n = ?2 AND part = ?3 + 1) FROM chunks "
+       "WHERE seq = ?1 AND n = ?2 AND part = ?3"},
       {&chunk_size_, "SELECT coalesce(sum(length(body)), 0) FROM chunks WHERE seq = ?1 AND n = ?2"},
       {&delete_chunks_, "DELETE FROM chunks WHERE seq = ?1"},
       {&chunk_state_,
        "SELECT seq, state, chunks, pending_audit, (SELECT coalesce(max(n), 0) FROM chunks c WHERE c.seq = m.seq), "
        "recipient FROM messages m WHERE id = ?1 AND sender = ?2"},
       {&chunk_complete_,
-       "UPDATE messages SET state = 1, visible_at = ?2, digest = ?3, pending_audit = NULL WHERE seq = ?1"},
+       "UPDATE messages SET state = 1, visible_at = ?2, pending_audit = NULL WHERE seq = ?1"},
       {&abandon_select_, "SELECT seq FROM messages WHERE state = 6 AND expires_at <= ?1 LIMIT ?2"},
       {&abandon_update_,
        "UPDATE messages SET state = 4, expired_at = ?2, purged = 1, pending_audit = NULL WHERE seq = ?1"},
@@ -342,7 +344,9 @@ absl::Status SqliteStore::ReadBody(StoredDelivery& d, uint32_t chunk) {
 }
 
 absl::Status SqliteStore::HandOver(StoredDelivery& d, const OrgCode& recipient, absl::Time now) {
-  if (auto s = ReadBody(d, 1); !s.ok()) return s;
+  if (d.chunks <= 1) {  // a chunked message is fetched chunk by chunk
+    if (auto s = ReadBody(d, 1); !s.ok()) return s;
+  }
   if (auto e = mailbox::DeliveredEvent(d, recipient, now)) return RecordEvent(*e);
   return absl::OkStatus();
 }
@@ -387,7 +391,7 @@ absl::StatusOr<ChunkStored> SqliteStore::DoAppendChunk(const ChunkUpload& c) {
   auto entry = mailbox::CompletedAudit(pending, whole, c.now);
   if (!entry.ok()) return entry.status();
   if (auto s = WriteAudit(*entry); !s.ok()) return s;
-  if (auto s = chunk_complete_.Bind(1, seq).Bind(2, Micros(c.now)).BindBlob(3, whole).Exec(); !s.ok()) return s;
+  if (auto s = chunk_complete_.Bind(1, seq).Bind(2, Micros(c.now)).Exec(); !s.ok()) return s;
   arrivals_.insert(recipient);
   out.complete = true;
   return out;
@@ -397,13 +401,14 @@ absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequ
   std::vector<std::pair<int64_t, StoredDelivery>> rows;
   {
     claim_select_.Bind(1, req.recipient.str()).Bind(2, Micros(req.now)).Bind(3, int64_t{req.max});
-    claim_select_.Bind(4, synced_seq_.load(std::memory_order_acquire));
+    claim_select_.Bind(4, synced_seq_.load(std::memory_order_acquire)).Bind(5, int64_t{req.chunked});
     ResetOnExit reset{claim_select_};
     while (true) {
       auto row = claim_select_.Step();
       if (!row.ok()) return row.status();
       if (!*row) break;
       StoredDelivery d = DeliveryColumns(claim_select_);
+      d.chunks = static_cast<uint32_t>(claim_select_.Int(12));
       ++d.delivery_count;
       rows.emplace_back(d.seq, std::move(d));
     }
@@ -534,7 +539,16 @@ absl::StatusOr<Fetched> SqliteStore::DoFetch(const FetchRequest& req) {
       if (auto s = RecordEvent(*e); !s.ok()) return s;
     }
   }
-  if (req.body) {
+  if (req.body && req.piece >= 0 && d.chunks > 1) {
+    select_piece_.Bind(1, d.seq).Bind(2, int64_t{req.chunk}).Bind(3, int64_t{req.piece});
+    ResetOnExit reset{select_piece_};
+    auto row = select_piece_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the chunk has no such piece");
+    d.payload = select_piece_.Text(0);
+    f.more = select_piece_.Int(1) != 0;
+  } else if (req.body) {
+    if (req.piece > 0) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the message has one piece");
     if (auto s = ReadBody(d, req.chunk); !s.ok()) return s;
   }
   return f;

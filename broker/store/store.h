@@ -148,6 +148,9 @@ struct ClaimRequest {
   absl::Time now;
   absl::Time visible_until;   // claimed messages are hidden until then
   ClaimToken token = 0;
+  // Chunked messages too (handed over without their payload); otherwise
+  // only messages sent whole.
+  bool chunked = false;
 };
 
 // A message handed to a recipient.
@@ -205,6 +208,10 @@ struct FetchRequest {
   bool deliver = true;
   bool body = true;
   uint32_t chunk = 1;
+  // 0 or more: only this piece of `chunk` (mailbox::kPieceBytes each; a
+  // message sent whole is one piece, its whole body), and Fetched::more
+  // says whether another follows. -1: the whole chunk.
+  int piece = -1;
 };
 
 // One more chunk of a chunked message, from its sender.
@@ -228,6 +235,7 @@ struct Fetched {
   // and only `delivery`'s metadata is filled in.
   v1::MessageStatus status = v1::MESSAGE_STATUS_UNSPECIFIED;
   StoredDelivery delivery;
+  bool more = false;  // a piece was asked for and `chunk` has another after it
 };
 
 // One mailbox's backlog: messages accepted and not yet acknowledged,
@@ -303,7 +311,9 @@ class Store {
 
   // Claims up to `max` visible, unexpired messages from the recipient's
   // mailbox, oldest first, hiding them until `visible_until` and marking
-  // them delivered. An empty result means nothing is visible now.
+  // them delivered. An empty result means nothing is visible now. A
+  // chunked message (only when `chunked` asks for them) comes without its
+  // payload (StoredDelivery::chunks says how many to Fetch).
   virtual void Claim(ClaimRequest req, StoreCallback<std::vector<StoredDelivery>> done) = 0;
 
   // Acknowledges messages in the recipient's own mailbox. Acknowledging

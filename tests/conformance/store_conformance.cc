@@ -10,6 +10,7 @@
 #include "core/ids.h"
 #include "core/status.h"
 #include "audit/merkle.h"
+#include "broker/store/mailbox_rules.h"
 #include "broker/store/store_sync.h"
 #include "tests/testutil/testutil.h"
 
@@ -472,6 +473,12 @@ TEST_P(StoreConformance, FetchByIdDeliversOnlyTheRecipientsOwnAndSaysWhenItIsGon
   EXPECT_EQ(got->delivery.delivery_count, 1u);
   EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0 + absl::Seconds(2), true})->delivery.delivery_count,
             2u);
+  // A message sent whole is one piece.
+  auto whole = FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 1, 0});
+  EXPECT_EQ(whole->delivery.payload, "body-1");
+  EXPECT_FALSE(whole->more);
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 1, 1}).status().code(),
+            absl::StatusCode::kNotFound);
   auto t = TrackSync(*store, kTrust, id);
   EXPECT_EQ(t->status, v1::MESSAGE_STATUS_DELIVERED);
   EXPECT_EQ(t->first_delivered_at, kT0 + absl::Seconds(1));
@@ -514,24 +521,45 @@ TEST_P(StoreConformance, AChunkedMessageIsInvisibleUntilItsLastChunkThenReadAChu
   auto two = chunk(kTrust, 2, 3, "chunk-two-first-try;");
   ASSERT_TRUE(two.ok()) << two.status();
   EXPECT_FALSE(two->complete);
-  ASSERT_TRUE(chunk(kTrust, 2, 3, "chunk-two;").ok()) << "a retried chunk replaces the first try";
+  // Over one stored piece, so it is read back in two.
+  const std::string two_bytes = std::string(mailbox::kPieceBytes, 'b') + "chunk-two;";
+  ASSERT_TRUE(chunk(kTrust, 2, 3, two_bytes).ok()) << "a retried chunk replaces the first try";
   EXPECT_EQ(InboxSync(*store, InboxQuery{kCouncil, 0, 10, kT0})->total, 0u) << "still uploading";
   auto three = chunk(kTrust, 3, 3, "chunk-three");
   ASSERT_TRUE(three.ok()) << three.status();
   EXPECT_TRUE(three->complete);
   EXPECT_THAT(chunk(kTrust, 3, 3, "again"), HasReason("CHUNKS_COMPLETE"));
 
-  // Now in the inbox, read a chunk at a time; never claimed whole.
+  // Now in the inbox; a claim that takes chunked messages hands it over
+  // without its payload, which is read a chunk, or a piece, at a time.
   EXPECT_EQ(InboxSync(*store, InboxQuery{kCouncil, 0, 10, kT0 + absl::Minutes(1)})->total, 1u);
-  EXPECT_THAT(*ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Minutes(1))), IsEmpty());
+  EXPECT_THAT(*ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Minutes(1))), IsEmpty())
+      << "not to a claim of messages sent whole";
+  ClaimRequest large = Claim(kCouncil, 10, kT0 + absl::Minutes(1));
+  large.chunked = true;
+  auto claimed = ClaimSync(*store, large);
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ((*claimed)[0].id, id);
+  EXPECT_EQ((*claimed)[0].chunks, 3u);
+  EXPECT_EQ((*claimed)[0].payload, "");
   auto first = FetchSync(*store, FetchRequest{kCouncil, id, kT0 + absl::Minutes(1), true, true, 1});
   ASSERT_TRUE(first.ok()) << first.status();
   EXPECT_EQ(first->delivery.chunks, 3u);
   EXPECT_EQ(first->delivery.payload, "chunk-one;");
-  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 2})->delivery.payload, "chunk-two;");
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 2})->delivery.payload, two_bytes);
   EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 3})->delivery.payload, "chunk-three");
   EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 4}).status().code(),
             absl::StatusCode::kNotFound);
+  auto piece = [&](uint32_t n, int p) { return FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, n, p}); };
+  auto p0 = piece(2, 0), p1 = piece(2, 1);
+  ASSERT_TRUE(p0.ok() && p1.ok());
+  EXPECT_EQ(p0->delivery.payload, two_bytes.substr(0, mailbox::kPieceBytes));
+  EXPECT_TRUE(p0->more);
+  EXPECT_EQ(p1->delivery.payload, "chunk-two;");
+  EXPECT_FALSE(p1->more);
+  EXPECT_EQ(piece(2, 2).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(piece(3, 0)->delivery.payload, "chunk-three");
+  EXPECT_FALSE(piece(3, 0)->more);
   // The accepted entry was held until the last chunk, then written with
   // the digest of the whole payload.
   auto rows = ReadAuditSync(*store, {.from = 0, .max = 1000});
@@ -539,7 +567,7 @@ TEST_P(StoreConformance, AChunkedMessageIsInvisibleUntilItsLastChunkThenReadAChu
   v1::AuditEntry written;
   ASSERT_TRUE(written.ParseFromString(rows->back().entry));
   EXPECT_EQ(written.message_id(), id.str());
-  EXPECT_EQ(written.payload_digest(), Sha256("chunk-one;chunk-two;chunk-three"));
+  EXPECT_EQ(written.payload_digest(), Sha256("chunk-one;" + two_bytes + "chunk-three"));
   EXPECT_EQ(TrackSync(*store, kTrust, id)->status, v1::MESSAGE_STATUS_DELIVERED);
   ASSERT_THAT(AckSync(*store, kCouncil, {id}, kT0 + absl::Minutes(2))->acknowledged, ElementsAre(id));
 }

@@ -100,6 +100,38 @@ TEST_F(CtlTest, SendReceiveTrackInJson) {
   EXPECT_NE(text.out.find("status: ACKNOWLEDGED"), std::string::npos) << text.out;
 }
 
+TEST_F(CtlTest, AFileOverTheChunkSizeGoesInChunksAndComesBackWhole) {
+  // 9 MiB and a bit, over the 8 MiB a Send takes: three 4 MiB chunks.
+  const std::string pdf = dir_ + "/letter.pdf";
+  std::string bytes(9 * (1 << 20) + 11, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>((i * 7919) % 253);
+  std::ofstream(pdf, std::ios::binary) << bytes;
+  CtlRun sent = Ctl("RR8", {"--format", "json", "send", "--to", "503", "--workflow", "HOSPITAL_DISCHARGE", "--purpose",
+                         "direct-care", pdf});
+  ASSERT_EQ(sent.rc, 0) << sent.err;
+  const std::string id = json::parse(sent.out).at("message_id");
+  CtlRun t = Ctl("RR8", {"--format", "json", "track", id});
+  EXPECT_EQ(json::parse(t.out).at("status"), "ACCEPTED") << "whole: every chunk is stored";
+
+  const std::string inbox = dir_ + "/large-in";
+  CtlRun got = Ctl("503", {"--format", "json", "receive", "--out", inbox, "--max", "1", "--wait", "2"});
+  ASSERT_EQ(got.rc, 0) << got.err;
+  ASSERT_EQ(json::parse(got.out).at("received"), 1);
+  std::ifstream body(inbox + "/" + id + ".pdf", std::ios::binary);
+  std::string content((std::istreambuf_iterator<char>(body)), {});
+  EXPECT_EQ(content.size(), bytes.size());
+  EXPECT_TRUE(content == bytes) << "downloaded whole and in order";
+  for (const auto& e : fs::directory_iterator(inbox)) {
+    EXPECT_NE(e.path().filename().string()[0], '.') << "part file left behind";
+  }
+  EXPECT_EQ(json::parse(Ctl("RR8", {"--format", "json", "track", id}).out).at("status"), "ACKNOWLEDGED");
+
+  // More than 10000 chunks is refused before anything is sent.
+  CtlRun tiny = Ctl("RR8", {"send", "--to", "503", "--workflow", "HOSPITAL_DISCHARGE", "--purpose", "direct-care",
+                         "--chunk-mib", "0", pdf});
+  EXPECT_NE(tiny.rc, 0);
+}
+
 TEST_F(CtlTest, ReceiveInTextListsEachFileAndStopsAtMax) {
   for (int i = 0; i < 3; ++i) {
     ASSERT_EQ(Ctl("RR8", {"send", "--to", "503", "--workflow", "CARE_PACKAGE_STARTED", "--purpose", "direct-care",

@@ -84,7 +84,7 @@ std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req);
 // A Receive stream with a reader thread, so tests can wait with a bound.
 class Receiver {
  public:
-  Receiver(v1::Exchange::Stub& stub, uint32_t max_in_flight);
+  Receiver(v1::Exchange::Stub& stub, uint32_t max_in_flight, bool large_messages = false);
   ~Receiver();
   // The next delivery, or nullopt if none arrives within `timeout`.
   std::optional<v1::Delivery> Next(absl::Duration timeout = absl::Seconds(10));

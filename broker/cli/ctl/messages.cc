@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -35,20 +36,52 @@ std::string GuessContentType(const std::string& path) {
   if (ext == ".csv") return "text/csv";
   if (ext == ".xml") return "application/xml";
   if (ext == ".pb") return kCareRecordContentType;
+  if (ext == ".pdf") return "application/pdf";
   return "application/octet-stream";
 }
 
 struct SendArgs {
   std::string to, workflow, purpose, key, content_type, local_reference, justification, file;
   bool care_record = false;  // FILE is a CareRecord in protobuf JSON; sent as canonical binary
+  uint64_t chunk_mib = 4;    // a larger file goes by SendLarge in chunks of this size
 };
 
-int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& err) {
-  auto payload = ReadFileToString(a.file, "payload file");
-  if (!payload.ok()) {
-    err << "carebrokerctl: " << payload.status().message() << "\n";
-    return 2;
+int PrintReceipt(const Global& g, const v1::SendReceipt& r, std::ostream& out, std::ostream& err);
+
+// Reads `file` from the start in chunks of `chunk` bytes, sending the first
+// as `req`'s payload; each chunk's deadline is --timeout.
+grpc::Status SendLargeFile(const Global& g, v1::Exchange::Stub& stub, v1::SendRequest req, const std::string& file,
+                           uint64_t size, uint64_t chunk, v1::SendReceipt* r) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "cannot read the payload file " + file);
+  const uint64_t chunks = (size + chunk - 1) / chunk;
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000 * static_cast<double>(chunks))));
+  auto w = stub.SendLarge(&ctx, r);
+  std::string buf;
+  for (uint64_t n = 1; n <= chunks; ++n) {
+    buf.resize(static_cast<size_t>(std::min(chunk, size - (n - 1) * chunk)));
+    if (!in.read(buf.data(), static_cast<std::streamsize>(buf.size()))) {
+      ctx.TryCancel();
+      (void)w->Finish();
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "the payload file " + file + " changed while it was read");
+    }
+    v1::LargeSendRequest m;
+    if (n == 1) {
+      req.set_payload(buf);
+      *m.mutable_start()->mutable_request() = std::move(req);
+      m.mutable_start()->set_chunks(static_cast<uint32_t>(chunks));
+    } else {
+      m.set_chunk(buf);
+    }
+    if (!w->Write(m)) break;  // the broker ended the call: Finish says why
   }
+  w->WritesDone();
+  return w->Finish();
+}
+
+int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& err) {
   v1::SendRequest req;
   req.set_recipient(a.to);
   req.set_workflow(a.workflow);
@@ -57,24 +90,48 @@ int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& 
   req.set_content_type(a.content_type.empty() ? GuessContentType(a.file) : a.content_type);
   req.set_local_reference(a.local_reference);
   req.set_justification(a.justification);
-  if (a.care_record) {
-    v1::CareRecord record;
-    auto parsed = google::protobuf::util::JsonStringToMessage(*payload, &record);
-    if (!parsed.ok()) {
-      err << "carebrokerctl: " << a.file << ": not a CareRecord in JSON: " << parsed.message() << "\n";
+  std::error_code size_error;
+  const uint64_t size = fs::file_size(a.file, size_error);
+  const uint64_t chunk = a.chunk_mib << 20;
+  const bool large = !size_error && !a.care_record && size > chunk;
+  if (large && (size + chunk - 1) / chunk > 10000) {
+    err << "carebrokerctl: " << a.file << " needs more than 10000 chunks: give a larger --chunk-mib\n";
+    return 2;
+  }
+  if (!large) {
+    auto payload = ReadFileToString(a.file, "payload file");
+    if (!payload.ok()) {
+      err << "carebrokerctl: " << payload.status().message() << "\n";
       return 2;
     }
-    req.set_content_type(kCareRecordContentType);
-    payload = record.SerializeAsString();
+    if (a.care_record) {
+      v1::CareRecord record;
+      auto parsed = google::protobuf::util::JsonStringToMessage(*payload, &record);
+      if (!parsed.ok()) {
+        err << "carebrokerctl: " << a.file << ": not a CareRecord in JSON: " << parsed.message() << "\n";
+        return 2;
+      }
+      req.set_content_type(kCareRecordContentType);
+      payload = record.SerializeAsString();
+    }
+    req.set_payload(*std::move(payload));
   }
-  req.set_payload(*std::move(payload));
   auto stub = Connect<v1::Exchange>(g, err);
   if (!stub) return 2;
-  grpc::ClientContext ctx;
-  SetDeadline(ctx, g);
   v1::SendReceipt r;
-  grpc::Status s = stub->Send(&ctx, req, &r);
+  grpc::Status s;
+  if (large) {
+    s = SendLargeFile(g, *stub, std::move(req), a.file, size, chunk, &r);
+  } else {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, g);
+    s = stub->Send(&ctx, req, &r);
+  }
   if (!s.ok()) return RpcFailed(err, s);
+  return PrintReceipt(g, r, out, err);
+}
+
+int PrintReceipt(const Global& g, const v1::SendReceipt& r, std::ostream& out, std::ostream& err) {
   if (g.json()) {
     out << json{{"message_id", r.message_id()},
                 {"accepted_at", Rfc3339(r.accepted_at())},
@@ -93,6 +150,38 @@ int DoSend(const Global& g, const SendArgs& a, std::ostream& out, std::ostream& 
     for (const auto& f : r.withheld_fields()) err << "withheld: " << f << "\n";
   }
   return 0;
+}
+
+// Downloads delivery `d` into dir/name through a hidden part file, renamed
+// once whole. The broker's status, or INTERNAL naming the folder when the
+// file cannot be written (the part file is then removed).
+grpc::Status DownloadToFile(const Global& g, v1::Exchange::Stub& stub, const v1::Delivery& d, const fs::path& dir,
+                            const std::string& name) {
+  const fs::path part = dir / ("." + name + ".part");
+  std::ofstream file(part, std::ios::binary | std::ios::trunc);
+  if (!file) return grpc::Status(grpc::StatusCode::INTERNAL, "cannot write into " + dir.string());
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(static_cast<int64_t>(g.timeout_s * 1000 * std::max(1u, d.chunks()))));
+  v1::DownloadRequest req;
+  req.set_message_id(d.message_id());
+  auto r = stub.Download(&ctx, req);
+  v1::DownloadResponse resp;
+  bool written = true;
+  while (r->Read(&resp)) {
+    if (resp.has_data()) written = written && static_cast<bool>(file.write(resp.data().data(), resp.data().size()));
+  }
+  grpc::Status s = r->Finish();
+  file.close();
+  written = written && !file.fail();
+  if (s.ok() && written) {
+    std::error_code ec;
+    fs::rename(part, dir / name, ec);
+    if (!ec) return s;
+  }
+  fs::remove(part);
+  if (!s.ok()) return s;
+  return grpc::Status(grpc::StatusCode::INTERNAL, "cannot write into " + dir.string());
 }
 
 struct ReceiveArgs {
@@ -126,6 +215,7 @@ int DoReceive(const Global& g, const ReceiveArgs& a, std::ostream& out, std::ost
 
   v1::ReceiveRequest open;
   open.mutable_open()->set_max_in_flight(a.max > 0 ? std::min(a.max, 100) : 100);
+  open.mutable_open()->set_large_messages(true);  // downloaded below
   if (!stream->Write(open)) return RpcFailed(err, stream->Finish());
 
   // Ends the stream after `wait` seconds with no delivery.
@@ -148,7 +238,15 @@ int DoReceive(const Global& g, const ReceiveArgs& a, std::ostream& out, std::ost
     for (const v1::Delivery& d : batch.deliveries()) {
       if (closed) break;  // not acknowledged: redelivered later
       const std::string body_name = d.message_id() + ExtensionFor(d.content_type());
-      if (!WriteFileAtomically(dir.string(), body_name, d.payload())) {
+      if (d.chunks() > 1) {  // a large message: its payload comes by Download
+        if (grpc::Status got = DownloadToFile(g, *stub, d, dir, body_name); !got.ok()) {
+          err << "carebrokerctl: " << d.message_id() << " not downloaded (" << DescribeStatus(got)
+              << "); message left unacknowledged\n";
+          local_error = true;
+          close_writes();
+          break;
+        }
+      } else if (!WriteFileAtomically(dir.string(), body_name, d.payload())) {
         err << "carebrokerctl: cannot write into " << a.out_dir << "; message left unacknowledged\n";
         local_error = true;
         close_writes();
@@ -264,6 +362,10 @@ void AddMessageCommands(CLI::App& app, Run& run) {
   send->add_option("--local-reference", sa->local_reference, "your reference, echoed to the recipient");
   send->add_option("--justification", sa->justification, "why dissent is set aside (safeguarding override)");
   send->add_flag("--care-record", sa->care_record, "FILE is a carebroker.v1.CareRecord in JSON; send it canonical");
+  send->add_option("--chunk-mib", sa->chunk_mib,
+                   "a file larger than this many MiB goes in chunks of this size (SendLarge; default 4, at most "
+                   "the broker's limits.max_message_bytes)")
+      ->check(CLI::Range(1, 1024));
   send->add_option("FILE", sa->file, "payload file")->required();
   send->callback([&run, sa] { run.Online([&run, sa] { return DoSend(run.g, *sa, run.out, run.err); }); });
 
