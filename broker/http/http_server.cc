@@ -167,6 +167,7 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     auto self = this->shared_from_this();
     Reply reply = [self, version, keep_alive, head](HttpResponse out) {
       asio::post(self->stream_.get_executor(), [self, out = std::move(out), version, keep_alive, head]() mutable {
+        if (out.pieces && !head) return self->WriteStreamed(std::move(out), version, keep_alive);
         self->Write(Render(std::move(out), version, keep_alive, head));
       });
     };
@@ -175,6 +176,58 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
     } catch (const std::exception&) {
       Write(Render({500, "text/plain; charset=utf-8", "internal error\n", {}}, version, false, head));
     }
+  }
+
+  // A body sent as its pieces come (HttpResponse::pieces), chunked.
+  void WriteStreamed(HttpResponse&& r, unsigned version, bool keep_alive) {
+    streamed_.emplace(static_cast<bhttp::status>(r.status), version);
+    streamed_->set(bhttp::field::server, "carebroker");
+    streamed_->set(bhttp::field::content_type, r.content_type);
+    for (const auto& [name, value] : r.headers) streamed_->insert(name, value);
+    // HTTP/1.0 has no chunked encoding: the body ends with the connection.
+    streamed_->keep_alive(keep_alive && version >= 11);
+    streamed_->chunked(version >= 11);
+    streamed_->body().data = nullptr;
+    streamed_->body().more = true;
+    source_ = std::move(r.pieces);
+    serializer_.emplace(*streamed_);
+    beast::get_lowest_layer(stream_).expires_after(kIdle);
+    bhttp::async_write_header(stream_, *serializer_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return self->EndStreamed(false);
+      self->AskPiece();
+    });
+  }
+
+  void AskPiece() {
+    source_([self = this->shared_from_this()](absl::StatusOr<std::string> piece) {
+      asio::post(self->stream_.get_executor(),
+                 [self, piece = std::move(piece)]() mutable { self->WritePiece(std::move(piece)); });
+    });
+  }
+
+  void WritePiece(absl::StatusOr<std::string> piece) {
+    if (!piece.ok()) return EndStreamed(false);  // cut short: the client sees an unfinished body
+    piece_ = *std::move(piece);
+    auto& body = streamed_->body();
+    body.data = piece_.empty() ? nullptr : piece_.data();
+    body.size = piece_.size();
+    body.more = !piece_.empty();
+    beast::get_lowest_layer(stream_).expires_after(kIdle);
+    bhttp::async_write(stream_, *serializer_, [self = this->shared_from_this()](beast::error_code ec, size_t) {
+      if (ec == bhttp::error::need_buffer) ec = {};  // this piece is written; the next is wanted
+      if (ec) return self->EndStreamed(false);
+      if (!self->serializer_->is_done()) return self->AskPiece();
+      self->EndStreamed(self->streamed_->keep_alive());
+    });
+  }
+
+  void EndStreamed(bool keep_alive) {
+    serializer_.reset();
+    streamed_.reset();
+    source_ = nullptr;
+    piece_ = {};
+    if (!keep_alive) return Close();
+    Read();
   }
 
   void Write(bhttp::response<bhttp::string_body> res) {
@@ -218,6 +271,11 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   bhttp::response<bhttp::string_body> res_;
+  // A streamed answer in progress (WriteStreamed).
+  std::optional<bhttp::response<bhttp::buffer_body>> streamed_;
+  std::optional<bhttp::response_serializer<bhttp::buffer_body>> serializer_;
+  std::function<void(PieceSink)> source_;
+  std::string piece_;  // the piece being written
 };
 
 }  // namespace

@@ -52,11 +52,21 @@ struct HttpRequest {
   absl::string_view Header(absl::string_view name) const;
 };
 
+// Takes one piece of a streamed body: the next bytes, "" at the end, or an
+// error (the connection is then closed, the body cut short). Call it once
+// per ask, from any thread.
+using PieceSink = std::function<void(absl::StatusOr<std::string>)>;
+
 struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
   Headers headers;  // beside Server, Content-Type and Content-Length
+  // When set, the body is sent as it comes (Transfer-Encoding: chunked)
+  // instead of `body`: asked on the I/O thread for each next piece once
+  // the one before is written, so one piece is in memory at a time (a MESH
+  // chunk of 100 MB is never held whole).
+  std::function<void(PieceSink)> pieces;
 };
 
 using HttpHandler = std::function<HttpResponse(const HttpRequest&)>;

@@ -107,6 +107,21 @@ class HttpsServerTest : public ::testing::Test {
             }).detach();
             return;
           }
+          if (r.target == "/pieces" || r.target == "/cut") {
+            // Three pieces, each given from another thread once asked for;
+            // /cut fails at the third.
+            HttpResponse out{200, "application/octet-stream", "", {{"mex-chunk-range", "1:2"}}};
+            auto n = std::make_shared<int>(0);
+            const bool cut = r.target == "/cut";
+            out.pieces = [n, cut](PieceSink sink) {
+              const int i = (*n)++;
+              std::thread([i, cut, sink = std::move(sink)] {
+                if (i == 2 && cut) return sink(absl::UnavailableError("store gone"));
+                sink(i < 3 ? std::string(1 << 20, static_cast<char>('a' + i)) : std::string());
+              }).detach();
+            };
+            return reply(std::move(out));
+          }
           reply(HttpResponse{200, "text/plain", seen, {}});
         },
         std::move(options));
@@ -140,6 +155,20 @@ TEST_F(HttpsServerTest, AnAsynchronousReplyFromAnotherThreadIsWrittenWithItsHead
   ASSERT_EQ(a.code, CURLE_OK) << curl_easy_strerror(a.code);
   EXPECT_EQ(a.status, 202);
   EXPECT_THAT(a.body, HasSubstr("later GET /later"));
+}
+
+TEST_F(HttpsServerTest, AStreamedBodyArrivesWholeAndAFailedPieceCutsItShort) {
+  Answer a = Call(server_->port(), "503", "/pieces");
+  ASSERT_EQ(a.code, CURLE_OK) << curl_easy_strerror(a.code);
+  EXPECT_EQ(a.status, 200);
+  EXPECT_EQ(a.body, std::string(1 << 20, 'a') + std::string(1 << 20, 'b') + std::string(1 << 20, 'c'));
+  // A source failing mid-body closes the connection: the client sees an
+  // unfinished chunked body, never a short one passed off as whole.
+  Answer cut = Call(server_->port(), "503", "/cut");
+  EXPECT_NE(cut.code, CURLE_OK);
+  EXPECT_LT(cut.body.size(), size_t{3} << 20);
+  // The server goes on serving.
+  EXPECT_EQ(Call(server_->port(), "503", "/pieces").code, CURLE_OK);
 }
 
 TEST_F(HttpsServerTest, NoCertificateAnotherCaOrARevokedOneIsRefusedAtTheHandshake) {

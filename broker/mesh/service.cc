@@ -540,8 +540,9 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
                                                                         look->status).substr(15)))),
                         id);
     }
-    // The first chunk of several is 206, as is every chunk but the last.
-    auto respond = [call, id, chunk, total](StoredDelivery d) {
+    // The first chunk of several is 206, as is every chunk but the last. A
+    // chunk of more than one stored piece is sent as its pieces are read.
+    auto respond = [this, call, id, chunk, total](StoredDelivery d, bool more) {
       const Config& cfg = call->config();
       const Json m = ParseMeta(d.meta);
       HttpResponse r;
@@ -595,15 +596,20 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
       add("mex-statussuccess", "SUCCESS");
       add("mex-statustimestamp", MeshTime(d.accepted_at));
       add("carebroker-sender", d.sender.str());
-      r.body = std::move(d.payload);
+      if (more) {
+        r.pieces = ChunkPieces(call, MessageId(id), static_cast<uint32_t>(chunk), std::move(d.payload));
+      } else {
+        r.body = std::move(d.payload);
+      }
       call->Answer(std::move(r));
     };
     const bool report = look->delivery.kind == v1::MESSAGE_KIND_NON_DELIVERY_REPORT;
-    if (head && !report) return respond(look->delivery);
+    if (head && !report) return respond(look->delivery, false);
     // A download counts and audits a delivery at its first chunk; a HEAD of
     // a report reads the (small) report to describe it.
     const bool first = chunk == 1 && !head;
-    d_.store.Fetch(FetchRequest{call->who.org, MessageId(id), call->now, first, true, static_cast<uint32_t>(chunk)},
+    d_.store.Fetch(FetchRequest{call->who.org, MessageId(id), call->now, first, true, static_cast<uint32_t>(chunk),
+                                total > 1 ? 0 : -1},
                    [this, call, id, respond, first](absl::StatusOr<Fetched> got) {
       if (!got.ok()) return call->Fail(503, "RECEIVE", "503", got.status(), id);
       if (!mailbox::Fetchable(got->status)) {
@@ -612,10 +618,10 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
                           id);
       }
       StoredDelivery& d = got->delivery;
-      if (!first) return respond(std::move(d));
+      if (!first) return respond(std::move(d), got->more);
       // The consent re-check at delivery, as a Receive stream makes it.
       const absl::string_view reason = d_.policy.CheckAtDelivery(d, call->who.org);
-      if (reason.empty()) return respond(std::move(d));
+      if (reason.empty()) return respond(std::move(d), got->more);
       WithholdAtDelivery(d_.store, d_.metrics, d, call->who.org, reason, call->now,
                          [call, id, why = std::string(reason)](absl::StatusOr<int> r) {
         if (!r.ok()) return call->Fail(503, "RECEIVE", "503", r.status(), id);
@@ -626,6 +632,37 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
       });
     });
   });
+}
+
+std::function<void(http::PieceSink)> MeshService::ChunkPieces(std::shared_ptr<Call> call, MessageId id,
+                                                              uint32_t chunk, std::string first) {
+  // The call stays in flight (Drain waits) until the last piece is given.
+  struct Source {
+    std::shared_ptr<Call> call;
+    MessageId id;
+    uint32_t chunk;
+    std::string first;
+    int next = 0;  // the piece to give next; piece 0 is in hand
+    bool more = true;
+  };
+  auto src = std::make_shared<Source>(Source{std::move(call), std::move(id), chunk, std::move(first)});
+  return [this, src](http::PieceSink sink) {
+    if (src->next == 0) {
+      src->next = 1;
+      return sink(std::move(src->first));
+    }
+    if (!src->more) return sink(std::string());
+    d_.store.Fetch(FetchRequest{src->call->who.org, src->id, src->call->now, false, true, src->chunk, src->next++},
+                   [src, sink = std::move(sink)](absl::StatusOr<Fetched> got) {
+                     if (!got.ok()) return sink(got.status());
+                     if (!mailbox::Fetchable(got->status)) {
+                       return sink(Error(absl::StatusCode::kNotFound, reason::kMessageNotFound,
+                                         "the message left the mailbox during the download"));
+                     }
+                     src->more = got->more;
+                     sink(std::move(got->delivery.payload));
+                   });
+  };
 }
 
 void MeshService::Acknowledge(std::shared_ptr<Call> call, const std::string& id) {

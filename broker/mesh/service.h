@@ -21,12 +21,14 @@
 // mailbox as a MESH REPORT message.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "broker/http/http_server.h"
+#include "core/types.h"
 
 namespace carebroker {
 class Store;
@@ -71,6 +73,9 @@ class MeshService {
   void Handshake(std::shared_ptr<Call> call);
   void ListInbox(std::shared_ptr<Call> call, bool count_only);
   void Download(std::shared_ptr<Call> call, const std::string& id, int chunk, bool head);
+  // The pieces of chunk `chunk` after `first` (piece 0), read as asked.
+  std::function<void(http::PieceSink)> ChunkPieces(std::shared_ptr<Call> call, MessageId id, uint32_t chunk,
+                                                   std::string first);
   void Acknowledge(std::shared_ptr<Call> call, const std::string& id);
   void Send(std::shared_ptr<Call> call);
   void UploadChunk(std::shared_ptr<Call> call, const std::string& id, const std::string& number);
