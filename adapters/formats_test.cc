@@ -1,10 +1,13 @@
 #include "adapters/formats.h"
 
+#include <nlohmann/json.hpp>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "absl/time/civil_time.h"
 #include "adapters/common/testdata.h"
+#include "adapters/documents.h"
 #include "core/status.h"
 #include "google/protobuf/util/message_differencer.h"
 
@@ -81,6 +84,81 @@ TEST(Formats, ACldFileOfSeveralPeopleIsNotOneMessage) {
   auto r = Parse(Format::kCld, csv);
   ASSERT_FALSE(r.ok());
   EXPECT_THAT(r.status().message(), HasSubstr("this file has 2"));
+}
+
+// Documents: the person declared in the body (synthetic NHS numbers).
+std::string DocumentBundle(const nlohmann::json& subject, const std::string& first = "Composition") {
+  nlohmann::json b = {
+      {"resourceType", "Bundle"},
+      {"type", "document"},
+      {"entry",
+       {{{"fullUrl", "urn:uuid:c1"}, {"resource", {{"resourceType", first}, {"status", "final"}, {"subject", subject}}}},
+        {{"fullUrl", "urn:uuid:p1"},
+         {"resource",
+          {{"resourceType", "Patient"},
+           {"id", "p1"},
+           {"identifier", {{{"system", "https://fhir.nhs.uk/Id/nhs-number"}, {"value", "9434765919"}}}}}}},
+        {{"resource", {{"resourceType", "Binary"}, {"contentType", "application/pdf"}, {"data", "JVBERi0x"}}}}}}};
+  return b.dump();
+}
+
+std::string Multipart(const std::string& manifest_type, const std::string& manifest) {
+  return "preamble\r\n--b0undary\r\nContent-Type: " + manifest_type + "\r\n\r\n" + manifest +
+         "\r\n--b0undary\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4 synthetic\r\n--b0undary--\r\n";
+}
+
+TEST(Documents, AFhirDocumentBundleNamesItsPersonThroughItsComposition) {
+  auto by_reference = ReadDocument("application/fhir+json", DocumentBundle({{"reference", "urn:uuid:p1"}}));
+  ASSERT_TRUE(by_reference.has_value());
+  ASSERT_TRUE(by_reference->ok()) << by_reference->status();
+  EXPECT_EQ((*by_reference)->form, DocumentForm::kFhirDocumentBundle);
+  EXPECT_EQ((*by_reference)->nhs_number, "9434765919");
+  EXPECT_EQ((*ReadDocument("application/fhir+json", DocumentBundle({{"reference", "Patient/p1"}})))->nhs_number,
+            "9434765919");
+  auto by_identifier = ReadDocument(
+      "application/fhir+json",
+      DocumentBundle({{"identifier", {{"system", "https://fhir.nhs.uk/Id/nhs-number"}, {"value", "9434765870"}}}}));
+  EXPECT_EQ((*by_identifier)->nhs_number, "9434765870");
+
+  auto nobody = ReadDocument("application/fhir+json", DocumentBundle({{"reference", "urn:uuid:nobody"}}));
+  EXPECT_EQ(ReasonOf(nobody->status()), "FHIR_INVALID");
+  auto unordered = ReadDocument("application/fhir+json", DocumentBundle({{"reference", "urn:uuid:p1"}}, "Patient"));
+  EXPECT_EQ(ReasonOf(unordered->status()), "FHIR_INVALID");
+  EXPECT_THAT(std::string(unordered->status().message()), ::testing::HasSubstr("starts with its Composition"));
+  auto bad = ReadDocument(
+      "application/fhir+json",
+      DocumentBundle({{"identifier", {{"system", "https://fhir.nhs.uk/Id/nhs-number"}, {"value", "9434765918"}}}}));
+  EXPECT_EQ(ReasonOf(bad->status()), "NHS_NUMBER_INVALID");
+  EXPECT_EQ(std::string(bad->status().message()).find("9434765918"), std::string::npos) << "no value in errors";
+  // A care-record Bundle is no document: it is read and minimised.
+  EXPECT_FALSE(ReadDocument("application/fhir+json", R"({"resourceType":"Bundle","type":"message","entry":[]})"));
+  EXPECT_FALSE(ReadDocument("application/pdf", "%PDF-1.4"));
+}
+
+TEST(Documents, AMultipartBodyDeclaresItsPersonInAJsonManifestFirst) {
+  const std::string type = "multipart/mixed; boundary=\"b0undary\"";
+  auto ok = ReadDocument(type, Multipart("application/json", R"({"nhs_number":"9434765919"})"));
+  ASSERT_TRUE(ok.has_value());
+  ASSERT_TRUE(ok->ok()) << ok->status();
+  EXPECT_EQ((*ok)->form, DocumentForm::kMultipartManifest);
+  EXPECT_EQ((*ok)->nhs_number, "9434765919");
+  EXPECT_EQ((*ReadDocument("multipart/related; boundary=b0undary",
+                           Multipart("application/json; charset=utf-8", R"({"nhs_number":"9434765870"})")))
+                ->nhs_number,
+            "9434765870");
+  auto reason = [&](const std::string& t, const std::string& body) {
+    auto d = ReadDocument(t, body);
+    return d.has_value() && !d->ok() ? ReasonOf(d->status()) : std::string("accepted");
+  };
+  EXPECT_EQ(reason("multipart/mixed", Multipart("application/json", R"({"nhs_number":"9434765919"})")),
+            "DOCUMENT_INVALID") << "no boundary";
+  EXPECT_EQ(reason(type, Multipart("application/pdf", "%PDF")), "DOCUMENT_INVALID") << "the manifest comes first";
+  EXPECT_EQ(reason(type, Multipart("application/json", R"({"nhs":"9434765919"})")), "DOCUMENT_INVALID");
+  EXPECT_EQ(reason(type, Multipart("application/json", "not json")), "DOCUMENT_INVALID");
+  EXPECT_EQ(reason(type, Multipart("application/json", R"({"nhs_number":"9434765918"})")), "NHS_NUMBER_INVALID");
+  EXPECT_EQ(reason(type, "--b0undary\r\nContent-Type: application/json\r\n\r\n{\"nhs_number\":\"9434765919\"}"),
+            "DOCUMENT_INVALID") << "the manifest must end before the file";
+  EXPECT_EQ(reason(type, "no parts at all"), "DOCUMENT_INVALID");
 }
 
 }  // namespace

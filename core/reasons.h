@@ -52,6 +52,8 @@ inline constexpr char kHl7RequiredMissing[] = "HL7_REQUIRED_MISSING";
 inline constexpr char kHl7Unsupported[] = "HL7_UNSUPPORTED";
 inline constexpr char kHl7EventUnsupported[] = "HL7_EVENT_UNSUPPORTED";
 inline constexpr char kFhirInvalid[] = "FHIR_INVALID";
+// A document's declaration (a multipart manifest) is unusable.
+inline constexpr char kDocumentInvalid[] = "DOCUMENT_INVALID";
 inline constexpr char kFhirUnsupported[] = "FHIR_UNSUPPORTED";
 inline constexpr char kCouncilJsonInvalid[] = "COUNCIL_JSON_INVALID";
 inline constexpr char kCsvInvalid[] = "CSV_INVALID";

@@ -409,30 +409,89 @@ absl::Status ReadResource(const Json& r, const std::string& path, const adapters
 
 }  // namespace
 
-bool IsDocumentReference(absl::string_view text) {
-  if (!absl::StrContains(text, "DocumentReference")) return false;  // most payloads stop here
-  const Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  return doc.is_object() && doc.value("resourceType", "") == "DocumentReference";
+namespace {
+
+bool IsDocumentJson(const Json& doc) {
+  if (!doc.is_object()) return false;
+  const std::string type = doc.value("resourceType", "");
+  return type == "DocumentReference" || (type == "Bundle" && doc.value("type", "") == "document");
 }
 
-absl::StatusOr<DocumentSubject> ReadDocumentReference(absl::string_view text) {
+// The NHS number among `identifiers` (one Identifier or an array), or null.
+const Json* NhsIdentifier(const Json* identifiers) {
+  if (identifiers == nullptr) return nullptr;
+  auto is_nhs = [](const Json& i) {
+    return i.is_object() && i.value("system", "") == kNhsNumberSystem && i.contains("value") && i["value"].is_string();
+  };
+  if (identifiers->is_object()) return is_nhs(*identifiers) ? identifiers : nullptr;
+  for (size_t k = 0; identifiers->is_array() && k < identifiers->size(); ++k) {
+    if (is_nhs((*identifiers)[k])) return &(*identifiers)[k];
+  }
+  return nullptr;
+}
+
+// A document Bundle's person: the Composition's subject identifier, else
+// the Patient entry its subject references (by fullUrl or Patient/id).
+const Json* BundleSubject(const Json& bundle) {
+  const Json* entries = Reader::At(bundle, "entry");
+  if (entries == nullptr || !entries->is_array() || entries->empty()) return nullptr;
+  const Json* composition = Reader::At((*entries)[0], "resource");
+  if (composition == nullptr || !composition->is_object() || composition->value("resourceType", "") != "Composition") {
+    return nullptr;
+  }
+  const Json* subject = Reader::At(*composition, "subject");
+  if (subject == nullptr || !subject->is_object()) return nullptr;
+  if (const Json* id = NhsIdentifier(Reader::At(*subject, "identifier"))) return id;
+  const std::string ref = subject->value("reference", "");
+  if (ref.empty()) return nullptr;
+  for (const Json& e : *entries) {
+    const Json* r = e.is_object() ? Reader::At(e, "resource") : nullptr;
+    if (r == nullptr || !r->is_object() || r->value("resourceType", "") != "Patient") continue;
+    if (e.value("fullUrl", "") == ref || "Patient/" + r->value("id", "") == ref) {
+      return NhsIdentifier(Reader::At(*r, "identifier"));
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+bool IsDocument(absl::string_view text) {
+  if (!absl::StrContains(text, "DocumentReference") && !absl::StrContains(text, "\"document\"")) {
+    return false;  // most payloads stop here
+  }
+  return IsDocumentJson(Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false));
+}
+
+absl::StatusOr<DocumentSubject> ReadDocumentSubject(absl::string_view text) {
   const Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (!doc.is_object() || doc.value("resourceType", "") != "DocumentReference") {
-    return Invalid("not a FHIR JSON DocumentReference");
+  if (!IsDocumentJson(doc)) return Invalid("not a FHIR JSON DocumentReference or document Bundle");
+  const bool bundle = doc.value("resourceType", "") == "Bundle";
+  if (bundle) {
+    const Json* entries = Reader::At(doc, "entry");
+    const Json* first = entries != nullptr && entries->is_array() && !entries->empty()
+                            ? Reader::At((*entries)[0], "resource")
+                            : nullptr;
+    if (first == nullptr || !first->is_object() || first->value("resourceType", "") != "Composition") {
+      return Invalid("Bundle.entry[0]: a document Bundle starts with its Composition");
+    }
   }
   const Json* subject = Reader::At(doc, "subject");
-  const Json* identifier = subject != nullptr && subject->is_object() ? Reader::At(*subject, "identifier") : nullptr;
-  if (identifier == nullptr || !identifier->is_object() || identifier->value("system", "") != kNhsNumberSystem ||
-      !identifier->contains("value") || !(*identifier)["value"].is_string()) {
-    return Invalid("DocumentReference.subject.identifier: the person's NHS number (system " +
-                   std::string(kNhsNumberSystem) + ") is required");
+  const Json* identifier = bundle ? BundleSubject(doc)
+                                  : NhsIdentifier(subject != nullptr && subject->is_object()
+                                                      ? Reader::At(*subject, "identifier")
+                                                      : nullptr);
+  const std::string where = bundle ? "Composition.subject" : "DocumentReference.subject.identifier";
+  if (identifier == nullptr) {
+    return Invalid(where + ": the person's NHS number (system " + std::string(kNhsNumberSystem) + ") is required");
   }
   DocumentSubject out;
   out.nhs_number = (*identifier)["value"].get<std::string>();
+  out.bundle = bundle;
   if (!IsValidNhsNumber(out.nhs_number)) {
-    return InvalidArgument(reason::kNhsNumberInvalid,
-                           "DocumentReference.subject.identifier is not a valid NHS number (ten digits, Modulus 11)");
+    return InvalidArgument(reason::kNhsNumberInvalid, where + " is not a valid NHS number (ten digits, Modulus 11)");
   }
+  if (bundle) return out;
   const Json* content = Reader::At(doc, "content");
   bool attached = false;
   for (size_t i = 0; content != nullptr && content->is_array() && i < content->size(); ++i) {

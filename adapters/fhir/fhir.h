@@ -37,20 +37,25 @@ struct ReadLimits {
 // shapes, bad dates, naming the element path; XML that is not well-formed,
 // naming the line), FHIR_UNSUPPORTED (a resource type not listed above) or
 // NHS_NUMBER_INVALID; never patient data.
-// A FHIR JSON DocumentReference: a document (a PDF, a letter, any file in
-// content[].attachment) about one person, named in subject.identifier by
-// NHS number. carebroker carries it whole and decides it by that person's
-// consent (policy PAYLOAD_KIND_DOCUMENT).
+// A FHIR JSON document about one person, named by NHS number: a
+// DocumentReference (a PDF, a letter, any file in content[].attachment; the
+// person in subject.identifier) or a document Bundle (type "document", its
+// first entry the Composition, whose subject is the person: an identifier,
+// or a reference to a Patient entry with an NHS number identifier).
+// carebroker carries it whole and decides it by that person's consent
+// (policy PAYLOAD_KIND_DOCUMENT).
 struct DocumentSubject {
   std::string nhs_number;  // Modulus 11 checked
+  bool bundle = false;     // a document Bundle, not a DocumentReference
 };
-// Whether `text` is a FHIR JSON DocumentReference (cheap: it must parse).
-bool IsDocumentReference(absl::string_view text);
-// The person a DocumentReference is about. FHIR_INVALID when it has no
-// subject identifier in the NHS number system, or no attachment with a
-// contentType and data or a url; NHS_NUMBER_INVALID when the number fails
-// Modulus 11.
-absl::StatusOr<DocumentSubject> ReadDocumentReference(absl::string_view text);
+// Whether `text` is one of the two (cheap: it must parse).
+bool IsDocument(absl::string_view text);
+// The person the document is about. FHIR_INVALID when no NHS number
+// identifies them (system https://fhir.nhs.uk/Id/nhs-number), when a
+// DocumentReference has no attachment with a contentType and data or a url,
+// or a document Bundle does not start with its Composition;
+// NHS_NUMBER_INVALID when the number fails Modulus 11.
+absl::StatusOr<DocumentSubject> ReadDocumentSubject(absl::string_view text);
 
 absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits& limits = {},
                                         const adapters::ReadOptions& options = {});

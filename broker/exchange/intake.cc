@@ -6,6 +6,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "adapters/documents.h"
 #include "adapters/formats.h"
 #include "audit/log.h"
 #include "core/time.h"
@@ -115,17 +116,17 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   // a flow accepting unverified identifiers lets it through (below), and
   // otherwise the adapter's precise error is the answer.
   const auto in_format = adapters::FormatByContentType(req.content_type());
-  // A FHIR DocumentReference is a document about the person it names: carried
-  // whole, decided by that person's consent (a flow with payload: document).
-  const bool document = in_format.ok() && *in_format == adapters::Format::kFhir &&
-                        fhir::IsDocumentReference(req.payload());
+  // A document (adapters/documents.h) is about the person it declares:
+  // carried whole, decided by that person's consent (a flow with payload:
+  // document).
+  auto declared = adapters::ReadDocument(req.content_type(), req.payload());
+  const bool document = declared.has_value();
   const bool canonical = in_format.ok() && !document;
   v1::CareRecord record;
   absl::Status nhs_error;
   if (document) {
-    auto subject = fhir::ReadDocumentReference(req.payload());
-    if (!subject.ok()) return subject.status();
-    record.mutable_person()->set_nhs_number(subject->nhs_number);
+    if (!declared->ok()) return declared->status();
+    record.mutable_person()->set_nhs_number((*declared)->nhs_number);
   }
   if (canonical) {
     auto parsed = adapters::Parse(*in_format, req.payload());
@@ -185,7 +186,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   const adapters::Format out_format = config.ReceiveFormat(recipient, req.workflow());
   entry.set_detail(canonical  ? absl::StrCat("care record: ", adapters::InfoOf(*in_format).name, " in, ",
                                              adapters::InfoOf(out_format).name, " out")
-                   : document ? "document: a FHIR DocumentReference, carried whole"
+                   : document ? absl::StrCat("document: ", adapters::DocumentFormName((*declared)->form), ", carried whole")
                               : absl::StrCat("opaque payload: ", req.content_type()));
   if (!d.allowed) {
     entry.set_event(v1::AUDIT_EVENT_SEND_DENIED);

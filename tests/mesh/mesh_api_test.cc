@@ -448,10 +448,31 @@ TEST_F(MeshApiTest, ADocumentIsCarriedWholeUnderADocumentsFlowAndDecidedByItsPer
   EXPECT_EQ(send("DISCHARGE_SUMMARY", DocumentReference("9990000019")).reason(), "NHS_NUMBER_INVALID");
   EXPECT_EQ(send("DISCHARGE_SUMMARY", DocumentReference("", false)).reason(), "FHIR_INVALID");
 
+  // A document Bundle, and a PDF behind a JSON manifest, the same way.
+  const std::string bundle =
+      R"({"resourceType":"Bundle","type":"document","entry":[{"resource":{"resourceType":"Composition",)"
+      R"("subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}}}},)"
+      R"({"resource":{"resourceType":"Binary","contentType":"application/pdf","data":"JVBERi0x"}}]})";
+  const std::string bundle_id = SentId(send("DISCHARGE_SUMMARY", bundle));
+  EXPECT_EQ(Call("GET", "/messageexchange/503HC001/inbox/" + bundle_id, "503", "503HC001").body, bundle);
+  auto multipart = [&](const std::string& nhs) {
+    const std::string body = "--cb\r\nContent-Type: application/json\r\n\r\n{\"nhs_number\":\"" + nhs +
+                             "\"}\r\n--cb\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4 synthetic\r\n--cb--\r\n";
+    return std::make_pair(body, Call("POST", "/messageexchange/RR8HC001/outbox", "RR8", "RR8HC001",
+                                     {"mex-to: 503HC001", "mex-workflowid: DISCHARGE_SUMMARY",
+                                      "content-type: multipart/mixed; boundary=cb"},
+                                     body));
+  };
+  auto [mp_body, mp_sent] = multipart("9990000018");
+  const std::string mp_id = SentId(mp_sent);
+  EXPECT_EQ(Call("GET", "/messageexchange/503HC001/inbox/" + mp_id, "503", "503HC001").body, mp_body);
+  EXPECT_EQ(multipart("9990000019").second.reason(), "NHS_NUMBER_INVALID");
+
   RecordDissent();
   Reply denied = send("DISCHARGE_SUMMARY", doc);
   EXPECT_EQ(denied.status, 417);
   EXPECT_EQ(denied.reason(), "CONSENT_DISSENT");
+  EXPECT_EQ(multipart("9990000018").second.reason(), "CONSENT_DISSENT") << "the manifest's person decides";
 }
 
 TEST_F(MeshApiTest, ADeliveryWithheldBecauseConsentChangedReachesItsSenderAsAReport) {
