@@ -9,6 +9,9 @@
 #      https with keep-alive, CONCURRENCY in flight), in msgs/s;
 #   3. the same COUNT through gRPC (carebroker_load: SendStream and Receive
 #      with acks), its RESULT line.
+# LARGE_VIA=grpc moves step 1 to carebroker's own API: carebrokerctl send
+# (SendLarge, CHUNK_MB chunks, at most the 64 MiB limits.max_message_bytes
+# here) and carebrokerctl receive (Download), same figures.
 # A real broker binary on loopback with the dev PKI and a SQLite store in a
 # temporary folder. Bounded by COUNT, LARGE_MB and TIMEOUT_S.
 #
@@ -16,7 +19,7 @@
 set -euo pipefail
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=$(cd "${1:-$src/build}" && pwd)
-count=${COUNT:-2000} size=${SIZE:-1024} large_mb=${LARGE_MB:-2048} chunk_mb=${CHUNK_MB:-100}
+count=${COUNT:-2000} size=${SIZE:-1024} large_mb=${LARGE_MB:-2048} chunk_mb=${CHUNK_MB:-100} via=${LARGE_VIA:-mesh}
 timeout_s=${TIMEOUT_S:-600}
 work=$(mktemp -d /tmp/cb-mesh-bench.XXXXXX)
 mesh_pid=""
@@ -38,7 +41,26 @@ run() {
   MESH_URL="https://127.0.0.1:$mesh_port" PKI=$work/pki MESH_SHARED_KEY=$(cat "$work/secret") MESH_PASSWORDS=$work/pw \
     TIMEOUT_S=$timeout_s SIZE=$size CHUNK_MB=$chunk_mb BROKER_PID=$mesh_pid node "$modules/mesh_load.mjs"
 }
-if ((large_mb > 0)); then
+ctl() {
+  local who=$1; shift
+  timeout -k 5 "$timeout_s" "$build/broker/cli/carebrokerctl" --target "127.0.0.1:$grpc_port" --ca "$work/pki/ca.crt" \
+    --cert "$work/pki/$who.crt" --key "$work/pki/$who.key" --timeout 60 "$@"
+}
+ms() { date +%s%3N; }
+if ((large_mb > 0)) && [[ $via == grpc ]]; then
+  head -c "$((large_mb << 20))" /dev/urandom >"$work/large.bin"
+  t0=$(ms)
+  ctl RR8 send --to 503 --workflow W --purpose direct-care --content-type application/octet-stream \
+    --chunk-mib "$chunk_mb" "$work/large.bin" >/dev/null
+  t1=$(ms); up_peak=$(($(kb VmHWM) / 1024))
+  ctl 503 receive --out "$work/in" --max 1 --wait 5 >/dev/null
+  t2=$(ms)
+  cmp -s "$work/large.bin" "$work"/in/*.dat || { echo "the downloaded message differs" >&2; exit 1; }
+  echo "GRPC_LARGE mb=$large_mb chunk_mb=$chunk_mb upload_mb_per_s=$((large_mb * 1000 / (t1 - t0)))" \
+    "download_mb_per_s=$((large_mb * 1000 / (t2 - t1))) broker_peak_mb_after_upload=$up_peak" \
+    "broker_peak_mb_after_download=$(($(kb VmHWM) / 1024))"
+  echo "GRPC_LARGE_RSS idle_mb=$((idle / 1024)) peak_mb=$(($(kb VmHWM) / 1024)) above_idle_mb=$((($(kb VmHWM) - idle) / 1024))"
+elif ((large_mb > 0)); then
   COUNT=0 LARGE_MB=$large_mb run
   echo "MESH_LARGE_RSS idle_mb=$((idle / 1024)) peak_mb=$(($(kb VmHWM) / 1024)) above_idle_mb=$((($(kb VmHWM) - idle) / 1024))"
 fi
