@@ -42,13 +42,19 @@ namespace {
 constexpr auto kIdle = std::chrono::seconds(30);
 constexpr uint32_t kHeadLimit = 16 * 1024;
 
-// Takes the body out of `r` (a download may be a 100 MB chunk: never copied).
-bhttp::response<bhttp::string_body> Render(HttpResponse&& r, unsigned version, bool keep_alive, bool head) {
-  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version};
+// The headers of `r` on a response made with its status, whatever the body.
+template <class Body>
+void Head(const HttpResponse& r, bool keep_alive, bhttp::response<Body>& res) {
   res.set(bhttp::field::server, "carebroker");
   res.set(bhttp::field::content_type, r.content_type);
   for (const auto& [name, value] : r.headers) res.insert(name, value);
   res.keep_alive(keep_alive);
+}
+
+// Takes the body out of `r` (a download may be a 100 MB chunk: never copied).
+bhttp::response<bhttp::string_body> Render(HttpResponse&& r, unsigned version, bool keep_alive, bool head) {
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(r.status), version};
+  Head(r, keep_alive, res);
   res.body() = std::move(r.body);
   res.prepare_payload();
   if (head) res.body().clear();  // HEAD: the GET's headers, no body
@@ -181,11 +187,8 @@ class Session : public std::enable_shared_from_this<Session<Stream>> {
   // A body sent as its pieces come (HttpResponse::pieces), chunked.
   void WriteStreamed(HttpResponse&& r, unsigned version, bool keep_alive) {
     streamed_.emplace(static_cast<bhttp::status>(r.status), version);
-    streamed_->set(bhttp::field::server, "carebroker");
-    streamed_->set(bhttp::field::content_type, r.content_type);
-    for (const auto& [name, value] : r.headers) streamed_->insert(name, value);
     // HTTP/1.0 has no chunked encoding: the body ends with the connection.
-    streamed_->keep_alive(keep_alive && version >= 11);
+    Head(r, keep_alive && version >= 11, *streamed_);
     streamed_->chunked(version >= 11);
     streamed_->body().data = nullptr;
     streamed_->body().more = true;

@@ -536,8 +536,7 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
     if (!mailbox::Fetchable(look->status)) {
       return call->Fail(410, "RECEIVE", "20",
                         Error(absl::StatusCode::kNotFound, reason::kMessageNotFound,
-                              absl::StrCat("Gone: the message is ", absl::AsciiStrToLower(v1::MessageStatus_Name(
-                                                                        look->status).substr(15)))),
+                              absl::StrCat("Gone: the message is ", mailbox::StatusWord(look->status))),
                         id);
     }
     // The first chunk of several is 206, as is every chunk but the last. A

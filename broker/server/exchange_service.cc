@@ -115,20 +115,20 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
 grpc::ServerReadReactor<v1::LargeSendRequest>* ExchangeService::SendLarge(grpc::CallbackServerContext* ctx,
                                                                             v1::SendReceipt* resp) {
   auto id = Authorize(ctx, deps_, Role::kAgency);
-  if (!id.ok()) return new RefusedReadStream<v1::LargeSendRequest>(id.status());
-  if (!EnterStream(deps_)) return new RefusedReadStream<v1::LargeSendRequest>(TooManyStreams());
+  if (!id.ok()) return new Refused<grpc::ServerReadReactor<v1::LargeSendRequest>>(id.status());
+  if (!EnterStream(deps_)) return new Refused<grpc::ServerReadReactor<v1::LargeSendRequest>>(TooManyStreams());
   return NewSendLargeReactor(deps_, *std::move(id), resp);
 }
 
 grpc::ServerWriteReactor<v1::DownloadResponse>* ExchangeService::Download(grpc::CallbackServerContext* ctx,
                                                                           const v1::DownloadRequest* req) {
   auto id = Authorize(ctx, deps_, Role::kAgency);
-  if (!id.ok()) return new RefusedWriteStream<v1::DownloadResponse>(id.status());
+  if (!id.ok()) return new Refused<grpc::ServerWriteReactor<v1::DownloadResponse>>(id.status());
   if (!IsMessageIdShape(req->message_id())) {
-    return new RefusedWriteStream<v1::DownloadResponse>(
+    return new Refused<grpc::ServerWriteReactor<v1::DownloadResponse>>(
         InvalidArgument(reason::kMessageIdInvalid, "a message id is 32 hex characters"));
   }
-  if (!EnterStream(deps_)) return new RefusedWriteStream<v1::DownloadResponse>(TooManyStreams());
+  if (!EnterStream(deps_)) return new Refused<grpc::ServerWriteReactor<v1::DownloadResponse>>(TooManyStreams());
   return NewDownloadReactor(deps_, *std::move(id), MessageId(req->message_id()));
 }
 

@@ -147,7 +147,7 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadRespon
     if (!mailbox::Fetchable(got->status)) {
       return End(Error(absl::StatusCode::kNotFound, reason::kMessageNotFound,
                        absl::StrCat(first ? "" : "during the download: ", "the message is ",
-                                    absl::AsciiStrToLower(v1::MessageStatus_Name(got->status).substr(15)))));
+                                    mailbox::StatusWord(got->status))));
     }
     StoredDelivery& d = got->delivery;
     piece_data_ = std::move(d.payload);

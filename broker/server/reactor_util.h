@@ -16,27 +16,16 @@
 
 namespace carebroker {
 
-// A stream refused before it started.
+// A stream refused before it started, for any server reactor kind
+// (RefusedStream<Req, Resp> for bidirectional ones).
+template <typename Reactor>
+class Refused final : public Reactor {
+ public:
+  explicit Refused(const absl::Status& s) { this->Finish(ToGrpcStatus(s)); }
+  void OnDone() override { delete this; }
+};
 template <typename Req, typename Resp>
-class RefusedStream final : public grpc::ServerBidiReactor<Req, Resp> {
- public:
-  explicit RefusedStream(const absl::Status& s) { this->Finish(ToGrpcStatus(s)); }
-  void OnDone() override { delete this; }
-};
-
-template <typename Req>
-class RefusedReadStream final : public grpc::ServerReadReactor<Req> {
- public:
-  explicit RefusedReadStream(const absl::Status& s) { this->Finish(ToGrpcStatus(s)); }
-  void OnDone() override { delete this; }
-};
-
-template <typename Resp>
-class RefusedWriteStream final : public grpc::ServerWriteReactor<Resp> {
- public:
-  explicit RefusedWriteStream(const absl::Status& s) { this->Finish(ToGrpcStatus(s)); }
-  void OnDone() override { delete this; }
-};
+using RefusedStream = Refused<grpc::ServerBidiReactor<Req, Resp>>;
 
 // Counts an open stream for the max_streams limit; false when full.
 inline bool EnterStream(const ServiceDeps& d) {

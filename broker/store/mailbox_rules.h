@@ -9,10 +9,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <string>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "broker/store/store.h"
 #include "carebroker/v1/exchange.pb.h"
@@ -68,6 +71,13 @@ absl::Status CheckChunk(int64_t state, int64_t chunks, int64_t received, int n, 
 // Track's status for a stored state code; INTERNAL STORE_CORRUPT for a code
 // no release wrote.
 absl::StatusOr<v1::MessageStatus> StatusOf(int64_t state);
+
+// A status as a word for messages: "acknowledged", "uploading", ...
+inline std::string StatusWord(v1::MessageStatus s) {
+  absl::string_view name = v1::MessageStatus_Name(s);
+  absl::ConsumePrefix(&name, "MESSAGE_STATUS_");
+  return absl::AsciiStrToLower(name);
+}
 
 // A send whose (sender, idempotency key) is already stored: the first
 // message's receipt (duplicate) when the payload digests match, else
