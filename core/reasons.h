@@ -122,6 +122,9 @@ inline constexpr char kChunksComplete[] = "CHUNKS_COMPLETE";
 inline constexpr char kChunkRangeInvalid[] = "CHUNK_RANGE_INVALID";
 // A large send's stream ended before its last chunk (SendLarge).
 inline constexpr char kChunksIncomplete[] = "CHUNKS_INCOMPLETE";
+// A CLD submission's chunk already taken (minimised as it arrived, it is not
+// replaced), or minimised from progress another upload has moved on.
+inline constexpr char kChunkSuperseded[] = "CHUNK_SUPERSEDED";
 inline constexpr char kIdempotencyKeyReused[] = "IDEMPOTENCY_KEY_REUSED";
 inline constexpr char kAuditUnavailable[] = "AUDIT_UNAVAILABLE";
 inline constexpr char kAuditLogDamaged[] = "AUDIT_LOG_DAMAGED";

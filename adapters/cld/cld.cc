@@ -1,6 +1,7 @@
 #include "adapters/cld/cld.h"
 
 #include <array>
+#include <optional>
 
 #include <functional>
 
@@ -296,6 +297,7 @@ const std::vector<Column>& Table() {
   return *table;
 }
 
+constexpr int kAbsent = -1, kEventTypeColumn = -2, kSubmissionColumn = -3;
 constexpr absl::string_view kLaCode = "LA Code", kPeriodStart = "Reporting Period Start Date",
                             kPeriodEnd = "Reporting Period End Date", kEventType = "Event Type";
 
@@ -316,158 +318,164 @@ const std::vector<std::string>& Columns() {
   return *names;
 }
 
-absl::StatusOr<Submission> ReadCld(absl::string_view csv, const adapters::ReadOptions& options) {
+absl::StatusOr<RowReader> RowReader::FromHeader(const adapters::CsvRowView& names) {
   const auto& table = Table();
-  // From the header: each column's place in the table (-1 none; -2 event
-  // type; -3..-5 submission), and where the columns read per row are.
-  std::vector<int> column_of;
-  size_t columns = 0;
-  constexpr int kAbsent = -1;
-  int event_type = kAbsent, nhs_number = kAbsent, la_person = kAbsent;
-  std::array<int, 3> submission = {kAbsent, kAbsent, kAbsent};
-  const std::array<absl::string_view, 3> submission_names = {kLaCode, kPeriodStart, kPeriodEnd};
-  std::array<std::string*, 3> submission_fields;
+  absl::flat_hash_map<std::string, int> known;
+  for (size_t i = 0; i < table.size(); ++i) known[Key(table[i].name)] = static_cast<int>(i);
+  absl::flat_hash_map<std::string, int> seen;
+  RowReader r;
+  r.column_of_.assign(names.size(), kAbsent);
+  for (size_t c = 0; c < names.size(); ++c) {
+    const std::string k = Key(names[c]);
+    if (!seen.emplace(k, static_cast<int>(c)).second) {
+      return Invalid(absl::StrCat("header: column ", c + 1, " repeats a column name"));
+    }
+    if (k == Key(kEventType)) r.column_of_[c] = kEventTypeColumn;
+    else if (k == Key(kLaCode) || k == Key(kPeriodStart) || k == Key(kPeriodEnd)) r.column_of_[c] = kSubmissionColumn;
+    else if (auto it = known.find(k); it != known.end()) r.column_of_[c] = it->second;
+    else {
+      return Invalid(absl::StrCat("header: column ", c + 1, " \"", absl::CHexEscape(names[c].substr(0, 60)),
+                                  "\" is not a CLD Release 1 column"));
+    }
+  }
+  auto at = [&](absl::string_view name) {
+    const auto it = seen.find(Key(name));
+    return it == seen.end() ? kAbsent : it->second;
+  };
+  r.event_type_ = at(kEventType);
+  r.nhs_number_ = at("NHS Number");
+  r.la_person_ = at("LA Person Unique Identifier");
+  r.submission_ = {at(kLaCode), at(kPeriodStart), at(kPeriodEnd)};
+  if (r.event_type_ == kAbsent) return Invalid("header: the Event Type column is required");
+  if (r.nhs_number_ == kAbsent && r.la_person_ == kAbsent) {
+    return Invalid("header: NHS Number or LA Person Unique Identifier is required");
+  }
+  return r;
+}
 
+absl::StatusOr<RowReader::Row> RowReader::Read(const adapters::CsvRowView& cells, size_t row_number, Submission* seen,
+                                               const adapters::ReadOptions& options) const {
+  const auto& table = Table();
+  auto row_name = [&] { return absl::StrCat("row ", row_number); };
+  if (cells.size() != column_of_.size()) {
+    return Invalid(absl::StrCat(row_name(), ": has ", cells.size(), " fields; the header has ", column_of_.size()));
+  }
+  auto cell = [&](int c) { return c == kAbsent ? absl::string_view() : absl::StripAsciiWhitespace(cells[c]); };
+  // Submission details, the same on every row.
+  const std::array<absl::string_view, 3> names = {kLaCode, kPeriodStart, kPeriodEnd};
+  const std::array<std::string*, 3> fields = {&seen->la_code, &seen->period_start, &seen->period_end};
+  for (size_t i = 0; i < names.size(); ++i) {
+    const absl::string_view v = cell(submission_[i]);
+    if (v.empty()) continue;
+    std::string& field = *fields[i];
+    if (!field.empty() && field != v) {
+      return Invalid(absl::StrCat(row_name(), ", column ", names[i], ": differs from the rows before"));
+    }
+    field = std::string(v);
+  }
+  Row out;
+  // Whose row it is.
+  if (const absl::string_view nhs = cell(nhs_number_); !nhs.empty()) {
+    auto n = adapters::CheckedNhsNumber(nhs, "", options);
+    if (!n.ok()) return adapters::CheckedNhsNumber(nhs, absl::StrCat(row_name(), ", column NHS Number"), options).status();
+    out.person_key = absl::StrCat("n:", *n);
+  } else if (const absl::string_view la = cell(la_person_); !la.empty()) {
+    out.person_key = absl::StrCat("l:", la);
+  } else {
+    return Invalid(absl::StrCat(row_name(), ": neither NHS Number nor LA Person Unique Identifier"));
+  }
+  v1::CareEvent* event = out.record.add_events();
+  const absl::string_view type = cell(event_type_);
+  bool kind_known = false;
+  for (const auto& [kind, word] : kEventTypes) {
+    if (!absl::EqualsIgnoreCase(type, word)) continue;
+    kind_known = true;
+    switch (kind) {
+      case v1::CareEvent::kReferral: event->mutable_referral(); break;
+      case v1::CareEvent::kAssessment: event->mutable_assessment(); break;
+      case v1::CareEvent::kCarePackage: event->mutable_care_package(); break;
+      default: event->mutable_review(); break;
+    }
+  }
+  if (!kind_known) {
+    return Invalid(absl::StrCat(row_name(), ", column Event Type: expected Request, Assessment, Service or Review"));
+  }
+  RowContext ctx{out.record.mutable_person(), event, row_number, {}, &options};
+  for (size_t c = 0; c < column_of_.size(); ++c) {
+    if (column_of_[c] < 0) continue;
+    const Column& col = table[column_of_[c]];
+    const absl::string_view v = absl::StripAsciiWhitespace(cells[c]);
+    if (v.empty()) continue;
+    ctx.column = col.name;
+    if (absl::Status s = col.set(v, ctx); !s.ok()) return s;
+  }
+  for (v1::LocalIdentifier& id : *out.record.mutable_person()->mutable_local_identifiers()) {
+    if (id.type() == "LA") id.set_assigner(seen->la_code);
+  }
+  return out;
+}
+
+absl::StatusOr<Submission> ReadCld(absl::string_view csv, const adapters::ReadOptions& options) {
+  std::optional<RowReader> reader;
   Submission out;
-  submission_fields = {&out.la_code, &out.period_start, &out.period_end};
   absl::flat_hash_map<std::string, size_t> person_of;  // person key -> index in out.people
   size_t r = 0;  // rows read, the header being row 1
-
-  auto header = [&](const adapters::CsvRowView& names) -> absl::Status {
-    absl::flat_hash_map<std::string, int> known;
-    for (size_t i = 0; i < table.size(); ++i) known[Key(table[i].name)] = static_cast<int>(i);
-    absl::flat_hash_map<std::string, int> seen;
-    columns = names.size();
-    column_of.assign(columns, kAbsent);
-    for (size_t c = 0; c < columns; ++c) {
-      const std::string k = Key(names[c]);
-      if (!seen.emplace(k, static_cast<int>(c)).second) {
-        return Invalid(absl::StrCat("header: column ", c + 1, " repeats a column name"));
-      }
-      if (k == Key(kEventType)) column_of[c] = -2;
-      else if (k == Key(kLaCode)) column_of[c] = -3;
-      else if (k == Key(kPeriodStart)) column_of[c] = -4;
-      else if (k == Key(kPeriodEnd)) column_of[c] = -5;
-      else if (auto it = known.find(k); it != known.end()) column_of[c] = it->second;
-      else {
-        return Invalid(absl::StrCat("header: column ", c + 1, " \"", absl::CHexEscape(names[c].substr(0, 60)),
-                                    "\" is not a CLD Release 1 column"));
-      }
+  absl::Status s = adapters::ForEachCsvRow(csv, {}, [&](const adapters::CsvRowView& cells) -> absl::Status {
+    if (++r == 1) {
+      auto header = RowReader::FromHeader(cells);
+      if (!header.ok()) return header.status();
+      reader = *std::move(header);
+      return absl::OkStatus();
     }
-    auto at = [&](absl::string_view name) {
-      const auto it = seen.find(Key(name));
-      return it == seen.end() ? kAbsent : it->second;
-    };
-    event_type = at(kEventType);
-    nhs_number = at("NHS Number");
-    la_person = at("LA Person Unique Identifier");
-    for (size_t i = 0; i < submission.size(); ++i) submission[i] = at(submission_names[i]);
-    if (event_type == kAbsent) return Invalid("header: the Event Type column is required");
-    if (nhs_number == kAbsent && la_person == kAbsent) {
-      return Invalid("header: NHS Number or LA Person Unique Identifier is required");
-    }
-    return absl::OkStatus();
-  };
-
-  auto row = [&](const adapters::CsvRowView& cells) -> absl::Status {
-    const size_t row_number = r;
-    auto row_name = [&] { return absl::StrCat("row ", row_number); };
-    if (cells.size() != columns) {
-      return Invalid(absl::StrCat(row_name(), ": has ", cells.size(), " fields; the header has ", columns));
-    }
-    auto cell = [&](int c) { return c == kAbsent ? absl::string_view() : absl::StripAsciiWhitespace(cells[c]); };
-    // Submission details, the same on every row.
-    for (size_t i = 0; i < submission.size(); ++i) {
-      const absl::string_view v = cell(submission[i]);
-      if (v.empty()) continue;
-      std::string& field = *submission_fields[i];
-      if (!field.empty() && field != v) {
-        return Invalid(absl::StrCat(row_name(), ", column ", submission_names[i], ": differs from row 2"));
-      }
-      field = std::string(v);
-    }
-    // Whose row it is.
-    std::string key;
-    if (const absl::string_view nhs = cell(nhs_number); !nhs.empty()) {
-      auto n = adapters::CheckedNhsNumber(nhs, "", options);
-      if (!n.ok()) return adapters::CheckedNhsNumber(nhs, absl::StrCat(row_name(), ", column NHS Number"), options).status();
-      key = absl::StrCat("n:", *n);
-    } else if (const absl::string_view la = cell(la_person); !la.empty()) {
-      key = absl::StrCat("l:", la);
-    } else {
-      return Invalid(absl::StrCat(row_name(), ": neither NHS Number nor LA Person Unique Identifier"));
-    }
-    const auto [it, first] = person_of.emplace(std::move(key), out.people.size());
-    if (first) out.people.emplace_back();
-    v1::CareRecord& record = out.people[it->second];
-    v1::CareEvent* event = record.add_events();
-    const absl::string_view type = cell(event_type);
-    bool kind_known = false;
-    for (const auto& [kind, word] : kEventTypes) {
-      if (!absl::EqualsIgnoreCase(type, word)) continue;
-      kind_known = true;
-      switch (kind) {
-        case v1::CareEvent::kReferral: event->mutable_referral(); break;
-        case v1::CareEvent::kAssessment: event->mutable_assessment(); break;
-        case v1::CareEvent::kCarePackage: event->mutable_care_package(); break;
-        default: event->mutable_review(); break;
-      }
-    }
-    if (!kind_known) {
-      return Invalid(absl::StrCat(row_name(), ", column Event Type: expected Request, Assessment, Service or Review"));
-    }
-    RowContext ctx{record.mutable_person(), event, row_number, {}, &options};
-    for (size_t c = 0; c < columns; ++c) {
-      if (column_of[c] < 0) continue;
-      const Column& col = table[column_of[c]];
-      const absl::string_view v = absl::StripAsciiWhitespace(cells[c]);
-      if (v.empty() || (col.person && !first)) continue;
-      ctx.column = col.name;
-      if (absl::Status s = col.set(v, ctx); !s.ok()) return s;
-    }
+    auto row = reader->Read(cells, r, &out, options);
+    if (!row.ok()) return row.status();
+    // A person's details come from their first row; later rows add events.
+    const auto [it, first] = person_of.emplace(std::move(row->person_key), out.people.size());
     if (first) {
-      for (v1::LocalIdentifier& id : *record.mutable_person()->mutable_local_identifiers()) {
-        if (id.type() == "LA") id.set_assigner(out.la_code);
-      }
+      out.people.push_back(std::move(row->record));
+    } else {
+      out.people[it->second].add_events()->Swap(row->record.mutable_events(0));
     }
     return absl::OkStatus();
-  };
-
-  absl::Status s = adapters::ForEachCsvRow(csv, {}, [&](const adapters::CsvRowView& cells) {
-    return ++r == 1 ? header(cells) : row(cells);
   });
   if (!s.ok()) return s;
   if (r == 0) return Invalid("the file has no header row");
   return out;
 }
 
+absl::Status AppendCldRows(const Submission& details, const v1::CareRecord& record, std::string* out,
+                           absl::string_view which) {
+  if (record.events_size() == 0) {
+    return InvalidArgument(reason::kCldUnsupported, absl::StrCat(which, ": CLD has one row per event; there is none"));
+  }
+  const auto& table = Table();
+  CsvRow row;
+  for (int e = 0; e < record.events_size(); ++e) {
+    const v1::CareEvent& event = record.events(e);
+    absl::string_view type;
+    for (const auto& [kind, word] : kEventTypes) {
+      if (event.detail_case() == kind) type = word;
+    }
+    if (type.empty()) {
+      return InvalidArgument(reason::kCldUnsupported,
+                             absl::StrCat(which, ", event ", e + 1,
+                                          ": CLD carries requests, assessments, services and reviews only"));
+    }
+    row = {details.la_code, details.period_start, details.period_end};
+    for (const Column& col : table) {
+      if (col.name == "Event Reference") row.push_back(std::string(type));
+      row.push_back(col.get(record.person(), event));
+    }
+    adapters::AppendCsvRow(row, out);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> WriteCld(const Submission& s) {
   std::string out;
   adapters::AppendCsvRow(Columns(), &out);
-  const auto& table = Table();
   for (size_t p = 0; p < s.people.size(); ++p) {
-    const v1::CareRecord& record = s.people[p];
-    if (record.events_size() == 0) {
-      return InvalidArgument(reason::kCldUnsupported, absl::StrCat("person ", p + 1, ": CLD has one row per event; there is none"));
-    }
-    for (int e = 0; e < record.events_size(); ++e) {
-      const v1::CareEvent& event = record.events(e);
-      absl::string_view type;
-      for (const auto& [kind, word] : kEventTypes) {
-        if (event.detail_case() == kind) type = word;
-      }
-      if (type.empty()) {
-        return InvalidArgument(reason::kCldUnsupported,
-                               absl::StrCat("person ", p + 1, ", event ", e + 1,
-                                            ": CLD carries requests, assessments, services and reviews only"));
-      }
-      CsvRow row{s.la_code, s.period_start, s.period_end};
-      for (const Column& col : table) {
-        if (col.name == "Event Reference") row.push_back(std::string(type));
-        row.push_back(col.get(record.person(), event));
-      }
-      adapters::AppendCsvRow(row, &out);
-    }
+    if (absl::Status e = AppendCldRows(s, s.people[p], &out, absl::StrCat("person ", p + 1)); !e.ok()) return e;
   }
   return out;
 }

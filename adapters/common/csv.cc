@@ -99,6 +99,31 @@ absl::Status ForEachCsvRow(absl::string_view text, const CsvLimits& limits,
   return absl::OkStatus();
 }
 
+CsvRowEnds FindCsvRowEnds(absl::string_view text, bool quoted) {
+  CsvRowEnds ends;
+  const char* const data = text.data();
+  const size_t n = text.size();
+  for (size_t i = 0; i < n;) {
+    if (quoted) {  // to the closing quote; a doubled quote closes and reopens
+      const void* q = std::memchr(data + i, '"', n - i);
+      if (q == nullptr) break;
+      i = static_cast<size_t>(static_cast<const char*>(q) - data) + 1;
+      quoted = false;
+      continue;
+    }
+    const char* next = std::find_if(data + i, data + n, [](char c) { return c == '"' || c == '\n'; });
+    if (next == data + n) break;
+    i = static_cast<size_t>(next - data) + 1;
+    if (*next == '"') {
+      quoted = true;
+    } else {
+      if (ends.first == 0) ends.first = i;
+      ends.last = i;
+    }
+  }
+  return ends;
+}
+
 absl::StatusOr<std::vector<CsvRow>> ParseCsv(absl::string_view text, const CsvLimits& limits) {
   std::vector<CsvRow> rows;
   absl::Status s = ForEachCsvRow(text, limits, [&](const CsvRowView& row) {

@@ -29,6 +29,16 @@ using CsvRowView = std::vector<absl::string_view>;
 absl::Status ForEachCsvRow(absl::string_view text, const CsvLimits& limits,
                            absl::FunctionRef<absl::Status(const CsvRowView& row)> each);
 
+// Where rows end in `text`, a piece of a file read in pieces (a file arriving
+// in chunks): just past the first and the last line break outside a quoted
+// field, both 0 when there is none. `quoted`: the piece starts inside a
+// quoted field (the piece before it broke off in the middle of one).
+struct CsvRowEnds {
+  size_t first = 0;
+  size_t last = 0;
+};
+CsvRowEnds FindCsvRowEnds(absl::string_view text, bool quoted = false);
+
 // Every row, as ForEachCsvRow reads them.
 absl::StatusOr<std::vector<CsvRow>> ParseCsv(absl::string_view text, const CsvLimits& limits = {});
 

@@ -1,11 +1,14 @@
 #include "broker/exchange/intake.h"
 
+#include "broker/exchange/submission.h"
+
 #include "adapters/fhir/fhir.h"
 
 #include "core/vocabulary.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "adapters/cld/cld.h"
 #include "adapters/documents.h"
 #include "adapters/formats.h"
 #include "audit/log.h"
@@ -78,7 +81,7 @@ absl::StatusOr<OrgCode> RecipientOf(const Config& config, const v1::SendRequest&
 absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
                                const policy::ConsentBook& consent, const audit::EntryMaker& entries,
                                const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial,
-                               uint64_t max_bytes) {
+                               uint64_t max_bytes, uint32_t chunks) {
   const uint64_t limit = max_bytes != 0 ? max_bytes : config.proto().limits().max_message_bytes();
   if (req.payload().size() > limit) {
     return Error(absl::StatusCode::kResourceExhausted, reason::kMessageTooLarge,
@@ -121,7 +124,21 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   // document).
   auto declared = adapters::ReadDocument(req.content_type(), req.payload());
   const bool document = declared.has_value();
-  const bool canonical = in_format.ok() && !document;
+  bool canonical = in_format.ok() && !document;
+  bool submission = false;
+  if (canonical && *in_format == adapters::Format::kCld) {
+    if (chunks > 1) {
+      submission = true;
+    } else if (auto s = cld::ReadCld(req.payload(), {.keep_invalid_nhs_numbers = true}); s.ok() && s->people.size() > 1) {
+      submission = true;
+    }
+  }
+  if (submission) {
+    canonical = false;
+    if (!req.route().empty()) {
+      return InvalidArgument(reason::kRouteNeedsRecord, "a CLD submission is about many people: name its recipient");
+    }
+  }
   v1::CareRecord record;
   absl::Status nhs_error;
   if (document) {
@@ -157,7 +174,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   in.recipient = {recipient, to->kind()};
   in.workflow = req.workflow();
   in.purpose = purpose;
-  in.opaque = !canonical && !document;
+  in.opaque = !canonical && !document && !submission;
   in.document = document;
   in.justification = req.justification();
   std::optional<policy::PersonConsent> person;
@@ -184,7 +201,9 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   for (const auto& r : d.reasons) entry.add_reasons(r);
   entry.set_justification(req.justification());
   const adapters::Format out_format = config.ReceiveFormat(recipient, req.workflow());
-  entry.set_detail(canonical  ? absl::StrCat("care record: ", adapters::InfoOf(*in_format).name, " in, ",
+  entry.set_detail(submission ? absl::StrCat("CLD submission: decided and minimised row by row; ",
+                                             adapters::InfoOf(out_format).name, " out")
+                   : canonical ? absl::StrCat("care record: ", adapters::InfoOf(*in_format).name, " in, ",
                                              adapters::InfoOf(out_format).name, " out")
                    : document ? absl::StrCat("document: ", adapters::DocumentFormName((*declared)->form), ", carried whole")
                               : absl::StrCat("opaque payload: ", req.content_type()));
@@ -207,7 +226,33 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   m.id = NewMessageId(now);
   m.digest = Sha256(req.payload());  // as sent: retries are compared on what the sender sent
   m.content_type = std::move(*req.mutable_content_type());
-  if (canonical) {
+  if (submission) {
+    if (out_format != adapters::Format::kCld) {
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kFormatUnsupported,
+                   absl::StrCat(recipient.str(), " receives ", adapters::InfoOf(out_format).name, " for ",
+                                req.workflow(), "; a CLD submission is delivered as CLD"));
+    }
+    if (d.flow->minimiser.needs_key() && config.PseudonymKey(recipient) == nullptr) {
+      return Error(absl::StatusCode::kFailedPrecondition, reason::kPseudonymKeyMissing,
+                   absl::StrCat("no pseudonymisation key for ", recipient.str()));
+    }
+    v1::SubmissionProgress progress;
+    progress.set_workflow(req.workflow());
+    progress.set_purpose(req.purpose());
+    progress.set_justification(req.justification());
+    progress.set_recipient(recipient.str());
+    auto rows = MinimiseSubmissionChunk({config, policy, consent, sender, recipient, now}, req.payload(), 1,
+                                        chunks <= 1, &progress);
+    if (!rows.ok()) return rows.status();
+    m.payload = *std::move(rows);
+    m.content_type = std::string(adapters::InfoOf(adapters::Format::kCld).content_type);
+    out.withheld_fields.assign(progress.withheld_fields().begin(), progress.withheld_fields().end());
+    if (chunks <= 1) {
+      entry.MergeFrom(SubmissionAuditPatch(progress));
+    } else {
+      m.progress = progress.SerializeAsString();
+    }
+  } else if (canonical) {
     const std::string* key = nullptr;
     if (d.flow->minimiser.needs_key() && (key = config.PseudonymKey(recipient)) == nullptr) {
       return Error(absl::StatusCode::kFailedPrecondition, reason::kPseudonymKeyMissing,
@@ -245,6 +290,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   entry.set_message_id(m.id.str());
   entry.set_payload_digest(m.digest);
   entry.set_safeguarding_override(d.overridden);
+  // A submission is about many people: no one subject.
   m.audit = entries.Make(std::move(entry), canonical || document ? nhs : "");
   m.sender = sender;
   m.recipient = recipient;

@@ -57,11 +57,18 @@ struct Admitted {
 // `entries`). A policy denial fills `*denial` with its SEND_DENIED entry,
 // which the caller must make durable before answering. `max_bytes` bounds
 // the payload (0: limits.max_message_bytes; a chunk of a chunked message is
-// bounded by mesh.max_request_bytes instead).
+// bounded by mesh.max_request_bytes instead). `chunks`: the payload is the
+// first of this many.
+//
+// A CLD file of more than one person, or any CLD file in chunks, is a
+// submission (exchange/submission.h): decided as a message for a person
+// with nothing recorded, then row by row; it must name its recipient, who
+// must receive CLD; it is about no one person (no subject, no consent
+// re-check at delivery: each row was decided as it passed).
 absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
                                const policy::ConsentBook& consent, const audit::EntryMaker& entries,
                                const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial,
-                               uint64_t max_bytes = 0);
+                               uint64_t max_bytes = 0, uint32_t chunks = 1);
 
 // Fills the decision fields of a receipt.
 void FillReceipt(const Admitted& a, v1::SendReceipt* out);

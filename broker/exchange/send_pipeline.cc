@@ -8,6 +8,8 @@
 #include "adapters/formats.h"
 #include "audit/log.h"
 #include "broker/exchange/intake.h"
+#include "broker/exchange/submission.h"
+#include "broker/store/mailbox_rules.h"
 #include "core/log.h"
 #include "core/reasons.h"
 #include "core/status.h"
@@ -61,10 +63,12 @@ void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
     std::move(answer)(std::move(r));
   };
   if (!audit_.healthy()) return std::move(done)(AuditUnavailable());
-  if (options.chunks > 1 && adapters::FormatByContentType(req.content_type()).ok()) {
+  if (options.chunks > 1 && adapters::FormatByContentType(req.content_type()).ok() &&
+      !IsSubmissionContentType(req.content_type())) {
     return std::move(done)(InvalidArgument(reason::kChunkRangeInvalid,
-                                           "a care record (HL7 v2, FHIR, council JSON, CLD) is decided as a whole: "
-                                           "send it in one message; chunked messages carry documents and files"));
+                                           "a care record (HL7 v2, FHIR, council JSON) is decided as a whole: send it "
+                                           "in one message; chunked messages carry CLD submissions, documents and "
+                                           "files"));
   }
   // A payload over the size limit is refused by intake before any parsing;
   // it holds no budget meanwhile.
@@ -99,7 +103,8 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, SendOption
   // reload.
   const std::shared_ptr<const PolicyGate::InForce> in_force = policy_.in_force();
   absl::StatusOr<Admitted> admitted = Admit(*in_force->config, *in_force->policy, policy_.consent(), audit_.entries(),
-                                            sender, std::move(req), clock_.Now(), &denial, options.max_bytes);
+                                            sender, std::move(req), clock_.Now(), &denial, options.max_bytes,
+                                            options.chunks);
   if (!admitted.ok()) {
     budget_.Release(held);
     if (denial.empty()) return std::move(done)(admitted.status());
@@ -161,6 +166,51 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, SendOption
     *receipt.mutable_accepted_at() = ToTimestamp(one->accepted_at);
     receipt.set_duplicate(one->duplicate);
     std::move(done)(std::move(receipt));
+  });
+}
+
+void SendPipeline::SendChunk(ChunkUpload chunk, ChunkDone done) {
+  const OrgCode sender = chunk.sender;
+  const MessageId id = chunk.id;
+  store_.ReadChunkProgress(sender, id, [this, chunk = std::move(chunk), done = std::move(done)](
+                                           absl::StatusOr<ChunkProgress> at) mutable {
+    if (!at.ok()) return std::move(done)(at.status());
+    if (at->progress.empty()) return store_.AppendChunk(std::move(chunk), std::move(done));  // carried as sent
+    // A chunk already taken is refused before it is read (the store would
+    // refuse it after).
+    if (auto s = mailbox::CheckSubmissionChunk(true, true, at->received, at->received, static_cast<int>(chunk.n));
+        !s.ok()) {
+      return std::move(done)(s);
+    }
+    // A CLD submission's chunk: minimised on an intake thread, then stored
+    // if nothing moved the submission on meanwhile.
+    struct Work {
+      ChunkUpload chunk;
+      ChunkProgress at;
+      std::optional<ChunkDone> done;
+    };
+    auto work = std::make_shared<Work>(Work{std::move(chunk), *std::move(at), std::move(done)});
+    const bool queued = executor_.TrySubmit([this, work] {
+      ChunkUpload& c = work->chunk;
+      ChunkDone answer = *std::move(work->done);
+      v1::SubmissionProgress progress;
+      if (!progress.ParseFromString(work->at.progress)) {
+        return std::move(answer)(Error(absl::StatusCode::kInternal, reason::kStoreCorrupt,
+                                     "a CLD submission's progress cannot be read"));
+      }
+      const std::shared_ptr<const PolicyGate::InForce> in_force = policy_.in_force();
+      const bool last = c.n == c.total;
+      auto rows = MinimiseSubmissionChunk({*in_force->config, *in_force->policy, policy_.consent(), c.sender,
+                                           OrgCode(progress.recipient()), clock_.Now()},
+                                          c.data, c.n, last, &progress);
+      if (!rows.ok()) return std::move(answer)(rows.status());
+      c.data = *std::move(rows);
+      c.after = work->at.received;
+      if (last) c.audit_patch = SubmissionAuditPatch(progress).SerializeAsString();
+      c.progress = progress.SerializeAsString();
+      store_.AppendChunk(std::move(c), std::move(answer));
+    });
+    if (!queued) (*std::move(work->done))(ExecutorFull());
   });
 }
 

@@ -6,7 +6,8 @@
 //   1. fail closed: a broker whose audit log cannot be written accepts
 //      nothing (UNAVAILABLE AUDIT_UNAVAILABLE); a care record announced in
 //      chunks (SendOptions::chunks, MESH or SendLarge) is refused, as it is
-//      decided whole (INVALID_ARGUMENT CHUNK_RANGE_INVALID);
+//      decided whole (INVALID_ARGUMENT CHUNK_RANGE_INVALID), except a CLD
+//      submission, decided a row at a time (exchange/submission.h);
 //   2. admission: the payload's bytes are taken from the memory budget
 //      *before* any parsing (RESOURCE_EXHAUSTED MEMORY_BUDGET_EXHAUSTED);
 //   3. the intake executor takes the CPU work, never the caller's thread
@@ -79,6 +80,14 @@ class SendPipeline {
   // `serial` are taken in and reach the store in the order given.
   void Send(const OrgCode& sender, v1::SendRequest req, Done done,
             const std::shared_ptr<Executor::Serial>& serial = nullptr, SendOptions options = {});
+
+  // Chunk 2 or later of a chunked message, from its sender (MESH chunk
+  // upload, SendLarge): stored as sent, or for a CLD submission
+  // (exchange/submission.h) read, decided and minimised a row at a time
+  // on an intake thread first. Answered as Store::AppendChunk, plus the
+  // submission's errors and RESOURCE_EXHAUSTED EXECUTOR_FULL.
+  using ChunkDone = absl::AnyInvocable<void(absl::StatusOr<ChunkStored>) &&>;
+  void SendChunk(ChunkUpload chunk, ChunkDone done);
 
   // A serial queue for one caller's sends (a stream's).
   std::shared_ptr<Executor::Serial> NewSerial() const { return executor_.NewSerial(); }

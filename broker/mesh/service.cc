@@ -791,12 +791,14 @@ void MeshService::UploadChunk(std::shared_ptr<Call> call, const std::string& id,
   }
   auto data = Body(call->req, call->config().proto().mesh().max_request_bytes());
   if (!data.ok()) return call->Fail(417, "SEND", "06", data.status(), id);
-  d_.store.AppendChunk(ChunkUpload{call->who.org, MessageId(id), n, range->second, *std::move(data), call->now},
-                       [call, id, n](absl::StatusOr<ChunkStored> stored) {
+  d_.sends.SendChunk(ChunkUpload{call->who.org, MessageId(id), n, range->second, *std::move(data), call->now},
+                     [call, id, n](absl::StatusOr<ChunkStored> stored) {
     if (!stored.ok()) {
       const absl::Status& s = stored.status();
       switch (s.code()) {
         case absl::StatusCode::kNotFound: return call->Fail(404, "SEND", "20", s, id);
+        case absl::StatusCode::kPermissionDenied: return call->Fail(417, "SEND", "16", s, id);
+        case absl::StatusCode::kResourceExhausted: return call->Fail(429, "SEND", "429", s, id);
         case absl::StatusCode::kFailedPrecondition: return call->Fail(423, "SEND", "06", s, id);
         case absl::StatusCode::kInvalidArgument: return call->Fail(417, "SEND", "06", s, id);
         default: return call->Fail(503, "SEND", "503", s, id);

@@ -82,7 +82,7 @@ class SendLargeReactor final : public grpc::ServerReadReactor<v1::LargeSendReque
                        absl::StrCat("a large message is at most ", kMaxLargeMessageBytes, " bytes")));
     }
     Ref();
-    d_.store.AppendChunk(
+    d_.sends.SendChunk(
         ChunkUpload{id_.org, MessageId(receipt_->message_id()), next_, total_, std::move(*req_.mutable_chunk()),
                     d_.clock.Now()},
         [this](absl::StatusOr<ChunkStored> stored) {

@@ -43,13 +43,20 @@ v1::MessageStatus FetchStatus(int64_t state, absl::Time expires_at, absl::Time n
 
 std::string PackPendingAudit(const AuditRecord& r) { return absl::StrCat(r.subject, "\n", r.entry); }
 
-absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::string_view digest, absl::Time now) {
+absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::string_view digest, absl::Time now,
+                                           absl::string_view patch) {
   const size_t nl = packed.find('\n');
   v1::AuditEntry e;
   if (nl == absl::string_view::npos || !e.ParseFromArray(packed.data() + nl + 1, static_cast<int>(packed.size() - nl - 1))) {
     return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "a chunked message's held audit entry cannot be read");
   }
-  e.set_payload_digest(std::string(digest));
+  if (patch.empty()) {
+    e.set_payload_digest(std::string(digest));
+  } else if (v1::AuditEntry add; add.ParseFromArray(patch.data(), static_cast<int>(patch.size()))) {
+    e.MergeFrom(add);
+  } else {
+    return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "a submission's audit entry cannot be read");
+  }
   AuditRecord r;
   r.subject = std::string(packed.substr(0, nl));
   r.at = now;
@@ -68,6 +75,25 @@ absl::Status CheckChunk(int64_t state, int64_t chunks, int64_t received, int n, 
   if (n < 2 || n > total) return InvalidArgument(reason::kChunkRangeInvalid, "a chunk number is 2 to the total");
   if (n > received + 1) {
     return InvalidArgument(reason::kChunkRangeInvalid, "chunks are uploaded in order: an earlier chunk is missing");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSubmissionChunk(bool stored_progress, bool chunk_progress, int64_t received, int64_t after, int n) {
+  if (stored_progress != chunk_progress) {
+    return InvalidArgument(reason::kChunkRangeInvalid,
+                           stored_progress ? "this message is a CLD submission: its chunks are minimised before storing"
+                                           : "this message is carried whole: its chunks are stored as sent");
+  }
+  if (!stored_progress) return absl::OkStatus();
+  if (n <= received) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kChunkSuperseded,
+                 absl::StrCat("chunk ", n, " of this CLD submission is already taken: minimised as it arrived, it is "
+                              "not replaced; upload the next"));
+  }
+  if (received != after) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kChunkSuperseded,
+                 "the submission moved on while this chunk was minimised: upload its chunks one after another");
   }
   return absl::OkStatus();
 }

@@ -47,8 +47,18 @@ inline State InitialState(const NewMessage& m) {
 // and unpack the held entry.
 std::string PackPendingAudit(const AuditRecord& r);
 // The entry to write at completion, `digest` (32 bytes) put in its
-// payload_digest; INTERNAL STORE_CORRUPT when `packed` is not one.
-absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::string_view digest, absl::Time now);
+// payload_digest, or else `patch` (a serialized v1::AuditEntry, a CLD
+// submission's: ChunkUpload::audit_patch) merged into it; INTERNAL
+// STORE_CORRUPT when `packed` or `patch` is not one.
+absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::string_view digest, absl::Time now,
+                                           absl::string_view patch = "");
+
+// Chunk `n` of a CLD submission (one with progress) continues the progress
+// it was minimised from: FAILED_PRECONDITION CHUNK_SUPERSEDED for a chunk
+// already taken (it is not replaced) or one minimised after `after` chunks
+// while `received` are now stored; INVALID_ARGUMENT CHUNK_RANGE_INVALID for
+// progress where the message keeps none, or none where it keeps it.
+absl::Status CheckSubmissionChunk(bool stored_progress, bool chunk_progress, int64_t received, int64_t after, int n);
 
 // A chunk is stored as rows of at most kPieceBytes (`chunks.part` 0, 1, ...),
 // so neither store ever copies a whole 100 MB chunk into one record or

@@ -86,6 +86,10 @@ CREATE INDEX messages_uploading ON messages (expires_at) WHERE state = 6;
 CREATE TABLE used_once (key BYTEA PRIMARY KEY, forget_at BIGINT NOT NULL);
 CREATE INDEX used_once_forget ON used_once (forget_at);
 )sql",
+      // 2 -> 3: a CLD submission's progress between its chunks.
+      R"sql(
+ALTER TABLE messages ADD COLUMN progress BYTEA;
+)sql",
   };
   return *m;
 }

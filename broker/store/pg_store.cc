@@ -119,8 +119,8 @@ constexpr const char* kInsertMessage = R"sql(
 WITH m AS (
   INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, local_ref, kind, digest,
                         state, accepted_at, expires_at, visible_at, claim_token, deliveries, first_delivered_at,
-                        subject, consent_check, meta, chunks, pending_audit)
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $21, $22, $23)
+                        subject, consent_check, meta, chunks, pending_audit, progress)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $21, $22, $23, $24)
   ON CONFLICT (sender, idem_key) WHERE idem_key IS NOT NULL DO NOTHING
   RETURNING seq),
 whole AS (INSERT INTO bodies (seq, body) SELECT seq, $20::bytea FROM m WHERE $22 = 1)
@@ -202,11 +202,16 @@ constexpr const char* kPurgeUpdate =
     "WITH upd AS (UPDATE messages SET purged = true WHERE seq = ANY($1::bigint[])) "
     "DELETE FROM bodies WHERE seq = ANY($1::bigint[])";
 constexpr const char* kAbandon =
-    "WITH gone AS (UPDATE messages SET state = 4, expired_at = $1, purged = true, pending_audit = NULL "
+    "WITH gone AS (UPDATE messages SET state = 4, expired_at = $1, purged = true, pending_audit = NULL, progress = NULL "
     "WHERE seq IN (SELECT seq FROM messages WHERE state = 6 AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) "
     "RETURNING seq), c AS (DELETE FROM chunks WHERE seq IN (SELECT seq FROM gone)) SELECT count(*) FROM gone";
 constexpr const char* kChunkState =
-    "SELECT seq, state, chunks, pending_audit, recipient FROM messages WHERE id = $1 AND sender = $2 FOR UPDATE";
+    "SELECT seq, state, chunks, pending_audit, recipient, progress FROM messages WHERE id = $1 AND sender = $2 "
+    "FOR UPDATE";
+constexpr const char* kChunkProgress =
+    "SELECT (SELECT coalesce(max(n), 0) FROM chunks c WHERE c.seq = m.seq), progress FROM messages m "
+    "WHERE id = $1 AND sender = $2";
+constexpr const char* kProgressUpdate = "UPDATE messages SET progress = $2 WHERE seq = $1";
 constexpr const char* kChunkReceived = "SELECT coalesce(max(n), 0) FROM chunks WHERE seq = $1";
 constexpr const char* kChunkDelete = "DELETE FROM chunks WHERE seq = $1 AND n = $2";
 constexpr const char* kChunkInsert = "INSERT INTO chunks (seq, n, part, body) VALUES ($1, $2, $3, $4)";
@@ -217,7 +222,7 @@ constexpr const char* kPieceRead =
     "WHERE seq = $1 AND n = $2 AND part = $3";
 constexpr const char* kChunkSize = "SELECT coalesce(sum(length(body)), 0) FROM chunks WHERE seq = $1 AND n = $2";
 constexpr const char* kChunkComplete =
-    "UPDATE messages SET state = 1, visible_at = $2, pending_audit = NULL WHERE seq = $1";
+    "UPDATE messages SET state = 1, visible_at = $2, pending_audit = NULL, progress = NULL WHERE seq = $1";
 
 constexpr const char* kAuditLock = "SELECT idx FROM audit_next FOR UPDATE";
 constexpr const char* kAuditAdvance =
@@ -468,6 +473,22 @@ class PgStore final : public Store {
 
   void AppendChunk(ChunkUpload chunk, StoreCallback<ChunkStored> done) override {
     Enqueue<ChunkStored>([this, c = std::move(chunk)](Txn& t) { return DoAppendChunk(t, c); }, std::move(done));
+  }
+
+  void ReadChunkProgress(OrgCode sender, MessageId id, StoreCallback<ChunkProgress> done) override {
+    Enqueue<ChunkProgress>(
+        [s = std::move(sender), id = std::move(id)](Txn& t) -> absl::StatusOr<ChunkProgress> {
+          auto r = t.conn.ExecPrepared(kChunkProgress, {Param::Text(id.str()), Param::Text(s.str())});
+          if (!r.ok()) return Unavailable(r.status());
+          if (r->rows() == 0) {
+            return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no message you sent has this id");
+          }
+          ChunkProgress out;
+          out.received = static_cast<uint32_t>(r->Int(0, 0));
+          if (!r->IsNull(0, 1)) out.progress = r->Bytes(0, 1);
+          return out;
+        },
+        std::move(done));
   }
 
   void UseOnce(std::string key, absl::Time forget_at, StoreCallback<bool> done) override {
@@ -822,7 +843,8 @@ class PgStore final : public Store {
          claimed ? Time(m.accepted_at) : Param::Null(), TextOrNull(m.subject), Param::Int(m.consent_check),
          Param::Bytes(m.chunks > 1 ? absl::string_view() : absl::string_view(m.payload)),
          m.meta.empty() ? Param::Null() : Param::Bytes(m.meta), Param::Int(m.chunks),
-         m.chunks > 1 ? Param::Bytes(mailbox::PackPendingAudit(m.audit)) : Param::Null()});
+         m.chunks > 1 ? Param::Bytes(mailbox::PackPendingAudit(m.audit)) : Param::Null(),
+         m.chunks > 1 && !m.progress.empty() ? Param::Bytes(m.progress) : Param::Null()});
     if (!r.ok()) return Unavailable(r.status());
     if (r->rows() == 0) return 0;
     if (m.chunks > 1) {  // the first chunk; its entry waits for the last
@@ -1044,16 +1066,31 @@ class PgStore final : public Store {
         !s.ok()) {
       return s;
     }
+    const bool stored_progress = !r->IsNull(0, 5);
+    if (auto s = mailbox::CheckSubmissionChunk(stored_progress, !c.progress.empty(), received->Int(0, 0), c.after,
+                                               static_cast<int>(c.n));
+        !s.ok()) {
+      return s;
+    }
     if (auto w = WriteChunk(t, seq, c.n, c.data); !w.ok()) return w;
     ChunkStored out;
-    if (c.n != c.total) return out;
-    Sha256Stream digest;  // of the whole, a chunk at a time
-    for (int64_t n = 1; n <= chunks; ++n) {
+    if (c.n != c.total) {
+      if (stored_progress) {
+        if (auto u = t.conn.ExecPrepared(kProgressUpdate, {Param::Int(seq), Param::Bytes(c.progress)}); !u.ok()) {
+          return Unavailable(u.status());
+        }
+      }
+      return out;
+    }
+    // Of the whole, a chunk at a time (a submission's is the one of its
+    // chunks as sent, in its patch).
+    Sha256Stream digest;
+    for (int64_t n = 1; c.audit_patch.empty() && n <= chunks; ++n) {
       auto read = ReadChunk(t, seq, static_cast<uint32_t>(n), [&digest](absl::string_view p) { digest.Update(p); });
       if (!read.ok()) return read;
     }
     const std::string whole = digest.Finish();
-    auto entry = mailbox::CompletedAudit(r->IsNull(0, 3) ? "" : r->Bytes(0, 3), whole, c.now);
+    auto entry = mailbox::CompletedAudit(r->IsNull(0, 3) ? "" : r->Bytes(0, 3), whole, c.now, c.audit_patch);
     if (!entry.ok()) return entry.status();
     t.audit.push_back(*std::move(entry));
     if (auto u = t.conn.ExecPrepared(kChunkComplete, {Param::Int(seq), Time(c.now)}); !u.ok()) {

@@ -121,8 +121,9 @@ absl::Status SqliteStore::PrepareAll() {
       {&insert_msg_,
        "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
        "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
-       "first_delivered_at, subject, consent_check, meta, chunks, pending_audit) "
-       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?19, ?11, ?12, ?11, NULL, 0, NULL, ?15, ?16, ?17, ?18, ?20)"},
+       "first_delivered_at, subject, consent_check, meta, chunks, pending_audit, progress) "
+       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?19, ?11, ?12, ?11, NULL, 0, NULL, ?15, ?16, ?17, ?18, ?20, "
+       "?21)"},
       {&insert_claimed_,
        "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
        "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
@@ -147,12 +148,14 @@ absl::Status SqliteStore::PrepareAll() {
       {&delete_chunks_, "DELETE FROM chunks WHERE seq = ?1"},
       {&chunk_state_,
        "SELECT seq, state, chunks, pending_audit, (SELECT coalesce(max(n), 0) FROM chunks c WHERE c.seq = m.seq), "
-       "recipient FROM messages m WHERE id = ?1 AND sender = ?2"},
+       "recipient, progress FROM messages m WHERE id = ?1 AND sender = ?2"},
+      {&progress_update_, "UPDATE messages SET progress = ?2 WHERE seq = ?1"},
       {&chunk_complete_,
-       "UPDATE messages SET state = 1, visible_at = ?2, pending_audit = NULL WHERE seq = ?1"},
+       "UPDATE messages SET state = 1, visible_at = ?2, pending_audit = NULL, progress = NULL WHERE seq = ?1"},
       {&abandon_select_, "SELECT seq FROM messages WHERE state = 6 AND expires_at <= ?1 LIMIT ?2"},
       {&abandon_update_,
-       "UPDATE messages SET state = 4, expired_at = ?2, purged = 1, pending_audit = NULL WHERE seq = ?1"},
+       "UPDATE messages SET state = 4, expired_at = ?2, purged = 1, pending_audit = NULL, progress = NULL "
+       "WHERE seq = ?1"},
       {&ack_update_, "UPDATE messages SET state = 3, acked_at = ?2, claim_token = NULL, subject = NULL WHERE seq = ?1"},
       {&ack_state_,
        "SELECT seq, state, sender, workflow, purpose, subject, kind FROM messages WHERE id = ?1 AND recipient = ?2"},
@@ -245,6 +248,11 @@ absl::StatusOr<int64_t> SqliteStore::Insert(const NewMessage& m) {
       ins.BindBlob(20, pending);
     } else {
       ins.BindNull(20);
+    }
+    if (m.chunks > 1 && !m.progress.empty()) {
+      ins.BindBlob(21, m.progress);
+    } else {
+      ins.BindNull(21);
     }
   }
   if (auto s = ins.Exec(); !s.ok()) return s;
@@ -356,9 +364,22 @@ absl::Status SqliteStore::DeleteBody(int64_t seq) {
   return delete_chunks_.Bind(1, seq).Exec();
 }
 
+absl::StatusOr<ChunkProgress> SqliteStore::DoReadChunkProgress(const OrgCode& sender, const MessageId& id) {
+  chunk_state_.Bind(1, id.str()).Bind(2, sender.str());
+  ResetOnExit reset{chunk_state_};
+  auto row = chunk_state_.Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no message you sent has this id");
+  ChunkProgress out;
+  out.received = static_cast<uint32_t>(chunk_state_.Int(4));
+  if (!chunk_state_.IsNull(6)) out.progress = chunk_state_.Text(6);
+  return out;
+}
+
 absl::StatusOr<ChunkStored> SqliteStore::DoAppendChunk(const ChunkUpload& c) {
   int64_t seq, state, chunks, received;
   std::string pending;
+  bool stored_progress;
   OrgCode recipient;
   {
     chunk_state_.Bind(1, c.id.str()).Bind(2, c.sender.str());
@@ -372,23 +393,35 @@ absl::StatusOr<ChunkStored> SqliteStore::DoAppendChunk(const ChunkUpload& c) {
     if (!chunk_state_.IsNull(3)) pending = chunk_state_.Text(3);
     received = chunk_state_.Int(4);
     recipient = OrgCode(chunk_state_.Text(5));
+    stored_progress = !chunk_state_.IsNull(6);
   }
   if (auto s = mailbox::CheckChunk(state, chunks, received, static_cast<int>(c.n), static_cast<int>(c.total)); !s.ok()) {
     return s;
   }
+  if (auto s = mailbox::CheckSubmissionChunk(stored_progress, !c.progress.empty(), received, c.after,
+                                             static_cast<int>(c.n));
+      !s.ok()) {
+    return s;
+  }
   if (auto s = WriteChunk(seq, c.n, c.data); !s.ok()) return s;
   ChunkStored out;
-  if (c.n != c.total) return out;
-  // The last chunk: the digest of the whole, a chunk at a time.
+  if (c.n != c.total) {
+    if (stored_progress) {
+      if (auto s = progress_update_.Bind(1, seq).BindBlob(2, c.progress).Exec(); !s.ok()) return s;
+    }
+    return out;
+  }
+  // The last chunk: the digest of the whole, a chunk at a time (a
+  // submission's is the one of its chunks as sent, in its patch).
   Sha256Stream digest;
-  for (int64_t n = 1; n <= chunks; ++n) {
+  for (int64_t n = 1; c.audit_patch.empty() && n <= chunks; ++n) {
     if (auto s = ReadChunk(seq, static_cast<uint32_t>(n), [&digest](absl::string_view p) { digest.Update(p); });
         !s.ok()) {
       return s;
     }
   }
   const std::string whole = digest.Finish();
-  auto entry = mailbox::CompletedAudit(pending, whole, c.now);
+  auto entry = mailbox::CompletedAudit(pending, whole, c.now, c.audit_patch);
   if (!entry.ok()) return entry.status();
   if (auto s = WriteAudit(*entry); !s.ok()) return s;
   if (auto s = chunk_complete_.Bind(1, seq).Bind(2, Micros(c.now)).Exec(); !s.ok()) return s;

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS messages (
   withheld_reason TEXT,
   meta BLOB,
   chunks INTEGER NOT NULL DEFAULT 1,
-  pending_audit BLOB
+  pending_audit BLOB,
+  progress BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages(sender, idem_key) WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_mailbox ON messages(recipient, visible_at, seq) WHERE state < 3;
@@ -85,6 +86,11 @@ constexpr const char* kMigrateV4 = R"sql(
 ALTER TABLE messages ADD COLUMN meta BLOB;
 ALTER TABLE messages ADD COLUMN chunks INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE messages ADD COLUMN pending_audit BLOB;
+)sql";
+
+// Version 5 to 6: a CLD submission's progress between its chunks.
+constexpr const char* kMigrateV5 = R"sql(
+ALTER TABLE messages ADD COLUMN progress BLOB;
 )sql";
 
 }  // namespace
@@ -147,6 +153,7 @@ absl::Status MigrateSchema(sqlite3* db) {
   if ((version == 1 && sqlite3_exec(db, kMigrateV1, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       (version >= 1 && version <= 3 && sqlite3_exec(db, kMigrateV3, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       (version >= 1 && version <= 4 && sqlite3_exec(db, kMigrateV4, nullptr, nullptr, nullptr) != SQLITE_OK) ||
+      (version >= 1 && version <= 5 && sqlite3_exec(db, kMigrateV5, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK) {
     auto err = SqlError(db, "create schema");
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);

@@ -121,6 +121,12 @@ class SqliteStore final : public Store {
         std::move(done));
   }
 
+  void ReadChunkProgress(OrgCode sender, MessageId id, StoreCallback<ChunkProgress> done) override {
+    Enqueue<ChunkProgress>(
+        kAtCommit, [this, s = std::move(sender), id = std::move(id)]() { return DoReadChunkProgress(s, id); },
+        std::move(done));
+  }
+
   void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
                 StoreCallback<int> done) override;
 
@@ -284,6 +290,7 @@ class SqliteStore final : public Store {
   // Deletes a message's body (or its chunks).
   absl::Status DeleteBody(int64_t seq);
   absl::StatusOr<ChunkStored> DoAppendChunk(const ChunkUpload& c);
+  absl::StatusOr<ChunkProgress> DoReadChunkProgress(const OrgCode& sender, const MessageId& id);
 
   absl::StatusOr<std::vector<StoredDelivery>> DoClaim(const ClaimRequest& req);
 
@@ -336,7 +343,7 @@ class SqliteStore final : public Store {
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
   Stmt audit_insert_, head_insert_, block_insert_;
   Stmt inbox_page_, inbox_count_, fetch_select_, fetch_update_, once_insert_, once_forget_;
-  Stmt insert_chunk_, replace_chunk_, select_chunk_, select_piece_, chunk_size_, delete_chunks_, chunk_state_, chunk_complete_, abandon_select_, abandon_update_;
+  Stmt insert_chunk_, replace_chunk_, select_chunk_, select_piece_, chunk_size_, delete_chunks_, chunk_state_, progress_update_, chunk_complete_, abandon_select_, abandon_update_;
   SubjectBloom pending_bloom_;       // writer thread: the block being filled
   bool pending_bloom_valid_ = true;  // false: that block gets no filter
   const AuditRecorder* recorder_ = nullptr;

@@ -92,6 +92,10 @@ struct NewMessage {
   // AppendChunk stores the last; its `audit` entry is written then, with
   // the digest of the whole payload. Never stored already claimed.
   uint32_t chunks = 1;
+  // A CLD submission in chunks: what its first chunk leaves for the next
+  // (a serialized v1::SubmissionProgress, broker/exchange/submission.h),
+  // kept until the last; "" for any other message.
+  std::string progress;
 };
 
 // A message lifecycle event the store itself records (deliveries, acks,
@@ -222,6 +226,21 @@ struct ChunkUpload {
   uint32_t total = 0;  // as the first chunk announced
   std::string data;
   absl::Time now;
+  // A CLD submission's chunk, minimised from what the sender sent: taken
+  // only while `after` chunks are stored (the count `progress` was read at,
+  // ReadChunkProgress), so two uploads of one chunk cannot both advance it;
+  // `progress` replaces the stored one. The last chunk's `audit_patch` (a
+  // serialized v1::AuditEntry) is merged into the held SEND_ACCEPTED entry,
+  // its payload digest the one as sent. Empty for any other message.
+  std::string progress;
+  uint32_t after = 0;
+  std::string audit_patch;
+};
+
+// What a chunked message's next chunk continues from.
+struct ChunkProgress {
+  uint32_t received = 0;  // chunks stored
+  std::string progress;   // NewMessage::progress as last stored; "" for a message carried whole
 };
 
 struct ChunkStored {
@@ -387,6 +406,10 @@ class Store {
   // claimable, with its SEND_ACCEPTED entry. NOT_FOUND MESSAGE_NOT_FOUND
   // for an id that is not the sender's.
   virtual void AppendChunk(ChunkUpload chunk, StoreCallback<ChunkStored> done) = 0;
+
+  // How far the sender's chunked message has come (before its next chunk
+  // is minimised); NOT_FOUND MESSAGE_NOT_FOUND as AppendChunk.
+  virtual void ReadChunkProgress(OrgCode sender, MessageId id, StoreCallback<ChunkProgress> done) = 0;
 
   // Records a single-use credential (the hash of a MESH token) until
   // `forget_at`: true when it was not recorded before, false when it was

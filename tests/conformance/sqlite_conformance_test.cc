@@ -203,15 +203,18 @@ TEST(SqliteSchema, AVersionThreeAuditLogGetsItsSearchFilters) {
     AppendEntries(**store, 2500, "person");
   }
   // As version 3 left it: a subject index and no filters (nor what
-  // version 5 added: transport metadata and single-use credentials).
+  // version 5 added: transport metadata and single-use credentials, nor
+  // version 6's submission progress).
   Exec(path, "DROP TABLE audit_blocks; CREATE INDEX audit_subject ON audit(subject, idx) WHERE subject IS NOT NULL; "
              "ALTER TABLE messages DROP COLUMN meta; ALTER TABLE messages DROP COLUMN chunks; "
-             "ALTER TABLE messages DROP COLUMN pending_audit; DROP INDEX messages_uploading; DROP TABLE chunks; "
+             "ALTER TABLE messages DROP COLUMN pending_audit; ALTER TABLE messages DROP COLUMN progress; "
+             "DROP INDEX messages_uploading; DROP TABLE chunks; "
              "DROP TABLE used_once; PRAGMA user_version = 3;");
   auto store = OpenSqliteStore(path);
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ(Count(path, "PRAGMA user_version"), sqlite::kSchemaVersion);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'meta'"), 1);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'progress'"), 1);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'used_once'"), 1);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM audit_blocks"), 2);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'audit_subject'"), 0);

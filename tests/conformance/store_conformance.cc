@@ -572,6 +572,66 @@ TEST_P(StoreConformance, AChunkedMessageIsInvisibleUntilItsLastChunkThenReadAChu
   ASSERT_THAT(AckSync(*store, kCouncil, {id}, kT0 + absl::Minutes(2))->acknowledged, ElementsAre(id));
 }
 
+TEST_P(StoreConformance, ASubmissionsProgressAdvancesOnceAChunkAndItsPatchCompletesTheEntry) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil, "", "header,rows-1;");
+  m.chunks = 3;
+  m.progress = "after-1";
+  v1::AuditEntry accepted;
+  accepted.set_event(v1::AUDIT_EVENT_SEND_ACCEPTED);
+  accepted.set_message_id(m.id.str());
+  accepted.set_detail("CLD submission: decided and minimised row by row; CLD out");
+  accepted.SerializeToString(&m.audit.entry);
+  m.audit.at = kT0;
+  const MessageId id = AppendOne(*store, m);
+  auto progress = [&] {
+    return AwaitStore<ChunkProgress>([&](auto cb) { store->ReadChunkProgress(kTrust, id, std::move(cb)); });
+  };
+  auto at = progress();
+  ASSERT_TRUE(at.ok()) << at.status();
+  EXPECT_EQ(at->received, 1u);
+  EXPECT_EQ(at->progress, "after-1");
+  EXPECT_EQ(AwaitStore<ChunkProgress>([&](auto cb) { store->ReadChunkProgress(kCouncil, id, std::move(cb)); })
+                .status()
+                .code(),
+            absl::StatusCode::kNotFound)
+      << "only its sender's";
+  auto chunk = [&](uint32_t n, std::string data, std::string progress_after, uint32_t after, std::string patch = "") {
+    return AwaitStore<ChunkStored>([&](auto cb) {
+      ChunkUpload c{kTrust, id, n, 3, std::move(data), kT0 + absl::Seconds(n)};
+      c.progress = std::move(progress_after);
+      c.after = after;
+      c.audit_patch = std::move(patch);
+      store->AppendChunk(std::move(c), std::move(cb));
+    });
+  };
+  EXPECT_THAT(chunk(2, "rows-2;", "", 1), HasReason("CHUNK_RANGE_INVALID")) << "a submission's chunk has progress";
+  ASSERT_TRUE(chunk(2, "rows-2;", "after-2", 1).ok());
+  EXPECT_THAT(chunk(2, "rows-2 again;", "after-2b", 2), HasReason("CHUNK_SUPERSEDED")) << "taken once, not replaced";
+  EXPECT_THAT(chunk(3, "rows-3", "after-3", 1), HasReason("CHUNK_SUPERSEDED")) << "minimised from old progress";
+  at = progress();
+  EXPECT_EQ(at->received, 2u);
+  EXPECT_EQ(at->progress, "after-2");
+  EXPECT_EQ(InboxSync(*store, InboxQuery{kCouncil, 0, 10, kT0})->total, 0u);
+  v1::AuditEntry patch;
+  patch.set_payload_digest(std::string(32, 'd'));
+  patch.set_detail("CLD submission: 3 rows, 2 released, 1 withheld (NATIONAL_OPT_OUT 1); CLD out");
+  patch.add_released_fields("person.sex");
+  auto three = chunk(3, "rows-3", "after-3", 2, patch.SerializeAsString());
+  ASSERT_TRUE(three.ok()) << three.status();
+  EXPECT_TRUE(three->complete);
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 2})->delivery.payload, "rows-2;");
+  // The held entry took the patch: its digest (not the stored chunks'),
+  // the counts and the fields.
+  auto rows = ReadAuditSync(*store, {.from = 0, .max = 1000});
+  v1::AuditEntry written;
+  ASSERT_TRUE(written.ParseFromString(rows->back().entry));
+  EXPECT_EQ(written.message_id(), id.str());
+  EXPECT_EQ(written.payload_digest(), std::string(32, 'd'));
+  EXPECT_EQ(written.detail(), patch.detail());
+  EXPECT_THAT(written.released_fields(), ElementsAre("person.sex"));
+}
+
 TEST_P(StoreConformance, AnAbandonedChunkedUploadIsDeletedAtItsExpiry) {
   auto store = Open(Instance());
   NewMessage m = Msg(kTrust, kCouncil, "", "chunk-one");

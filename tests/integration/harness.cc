@@ -21,6 +21,7 @@
 #include "broker/client/client.h"
 #include "broker/config/config.h"
 #include "broker/exchange/intake.h"
+#include "carebroker/v1/consent.grpc.pb.h"
 #include "tests/integration/probe.pb.h"
 
 namespace carebroker::testing {
@@ -258,6 +259,18 @@ grpc::Status Receiver::Close() {
   closed_ = true;
   final_ = stream_->Finish();
   return final_;
+}
+
+void SetNationalOptOut(const Broker& b, const std::string& nhs_number, bool opted_out) {
+  auto consent = v1::Consent::NewStub(ChannelAs(b, "Y06601"));
+  v1::SetNationalOptOutRequest req;
+  req.set_nhs_number(nhs_number);
+  req.set_opted_out(opted_out);
+  req.set_source("NHS App");
+  req.set_recorded_by("national service");
+  v1::ConsentState state;
+  grpc::Status s = Call(&v1::Consent::Stub::SetNationalOptOut, *consent, req, &state);
+  EXPECT_TRUE(s.ok()) << DescribeStatus(s);
 }
 
 }  // namespace carebroker::testing

@@ -58,6 +58,11 @@ struct AuditRun {
 };
 AuditRun AuditCli(const Broker& b, const std::string& who, std::vector<std::string> args);
 
+// Records `nhs_number`'s national data opt-out (on or off) through the
+// Consent service, as the GP practice Y06601 (an agency that may write
+// consent); adds a test failure if it is refused.
+void SetNationalOptOut(const Broker& b, const std::string& nhs_number, bool opted_out);
+
 // One plain HTTP request to 127.0.0.1:port (libcurl), 5-second timeout.
 struct HttpReply {
   long status = 0;  // 0: no answer

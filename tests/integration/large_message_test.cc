@@ -4,7 +4,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
 #include "absl/strings/str_cat.h"
+#include "adapters/cld/cld.h"
+#include "adapters/common/csv.h"
 #include "core/sha256.h"
 #include "broker/client/client.h"
 #include "tests/integration/harness.h"
@@ -238,6 +245,130 @@ TEST_F(LargeMessageTest, AStreamEndingEarlyLeavesTheMessageUploadingAndUnseen) {
   Downloaded got = Download(*council_, id);
   EXPECT_EQ(got.status.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_THAT(got.status.error_message(), ::testing::HasSubstr("uploading"));
+}
+
+
+// A CLD return in chunks, through SendLarge to NHS England, which takes
+// CLD: each row decided and minimised as the chunks arrive.
+class CldSubmissionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string dir = TempDir("cld-submission");
+    std::ofstream(dir + "/x26.key") << std::string(32, 'n');
+    std::filesystem::permissions(dir + "/x26.key",
+                                 std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    broker_ = StartBroker(
+        ConfigYaml(dir + "/data",
+                   absl::StrCat("policy:\n  agreements_dir: ", SourcePath("deploy/agreements"),
+                                "\n  pseudonym_keys: [{organisation: X26, file: ", dir, "/x26.key}]\n"),
+                   R"(
+organisations:
+  - {ods: "503", name: Lincolnshire County Council, kind: local_authority}
+  - {ods: Y06601, name: Example GP practice, kind: gp_practice}
+  - {ods: X26, name: NHS England, kind: nhs_england, receives: cld}
+)"),
+        &SystemClock::Get());
+    ASSERT_NE(broker_, nullptr);
+    council_ = StubAs(*broker_, "503");
+    nhse_ = StubAs(*broker_, "X26");
+  }
+
+  // `rows` rows, one person each; person i's name and NHS number are
+  // distinctive, so a leak would show.
+  static std::string Return(int rows) {
+    std::string csv =
+        "LA Code,Reporting Period Start Date,Reporting Period End Date,NHS Number,First Name,Last Name,"
+        "Date of Birth,Postcode,Event Type,Event Reference,Event Start Date,Assessment Type,"
+        "Eligible Needs Identified\n";
+    for (int i = 0; i < rows; ++i) {
+      absl::StrAppend(&csv, "503,2026-07-01,2026-09-30,", SyntheticNhsNumber(i), ",Given", i, ",\"Family, ", i,
+                      "\",1950-02-0", 1 + i % 9, ",LN", 1 + i % 3, " 1AB,Assessment,ASM-", i,
+                      ",2026-07-10,Long Term Assessment,Yes\n");
+    }
+    return csv;
+  }
+
+  std::unique_ptr<Broker> broker_;
+  std::unique_ptr<v1::Exchange::Stub> council_, nhse_;
+};
+
+TEST_F(CldSubmissionTest, RowsArrivingInChunksAreMinimisedAndAnOptedOutPersonsRowIsWithheld) {
+  // Person 17 has opted out of the national data opt-out's uses (planning).
+  SetNationalOptOut(*broker_, SyntheticNhsNumber(17), true);
+
+  const int kRows = 20000;  // about 2.4 MB, in three chunks cut mid-row
+  const std::string file = Return(kRows);
+  const size_t a = file.size() / 3 + 17, b = 2 * file.size() / 3 + 5;
+  v1::SendRequest start = Req("X26", "", file.substr(0, a));
+  start.set_workflow("CLD_RETURN");
+  start.set_purpose("planning");
+  start.set_content_type("text/csv; profile=asc-cld-release-1");
+  v1::SendReceipt receipt;
+  grpc::Status s = SendLarge(*council_, {Start(start, 3), Chunk(file.substr(a, b - a)), Chunk(file.substr(b))},
+                             &receipt);
+  ASSERT_TRUE(s.ok()) << DescribeStatus(s);
+  EXPECT_EQ(receipt.agreement_id(), "DSA-ASC-CLD");
+  EXPECT_THAT(receipt.withheld_fields(), ::testing::Contains("person.names"));
+
+  Receiver rx(*nhse_, 10, /*large_messages=*/true);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->message_id(), receipt.message_id());
+  EXPECT_EQ(d->chunks(), 3u);
+  EXPECT_EQ(d->content_type(), "text/csv; profile=asc-cld-release-1");
+  Downloaded got = Download(*nhse_, receipt.message_id());
+  ASSERT_TRUE(got.status.ok()) << DescribeStatus(got.status);
+  auto rows = adapters::ParseCsv(got.payload);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), static_cast<size_t>(kRows)) << "the header and every row but the opted-out person's";
+  std::set<std::string> references;
+  const size_t reference = std::find(cld::Columns().begin(), cld::Columns().end(), "Event Reference") -
+                           cld::Columns().begin();
+  for (size_t r = 1; r < rows->size(); ++r) references.insert((*rows)[r][reference]);
+  EXPECT_EQ(references.size(), static_cast<size_t>(kRows - 1));
+  EXPECT_FALSE(references.contains("ASM-17"));
+  EXPECT_TRUE(references.contains("ASM-18"));
+  for (int i : {0, 1, 9999, 19999}) {
+    EXPECT_EQ(got.payload.find(SyntheticNhsNumber(i)), std::string::npos) << "pseudonymised";
+  }
+  EXPECT_EQ(got.payload.find("Family"), std::string::npos) << "names are not released";
+  EXPECT_EQ(got.payload.find("1AB"), std::string::npos) << "postcodes cut to the district";
+  ASSERT_TRUE(rx.Ack(receipt.message_id()));
+
+  // The accepted entry: the rows and why one was withheld, the digest
+  // chained over the chunks as sent.
+  AuditRun q = AuditCli(*broker_, "ig-officer", {"--format", "json", "query", "--event", "send-accepted"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  EXPECT_THAT(q.out, ::testing::HasSubstr("CLD submission: 20000 rows, 19999 released, 1 withheld "
+                                          "(NATIONAL_OPT_OUT 1); CLD out"));
+  EXPECT_EQ(q.out.find(SyntheticNhsNumber(17)), std::string::npos);
+}
+
+TEST_F(CldSubmissionTest, ABadRowInALaterChunkEndsTheSendNamingItsRowAndCareRecordsStillCannotBeChunked) {
+  const std::string file = Return(300);
+  const size_t cut = file.size() / 2;
+  v1::SendRequest start = Req("X26", "", file.substr(0, cut));
+  start.set_workflow("CLD_RETURN");
+  start.set_purpose("planning");
+  start.set_content_type("text/csv; profile=asc-cld-release-1");
+  // The second chunk's first whole row has a date that is no date.
+  std::string bad = file.substr(cut);
+  const size_t row = bad.find("\n503,") + 1;
+  bad.replace(bad.find("2026-07-10", row), 10, "2026-02-31");
+  v1::SendReceipt receipt;
+  grpc::Status s = SendLarge(*council_, {Start(start, 2), Chunk(bad)}, &receipt);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ErrorReason(s), "DATE_INVALID");
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("column Event Start Date"));
+  EXPECT_EQ(s.error_message().find("2026-02-31"), std::string::npos) << "no value in an error";
+
+  // A care record in chunks is still refused: it is decided whole.
+  v1::SendRequest fhir = Req("X26", "", "{}");
+  fhir.set_workflow("CLD_RETURN");
+  fhir.set_purpose("planning");
+  fhir.set_content_type("application/fhir+json");
+  s = SendLarge(*council_, {Start(fhir, 2), Chunk("{}")}, &receipt);
+  EXPECT_EQ(ErrorReason(s), "CHUNK_RANGE_INVALID");
 }
 
 }  // namespace

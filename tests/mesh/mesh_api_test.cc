@@ -18,6 +18,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "adapters/common/csv.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "broker/client/client.h"
@@ -84,7 +85,7 @@ class MeshApiTest : public ::testing::Test {
     clock_ = std::make_unique<FakeClock>(absl::Now());
     dir_ = TempDir("mesh");
     WriteSecret(dir_ + "/secret", kSecret);
-    for (const char* mb : {"RR8HC001", "503HC001", "503HC002", "RH8HC001"}) {
+    for (const char* mb : {"RR8HC001", "503HC001", "503HC002", "RH8HC001", "X26HC001"}) {
       WriteSecret(absl::StrCat(dir_, "/", mb, ".pw"), absl::StrCat("pw-", mb));
     }
     const std::string mesh = absl::StrCat(R"(
@@ -97,17 +98,23 @@ mesh:
     - {id: API-DOCS-TEST, workflow: W, purpose: direct-care}
     - {id: NOT_AGREED, workflow: CARE_ASSESSMENT, purpose: direct-care}
     - {id: DISCHARGE_SUMMARY, purpose: direct-care}
+    - {id: CLD_RETURN, purpose: planning}
   mailboxes:
     - {id: RR8HC001, organisation: RR8, password_file: )", dir_, R"(/RR8HC001.pw}
     - {id: 503HC001, organisation: "503", name: Council social care, password_file: )", dir_,
                                           R"(/503HC001.pw, workflows: [TOC_FHIR_IP_DISCH]}
     - {id: 503HC002, organisation: "503", password_file: )", dir_, R"(/503HC002.pw, workflows: [REFERRAL]}
     - {id: RH8HC001, organisation: RH8, password_file: )", dir_, R"(/RH8HC001.pw}
+    - {id: X26HC001, organisation: X26, password_file: )", dir_, R"(/X26HC001.pw, workflows: [CLD_RETURN]}
 )");
-    broker_ = StartBroker(ConfigYaml(dir_ + "/data", mesh), clock_.get());
+    broker_ = StartBroker(ConfigYaml(dir_ + "/data", mesh + MoreConfig(), Organisations()), clock_.get());
     ASSERT_NE(broker_, nullptr);
     ASSERT_GT(broker_->mesh_port(), 0);
   }
+
+  // For a fixture of its own: more config and other organisations.
+  virtual std::string MoreConfig() { return ""; }
+  virtual std::string Organisations() { return ""; }
 
   std::string Token(const std::string& mailbox, absl::Time at, const std::string& secret = kSecret,
                     const std::string& password = "") {
@@ -639,6 +646,85 @@ TEST_F(MeshApiTest, EndpointLookupAndWorkflowSearchFromTheMailboxRegistry) {
   EXPECT_THAT(ids, UnorderedElementsAre("RR8HC001", "503HC002", "RH8HC001")) << search.body;
   // The lookups are authenticated too: the token's mailbox must be the certificate's.
   EXPECT_EQ(Call("GET", "/messageexchange/workflowsearch/REFERRAL", "RR8", "RH8HC001").status, 403);
+}
+
+// A council's CLD return to NHS England through the MESH API in chunks, the
+// shipped agreements deciding: each row minimised as its chunk arrives.
+class MeshCldTest : public MeshApiTest {
+ protected:
+  std::string MoreConfig() override {
+    std::ofstream(dir_ + "/x26.key") << std::string(32, 'n');
+    ::chmod((dir_ + "/x26.key").c_str(), 0600);
+    return absl::StrCat("policy:\n  agreements_dir: ", SourcePath("deploy/agreements"),
+                        "\n  pseudonym_keys: [{organisation: X26, file: ", dir_, "/x26.key}]\n");
+  }
+  std::string Organisations() override {
+    return R"(
+organisations:
+  - {ods: RR8, name: Leeds Teaching Hospitals NHS Trust, kind: nhs_trust}
+  - {ods: RH8, name: Royal Devon University Healthcare NHS Foundation Trust, kind: nhs_trust}
+  - {ods: Y06601, name: Example GP practice, kind: gp_practice}
+  - {ods: "503", name: Lincolnshire County Council, kind: local_authority}
+  - {ods: X26, name: NHS England, kind: nhs_england, receives: cld}
+)";
+  }
+
+  Reply Chunk(const std::string& id, int n, const std::string& body, std::vector<std::string> extra = {}) {
+    std::vector<std::string> h = {absl::StrCat("mex-chunk-range: ", n, ":3"),
+                                  "content-type: text/csv; profile=asc-cld-release-1"};
+    h.insert(h.end(), extra.begin(), extra.end());
+    return Call("POST", absl::StrCat("/messageexchange/503HC001/outbox/", id, "/", n), "503", "503HC001", h, body);
+  }
+};
+
+TEST_F(MeshCldTest, AReturnInChunksIsMinimisedRowByRowAndABadChunkMaySendAgain) {
+  SetNationalOptOut(*broker_, SyntheticNhsNumber(5), true);
+
+  std::string file = "LA Code,NHS Number,First Name,Date of Birth,Postcode,Event Type,Event Reference,"
+                     "Event Start Date,Service Type\r\n";
+  for (int i = 0; i < 600; ++i) {
+    absl::StrAppend(&file, "503,", SyntheticNhsNumber(i), ",\"Given, ", i, "\",1948-11-2", i % 8, ",LN2 ", i % 9,
+                    "CD,Service,SRV-", i, ",2026-08-0", 1 + i % 9, ",Long Term Support: Nursing Care\r\n");
+  }
+  const size_t a = file.size() / 3 + 11, b = 2 * file.size() / 3 + 3;  // mid-row
+  Reply first = Call("POST", "/messageexchange/503HC001/outbox", "503", "503HC001",
+                     {"mex-to: X26HC001", "mex-workflowid: CLD_RETURN", "mex-chunk-range: 1:3",
+                      "content-type: text/csv; profile=asc-cld-release-1", "content-encoding: gzip",
+                      "mex-filename: cld-2026-q2.csv"},
+                     Gzip(file.substr(0, a)));
+  const std::string id = SentId(first);
+  std::string bad = file.substr(a, b - a);
+  bad.replace(bad.find("Service,"), 8, "Servicee");
+  Reply refused = Chunk(id, 2, bad);
+  EXPECT_EQ(refused.status, 417);
+  EXPECT_EQ(refused.reason(), "CLD_INVALID");
+  EXPECT_EQ(refused.code(), "06");
+  EXPECT_EQ(Chunk(id, 2, Gzip(file.substr(a, b - a)), {"content-encoding: gzip"}).status, 202)
+      << "the chunk, put right, is taken";
+  Reply again = Chunk(id, 2, file.substr(a, b - a));
+  EXPECT_EQ(again.status, 423);
+  EXPECT_EQ(again.reason(), "CHUNK_SUPERSEDED") << "a submission's chunk is taken once";
+  EXPECT_THAT(Inbox("X26", "X26HC001"), IsEmpty());
+  EXPECT_EQ(Chunk(id, 3, file.substr(b)).status, 202);
+
+  ASSERT_THAT(Inbox("X26", "X26HC001"), ElementsAre(id));
+  std::string got;
+  for (int n = 1; n <= 3; ++n) {
+    Reply r = Call("GET", absl::StrCat("/messageexchange/X26HC001/inbox/", id, n == 1 ? "" : absl::StrCat("/", n)),
+                   "X26", "X26HC001");
+    EXPECT_EQ(r.status, n == 3 ? 200 : 206);
+    EXPECT_EQ(r.header("mex-filename"), n == 1 ? "cld-2026-q2.csv" : r.header("mex-filename"));
+    got += r.body;
+  }
+  auto rows = adapters::ParseCsv(got);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(rows->size(), 600u) << "the header and every row but the opted-out person's";
+  EXPECT_EQ(got.find("SRV-5,"), std::string::npos);
+  EXPECT_NE(got.find("SRV-6,"), std::string::npos);
+  EXPECT_EQ(got.find("Given"), std::string::npos) << "names are not released";
+  EXPECT_EQ(got.find(SyntheticNhsNumber(0)), std::string::npos) << "pseudonymised";
+  EXPECT_EQ(Call("PUT", "/messageexchange/X26HC001/inbox/" + id + "/status/acknowledged", "X26", "X26HC001").status,
+            200);
 }
 
 }  // namespace

@@ -70,6 +70,18 @@ std::string SourcePath(absl::string_view relative) {
   return absl::StrCat(s != nullptr ? s : ".", "/", relative);
 }
 
+std::string SyntheticNhsNumber(int i) {
+  // Seven numbers apart: at most one in eleven has a check of 10 (never issued).
+  for (int base = 999000000 + i * 7;; ++base) {
+    const std::string nine = absl::StrCat(base);
+    int sum = 0;
+    for (int d = 0; d < 9; ++d) sum += (nine[d] - '0') * (10 - d);
+    const int check = 11 - sum % 11;
+    if (check == 10) continue;
+    return absl::StrCat(nine, check == 11 ? 0 : check);
+  }
+}
+
 std::string ConfigYaml(const std::string& data_dir, const std::string& extra, const std::string& organisations) {
   const std::string pki = PkiDir();
   const std::string orgs = organisations.empty() ? R"(

@@ -30,6 +30,10 @@ std::string PkiDir();
 // A path in the source tree (CB_SOURCE_DIR, "." when unset).
 std::string SourcePath(absl::string_view relative);
 
+// The `i`th synthetic NHS number (i >= 0) of the 999 test range, Modulus 11
+// valid, a different one for each `i` up to a million.
+std::string SyntheticNhsNumber(int i);
+
 // A broker config for tests: listens on 127.0.0.1:0 with `data_dir`, the
 // dev PKI's TLS and audit keys, the agreements in tests/agreements, the
 // organisations RR8, RH8, Y06601, 503, 511 and X26 (or `organisations`,
