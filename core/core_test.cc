@@ -8,6 +8,7 @@
 #include "core/files.h"
 #include "core/metrics.h"
 #include "core/nhs_number.h"
+#include "core/sha256.h"
 #include "core/status.h"
 #include "core/yaml/yaml_proto.h"
 #include "carebroker/v1/config.pb.h"
@@ -38,6 +39,18 @@ TEST(NhsNumber, CheckDigitOfTenIsNeverIssued) {
   // final digit can make it valid.
   for (char last = '0'; last <= '9'; ++last) {
     EXPECT_FALSE(IsValidNhsNumber(std::string("100000001") + last)) << last;
+  }
+}
+
+TEST(Hmac, RfcVectorsWhicheverKeyCameBefore) {
+  // RFC 4231 test case 2, and the empty key and message; the thread's
+  // context is keyed again when the key changes, and an empty key is a key.
+  const std::string jefe = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  const std::string empty = "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad";
+  for (int round = 0; round < 2; ++round) {
+    EXPECT_EQ(HmacSha256Hex("Jefe", "what do ya want for nothing?"), jefe);
+    EXPECT_EQ(HmacSha256Hex("Jefe", "what do ya want for nothing?"), jefe) << "the same key again";
+    EXPECT_EQ(HmacSha256Hex("", ""), empty);
   }
 }
 

@@ -1,10 +1,12 @@
 #include "core/sha256.h"
 
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <openssl/core_names.h>
+#include <openssl/params.h>
 
 #include <cstdlib>
 #include <memory>
+#include <string>
 
 #include "absl/strings/escaping.h"
 
@@ -47,11 +49,42 @@ std::string Sha256(absl::string_view data) {
 }
 
 std::string HmacSha256Hex(absl::string_view key, absl::string_view data) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
-       data.size(), mac, &len);
-  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(mac), len));
+  // As Sha256Parts: the one-shot HMAC() fetches HMAC and SHA-256 on every
+  // call (most of a pseudonym's cost, one a row for a CLD submission). Each
+  // thread keeps a context keyed with the last key it was given, and starts
+  // it again (the same key) per call.
+  static EVP_MAC* const mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  struct Keyed {
+    std::string key;
+    EVP_MAC_CTX* ctx = nullptr;
+    ~Keyed() { EVP_MAC_CTX_free(ctx); }
+  };
+  thread_local Keyed keyed;
+  if (mac == nullptr) std::abort();
+  bool ok;
+  if (keyed.ctx == nullptr || keyed.key != key) {
+    EVP_MAC_CTX_free(keyed.ctx);
+    keyed.ctx = EVP_MAC_CTX_new(mac);
+    keyed.key.assign(key.data(), key.size());
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0), OSSL_PARAM_construct_end()};
+    static const unsigned char kEmpty = 0;  // an empty key is a key, not "the previous one"
+    ok = keyed.ctx != nullptr &&
+         EVP_MAC_init(keyed.ctx, key.empty() ? &kEmpty : reinterpret_cast<const unsigned char*>(key.data()),
+                      key.size(), params) == 1;
+  } else {
+    ok = EVP_MAC_init(keyed.ctx, nullptr, 0, nullptr) == 1;  // the key set before
+  }
+  unsigned char out[EVP_MAX_MD_SIZE];
+  size_t len = 0;
+  ok = ok && EVP_MAC_update(keyed.ctx, reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1 &&
+       EVP_MAC_final(keyed.ctx, out, &len, sizeof out) == 1;
+  if (!ok) {
+    EVP_MAC_CTX_free(keyed.ctx);
+    keyed.ctx = nullptr;
+    std::abort();  // out of memory
+  }
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(out), len));
 }
 
 }  // namespace carebroker

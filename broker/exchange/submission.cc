@@ -157,6 +157,7 @@ absl::StatusOr<std::string> MinimiseSubmissionChunk(const SubmissionContext& con
     p.set_digest(p.digest().empty() ? Sha256(chunk) : Sha256(chained));
   }
   std::string out;
+  out.reserve(chunk.size() + p.partial().size() + 4096);  // released rows are about the size of those sent
   ChunkMinimiser rows(context, n, &p, &out);
   if (!p.header().empty()) {
     if (auto s = rows.Header(p.header()); !s.ok()) return s;
