@@ -46,6 +46,16 @@ class ChunkMinimiser {
     withheld_.insert(p->withheld_fields().begin(), p->withheld_fields().end());
   }
 
+  // Reads the header carried from an earlier chunk.
+  absl::Status Header(absl::string_view header) {
+    return adapters::ForEachCsvRow(header, {}, [this](const adapters::CsvRowView& cells) {
+      auto r = cld::RowReader::FromHeader(cells);
+      if (!r.ok()) return r.status();
+      reader_.emplace(*std::move(r));
+      return absl::OkStatus();
+    });
+  }
+
   // Every row of `text`, which holds whole rows only.
   absl::Status Rows(absl::string_view text) {
     adapters::CsvLimits limits;
@@ -133,16 +143,6 @@ class ChunkMinimiser {
   cld::Submission seen_;
   std::set<std::string> released_, withheld_;
 
- public:
-  // Reads the header carried from an earlier chunk.
-  absl::Status Header(absl::string_view header) {
-    return adapters::ForEachCsvRow(header, {}, [this](const adapters::CsvRowView& cells) {
-      auto r = cld::RowReader::FromHeader(cells);
-      if (!r.ok()) return r.status();
-      reader_.emplace(*std::move(r));
-      return absl::OkStatus();
-    });
-  }
 };
 
 }  // namespace
@@ -151,10 +151,9 @@ absl::StatusOr<std::string> MinimiseSubmissionChunk(const SubmissionContext& con
                                                     uint32_t n, bool last, v1::SubmissionProgress* progress) {
   v1::SubmissionProgress p = *progress;  // taken only if the whole chunk is
   {
-    std::string chained = p.digest();
-    chained.append(chunk.data(), chunk.size());
     // d1 = H(c1); dn = H(d(n-1) || cn): the first chunk's digest is its own.
-    p.set_digest(p.digest().empty() ? Sha256(chunk) : Sha256(chained));
+    const Sha256Digest d = Sha256Parts({p.digest(), chunk});  // hashed in place, not joined
+    p.set_digest(std::string(reinterpret_cast<const char*>(d.data()), d.size()));
   }
   std::string out;
   out.reserve(chunk.size() + p.partial().size() + 4096);  // released rows are about the size of those sent

@@ -261,7 +261,7 @@ grpc::Status Receiver::Close() {
   return final_;
 }
 
-void SetNationalOptOut(const Broker& b, const std::string& nhs_number, bool opted_out) {
+v1::ConsentState SetNationalOptOut(const Broker& b, const std::string& nhs_number, bool opted_out) {
   auto consent = v1::Consent::NewStub(ChannelAs(b, "Y06601"));
   v1::SetNationalOptOutRequest req;
   req.set_nhs_number(nhs_number);
@@ -271,6 +271,7 @@ void SetNationalOptOut(const Broker& b, const std::string& nhs_number, bool opte
   v1::ConsentState state;
   grpc::Status s = Call(&v1::Consent::Stub::SetNationalOptOut, *consent, req, &state);
   EXPECT_TRUE(s.ok()) << DescribeStatus(s);
+  return state;
 }
 
 }  // namespace carebroker::testing

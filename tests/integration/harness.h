@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "carebroker/v1/consent.pb.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/clock.h"
@@ -60,8 +61,8 @@ AuditRun AuditCli(const Broker& b, const std::string& who, std::vector<std::stri
 
 // Records `nhs_number`'s national data opt-out (on or off) through the
 // Consent service, as the GP practice Y06601 (an agency that may write
-// consent); adds a test failure if it is refused.
-void SetNationalOptOut(const Broker& b, const std::string& nhs_number, bool opted_out);
+// consent); adds a test failure if it is refused. The person's state after.
+v1::ConsentState SetNationalOptOut(const Broker& b, const std::string& nhs_number, bool opted_out);
 
 // One plain HTTP request to 127.0.0.1:port (libcurl), 5-second timeout.
 struct HttpReply {

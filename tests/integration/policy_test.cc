@@ -76,17 +76,7 @@ class PolicyTest : public ::testing::Test {
     return d;
   }
 
-  void OptOut(bool on) {
-    v1::SetNationalOptOutRequest req;
-    req.set_nhs_number(kNhs);
-    req.set_opted_out(on);
-    req.set_source("NHS App");
-    req.set_recorded_by("national service");
-    v1::ConsentState st;
-    grpc::Status s = Call(&v1::Consent::Stub::SetNationalOptOut, *gp_consent_, req, &st);
-    ASSERT_TRUE(s.ok()) << DescribeStatus(s);
-    EXPECT_EQ(st.national_opt_out(), on);
-  }
+  void OptOut(bool on) { EXPECT_EQ(SetNationalOptOut(*broker_, kNhs, on).national_opt_out(), on); }
 
   fs::path dir_, agreements_;
   std::unique_ptr<Broker> broker_;
