@@ -28,7 +28,10 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientTls& tls)
   o.pem_private_key = *key;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
-  args.SetMaxSendMessageSize(64 << 20);
+  // The broker is the one that knows its limits.max_message_bytes and refuses
+  // a larger message with RESOURCE_EXHAUSTED; a client-side cap would refuse a
+  // chunk of exactly that size once its envelope is added.
+  args.SetMaxSendMessageSize(-1);
   return grpc::CreateCustomChannel(tls.target, grpc::SslCredentials(o), args);
 }
 

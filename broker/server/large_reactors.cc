@@ -47,6 +47,7 @@ class SendLargeReactor final : public grpc::ServerReadReactor<v1::LargeSendReque
       return End(InvalidArgument(reason::kChunkRangeInvalid,
                                  absl::StrCat("a large send has 1 to ", mailbox::kMaxChunks, " chunks")));
     }
+    if (start.request().payload().size() > kMaxLargeChunkBytes) return End(ChunkTooLarge());
     total_ = start.chunks();
     bytes_ = start.request().payload().size();
     next_ = 1;
@@ -71,11 +72,17 @@ class SendLargeReactor final : public grpc::ServerReadReactor<v1::LargeSendReque
                   nullptr, SendOptions{{}, total_, 0});
   }
 
+  static absl::Status ChunkTooLarge() {
+    return Error(absl::StatusCode::kResourceExhausted, reason::kMessageTooLarge,
+                 absl::StrCat("a large send's chunk is at most ", kMaxLargeChunkBytes, " bytes (32 MiB)"));
+  }
+
   void Chunk() {
     if (!req_.has_chunk()) {
       return End(InvalidArgument(reason::kChunkRangeInvalid, "after its start a large send has only chunks"));
     }
     if (req_.chunk().empty()) return End(InvalidArgument(reason::kPayloadEmpty, "a chunk is empty"));
+    if (req_.chunk().size() > kMaxLargeChunkBytes) return End(ChunkTooLarge());
     bytes_ += req_.chunk().size();
     if (bytes_ > kMaxLargeMessageBytes) {
       return End(Error(absl::StatusCode::kResourceExhausted, reason::kMessageTooLarge,

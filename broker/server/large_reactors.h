@@ -26,6 +26,10 @@ namespace carebroker {
 inline constexpr size_t kDownloadWriteBytes = 1 << 20;
 // MESH's limit for one message through its API, and SendLarge's.
 inline constexpr uint64_t kMaxLargeMessageBytes = uint64_t{20} << 30;
+// The most one SendLarge chunk (`start`'s payload included) may hold: under
+// the 50 MB protobuf reserves at once for a bytes field it parses, past
+// which it grows the field by doubling and a chunk costs twice its size.
+inline constexpr size_t kMaxLargeChunkBytes = size_t{32} << 20;
 
 // Reactors for an authorised agency `id` whose stream has been counted
 // (EnterStream); each deletes itself when done.

@@ -1,4 +1,5 @@
 // carebrokerctl against a real broker: output formats, files, exit codes.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -130,6 +131,11 @@ TEST_F(CtlTest, AFileOverTheChunkSizeGoesInChunksAndComesBackWhole) {
   CtlRun tiny = Ctl("RR8", {"send", "--to", "503", "--workflow", "HOSPITAL_DISCHARGE", "--purpose", "direct-care",
                          "--chunk-mib", "0", pdf});
   EXPECT_NE(tiny.rc, 0);
+  // Nor a chunk over the 32 MiB a SendLarge chunk may hold.
+  CtlRun huge = Ctl("RR8", {"send", "--to", "503", "--workflow", "HOSPITAL_DISCHARGE", "--purpose", "direct-care",
+                         "--chunk-mib", "33", pdf});
+  EXPECT_NE(huge.rc, 0);
+  EXPECT_THAT(huge.err, ::testing::HasSubstr("--chunk-mib"));
 }
 
 TEST_F(CtlTest, ReceiveInTextListsEachFileAndStopsAtMax) {

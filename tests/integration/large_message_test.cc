@@ -248,6 +248,42 @@ TEST_F(LargeMessageTest, AStreamEndingEarlyLeavesTheMessageUploadingAndUnseen) {
 }
 
 
+// A chunk is at most 32 MiB (kMaxLargeChunkBytes) even where
+// limits.max_message_bytes lets one Send carry 64 MiB: larger, protobuf's
+// parse would hold it twice over.
+TEST(LargeChunkLimitTest, AChunkOver32MiBIsRefusedAnd32MiBIsTaken) {
+  FakeClock clock;
+  auto broker = StartBroker(
+      ConfigYaml(TempDir("large-chunk"), "limits: {max_message_bytes: 67108864, memory_budget_bytes: 268435456}\n"),
+      &clock);
+  ASSERT_NE(broker, nullptr);
+  auto trust = StubAs(*broker, "RR8");
+  auto council = StubAs(*broker, "503");
+  const std::string most = FileBytes(32 * kMiB, 'a');
+  v1::SendReceipt r;
+  ASSERT_TRUE(SendLarge(*trust, {Start(Pdf("503", "first"), 2), Chunk(most)}, &r).ok());
+  Downloaded got = Download(*council, r.message_id());
+  ASSERT_TRUE(got.status.ok()) << got.status.error_message();
+  EXPECT_EQ(got.payload.size(), 32 * kMiB + 5);
+  EXPECT_TRUE(got.payload.substr(5) == most) << "the 32 MiB chunk came back as sent";
+
+  const std::string over = most + "x";
+  r.Clear();
+  grpc::Status s = SendLarge(*trust, {Start(Pdf("503", "first"), 2), Chunk(over)}, &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(ErrorReason(s), "MESSAGE_TOO_LARGE");
+  EXPECT_THAT(s.error_message(), ::testing::HasSubstr("chunk is at most 33554432 bytes"));
+  s = SendLarge(*trust, {Start(Pdf("503", over), 2), Chunk("more")}, &r);
+  EXPECT_EQ(ErrorReason(s), "MESSAGE_TOO_LARGE") << "start's payload is a chunk too";
+  EXPECT_EQ(r.message_id(), "");
+  Receiver rx(*council, 10, /*large_messages=*/true);
+  auto first = rx.Next(absl::Seconds(5));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->message_id(), got.delivery->message_id());
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value()) << "nothing of the refused sends arrives";
+}
+
+
 // A CLD return in chunks, through SendLarge to NHS England, which takes
 // CLD: each row decided and minimised as the chunks arrive.
 class CldSubmissionTest : public ::testing::Test {

@@ -363,9 +363,8 @@ void AddMessageCommands(CLI::App& app, Run& run) {
   send->add_option("--justification", sa->justification, "why dissent is set aside (safeguarding override)");
   send->add_flag("--care-record", sa->care_record, "FILE is a carebroker.v1.CareRecord in JSON; send it canonical");
   send->add_option("--chunk-mib", sa->chunk_mib,
-                   "a file larger than this many MiB goes in chunks of this size (SendLarge; default 4, at most "
-                   "the broker's limits.max_message_bytes)")
-      ->check(CLI::Range(1, 1024));
+                   "a file larger than this many MiB goes in chunks of this size (SendLarge; default 4, at most 32)")
+      ->check(CLI::Range(1, 32));
   send->add_option("FILE", sa->file, "payload file")->required();
   send->callback([&run, sa] { run.Online([&run, sa] { return DoSend(run.g, *sa, run.out, run.err); }); });
 
