@@ -140,7 +140,18 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadRespon
 
  private:
   // The first fetch counts and audits the delivery; later ones only read.
+  // From the first on, and every third of delivery.visibility_timeout, the
+  // message's claim is renewed (Hide), so a large download over a slow link
+  // outlasting the timeout does not see the message handed out again
+  // mid-way; what Hide answers changes nothing (a message no stream
+  // claimed has no claim to keep).
   void Fetch(bool first) {
+    const absl::Time now = d_.clock.Now();
+    const absl::Duration timeout = d_.config.visibility_timeout();
+    if (now - hidden_at_ >= timeout / 3) {
+      hidden_at_ = now;
+      d_.store.Hide(id_.org, message_, now + timeout, [](absl::StatusOr<bool>) {});
+    }
     Ref();
     d_.store.Fetch(FetchRequest{id_.org, message_, d_.clock.Now(), first, true, chunk_, static_cast<int>(piece_)},
                    [this, first](absl::StatusOr<Fetched> got) {
@@ -216,6 +227,7 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadRespon
   uint32_t chunks_ = 1;
   uint32_t chunk_ = 1;
   uint32_t piece_ = 0;
+  absl::Time hidden_at_ = absl::InfinitePast();  // when the claim was last renewed
 };
 
 }  // namespace

@@ -154,6 +154,10 @@ constexpr const char* kRelease =
     "UPDATE messages SET visible_at = $4, claim_token = NULL "
     "WHERE id = ANY($1::text[]) AND recipient = $2 AND claim_token = $3 AND state < 3";
 
+constexpr const char* kHide =
+    "UPDATE messages SET visible_at = GREATEST(visible_at, $3) "
+    "WHERE id = $1 AND recipient = $2 AND claim_token IS NOT NULL AND state < 3";
+
 constexpr const char* kWithhold = R"sql(
 WITH old AS (
   SELECT seq, id, sender, workflow, purpose, subject, kind, local_ref, accepted_at, expires_at FROM messages
@@ -298,6 +302,16 @@ class PgStore final : public Store {
           const int n = static_cast<int>(res->affected());
           if (n > 0) t.arrivals.insert(r);
           return n;
+        },
+        std::move(done));
+  }
+
+  void Hide(OrgCode recipient, MessageId id, absl::Time until, StoreCallback<bool> done) override {
+    Enqueue<bool>(
+        [r = std::move(recipient), id = std::move(id), until](Txn& t) -> absl::StatusOr<bool> {
+          auto res = t.conn.ExecPrepared(kHide, {Param::Text(id.str()), Param::Text(r.str()), Time(until)});
+          if (!res.ok()) return Unavailable(res.status());
+          return res->affected() > 0;
         },
         std::move(done));
   }

@@ -162,6 +162,9 @@ absl::Status SqliteStore::PrepareAll() {
       {&release_,
        "UPDATE messages SET visible_at = ?4, claim_token = NULL "
        "WHERE id = ?1 AND recipient = ?2 AND claim_token = ?3 AND state < 3"},
+      {&hide_,
+       "UPDATE messages SET visible_at = max(visible_at, ?3) "
+       "WHERE id = ?1 AND recipient = ?2 AND claim_token IS NOT NULL AND state < 3"},
       {&track_,
        "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, "
        "acked_at, expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "

@@ -113,6 +113,17 @@ void SqliteStore::Ack(OrgCode recipient, std::vector<MessageId> ids, absl::Time 
       std::move(done));
 }
 
+void SqliteStore::Hide(OrgCode recipient, MessageId id, absl::Time until, StoreCallback<bool> done) {
+  Enqueue<bool>(
+      kAtCommit,
+      [this, r = std::move(recipient), id = std::move(id), until]() -> absl::StatusOr<bool> {
+        hide_.Bind(1, id.str()).Bind(2, r.str()).Bind(3, Micros(until));
+        if (auto s = hide_.Exec(); !s.ok()) return s;
+        return hide_.Changes() > 0;
+      },
+      std::move(done));
+}
+
 void SqliteStore::Release(OrgCode recipient, ClaimToken token, std::vector<MessageId> ids, absl::Time now,
                           StoreCallback<int> done) {
   Enqueue<int>(

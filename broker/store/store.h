@@ -345,6 +345,11 @@ class Store {
   virtual void Release(OrgCode recipient, ClaimToken token, std::vector<MessageId> ids,
                        absl::Time now, StoreCallback<int> done) = 0;
 
+  // Keeps a claimed, unacknowledged message of the recipient's hidden until
+  // at least `until` (its download is still running); answers whether it
+  // was claimed. Not durable: a restart makes every claim visible anyway.
+  virtual void Hide(OrgCode recipient, MessageId id, absl::Time until, StoreCallback<bool> done) = 0;
+
   // Withholds messages in the recipient's mailbox that are not yet
   // acknowledged, expired or withheld (consent changed while they waited):
   // they are never delivered, their bodies are deleted, Track shows

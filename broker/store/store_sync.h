@@ -50,6 +50,9 @@ inline absl::StatusOr<int> ReleaseSync(Store& s, OrgCode r, ClaimToken t, std::v
                                        absl::Time now) {
   return AwaitStore<int>([&](auto cb) { s.Release(std::move(r), t, std::move(ids), now, std::move(cb)); });
 }
+inline absl::StatusOr<bool> HideSync(Store& s, OrgCode r, MessageId id, absl::Time until) {
+  return AwaitStore<bool>([&](auto cb) { s.Hide(std::move(r), std::move(id), until, std::move(cb)); });
+}
 inline absl::StatusOr<TrackInfo> TrackSync(Store& s, OrgCode caller, MessageId id) {
   return AwaitStore<TrackInfo>([&](auto cb) { s.Track(std::move(caller), std::move(id), std::move(cb)); });
 }

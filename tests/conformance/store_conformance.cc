@@ -200,6 +200,26 @@ TEST_P(StoreConformance, ReleaseMakesClaimedMessagesVisibleAtOnce) {
   EXPECT_EQ((*c)[0].id, id);
 }
 
+TEST_P(StoreConformance, HideKeepsAClaimedMessageHiddenLongerAndNothingElse) {
+  auto store = Open(Instance());
+  const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil));
+  const MessageId unclaimed = AppendOne(*store, Msg(kTrust, kCouncil, "k2"));
+  ASSERT_THAT(*ClaimSync(*store, Claim(kCouncil, 1, kT0)), SizeIs(1));  // hidden to kT0 + 30 s
+  EXPECT_TRUE(*HideSync(*store, kCouncil, id, kT0 + absl::Seconds(50)));
+  EXPECT_TRUE(*HideSync(*store, kCouncil, id, kT0 + absl::Seconds(40))) << "never shortens the claim";
+  EXPECT_FALSE(*HideSync(*store, kTrust, id, kT0 + absl::Seconds(90))) << "another organisation's message";
+  EXPECT_FALSE(*HideSync(*store, kCouncil, unclaimed, kT0 + absl::Seconds(90))) << "a message no one claimed";
+  auto c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Seconds(45)));
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].id, unclaimed) << "the hidden one stays hidden past its first timeout";
+  c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Seconds(51)));
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].id, id);
+  EXPECT_EQ((*c)[0].delivery_count, 2u);
+  ASSERT_TRUE(AckSync(*store, kCouncil, {id}, kT0 + absl::Seconds(52)).ok());
+  EXPECT_FALSE(*HideSync(*store, kCouncil, id, kT0 + absl::Seconds(99))) << "an acknowledged message";
+}
+
 TEST_P(StoreConformance, AppendAlreadyClaimedDeliversToThatClaimOnly) {
   auto store = Open(Instance());
   NewMessage m = Msg(kTrust, kCouncil);

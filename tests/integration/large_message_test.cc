@@ -180,6 +180,28 @@ TEST_F(LargeMessageTest, ChunksOverTheUnaryLimitArriveWholeOnlyAfterTheLast) {
   EXPECT_EQ(repeat.message_id(), receipt.message_id());
 }
 
+TEST_F(LargeMessageTest, ADownloadRenewsTheClaimSoTheMessageIsNotHandedOutAgainMidway) {
+  v1::SendReceipt r;
+  ASSERT_TRUE(SendLarge(*trust_, {Start(Pdf("503", "one"), 3), Chunk("two"), Chunk("three")}, &r).ok());
+  Receiver rx(*council_, 10, /*large_messages=*/true);
+  ASSERT_TRUE(rx.Next().has_value());  // claimed now, for the 30 s visibility timeout
+  clock_.Advance(absl::Seconds(25));
+  Downloaded got = Download(*council_, r.message_id());
+  ASSERT_TRUE(got.status.ok()) << DescribeStatus(got.status);
+  EXPECT_EQ(got.payload, "onetwothree");
+  clock_.Advance(absl::Seconds(15));  // 40 s after the claim, 15 s after the download began
+  broker_->WakeAll();
+  EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value()) << "the download renewed the claim";
+  clock_.Advance(absl::Seconds(16));  // the renewed claim (30 s from the download) has passed
+  broker_->WakeAll();
+  auto again = rx.Next();
+  ASSERT_TRUE(again.has_value()) << "unacknowledged, it comes back once the renewed claim ends";
+  EXPECT_EQ(again->message_id(), r.message_id());
+  EXPECT_EQ(again->delivery_count(), 3u) << "the claim, the download and this";
+  EXPECT_TRUE(rx.Ack(r.message_id()));
+  EXPECT_TRUE(rx.Close().ok());
+}
+
 TEST_F(LargeMessageTest, DownloadServesAMessageSentWholeToItsRecipientOnly) {
   const std::string id = SendOk(*trust_, Pdf("503", FileBytes(3 * kMiB + 7, 'q')));
   Downloaded other = Download(*trust_, id);
