@@ -85,11 +85,22 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
     reactor->Finish(ToGrpcStatus(id.status()));
     return reactor;
   }
-  if (!IsMessageIdShape(req->message_id())) {
+  const bool by_key = !req->idempotency_key().empty();
+  if (by_key == !req->message_id().empty()) {
+    reactor->Finish(ToGrpcStatus(
+        InvalidArgument(reason::kMessageIdInvalid, "track by a message id or by an idempotency key, one of the two")));
+    return reactor;
+  }
+  if (by_key && req->idempotency_key().size() > 128) {
+    reactor->Finish(ToGrpcStatus(
+        InvalidArgument(reason::kIdempotencyKeyInvalid, "an idempotency key is at most 128 characters")));
+    return reactor;
+  }
+  if (!by_key && !IsMessageIdShape(req->message_id())) {
     reactor->Finish(ToGrpcStatus(InvalidArgument(reason::kMessageIdInvalid, "a message id is 32 hex characters")));
     return reactor;
   }
-  deps_.store.Track(id->org, MessageId(req->message_id()), [reactor, resp](absl::StatusOr<TrackInfo> r) {
+  auto answer = [reactor, resp](absl::StatusOr<TrackInfo> r) {
     if (r.ok()) {
       resp->set_message_id(r->id.str());
       resp->set_sender(r->sender.str());
@@ -108,7 +119,12 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
       resp->set_withheld_reason(r->withheld_reason);
     }
     reactor->Finish(ToGrpcStatus(r.status()));
-  });
+  };
+  if (by_key) {
+    deps_.store.TrackByKey(id->org, req->idempotency_key(), std::move(answer));
+  } else {
+    deps_.store.Track(id->org, MessageId(req->message_id()), std::move(answer));
+  }
   return reactor;
 }
 

@@ -135,6 +135,10 @@ std::optional<MessageEvent> AcknowledgedEvent(const Row& r, absl::Time now) {
                       r.subject, 0, "", now};
 }
 
+absl::Status NoMessageWithKey() {
+  return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "you sent no message with that idempotency key");
+}
+
 MessageEvent WithheldEvent(const Row& r, absl::string_view reason, absl::Time now) {
   return MessageEvent{v1::AUDIT_EVENT_WITHHELD, r.id, r.sender, r.recipient, r.workflow, r.purpose,
                       r.subject, 0, std::string(reason), now};

@@ -60,6 +60,10 @@ absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::strin
 // progress where the message keeps none, or none where it keeps it.
 absl::Status CheckSubmissionChunk(bool stored_progress, bool chunk_progress, int64_t received, int64_t after, int n);
 
+// NOT_FOUND MESSAGE_NOT_FOUND for Track by an idempotency key its caller
+// never sent with.
+absl::Status NoMessageWithKey();
+
 // A chunk is stored as rows of at most kPieceBytes (`chunks.part` 0, 1, ...),
 // so neither store ever copies a whole 100 MB chunk into one record or
 // result: the largest extra buffer per chunk is one piece.

@@ -458,6 +458,17 @@ class PgStore final : public Store {
                        std::move(done));
   }
 
+  void TrackByKey(OrgCode sender, std::string key, StoreCallback<TrackInfo> done) override {
+    Enqueue<TrackInfo>(
+        [s = std::move(sender), key = std::move(key)](Txn& t) -> absl::StatusOr<TrackInfo> {
+          auto r = t.conn.ExecPrepared(kFindIdem, {Param::Text(s.str()), Param::Text(key)});
+          if (!r.ok()) return Unavailable(r.status());
+          if (r->rows() == 0) return mailbox::NoMessageWithKey();
+          return DoTrack(t, s, MessageId(r->Str(0, 0)));
+        },
+        std::move(done));
+  }
+
   void Inbox(InboxQuery query, StoreCallback<InboxPage> done) override {
     if (query.max < 1 || query.max > 10000) {
       std::move(done)(InvalidArgument(reason::kClaimInvalid, "inbox page size must be 1..10000"));

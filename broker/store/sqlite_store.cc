@@ -139,6 +139,24 @@ void SqliteStore::Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> d
       kAtCommit, [this, c = std::move(caller), id = std::move(id)]() { return DoTrack(c, id); }, std::move(done));
 }
 
+void SqliteStore::TrackByKey(OrgCode sender, std::string key, StoreCallback<TrackInfo> done) {
+  Enqueue<TrackInfo>(
+      kAtCommit,
+      [this, s = std::move(sender), key = std::move(key)]() -> absl::StatusOr<TrackInfo> {
+        MessageId id;
+        {
+          find_idem_.Bind(1, s.str()).Bind(2, key);
+          ResetOnExit reset{find_idem_};
+          auto row = find_idem_.Step();
+          if (!row.ok()) return row.status();
+          if (!*row) return mailbox::NoMessageWithKey();
+          id = MessageId(find_idem_.Text(0));
+        }
+        return DoTrack(s, id);
+      },
+      std::move(done));
+}
+
 void SqliteStore::Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
                            StoreCallback<int> done) {
   Enqueue<int>(

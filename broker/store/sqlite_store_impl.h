@@ -106,6 +106,7 @@ class SqliteStore final : public Store {
   void Hide(OrgCode recipient, MessageId id, absl::Time until, StoreCallback<bool> done) override;
 
   void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) override;
+  void TrackByKey(OrgCode sender, std::string key, StoreCallback<TrackInfo> done) override;
 
   void Inbox(InboxQuery query, StoreCallback<InboxPage> done) override;
   void Fetch(FetchRequest req, StoreCallback<Fetched> done) override;

@@ -396,6 +396,9 @@ class Store {
   // Tracking for a message the caller sent or received; NOT_FOUND for any
   // other (so ids of other organisations' messages reveal nothing).
   virtual void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) = 0;
+  // The same for the message `sender` sent with idempotency key `key`;
+  // NOT_FOUND for a key it never sent with.
+  virtual void TrackByKey(OrgCode sender, std::string key, StoreCallback<TrackInfo> done) = 0;
 
   // The recipient's inbox, a page at a time (InboxQuery).
   virtual void Inbox(InboxQuery query, StoreCallback<InboxPage> done) = 0;

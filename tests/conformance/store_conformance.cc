@@ -200,6 +200,21 @@ TEST_P(StoreConformance, ReleaseMakesClaimedMessagesVisibleAtOnce) {
   EXPECT_EQ((*c)[0].id, id);
 }
 
+TEST_P(StoreConformance, TrackByKeyFindsTheSendersMessageOnly) {
+  auto store = Open(Instance());
+  const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil, "ref-42"));
+  AppendOne(*store, Msg(kCouncil, kTrust, "ref-42"));  // the same key from another sender
+  auto t = TrackByKeySync(*store, kTrust, "ref-42");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->id, id);
+  EXPECT_EQ(t->recipient, kCouncil);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_ACCEPTED);
+  t = TrackByKeySync(*store, kGp, "ref-42");
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound) << "a key is the sender's own";
+  t = TrackByKeySync(*store, kTrust, "ref-43");
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
+}
+
 TEST_P(StoreConformance, HideKeepsAClaimedMessageHiddenLongerAndNothingElse) {
   auto store = Open(Instance());
   const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil));

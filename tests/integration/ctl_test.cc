@@ -99,6 +99,20 @@ TEST_F(CtlTest, SendReceiveTrackInJson) {
   CtlRun text = Ctl("RR8", {"track", id});
   EXPECT_EQ(text.rc, 0);
   EXPECT_NE(text.out.find("status: ACKNOWLEDGED"), std::string::npos) << text.out;
+
+  // The sender tracks it by its own idempotency key as well; no one else can.
+  CtlRun by_key = Ctl("RR8", {"--format", "json", "track", "--key", "adt-1"});
+  ASSERT_EQ(by_key.rc, 0) << by_key.err;
+  EXPECT_EQ(json::parse(by_key.out).at("message_id"), id);
+  EXPECT_EQ(json::parse(by_key.out).at("status"), "ACKNOWLEDGED");
+  CtlRun not_theirs = Ctl("503", {"track", "--key", "adt-1"});
+  EXPECT_EQ(not_theirs.rc, 1);
+  EXPECT_THAT(not_theirs.err, ::testing::HasSubstr("NOT_FOUND MESSAGE_NOT_FOUND"));
+  CtlRun unknown = Ctl("RR8", {"track", "--key", "adt-2"});
+  EXPECT_EQ(unknown.rc, 1);
+  EXPECT_THAT(unknown.err, ::testing::HasSubstr("no message with that idempotency key"));
+  EXPECT_EQ(Ctl("RR8", {"track", id, "--key", "adt-1"}).rc, 2) << "one of the two";
+  EXPECT_EQ(Ctl("RR8", {"track"}).rc, 2);
 }
 
 TEST_F(CtlTest, AFileOverTheChunkSizeGoesInChunksAndComesBackWhole) {

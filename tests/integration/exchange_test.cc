@@ -121,6 +121,31 @@ TEST_F(ExchangeTest, UnaryAckAndPerIdResults) {
   EXPECT_EQ(ErrorReason(s), "MESSAGE_ID_INVALID");
 }
 
+TEST_F(ExchangeTest, TrackTakesAnIdOrAnIdempotencyKeyNotBoth) {
+  const std::string id = SendOk(*trust_, Req("503", "key-7"));
+  auto track = [&](const std::string& message_id, const std::string& key, v1::TrackResponse* out) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    v1::TrackRequest req;
+    req.set_message_id(message_id);
+    req.set_idempotency_key(key);
+    return trust_->Track(&ctx, req, out);
+  };
+  v1::TrackResponse r;
+  ASSERT_TRUE(track("", "key-7", &r).ok());
+  EXPECT_EQ(r.message_id(), id);
+  EXPECT_EQ(r.status(), v1::MESSAGE_STATUS_ACCEPTED);
+  grpc::Status s = track(id, "key-7", &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ErrorReason(s), "MESSAGE_ID_INVALID");
+  s = track("", "", &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  s = track("", std::string(129, 'k'), &r);
+  EXPECT_EQ(ErrorReason(s), "IDEMPOTENCY_KEY_INVALID");
+  s = track("", "key-8", &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
 TEST_F(ExchangeTest, SendStreamPipelinesAndAnswersInOrder) {
   grpc::ClientContext ctx;
   auto stream = trust_->SendStream(&ctx);

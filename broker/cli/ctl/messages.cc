@@ -311,11 +311,16 @@ int DoAck(const Global& g, const std::vector<std::string>& ids, std::ostream& ou
   return r.not_found().empty() && r.expired().empty() ? 0 : 1;
 }
 
-int DoTrack(const Global& g, const std::string& id, std::ostream& out, std::ostream& err) {
+int DoTrack(const Global& g, const std::string& id, const std::string& key, std::ostream& out, std::ostream& err) {
+  if (id.empty() == key.empty()) {
+    err << "carebrokerctl: track takes a message ID or --key, one of the two\n";
+    return 2;
+  }
   auto stub = Connect<v1::Exchange>(g, err);
   if (!stub) return 2;
   v1::TrackRequest req;
   req.set_message_id(id);
+  req.set_idempotency_key(key);
   grpc::ClientContext ctx;
   SetDeadline(ctx, g);
   v1::TrackResponse r;
@@ -382,10 +387,13 @@ void AddMessageCommands(CLI::App& app, Run& run) {
   ack->callback([&run, ack_ids] { run.Online([&run, ack_ids] { return DoAck(run.g, *ack_ids, run.out, run.err); }); });
 
   auto track_id = std::make_shared<std::string>();
+  auto track_key = std::make_shared<std::string>();
   auto* track = app.add_subcommand("track", "show a message's status and times");
-  track->add_option("ID", *track_id, "message id")->required();
-  track->callback(
-      [&run, track_id] { run.Online([&run, track_id] { return DoTrack(run.g, *track_id, run.out, run.err); }); });
+  track->add_option("ID", *track_id, "message id");
+  track->add_option("--key", *track_key, "instead of ID: the idempotency key you sent the message with");
+  track->callback([&run, track_id, track_key] {
+    run.Online([&run, track_id, track_key] { return DoTrack(run.g, *track_id, *track_key, run.out, run.err); });
+  });
 }
 
 }  // namespace carebroker::ctl
