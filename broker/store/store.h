@@ -347,7 +347,9 @@ class Store {
 
   // Keeps a claimed, unacknowledged message of the recipient's hidden until
   // at least `until` (its download is still running); answers whether it
-  // was claimed. Not durable: a restart makes every claim visible anyway.
+  // was claimed. It need not be durable (SQLite commits it without a sync):
+  // losing it only lets the message be delivered again, as at-least-once
+  // delivery allows.
   virtual void Hide(OrgCode recipient, MessageId id, absl::Time until, StoreCallback<bool> done) = 0;
 
   // Withholds messages in the recipient's mailbox that are not yet
