@@ -100,7 +100,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
                            "purpose must be one of direct-care, safeguarding, planning, research, commissioning, "
                            "public-health");
   }
-  if (!Printable(req.idempotency_key(), 128)) {
+  if (!Printable(req.idempotency_key(), kMaxIdempotencyKeyBytes)) {
     return InvalidArgument(reason::kIdempotencyKeyInvalid, "idempotency_key must be at most 128 printable ASCII characters");
   }
   if (req.content_type().empty() || !Printable(req.content_type(), 255)) {

@@ -38,6 +38,9 @@ namespace audit {
 class EntryMaker;
 }
 
+// The longest idempotency key a send may carry (and Track look up).
+inline constexpr size_t kMaxIdempotencyKeyBytes = 128;
+
 // An admitted message and what the sender is told about the decision.
 struct Admitted {
   NewMessage message;

@@ -2,6 +2,8 @@
 
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "broker/exchange/intake.h"
 #include "broker/server/auth.h"
 #include "broker/server/grpc_status.h"
 #include "broker/server/large_reactors.h"
@@ -77,6 +79,23 @@ grpc::ServerUnaryReactor* ExchangeService::Ack(grpc::CallbackServerContext* ctx,
   return reactor;
 }
 
+namespace {
+// A Track names its message by id or by the caller's idempotency key, one of the two.
+absl::Status CheckTrackRequest(const v1::TrackRequest& req) {
+  if (req.idempotency_key().empty() == req.message_id().empty()) {
+    return InvalidArgument(reason::kMessageIdInvalid, "track by a message id or by an idempotency key, one of the two");
+  }
+  if (req.idempotency_key().size() > kMaxIdempotencyKeyBytes) {
+    return InvalidArgument(reason::kIdempotencyKeyInvalid,
+                           absl::StrCat("an idempotency key is at most ", kMaxIdempotencyKeyBytes, " characters"));
+  }
+  if (!req.message_id().empty() && !IsMessageIdShape(req.message_id())) {
+    return InvalidArgument(reason::kMessageIdInvalid, "a message id is 32 hex characters");
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
 grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ctx, const v1::TrackRequest* req,
                                                  v1::TrackResponse* resp) {
   auto* reactor = ctx->DefaultReactor();
@@ -86,18 +105,9 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
     return reactor;
   }
   const bool by_key = !req->idempotency_key().empty();
-  if (by_key == !req->message_id().empty()) {
-    reactor->Finish(ToGrpcStatus(
-        InvalidArgument(reason::kMessageIdInvalid, "track by a message id or by an idempotency key, one of the two")));
-    return reactor;
-  }
-  if (by_key && req->idempotency_key().size() > 128) {
-    reactor->Finish(ToGrpcStatus(
-        InvalidArgument(reason::kIdempotencyKeyInvalid, "an idempotency key is at most 128 characters")));
-    return reactor;
-  }
-  if (!by_key && !IsMessageIdShape(req->message_id())) {
-    reactor->Finish(ToGrpcStatus(InvalidArgument(reason::kMessageIdInvalid, "a message id is 32 hex characters")));
+  const absl::Status bad = CheckTrackRequest(*req);
+  if (!bad.ok()) {
+    reactor->Finish(ToGrpcStatus(bad));
     return reactor;
   }
   auto answer = [reactor, resp](absl::StatusOr<TrackInfo> r) {
