@@ -57,8 +57,10 @@ AuditRecord EntryMaker::Record(const MessageEvent& e) const {
   v1::AuditEntry a;
   *a.mutable_at() = ToTimestamp(e.at);
   a.set_event(e.event);
-  a.set_actor(e.event == v1::AUDIT_EVENT_DELIVERED || e.event == v1::AUDIT_EVENT_ACKNOWLEDGED ? e.recipient.str()
-                                                                                             : "broker");
+  // The recipient acted in a delivery, an ack and a rejection (a hold with its code).
+  const bool by_recipient = e.event == v1::AUDIT_EVENT_DELIVERED || e.event == v1::AUDIT_EVENT_ACKNOWLEDGED ||
+                            (e.event == v1::AUDIT_EVENT_HELD && !e.code.empty());
+  a.set_actor(by_recipient ? e.recipient.str() : "broker");
   a.set_message_id(e.id.str());
   a.set_sender(e.sender.str());
   a.set_recipient(e.recipient.str());
@@ -66,6 +68,7 @@ AuditRecord EntryMaker::Record(const MessageEvent& e) const {
   a.set_purpose(e.purpose);
   a.set_delivery_count(e.delivery_count);
   if (!e.reason.empty()) a.add_reasons(e.reason);
+  if (!e.code.empty()) a.add_reasons(e.code);
   return Make(std::move(a), e.nhs_number);
 }
 

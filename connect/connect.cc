@@ -7,7 +7,10 @@
 #include <iostream>
 
 #include "core/vocabulary.h"
+#include "absl/algorithm/container.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "adapters/formats.h"
 #include "adapters/hl7v2/adt.h"
@@ -40,6 +43,70 @@ std::string IdempotencyKey(const std::string& facility, const std::string& contr
     if (c < 0x21 || c > 0x7e) c = '_';
   }
   return key.substr(0, 128);
+}
+
+// outbound.for_good: the defaults, and what an entry may be.
+constexpr const char* kWebhookForGood[] = {"400-407", "409-428", "430-499"};
+constexpr const char* kMllpForGood[] = {"AE", "CR"};
+constexpr const char* kMllpAnswers[] = {"AE", "AR", "CE", "CR"};
+constexpr absl::string_view kNothingForGood = "none";
+// RejectRequest.text's bound (exchange.proto).
+constexpr size_t kMaxRejectionText = 256;
+
+// An HTTP status range "400-407", or one status "404".
+bool ParseStatusRange(absl::string_view entry, int* lo, int* hi) {
+  const size_t dash = entry.find('-');
+  if (!absl::SimpleAtoi(entry.substr(0, dash), lo)) return false;
+  if (dash == absl::string_view::npos) {
+    *hi = *lo;
+  } else if (!absl::SimpleAtoi(entry.substr(dash + 1), hi)) {
+    return false;
+  }
+  return *lo >= 300 && *hi <= 599 && *lo <= *hi;
+}
+
+absl::Status CheckForGood(v1::ConnectOutbound& o) {
+  if (o.to_case() == v1::ConnectOutbound::kDirectory || o.to_case() == v1::ConnectOutbound::TO_NOT_SET) {
+    return o.for_good().empty() ? absl::OkStatus()
+                                : absl::InvalidArgumentError("only a webhook or an MLLP peer answers: not for a folder");
+  }
+  const bool webhook = o.has_webhook();
+  if (o.for_good().empty()) {
+    if (webhook) {
+      for (const char* e : kWebhookForGood) o.add_for_good(e);
+    } else {
+      for (const char* e : kMllpForGood) o.add_for_good(e);
+    }
+    return absl::OkStatus();
+  }
+  for (const std::string& e : o.for_good()) {
+    if (e == kNothingForGood) {
+      if (o.for_good_size() > 1) return absl::InvalidArgumentError("none stands alone");
+      continue;
+    }
+    int lo, hi;
+    if (webhook && !ParseStatusRange(e, &lo, &hi)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", e, "': an HTTP status (300-599) or a range, e.g. 400-407"));
+    }
+    if (!webhook && absl::c_find(kMllpAnswers, e) == std::end(kMllpAnswers)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", e, "': an ACK code that refuses (AE, AR, CE or CR)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Whether the output's answer refuses the message for good.
+bool ForGood(const v1::ConnectOutbound& o, const DeliveryAnswer& a) {
+  if (a.for_good) return true;
+  absl::string_view code = a.code;
+  if (code.empty()) return false;  // no answer: may pass later
+  int status = 0;
+  const bool http = absl::ConsumePrefix(&code, "HTTP_") && absl::SimpleAtoi(code, &status);
+  for (const std::string& e : o.for_good()) {
+    int lo, hi;
+    if (http ? ParseStatusRange(e, &lo, &hi) && status >= lo && status <= hi : e == code) return true;
+  }
+  return false;
 }
 
 }  // namespace
@@ -116,6 +183,7 @@ absl::StatusOr<v1::ConnectConfig> ParseConnectConfig(absl::string_view yaml, abs
       if (!field->empty() && !fs::exists(*field)) return err(key, absl::StrCat("cannot read ", *field));
     }
   }
+  if (absl::Status s = CheckForGood(*o); !s.ok()) return err("outbound.for_good", s.message());
   return c;
 }
 
@@ -290,6 +358,24 @@ void Connect::OutboundLoop() {
     while (healthy && stream->Read(&batch)) {
       for (const v1::Delivery& d : batch.deliveries()) {
         const DeliveryAnswer answer = Deliver(d, &peer_fd);
+        if (!answer.delivered && ForGood(o, answer)) {
+          // Refused for good: the broker holds it and tells its sender; the next goes out.
+          Log(LogLevel::kWarning, "delivery.rejected")
+              .Str("message_id", d.message_id())
+              .Str("code", answer.code)
+              .Str("reason", answer.reason)
+              .Msg("refused for good; rejected to the broker, which holds it");
+          v1::ReceiveRequest reject;
+          reject.mutable_reject()->set_message_id(d.message_id());
+          reject.mutable_reject()->set_code(answer.code);
+          reject.mutable_reject()->set_text(answer.reason.substr(0, kMaxRejectionText));
+          if (!stream->Write(reject)) {
+            healthy = false;
+            break;
+          }
+          ++rejected_;
+          continue;
+        }
         if (!answer.delivered) {
           // Left unacknowledged: the broker redelivers it.
           healthy = false;
@@ -326,6 +412,26 @@ void Connect::OutboundLoop() {
   if (peer_fd >= 0) ::close(peer_fd);
 }
 
+namespace {
+// An MLLP peer's refusal: its ACK code and, when the ACK has an ERR segment,
+// the HL7 error code (ERR-3, table 0357) in the text; never ERR's free
+// text, which may name the patient.
+DeliveryAnswer MllpRefusal(const std::string& ack_code, const hl7::Segment* err) {
+  DeliveryAnswer a;
+  if (absl::c_find(kMllpAnswers, ack_code) == std::end(kMllpAnswers)) {
+    a.reason = "the MLLP peer's ACK code is not one HL7 defines";
+    return a;  // not an answer for_good can name: may pass later
+  }
+  a.code = ack_code;
+  a.reason = absl::StrCat("the MLLP peer answered ", ack_code);
+  const std::string error = err != nullptr ? err->Get(3) : "";
+  if (!error.empty() && error.size() <= 5 && absl::c_all_of(error, absl::ascii_isdigit)) {
+    absl::StrAppend(&a.reason, " (HL7 error ", error, ")");
+  }
+  return a;
+}
+}  // namespace
+
 DeliveryAnswer Connect::Deliver(const v1::Delivery& d, int* peer_fd) {
   const auto& o = config_.outbound();
   if (o.to_case() == v1::ConnectOutbound::kWebhook) return webhook_->Post(d);
@@ -337,7 +443,10 @@ DeliveryAnswer Connect::Deliver(const v1::Delivery& d, int* peer_fd) {
   }
   // An MLLP peer: the message must be HL7 v2, and the peer must answer AA (or CA).
   if (adapters::FormatByContentType(d.content_type()).value_or(adapters::Format::kCanonical) != adapters::Format::kHl7v2) {
-    return {.reason = "not HL7 v2: set `receives: hl7v2` for this organisation in the broker's config"};
+    // Stored in its format already: a config change would not help this one.
+    return {.code = "NOT_HL7V2",
+            .for_good = true,
+            .reason = "not HL7 v2: set `receives: hl7v2` for this organisation in the broker's config"};
   }
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (*peer_fd < 0) {
@@ -351,7 +460,8 @@ DeliveryAnswer Connect::Deliver(const v1::Delivery& d, int* peer_fd) {
         auto m = hl7::Message::Parse(*ack);
         const hl7::Segment* msa = m.ok() ? m->Find("MSA") : nullptr;
         if (msa != nullptr && (msa->Get(1) == "AA" || msa->Get(1) == "CA")) return {.delivered = true};
-        return {.reason = msa != nullptr ? "the MLLP peer answered " + msa->Get(1).substr(0, 2) : "the MLLP peer's ACK has no MSA"};
+        if (msa == nullptr) return {.reason = "the MLLP peer's ACK has no MSA"};
+        return MllpRefusal(msa->Get(1), m->Find("ERR"));
       }
     }
     ::close(*peer_fd);  // a stale connection: dial again once

@@ -11,9 +11,13 @@
 // Outbound: holds a Receive stream and delivers each message to a folder
 // (atomic file writes), an MLLP peer (which must answer AA) or an HTTP
 // webhook (which must answer 2xx), acking to the broker only after that
-// delivery succeeded; on failure the stream is dropped and reopened after a
-// backoff (doubling to 60 s, or the webhook's Retry-After), and the broker
-// redelivers.
+// delivery succeeded. A message the output refuses for good
+// (outbound.for_good: by default a webhook's 4xx but 408 and 429, an MLLP
+// AE or CR) is rejected to the broker, which holds it and tells its sender,
+// and the next message goes out. On any other failure the stream is
+// dropped and reopened after a backoff (doubling to 60 s, or the webhook's
+// Retry-After), and the broker redelivers (holding the message after
+// delivery.max_attempts).
 #pragma once
 
 #include <atomic>
@@ -45,6 +49,8 @@ class Connect {
   int mllp_port() const { return mllp_port_; }
   // Messages delivered outbound and acknowledged to the broker.
   int64_t delivered() const { return delivered_.load(); }
+  // Messages refused for good by the output and rejected to the broker.
+  int64_t rejected() const { return rejected_.load(); }
   void Stop();
 
  private:
@@ -65,6 +71,7 @@ class Connect {
   std::atomic<bool> stopping_{false};
   std::atomic<int> connections_{0};
   std::atomic<int64_t> delivered_{0};
+  std::atomic<int64_t> rejected_{0};
   std::atomic<uint64_t> ack_counter_{0};
   std::thread acceptor_, outbound_;
   absl::Mutex mu_;

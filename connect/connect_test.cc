@@ -33,6 +33,7 @@ namespace carebroker {
 namespace {
 
 namespace fs = std::filesystem;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 using testing::TempDir;
@@ -242,7 +243,7 @@ class ConnectOutboundTest : public ::testing::Test {
     broker_ = testing::StartBroker(
         testing::ConfigYaml(dir_ + "/data",
                             absl::StrCat("policy: {agreements_dir: ", dir_, "/agreements}\n",
-                                         "delivery: {visibility_timeout: 1s}\n"),
+                                         "delivery: {visibility_timeout: 1s, max_attempts: 5}\n"),
                             R"(
 organisations:
   - {ods: RR8, name: Leeds Teaching Hospitals NHS Trust, kind: nhs_trust, receives: hl7v2}
@@ -279,15 +280,16 @@ organisations:
     return testing::SendOk(*testing::StubAs(*broker_, "Y06601"), req);
   }
 
-  v1::MessageStatus StatusOf(const std::string& id) {
+  v1::TrackResponse Track(const std::string& id) {
     grpc::ClientContext ctx;
     v1::TrackRequest req;
     req.set_message_id(id);
     v1::TrackResponse r;
     const grpc::Status s = testing::StubAs(*broker_, "Y06601")->Track(&ctx, req, &r);
     EXPECT_TRUE(s.ok()) << s.error_message();
-    return r.status();
+    return r;
   }
+  v1::MessageStatus StatusOf(const std::string& id) { return Track(id).status(); }
 
   static void WaitForDelivered(const Connect& c, int64_t n) {
     for (int i = 0; i < 750 && c.delivered() < n; ++i) absl::SleepFor(absl::Milliseconds(20));
@@ -298,7 +300,7 @@ organisations:
 };
 
 TEST_F(ConnectOutboundTest, AnMllpPeerMustAnswerAaBeforeTheBrokerIsAcked) {
-  // The peer: answers the first message AE and every later one AA.
+  // The peer: answers the first message AR (it may pass later) and every later one AA.
   int port = 0;
   auto listener = mllp::Listen("127.0.0.1:0", &port);
   ASSERT_TRUE(listener.ok());
@@ -313,7 +315,7 @@ TEST_F(ConnectOutboundTest, AnMllpPeerMustAnswerAaBeforeTheBrokerIsAcked) {
         absl::MutexLock l(&mu);
         received.push_back(*frame);
       }
-      const auto code = i == 0 ? hl7::AckCode::kError : hl7::AckCode::kAccept;
+      const auto code = i == 0 ? hl7::AckCode::kReject : hl7::AckCode::kAccept;
       mllp::WriteAll(fd, mllp::Frame(hl7::MakeAck(*frame, code, {"207", "busy"}, absl::Now(), "PEER")));
     }
     if (fd >= 0) ::close(fd);
@@ -329,13 +331,96 @@ TEST_F(ConnectOutboundTest, AnMllpPeerMustAnswerAaBeforeTheBrokerIsAcked) {
   ::close(*listener);
   EXPECT_EQ(StatusOf(id), v1::MESSAGE_STATUS_ACKNOWLEDGED);
   absl::MutexLock l(&mu);
-  ASSERT_EQ(received.size(), 2u) << "refused once, delivered again";
+  ASSERT_EQ(received.size(), 2u) << "refused once for now, delivered again";
   for (const std::string& f : received) {
     auto m = hl7::Message::Parse(f);
     ASSERT_TRUE(m.ok()) << m.status();
     EXPECT_EQ(m->msh().Get(10), id) << "MSH-10 is the broker's message id";
     EXPECT_EQ(m->msh().Get(9, 2), "A03");
   }
+  connect->Stop();
+}
+
+// An MLLP peer on loopback answering each message with the next of
+// `codes` (then AA), with an ERR segment naming HL7 error 207.
+class MllpPeer {
+ public:
+  explicit MllpPeer(std::vector<hl7::AckCode> codes) : codes_(std::move(codes)) {
+    auto fd = mllp::Listen("127.0.0.1:0", &port_);
+    EXPECT_TRUE(fd.ok()) << fd.status();
+    listen_fd_ = *fd;
+    thread_ = std::thread([this] {
+      for (size_t i = 0;;) {
+        const int conn = ::accept(listen_fd_, nullptr, nullptr);
+        if (conn < 0) return;
+        while (true) {
+          auto frame = mllp::ReadFrame(conn, 1 << 20, absl::Seconds(20));
+          if (!frame.ok()) break;
+          const auto code = i < codes_.size() ? codes_[i] : hl7::AckCode::kAccept;
+          ++i;
+          {
+            absl::MutexLock l(&mu_);
+            received_.push_back(*frame);
+          }
+          mllp::WriteAll(conn, mllp::Frame(hl7::MakeAck(*frame, code, {"207", "a synthetic error"}, absl::Now(), "PEER")));
+        }
+        ::close(conn);
+      }
+    });
+  }
+  ~MllpPeer() {
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(listen_fd_);
+  }
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  size_t received() {
+    absl::MutexLock l(&mu_);
+    return received_.size();
+  }
+
+ private:
+  std::vector<hl7::AckCode> codes_;
+  int port_ = 0;
+  int listen_fd_ = -1;
+  std::thread thread_;
+  absl::Mutex mu_;
+  std::vector<std::string> received_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(ConnectOutboundTest, AnMllpAeIsRejectedForGoodAndTheNextMessageGoesOut) {
+  MllpPeer peer({hl7::AckCode::kError});
+  auto connect = StartTrust(absl::StrCat("{mllp_peer: \"", peer.address(), "\", retry_backoff: 0.1s}"));
+  ASSERT_NE(connect, nullptr);
+  const std::string refused = SendToTrust();
+  const std::string next = SendToTrust();
+  WaitForDelivered(*connect, 1);
+  EXPECT_EQ(connect->delivered(), 1);
+  EXPECT_EQ(connect->rejected(), 1);
+  EXPECT_EQ(peer.received(), 2u) << "the refused one was not sent again";
+  EXPECT_EQ(StatusOf(next), v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  const v1::TrackResponse t = Track(refused);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_HELD);
+  EXPECT_EQ(t.held_reason(), "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(t.rejection_code(), "AE");
+  EXPECT_EQ(t.rejection_text(), "the MLLP peer answered AE (HL7 error 207)") << "never ERR's free text";
+  EXPECT_EQ(t.delivery_count(), 1u);
+  connect->Stop();
+}
+
+TEST_F(ConnectOutboundTest, WhichMllpAnswersAreForGoodIsConfigurable) {
+  // This peer answers AR for content it cannot take, and AE when it is down.
+  MllpPeer peer({hl7::AckCode::kReject, hl7::AckCode::kError});
+  auto connect =
+      StartTrust(absl::StrCat("{mllp_peer: \"", peer.address(), "\", retry_backoff: 0.1s, for_good: [AR]}"));
+  ASSERT_NE(connect, nullptr);
+  const std::string refused = SendToTrust();
+  const std::string retried = SendToTrust();
+  WaitForDelivered(*connect, 1);
+  EXPECT_EQ(connect->rejected(), 1);
+  EXPECT_EQ(Track(refused).rejection_code(), "AR");
+  EXPECT_EQ(StatusOf(retried), v1::MESSAGE_STATUS_ACKNOWLEDGED) << "AE, then AA on the retry";
+  EXPECT_EQ(peer.received(), 3u);
   connect->Stop();
 }
 
@@ -515,6 +600,54 @@ TEST_F(ConnectOutboundTest, AWebhookGetsEachMessageOverMutualTlsAndIsRetriedUnti
   connect->Stop();
 }
 
+TEST_F(ConnectOutboundTest, AWebhook4xxIsRejectedForGoodBut408IsRetried) {
+  Endpoint endpoint(/*tls=*/false, {"422 Unprocessable Content", "408 Request Timeout", "200 OK", "400 Bad Request"});
+  auto connect = StartTrust(absl::StrCat("{webhook: {url: \"", endpoint.url("/"), "\"}, retry_backoff: 0.1s}"));
+  ASSERT_NE(connect, nullptr);
+  auto wait_rejected = [&](int64_t n) {
+    for (int i = 0; i < 750 && connect->rejected() < n; ++i) absl::SleepFor(absl::Milliseconds(20));
+    return connect->rejected();
+  };
+  // One at a time, so each meets its answer.
+  const std::string first = SendToTrust();
+  EXPECT_EQ(wait_rejected(1), 1);
+  const std::string second = SendToTrust();
+  WaitForDelivered(*connect, 1);
+  EXPECT_EQ(connect->delivered(), 1);
+  const std::string third = SendToTrust();
+  EXPECT_EQ(wait_rejected(2), 2);
+
+  const v1::TrackResponse t = Track(first);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_HELD);
+  EXPECT_EQ(t.held_reason(), "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(t.rejection_code(), "HTTP_422");
+  EXPECT_EQ(t.rejection_text(), "the webhook answered HTTP 422");
+  const v1::TrackResponse retried = Track(second);
+  EXPECT_EQ(retried.status(), v1::MESSAGE_STATUS_ACKNOWLEDGED) << "408 may pass later";
+  EXPECT_EQ(retried.delivery_count(), 2u);
+  EXPECT_EQ(Track(third).rejection_code(), "HTTP_400");
+  EXPECT_EQ(endpoint.requests().size(), 4u);
+  connect->Stop();
+}
+
+TEST_F(ConnectOutboundTest, AMessageThatNeverPassesIsHeldAfterMaxAttemptsAndTheNextGoesOut) {
+  // 500 five times: the broker's delivery.max_attempts (5 here).
+  Endpoint endpoint(/*tls=*/false, std::deque<std::string>(5, "500 Internal Server Error"));
+  auto connect = StartTrust(absl::StrCat("{webhook: {url: \"", endpoint.url("/"), "\"}, retry_backoff: 0.05s}"));
+  ASSERT_NE(connect, nullptr);
+  const std::string stuck = SendToTrust();
+  const std::string next = SendToTrust();
+  WaitForDelivered(*connect, 1);
+  EXPECT_EQ(connect->delivered(), 1);
+  EXPECT_EQ(connect->rejected(), 0);
+  const v1::TrackResponse t = Track(stuck);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_HELD);
+  EXPECT_EQ(t.held_reason(), "MAX_ATTEMPTS_REACHED");
+  EXPECT_EQ(t.delivery_count(), 5u);
+  EXPECT_EQ(StatusOf(next), v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  connect->Stop();
+}
+
 TEST_F(ConnectOutboundTest, AWebhooksRetryAfterIsWaitedFor) {
   // Plain HTTP is allowed to a loopback host (an engine on the same machine).
   Endpoint endpoint(/*tls=*/false, {"429 Too Many Requests\r\nRetry-After: 2"});
@@ -567,6 +700,21 @@ TEST(ConnectConfig, TheDeployExampleIsValid) {
   EXPECT_TRUE(fs::is_directory(dir + "/rr8-inbox"));
 }
 
+TEST(ConnectConfig, ForGoodDefaultsByOutput) {
+  const std::string broker = BrokerSection("127.0.0.1:1", "RR8");
+  auto mllp = ParseConnectConfig(broker + "outbound: {mllp_peer: \"127.0.0.1:1\"}\n", "connect.yaml", "/tmp");
+  ASSERT_TRUE(mllp.ok()) << mllp.status();
+  EXPECT_THAT(mllp->outbound().for_good(), ElementsAre("AE", "CR"));
+  auto webhook =
+      ParseConnectConfig(broker + "outbound: {webhook: {url: \"https://care.example.nhs.uk/in\"}}\n", "connect.yaml", "/tmp");
+  ASSERT_TRUE(webhook.ok()) << webhook.status();
+  EXPECT_THAT(webhook->outbound().for_good(), ElementsAre("400-407", "409-428", "430-499"));
+  auto none = ParseConnectConfig(broker + "outbound: {mllp_peer: \"127.0.0.1:1\", for_good: [none]}\n",
+                                 "connect.yaml", "/tmp");
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_THAT(none->outbound().for_good(), ElementsAre("none"));
+}
+
 TEST(ConnectConfig, ErrorsNameTheKey) {
   const std::string pki = PkiDir();
   const std::string broker = BrokerSection("127.0.0.1:1", "RR8");
@@ -594,6 +742,13 @@ TEST(ConnectConfig, ErrorsNameTheKey) {
        "outbound.webhook.key: cert and key go together"},
       {broker + "outbound: {webhook: {url: \"https://care.example.nhs.uk/in\", ca: nope.pem}}\n",
        "outbound.webhook.ca: cannot read"},
+      {broker + "outbound: {webhook: {url: \"https://care.example.nhs.uk/in\"}, for_good: [4xx]}\n",
+       "outbound.for_good: '4xx': an HTTP status"},
+      {broker + "outbound: {webhook: {url: \"https://care.example.nhs.uk/in\"}, for_good: [499-400]}\n",
+       "outbound.for_good: '499-400'"},
+      {broker + "outbound: {mllp_peer: \"127.0.0.1:1\", for_good: [AA]}\n", "outbound.for_good: 'AA': an ACK code"},
+      {broker + "outbound: {mllp_peer: \"127.0.0.1:1\", for_good: [none, AE]}\n", "none stands alone"},
+      {broker + "outbound: {directory: /tmp, for_good: [AE]}\n", "outbound.for_good: only a webhook or an MLLP peer"},
   };
   for (const auto& c : cases) {
     auto config = ParseConnectConfig(c.yaml, "connect.yaml", "/tmp");

@@ -144,7 +144,8 @@ DeliveryAnswer Webhook::Post(const v1::Delivery& d) {
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
     answer.delivered = code >= 200 && code < 300;
     if (!answer.delivered) {
-      answer.reason = absl::StrCat("webhook answered HTTP ", code);
+      answer.code = absl::StrCat("HTTP_", code);
+      answer.reason = absl::StrCat("the webhook answered HTTP ", code);
       if (code == 429 || code == 503) answer.retry_after = RetryAfter(c);
     }
   }

@@ -18,6 +18,14 @@ namespace carebroker {
 // peer, a webhook).
 struct DeliveryAnswer {
   bool delivered = false;
+  // What the output answered when it refused, as outbound.for_good names
+  // answers: "HTTP_400" (a webhook's status), "AE" (an MLLP peer's MSA-1);
+  // "" when nothing answered (a timeout, a lost connection), which may
+  // always pass later.
+  std::string code;
+  // Refused for good whatever outbound.for_good says (content this output
+  // can never take).
+  bool for_good = false;
   // Why not, for the operator's log: the HTTP status or the transport error
   // (never the body, which may carry patient data).
   std::string reason;

@@ -30,6 +30,7 @@ inline constexpr char kLocalReferenceInvalid[] = "LOCAL_REFERENCE_INVALID";
 inline constexpr char kMessageIdInvalid[] = "MESSAGE_ID_INVALID";
 inline constexpr char kClaimInvalid[] = "CLAIM_INVALID";
 inline constexpr char kAckInvalid[] = "ACK_INVALID";
+inline constexpr char kRejectionInvalid[] = "REJECTION_INVALID";
 inline constexpr char kReceiveOpenRequired[] = "RECEIVE_OPEN_REQUIRED";
 inline constexpr char kReceiveAlreadyOpen[] = "RECEIVE_ALREADY_OPEN";
 inline constexpr char kJustificationInvalid[] = "JUSTIFICATION_INVALID";
@@ -129,6 +130,9 @@ inline constexpr char kIdempotencyKeyReused[] = "IDEMPOTENCY_KEY_REUSED";
 inline constexpr char kAuditUnavailable[] = "AUDIT_UNAVAILABLE";
 inline constexpr char kAuditLogDamaged[] = "AUDIT_LOG_DAMAGED";
 inline constexpr char kNotAcknowledgedBeforeExpiry[] = "NOT_ACKNOWLEDGED_BEFORE_EXPIRY";
+// Why a message is HELD (Track's held_reason, the non-delivery report's reason).
+inline constexpr char kRejectedByRecipient[] = "REJECTED_BY_RECIPIENT";
+inline constexpr char kMaxAttemptsReached[] = "MAX_ATTEMPTS_REACHED";
 
 // Starting up: config, agreements, files, listening.
 inline constexpr char kConfigInvalid[] = "CONFIG_INVALID";

@@ -378,6 +378,8 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
                         std::pair{"delivery.sweep_interval", del->sweep_interval()}}) {
     if (FromDuration(d) <= absl::ZeroDuration()) return err(key, "must be more than zero");
   }
+  if (del->max_attempts() == 0) del->set_max_attempts(10);
+  if (del->max_attempts() > 1000) return err("delivery.max_attempts", "must be 1 to 1000");
 
   if (c.organisations().empty()) return err("organisations", "at least one organisation is required");
   for (int i = 0; i < c.organisations_size(); ++i) {

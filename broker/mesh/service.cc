@@ -571,6 +571,8 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
         add("mex-statusdescription",
             ndr.reason() == reason::kNotAcknowledgedBeforeExpiry
                 ? std::string("Message not collected by recipient before it expired")
+            : !ndr.rejection_code().empty()  // the code only: the text is the recipient's, not a header's
+                ? absl::StrCat("Message rejected by recipient: ", ndr.rejection_code())
                 : absl::StrCat("Message not delivered: ", ndr.reason()));
         add("mex-statustimestamp", MeshTime(FromMicros(Micros(ndr.expired_at()))));
         add("carebroker-reason", ndr.reason());
@@ -608,12 +610,14 @@ void MeshService::Download(std::shared_ptr<Call> call, const std::string& id, in
     // a report reads the (small) report to describe it.
     const bool first = chunk == 1 && !head;
     d_.store.Fetch(FetchRequest{call->who.org, MessageId(id), call->now, first, true, static_cast<uint32_t>(chunk),
-                                total > 1 ? 0 : -1},
+                                total > 1 ? 0 : -1, call->config().proto().delivery().max_attempts()},
                    [this, call, id, respond, first](absl::StatusOr<Fetched> got) {
       if (!got.ok()) return call->Fail(503, "RECEIVE", "503", got.status(), id);
       if (!mailbox::Fetchable(got->status)) {
         return call->Fail(410, "RECEIVE", "20",
-                          Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "Gone: the message is no longer in the inbox"),
+                          Error(absl::StatusCode::kNotFound, reason::kMessageNotFound,
+                                absl::StrCat("Gone: the message is no longer in the inbox (",
+                                             mailbox::StatusWord(got->status), ")")),
                           id);
       }
       StoredDelivery& d = got->delivery;
@@ -856,6 +860,17 @@ void MeshService::Track(std::shared_ptr<Call> call) {
         description = absl::StrCat("Message withheld at delivery: ", t->withheld_reason);
         at = t->withheld_at.value_or(at);
         break;
+      case v1::MESSAGE_STATUS_HELD:
+        status = "undeliverable";
+        code = "14";
+        event = "SEND";
+        success = "ERROR";
+        description = t->rejection_code.empty()
+                          ? absl::StrCat("Message held: ", t->held_reason)
+                          : absl::StrCat("Message rejected by recipient: ", t->rejection_code,
+                                         t->rejection_text.empty() ? "" : " ", t->rejection_text);
+        at = t->held_at.value_or(at);
+        break;
       default: break;
     }
     const v1::Organisation* org = config.FindOrganisation(t->recipient);
@@ -882,6 +897,11 @@ void MeshService::Track(std::shared_ptr<Call> call) {
               {"carebroker_status", v1::MessageStatus_Name(t->status)},
               {"delivery_count", t->delivery_count}};
       if (!t->withheld_reason.empty()) body["carebroker_reason"] = t->withheld_reason;
+      if (!t->held_reason.empty()) body["carebroker_reason"] = t->held_reason;
+      if (!t->rejection_code.empty()) {
+        body["carebroker_rejection_code"] = t->rejection_code;
+        body["carebroker_rejection_text"] = t->rejection_text;
+      }
     } else {
       body = {{"messageID", id},
               {"localID", t->local_reference},

@@ -10,6 +10,7 @@
 #include "broker/server/reactor_util.h"
 #include "broker/server/receive_reactor.h"
 #include "broker/server/send_stream_reactor.h"
+#include "broker/store/mailbox_rules.h"
 #include "core/ids.h"
 #include "core/reasons.h"
 #include "core/status.h"
@@ -79,6 +80,26 @@ grpc::ServerUnaryReactor* ExchangeService::Ack(grpc::CallbackServerContext* ctx,
   return reactor;
 }
 
+grpc::ServerUnaryReactor* ExchangeService::Reject(grpc::CallbackServerContext* ctx, const v1::RejectRequest* req,
+                                                  v1::RejectResponse* resp) {
+  auto* reactor = ctx->DefaultReactor();
+  auto id = Authorize(ctx, deps_, Role::kAgency);
+  absl::Status bad = !id.ok()                               ? id.status()
+                     : !IsMessageIdShape(req->message_id()) ? InvalidArgument(reason::kMessageIdInvalid,
+                                                                              "a message id is 32 hex characters")
+                                                            : mailbox::CheckRejection(req->code(), req->text());
+  if (!bad.ok()) {
+    reactor->Finish(ToGrpcStatus(bad));
+    return reactor;
+  }
+  deps_.store.Reject(Rejection{id->org, MessageId(req->message_id()), req->code(), req->text(), deps_.clock.Now()},
+                     [reactor, resp](absl::StatusOr<v1::MessageStatus> r) {
+                       if (r.ok()) resp->set_status(*r);
+                       reactor->Finish(ToGrpcStatus(r.status()));
+                     });
+  return reactor;
+}
+
 namespace {
 // A Track names its message by id or by the caller's idempotency key, one of the two.
 absl::Status CheckTrackRequest(const v1::TrackRequest& req) {
@@ -127,6 +148,10 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
       resp->set_body_purged(r->body_purged);
       if (r->withheld_at) *resp->mutable_withheld_at() = ToTimestamp(*r->withheld_at);
       resp->set_withheld_reason(r->withheld_reason);
+      if (r->held_at) *resp->mutable_held_at() = ToTimestamp(*r->held_at);
+      resp->set_held_reason(r->held_reason);
+      resp->set_rejection_code(r->rejection_code);
+      resp->set_rejection_text(r->rejection_text);
     }
     reactor->Finish(ToGrpcStatus(r.status()));
   };

@@ -28,6 +28,8 @@ class ExchangeService final : public v1::Exchange::CallbackService {
   grpc::ServerBidiReactor<v1::ReceiveRequest, v1::DeliveryBatch>* Receive(grpc::CallbackServerContext* ctx) override;
   grpc::ServerUnaryReactor* Ack(grpc::CallbackServerContext* ctx, const v1::AckRequest* req,
                                 v1::AckResponse* resp) override;
+  grpc::ServerUnaryReactor* Reject(grpc::CallbackServerContext* ctx, const v1::RejectRequest* req,
+                                   v1::RejectResponse* resp) override;
   grpc::ServerUnaryReactor* Track(grpc::CallbackServerContext* ctx, const v1::TrackRequest* req,
                                   v1::TrackResponse* resp) override;
   grpc::ServerReadReactor<v1::LargeSendRequest>* SendLarge(grpc::CallbackServerContext* ctx,

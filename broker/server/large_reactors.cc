@@ -153,7 +153,8 @@ class DownloadReactor final : public grpc::ServerWriteReactor<v1::DownloadRespon
       d_.store.Hide(id_.org, message_, now + timeout, [](absl::StatusOr<bool>) {});
     }
     Ref();
-    d_.store.Fetch(FetchRequest{id_.org, message_, now, first, true, chunk_, static_cast<int>(piece_)},
+    d_.store.Fetch(FetchRequest{id_.org, message_, now, first, true, chunk_, static_cast<int>(piece_),
+                                d_.config.proto().delivery().max_attempts()},
                    [this, first](absl::StatusOr<Fetched> got) {
                      OnFetched(first, std::move(got));
                      Unref();

@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "broker/server/grpc_status.h"
 #include "broker/server/reactor_util.h"
+#include "broker/store/mailbox_rules.h"
 #include "core/ids.h"
 #include "core/log.h"
 #include "core/time.h"
@@ -109,7 +110,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       {
         absl::MutexLock l(&mu_);
         if (phase_ == Phase::kOpen) phase_ = Phase::kClosing;
-        finish = !ack_outstanding_ && pending_acks_.empty();
+        finish = AnsweredLocked();
       }
       if (finish) FinishOnce(absl::OkStatus());
       return;
@@ -160,6 +161,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       // The freed credit is for messages waiting in the store; a drained
       // stream has none (arrivals and the housekeeping tick wake it).
       if (backlog) TryClaim();
+    } else if (req_.kind_case() == v1::ReceiveRequest::kReject) {
+      if (!OnReject(req_.reject())) return;
     } else {
       FinishOnce(InvalidArgument(reason::kReceiveOpenRequired, "the first request on a Receive stream must be open"));
       return;
@@ -221,7 +224,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
     claim_seen_ = seen;
     claim_asked_ = std::min(credit, 512);
     const absl::Time now = d_.clock.Now();
-    ClaimRequest req{id_.org, claim_asked_, now, now + d_.config.visibility_timeout(), token_, large_messages_};
+    ClaimRequest req{id_.org,          claim_asked_,    now, now + d_.config.visibility_timeout(), token_,
+                     large_messages_, d_.config.proto().delivery().max_attempts()};
     Ref();
     d_.store.Claim(std::move(req), [this, asked = claim_asked_](auto r) { OnClaimed(asked, std::move(r)); });
   }
@@ -329,15 +333,68 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
           }
         }
         FlushAcks();
-        bool finish;
-        {
-          absl::MutexLock l(&mu_);
-          finish = phase_ == Phase::kClosing && !ack_outstanding_ && pending_acks_.empty();
-        }
-        if (finish) FinishOnce(absl::OkStatus());
+        FinishIfAnswered();
       }
       Unref();
     });
+  }
+
+  // A delivery refused for good: held in the store, its place in
+  // max_in_flight freed. False when the stream is finished (a bad request).
+  bool OnReject(const v1::RejectRequest& rj) {
+    absl::Status bad = IsMessageIdShape(rj.message_id())
+                           ? mailbox::CheckRejection(rj.code(), rj.text())
+                           : InvalidArgument(reason::kMessageIdInvalid, "reject names no message id");
+    bool opened = false, backlog = false;
+    if (bad.ok()) {
+      absl::MutexLock l(&mu_);
+      opened = phase_ != Phase::kAwaitingOpen;
+      if (opened) {
+        in_flight_.erase(rj.message_id());
+        ++rejects_outstanding_;
+        backlog = !drained_;
+      }
+    }
+    if (bad.ok() && !opened) {
+      bad = InvalidArgument(reason::kReceiveOpenRequired, "the first request on a Receive stream must be open");
+    }
+    if (!bad.ok()) {
+      FinishOnce(bad);
+      return false;
+    }
+    Ref();
+    d_.store.Reject(Rejection{id_.org, MessageId(rj.message_id()), rj.code(), rj.text(), d_.clock.Now()},
+                    [this](absl::StatusOr<v1::MessageStatus> r) {
+                      {
+                        absl::MutexLock l(&mu_);
+                        --rejects_outstanding_;
+                      }
+                      // A message not held now (acknowledged, expired, not
+                      // this mailbox's) is ignored, as such an ack is.
+                      if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound) {
+                        FinishOnce(r.status());
+                      } else {
+                        FinishIfAnswered();
+                      }
+                      Unref();
+                    });
+    if (backlog) TryClaim();
+    return true;
+  }
+
+  // Every ack and reject the client sent is durable.
+  bool AnsweredLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !ack_outstanding_ && pending_acks_.empty() && rejects_outstanding_ == 0;
+  }
+
+  // A stream the client closed finishes once its acks and rejects are durable.
+  void FinishIfAnswered() {
+    bool finish;
+    {
+      absl::MutexLock l(&mu_);
+      finish = phase_ == Phase::kClosing && AnsweredLocked();
+    }
+    if (finish) FinishOnce(absl::OkStatus());
   }
 
   // Writes the claimed deliveries waiting at the front as one response (at
@@ -406,7 +463,8 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   //                     when sends_->settled was claim_seen_; rewake_: a
   //                     wake-up came meanwhile, so claim again when it returns
   //   ack_outstanding_  a Store::Ack of earlier acks; later ones wait in
-  //                     pending_acks_
+  //                     pending_acks_ (rejects are rare: each its own
+  //                     Store::Reject, rejects_outstanding_ of them)
   //   drained_          the last claim emptied the mailbox and no send is on
   //                     its way into the store unreserved, so a direct
   //                     delivery cannot overtake a stored one
@@ -424,6 +482,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   bool claiming_ ABSL_GUARDED_BY(mu_) = false;
   bool rewake_ ABSL_GUARDED_BY(mu_) = false;
   bool ack_outstanding_ ABSL_GUARDED_BY(mu_) = false;
+  int rejects_outstanding_ ABSL_GUARDED_BY(mu_) = 0;
   bool drained_ ABSL_GUARDED_BY(mu_) = false;
   int reserved_ ABSL_GUARDED_BY(mu_) = 0;
   int claim_asked_ ABSL_GUARDED_BY(mu_) = 0;

@@ -15,6 +15,7 @@ absl::StatusOr<v1::MessageStatus> StatusOf(int64_t state) {
     case kExpired: return v1::MESSAGE_STATUS_EXPIRED;
     case kWithheld: return v1::MESSAGE_STATUS_WITHHELD;
     case kUploading: return v1::MESSAGE_STATUS_UPLOADING;
+    case kHeld: return v1::MESSAGE_STATUS_HELD;
     default: return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "unknown message state");
   }
 }
@@ -37,6 +38,7 @@ v1::MessageStatus FetchStatus(int64_t state, absl::Time expires_at, absl::Time n
     case kAcknowledged: return v1::MESSAGE_STATUS_ACKNOWLEDGED;
     case kExpired: return v1::MESSAGE_STATUS_EXPIRED;
     case kUploading: return v1::MESSAGE_STATUS_UPLOADING;
+    case kHeld: return v1::MESSAGE_STATUS_HELD;
     default: return v1::MESSAGE_STATUS_WITHHELD;
   }
 }
@@ -104,7 +106,7 @@ AckOutcome ClassifyAck(int64_t state) {
     case kWithheld:
     case kUploading: return AckOutcome::kNotFound;
     case kAcknowledged: return AckOutcome::kAlreadyAcked;
-    default: return AckOutcome::kAcknowledge;
+    default: return AckOutcome::kAcknowledge;  // waiting, delivered or held
   }
 }
 
@@ -120,19 +122,19 @@ void Report(AckOutcome outcome, const MessageId& id, AckResult& result) {
 std::optional<MessageEvent> StoredClaimedEvent(const NewMessage& m) {
   if (m.claim_token == 0 || !Audited(m.kind)) return std::nullopt;
   return MessageEvent{v1::AUDIT_EVENT_DELIVERED, m.id, m.sender, m.recipient, m.workflow, m.purpose,
-                      m.subject, 1, "", m.accepted_at};
+                      m.subject, 1, "", "", m.accepted_at};
 }
 
 std::optional<MessageEvent> DeliveredEvent(const StoredDelivery& d, const OrgCode& recipient, absl::Time now) {
   if (!Audited(d.kind)) return std::nullopt;
   return MessageEvent{v1::AUDIT_EVENT_DELIVERED, d.id, d.sender, recipient, d.workflow, d.purpose,
-                      d.subject, d.delivery_count, "", now};
+                      d.subject, d.delivery_count, "", "", now};
 }
 
 std::optional<MessageEvent> AcknowledgedEvent(const Row& r, absl::Time now) {
   if (!Audited(r.kind)) return std::nullopt;
   return MessageEvent{v1::AUDIT_EVENT_ACKNOWLEDGED, r.id, r.sender, r.recipient, r.workflow, r.purpose,
-                      r.subject, 0, "", now};
+                      r.subject, 0, "", "", now};
 }
 
 absl::Status NoMessageWithKey() {
@@ -141,7 +143,7 @@ absl::Status NoMessageWithKey() {
 
 MessageEvent WithheldEvent(const Row& r, absl::string_view reason, absl::Time now) {
   return MessageEvent{v1::AUDIT_EVENT_WITHHELD, r.id, r.sender, r.recipient, r.workflow, r.purpose,
-                      r.subject, 0, std::string(reason), now};
+                      r.subject, 0, std::string(reason), "", now};
 }
 
 namespace {
@@ -163,11 +165,64 @@ std::optional<NewMessage> WithheldReport(const Row& withheld, absl::string_view 
   return MakeNonDeliveryReport(Reported(withheld), now, lifetime, reason);
 }
 
+absl::Status CheckRejection(absl::string_view code, absl::string_view text) {
+  if (code.empty() || code.size() > kMaxRejectionCode) {
+    return InvalidArgument(reason::kRejectionInvalid, "a rejection's code is 1 to 32 characters");
+  }
+  for (char c : code) {
+    if (!absl::ascii_isalnum(c) && c != '_' && c != '-' && c != '.') {
+      return InvalidArgument(reason::kRejectionInvalid, "a rejection's code is letters, digits, '_', '-' and '.'");
+    }
+  }
+  if (text.size() > kMaxRejectionText) {
+    return InvalidArgument(reason::kRejectionInvalid, "a rejection's text is at most 256 bytes");
+  }
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) {
+      return InvalidArgument(reason::kRejectionInvalid, "a rejection's text is one line without control characters");
+    }
+  }
+  return absl::OkStatus();
+}
+
+RejectOutcome ClassifyReject(int64_t state, absl::Time expires_at, absl::Time now) {
+  if (state == kUploading) return RejectOutcome::kNotFound;
+  return Fetchable(FetchStatus(state, expires_at, now)) ? RejectOutcome::kHold : RejectOutcome::kUnchanged;
+}
+
+Hold HoldFor(const Rejection& r) { return Hold{reason::kRejectedByRecipient, r.code, r.text}; }
+Hold MaxAttemptsHold() { return Hold{reason::kMaxAttemptsReached, "", ""}; }
+
+MessageEvent HeldEvent(const Row& r, const Hold& h, absl::Time now) {
+  return MessageEvent{v1::AUDIT_EVENT_HELD, r.id, r.sender, r.recipient, r.workflow, r.purpose,
+                      r.subject, 0, h.reason, h.code, now};
+}
+
+std::optional<NewMessage> HeldReport(const Row& held, const Hold& h, absl::Time now, absl::Duration lifetime) {
+  if (!Audited(held.kind) || held.sender.empty()) return std::nullopt;
+  TrackInfo info = Reported(held);
+  info.rejection_code = h.code;
+  info.rejection_text = h.text;
+  return MakeNonDeliveryReport(info, now, lifetime, h.reason);
+}
+
+Row RowOf(const StoredDelivery& d, const OrgCode& recipient) {
+  return Row{.id = d.id,
+             .sender = d.sender,
+             .recipient = recipient,
+             .workflow = d.workflow,
+             .purpose = d.purpose,
+             .subject = d.subject,
+             .kind = d.kind,
+             .local_reference = d.local_reference,
+             .accepted_at = d.accepted_at};
+}
+
 ExpiryPlan PlanExpiry(const Row& expired, const SweepRequest& req) {
   ExpiryPlan plan;
   if (!Audited(expired.kind)) return plan;
   plan.event = MessageEvent{v1::AUDIT_EVENT_EXPIRED, expired.id, expired.sender, expired.recipient, expired.workflow,
-                            expired.purpose, expired.subject, 0, "", req.now};
+                            expired.purpose, expired.subject, 0, "", "", req.now};
   if (!expired.sender.empty()) plan.report = MakeNonDeliveryReport(Reported(expired), req.now, req.report_expiry);
   return plan;
 }

@@ -32,6 +32,7 @@ enum State : int {
   kExpired = 4,       // not acknowledged before expiry; the body is deleted
   kWithheld = 5,      // withheld at delivery (consent changed); the body is deleted
   kUploading = 6,     // a chunked message whose chunks are still arriving (invisible)
+  kHeld = 7,          // not to be delivered again (rejected, or max attempts); body kept until expiry
 };
 
 // The state a message is stored in: kDelivered when it is stored already
@@ -114,7 +115,9 @@ enum class AckOutcome {
   kAlreadyAcked,  // acknowledged before: reported as acknowledged, no change
   kAcknowledge,   // the store acknowledges it now (and records the event)
 };
-AckOutcome ClassifyAck(int64_t state);  // kNotFound for an upload still in progress
+// kNotFound for an upload still in progress. A held message may still be
+// acknowledged: its recipient took it after all.
+AckOutcome ClassifyAck(int64_t state);
 // Adds `id` to the list of `result` that `outcome` reports it in.
 void Report(AckOutcome outcome, const MessageId& id, AckResult& result);
 
@@ -151,6 +154,50 @@ MessageEvent WithheldEvent(const Row& r, absl::string_view reason, absl::Time no
 // message would have (`lifetime`: its expiry less its acceptance).
 std::optional<NewMessage> WithheldReport(const Row& withheld, absl::string_view reason, absl::Time now,
                                          absl::Duration lifetime);
+
+// Holding a message: why (REJECTED_BY_RECIPIENT or MAX_ATTEMPTS_REACHED)
+// and, for a rejection, the recipient's code and text.
+struct Hold {
+  std::string reason;
+  std::string code;
+  std::string text;
+};
+Hold HoldFor(const Rejection& r);
+Hold MaxAttemptsHold();
+
+inline constexpr size_t kMaxRejectionCode = 32;
+inline constexpr size_t kMaxRejectionText = 256;
+// INVALID_ARGUMENT REJECTION_INVALID unless `code` is 1 to 32 of [A-Za-z0-9_.-]
+// and `text` at most 256 bytes on one line (gRPC has checked it is UTF-8:
+// a proto3 string).
+absl::Status CheckRejection(absl::string_view code, absl::string_view text);
+
+// What a reject of a message in `state` does: holds one that can still be
+// delivered; leaves any other as it is (answering its status); an upload
+// in progress is not in the recipient's mailbox yet.
+enum class RejectOutcome { kHold, kUnchanged, kNotFound };
+RejectOutcome ClassifyReject(int64_t state, absl::Time expires_at, absl::Time now);
+
+// A message delivered `deliveries` times is held rather than delivered
+// again once that reaches `max_attempts` (0: no limit).
+inline bool Spent(uint32_t deliveries, uint32_t max_attempts) {
+  return max_attempts > 0 && deliveries >= max_attempts;
+}
+// A fetch of a message that a Receive stream holds claimed now (a Download
+// after its claim) is part of that delivery, not another one: it is not
+// counted again.
+inline bool CountsAsDelivery(bool claimed, absl::Time visible_at, absl::Time now) {
+  return !claimed || visible_at <= now;
+}
+
+// The HELD event (every kind) and the non-delivery report to the sender
+// (nullopt for a report or a message with no sender), living as long as
+// the message would have.
+MessageEvent HeldEvent(const Row& r, const Hold& h, absl::Time now);
+std::optional<NewMessage> HeldReport(const Row& held, const Hold& h, absl::Time now, absl::Duration lifetime);
+
+// A claimed or fetched message as the lifecycle rules need it.
+Row RowOf(const StoredDelivery& d, const OrgCode& recipient);
 
 // What a sweep does with one expired message: its EXPIRED event and the
 // non-delivery report to its sender, each when there is one. A report needs

@@ -22,11 +22,73 @@ TEST(MailboxRulesTest, StateCodesAreTheOnDiskFormat) {
   EXPECT_EQ(kExpired, 4);
   EXPECT_EQ(kWithheld, 5);
   EXPECT_EQ(kUploading, 6);
+  EXPECT_EQ(kHeld, 7);
   EXPECT_EQ(*StatusOf(kWithheld), v1::MESSAGE_STATUS_WITHHELD);
+  EXPECT_EQ(*StatusOf(kHeld), v1::MESSAGE_STATUS_HELD);
   EXPECT_EQ(*StatusOf(kAccepted), v1::MESSAGE_STATUS_ACCEPTED);
   EXPECT_EQ(*StatusOf(kUploading), v1::MESSAGE_STATUS_UPLOADING);
   EXPECT_THAT(StatusOf(0), HasReason("STORE_CORRUPT"));
-  EXPECT_THAT(StatusOf(7), HasReason("STORE_CORRUPT"));
+  EXPECT_THAT(StatusOf(8), HasReason("STORE_CORRUPT"));
+}
+
+TEST(MailboxRulesTest, ARejectionHoldsOnlyWhatCanStillBeDelivered) {
+  EXPECT_EQ(ClassifyReject(kAccepted, kT0 + absl::Hours(1), kT0), RejectOutcome::kHold);
+  EXPECT_EQ(ClassifyReject(kDelivered, kT0 + absl::Hours(1), kT0), RejectOutcome::kHold);
+  EXPECT_EQ(ClassifyReject(kDelivered, kT0, kT0), RejectOutcome::kUnchanged) << "past its expiry";
+  for (State s : {kAcknowledged, kExpired, kWithheld, kHeld}) {
+    EXPECT_EQ(ClassifyReject(s, kT0 + absl::Hours(1), kT0), RejectOutcome::kUnchanged) << s;
+  }
+  EXPECT_EQ(ClassifyReject(kUploading, kT0 + absl::Hours(1), kT0), RejectOutcome::kNotFound);
+  EXPECT_EQ(ClassifyAck(kHeld), AckOutcome::kAcknowledge) << "its recipient took it after all";
+  EXPECT_EQ(FetchStatus(kHeld, kT0 + absl::Hours(1), kT0), v1::MESSAGE_STATUS_HELD);
+}
+
+TEST(MailboxRulesTest, ARejectionsCodeAndTextAreBounded) {
+  EXPECT_TRUE(CheckRejection("AE", "").ok());
+  EXPECT_TRUE(CheckRejection("HTTP_400", "the webhook answered HTTP 400").ok());
+  EXPECT_TRUE(CheckRejection("ITK.1-2", "caf\xc3\xa9").ok());
+  EXPECT_TRUE(CheckRejection(std::string(32, 'A'), std::string(256, 'x')).ok());
+  EXPECT_THAT(CheckRejection("", "text"), HasReason("REJECTION_INVALID"));
+  EXPECT_THAT(CheckRejection(std::string(33, 'A'), ""), HasReason("REJECTION_INVALID"));
+  EXPECT_THAT(CheckRejection("A E", ""), HasReason("REJECTION_INVALID"));
+  EXPECT_THAT(CheckRejection("AE", std::string(257, 'x')), HasReason("REJECTION_INVALID"));
+  EXPECT_THAT(CheckRejection("AE", "two\nlines"), HasReason("REJECTION_INVALID"));
+}
+
+TEST(MailboxRulesTest, MaxAttemptsCountsOnlyDeliveriesOfTheirOwn) {
+  EXPECT_FALSE(Spent(9, 10));
+  EXPECT_TRUE(Spent(10, 10));
+  EXPECT_FALSE(Spent(1000, 0)) << "0: no limit";
+  EXPECT_FALSE(CountsAsDelivery(true, kT0 + absl::Seconds(1), kT0)) << "a download under a live claim";
+  EXPECT_TRUE(CountsAsDelivery(true, kT0, kT0)) << "the claim has lapsed";
+  EXPECT_TRUE(CountsAsDelivery(false, kT0 + absl::Seconds(1), kT0));
+}
+
+TEST(MailboxRulesTest, AHeldMessageIsRecordedAndReportedWithTheRecipientsCode) {
+  Row r{.id = MessageId("0123456789abcdef0123456789abcdef"),
+        .sender = OrgCode("RR8"),
+        .recipient = OrgCode("503"),
+        .workflow = "HOSPITAL_DISCHARGE",
+        .purpose = "direct-care",
+        .local_reference = "ref-1",
+        .accepted_at = kT0};
+  const Hold h = HoldFor(Rejection{OrgCode("503"), r.id, "AE", "segment missing", kT0});
+  const MessageEvent e = HeldEvent(r, h, kT0 + absl::Seconds(1));
+  EXPECT_EQ(e.event, v1::AUDIT_EVENT_HELD);
+  EXPECT_EQ(e.reason, "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(e.code, "AE");
+  auto report = HeldReport(r, h, kT0 + absl::Seconds(1), absl::Hours(120));
+  ASSERT_TRUE(report.has_value());
+  EXPECT_EQ(report->recipient, OrgCode("RR8"));
+  EXPECT_EQ(report->expires_at, kT0 + absl::Seconds(1) + absl::Hours(120));
+  v1::NonDeliveryReport ndr;
+  ASSERT_TRUE(ndr.ParseFromString(report->payload));
+  EXPECT_EQ(ndr.reason(), "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(ndr.rejection_code(), "AE");
+  EXPECT_EQ(ndr.rejection_text(), "segment missing");
+  EXPECT_EQ(MaxAttemptsHold().reason, "MAX_ATTEMPTS_REACHED");
+  r.kind = v1::MESSAGE_KIND_NON_DELIVERY_REPORT;
+  EXPECT_FALSE(HeldReport(r, h, kT0, absl::Hours(1)).has_value()) << "reports are never reported on";
 }
 
 TEST(MailboxRulesTest, AChunkedMessageUploadsInOrderAndItsEntryWaitsForTheWhole) {

@@ -90,6 +90,15 @@ CREATE INDEX used_once_forget ON used_once (forget_at);
       R"sql(
 ALTER TABLE messages ADD COLUMN progress BYTEA;
 )sql",
+      // 3 -> 4: held messages (rejected by their recipient, or delivered
+      // delivery.max_attempts times).
+      R"sql(
+ALTER TABLE messages ADD COLUMN held_at BIGINT;
+ALTER TABLE messages ADD COLUMN held_reason TEXT;
+ALTER TABLE messages ADD COLUMN reject_code TEXT;
+ALTER TABLE messages ADD COLUMN reject_text TEXT;
+CREATE INDEX messages_held ON messages (expires_at) WHERE state = 7 AND NOT purged;
+)sql",
   };
   return *m;
 }

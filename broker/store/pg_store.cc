@@ -128,18 +128,27 @@ SELECT seq FROM m)sql";
 
 constexpr const char* kFindIdem = "SELECT id, accepted_at, digest FROM messages WHERE sender = $1 AND idem_key = $2";
 
+// A message already delivered max_attempts ($7, 0 for no limit) times is
+// held ($8 its reason) instead of claimed; it comes back with `held` set.
 constexpr const char* kClaim = R"sql(
 WITH pick AS (
-  SELECT seq, visible_at AS was FROM messages
+  SELECT seq, visible_at AS was, ($7 > 0 AND deliveries >= $7) AS spent FROM messages
   WHERE recipient = $1 AND state < 3 AND visible_at <= $2 AND expires_at > $2 AND (chunks = 1 OR $6)
   ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED),
 upd AS (
   UPDATE messages m SET state = 2, visible_at = $4, claim_token = $5, deliveries = m.deliveries + 1,
                         first_delivered_at = coalesce(m.first_delivered_at, $2)
-  FROM pick WHERE m.seq = pick.seq
+  FROM pick WHERE m.seq = pick.seq AND NOT pick.spent
   RETURNING m.seq, pick.was, m.id, m.sender, m.workflow, m.purpose, m.content_type, m.local_ref, m.kind,
-            m.accepted_at, m.deliveries, m.subject, m.consent_check, m.chunks)
-SELECT upd.*, b.body FROM upd LEFT JOIN bodies b ON b.seq = upd.seq ORDER BY upd.was, upd.seq)sql";
+            m.accepted_at, m.deliveries, m.subject, m.consent_check, m.chunks, m.expires_at),
+held AS (
+  UPDATE messages m SET state = 7, held_at = $2, held_reason = $8, claim_token = NULL
+  FROM pick WHERE m.seq = pick.seq AND pick.spent
+  RETURNING m.seq, pick.was, m.id, m.sender, m.workflow, m.purpose, m.content_type, m.local_ref, m.kind,
+            m.accepted_at, m.deliveries, m.subject, m.consent_check, m.chunks, m.expires_at)
+SELECT upd.*, b.body, false FROM upd LEFT JOIN bodies b ON b.seq = upd.seq
+UNION ALL SELECT held.*, NULL::bytea, true FROM held
+ORDER BY 2, 1)sql";
 
 constexpr const char* kAck = R"sql(
 WITH old AS (
@@ -147,7 +156,7 @@ WITH old AS (
   WHERE id = ANY($1::text[]) AND recipient = $2 FOR UPDATE),
 upd AS (
   UPDATE messages m SET state = 3, acked_at = $3, claim_token = NULL, subject = NULL
-  FROM old WHERE m.seq = old.seq AND old.state < 3)
+  FROM old WHERE m.seq = old.seq AND (old.state < 3 OR old.state = 7))
 SELECT id, state, sender, workflow, purpose, subject, kind FROM old)sql";
 
 constexpr const char* kRelease =
@@ -172,7 +181,8 @@ SELECT id, sender, workflow, purpose, subject, kind, local_ref, accepted_at, exp
 
 constexpr const char* kTrack =
     "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, acked_at, "
-    "expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "
+    "expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason, held_at, held_reason, reject_code, "
+    "reject_text FROM messages "
     "WHERE id = $1 AND (sender = $2 OR recipient = $2)";
 
 constexpr const char* kInboxPage =
@@ -182,10 +192,17 @@ constexpr const char* kInboxCount =
     "SELECT count(*) FROM messages WHERE recipient = $1 AND state < 3 AND expires_at > $2";
 constexpr const char* kFetch = R"sql(
 SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, subject,
-       consent_check, state, expires_at, meta, chunks FROM messages WHERE id = $1 AND recipient = $2)sql";
+       consent_check, state, expires_at, meta, chunks, claim_token IS NOT NULL, visible_at FROM messages
+WHERE id = $1 AND recipient = $2)sql";
 constexpr const char* kFetchDeliver =
-    "UPDATE messages SET state = 2, deliveries = deliveries + 1, first_delivered_at = coalesce(first_delivered_at, $2) "
+    "UPDATE messages SET state = 2, deliveries = deliveries + $3, first_delivered_at = coalesce(first_delivered_at, $2) "
     "WHERE seq = $1 AND state < 3 RETURNING deliveries";
+constexpr const char* kRejectSelect =
+    "SELECT seq, state, expires_at, sender, workflow, purpose, subject, kind, local_ref, accepted_at FROM messages "
+    "WHERE id = $1 AND recipient = $2 FOR UPDATE";
+constexpr const char* kHold =
+    "UPDATE messages SET state = 7, held_at = $2, held_reason = $3, reject_code = $4, reject_text = $5, "
+    "claim_token = NULL WHERE seq = $1 AND state < 3";
 constexpr const char* kBodyRead = "SELECT body FROM bodies WHERE seq = $1";
 constexpr const char* kUseOnce =
     "INSERT INTO used_once (key, forget_at) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
@@ -202,8 +219,11 @@ constexpr const char* kExpireUpdate =
 constexpr const char* kPurgeSelect =
     "SELECT seq FROM messages WHERE state = 3 AND NOT purged AND acked_at <= $1 ORDER BY acked_at LIMIT $2 "
     "FOR UPDATE SKIP LOCKED";
+constexpr const char* kPurgeHeldSelect =
+    "SELECT seq FROM messages WHERE state = 7 AND NOT purged AND expires_at <= $1 ORDER BY expires_at LIMIT $2 "
+    "FOR UPDATE SKIP LOCKED";
 constexpr const char* kPurgeUpdate =
-    "WITH upd AS (UPDATE messages SET purged = true WHERE seq = ANY($1::bigint[])) "
+    "WITH upd AS (UPDATE messages SET purged = true, subject = NULL WHERE seq = ANY($1::bigint[])) "
     "DELETE FROM bodies WHERE seq = ANY($1::bigint[])";
 constexpr const char* kAbandon =
     "WITH gone AS (UPDATE messages SET state = 4, expired_at = $1, purged = true, pending_audit = NULL, progress = NULL "
@@ -321,6 +341,10 @@ class PgStore final : public Store {
     Enqueue<int>([this, r = std::move(recipient), ids = std::move(ids), reason = std::move(reason), now](
                      Txn& t) { return DoWithhold(t, r, ids, reason, now); },
                  std::move(done));
+  }
+
+  void Reject(Rejection rejection, StoreCallback<v1::MessageStatus> done) override {
+    Enqueue<v1::MessageStatus>([this, r = std::move(rejection)](Txn& t) { return DoReject(t, r); }, std::move(done));
   }
 
   void AppendConsent(v1::ConsentChange change, AuditRecord audit, StoreCallback<v1::ConsentChange> done) override {
@@ -907,11 +931,13 @@ class PgStore final : public Store {
   absl::StatusOr<std::vector<StoredDelivery>> DoClaim(Txn& t, const ClaimRequest& req) const {
     auto r = t.conn.ExecPrepared(kClaim, {Param::Text(req.recipient.str()), Time(req.now), Param::Int(req.max),
                                           Time(req.visible_until), Param::Int(static_cast<int64_t>(req.token)),
-                                          Param::Text(req.chunked ? "true" : "false")});
+                                          Param::Text(req.chunked ? "true" : "false"), Param::Int(req.max_attempts),
+                                          Param::Text(reason::kMaxAttemptsReached)});
     if (!r.ok()) return Unavailable(r.status());
-    std::vector<StoredDelivery> out(static_cast<size_t>(r->rows()));
+    std::vector<StoredDelivery> out;
+    out.reserve(static_cast<size_t>(r->rows()));
     for (int i = 0; i < r->rows(); ++i) {
-      StoredDelivery& d = out[i];
+      StoredDelivery d;
       d.seq = r->Int(i, 0);
       d.id = MessageId(r->Str(i, 2));
       d.sender = OrgCode(r->Str(i, 3));
@@ -925,10 +951,71 @@ class PgStore final : public Store {
       if (!r->IsNull(i, 11)) d.subject = r->Str(i, 11);
       d.consent_check = static_cast<uint32_t>(r->Int(i, 12));
       d.chunks = static_cast<uint32_t>(r->Int(i, 13));
-      if (!r->IsNull(i, 14)) d.payload = r->Bytes(i, 14);  // a chunked message has none here
+      if (r->Str(i, 16) == "t") {  // held by the statement (max attempts)
+        if (auto s = RecordHold(t, mailbox::RowOf(d, req.recipient), FromMicros(r->Int(i, 14)),
+                                mailbox::MaxAttemptsHold(), req.now);
+            !s.ok()) {
+          return s;
+        }
+        t.arrivals.insert(req.recipient);  // what it held back a place from may be claimed now
+        continue;
+      }
+      if (!r->IsNull(i, 15)) d.payload = r->Bytes(i, 15);  // a chunked message has none here
       if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) RecordEvent(t, *e);
+      out.push_back(std::move(d));
     }
     return out;
+  }
+
+  // The rest of holding a message whose row is held already: its HELD
+  // event and its sender's report.
+  absl::Status RecordHold(Txn& t, const mailbox::Row& m, absl::Time expires_at, const mailbox::Hold& h,
+                          absl::Time now) const {
+    RecordEvent(t, mailbox::HeldEvent(m, h, now));
+    if (auto report = mailbox::HeldReport(m, h, now, expires_at - m.accepted_at)) {
+      if (auto s = Insert(t, *report); !s.ok()) return s.status();
+    }
+    return absl::OkStatus();
+  }
+
+  // Holds message `seq` if it is still waiting or delivered; false when it
+  // is not (acknowledged or held by another replica meanwhile).
+  absl::StatusOr<bool> HoldRow(Txn& t, int64_t seq, const mailbox::Row& m, absl::Time expires_at,
+                               const mailbox::Hold& h, absl::Time now) const {
+    auto u = t.conn.ExecPrepared(kHold, {Param::Int(seq), Time(now), Param::Text(h.reason), TextOrNull(h.code),
+                                         h.code.empty() ? Param::Null() : Param::Text(h.text)});
+    if (!u.ok()) return Unavailable(u.status());
+    if (u->affected() == 0) return false;
+    if (auto s = RecordHold(t, m, expires_at, h, now); !s.ok()) return s;
+    return true;
+  }
+
+  absl::StatusOr<v1::MessageStatus> DoReject(Txn& t, const Rejection& rj) const {
+    auto r = t.conn.ExecPrepared(kRejectSelect, {Param::Text(rj.id.str()), Param::Text(rj.recipient.str())});
+    if (!r.ok()) return Unavailable(r.status());
+    if (r->rows() == 0) {
+      return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailbox");
+    }
+    const int64_t state = r->Int(0, 1);
+    const absl::Time expires_at = FromMicros(r->Int(0, 2));
+    switch (mailbox::ClassifyReject(state, expires_at, rj.now)) {
+      case mailbox::RejectOutcome::kNotFound:
+        return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailbox");
+      case mailbox::RejectOutcome::kUnchanged: return mailbox::FetchStatus(state, expires_at, rj.now);
+      case mailbox::RejectOutcome::kHold: break;
+    }
+    const mailbox::Row m{.id = rj.id,
+                         .sender = OrgCode(r->Str(0, 3)),
+                         .recipient = rj.recipient,
+                         .workflow = r->Str(0, 4),
+                         .purpose = r->Str(0, 5),
+                         .subject = r->Str(0, 6),
+                         .kind = static_cast<v1::MessageKind>(r->Int(0, 7)),
+                         .local_reference = r->Str(0, 8),
+                         .accepted_at = FromMicros(r->Int(0, 9))};
+    auto held = HoldRow(t, r->Int(0, 0), m, expires_at, mailbox::HoldFor(rj), rj.now);  // the row is locked
+    if (!held.ok()) return held.status();
+    return v1::MESSAGE_STATUS_HELD;
   }
 
   absl::StatusOr<AckResult> DoAck(Txn& t, const OrgCode& recipient, const std::vector<MessageId>& ids,
@@ -1017,13 +1104,22 @@ class PgStore final : public Store {
     d.consent_check = static_cast<uint32_t>(r->Int(0, 11));
     if (!r->IsNull(0, 14)) d.meta = r->Bytes(0, 14);
     d.chunks = static_cast<uint32_t>(r->Int(0, 15));
-    f.status = mailbox::FetchStatus(r->Int(0, 12), FromMicros(r->Int(0, 13)), req.now);
+    const absl::Time expires_at = FromMicros(r->Int(0, 13));
+    f.status = mailbox::FetchStatus(r->Int(0, 12), expires_at, req.now);
     if (!mailbox::Fetchable(f.status)) return f;
     if (req.body && (req.chunk < 1 || req.chunk > d.chunks)) {
       return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the message has no such chunk");
     }
+    const bool counts = mailbox::CountsAsDelivery(r->Str(0, 16) == "t", FromMicros(r->Int(0, 17)), req.now);
+    if (req.deliver && counts && mailbox::Spent(d.delivery_count, req.max_attempts)) {
+      auto held = HoldRow(t, d.seq, mailbox::RowOf(d, req.recipient), expires_at, mailbox::MaxAttemptsHold(), req.now);
+      if (!held.ok()) return held.status();
+      // Not held: acknowledged by another replica meanwhile.
+      f.status = *held ? v1::MESSAGE_STATUS_HELD : v1::MESSAGE_STATUS_ACKNOWLEDGED;
+      return f;
+    }
     if (req.deliver) {
-      auto u = t.conn.ExecPrepared(kFetchDeliver, {Param::Int(d.seq), Time(req.now)});
+      auto u = t.conn.ExecPrepared(kFetchDeliver, {Param::Int(d.seq), Time(req.now), Param::Int(counts ? 1 : 0)});
       if (!u.ok()) return Unavailable(u.status());
       if (u->rows() == 0) {  // acknowledged or withheld by another replica meanwhile
         f.status = v1::MESSAGE_STATUS_ACKNOWLEDGED;
@@ -1154,6 +1250,10 @@ class PgStore final : public Store {
     info.body_purged = r->Str(0, 12) == "t";
     info.withheld_at = optional_time(13);
     if (!r->IsNull(0, 14)) info.withheld_reason = r->Str(0, 14);
+    info.held_at = optional_time(15);
+    if (!r->IsNull(0, 16)) info.held_reason = r->Str(0, 16);
+    if (!r->IsNull(0, 17)) info.rejection_code = r->Str(0, 17);
+    if (!r->IsNull(0, 18)) info.rejection_text = r->Str(0, 18);
     return info;
   }
 
@@ -1188,17 +1288,21 @@ class PgStore final : public Store {
         ++out.reports;
       }
     }
-    auto purge = t.conn.ExecPrepared(kPurgeSelect, {Time(req.purge_acked_before), Param::Int(int64_t{req.max_items} + 1)});
-    if (!purge.ok()) return Unavailable(purge.status());
-    seqs.clear();
-    const int n_purge = mailbox::SweepBatch(purge->rows(), req.max_items, out.more);
-    for (int i = 0; i < n_purge; ++i) seqs.push_back(purge->Int(i, 0));
-    if (!seqs.empty()) {
-      if (auto u = t.conn.ExecPrepared(kPurgeUpdate, {Param::Text(Int64Array(seqs))}); !u.ok()) {
-        return Unavailable(u.status());
+    // Acknowledged bodies past retention; held ones (kept for an operator's
+    // release) once they would have expired.
+    for (auto [q, before] : {std::pair{kPurgeSelect, req.purge_acked_before}, std::pair{kPurgeHeldSelect, req.now}}) {
+      auto purge = t.conn.ExecPrepared(q, {Time(before), Param::Int(int64_t{req.max_items} + 1)});
+      if (!purge.ok()) return Unavailable(purge.status());
+      seqs.clear();
+      const int n_purge = mailbox::SweepBatch(purge->rows(), req.max_items, out.more);
+      for (int i = 0; i < n_purge; ++i) seqs.push_back(purge->Int(i, 0));
+      if (!seqs.empty()) {
+        if (auto u = t.conn.ExecPrepared(kPurgeUpdate, {Param::Text(Int64Array(seqs))}); !u.ok()) {
+          return Unavailable(u.status());
+        }
       }
+      out.purged += static_cast<int>(seqs.size());
     }
-    out.purged = static_cast<int>(seqs.size());
     auto abandoned = t.conn.ExecPrepared(kAbandon, {Time(req.now), Param::Int(req.max_items)});
     if (!abandoned.ok()) return Unavailable(abandoned.status());
     out.abandoned = static_cast<int>(abandoned->Int(0, 0));

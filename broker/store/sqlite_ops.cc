@@ -132,7 +132,8 @@ absl::Status SqliteStore::PrepareAll() {
       {&insert_body_, "INSERT INTO bodies (seq, body) VALUES (?1, ?2)"},
       {&claim_select_,
        "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
-       "subject, consent_check, chunks FROM messages WHERE recipient = ?1 AND state < 3 AND visible_at <= ?2 AND "
+       "subject, consent_check, chunks, expires_at FROM messages WHERE recipient = ?1 AND state < 3 AND "
+       "visible_at <= ?2 AND "
        "expires_at > ?2 AND seq <= ?4 AND (chunks = 1 OR ?5) ORDER BY visible_at, seq LIMIT ?3"},
       {&claim_update_,
        "UPDATE messages SET state = 2, visible_at = ?2, claim_token = ?3, deliveries = deliveries + 1, "
@@ -167,7 +168,8 @@ absl::Status SqliteStore::PrepareAll() {
        "WHERE id = ?1 AND recipient = ?2 AND claim_token IS NOT NULL AND state < 3"},
       {&track_,
        "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, "
-       "acked_at, expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason FROM messages "
+       "acked_at, expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason, held_at, held_reason, "
+       "reject_code, reject_text FROM messages "
        "WHERE id = ?1 AND (sender = ?2 OR recipient = ?2)"},
       {&inbox_page_,
        "SELECT seq, id, workflow, meta FROM messages WHERE recipient = ?1 AND state < 3 AND expires_at > ?2 AND seq > ?3 "
@@ -176,10 +178,19 @@ absl::Status SqliteStore::PrepareAll() {
        "SELECT count(*) FROM messages WHERE recipient = ?1 AND state < 3 AND expires_at > ?2 AND seq <= ?3"},
       {&fetch_select_,
        "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
-       "subject, consent_check, state, expires_at, meta, chunks FROM messages WHERE id = ?1 AND recipient = ?2 AND seq <= ?3"},
+       "subject, consent_check, state, expires_at, meta, chunks, claim_token IS NOT NULL, visible_at FROM messages "
+       "WHERE id = ?1 AND recipient = ?2 AND seq <= ?3"},
       {&fetch_update_,
-       "UPDATE messages SET state = 2, deliveries = deliveries + 1, first_delivered_at = coalesce(first_delivered_at, "
+       "UPDATE messages SET state = 2, deliveries = deliveries + ?3, first_delivered_at = coalesce(first_delivered_at, "
        "?2) WHERE seq = ?1"},
+      {&hold_update_,
+       "UPDATE messages SET state = 7, held_at = ?2, held_reason = ?3, reject_code = ?4, reject_text = ?5, "
+       "claim_token = NULL WHERE seq = ?1"},
+      {&reject_select_,
+       "SELECT seq, sender, workflow, purpose, subject, kind, local_ref, accepted_at, expires_at, state FROM messages "
+       "WHERE id = ?1 AND recipient = ?2 AND seq <= ?3"},
+      {&purge_held_select_,
+       "SELECT seq FROM messages WHERE state = 7 AND purged = 0 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"},
       {&once_insert_, "INSERT INTO used_once (key, forget_at) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING"},
       {&once_forget_, "DELETE FROM used_once WHERE key IN (SELECT key FROM used_once WHERE forget_at <= ?1 LIMIT ?2)"},
       {&mailbox_stats_,
@@ -195,7 +206,7 @@ absl::Status SqliteStore::PrepareAll() {
       {&purge_select_,
        "SELECT seq FROM messages WHERE state = 3 AND purged = 0 AND acked_at <= ?1 "
        "ORDER BY acked_at LIMIT ?2"},
-      {&purge_update_, "UPDATE messages SET purged = 1 WHERE seq = ?1"},
+      {&purge_update_, "UPDATE messages SET purged = 1, subject = NULL WHERE seq = ?1"},
       {&withhold_select_,
        "SELECT seq, sender, workflow, purpose, subject, kind, local_ref, accepted_at, expires_at FROM messages "
        "WHERE id = ?1 AND recipient = ?2 AND state < 3"},
@@ -445,13 +456,21 @@ absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequ
       if (!*row) break;
       StoredDelivery d = DeliveryColumns(claim_select_);
       d.chunks = static_cast<uint32_t>(claim_select_.Int(12));
-      ++d.delivery_count;
-      rows.emplace_back(d.seq, std::move(d));
+      rows.emplace_back(claim_select_.Int(13), std::move(d));
     }
   }
   std::vector<StoredDelivery> out;
   out.reserve(rows.size());
-  for (auto& [seq, d] : rows) {
+  for (auto& [expires_micros, d] : rows) {
+    const int64_t seq = d.seq;
+    if (mailbox::Spent(d.delivery_count, req.max_attempts)) {
+      auto s = HoldRow(seq, mailbox::RowOf(d, req.recipient), FromMicros(expires_micros), mailbox::MaxAttemptsHold(),
+                       req.now);
+      if (!s.ok()) return s;
+      arrivals_.insert(req.recipient);  // what it held back a place from may be claimed now
+      continue;
+    }
+    ++d.delivery_count;
     claim_update_.Bind(1, seq).Bind(2, Micros(req.visible_until));
     claim_update_.Bind(3, static_cast<int64_t>(req.token)).Bind(4, Micros(req.now));
     if (auto s = claim_update_.Exec(); !s.ok()) return s;
@@ -549,6 +568,8 @@ absl::StatusOr<Fetched> SqliteStore::DoFetch(const FetchRequest& req) {
   Fetched f;
   StoredDelivery& d = f.delivery;
   int64_t state;
+  bool counts;
+  absl::Time expires;
   {
     fetch_select_.Bind(1, req.id.str()).Bind(2, req.recipient.str());
     fetch_select_.Bind(3, synced_seq_.load(std::memory_order_acquire));
@@ -561,15 +582,24 @@ absl::StatusOr<Fetched> SqliteStore::DoFetch(const FetchRequest& req) {
     const absl::Time expires_at = FromMicros(fetch_select_.Int(13));
     if (!fetch_select_.IsNull(14)) d.meta = fetch_select_.Text(14);
     d.chunks = static_cast<uint32_t>(fetch_select_.Int(15));
+    counts = mailbox::CountsAsDelivery(fetch_select_.Int(16) != 0, FromMicros(fetch_select_.Int(17)), req.now);
     f.status = mailbox::FetchStatus(state, expires_at, req.now);
+    expires = expires_at;
   }
   if (!mailbox::Fetchable(f.status)) return f;
   if (req.body && (req.chunk < 1 || req.chunk > d.chunks)) {
     return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the message has no such chunk");
   }
+  if (req.deliver && counts && mailbox::Spent(d.delivery_count, req.max_attempts)) {
+    auto s = HoldRow(d.seq, mailbox::RowOf(d, req.recipient), expires, mailbox::MaxAttemptsHold(), req.now);
+    if (!s.ok()) return s;
+    f.status = v1::MESSAGE_STATUS_HELD;
+    return f;
+  }
   if (req.deliver) {
-    if (auto s = fetch_update_.Bind(1, d.seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
-    ++d.delivery_count;
+    fetch_update_.Bind(1, d.seq).Bind(2, Micros(req.now)).Bind(3, int64_t{counts});
+    if (auto s = fetch_update_.Exec(); !s.ok()) return s;
+    if (counts) ++d.delivery_count;
     f.status = v1::MESSAGE_STATUS_DELIVERED;
     if (auto e = mailbox::DeliveredEvent(d, req.recipient, req.now)) {
       if (auto s = RecordEvent(*e); !s.ok()) return s;
@@ -619,8 +649,26 @@ absl::StatusOr<TrackInfo> SqliteStore::DoTrack(const OrgCode& caller, const Mess
   t.body_purged = track_.Int(12) != 0;
   if (!track_.IsNull(13)) t.withheld_at = FromMicros(track_.Int(13));
   if (!track_.IsNull(14)) t.withheld_reason = track_.Text(14);
+  if (!track_.IsNull(15)) t.held_at = FromMicros(track_.Int(15));
+  if (!track_.IsNull(16)) t.held_reason = track_.Text(16);
+  if (!track_.IsNull(17)) t.rejection_code = track_.Text(17);
+  if (!track_.IsNull(18)) t.rejection_text = track_.Text(18);
   return t;
 }
+
+namespace {
+// Columns 1 to 7 of withhold_select_ and reject_select_: sender, workflow,
+// purpose, subject, kind, local_ref, accepted_at.
+void RowColumns(Stmt& q, mailbox::Row& m) {
+  m.sender = OrgCode(q.Text(1));
+  m.workflow = q.Text(2);
+  m.purpose = q.Text(3);
+  m.subject = q.Text(4);
+  m.kind = static_cast<v1::MessageKind>(q.Int(5));
+  m.local_reference = q.Text(6);
+  m.accepted_at = FromMicros(q.Int(7));
+}
+}  // namespace
 
 absl::StatusOr<int> SqliteStore::DoWithhold(const OrgCode& recipient, const std::vector<MessageId>& ids,
                                             const std::string& reason, absl::Time now) {
@@ -636,13 +684,7 @@ absl::StatusOr<int> SqliteStore::DoWithhold(const OrgCode& recipient, const std:
       if (!row.ok()) return row.status();
       if (!*row) continue;
       seq = withhold_select_.Int(0);
-      m.sender = OrgCode(withhold_select_.Text(1));
-      m.workflow = withhold_select_.Text(2);
-      m.purpose = withhold_select_.Text(3);
-      m.subject = withhold_select_.Text(4);
-      m.kind = static_cast<v1::MessageKind>(withhold_select_.Int(5));
-      m.local_reference = withhold_select_.Text(6);
-      m.accepted_at = FromMicros(withhold_select_.Int(7));
+      RowColumns(withhold_select_, m);
       lifetime = FromMicros(withhold_select_.Int(8)) - m.accepted_at;
     }
     if (auto s = RecordEvent(mailbox::WithheldEvent(m, reason, now)); !s.ok()) return s;
@@ -654,6 +696,47 @@ absl::StatusOr<int> SqliteStore::DoWithhold(const OrgCode& recipient, const std:
     ++n;
   }
   return n;
+}
+
+absl::Status SqliteStore::HoldRow(int64_t seq, const mailbox::Row& m, absl::Time expires_at, const mailbox::Hold& h,
+                                  absl::Time now) {
+  if (auto s = RecordEvent(mailbox::HeldEvent(m, h, now)); !s.ok()) return s;
+  hold_update_.Bind(1, seq).Bind(2, Micros(now)).Bind(3, h.reason);
+  if (h.code.empty()) {
+    hold_update_.BindNull(4).BindNull(5);
+  } else {
+    hold_update_.Bind(4, h.code).Bind(5, h.text);
+  }
+  if (auto s = hold_update_.Exec(); !s.ok()) return s;
+  if (auto report = mailbox::HeldReport(m, h, now, expires_at - m.accepted_at)) {
+    if (auto s = Insert(*report); !s.ok()) return s.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::MessageStatus> SqliteStore::DoReject(const Rejection& r) {
+  int64_t seq, state;
+  absl::Time expires_at;
+  mailbox::Row m{.id = r.id, .recipient = r.recipient};
+  {
+    reject_select_.Bind(1, r.id.str()).Bind(2, r.recipient.str()).Bind(3, synced_seq_.load(std::memory_order_acquire));
+    ResetOnExit reset{reject_select_};
+    auto row = reject_select_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailbox");
+    seq = reject_select_.Int(0);
+    RowColumns(reject_select_, m);
+    expires_at = FromMicros(reject_select_.Int(8));
+    state = reject_select_.Int(9);
+  }
+  switch (mailbox::ClassifyReject(state, expires_at, r.now)) {
+    case mailbox::RejectOutcome::kNotFound:
+      return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailbox");
+    case mailbox::RejectOutcome::kUnchanged: return mailbox::FetchStatus(state, expires_at, r.now);
+    case mailbox::RejectOutcome::kHold: break;
+  }
+  if (auto s = HoldRow(seq, m, expires_at, mailbox::HoldFor(r), r.now); !s.ok()) return s;
+  return v1::MESSAGE_STATUS_HELD;
 }
 
 absl::StatusOr<v1::ConsentChange> SqliteStore::DoAppendConsent(v1::ConsentChange c) {
@@ -738,12 +821,16 @@ absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
       ++r.reports;
     }
   }
-  auto purge = SweepSeqs(purge_select_, req.purge_acked_before, req.max_items, r.more);
-  if (!purge.ok()) return purge.status();
-  for (int64_t seq : *purge) {
-    if (auto s = purge_update_.Bind(1, seq).Exec(); !s.ok()) return s;
-    if (auto s = DeleteBody(seq); !s.ok()) return s;
-    ++r.purged;
+  // Acknowledged bodies past retention; held ones (kept for an operator's
+  // release) once they would have expired.
+  for (auto [q, before] : {std::pair{&purge_select_, req.purge_acked_before}, std::pair{&purge_held_select_, req.now}}) {
+    auto purge = SweepSeqs(*q, before, req.max_items, r.more);
+    if (!purge.ok()) return purge.status();
+    for (int64_t seq : *purge) {
+      if (auto s = purge_update_.Bind(1, seq).Exec(); !s.ok()) return s;
+      if (auto s = DeleteBody(seq); !s.ok()) return s;
+      ++r.purged;
+    }
   }
   auto abandoned = SweepSeqs(abandon_select_, req.now, req.max_items, r.more);
   if (!abandoned.ok()) return abandoned.status();

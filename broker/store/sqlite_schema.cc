@@ -38,7 +38,11 @@ CREATE TABLE IF NOT EXISTS messages (
   meta BLOB,
   chunks INTEGER NOT NULL DEFAULT 1,
   pending_audit BLOB,
-  progress BLOB
+  progress BLOB,
+  held_at INTEGER,
+  held_reason TEXT,
+  reject_code TEXT,
+  reject_text TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages(sender, idem_key) WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_mailbox ON messages(recipient, visible_at, seq) WHERE state < 3;
@@ -50,6 +54,7 @@ CREATE TABLE IF NOT EXISTS bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (seq INTEGER NOT NULL, n INTEGER NOT NULL, part INTEGER NOT NULL,
                                    body BLOB NOT NULL, PRIMARY KEY (seq, n, part));
 CREATE INDEX IF NOT EXISTS messages_uploading ON messages(expires_at) WHERE state = 6;
+CREATE INDEX IF NOT EXISTS messages_held ON messages(expires_at) WHERE state = 7 AND purged = 0;
 CREATE TABLE IF NOT EXISTS consent (seq INTEGER PRIMARY KEY, nhs_number TEXT NOT NULL, change BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS consent_person ON consent(nhs_number, seq);
 CREATE TABLE IF NOT EXISTS audit (idx INTEGER PRIMARY KEY, at INTEGER NOT NULL, subject TEXT, entry BLOB NOT NULL,
@@ -91,6 +96,15 @@ ALTER TABLE messages ADD COLUMN pending_audit BLOB;
 // Version 5 to 6: a CLD submission's progress between its chunks.
 constexpr const char* kMigrateV5 = R"sql(
 ALTER TABLE messages ADD COLUMN progress BLOB;
+)sql";
+
+// Version 6 to 7: held messages (rejected by their recipient, or delivered
+// delivery.max_attempts times).
+constexpr const char* kMigrateV6 = R"sql(
+ALTER TABLE messages ADD COLUMN held_at INTEGER;
+ALTER TABLE messages ADD COLUMN held_reason TEXT;
+ALTER TABLE messages ADD COLUMN reject_code TEXT;
+ALTER TABLE messages ADD COLUMN reject_text TEXT;
 )sql";
 
 }  // namespace
@@ -154,6 +168,7 @@ absl::Status MigrateSchema(sqlite3* db) {
       (version >= 1 && version <= 3 && sqlite3_exec(db, kMigrateV3, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       (version >= 1 && version <= 4 && sqlite3_exec(db, kMigrateV4, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       (version >= 1 && version <= 5 && sqlite3_exec(db, kMigrateV5, nullptr, nullptr, nullptr) != SQLITE_OK) ||
+      (version >= 1 && version <= 6 && sqlite3_exec(db, kMigrateV6, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK) {
     auto err = SqlError(db, "create schema");
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);

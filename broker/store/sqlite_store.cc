@@ -167,6 +167,11 @@ void SqliteStore::Withhold(OrgCode recipient, std::vector<MessageId> ids, std::s
       std::move(done));
 }
 
+void SqliteStore::Reject(Rejection rejection, StoreCallback<v1::MessageStatus> done) {
+  Enqueue<v1::MessageStatus>(
+      kDurable, [this, r = std::move(rejection)]() { return DoReject(r); }, std::move(done));
+}
+
 void SqliteStore::AppendConsent(v1::ConsentChange change, AuditRecord audit, StoreCallback<v1::ConsentChange> done) {
   Enqueue<v1::ConsentChange>(
       kDurable,

@@ -18,6 +18,8 @@ NewMessage MakeNonDeliveryReport(const TrackInfo& expired, absl::Time now, absl:
   *r.mutable_accepted_at() = ToTimestamp(expired.accepted_at);
   *r.mutable_expired_at() = ToTimestamp(now);
   r.set_reason(std::string(reason));
+  r.set_rejection_code(expired.rejection_code);
+  r.set_rejection_text(expired.rejection_text);
 
   NewMessage m;
   m.id = NewMessageId(now);

@@ -109,7 +109,8 @@ struct MessageEvent {
   std::string purpose;
   std::string nhs_number;  // "" when the message is about no person
   uint32_t delivery_count = 0;
-  std::string reason;  // withholding
+  std::string reason;  // withholding, holding
+  std::string code;    // holding on a recipient's rejection: its code
   absl::Time at;
 };
 
@@ -155,6 +156,9 @@ struct ClaimRequest {
   // Chunked messages too (handed over without their payload); otherwise
   // only messages sent whole.
   bool chunked = false;
+  // More than 0: a message already delivered this many times is held
+  // (MAX_ATTEMPTS_REACHED) instead of claimed (delivery.max_attempts).
+  uint32_t max_attempts = 0;
 };
 
 // A message handed to a recipient.
@@ -216,6 +220,9 @@ struct FetchRequest {
   // message sent whole is one piece, its whole body), and Fetched::more
   // says whether another follows. -1: the whole chunk.
   int piece = -1;
+  // As ClaimRequest's: a delivery that would be the one after this many is
+  // refused and the message held instead (Fetched::status HELD).
+  uint32_t max_attempts = 0;
 };
 
 // One more chunk of a chunked message, from its sender.
@@ -250,8 +257,8 @@ struct ChunkStored {
 struct Fetched {
   // ACCEPTED or DELIVERED: `delivery` holds the message (its payload empty
   // unless delivered); otherwise the message is gone (ACKNOWLEDGED,
-  // EXPIRED, including one past its expiry not yet swept, or WITHHELD)
-  // and only `delivery`'s metadata is filled in.
+  // EXPIRED, including one past its expiry not yet swept, WITHHELD or
+  // HELD) and only `delivery`'s metadata is filled in.
   v1::MessageStatus status = v1::MESSAGE_STATUS_UNSPECIFIED;
   StoredDelivery delivery;
   bool more = false;  // a piece was asked for and `chunk` has another after it
@@ -293,11 +300,25 @@ struct TrackInfo {
   bool body_purged = false;
   std::optional<absl::Time> withheld_at;
   std::string withheld_reason;
+  std::optional<absl::Time> held_at;
+  std::string held_reason;  // REJECTED_BY_RECIPIENT or MAX_ATTEMPTS_REACHED
+  std::string rejection_code;
+  std::string rejection_text;
+};
+
+// A recipient's refusal of one message for good (Store::Reject).
+struct Rejection {
+  OrgCode recipient;
+  MessageId id;
+  std::string code;  // mailbox::CheckRejection
+  std::string text;
+  absl::Time now;
 };
 
 struct SweepRequest {
   absl::Time now;
-  // Bodies of messages acknowledged at or before this are purged.
+  // Bodies of messages acknowledged at or before this are purged (and of
+  // held messages past their expiry).
   absl::Time purge_acked_before;
   // Lifetime of the non-delivery reports this sweep creates.
   absl::Duration report_expiry;
@@ -360,6 +381,16 @@ class Store {
   // would have). Answers how many were withheld.
   virtual void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
                         StoreCallback<int> done) = 0;
+
+  // Holds a message of the recipient's that is waiting or delivered (not
+  // yet acknowledged, expired or withheld): it is never claimed or fetched
+  // again, its body is kept until it would have expired, Track shows HELD
+  // (REJECTED_BY_RECIPIENT with the code and text), its HELD event is
+  // recorded and its sender gets a non-delivery report, as a withholding
+  // does. Answers the message's status afterwards: HELD, or the one it
+  // had, unchanged. NOT_FOUND MESSAGE_NOT_FOUND for an id not in the
+  // recipient's mailbox (or still uploading).
+  virtual void Reject(Rejection rejection, StoreCallback<v1::MessageStatus> done) = 0;
 
   // Appends one consent change durably, with its audit entry in the same
   // commit; answers it with its seq assigned.

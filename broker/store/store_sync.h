@@ -64,6 +64,9 @@ inline absl::StatusOr<int> WithholdSync(Store& s, OrgCode r, std::vector<Message
   return AwaitStore<int>(
       [&](auto cb) { s.Withhold(std::move(r), std::move(ids), std::move(reason), now, std::move(cb)); });
 }
+inline absl::StatusOr<v1::MessageStatus> RejectSync(Store& s, Rejection r) {
+  return AwaitStore<v1::MessageStatus>([&](auto cb) { s.Reject(std::move(r), std::move(cb)); });
+}
 inline absl::StatusOr<v1::ConsentChange> AppendConsentSync(Store& s, v1::ConsentChange c, AuditRecord a = {}) {
   return AwaitStore<v1::ConsentChange>([&](auto cb) { s.AppendConsent(std::move(c), std::move(a), std::move(cb)); });
 }

@@ -204,10 +204,13 @@ TEST(SqliteSchema, AVersionThreeAuditLogGetsItsSearchFilters) {
   }
   // As version 3 left it: a subject index and no filters (nor what
   // version 5 added: transport metadata and single-use credentials, nor
-  // version 6's submission progress).
+  // version 6's submission progress, nor version 7's held messages).
   Exec(path, "DROP TABLE audit_blocks; CREATE INDEX audit_subject ON audit(subject, idx) WHERE subject IS NOT NULL; "
              "ALTER TABLE messages DROP COLUMN meta; ALTER TABLE messages DROP COLUMN chunks; "
              "ALTER TABLE messages DROP COLUMN pending_audit; ALTER TABLE messages DROP COLUMN progress; "
+             "DROP INDEX messages_held; ALTER TABLE messages DROP COLUMN held_at; "
+             "ALTER TABLE messages DROP COLUMN held_reason; ALTER TABLE messages DROP COLUMN reject_code; "
+             "ALTER TABLE messages DROP COLUMN reject_text; "
              "DROP INDEX messages_uploading; DROP TABLE chunks; "
              "DROP TABLE used_once; PRAGMA user_version = 3;");
   auto store = OpenSqliteStore(path);
@@ -215,6 +218,8 @@ TEST(SqliteSchema, AVersionThreeAuditLogGetsItsSearchFilters) {
   EXPECT_EQ(Count(path, "PRAGMA user_version"), sqlite::kSchemaVersion);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'meta'"), 1);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'progress'"), 1);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'reject_text'"), 1);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'messages_held'"), 1);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'used_once'"), 1);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM audit_blocks"), 2);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'audit_subject'"), 0);

@@ -450,6 +450,149 @@ TEST_P(StoreConformance, WithheldMessagesAreNeverDeliveredAndTrackSaysWhy) {
   EXPECT_EQ(SweepSync(*store, sweep)->expired, 0);
 }
 
+// The non-delivery reports waiting in `who`'s mailbox, claimed and acknowledged.
+std::vector<v1::NonDeliveryReport> TakeReports(Store& store, const OrgCode& who, absl::Time now) {
+  std::vector<v1::NonDeliveryReport> out;
+  auto reports = ClaimSync(store, Claim(who, 100, now, /*token=*/77));
+  EXPECT_TRUE(reports.ok()) << reports.status();
+  std::vector<MessageId> ids;
+  for (const StoredDelivery& r : *reports) {
+    EXPECT_EQ(r.kind, v1::MESSAGE_KIND_NON_DELIVERY_REPORT);
+    EXPECT_TRUE(out.emplace_back().ParseFromString(r.payload));
+    ids.push_back(r.id);
+  }
+  if (!ids.empty()) {
+    EXPECT_TRUE(AckSync(store, who, ids, now).ok());
+  }
+  return out;
+}
+
+TEST_P(StoreConformance, ARejectedMessageIsHeldNeverDeliveredAgainAndItsSenderIsTold) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil, "ref-9", "body-9");
+  const MessageId id = AppendOne(*store, m);
+  const MessageId behind = AppendOne(*store, Msg(kTrust, kCouncil));
+  const MessageId acked = AppendOne(*store, Msg(kTrust, kCouncil));
+  ASSERT_THAT(*ClaimSync(*store, Claim(kCouncil, 3)), SizeIs(3));
+  ASSERT_THAT(AckSync(*store, kCouncil, {acked}, kT0)->acknowledged, ElementsAre(acked));
+
+  const absl::Time at = kT0 + absl::Seconds(5);
+  auto r = RejectSync(*store, Rejection{kCouncil, id, "AE", "segment PID missing", at});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, v1::MESSAGE_STATUS_HELD);
+  // Only the recipient may reject; other states are answered unchanged.
+  EXPECT_EQ(RejectSync(*store, Rejection{kTrust, id, "AE", "", at}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(RejectSync(*store, Rejection{kGp, behind, "AE", "", at}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*RejectSync(*store, Rejection{kCouncil, acked, "AE", "", at}), v1::MESSAGE_STATUS_ACKNOWLEDGED);
+  EXPECT_EQ(*RejectSync(*store, Rejection{kCouncil, id, "AE", "again", at}), v1::MESSAGE_STATUS_HELD);
+
+  auto t = TrackSync(*store, kTrust, id);
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_HELD);
+  EXPECT_EQ(t->held_reason, "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(t->rejection_code, "AE");
+  EXPECT_EQ(t->rejection_text, "segment PID missing") << "the second reject changed nothing";
+  EXPECT_EQ(t->held_at, at);
+  EXPECT_FALSE(t->body_purged) << "kept for an operator's release";
+  EXPECT_EQ(TrackByKeySync(*store, kTrust, "ref-9")->status, v1::MESSAGE_STATUS_HELD);
+
+  // Never claimed, fetched or listed again; what waited behind it still is.
+  auto c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Minutes(5)));
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].id, behind);
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0 + absl::Minutes(5), true})->status,
+            v1::MESSAGE_STATUS_HELD);
+  EXPECT_EQ(InboxSync(*store, InboxQuery{kCouncil, 0, 10, kT0 + absl::Minutes(5)})->total, 1u);
+
+  // One report to the sender, with the recipient's code and text.
+  auto reports = TakeReports(*store, kTrust, kT0 + absl::Minutes(6));
+  ASSERT_THAT(reports, SizeIs(1));
+  EXPECT_EQ(reports[0].message_id(), id.str());
+  EXPECT_EQ(reports[0].reason(), "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(reports[0].rejection_code(), "AE");
+  EXPECT_EQ(reports[0].rejection_text(), "segment PID missing");
+  EXPECT_EQ(reports[0].local_reference(), m.local_reference);
+
+  // At its expiry a held message is not expired again (no second report);
+  // its body goes, its tracking stays.
+  auto swept = SweepSync(*store, SweepRequest{kT0 + absl::Hours(200), kT0, absl::Hours(120)});
+  ASSERT_TRUE(swept.ok()) << swept.status();
+  EXPECT_EQ(swept->expired, 1) << "only the one behind it";
+  t = TrackSync(*store, kTrust, id);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_HELD);
+  EXPECT_TRUE(t->body_purged);
+  auto after = TakeReports(*store, kTrust, kT0 + absl::Hours(201));
+  ASSERT_THAT(after, SizeIs(1));
+  EXPECT_EQ(after[0].message_id(), behind.str());
+}
+
+TEST_P(StoreConformance, AHeldMessageMayStillBeAcknowledged) {
+  auto store = Open(Instance());
+  const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil));
+  ASSERT_EQ(*RejectSync(*store, Rejection{kCouncil, id, "HTTP_400", "", kT0}), v1::MESSAGE_STATUS_HELD);
+  EXPECT_THAT(AckSync(*store, kCouncil, {id}, kT0 + absl::Seconds(1))->acknowledged, ElementsAre(id));
+  EXPECT_EQ(TrackSync(*store, kTrust, id)->status, v1::MESSAGE_STATUS_ACKNOWLEDGED);
+}
+
+TEST_P(StoreConformance, AMessageDeliveredMaxAttemptsTimesIsHeldAndDoesNotBlockTheMailbox) {
+  auto store = Open(Instance());
+  const MessageId poison = AppendOne(*store, Msg(kTrust, kCouncil));
+  auto claim = [&](absl::Time now) {
+    ClaimRequest req = Claim(kCouncil, 10, now);
+    req.max_attempts = 2;
+    return ClaimSync(*store, req);
+  };
+  ASSERT_THAT(*claim(kT0), SizeIs(1));
+  auto second = claim(kT0 + absl::Seconds(31));
+  ASSERT_THAT(*second, SizeIs(1));
+  EXPECT_EQ((*second)[0].delivery_count, 2u);
+  const MessageId next = AppendOne(*store, Msg(kTrust, kCouncil, "", "", kT0 + absl::Seconds(40)));
+  // The third attempt holds it, and the message behind it goes out.
+  auto third = claim(kT0 + absl::Seconds(62));
+  ASSERT_TRUE(third.ok()) << third.status();
+  ASSERT_THAT(*third, SizeIs(1));
+  EXPECT_EQ((*third)[0].id, next);
+  auto t = TrackSync(*store, kTrust, poison);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_HELD);
+  EXPECT_EQ(t->held_reason, "MAX_ATTEMPTS_REACHED");
+  EXPECT_EQ(t->rejection_code, "");
+  EXPECT_EQ(t->delivery_count, 2u);
+  EXPECT_EQ(t->held_at, kT0 + absl::Seconds(62));
+  ASSERT_THAT(AckSync(*store, kCouncil, {next}, kT0 + absl::Seconds(63))->acknowledged, ElementsAre(next));
+  EXPECT_THAT(*claim(kT0 + absl::Hours(1)), IsEmpty());
+  auto reports = TakeReports(*store, kTrust, kT0 + absl::Hours(1));
+  ASSERT_THAT(reports, SizeIs(1));
+  EXPECT_EQ(reports[0].reason(), "MAX_ATTEMPTS_REACHED");
+  EXPECT_EQ(reports[0].message_id(), poison.str());
+  EXPECT_EQ(reports[0].rejection_code(), "");
+
+  // Downloads count too.
+  const MessageId fetched = AppendOne(*store, Msg(kTrust, kCouncil));
+  FetchRequest f{kCouncil, fetched, kT0 + absl::Hours(2), true};
+  f.max_attempts = 1;
+  EXPECT_EQ(FetchSync(*store, f)->status, v1::MESSAGE_STATUS_DELIVERED);
+  EXPECT_EQ(FetchSync(*store, f)->status, v1::MESSAGE_STATUS_HELD);
+  EXPECT_EQ(TrackSync(*store, kTrust, fetched)->held_reason, "MAX_ATTEMPTS_REACHED");
+}
+
+TEST_P(StoreConformance, ADownloadUnderALiveClaimIsPartOfThatDelivery) {
+  auto store = Open(Instance());
+  const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil, "", "body"));
+  ASSERT_THAT(*ClaimSync(*store, Claim(kCouncil, 1, kT0)), SizeIs(1));  // hidden to kT0 + 30 s
+  FetchRequest f{kCouncil, id, kT0 + absl::Seconds(10), true};
+  f.max_attempts = 1;
+  auto got = FetchSync(*store, f);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->status, v1::MESSAGE_STATUS_DELIVERED) << "not a second attempt, so not held";
+  EXPECT_EQ(got->delivery.payload, "body");
+  EXPECT_EQ(got->delivery.delivery_count, 1u);
+  EXPECT_EQ(TrackSync(*store, kTrust, id)->delivery_count, 1u);
+  // Once the claim has lapsed, a download is a delivery of its own.
+  f.now = kT0 + absl::Seconds(31);
+  f.max_attempts = 0;
+  EXPECT_EQ(FetchSync(*store, f)->delivery.delivery_count, 2u);
+}
+
 TEST_P(StoreConformance, InboxListsUnacknowledgedMessagesInPagesWithATotal) {
   auto store = Open(Instance());
   std::vector<MessageId> ids;

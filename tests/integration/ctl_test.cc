@@ -185,6 +185,30 @@ TEST_F(CtlTest, AckByIdReportsEachId) {
   EXPECT_NE(ack.out.find("0123456789abcdef0123456789abcdef not found"), std::string::npos);
 }
 
+TEST_F(CtlTest, RejectHoldsAMessageAndTrackShowsWhy) {
+  CtlRun sent = Ctl("RR8", {"send", "--to", "503", "--workflow", "REFERRAL", "--purpose", "direct-care", payload_});
+  ASSERT_EQ(sent.rc, 0);
+  const std::string id = sent.out.substr(0, 32);
+  CtlRun r = Ctl("503", {"reject", id, "--code", "UNKNOWN_PATIENT", "--text", "no such person on our system"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out, id + " HELD\n");
+  json t = json::parse(Ctl("RR8", {"--format", "json", "track", id}).out);
+  EXPECT_EQ(t.at("status"), "HELD");
+  EXPECT_EQ(t.at("held_reason"), "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(t.at("rejection_code"), "UNKNOWN_PATIENT");
+  EXPECT_EQ(t.at("rejection_text"), "no such person on our system");
+  EXPECT_NE(t.at("held_at"), "");
+  CtlRun acked = Ctl("503", {"ack", id});
+  EXPECT_EQ(acked.rc, 0) << "a held message may still be acknowledged";
+  CtlRun again = Ctl("503", {"--format", "json", "reject", id, "--code", "AE"});
+  EXPECT_EQ(again.rc, 1) << "not held: it is acknowledged";
+  EXPECT_EQ(json::parse(again.out).at("status"), "ACKNOWLEDGED");
+  CtlRun bad = Ctl("503", {"reject", id, "--code", "two words"});
+  EXPECT_EQ(bad.rc, 1);
+  EXPECT_NE(bad.err.find("INVALID_ARGUMENT REJECTION_INVALID"), std::string::npos) << bad.err;
+  EXPECT_EQ(Ctl("503", {"reject", id}).rc, 2) << "--code is required";
+}
+
 TEST_F(CtlTest, BrokerRefusalsExitOneWithCodeAndReason) {
   CtlRun r = Ctl("RR8", {"send", "--to", "999", "--workflow", "HOSPITAL_DISCHARGE", "--purpose", "direct-care", payload_});
   EXPECT_EQ(r.rc, 1);

@@ -548,6 +548,141 @@ TEST_F(ExchangeTest, ExpiryMakesNonDeliveryReportForSender) {
   council_rx.Close();
 }
 
+v1::ReceiveRequest RejectOf(const std::string& id, const std::string& code, const std::string& text) {
+  v1::ReceiveRequest r;
+  r.mutable_reject()->set_message_id(id);
+  r.mutable_reject()->set_code(code);
+  r.mutable_reject()->set_text(text);
+  return r;
+}
+
+TEST_F(ExchangeTest, ARejectOnTheStreamHoldsTheMessageFreesItsPlaceAndTellsTheSender) {
+  v1::SendRequest first = Req("503", "rej-1");
+  first.set_local_reference("LOCAL-9");
+  const std::string refused = SendOk(*trust_, first);
+  const std::string next = SendOk(*trust_, Req("503", "rej-2"));
+  {
+    Receiver rx(*council_, /*max_in_flight=*/1);
+    auto d = rx.Next();
+    ASSERT_TRUE(d.has_value());
+    ASSERT_EQ(d->message_id(), refused);
+    ASSERT_TRUE(rx.Send(RejectOf(refused, "UNKNOWN_PATIENT", "no such person on our system")));
+    auto d2 = rx.Next();
+    ASSERT_TRUE(d2.has_value()) << "the reject freed the stream's only place";
+    EXPECT_EQ(d2->message_id(), next);
+    ASSERT_TRUE(rx.Ack(next));
+    const grpc::Status end = rx.Close();  // clean: the reject is durable
+    EXPECT_TRUE(end.ok()) << DescribeStatus(end);
+  }
+  const v1::TrackResponse t = Tracked(*trust_, refused);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_HELD);
+  EXPECT_EQ(t.held_reason(), "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(t.rejection_code(), "UNKNOWN_PATIENT");
+  EXPECT_EQ(t.rejection_text(), "no such person on our system");
+  EXPECT_TRUE(t.has_held_at());
+  EXPECT_FALSE(t.body_purged());
+
+  // Never delivered again.
+  clock_.Advance(absl::Minutes(5));
+  {
+    Receiver rx(*council_, 10);
+    broker_->WakeAll();
+    EXPECT_FALSE(rx.Next(absl::Milliseconds(300)).has_value());
+    rx.Close();
+  }
+  // Its sender has a non-delivery report saying why.
+  Receiver sender_rx(*trust_, 10);
+  auto ndr_delivery = sender_rx.Next();
+  ASSERT_TRUE(ndr_delivery.has_value());
+  EXPECT_EQ(ndr_delivery->kind(), v1::MESSAGE_KIND_NON_DELIVERY_REPORT);
+  EXPECT_EQ(ndr_delivery->local_reference(), "LOCAL-9");
+  v1::NonDeliveryReport ndr;
+  ASSERT_TRUE(ndr.ParseFromString(ndr_delivery->payload()));
+  EXPECT_EQ(ndr.message_id(), refused);
+  EXPECT_EQ(ndr.reason(), "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(ndr.rejection_code(), "UNKNOWN_PATIENT");
+  sender_rx.Ack(ndr_delivery->message_id());
+  sender_rx.Close();
+
+  // Audited, the recipient as the actor, with its code (not its text).
+  AuditRun q = AuditCli(*broker_, "ig-officer", {"--format", "json", "query", "--event", "held"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  EXPECT_THAT(q.out, ::testing::HasSubstr(refused));
+  EXPECT_THAT(q.out, ::testing::HasSubstr("REJECTED_BY_RECIPIENT"));
+  EXPECT_THAT(q.out, ::testing::HasSubstr("UNKNOWN_PATIENT"));
+  EXPECT_THAT(q.out, ::testing::HasSubstr("\"actor\": \"503\""));
+  EXPECT_EQ(q.out.find("no such person"), std::string::npos);
+}
+
+TEST_F(ExchangeTest, UnaryRejectAnswersTheStatusAndBadRejectsAreRefused) {
+  const std::string id = SendOk(*trust_, Req("503", "u-1"));
+  const std::string acked = SendOk(*trust_, Req("503", "u-2"));
+  v1::AckRequest ack;
+  ack.add_message_ids(acked);
+  v1::AckResponse ack_resp;
+  ASSERT_TRUE(Call(&v1::Exchange::Stub::Ack, *council_, ack, &ack_resp).ok());
+  auto reject = [](v1::Exchange::Stub& stub, const std::string& which, const std::string& code, v1::RejectResponse* r) {
+    v1::RejectRequest req;
+    req.set_message_id(which);
+    req.set_code(code);
+    req.set_text("refused by the test");
+    return Call(&v1::Exchange::Stub::Reject, stub, req, r);
+  };
+  v1::RejectResponse r;
+  ASSERT_TRUE(reject(*council_, id, "HTTP_400", &r).ok());
+  EXPECT_EQ(r.status(), v1::MESSAGE_STATUS_HELD);
+  ASSERT_TRUE(reject(*council_, id, "HTTP_400", &r).ok());
+  EXPECT_EQ(r.status(), v1::MESSAGE_STATUS_HELD) << "rejecting twice is not an error";
+  ASSERT_TRUE(reject(*council_, acked, "HTTP_400", &r).ok());
+  EXPECT_EQ(r.status(), v1::MESSAGE_STATUS_ACKNOWLEDGED) << "unchanged";
+  grpc::Status s = reject(*trust_, id, "HTTP_400", &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << "only its recipient may reject it";
+  s = reject(*council_, id, "not a code", &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ErrorReason(s), "REJECTION_INVALID");
+  s = reject(*council_, "not-an-id", "AE", &r);
+  EXPECT_EQ(ErrorReason(s), "MESSAGE_ID_INVALID");
+
+  // On a stream, a bad reject ends it.
+  grpc::ClientContext ctx;
+  auto stream = council_->Receive(&ctx);
+  v1::ReceiveRequest open;
+  open.mutable_open()->set_max_in_flight(1);
+  ASSERT_TRUE(stream->Write(open));
+  stream->Write(RejectOf(id, "", "no code"));
+  v1::DeliveryBatch b;
+  while (stream->Read(&b)) {
+  }
+  s = stream->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ErrorReason(s), "REJECTION_INVALID");
+}
+
+TEST_F(ExchangeTest, AMessageNeverAcknowledgedIsHeldAfterMaxAttemptsAndStopsBlocking) {
+  Restart("delivery: {max_attempts: 2}\n");
+  const std::string stuck = SendOk(*trust_, Req("503", "m-1"));
+  // A consumer that crashes on it: each stream ends without an ack, and the
+  // message goes back to the mailbox at once.
+  for (uint32_t attempt = 1; attempt <= 2; ++attempt) {
+    Receiver rx(*council_, /*max_in_flight=*/1);
+    auto d = rx.Next();
+    ASSERT_TRUE(d.has_value()) << attempt;
+    EXPECT_EQ(d->message_id(), stuck);
+    EXPECT_EQ(d->delivery_count(), attempt);
+  }
+  const std::string next = SendOk(*trust_, Req("503", "m-2"));
+  Receiver rx(*council_, /*max_in_flight=*/1);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->message_id(), next) << "the stuck one was held at its third attempt";
+  ASSERT_TRUE(rx.Ack(next));
+  rx.Close();
+  const v1::TrackResponse t = Tracked(*trust_, stuck);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_HELD);
+  EXPECT_EQ(t.held_reason(), "MAX_ATTEMPTS_REACHED");
+  EXPECT_EQ(t.delivery_count(), 2u);
+}
+
 TEST_F(ExchangeTest, ReceiveProtocolErrors) {
   grpc::ClientContext ctx;
   auto stream = council_->Receive(&ctx);

@@ -197,7 +197,7 @@ TEST_F(LargeMessageTest, ADownloadRenewsTheClaimSoTheMessageIsNotHandedOutAgainM
   auto again = rx.Next();
   ASSERT_TRUE(again.has_value()) << "unacknowledged, it comes back once the renewed claim ends";
   EXPECT_EQ(again->message_id(), r.message_id());
-  EXPECT_EQ(again->delivery_count(), 3u) << "the claim, the download and this";
+  EXPECT_EQ(again->delivery_count(), 2u) << "the claim (the download under it was part of it) and this";
   EXPECT_TRUE(rx.Ack(r.message_id()));
   EXPECT_TRUE(rx.Close().ok());
 }

@@ -509,6 +509,49 @@ TEST_F(MeshApiTest, ADeliveryWithheldBecauseConsentChangedReachesItsSenderAsARep
   EXPECT_EQ(track.json().value("carebroker_reason", ""), "CONSENT_DISSENT");
 }
 
+TEST_F(MeshApiTest, AMessageItsRecipientRejectedIsGoneFromTheInboxAndItsSenderHasAReport) {
+  const std::string id = SentId(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{}", {"mex-localid: LOCAL-12"}));
+  // The council's gRPC consumer refuses it for good.
+  v1::RejectRequest req;
+  req.set_message_id(id);
+  req.set_code("UNKNOWN_PATIENT");
+  req.set_text("no such person on our system");
+  v1::RejectResponse resp;
+  ASSERT_TRUE(carebroker::testing::Call(&v1::Exchange::Stub::Reject, *StubAs(*broker_, "503"), req, &resp).ok());
+  ASSERT_EQ(resp.status(), v1::MESSAGE_STATUS_HELD);
+
+  EXPECT_THAT(Inbox("503", "503HC001"), IsEmpty());
+  Reply gone = Call("GET", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001");
+  EXPECT_EQ(gone.status, 410);
+  EXPECT_THAT(gone.body, HasSubstr("held"));
+  const std::vector<std::string> reports = Inbox("RR8", "RR8HC001");
+  ASSERT_THAT(reports, SizeIs(1));
+  Reply report = Call("GET", "/messageexchange/RR8HC001/inbox/" + reports[0], "RR8", "RR8HC001");
+  EXPECT_EQ(report.header("mex-messagetype"), "REPORT");
+  EXPECT_EQ(report.header("mex-linkedmsgid"), id);
+  EXPECT_EQ(report.header("mex-localid"), "LOCAL-12");
+  EXPECT_EQ(report.header("carebroker-reason"), "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(report.header("mex-statusdescription"), "Message rejected by recipient: UNKNOWN_PATIENT");
+  Reply track = Call("GET", "/messageexchange/RR8HC001/outbox/tracking?messageID=" + id, "RR8", "RR8HC001");
+  EXPECT_EQ(track.json().value("status", ""), "undeliverable");
+  EXPECT_EQ(track.json().value("carebroker_status", ""), "MESSAGE_STATUS_HELD");
+  EXPECT_EQ(track.json().value("carebroker_reason", ""), "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ(track.json().value("carebroker_rejection_text", ""), "no such person on our system");
+  EXPECT_THAT(track.json().value("status_description", ""), HasSubstr("UNKNOWN_PATIENT"));
+}
+
+TEST_F(MeshApiTest, AMessageDownloadedMaxAttemptsTimesWithoutAnAckIsHeld) {
+  const std::string id = SentId(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{}"));
+  // The default delivery.max_attempts: 10 downloads, never acknowledged.
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_EQ(Call("GET", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001").status, 200) << i;
+  }
+  EXPECT_EQ(Call("GET", "/messageexchange/503HC001/inbox/" + id, "503", "503HC001").status, 410);
+  Reply track = Call("GET", "/messageexchange/RR8HC001/outbox/tracking?messageID=" + id, "RR8", "RR8HC001");
+  EXPECT_EQ(track.json().value("carebroker_reason", ""), "MAX_ATTEMPTS_REACHED");
+  EXPECT_EQ(track.json().value("delivery_count", 0), 10);
+}
+
 TEST_F(MeshApiTest, AnExpiredMessageReachesItsSenderAsAMeshReport) {
   const std::string id = SentId(SendFromTrust("503HC001", "TOC_FHIR_IP_DISCH", "{}", {"mex-localid: LOCAL-9"}));
   clock_->Advance(absl::Hours(24 * 5) + absl::Minutes(1));

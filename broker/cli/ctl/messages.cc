@@ -311,6 +311,36 @@ int DoAck(const Global& g, const std::vector<std::string>& ids, std::ostream& ou
   return r.not_found().empty() && r.expired().empty() ? 0 : 1;
 }
 
+// A status as Track shows it: HELD, ACKNOWLEDGED, ...
+std::string StatusName(v1::MessageStatus s) {
+  return v1::MessageStatus_Name(s).substr(std::string("MESSAGE_STATUS_").size());
+}
+
+struct RejectArgs {
+  std::string id, code, text;
+};
+
+int DoReject(const Global& g, const RejectArgs& a, std::ostream& out, std::ostream& err) {
+  auto stub = Connect<v1::Exchange>(g, err);
+  if (!stub) return 2;
+  v1::RejectRequest req;
+  req.set_message_id(a.id);
+  req.set_code(a.code);
+  req.set_text(a.text);
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, g);
+  v1::RejectResponse r;
+  grpc::Status s = stub->Reject(&ctx, req, &r);
+  if (!s.ok()) return RpcFailed(err, s);
+  const std::string status = StatusName(r.status());
+  if (g.json()) {
+    out << json{{"message_id", a.id}, {"status", status}}.dump() << "\n";
+  } else {
+    out << a.id << " " << status << "\n";
+  }
+  return r.status() == v1::MESSAGE_STATUS_HELD ? 0 : 1;
+}
+
 int DoTrack(const Global& g, const std::string& id, const std::string& key, std::ostream& out, std::ostream& err) {
   if (id.empty() == key.empty()) {
     err << "carebrokerctl: track takes a message ID or --key, one of the two\n";
@@ -326,8 +356,7 @@ int DoTrack(const Global& g, const std::string& id, const std::string& key, std:
   v1::TrackResponse r;
   grpc::Status s = stub->Track(&ctx, req, &r);
   if (!s.ok()) return RpcFailed(err, s);
-  std::string status = v1::MessageStatus_Name(r.status());
-  status = status.substr(std::string("MESSAGE_STATUS_").size());
+  const std::string status = StatusName(r.status());
   json j{{"message_id", r.message_id()},
          {"status", status},
          {"sender", r.sender()},
@@ -342,7 +371,11 @@ int DoTrack(const Global& g, const std::string& id, const std::string& key, std:
          {"delivery_count", r.delivery_count()},
          {"body_purged", r.body_purged()},
          {"withheld_at", Rfc3339(r.withheld_at())},
-         {"withheld_reason", r.withheld_reason()}};
+         {"withheld_reason", r.withheld_reason()},
+         {"held_at", Rfc3339(r.held_at())},
+         {"held_reason", r.held_reason()},
+         {"rejection_code", r.rejection_code()},
+         {"rejection_text", r.rejection_text()}};
   if (g.json()) {
     out << j.dump() << "\n";
   } else {
@@ -385,6 +418,16 @@ void AddMessageCommands(CLI::App& app, Run& run) {
   auto* ack = app.add_subcommand("ack", "acknowledge messages by id");
   ack->add_option("ID", *ack_ids, "message ids")->required();
   ack->callback([&run, ack_ids] { run.Online([&run, ack_ids] { return DoAck(run.g, *ack_ids, run.out, run.err); }); });
+
+  auto ra_reject = std::make_shared<RejectArgs>();
+  auto* reject = app.add_subcommand(
+      "reject", "refuse a message for good: it is held, never delivered again, and its sender is told");
+  reject->add_option("ID", ra_reject->id, "message id")->required();
+  reject->add_option("--code", ra_reject->code, "your reason code, e.g. UNKNOWN_PATIENT (shown to the sender)")
+      ->required();
+  reject->add_option("--text", ra_reject->text, "a line for the sender (no patient data)");
+  reject->callback(
+      [&run, ra_reject] { run.Online([&run, ra_reject] { return DoReject(run.g, *ra_reject, run.out, run.err); }); });
 
   auto track_id = std::make_shared<std::string>();
   auto track_key = std::make_shared<std::string>();
