@@ -60,7 +60,11 @@ AuditRecord EntryMaker::Record(const MessageEvent& e) const {
   // The recipient acted in a delivery, an ack and a rejection (a hold with its code).
   const bool by_recipient = e.event == v1::AUDIT_EVENT_DELIVERED || e.event == v1::AUDIT_EVENT_ACKNOWLEDGED ||
                             (e.event == v1::AUDIT_EVENT_HELD && !e.code.empty());
-  a.set_actor(by_recipient ? e.recipient.str() : "broker");
+  a.set_actor(!e.actor.empty() ? e.actor : by_recipient ? e.recipient.str() : "broker");
+  if (!e.actor.empty()) {
+    a.set_actor_role("operator");
+    a.set_justification(e.justification);
+  }
   a.set_message_id(e.id.str());
   a.set_sender(e.sender.str());
   a.set_recipient(e.recipient.str());

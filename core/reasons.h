@@ -31,6 +31,7 @@ inline constexpr char kMessageIdInvalid[] = "MESSAGE_ID_INVALID";
 inline constexpr char kClaimInvalid[] = "CLAIM_INVALID";
 inline constexpr char kAckInvalid[] = "ACK_INVALID";
 inline constexpr char kRejectionInvalid[] = "REJECTION_INVALID";
+inline constexpr char kQueryInvalid[] = "QUERY_INVALID";
 inline constexpr char kReceiveOpenRequired[] = "RECEIVE_OPEN_REQUIRED";
 inline constexpr char kReceiveAlreadyOpen[] = "RECEIVE_ALREADY_OPEN";
 inline constexpr char kJustificationInvalid[] = "JUSTIFICATION_INVALID";
@@ -133,6 +134,8 @@ inline constexpr char kNotAcknowledgedBeforeExpiry[] = "NOT_ACKNOWLEDGED_BEFORE_
 // Why a message is HELD (Track's held_reason, the non-delivery report's reason).
 inline constexpr char kRejectedByRecipient[] = "REJECTED_BY_RECIPIENT";
 inline constexpr char kMaxAttemptsReached[] = "MAX_ATTEMPTS_REACHED";
+// An operator's action on a message that is not held (or held past its expiry).
+inline constexpr char kMessageNotHeld[] = "MESSAGE_NOT_HELD";
 
 // Starting up: config, agreements, files, listening.
 inline constexpr char kConfigInvalid[] = "CONFIG_INVALID";

@@ -64,6 +64,15 @@ size_t Mailboxes::subscriber_count() const {
   return n;
 }
 
+absl::flat_hash_map<OrgCode, size_t> Mailboxes::SubscriberCounts() const {
+  absl::MutexLock l(&mu_);
+  absl::flat_hash_map<OrgCode, size_t> out;
+  for (const auto& [org, box] : boxes_) {
+    if (!box.subs.empty()) out.emplace(org, box.subs.size());
+  }
+  return out;
+}
+
 bool MemoryBudget::TryAcquire(uint64_t n) {
   uint64_t cur = used_.load(std::memory_order_relaxed);
   while (true) {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/synchronization/mutex.h"
@@ -65,6 +66,8 @@ class Mailboxes {
   void Notify(const OrgCode& org);
   void NotifyAll();
   size_t subscriber_count() const;
+  // Open streams per organisation (those with at least one).
+  absl::flat_hash_map<OrgCode, size_t> SubscriberCounts() const;
 
   // For a message to `org` about to be stored: a subscriber that reserved a
   // slot for it (and its claim token in *token), or null when none can take

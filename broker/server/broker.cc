@@ -36,6 +36,7 @@
 #include "audit/log.h"
 #include "broker/server/audit_service.h"
 #include "broker/server/certificate_gate.h"
+#include "broker/server/operations_service.h"
 #include "broker/server/policy_services.h"
 #include "broker/store/store_sync.h"
 #include "broker/store/pg_store.h"
@@ -291,6 +292,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   b->service_ = std::make_unique<ExchangeService>(deps);
   b->consent_service_ = std::make_unique<ConsentService>(deps);
   b->policy_service_ = std::make_unique<PolicyService>(deps);
+  b->operations_service_ = std::make_unique<OperationsService>(deps);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -299,6 +301,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   builder.RegisterService(b->service_.get());
   builder.RegisterService(b->consent_service_.get());
   builder.RegisterService(b->policy_service_.get());
+  builder.RegisterService(b->operations_service_.get());
   b->audit_service_ = std::make_unique<AuditService>(deps);
   builder.RegisterService(b->audit_service_.get());
   const int max_frame = static_cast<int>(c.limits().max_message_bytes() + (64 << 10));
@@ -511,8 +514,17 @@ void Broker::RegisterMetrics() {
                    std::vector<metrics::Sample> out;
                    const absl::Time now = clock_->Now();
                    for (const MailboxStat& m : MailboxStatsForScrape()) {
+                     if (m.depth == 0) continue;  // only held messages
                      out.push_back({{m.recipient.str()}, absl::ToDoubleSeconds(now - m.oldest_accepted_at)});
                    }
+                   return out;
+                 });
+  r.AddCollector("carebroker_mailbox_held",
+                 "Held messages (rejected by their recipient, or delivered delivery.max_attempts times) whose bodies "
+                 "are kept for an operator's release, per recipient organisation.",
+                 metrics::Type::kGauge, {"recipient"}, [this] {
+                   std::vector<metrics::Sample> out;
+                   for (const MailboxStat& m : MailboxStatsForScrape()) out.push_back({{m.recipient.str()}, double(m.held)});
                    return out;
                  });
   if (!config_->proto().store().has_postgres()) {

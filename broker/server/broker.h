@@ -40,6 +40,7 @@ class CertificateGate;
 class ExchangeService;
 class ConsentService;
 class PolicyService;
+class OperationsService;
 class AuditService;
 namespace audit {
 class AuditLog;
@@ -144,6 +145,7 @@ class Broker {
   std::unique_ptr<ExchangeService> service_;
   std::unique_ptr<ConsentService> consent_service_;
   std::unique_ptr<PolicyService> policy_service_;
+  std::unique_ptr<OperationsService> operations_service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   intptr_t channelz_id_ = 0;  // the server in gRPC's channelz; 0: unknown

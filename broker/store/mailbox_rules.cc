@@ -16,6 +16,7 @@ absl::StatusOr<v1::MessageStatus> StatusOf(int64_t state) {
     case kWithheld: return v1::MESSAGE_STATUS_WITHHELD;
     case kUploading: return v1::MESSAGE_STATUS_UPLOADING;
     case kHeld: return v1::MESSAGE_STATUS_HELD;
+    case kCancelled: return v1::MESSAGE_STATUS_CANCELLED;
     default: return Error(absl::StatusCode::kInternal, reason::kStoreCorrupt, "unknown message state");
   }
 }
@@ -39,6 +40,7 @@ v1::MessageStatus FetchStatus(int64_t state, absl::Time expires_at, absl::Time n
     case kExpired: return v1::MESSAGE_STATUS_EXPIRED;
     case kUploading: return v1::MESSAGE_STATUS_UPLOADING;
     case kHeld: return v1::MESSAGE_STATUS_HELD;
+    case kCancelled: return v1::MESSAGE_STATUS_CANCELLED;
     default: return v1::MESSAGE_STATUS_WITHHELD;
   }
 }
@@ -104,6 +106,7 @@ AckOutcome ClassifyAck(int64_t state) {
   switch (state) {
     case kExpired: return AckOutcome::kExpired;
     case kWithheld:
+    case kCancelled:
     case kUploading: return AckOutcome::kNotFound;
     case kAcknowledged: return AckOutcome::kAlreadyAcked;
     default: return AckOutcome::kAcknowledge;  // waiting, delivered or held
@@ -204,6 +207,47 @@ std::optional<NewMessage> HeldReport(const Row& held, const Hold& h, absl::Time 
   info.rejection_code = h.code;
   info.rejection_text = h.text;
   return MakeNonDeliveryReport(info, now, lifetime, h.reason);
+}
+
+int StateOf(v1::MessageStatus s) {
+  switch (s) {
+    case v1::MESSAGE_STATUS_ACCEPTED: return kAccepted;
+    case v1::MESSAGE_STATUS_DELIVERED: return kDelivered;
+    case v1::MESSAGE_STATUS_ACKNOWLEDGED: return kAcknowledged;
+    case v1::MESSAGE_STATUS_EXPIRED: return kExpired;
+    case v1::MESSAGE_STATUS_WITHHELD: return kWithheld;
+    case v1::MESSAGE_STATUS_UPLOADING: return kUploading;
+    case v1::MESSAGE_STATUS_HELD: return kHeld;
+    case v1::MESSAGE_STATUS_CANCELLED: return kCancelled;
+    default: return 0;
+  }
+}
+
+absl::Status CheckOperatorAction(int64_t state, bool purged) {
+  if (state != kHeld) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kMessageNotHeld,
+                 "only a held message can be released or cancelled");
+  }
+  if (purged) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kMessageNotHeld,
+                 "the message was held past its expiry: its body is gone");
+  }
+  return absl::OkStatus();
+}
+
+State AfterAction(OperatorAction::Kind kind) { return kind == OperatorAction::kRelease ? kAccepted : kCancelled; }
+
+MessageEvent ActionEvent(const Row& r, const OperatorAction& a) {
+  MessageEvent e{v1::AUDIT_EVENT_OPERATOR_ACTION, r.id, r.sender, r.recipient, r.workflow, r.purpose,
+                 r.subject, 0, a.kind == OperatorAction::kRelease ? "RELEASE" : "CANCEL", "", a.now};
+  e.actor = a.actor.str();
+  e.justification = a.justification;
+  return e;
+}
+
+absl::Status CheckQuery(const MessageQuery& q) {
+  if (q.max < 1 || q.max > 1000) return InvalidArgument(reason::kQueryInvalid, "a page is 1 to 1000 messages");
+  return absl::OkStatus();
 }
 
 Row RowOf(const StoredDelivery& d, const OrgCode& recipient) {

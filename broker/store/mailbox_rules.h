@@ -33,7 +33,12 @@ enum State : int {
   kWithheld = 5,      // withheld at delivery (consent changed); the body is deleted
   kUploading = 6,     // a chunked message whose chunks are still arriving (invisible)
   kHeld = 7,          // not to be delivered again (rejected, or max attempts); body kept until expiry
+  kCancelled = 8,     // a held message an operator cancelled; the body is deleted
 };
+
+// The state code a status filter (MessageQuery::status) selects; 0 for
+// UNSPECIFIED (any).
+int StateOf(v1::MessageStatus s);
 
 // The state a message is stored in: kDelivered when it is stored already
 // claimed by a Receive stream (direct delivery), else kAccepted.
@@ -195,6 +200,15 @@ inline bool CountsAsDelivery(bool claimed, absl::Time visible_at, absl::Time now
 // the message would have.
 MessageEvent HeldEvent(const Row& r, const Hold& h, absl::Time now);
 std::optional<NewMessage> HeldReport(const Row& held, const Hold& h, absl::Time now, absl::Duration lifetime);
+
+// An operator's action on a message in `state` (`purged`: its body is
+// gone): OK for a held message whose body is kept, else FAILED_PRECONDITION
+// MESSAGE_NOT_HELD. The state it leaves it in, and its audit entry.
+absl::Status CheckOperatorAction(int64_t state, bool purged);
+State AfterAction(OperatorAction::Kind kind);
+MessageEvent ActionEvent(const Row& r, const OperatorAction& a);
+// INVALID_ARGUMENT QUERY_INVALID for a page size out of 1..1000.
+absl::Status CheckQuery(const MessageQuery& q);
 
 // A claimed or fetched message as the lifecycle rules need it.
 Row RowOf(const StoredDelivery& d, const OrgCode& recipient);

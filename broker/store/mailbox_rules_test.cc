@@ -23,12 +23,16 @@ TEST(MailboxRulesTest, StateCodesAreTheOnDiskFormat) {
   EXPECT_EQ(kWithheld, 5);
   EXPECT_EQ(kUploading, 6);
   EXPECT_EQ(kHeld, 7);
+  EXPECT_EQ(kCancelled, 8);
   EXPECT_EQ(*StatusOf(kWithheld), v1::MESSAGE_STATUS_WITHHELD);
   EXPECT_EQ(*StatusOf(kHeld), v1::MESSAGE_STATUS_HELD);
   EXPECT_EQ(*StatusOf(kAccepted), v1::MESSAGE_STATUS_ACCEPTED);
   EXPECT_EQ(*StatusOf(kUploading), v1::MESSAGE_STATUS_UPLOADING);
   EXPECT_THAT(StatusOf(0), HasReason("STORE_CORRUPT"));
-  EXPECT_THAT(StatusOf(8), HasReason("STORE_CORRUPT"));
+  EXPECT_EQ(*StatusOf(kCancelled), v1::MESSAGE_STATUS_CANCELLED);
+  EXPECT_THAT(StatusOf(9), HasReason("STORE_CORRUPT"));
+  for (int state = 1; state <= 8; ++state) EXPECT_EQ(StateOf(*StatusOf(state)), state) << "a status filter's state";
+  EXPECT_EQ(StateOf(v1::MESSAGE_STATUS_UNSPECIFIED), 0);
 }
 
 TEST(MailboxRulesTest, ARejectionHoldsOnlyWhatCanStillBeDelivered) {
@@ -41,6 +45,26 @@ TEST(MailboxRulesTest, ARejectionHoldsOnlyWhatCanStillBeDelivered) {
   EXPECT_EQ(ClassifyReject(kUploading, kT0 + absl::Hours(1), kT0), RejectOutcome::kNotFound);
   EXPECT_EQ(ClassifyAck(kHeld), AckOutcome::kAcknowledge) << "its recipient took it after all";
   EXPECT_EQ(FetchStatus(kHeld, kT0 + absl::Hours(1), kT0), v1::MESSAGE_STATUS_HELD);
+}
+
+TEST(MailboxRulesTest, AnOperatorActsOnlyOnAHeldMessageWithItsBodyAndIsAudited) {
+  EXPECT_TRUE(CheckOperatorAction(kHeld, false).ok());
+  EXPECT_THAT(CheckOperatorAction(kHeld, true), HasReason("MESSAGE_NOT_HELD")) << "past its expiry";
+  for (State s : {kAccepted, kDelivered, kAcknowledged, kExpired, kWithheld, kUploading, kCancelled}) {
+    EXPECT_THAT(CheckOperatorAction(s, false), HasReason("MESSAGE_NOT_HELD")) << s;
+  }
+  EXPECT_EQ(AfterAction(OperatorAction::kRelease), kAccepted);
+  EXPECT_EQ(AfterAction(OperatorAction::kCancel), kCancelled);
+  EXPECT_EQ(ClassifyAck(kCancelled), AckOutcome::kNotFound);
+  const Row r{.id = MessageId("0123456789abcdef0123456789abcdef"), .sender = OrgCode("RR8"),
+              .recipient = OrgCode("503")};
+  const MessageEvent e = ActionEvent(r, OperatorAction{OperatorAction::kCancel, r.id, OrgCode("X26"), "INC1", kT0});
+  EXPECT_EQ(e.event, v1::AUDIT_EVENT_OPERATOR_ACTION);
+  EXPECT_EQ(e.reason, "CANCEL");
+  EXPECT_EQ(e.actor, "X26");
+  EXPECT_EQ(e.justification, "INC1");
+  EXPECT_THAT(CheckQuery(MessageQuery{.max = 0}), HasReason("QUERY_INVALID"));
+  EXPECT_TRUE(CheckQuery(MessageQuery{.max = 1000}).ok());
 }
 
 TEST(MailboxRulesTest, ARejectionsCodeAndTextAreBounded) {

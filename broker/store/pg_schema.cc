@@ -91,12 +91,14 @@ CREATE INDEX used_once_forget ON used_once (forget_at);
 ALTER TABLE messages ADD COLUMN progress BYTEA;
 )sql",
       // 3 -> 4: held messages (rejected by their recipient, or delivered
-      // delivery.max_attempts times).
+      // delivery.max_attempts times), and the deliveries an operator's
+      // release starts counting attempts from.
       R"sql(
 ALTER TABLE messages ADD COLUMN held_at BIGINT;
 ALTER TABLE messages ADD COLUMN held_reason TEXT;
 ALTER TABLE messages ADD COLUMN reject_code TEXT;
 ALTER TABLE messages ADD COLUMN reject_text TEXT;
+ALTER TABLE messages ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX messages_held ON messages (expires_at) WHERE state = 7 AND NOT purged;
 )sql",
   };

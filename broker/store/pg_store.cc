@@ -132,7 +132,7 @@ constexpr const char* kFindIdem = "SELECT id, accepted_at, digest FROM messages 
 // held ($8 its reason) instead of claimed; it comes back with `held` set.
 constexpr const char* kClaim = R"sql(
 WITH pick AS (
-  SELECT seq, visible_at AS was, ($7 > 0 AND deliveries >= $7) AS spent FROM messages
+  SELECT seq, visible_at AS was, ($7 > 0 AND deliveries - attempt_base >= $7) AS spent FROM messages
   WHERE recipient = $1 AND state < 3 AND visible_at <= $2 AND expires_at > $2 AND (chunks = 1 OR $6)
   ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED),
 upd AS (
@@ -192,8 +192,34 @@ constexpr const char* kInboxCount =
     "SELECT count(*) FROM messages WHERE recipient = $1 AND state < 3 AND expires_at > $2";
 constexpr const char* kFetch = R"sql(
 SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, subject,
-       consent_check, state, expires_at, meta, chunks, claim_token IS NOT NULL, visible_at FROM messages
+       consent_check, state, expires_at, meta, chunks, claim_token IS NOT NULL, visible_at,
+       deliveries - attempt_base FROM messages
 WHERE id = $1 AND recipient = $2)sql";
+constexpr const char* kMailboxStats = R"sql(
+SELECT recipient, sum(depth), min(oldest), sum(held) FROM (
+  SELECT recipient, count(*) AS depth, min(accepted_at) AS oldest, 0 AS held FROM messages WHERE state < 3
+  GROUP BY recipient
+  UNION ALL
+  SELECT recipient, 0, NULL, count(*) FROM messages WHERE state = 7 AND NOT purged GROUP BY recipient) s
+GROUP BY recipient ORDER BY recipient)sql";
+constexpr const char* kFindMessages = R"sql(
+SELECT seq, id, sender, recipient, workflow, local_ref, state, accepted_at, expires_at, deliveries,
+       coalesce(held_reason, withheld_reason), reject_code,
+       coalesce((SELECT length(body) FROM bodies b WHERE b.seq = m.seq),
+                (SELECT sum(length(body)) FROM chunks c WHERE c.seq = m.seq), 0)
+FROM messages m
+WHERE seq > $1 AND ($2 = '' OR sender = $2) AND ($3 = '' OR recipient = $3) AND ($4 = '' OR workflow = $4)
+  AND ($5 = 0 OR state = $5) AND accepted_at >= $6 AND accepted_at < $7 AND ($8 = '' OR local_ref = $8)
+ORDER BY seq LIMIT $9)sql";
+constexpr const char* kActionSelect =
+    "SELECT seq, sender, workflow, purpose, subject, kind, local_ref, accepted_at, recipient, state, purged "
+    "FROM messages WHERE id = $1 FOR UPDATE";
+constexpr const char* kReleaseHeld =
+    "UPDATE messages SET state = 1, visible_at = $2, claim_token = NULL, attempt_base = deliveries, held_at = NULL, "
+    "held_reason = NULL, reject_code = NULL, reject_text = NULL WHERE seq = $1";
+constexpr const char* kCancelHeld =
+    "WITH upd AS (UPDATE messages SET state = 8, purged = true, subject = NULL WHERE seq = $1), "
+    "b AS (DELETE FROM bodies WHERE seq = $1) DELETE FROM chunks WHERE seq = $1";
 constexpr const char* kFetchDeliver =
     "UPDATE messages SET state = 2, deliveries = deliveries + $3, first_delivered_at = coalesce(first_delivered_at, $2) "
     "WHERE seq = $1 AND state < 3 RETURNING deliveries";
@@ -463,16 +489,82 @@ class PgStore final : public Store {
   void MailboxStats(StoreCallback<std::vector<MailboxStat>> done) override {
     Enqueue<std::vector<MailboxStat>>(
         [](Txn& t) -> absl::StatusOr<std::vector<MailboxStat>> {
-          auto r = t.conn.ExecPrepared(
-              "SELECT recipient, count(*), min(accepted_at) FROM messages "
-              "WHERE state < 3 GROUP BY recipient ORDER BY recipient");
+          auto r = t.conn.ExecPrepared(kMailboxStats);
           if (!r.ok()) return Unavailable(r.status());
           std::vector<MailboxStat> out;
           for (int i = 0; i < r->rows(); ++i) {
             out.push_back(MailboxStat{OrgCode(r->Str(i, 0)), static_cast<uint64_t>(r->Int(i, 1)),
-                                      FromMicros(r->Int(i, 2))});
+                                      r->IsNull(i, 2) ? absl::InfinitePast() : FromMicros(r->Int(i, 2)),
+                                      static_cast<uint64_t>(r->Int(i, 3))});
           }
           return out;
+        },
+        std::move(done));
+  }
+
+  void FindMessages(MessageQuery query, StoreCallback<std::vector<MessageSummary>> done) override {
+    if (auto s = mailbox::CheckQuery(query); !s.ok()) {
+      std::move(done)(s);
+      return;
+    }
+    Enqueue<std::vector<MessageSummary>>(
+        [q = std::move(query)](Txn& t) -> absl::StatusOr<std::vector<MessageSummary>> {
+          auto r = t.conn.ExecPrepared(
+              kFindMessages,
+              {Param::Int(q.after_seq), Param::Text(q.sender.str()), Param::Text(q.recipient.str()),
+               Param::Text(q.workflow), Param::Int(mailbox::StateOf(q.status)),
+               Param::Int(q.from == absl::InfinitePast() ? INT64_MIN : Micros(q.from)),
+               Param::Int(q.until == absl::InfiniteFuture() ? INT64_MAX : Micros(q.until)),
+               Param::Text(q.local_reference), Param::Int(q.max)});
+          if (!r.ok()) return Unavailable(r.status());
+          std::vector<MessageSummary> out(static_cast<size_t>(r->rows()));
+          for (int i = 0; i < r->rows(); ++i) {
+            MessageSummary& m = out[i];
+            auto status = mailbox::StatusOf(r->Int(i, 6));
+            if (!status.ok()) return status.status();
+            m.seq = r->Int(i, 0);
+            m.id = MessageId(r->Str(i, 1));
+            m.sender = OrgCode(r->Str(i, 2));
+            m.recipient = OrgCode(r->Str(i, 3));
+            m.workflow = r->Str(i, 4);
+            m.local_reference = r->Str(i, 5);
+            m.status = *status;
+            m.accepted_at = FromMicros(r->Int(i, 7));
+            m.expires_at = FromMicros(r->Int(i, 8));
+            m.delivery_count = static_cast<uint32_t>(r->Int(i, 9));
+            if (!r->IsNull(i, 10)) m.reason = r->Str(i, 10);
+            if (!r->IsNull(i, 11)) m.rejection_code = r->Str(i, 11);
+            m.bytes = static_cast<uint64_t>(r->Int(i, 12));
+          }
+          return out;
+        },
+        std::move(done));
+  }
+
+  void ActOn(OperatorAction action, StoreCallback<v1::MessageStatus> done) override {
+    Enqueue<v1::MessageStatus>(
+        [this, a = std::move(action)](Txn& t) -> absl::StatusOr<v1::MessageStatus> {
+          auto r = t.conn.ExecPrepared(kActionSelect, {Param::Text(a.id.str())});
+          if (!r.ok()) return Unavailable(r.status());
+          if (r->rows() == 0) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no message has this id");
+          if (auto s = mailbox::CheckOperatorAction(r->Int(0, 9), r->Str(0, 10) == "t"); !s.ok()) return s;
+          const int64_t seq = r->Int(0, 0);
+          const mailbox::Row m{.id = a.id,
+                               .sender = OrgCode(r->Str(0, 1)),
+                               .recipient = OrgCode(r->Str(0, 8)),
+                               .workflow = r->Str(0, 2),
+                               .purpose = r->Str(0, 3),
+                               .subject = r->Str(0, 4),
+                               .kind = static_cast<v1::MessageKind>(r->Int(0, 5)),
+                               .local_reference = r->Str(0, 6),
+                               .accepted_at = FromMicros(r->Int(0, 7))};
+          RecordEvent(t, mailbox::ActionEvent(m, a));
+          auto u = a.kind == OperatorAction::kRelease
+                       ? t.conn.ExecPrepared(kReleaseHeld, {Param::Int(seq), Time(a.now)})
+                       : t.conn.ExecPrepared(kCancelHeld, {Param::Int(seq)});
+          if (!u.ok()) return Unavailable(u.status());
+          if (a.kind == OperatorAction::kRelease) t.arrivals.insert(m.recipient);
+          return *mailbox::StatusOf(mailbox::AfterAction(a.kind));
         },
         std::move(done));
   }
@@ -1111,7 +1203,7 @@ class PgStore final : public Store {
       return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the message has no such chunk");
     }
     const bool counts = mailbox::CountsAsDelivery(r->Str(0, 16) == "t", FromMicros(r->Int(0, 17)), req.now);
-    if (req.deliver && counts && mailbox::Spent(d.delivery_count, req.max_attempts)) {
+    if (req.deliver && counts && mailbox::Spent(static_cast<uint32_t>(r->Int(0, 18)), req.max_attempts)) {
       auto held = HoldRow(t, d.seq, mailbox::RowOf(d, req.recipient), expires_at, mailbox::MaxAttemptsHold(), req.now);
       if (!held.ok()) return held.status();
       // Not held: acknowledged by another replica meanwhile.

@@ -132,7 +132,8 @@ absl::Status SqliteStore::PrepareAll() {
       {&insert_body_, "INSERT INTO bodies (seq, body) VALUES (?1, ?2)"},
       {&claim_select_,
        "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
-       "subject, consent_check, chunks, expires_at FROM messages WHERE recipient = ?1 AND state < 3 AND "
+       "subject, consent_check, chunks, expires_at, deliveries - attempt_base FROM messages WHERE recipient = ?1 AND "
+       "state < 3 AND "
        "visible_at <= ?2 AND "
        "expires_at > ?2 AND seq <= ?4 AND (chunks = 1 OR ?5) ORDER BY visible_at, seq LIMIT ?3"},
       {&claim_update_,
@@ -178,7 +179,8 @@ absl::Status SqliteStore::PrepareAll() {
        "SELECT count(*) FROM messages WHERE recipient = ?1 AND state < 3 AND expires_at > ?2 AND seq <= ?3"},
       {&fetch_select_,
        "SELECT seq, id, sender, workflow, purpose, content_type, local_ref, kind, accepted_at, deliveries, "
-       "subject, consent_check, state, expires_at, meta, chunks, claim_token IS NOT NULL, visible_at FROM messages "
+       "subject, consent_check, state, expires_at, meta, chunks, claim_token IS NOT NULL, visible_at, "
+       "deliveries - attempt_base FROM messages "
        "WHERE id = ?1 AND recipient = ?2 AND seq <= ?3"},
       {&fetch_update_,
        "UPDATE messages SET state = 2, deliveries = deliveries + ?3, first_delivered_at = coalesce(first_delivered_at, "
@@ -194,8 +196,26 @@ absl::Status SqliteStore::PrepareAll() {
       {&once_insert_, "INSERT INTO used_once (key, forget_at) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING"},
       {&once_forget_, "DELETE FROM used_once WHERE key IN (SELECT key FROM used_once WHERE forget_at <= ?1 LIMIT ?2)"},
       {&mailbox_stats_,
-       "SELECT recipient, count(*), min(accepted_at) FROM messages WHERE state < 3 GROUP BY recipient "
-       "ORDER BY recipient"},
+       "SELECT recipient, sum(depth), min(oldest), sum(held) FROM ("
+       "SELECT recipient, count(*) AS depth, min(accepted_at) AS oldest, 0 AS held FROM messages WHERE state < 3 "
+       "GROUP BY recipient UNION ALL "
+       "SELECT recipient, 0, NULL, count(*) FROM messages WHERE state = 7 AND purged = 0 GROUP BY recipient) "
+       "GROUP BY recipient ORDER BY recipient"},
+      {&find_messages_,
+       "SELECT seq, id, sender, recipient, workflow, local_ref, state, accepted_at, expires_at, deliveries, "
+       "coalesce(held_reason, withheld_reason), reject_code, "
+       "coalesce((SELECT length(body) FROM bodies b WHERE b.seq = m.seq), "
+       "(SELECT sum(length(body)) FROM chunks c WHERE c.seq = m.seq), 0) FROM messages m "
+       "WHERE seq > ?1 AND seq <= ?2 AND (?3 = '' OR sender = ?3) AND (?4 = '' OR recipient = ?4) "
+       "AND (?5 = '' OR workflow = ?5) AND (?6 = 0 OR state = ?6) AND accepted_at >= ?7 AND accepted_at < ?8 "
+       "AND (?9 = '' OR local_ref = ?9) ORDER BY seq LIMIT ?10"},
+      {&action_select_,
+       "SELECT seq, sender, workflow, purpose, subject, kind, local_ref, accepted_at, recipient, state, purged "
+       "FROM messages WHERE id = ?1"},
+      {&release_update_,
+       "UPDATE messages SET state = 1, visible_at = ?2, claim_token = NULL, attempt_base = deliveries, held_at = NULL, "
+       "held_reason = NULL, reject_code = NULL, reject_text = NULL WHERE seq = ?1"},
+      {&cancel_update_, "UPDATE messages SET state = 8, purged = 1, subject = NULL WHERE seq = ?1"},
       {&expire_select_,
        "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind, purpose, subject FROM messages "
        "WHERE state < 3 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"},
@@ -445,7 +465,12 @@ absl::StatusOr<ChunkStored> SqliteStore::DoAppendChunk(const ChunkUpload& c) {
 }
 
 absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequest& req) {
-  std::vector<std::pair<int64_t, StoredDelivery>> rows;
+  struct Claimed {
+    int64_t expires_micros;
+    uint32_t attempts;  // deliveries since the last release (delivery.max_attempts)
+    StoredDelivery d;
+  };
+  std::vector<Claimed> rows;
   {
     claim_select_.Bind(1, req.recipient.str()).Bind(2, Micros(req.now)).Bind(3, int64_t{req.max});
     claim_select_.Bind(4, synced_seq_.load(std::memory_order_acquire)).Bind(5, int64_t{req.chunked});
@@ -456,14 +481,14 @@ absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequ
       if (!*row) break;
       StoredDelivery d = DeliveryColumns(claim_select_);
       d.chunks = static_cast<uint32_t>(claim_select_.Int(12));
-      rows.emplace_back(claim_select_.Int(13), std::move(d));
+      rows.push_back({claim_select_.Int(13), static_cast<uint32_t>(claim_select_.Int(14)), std::move(d)});
     }
   }
   std::vector<StoredDelivery> out;
   out.reserve(rows.size());
-  for (auto& [expires_micros, d] : rows) {
+  for (auto& [expires_micros, attempts, d] : rows) {
     const int64_t seq = d.seq;
-    if (mailbox::Spent(d.delivery_count, req.max_attempts)) {
+    if (mailbox::Spent(attempts, req.max_attempts)) {
       auto s = HoldRow(seq, mailbox::RowOf(d, req.recipient), FromMicros(expires_micros), mailbox::MaxAttemptsHold(),
                        req.now);
       if (!s.ok()) return s;
@@ -536,7 +561,8 @@ absl::StatusOr<std::vector<MailboxStat>> SqliteStore::DoMailboxStats() {
     if (!row.ok()) return row.status();
     if (!*row) return out;
     out.push_back(MailboxStat{OrgCode(mailbox_stats_.Text(0)), static_cast<uint64_t>(mailbox_stats_.Int(1)),
-                              FromMicros(mailbox_stats_.Int(2))});
+                              mailbox_stats_.IsNull(2) ? absl::InfinitePast() : FromMicros(mailbox_stats_.Int(2)),
+                              static_cast<uint64_t>(mailbox_stats_.Int(3))});
   }
 }
 
@@ -569,6 +595,7 @@ absl::StatusOr<Fetched> SqliteStore::DoFetch(const FetchRequest& req) {
   StoredDelivery& d = f.delivery;
   int64_t state;
   bool counts;
+  uint32_t attempts;
   absl::Time expires;
   {
     fetch_select_.Bind(1, req.id.str()).Bind(2, req.recipient.str());
@@ -583,6 +610,7 @@ absl::StatusOr<Fetched> SqliteStore::DoFetch(const FetchRequest& req) {
     if (!fetch_select_.IsNull(14)) d.meta = fetch_select_.Text(14);
     d.chunks = static_cast<uint32_t>(fetch_select_.Int(15));
     counts = mailbox::CountsAsDelivery(fetch_select_.Int(16) != 0, FromMicros(fetch_select_.Int(17)), req.now);
+    attempts = static_cast<uint32_t>(fetch_select_.Int(18));
     f.status = mailbox::FetchStatus(state, expires_at, req.now);
     expires = expires_at;
   }
@@ -590,7 +618,7 @@ absl::StatusOr<Fetched> SqliteStore::DoFetch(const FetchRequest& req) {
   if (req.body && (req.chunk < 1 || req.chunk > d.chunks)) {
     return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "the message has no such chunk");
   }
-  if (req.deliver && counts && mailbox::Spent(d.delivery_count, req.max_attempts)) {
+  if (req.deliver && counts && mailbox::Spent(attempts, req.max_attempts)) {
     auto s = HoldRow(d.seq, mailbox::RowOf(d, req.recipient), expires, mailbox::MaxAttemptsHold(), req.now);
     if (!s.ok()) return s;
     f.status = v1::MESSAGE_STATUS_HELD;
@@ -737,6 +765,66 @@ absl::StatusOr<v1::MessageStatus> SqliteStore::DoReject(const Rejection& r) {
   }
   if (auto s = HoldRow(seq, m, expires_at, mailbox::HoldFor(r), r.now); !s.ok()) return s;
   return v1::MESSAGE_STATUS_HELD;
+}
+
+absl::StatusOr<std::vector<MessageSummary>> SqliteStore::DoFindMessages(const MessageQuery& q) {
+  Stmt& f = find_messages_;
+  f.Bind(1, q.after_seq).Bind(2, synced_seq_.load(std::memory_order_acquire));
+  f.Bind(3, q.sender.str()).Bind(4, q.recipient.str()).Bind(5, q.workflow).Bind(6, int64_t{mailbox::StateOf(q.status)});
+  f.Bind(7, q.from == absl::InfinitePast() ? INT64_MIN : Micros(q.from));
+  f.Bind(8, q.until == absl::InfiniteFuture() ? INT64_MAX : Micros(q.until));
+  f.Bind(9, q.local_reference).Bind(10, int64_t{q.max});
+  ResetOnExit reset{f};
+  std::vector<MessageSummary> out;
+  while (true) {
+    auto row = f.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return out;
+    auto status = mailbox::StatusOf(f.Int(6));
+    if (!status.ok()) return status.status();
+    MessageSummary& m = out.emplace_back();
+    m.seq = f.Int(0);
+    m.id = MessageId(f.Text(1));
+    m.sender = OrgCode(f.Text(2));
+    m.recipient = OrgCode(f.Text(3));
+    m.workflow = f.Text(4);
+    m.local_reference = f.Text(5);
+    m.status = *status;
+    m.accepted_at = FromMicros(f.Int(7));
+    m.expires_at = FromMicros(f.Int(8));
+    m.delivery_count = static_cast<uint32_t>(f.Int(9));
+    if (!f.IsNull(10)) m.reason = f.Text(10);
+    if (!f.IsNull(11)) m.rejection_code = f.Text(11);
+    m.bytes = static_cast<uint64_t>(f.Int(12));
+  }
+}
+
+absl::StatusOr<v1::MessageStatus> SqliteStore::DoActOn(const OperatorAction& a) {
+  int64_t seq, state;
+  bool purged;
+  mailbox::Row m{.id = a.id};
+  {
+    action_select_.Bind(1, a.id.str());
+    ResetOnExit reset{action_select_};
+    auto row = action_select_.Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no message has this id");
+    seq = action_select_.Int(0);
+    RowColumns(action_select_, m);
+    m.recipient = OrgCode(action_select_.Text(8));
+    state = action_select_.Int(9);
+    purged = action_select_.Int(10) != 0;
+  }
+  if (auto s = mailbox::CheckOperatorAction(state, purged); !s.ok()) return s;
+  if (auto s = RecordEvent(mailbox::ActionEvent(m, a)); !s.ok()) return s;
+  if (a.kind == OperatorAction::kRelease) {
+    if (auto s = release_update_.Bind(1, seq).Bind(2, Micros(a.now)).Exec(); !s.ok()) return s;
+    arrivals_.insert(m.recipient);
+  } else {
+    if (auto s = cancel_update_.Bind(1, seq).Exec(); !s.ok()) return s;
+    if (auto s = DeleteBody(seq); !s.ok()) return s;
+  }
+  return *mailbox::StatusOf(mailbox::AfterAction(a.kind));
 }
 
 absl::StatusOr<v1::ConsentChange> SqliteStore::DoAppendConsent(v1::ConsentChange c) {

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS messages (
   held_at INTEGER,
   held_reason TEXT,
   reject_code TEXT,
-  reject_text TEXT
+  reject_text TEXT,
+  attempt_base INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages(sender, idem_key) WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_mailbox ON messages(recipient, visible_at, seq) WHERE state < 3;
@@ -99,12 +100,14 @@ ALTER TABLE messages ADD COLUMN progress BLOB;
 )sql";
 
 // Version 6 to 7: held messages (rejected by their recipient, or delivered
-// delivery.max_attempts times).
+// delivery.max_attempts times), and the deliveries an operator's release
+// starts counting attempts from.
 constexpr const char* kMigrateV6 = R"sql(
 ALTER TABLE messages ADD COLUMN held_at INTEGER;
 ALTER TABLE messages ADD COLUMN held_reason TEXT;
 ALTER TABLE messages ADD COLUMN reject_code TEXT;
 ALTER TABLE messages ADD COLUMN reject_text TEXT;
+ALTER TABLE messages ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
 )sql";
 
 }  // namespace

@@ -172,6 +172,20 @@ void SqliteStore::Reject(Rejection rejection, StoreCallback<v1::MessageStatus> d
       kDurable, [this, r = std::move(rejection)]() { return DoReject(r); }, std::move(done));
 }
 
+void SqliteStore::FindMessages(MessageQuery query, StoreCallback<std::vector<MessageSummary>> done) {
+  if (auto s = mailbox::CheckQuery(query); !s.ok()) {
+    std::move(done)(s);
+    return;
+  }
+  Enqueue<std::vector<MessageSummary>>(
+      kAtCommit, [this, q = std::move(query)]() { return DoFindMessages(q); }, std::move(done));
+}
+
+void SqliteStore::ActOn(OperatorAction action, StoreCallback<v1::MessageStatus> done) {
+  Enqueue<v1::MessageStatus>(
+      kDurable, [this, a = std::move(action)]() { return DoActOn(a); }, std::move(done));
+}
+
 void SqliteStore::AppendConsent(v1::ConsentChange change, AuditRecord audit, StoreCallback<v1::ConsentChange> done) {
   Enqueue<v1::ConsentChange>(
       kDurable,

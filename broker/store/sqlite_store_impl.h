@@ -133,6 +133,8 @@ class SqliteStore final : public Store {
   void Withhold(OrgCode recipient, std::vector<MessageId> ids, std::string reason, absl::Time now,
                 StoreCallback<int> done) override;
   void Reject(Rejection rejection, StoreCallback<v1::MessageStatus> done) override;
+  void FindMessages(MessageQuery query, StoreCallback<std::vector<MessageSummary>> done) override;
+  void ActOn(OperatorAction action, StoreCallback<v1::MessageStatus> done) override;
 
   void AppendConsent(v1::ConsentChange change, AuditRecord audit, StoreCallback<v1::ConsentChange> done) override;
 
@@ -312,6 +314,8 @@ class SqliteStore final : public Store {
   absl::StatusOr<int> DoWithhold(const OrgCode& recipient, const std::vector<MessageId>& ids, const std::string& reason,
                                  absl::Time now);
   absl::StatusOr<v1::MessageStatus> DoReject(const Rejection& r);
+  absl::StatusOr<std::vector<MessageSummary>> DoFindMessages(const MessageQuery& q);
+  absl::StatusOr<v1::MessageStatus> DoActOn(const OperatorAction& a);
   // Holds message `seq` (`m`, expiring at `expires_at`): its state, its
   // HELD event and its sender's report.
   absl::Status HoldRow(int64_t seq, const mailbox::Row& m, absl::Time expires_at, const mailbox::Hold& h,
@@ -349,7 +353,7 @@ class SqliteStore final : public Store {
   int64_t batch_max_seq_ = 0;  // highest seq stored by the batch being built
   Stmt find_idem_, insert_msg_, insert_claimed_, insert_body_, claim_select_, claim_update_, select_body_;
   Stmt ack_update_, ack_state_, release_, hide_, track_, mailbox_stats_, expire_select_, expire_update_, delete_body_;
-  Stmt hold_update_, reject_select_, purge_held_select_;
+  Stmt hold_update_, reject_select_, purge_held_select_, find_messages_, action_select_, release_update_, cancel_update_;
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
   Stmt audit_insert_, head_insert_, block_insert_;
   Stmt inbox_page_, inbox_count_, fetch_select_, fetch_update_, once_insert_, once_forget_;

@@ -112,6 +112,10 @@ struct MessageEvent {
   std::string reason;  // withholding, holding
   std::string code;    // holding on a recipient's rejection: its code
   absl::Time at;
+  // An operator's action: the operator's organisation and justification
+  // (`reason` names the action).
+  std::string actor;
+  std::string justification;
 };
 
 // Turns lifecycle events into entries. Called on the store's writer thread
@@ -269,7 +273,50 @@ struct Fetched {
 struct MailboxStat {
   OrgCode recipient;
   uint64_t depth = 0;
-  absl::Time oldest_accepted_at;
+  absl::Time oldest_accepted_at;  // of that backlog; InfinitePast when depth is 0
+  uint64_t held = 0;              // held messages whose bodies are kept (an operator may release them)
+};
+
+// An operator's search of every mailbox (metadata only). Empty fields and
+// UNSPECIFIED match anything.
+struct MessageQuery {
+  OrgCode sender;
+  OrgCode recipient;
+  std::string workflow;
+  v1::MessageStatus status = v1::MESSAGE_STATUS_UNSPECIFIED;
+  absl::Time from = absl::InfinitePast();    // accepted at or after
+  absl::Time until = absl::InfiniteFuture();  // accepted before
+  std::string local_reference;
+  int max = 100;          // 1..1000
+  int64_t after_seq = 0;  // the last seq of the page before
+};
+
+// One message as an operator sees it: never its content.
+struct MessageSummary {
+  int64_t seq = 0;
+  MessageId id;
+  OrgCode sender;
+  OrgCode recipient;
+  std::string workflow;
+  std::string local_reference;
+  v1::MessageStatus status = v1::MESSAGE_STATUS_UNSPECIFIED;
+  absl::Time accepted_at;
+  absl::Time expires_at;
+  uint32_t delivery_count = 0;
+  std::string reason;          // why withheld or held
+  std::string rejection_code;  // a recipient's rejection
+  uint64_t bytes = 0;          // the stored body (0 once purged)
+};
+
+// An operator's action on one held message (Store::ActOn), audited as
+// OPERATOR_ACTION with the operator and the justification.
+struct OperatorAction {
+  enum Kind { kRelease, kCancel };
+  Kind kind = kRelease;
+  MessageId id;
+  OrgCode actor;  // the operator's organisation, from the certificate
+  std::string justification;
+  absl::Time now;
 };
 
 struct StoreGauges {
@@ -391,6 +438,17 @@ class Store {
   // had, unchanged. NOT_FOUND MESSAGE_NOT_FOUND for an id not in the
   // recipient's mailbox (or still uploading).
   virtual void Reject(Rejection rejection, StoreCallback<v1::MessageStatus> done) = 0;
+
+  // Messages of any mailbox matching `query`, in seq order, a page at a time.
+  virtual void FindMessages(MessageQuery query, StoreCallback<std::vector<MessageSummary>> done) = 0;
+
+  // An operator's action on a held message whose body is kept, with its
+  // OPERATOR_ACTION entry in the same commit: release makes it waiting
+  // again (delivered afresh, with delivery.max_attempts counted anew);
+  // cancel ends it (CANCELLED, body deleted). Answers its status after.
+  // NOT_FOUND MESSAGE_NOT_FOUND for an unknown id; FAILED_PRECONDITION
+  // MESSAGE_NOT_HELD for a message not held, or held past its expiry.
+  virtual void ActOn(OperatorAction action, StoreCallback<v1::MessageStatus> done) = 0;
 
   // Appends one consent change durably, with its audit entry in the same
   // commit; answers it with its seq assigned.

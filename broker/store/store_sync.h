@@ -67,6 +67,12 @@ inline absl::StatusOr<int> WithholdSync(Store& s, OrgCode r, std::vector<Message
 inline absl::StatusOr<v1::MessageStatus> RejectSync(Store& s, Rejection r) {
   return AwaitStore<v1::MessageStatus>([&](auto cb) { s.Reject(std::move(r), std::move(cb)); });
 }
+inline absl::StatusOr<std::vector<MessageSummary>> FindMessagesSync(Store& s, MessageQuery q) {
+  return AwaitStore<std::vector<MessageSummary>>([&](auto cb) { s.FindMessages(std::move(q), std::move(cb)); });
+}
+inline absl::StatusOr<v1::MessageStatus> ActOnSync(Store& s, OperatorAction a) {
+  return AwaitStore<v1::MessageStatus>([&](auto cb) { s.ActOn(std::move(a), std::move(cb)); });
+}
 inline absl::StatusOr<v1::ConsentChange> AppendConsentSync(Store& s, v1::ConsentChange c, AuditRecord a = {}) {
   return AwaitStore<v1::ConsentChange>([&](auto cb) { s.AppendConsent(std::move(c), std::move(a), std::move(cb)); });
 }

@@ -210,7 +210,7 @@ TEST(SqliteSchema, AVersionThreeAuditLogGetsItsSearchFilters) {
              "ALTER TABLE messages DROP COLUMN pending_audit; ALTER TABLE messages DROP COLUMN progress; "
              "DROP INDEX messages_held; ALTER TABLE messages DROP COLUMN held_at; "
              "ALTER TABLE messages DROP COLUMN held_reason; ALTER TABLE messages DROP COLUMN reject_code; "
-             "ALTER TABLE messages DROP COLUMN reject_text; "
+             "ALTER TABLE messages DROP COLUMN reject_text; ALTER TABLE messages DROP COLUMN attempt_base; "
              "DROP INDEX messages_uploading; DROP TABLE chunks; "
              "DROP TABLE used_once; PRAGMA user_version = 3;");
   auto store = OpenSqliteStore(path);

@@ -593,6 +593,108 @@ TEST_P(StoreConformance, ADownloadUnderALiveClaimIsPartOfThatDelivery) {
   EXPECT_EQ(FetchSync(*store, f)->delivery.delivery_count, 2u);
 }
 
+TEST_P(StoreConformance, MailboxStatsCountHeldMessagesApart) {
+  auto store = Open(Instance());
+  const MessageId held = AppendOne(*store, Msg(kTrust, kGp));
+  ASSERT_EQ(*RejectSync(*store, Rejection{kGp, held, "AE", "", kT0}), v1::MESSAGE_STATUS_HELD);
+  AppendOne(*store, Msg(kGp, kCouncil, "", "", kT0 + absl::Seconds(3)));
+  auto stats = MailboxStatsSync(*store);
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_THAT(*stats, SizeIs(3));  // in code order: the council, the trust (the report), the GP
+  EXPECT_EQ((*stats)[1].recipient, kTrust);
+  EXPECT_EQ((*stats)[2].recipient, kGp);
+  EXPECT_EQ((*stats)[2].depth, 0u);
+  EXPECT_EQ((*stats)[2].held, 1u);
+  EXPECT_EQ((*stats)[2].oldest_accepted_at, absl::InfinitePast()) << "no backlog";
+  EXPECT_EQ((*stats)[0].recipient, kCouncil);
+  EXPECT_EQ((*stats)[0].held, 0u);
+  EXPECT_EQ((*stats)[0].oldest_accepted_at, kT0 + absl::Seconds(3));
+}
+
+TEST_P(StoreConformance, FindMessagesFiltersEveryMailboxByMetadataAPageAtATime) {
+  auto store = Open(Instance());
+  NewMessage a = Msg(kTrust, kCouncil, "", "0123456789");
+  a.local_reference = "ADT-1";
+  const MessageId to_council = AppendOne(*store, a);
+  const MessageId to_gp = AppendOne(*store, Msg(kTrust, kGp, "", "", kT0 + absl::Minutes(1)));
+  const MessageId from_gp = AppendOne(*store, Msg(kGp, kCouncil, "", "", kT0 + absl::Minutes(2)));
+  ASSERT_EQ(*RejectSync(*store, Rejection{kCouncil, from_gp, "UNKNOWN_PATIENT", "", kT0 + absl::Minutes(3)}),
+            v1::MESSAGE_STATUS_HELD);
+  auto ids = [&](MessageQuery q) {
+    std::vector<MessageId> out;
+    auto r = FindMessagesSync(*store, q);
+    EXPECT_TRUE(r.ok()) << r.status();
+    for (const MessageSummary& m : *r) out.push_back(m.id);
+    return out;
+  };
+  EXPECT_THAT(ids(MessageQuery{.sender = kTrust}), ElementsAre(to_council, to_gp));
+  EXPECT_THAT(ids(MessageQuery{.recipient = kCouncil}), ElementsAre(to_council, from_gp));
+  EXPECT_THAT(ids(MessageQuery{.status = v1::MESSAGE_STATUS_HELD}), ElementsAre(from_gp));
+  EXPECT_THAT(ids(MessageQuery{.from = kT0 + absl::Seconds(30), .until = kT0 + absl::Minutes(2)}), ElementsAre(to_gp));
+  EXPECT_THAT(ids(MessageQuery{.local_reference = "ADT-1"}), ElementsAre(to_council));
+  EXPECT_THAT(ids(MessageQuery{.workflow = "NO_SUCH_WORKFLOW"}), IsEmpty());
+  // Pages: the next starts after the last seq of the one before.
+  auto first = FindMessagesSync(*store, MessageQuery{.sender = kTrust, .max = 1});
+  ASSERT_THAT(*first, SizeIs(1));
+  EXPECT_THAT(ids(MessageQuery{.sender = kTrust, .max = 1, .after_seq = (*first)[0].seq}), ElementsAre(to_gp));
+  // Metadata: times, states, reasons and sizes, never content.
+  const MessageSummary& m = (*first)[0];
+  EXPECT_EQ(m.recipient, kCouncil);
+  EXPECT_EQ(m.local_reference, "ADT-1");
+  EXPECT_EQ(m.status, v1::MESSAGE_STATUS_ACCEPTED);
+  EXPECT_EQ(m.accepted_at, kT0);
+  EXPECT_EQ(m.bytes, 10u);
+  auto held = FindMessagesSync(*store, MessageQuery{.status = v1::MESSAGE_STATUS_HELD});
+  EXPECT_EQ((*held)[0].reason, "REJECTED_BY_RECIPIENT");
+  EXPECT_EQ((*held)[0].rejection_code, "UNKNOWN_PATIENT");
+  EXPECT_EQ(FindMessagesSync(*store, MessageQuery{.max = 1001}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_P(StoreConformance, AnOperatorReleasesOrCancelsOnlyAHeldMessageWithItsBody) {
+  auto store = Open(Instance());
+  const MessageId poison = AppendOne(*store, Msg(kTrust, kCouncil, "", "body-p"));
+  auto claim = [&](absl::Time now) {
+    ClaimRequest req = Claim(kCouncil, 10, now);
+    req.max_attempts = 1;
+    return ClaimSync(*store, req);
+  };
+  ASSERT_THAT(*claim(kT0), SizeIs(1));
+  ASSERT_THAT(*claim(kT0 + absl::Seconds(31)), IsEmpty());  // held: max attempts
+  const OperatorAction release{OperatorAction::kRelease, poison, OrgCode("X26"), "consumer fixed (INC0001)",
+                               kT0 + absl::Minutes(1)};
+  ASSERT_EQ(*ActOnSync(*store, release), v1::MESSAGE_STATUS_ACCEPTED);
+  auto t = TrackSync(*store, kTrust, poison);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_ACCEPTED);
+  EXPECT_EQ(t->held_reason, "");
+  // Delivered again, its attempts counted afresh; the count stays the truth.
+  auto again = claim(kT0 + absl::Minutes(1));
+  ASSERT_THAT(*again, SizeIs(1));
+  EXPECT_EQ((*again)[0].payload, "body-p");
+  EXPECT_EQ((*again)[0].delivery_count, 2u);
+  EXPECT_EQ(ActOnSync(*store, release).status().code(), absl::StatusCode::kFailedPrecondition) << "not held now";
+  EXPECT_THAT(ActOnSync(*store, release).status(), HasReason("MESSAGE_NOT_HELD"));
+
+  const MessageId rejected = AppendOne(*store, Msg(kTrust, kCouncil));
+  ASSERT_EQ(*RejectSync(*store, Rejection{kCouncil, rejected, "AE", "", kT0}), v1::MESSAGE_STATUS_HELD);
+  OperatorAction cancel{OperatorAction::kCancel, rejected, OrgCode("X26"), "sender asked (INC0002)", kT0};
+  ASSERT_EQ(*ActOnSync(*store, cancel), v1::MESSAGE_STATUS_CANCELLED);
+  t = TrackSync(*store, kTrust, rejected);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_CANCELLED);
+  EXPECT_TRUE(t->body_purged);
+  EXPECT_THAT(AckSync(*store, kCouncil, {rejected}, kT0)->not_found, ElementsAre(rejected));
+  EXPECT_THAT(ActOnSync(*store, cancel).status(), HasReason("MESSAGE_NOT_HELD"));
+  cancel.id = MessageId("0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(ActOnSync(*store, cancel).status().code(), absl::StatusCode::kNotFound);
+
+  // Held past its expiry, its body is gone: nothing to release.
+  const MessageId late = AppendOne(*store, Msg(kTrust, kCouncil));
+  ASSERT_EQ(*RejectSync(*store, Rejection{kCouncil, late, "AE", "", kT0}), v1::MESSAGE_STATUS_HELD);
+  ASSERT_TRUE(SweepSync(*store, SweepRequest{kT0 + absl::Hours(200), kT0, absl::Hours(120)}).ok());
+  OperatorAction too_late = release;
+  too_late.id = late;
+  EXPECT_THAT(ActOnSync(*store, too_late).status(), HasReason("MESSAGE_NOT_HELD"));
+}
+
 TEST_P(StoreConformance, InboxListsUnacknowledgedMessagesInPagesWithATotal) {
   auto store = Open(Instance());
   std::vector<MessageId> ids;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <sstream>
 
 #include "broker/cli/ctl/ctl.h"
@@ -207,6 +208,95 @@ TEST_F(CtlTest, RejectHoldsAMessageAndTrackShowsWhy) {
   EXPECT_EQ(bad.rc, 1);
   EXPECT_NE(bad.err.find("INVALID_ARGUMENT REJECTION_INVALID"), std::string::npos) << bad.err;
   EXPECT_EQ(Ctl("503", {"reject", id}).rc, 2) << "--code is required";
+}
+
+TEST_F(CtlTest, AnOperatorSeesEveryMailboxFindsHeldMessagesAndReleasesOrCancelsThem) {
+  auto send = [&](const std::string& ref) {
+    CtlRun sent = Ctl("RR8", {"send", "--to", "503", "--workflow", "REFERRAL", "--purpose", "direct-care",
+                              "--local-reference", ref, payload_});
+    EXPECT_EQ(sent.rc, 0) << sent.err;
+    return sent.out.substr(0, 32);
+  };
+  const std::string a = send("REF-A"), b = send("REF-B");
+  send("REF-C");
+  ASSERT_EQ(Ctl("503", {"reject", a, "--code", "UNKNOWN_PATIENT"}).rc, 0);
+  ASSERT_EQ(Ctl("503", {"reject", b, "--code", "AE"}).rc, 0);
+
+  // The overview: the council has one waiting and two held; the trust two reports.
+  CtlRun list = Ctl("operator", {"--format", "json", "mailbox", "list"});
+  ASSERT_EQ(list.rc, 0) << list.err;
+  std::map<std::string, json> boxes;
+  for (const json& m : json::parse(list.out)) boxes[m.at("organisation")] = m;
+  ASSERT_EQ(boxes.count("503"), 1u) << list.out;
+  EXPECT_EQ(boxes["503"].at("depth"), 1);
+  EXPECT_EQ(boxes["503"].at("held"), 2);
+  EXPECT_EQ(boxes["503"].at("name"), "Lincolnshire County Council");
+  EXPECT_NE(boxes["503"].at("oldest_unacknowledged_at"), "");
+  EXPECT_EQ(boxes["RR8"].at("depth"), 2) << "the two non-delivery reports";
+  CtlRun table = Ctl("operator", {"mailbox", "list"});
+  EXPECT_THAT(table.out, ::testing::StartsWith("ORGANISATION  DEPTH  OLDEST  HELD  STREAMS  NAME\n"));
+
+  // The search: metadata only.
+  CtlRun found = Ctl("operator", {"--format", "json", "messages", "find", "--recipient", "503", "--state", "held"});
+  ASSERT_EQ(found.rc, 0) << found.err;
+  json f = json::parse(found.out);
+  ASSERT_EQ(f.at("messages").size(), 2u) << found.out;
+  EXPECT_EQ(f.at("messages")[0].at("message_id"), a);
+  EXPECT_EQ(f.at("messages")[0].at("status"), "held");
+  EXPECT_EQ(f.at("messages")[0].at("rejection_code"), "UNKNOWN_PATIENT");
+  EXPECT_EQ(f.at("messages")[0].at("local_reference"), "REF-A");
+  EXPECT_EQ(f.at("messages")[0].at("bytes"), 21);
+  EXPECT_EQ(found.out.find("discharge"), std::string::npos) << "never the content";
+  CtlRun page = Ctl("operator", {"--format", "json", "messages", "find", "--sender", "RR8", "--limit", "1"});
+  ASSERT_EQ(page.rc, 0) << page.err;
+  const std::string token = json::parse(page.out).at("next_page_token");
+  CtlRun next = Ctl("operator", {"--format", "json", "messages", "find", "--sender", "RR8", "--limit", "1",
+                                 "--page-token", token});
+  EXPECT_EQ(json::parse(next.out).at("messages")[0].at("message_id"), b);
+  CtlRun since = Ctl("operator", {"--format", "json", "messages", "find", "--recipient", "503", "--from",
+                                  "2000-01-01T00:00:00Z", "--until", "2999-01-01T00:00:00Z"});
+  EXPECT_EQ(json::parse(since.out).at("messages").size(), 3u) << since.out;
+  CtlRun before = Ctl("operator", {"--format", "json", "messages", "find", "--until", "2000-01-01T00:00:00Z"});
+  EXPECT_EQ(json::parse(before.out).at("messages").size(), 0u) << before.out;
+  EXPECT_EQ(Ctl("operator", {"messages", "find", "--state", "lost"}).rc, 2);
+  EXPECT_EQ(Ctl("operator", {"messages", "find", "--from", "yesterday"}).rc, 2);
+
+  // Release one, cancel the other; each needs a justification and is audited.
+  EXPECT_EQ(Ctl("operator", {"message", "release", a}).rc, 2) << "--justification is required";
+  CtlRun blank = Ctl("operator", {"message", "release", a, "--justification", " "});
+  EXPECT_EQ(blank.rc, 1);
+  EXPECT_NE(blank.err.find("JUSTIFICATION_INVALID"), std::string::npos) << blank.err;
+  CtlRun released = Ctl("operator", {"message", "release", a, "--justification", "patient registered (INC0042)"});
+  ASSERT_EQ(released.rc, 0) << released.err;
+  EXPECT_EQ(released.out, a + " accepted\n");
+  CtlRun again = Ctl("operator", {"message", "release", a, "--justification", "twice"});
+  EXPECT_EQ(again.rc, 1);
+  EXPECT_NE(again.err.find("FAILED_PRECONDITION MESSAGE_NOT_HELD"), std::string::npos) << again.err;
+  ASSERT_EQ(Ctl("operator", {"message", "cancel", b, "--justification", "sender resent it (INC0043)"}).rc, 0);
+  EXPECT_EQ(json::parse(Ctl("RR8", {"--format", "json", "track", b}).out).at("status"), "CANCELLED");
+  // An agency cannot do any of it.
+  CtlRun agency = Ctl("503", {"message", "release", b, "--justification", "x"});
+  EXPECT_EQ(agency.rc, 1);
+  EXPECT_NE(agency.err.find("PERMISSION_DENIED"), std::string::npos) << agency.err;
+  EXPECT_EQ(Ctl("RR8", {"mailbox", "list"}).rc, 1);
+
+  // The released message is delivered again.
+  const std::string inbox = dir_ + "/op-inbox";
+  CtlRun got = Ctl("503", {"--format", "json", "receive", "--out", inbox, "--max", "5", "--wait", "1"});
+  ASSERT_EQ(got.rc, 0) << got.err;
+  EXPECT_EQ(json::parse(got.out).at("received"), 2) << "REF-A released, REF-C";
+  EXPECT_TRUE(fs::exists(inbox + "/" + a + ".json"));
+
+  AuditRun report = AuditCli(*broker_, "ig-officer", {"--format", "json", "report", "operator-actions"});
+  ASSERT_EQ(report.rc, 0) << report.err;
+  json r = json::parse(report.out);
+  ASSERT_EQ(r.size(), 2u) << report.out;
+  EXPECT_EQ(r[0].at("operator"), "X26");
+  EXPECT_EQ(r[0].at("action"), "release");
+  EXPECT_EQ(r[0].at("message"), a);
+  EXPECT_EQ(r[0].at("justification"), "patient registered (INC0042)");
+  EXPECT_EQ(r[1].at("action"), "cancel");
+  EXPECT_EQ(r[1].at("justification"), "sender resent it (INC0043)");
 }
 
 TEST_F(CtlTest, BrokerRefusalsExitOneWithCodeAndReason) {

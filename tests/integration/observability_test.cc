@@ -82,6 +82,17 @@ TEST_F(ObservabilityTest, MetricsCountWhatHappenedAndHoldNothingAboutAPerson) {
   EXPECT_THAT(text, HasSubstr("# TYPE carebroker_store_bytes gauge\n"));
   EXPECT_THAT(text, Not(HasSubstr("carebroker_store_bytes 0\n")));
   EXPECT_THAT(text, Not(HasSubstr("carebroker_mailbox_depth{"))) << "every message acknowledged";
+  EXPECT_THAT(text, Not(HasSubstr("carebroker_mailbox_held{")));
+  // A held message: counted apart from the backlog, which it no longer is.
+  v1::RejectRequest reject;
+  reject.set_message_id(SendOk(*trust_, Req("503")));
+  reject.set_code("AE");
+  v1::RejectResponse rejected;
+  ASSERT_TRUE(Call(&v1::Exchange::Stub::Reject, *council_, reject, &rejected).ok());
+  const std::string held = Metrics();
+  EXPECT_THAT(held, HasSubstr("carebroker_mailbox_held{recipient=\"503\"} 1\n"));
+  EXPECT_THAT(held, HasSubstr("carebroker_mailbox_depth{recipient=\"503\"} 0\n"));
+  EXPECT_THAT(held, Not(HasSubstr("carebroker_mailbox_oldest_age_seconds{recipient=\"503\"}")));
   // Commits that reached disk, the store's one connection, and the clients'
   // connections (the trust's and the council's, at least).
   EXPECT_THAT(text, HasSubstr("carebroker_store_commit_seconds_count "));

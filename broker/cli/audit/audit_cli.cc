@@ -7,6 +7,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -273,6 +274,20 @@ int DoOverrides(const Options& o, std::ostream& out, std::ostream& err) {
   return 0;
 }
 
+int DoOperatorActions(const Options& o, std::ostream& out, std::ostream& err) {
+  v1::AuditFilter f;
+  f.add_events(v1::AUDIT_EVENT_OPERATOR_ACTION);
+  auto rows = Select(o, f, 0);
+  if (!rows.ok()) return Failed(err, rows.status());
+  std::vector<std::vector<std::string>> table;
+  for (const auto& e : *rows) {
+    table.push_back({Time(e.at()), e.actor(), absl::AsciiStrToLower(absl::StrJoin(e.reasons(), " ")), e.message_id(),
+                     e.sender(), e.recipient(), e.workflow(), e.justification()});
+  }
+  Print(o, {"at", "operator", "action", "message", "from", "to", "workflow", "justification"}, table, out);
+  return 0;
+}
+
 int DoVerify(const Options& o, std::ostream& out, std::ostream& err) {
   auto key = PublicKey(o);
   if (!key.ok()) return Failed(err, key.status());
@@ -456,6 +471,7 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   auto* sar = report->add_subcommand("sar", "the disclosure log for a subject access request");
   sar->add_option("--nhs-number", sar_nhs, "the person")->required();
   auto* ovr = report->add_subcommand("overrides", "every safeguarding override with its justification");
+  auto* ops = report->add_subcommand("operator-actions", "every operator's action on a message, with its justification");
 
   auto* verify = app.add_subcommand("verify", "recompute the tree and check every signed tree head");
 
@@ -486,6 +502,7 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   if (*query) return DoQuery(o, q, out, err);
   if (*sar) return DoSar(o, sar_nhs, out, err);
   if (*ovr) return DoOverrides(o, out, err);
+  if (*ops) return DoOperatorActions(o, out, err);
   if (*verify) return DoVerify(o, out, err);
   if (*inc) return DoProve(o, true, index, size, out, err);
   if (*con) return DoProve(o, false, first, second, out, err);

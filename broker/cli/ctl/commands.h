@@ -5,7 +5,8 @@
 // broker.
 //
 //   group     file          commands
-//   messages  messages.cc   send, receive, ack, track
+//   messages  messages.cc   send, receive, ack, reject, track
+//   operations operations.cc mailbox list, messages find, message release|cancel
 //   policy    policy.cc     policy lint, test, explain (offline); policy reload
 //   consent   consent.cc    consent record, withdraw, opt-out, show
 //   convert   convert.cc    convert (offline)
@@ -55,6 +56,7 @@ void AddPolicyCommands(CLI::App& app, Run& run);
 void AddConsentCommands(CLI::App& app, Run& run);
 void AddConvertCommands(CLI::App& app, Run& run);
 void AddDbCommands(CLI::App& app, Run& run);
+void AddOperationsCommands(CLI::App& app, Run& run);
 
 // Helpers the commands share.
 

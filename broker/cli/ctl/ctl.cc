@@ -16,7 +16,7 @@ int RunCtl(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--format", run.g.format, "output format")->check(CLI::IsMember({"text", "json"}));
   // The command table (commands.h).
   for (auto* add : {ctl::AddMessageCommands, ctl::AddPolicyCommands, ctl::AddConsentCommands,
-                    ctl::AddConvertCommands, ctl::AddDbCommands}) {
+                    ctl::AddConvertCommands, ctl::AddDbCommands, ctl::AddOperationsCommands}) {
     add(app, run);
   }
   try {
