@@ -31,11 +31,11 @@ void Mailboxes::NotifyAll() {
   }
 }
 
-Subscriber* Mailboxes::ReserveDirect(const OrgCode& org, ClaimToken* token) {
+Subscriber* Mailboxes::ReserveDirect(const OrgCode& org, absl::string_view workflow, ClaimToken* token) {
   absl::MutexLock l(&mu_);
   Mailbox& box = boxes_[org];
   for (Subscriber* s : box.subs) {
-    if (ClaimToken t = s->Reserve(); t != 0) {
+    if (ClaimToken t = s->Reserve(workflow); t != 0) {
       *token = t;
       return s;
     }

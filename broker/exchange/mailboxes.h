@@ -25,10 +25,11 @@ class Subscriber {
   virtual void Wake() = 0;
   // Direct delivery: reserves one slot for a message about to be stored
   // already claimed by this stream, if the stream is open, has credit and
-  // will not let it overtake an older message (see MailboxSends). Returns
-  // the claim token, or 0. A reservation keeps the subscriber alive until
-  // Deliver or CancelReservation.
-  virtual ClaimToken Reserve() = 0;
+  // will not let it overtake an older message (see MailboxSends), and
+  // takes messages of `workflow` (a stream may ask for some workflows
+  // only). Returns the claim token, or 0. A reservation keeps the
+  // subscriber alive until Deliver or CancelReservation.
+  virtual ClaimToken Reserve(absl::string_view workflow) = 0;
   // The reserved message is durable: send it, after any older messages a
   // claim in flight may still return.
   virtual void Deliver(StoredDelivery d) = 0;
@@ -77,7 +78,7 @@ class Mailboxes {
   // concurrently while a stream switches between claiming and direct
   // delivery may arrive in either order (MESH makes no ordering promise
   // either).
-  Subscriber* ReserveDirect(const OrgCode& org, ClaimToken* token);
+  Subscriber* ReserveDirect(const OrgCode& org, absl::string_view workflow, ClaimToken* token);
   void EndStoredSend(const OrgCode& org);
 
  private:

@@ -10,8 +10,8 @@ class FakeSubscriber final : public Subscriber {
  public:
   explicit FakeSubscriber(ClaimToken token) : token_(token) {}
   void Wake() override { ++wakes; }
-  ClaimToken Reserve() override {
-    if (!can_take) return 0;
+  ClaimToken Reserve(absl::string_view workflow) override {
+    if (!can_take || (!only.empty() && workflow != only)) return 0;
     ++reserved;
     return token_;
   }
@@ -20,6 +20,7 @@ class FakeSubscriber final : public Subscriber {
   void MarkBacklog() override { ++backlog_marks; }
 
   bool can_take = false;
+  std::string only;  // takes only this workflow ("" any)
   int wakes = 0, reserved = 0, backlog_marks = 0;
 
  private:
@@ -53,11 +54,26 @@ TEST(Mailboxes, ReserveDirectPicksASubscriberThatCanTakeIt) {
   m.Subscribe(kCouncil, &busy);
   m.Subscribe(kCouncil, &ready);
   ClaimToken token = 0;
-  EXPECT_EQ(m.ReserveDirect(kCouncil, &token), &ready);
+  EXPECT_EQ(m.ReserveDirect(kCouncil, "HOSPITAL_DISCHARGE", &token), &ready);
   EXPECT_EQ(token, 2u);
   EXPECT_EQ(ready.reserved, 1);
   EXPECT_EQ(busy.backlog_marks, 0);
   EXPECT_EQ(m.Sends(kCouncil)->unsettled.load(), 0u) << "a reserved send is not counted";
+}
+
+TEST(Mailboxes, ADirectDeliveryGoesOnlyToAStreamThatTakesItsWorkflow) {
+  Mailboxes m;
+  FakeSubscriber referrals(1), discharges(2);
+  referrals.can_take = discharges.can_take = true;
+  referrals.only = "REFERRAL";
+  discharges.only = "HOSPITAL_DISCHARGE";
+  m.Subscribe(kCouncil, &referrals);
+  m.Subscribe(kCouncil, &discharges);
+  ClaimToken token = 0;
+  EXPECT_EQ(m.ReserveDirect(kCouncil, "HOSPITAL_DISCHARGE", &token), &discharges);
+  EXPECT_EQ(m.ReserveDirect(kCouncil, "REFERRAL", &token), &referrals);
+  EXPECT_EQ(token, 1u);
+  EXPECT_EQ(m.ReserveDirect(kCouncil, "CARE_PACKAGE_STARTED", &token), nullptr) << "no stream takes it: stored";
 }
 
 TEST(Mailboxes, NoTakerMeansStoredAndEverySubscriberMustClaimFirst) {
@@ -67,7 +83,7 @@ TEST(Mailboxes, NoTakerMeansStoredAndEverySubscriberMustClaimFirst) {
   m.Subscribe(kCouncil, &b);
   const MailboxSends* sends = m.Sends(kCouncil);
   ClaimToken token = 0;
-  EXPECT_EQ(m.ReserveDirect(kCouncil, &token), nullptr);
+  EXPECT_EQ(m.ReserveDirect(kCouncil, "HOSPITAL_DISCHARGE", &token), nullptr);
   EXPECT_EQ(a.backlog_marks, 1);
   EXPECT_EQ(b.backlog_marks, 1);
   // On its way into the store: streams must not let direct deliveries overtake it.
@@ -82,7 +98,7 @@ TEST(Mailboxes, NoTakerMeansStoredAndEverySubscriberMustClaimFirst) {
   EXPECT_EQ(sends->settled.load(), 1u);
   // A mailbox nobody listens to is counted too, for a stream that opens
   // while the send is on its way.
-  EXPECT_EQ(m.ReserveDirect(kGp, &token), nullptr);
+  EXPECT_EQ(m.ReserveDirect(kGp, "HOSPITAL_DISCHARGE", &token), nullptr);
   EXPECT_EQ(m.Sends(kGp)->unsettled.load(), 1u);
   m.EndStoredSend(kGp);
   EXPECT_EQ(m.Sends(kGp)->unsettled.load(), 0u);

@@ -135,7 +135,7 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, SendOption
   // it stored already claimed by that stream and handed over after the
   // commit, with no claim query and no second trip through the store. (Not
   // the first chunk of a chunked message: it is delivered once complete.)
-  Subscriber* direct = m.chunks > 1 ? nullptr : mailboxes_.ReserveDirect(recipient, &m.claim_token);
+  Subscriber* direct = m.chunks > 1 ? nullptr : mailboxes_.ReserveDirect(recipient, workflow, &m.claim_token);
   std::optional<StoredDelivery> delivery;
   if (direct != nullptr) {
     m.visible_until = m.accepted_at + config_.visibility_timeout();

@@ -6,6 +6,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "broker/server/grpc_status.h"
 #include "broker/server/reactor_util.h"
@@ -35,9 +36,10 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
 
   void Wake() override { TryClaim(); }
 
-  ClaimToken Reserve() override {
+  ClaimToken Reserve(absl::string_view workflow) override {
     absl::MutexLock l(&mu_);
     if (phase_ == Phase::kAwaitingOpen || end_ != End::kRunning || CreditLocked() <= 0) return 0;
+    if (!workflows_.empty() && workflows_.find(absl::StrCat(",", workflow, ",")) == std::string::npos) return 0;
     // An older message on its way into the store would be overtaken.
     if (sends_->unsettled.load() != 0) return 0;
     if (!drained_) {
@@ -116,11 +118,17 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
       return;
     }
     if (req_.has_open()) {
+      auto filter = mailbox::WorkflowList(req_.open().workflows());
+      if (!filter.ok()) {
+        FinishOnce(filter.status());
+        return;
+      }
       bool first;
       {
         absl::MutexLock l(&mu_);
         first = phase_ == Phase::kAwaitingOpen;
         if (first) {
+          workflows_ = *std::move(filter);
           const uint32_t limit = d_.config.proto().limits().max_in_flight_per_stream();
           const uint32_t asked = req_.open().max_in_flight();
           max_in_flight_ = asked == 0 || asked > limit ? limit : asked;
@@ -224,8 +232,10 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
     claim_seen_ = seen;
     claim_asked_ = std::min(credit, 512);
     const absl::Time now = d_.clock.Now();
-    ClaimRequest req{id_.org,          claim_asked_,    now, now + d_.config.visibility_timeout(), token_,
-                     large_messages_, d_.config.proto().delivery().max_attempts()};
+    ClaimRequest req{id_.org,          claim_asked_,
+                     now,              now + d_.config.visibility_timeout(),
+                     token_,           large_messages_,
+                     d_.config.proto().delivery().max_attempts(), workflows_};
     Ref();
     d_.store.Claim(std::move(req), [this, asked = claim_asked_](auto r) { OnClaimed(asked, std::move(r)); });
   }
@@ -489,6 +499,7 @@ class ReceiveReactor final : public grpc::ServerBidiReactor<v1::ReceiveRequest, 
   uint64_t claim_seen_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t max_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   bool large_messages_ ABSL_GUARDED_BY(mu_) = false;  // claims chunked messages too (Open)
+  std::string workflows_ ABSL_GUARDED_BY(mu_);        // Open's filter, mailbox::WorkflowList; "" every workflow
   uint64_t write_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Claimed, not acked: id -> workflow.
   absl::flat_hash_map<std::string, std::string> in_flight_ ABSL_GUARDED_BY(mu_);

@@ -3,6 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/canonical.h"
 #include "core/reasons.h"
+#include "core/shapes.h"
 #include "core/status.h"
 
 namespace carebroker::mailbox {
@@ -248,6 +249,20 @@ MessageEvent ActionEvent(const Row& r, const OperatorAction& a) {
 absl::Status CheckQuery(const MessageQuery& q) {
   if (q.max < 1 || q.max > 1000) return InvalidArgument(reason::kQueryInvalid, "a page is 1 to 1000 messages");
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> WorkflowList(const google::protobuf::RepeatedPtrField<std::string>& workflows) {
+  if (workflows.size() > kMaxWorkflowFilter) {
+    return InvalidArgument(reason::kWorkflowInvalid, "a Receive stream filters on at most 50 workflows");
+  }
+  std::string out;
+  for (const std::string& w : workflows) {
+    if (!IsWorkflowShape(w)) {
+      return InvalidArgument(reason::kWorkflowInvalid, "a workflow filter names workflows in upper snake case");
+    }
+    absl::StrAppend(&out, out.empty() ? "," : "", w, ",");
+  }
+  return out;
 }
 
 Row RowOf(const StoredDelivery& d, const OrgCode& recipient) {

@@ -210,6 +210,13 @@ MessageEvent ActionEvent(const Row& r, const OperatorAction& a);
 // INVALID_ARGUMENT QUERY_INVALID for a page size out of 1..1000.
 absl::Status CheckQuery(const MessageQuery& q);
 
+// A Receive stream's workflow filter as claims take it (ClaimRequest::
+// workflows): ",A,B," ("" for none), which the stores' SQL searches for
+// ",<workflow>,". INVALID_ARGUMENT WORKFLOW_INVALID for more than 50, or
+// one that is not a workflow.
+inline constexpr int kMaxWorkflowFilter = 50;
+absl::StatusOr<std::string> WorkflowList(const google::protobuf::RepeatedPtrField<std::string>& workflows);
+
 // A claimed or fetched message as the lifecycle rules need it.
 Row RowOf(const StoredDelivery& d, const OrgCode& recipient);
 

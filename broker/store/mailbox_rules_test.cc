@@ -47,6 +47,19 @@ TEST(MailboxRulesTest, ARejectionHoldsOnlyWhatCanStillBeDelivered) {
   EXPECT_EQ(FetchStatus(kHeld, kT0 + absl::Hours(1), kT0), v1::MESSAGE_STATUS_HELD);
 }
 
+TEST(MailboxRulesTest, AWorkflowFilterIsAListTheStoresSearch) {
+  google::protobuf::RepeatedPtrField<std::string> w;
+  EXPECT_EQ(*WorkflowList(w), "");
+  w.Add("REFERRAL");
+  w.Add("HOSPITAL_DISCHARGE");
+  EXPECT_EQ(*WorkflowList(w), ",REFERRAL,HOSPITAL_DISCHARGE,");
+  w.Add("not,a workflow");
+  EXPECT_THAT(WorkflowList(w), HasReason("WORKFLOW_INVALID"));
+  google::protobuf::RepeatedPtrField<std::string> many;
+  for (int i = 0; i <= kMaxWorkflowFilter; ++i) many.Add("W");
+  EXPECT_THAT(WorkflowList(many), HasReason("WORKFLOW_INVALID"));
+}
+
 TEST(MailboxRulesTest, AnOperatorActsOnlyOnAHeldMessageWithItsBodyAndIsAudited) {
   EXPECT_TRUE(CheckOperatorAction(kHeld, false).ok());
   EXPECT_THAT(CheckOperatorAction(kHeld, true), HasReason("MESSAGE_NOT_HELD")) << "past its expiry";

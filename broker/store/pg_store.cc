@@ -134,6 +134,7 @@ constexpr const char* kClaim = R"sql(
 WITH pick AS (
   SELECT seq, visible_at AS was, ($7 > 0 AND deliveries - attempt_base >= $7) AS spent FROM messages
   WHERE recipient = $1 AND state < 3 AND visible_at <= $2 AND expires_at > $2 AND (chunks = 1 OR $6)
+    AND ($9 = '' OR position(',' || workflow || ',' in $9) > 0)
   ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED),
 upd AS (
   UPDATE messages m SET state = 2, visible_at = $4, claim_token = $5, deliveries = m.deliveries + 1,
@@ -1024,7 +1025,7 @@ class PgStore final : public Store {
     auto r = t.conn.ExecPrepared(kClaim, {Param::Text(req.recipient.str()), Time(req.now), Param::Int(req.max),
                                           Time(req.visible_until), Param::Int(static_cast<int64_t>(req.token)),
                                           Param::Text(req.chunked ? "true" : "false"), Param::Int(req.max_attempts),
-                                          Param::Text(reason::kMaxAttemptsReached)});
+                                          Param::Text(reason::kMaxAttemptsReached), Param::Text(req.workflows)});
     if (!r.ok()) return Unavailable(r.status());
     std::vector<StoredDelivery> out;
     out.reserve(static_cast<size_t>(r->rows()));

@@ -135,7 +135,8 @@ absl::Status SqliteStore::PrepareAll() {
        "subject, consent_check, chunks, expires_at, deliveries - attempt_base FROM messages WHERE recipient = ?1 AND "
        "state < 3 AND "
        "visible_at <= ?2 AND "
-       "expires_at > ?2 AND seq <= ?4 AND (chunks = 1 OR ?5) ORDER BY visible_at, seq LIMIT ?3"},
+       "expires_at > ?2 AND seq <= ?4 AND (chunks = 1 OR ?5) AND (?6 = '' OR instr(?6, ',' || workflow || ',') > 0) "
+       "ORDER BY visible_at, seq LIMIT ?3"},
       {&claim_update_,
        "UPDATE messages SET state = 2, visible_at = ?2, claim_token = ?3, deliveries = deliveries + 1, "
        "first_delivered_at = coalesce(first_delivered_at, ?4) WHERE seq = ?1"},
@@ -474,6 +475,7 @@ absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequ
   {
     claim_select_.Bind(1, req.recipient.str()).Bind(2, Micros(req.now)).Bind(3, int64_t{req.max});
     claim_select_.Bind(4, synced_seq_.load(std::memory_order_acquire)).Bind(5, int64_t{req.chunked});
+    claim_select_.Bind(6, req.workflows);
     ResetOnExit reset{claim_select_};
     while (true) {
       auto row = claim_select_.Step();

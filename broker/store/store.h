@@ -163,6 +163,9 @@ struct ClaimRequest {
   // More than 0: a message already delivered this many times is held
   // (MAX_ATTEMPTS_REACHED) instead of claimed (delivery.max_attempts).
   uint32_t max_attempts = 0;
+  // Only these workflows, as mailbox::WorkflowList writes them (",A,B,");
+  // "" for every workflow.
+  std::string workflows;
 };
 
 // A message handed to a recipient.

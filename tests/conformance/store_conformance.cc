@@ -695,6 +695,28 @@ TEST_P(StoreConformance, AnOperatorReleasesOrCancelsOnlyAHeldMessageWithItsBody)
   EXPECT_THAT(ActOnSync(*store, too_late).status(), HasReason("MESSAGE_NOT_HELD"));
 }
 
+TEST_P(StoreConformance, AClaimWithAWorkflowFilterTakesOnlyThoseWorkflows) {
+  auto store = Open(Instance());
+  NewMessage referral = Msg(kTrust, kCouncil);
+  referral.workflow = "REFERRAL";
+  const MessageId r = AppendOne(*store, referral);
+  const MessageId d = AppendOne(*store, Msg(kTrust, kCouncil));  // HOSPITAL_DISCHARGE
+  NewMessage other = Msg(kTrust, kCouncil);
+  other.workflow = "HOSPITAL";  // a prefix of another: not matched by it
+  const MessageId o = AppendOne(*store, other);
+  ClaimRequest req = Claim(kCouncil, 10);
+  req.workflows = ",REFERRAL,HOSPITAL_DISCHARGE,";
+  auto c = ClaimSync(*store, req);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_THAT(*c, SizeIs(2));
+  EXPECT_EQ((*c)[0].id, r);
+  EXPECT_EQ((*c)[1].id, d);
+  req.workflows = "";
+  auto rest = ClaimSync(*store, req);
+  ASSERT_THAT(*rest, SizeIs(1));
+  EXPECT_EQ((*rest)[0].id, o);
+}
+
 TEST_P(StoreConformance, InboxListsUnacknowledgedMessagesInPagesWithATotal) {
   auto store = Open(Instance());
   std::vector<MessageId> ids;

@@ -683,6 +683,45 @@ TEST_F(ExchangeTest, AMessageNeverAcknowledgedIsHeldAfterMaxAttemptsAndStopsBloc
   EXPECT_EQ(t.delivery_count(), 2u);
 }
 
+TEST_F(ExchangeTest, TwoSystemsShareAMailboxByWorkflow) {
+  v1::SendRequest referral = Req("503", "wf-1");
+  referral.set_workflow("REFERRAL");
+  const std::string waiting_referral = SendOk(*trust_, referral);
+  const std::string waiting_discharge = SendOk(*trust_, Req("503", "wf-2"));
+  auto open = [](const std::vector<std::string>& workflows) {
+    v1::ReceiveRequest r;
+    r.mutable_open()->set_max_in_flight(10);
+    for (const auto& w : workflows) r.mutable_open()->add_workflows(w);
+    return r;
+  };
+  Receiver social_care(*council_, open({"REFERRAL"}));
+  Receiver hospital_team(*council_, open({"HOSPITAL_DISCHARGE", "CARE_PACKAGE_STARTED"}));
+  auto a = social_care.Next();
+  auto b = hospital_team.Next();
+  ASSERT_TRUE(a.has_value() && b.has_value());
+  EXPECT_EQ(a->message_id(), waiting_referral) << "from the backlog";
+  EXPECT_EQ(b->message_id(), waiting_discharge);
+  // New sends go straight to the stream that takes their workflow.
+  referral.set_idempotency_key("wf-3");
+  const std::string new_referral = SendOk(*trust_, referral);
+  const std::string new_discharge = SendOk(*trust_, Req("503", "wf-4"));
+  auto c = social_care.Next();
+  auto d = hospital_team.Next();
+  ASSERT_TRUE(c.has_value() && d.has_value());
+  EXPECT_EQ(c->message_id(), new_referral);
+  EXPECT_EQ(d->message_id(), new_discharge);
+  EXPECT_FALSE(social_care.Next(absl::Milliseconds(300)).has_value()) << "never another workflow";
+  for (const auto& id : {waiting_referral, new_referral}) EXPECT_TRUE(social_care.Ack(id));
+  for (const auto& id : {waiting_discharge, new_discharge}) EXPECT_TRUE(hospital_team.Ack(id));
+  EXPECT_TRUE(social_care.Close().ok());
+  EXPECT_TRUE(hospital_team.Close().ok());
+
+  Receiver bad(*council_, open({"not a workflow"}));
+  const grpc::Status s = bad.Close();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(ErrorReason(s), "WORKFLOW_INVALID");
+}
+
 TEST_F(ExchangeTest, ReceiveProtocolErrors) {
   grpc::ClientContext ctx;
   auto stream = council_->Receive(&ctx);

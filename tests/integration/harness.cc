@@ -210,11 +210,20 @@ std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req) {
   return r.message_id();
 }
 
-Receiver::Receiver(v1::Exchange::Stub& stub, uint32_t max_in_flight, bool large_messages) {
-  stream_ = stub.Receive(&ctx_);
+namespace {
+v1::ReceiveRequest OpenRequest(uint32_t max_in_flight, bool large_messages) {
   v1::ReceiveRequest open;
   open.mutable_open()->set_max_in_flight(max_in_flight);
   open.mutable_open()->set_large_messages(large_messages);
+  return open;
+}
+}  // namespace
+
+Receiver::Receiver(v1::Exchange::Stub& stub, uint32_t max_in_flight, bool large_messages)
+    : Receiver(stub, OpenRequest(max_in_flight, large_messages)) {}
+
+Receiver::Receiver(v1::Exchange::Stub& stub, const v1::ReceiveRequest& open) {
+  stream_ = stub.Receive(&ctx_);
   stream_->Write(open);
   reader_ = std::thread([this] {
     v1::DeliveryBatch batch;

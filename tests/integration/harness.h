@@ -91,6 +91,8 @@ std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req);
 class Receiver {
  public:
   Receiver(v1::Exchange::Stub& stub, uint32_t max_in_flight, bool large_messages = false);
+  // With this first request (an open).
+  Receiver(v1::Exchange::Stub& stub, const v1::ReceiveRequest& open);
   ~Receiver();
   // The next delivery, or nullopt if none arrives within `timeout`.
   std::optional<v1::Delivery> Next(absl::Duration timeout = absl::Seconds(10));
