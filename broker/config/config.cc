@@ -112,6 +112,7 @@ bool Config::MayReadConsent(Role r) const { return HasRole(proto_.policy().conse
 absl::Duration Config::visibility_timeout() const { return FromDuration(proto_.delivery().visibility_timeout()); }
 absl::Duration Config::expiry() const { return FromDuration(proto_.delivery().expiry()); }
 absl::Duration Config::retention() const { return FromDuration(proto_.delivery().retention()); }
+absl::Duration Config::idempotency_window() const { return FromDuration(proto_.delivery().idempotency_window()); }
 absl::Duration Config::sweep_interval() const { return FromDuration(proto_.delivery().sweep_interval()); }
 
 namespace {
@@ -372,10 +373,12 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
   SetDefault(del->mutable_expiry(), absl::Hours(24 * 5), del->has_expiry());
   SetDefault(del->mutable_retention(), absl::Hours(24 * 30), del->has_retention());
   SetDefault(del->mutable_sweep_interval(), absl::Seconds(60), del->has_sweep_interval());
+  SetDefault(del->mutable_idempotency_window(), FromDuration(del->retention()), del->has_idempotency_window());
   for (auto [key, d] : {std::pair{"delivery.visibility_timeout", del->visibility_timeout()},
                         std::pair{"delivery.expiry", del->expiry()},
                         std::pair{"delivery.retention", del->retention()},
-                        std::pair{"delivery.sweep_interval", del->sweep_interval()}}) {
+                        std::pair{"delivery.sweep_interval", del->sweep_interval()},
+                        std::pair{"delivery.idempotency_window", del->idempotency_window()}}) {
     if (FromDuration(d) <= absl::ZeroDuration()) return err(key, "must be more than zero");
   }
   if (del->max_attempts() == 0) del->set_max_attempts(10);

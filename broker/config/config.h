@@ -62,6 +62,7 @@ class Config {
   absl::Duration visibility_timeout() const;
   absl::Duration expiry() const;
   absl::Duration retention() const;
+  absl::Duration idempotency_window() const;
   absl::Duration sweep_interval() const;
 
  private:

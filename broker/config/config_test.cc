@@ -71,6 +71,8 @@ TEST_F(ConfigTest, ResolvesPathsAndFillsDefaults) {
   EXPECT_EQ((*c)->expiry(), absl::Hours(120));
   EXPECT_EQ((*c)->visibility_timeout(), absl::Seconds(30));
   EXPECT_EQ((*c)->retention(), absl::Hours(24 * 30));
+  EXPECT_EQ((*c)->idempotency_window(), absl::Hours(24 * 30)) << "the retention period";
+  EXPECT_EQ(p.delivery().max_attempts(), 10u);
   ASSERT_NE((*c)->FindOrganisation(OrgCode("503")), nullptr);
   EXPECT_EQ((*c)->FindOrganisation(OrgCode("503"))->name(), "Lincolnshire");
   EXPECT_EQ((*c)->FindOrganisation(OrgCode("999")), nullptr);
@@ -129,6 +131,9 @@ TEST_F(ConfigTest, FlagsOverrideTheFile) {
 TEST_F(ConfigTest, PreciseErrors) {
   ExpectError("data_dir: d\n", "cb.yaml: listen: required");
   ExpectError(Base() + "delivery: {expiry: 0s}\n", "cb.yaml:9: delivery.expiry: must be more than zero");
+  ExpectError(Base() + "delivery: {idempotency_window: 0s}\n",
+              "cb.yaml:9: delivery.idempotency_window: must be more than zero");
+  ExpectError(Base() + "delivery: {max_attempts: 1001}\n", "cb.yaml:9: delivery.max_attempts: must be 1 to 1000");
   ExpectError(Base() + "limits: {max_message_bytes: 999999999}\n", "limits.max_message_bytes: must be at most");
   ExpectError(Base() + "limits: {max_message_bytes: 1048576, memory_budget_bytes: 1048576}\n",
               "limits.memory_budget_bytes");

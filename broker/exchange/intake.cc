@@ -301,6 +301,7 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   m.kind = v1::MESSAGE_KIND_DATA;
   m.accepted_at = now;
   m.expires_at = now + config.expiry();
+  m.key_since = now - config.idempotency_window();
   return out;
 }
 

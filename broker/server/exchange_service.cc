@@ -156,7 +156,8 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
     reactor->Finish(ToGrpcStatus(r.status()));
   };
   if (by_key) {
-    deps_.store.TrackByKey(id->org, req->idempotency_key(), std::move(answer));
+    deps_.store.TrackByKey(id->org, req->idempotency_key(), deps_.clock.Now() - deps_.config.idempotency_window(),
+                           std::move(answer));
   } else {
     deps_.store.Track(id->org, MessageId(req->message_id()), std::move(answer));
   }

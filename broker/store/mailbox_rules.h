@@ -66,6 +66,12 @@ absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::strin
 // progress where the message keeps none, or none where it keeps it.
 absl::Status CheckSubmissionChunk(bool stored_progress, bool chunk_progress, int64_t received, int64_t after, int n);
 
+// A stored idempotency key of a message accepted at `first_accepted_at`
+// no longer holds for a send whose key_since is later (the window passed).
+inline bool KeyForgotten(absl::Time first_accepted_at, absl::Time key_since) {
+  return first_accepted_at < key_since;
+}
+
 // NOT_FOUND MESSAGE_NOT_FOUND for Track by an idempotency key its caller
 // never sent with.
 absl::Status NoMessageWithKey();

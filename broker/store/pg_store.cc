@@ -127,6 +127,7 @@ whole AS (INSERT INTO bodies (seq, body) SELECT seq, $20::bytea FROM m WHERE $22
 SELECT seq FROM m)sql";
 
 constexpr const char* kFindIdem = "SELECT id, accepted_at, digest FROM messages WHERE sender = $1 AND idem_key = $2";
+constexpr const char* kForgetKey = "UPDATE messages SET idem_key = NULL WHERE sender = $1 AND idem_key = $2";
 
 // A message already delivered max_attempts ($7, 0 for no limit) times is
 // held ($8 its reason) instead of claimed; it comes back with `held` set.
@@ -575,12 +576,14 @@ class PgStore final : public Store {
                        std::move(done));
   }
 
-  void TrackByKey(OrgCode sender, std::string key, StoreCallback<TrackInfo> done) override {
+  void TrackByKey(OrgCode sender, std::string key, absl::Time since, StoreCallback<TrackInfo> done) override {
     Enqueue<TrackInfo>(
-        [s = std::move(sender), key = std::move(key)](Txn& t) -> absl::StatusOr<TrackInfo> {
+        [s = std::move(sender), key = std::move(key), since](Txn& t) -> absl::StatusOr<TrackInfo> {
           auto r = t.conn.ExecPrepared(kFindIdem, {Param::Text(s.str()), Param::Text(key)});
           if (!r.ok()) return Unavailable(r.status());
-          if (r->rows() == 0) return mailbox::NoMessageWithKey();
+          if (r->rows() == 0 || mailbox::KeyForgotten(FromMicros(r->Int(0, 1)), since)) {
+            return mailbox::NoMessageWithKey();
+          }
           return DoTrack(t, s, MessageId(r->Str(0, 0)));
         },
         std::move(done));
@@ -1006,17 +1009,25 @@ class PgStore final : public Store {
     for (const NewMessage& m : msgs) {
       auto stored = Insert(t, m);
       if (!stored.ok()) return stored.status();
-      if (*stored != 0) {
-        out.push_back(AppendReceipt{m.id, m.accepted_at, false, *stored});
-        continue;
+      if (*stored == 0) {
+        // The key is taken (by an earlier send, or by another replica's that
+        // committed while this insert waited).
+        auto first = t.conn.ExecPrepared(kFindIdem, {Param::Text(m.sender.str()), Param::Text(m.idempotency_key)});
+        if (!first.ok()) return Unavailable(first.status());
+        if (first->rows() != 1) return Unavailable(absl::InternalError("an idempotency key conflict without its message"));
+        if (!mailbox::KeyForgotten(FromMicros(first->Int(0, 1)), m.key_since)) {
+          out.push_back(mailbox::RepeatedKey(MessageId(first->Str(0, 0)), FromMicros(first->Int(0, 1)),
+                                             first->Bytes(0, 2), m));
+          continue;
+        }
+        // Past the window: the first message keeps no key, and this one is new.
+        auto forget = t.conn.ExecPrepared(kForgetKey, {Param::Text(m.sender.str()), Param::Text(m.idempotency_key)});
+        if (!forget.ok()) return Unavailable(forget.status());
+        stored = Insert(t, m);
+        if (!stored.ok()) return stored.status();
+        if (*stored == 0) return Unavailable(absl::InternalError("an idempotency key forgotten but still taken"));
       }
-      // The key is taken (by an earlier send, or by another replica's that
-      // committed while this insert waited).
-      auto first = t.conn.ExecPrepared(kFindIdem, {Param::Text(m.sender.str()), Param::Text(m.idempotency_key)});
-      if (!first.ok()) return Unavailable(first.status());
-      if (first->rows() != 1) return Unavailable(absl::InternalError("an idempotency key conflict without its message"));
-      out.push_back(mailbox::RepeatedKey(MessageId(first->Str(0, 0)), FromMicros(first->Int(0, 1)),
-                                         first->Bytes(0, 2), m));
+      out.push_back(AppendReceipt{m.id, m.accepted_at, false, *stored});
     }
     return out;
   }

@@ -118,6 +118,7 @@ absl::Status SqliteStore::PrepareAll() {
     const char* sql;
   } all[] = {
       {&find_idem_, "SELECT id, accepted_at, digest FROM messages WHERE sender = ?1 AND idem_key = ?2"},
+      {&forget_key_, "UPDATE messages SET idem_key = NULL WHERE sender = ?1 AND idem_key = ?2"},
       {&insert_msg_,
        "INSERT INTO messages (id, sender, recipient, workflow, purpose, idem_key, content_type, "
        "local_ref, kind, digest, state, accepted_at, expires_at, visible_at, claim_token, deliveries, "
@@ -311,14 +312,20 @@ absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> SqliteStore::DoAppend
   out.reserve(msgs.size());
   for (const NewMessage& m : msgs) {
     if (!m.idempotency_key.empty()) {
-      find_idem_.Bind(1, m.sender.str()).Bind(2, m.idempotency_key);
-      ResetOnExit reset{find_idem_};
-      auto row = find_idem_.Step();
-      if (!row.ok()) return row.status();
-      if (*row) {
-        out.push_back(
-            mailbox::RepeatedKey(MessageId(find_idem_.Text(0)), FromMicros(find_idem_.Int(1)), find_idem_.Text(2), m));
-        continue;
+      bool forget = false;
+      {
+        find_idem_.Bind(1, m.sender.str()).Bind(2, m.idempotency_key);
+        ResetOnExit reset{find_idem_};
+        auto row = find_idem_.Step();
+        if (!row.ok()) return row.status();
+        if (*row && !(forget = mailbox::KeyForgotten(FromMicros(find_idem_.Int(1)), m.key_since))) {
+          out.push_back(mailbox::RepeatedKey(MessageId(find_idem_.Text(0)), FromMicros(find_idem_.Int(1)),
+                                             find_idem_.Text(2), m));
+          continue;
+        }
+      }
+      if (forget) {  // past the window: the first message keeps no key
+        if (auto s = forget_key_.Bind(1, m.sender.str()).Bind(2, m.idempotency_key).Exec(); !s.ok()) return s;
       }
     }
     auto seq = Insert(m);

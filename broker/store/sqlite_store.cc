@@ -139,17 +139,17 @@ void SqliteStore::Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> d
       kAtCommit, [this, c = std::move(caller), id = std::move(id)]() { return DoTrack(c, id); }, std::move(done));
 }
 
-void SqliteStore::TrackByKey(OrgCode sender, std::string key, StoreCallback<TrackInfo> done) {
+void SqliteStore::TrackByKey(OrgCode sender, std::string key, absl::Time since, StoreCallback<TrackInfo> done) {
   Enqueue<TrackInfo>(
       kAtCommit,
-      [this, s = std::move(sender), key = std::move(key)]() -> absl::StatusOr<TrackInfo> {
+      [this, s = std::move(sender), key = std::move(key), since]() -> absl::StatusOr<TrackInfo> {
         MessageId id;
         {
           find_idem_.Bind(1, s.str()).Bind(2, key);
           ResetOnExit reset{find_idem_};
           auto row = find_idem_.Step();
           if (!row.ok()) return row.status();
-          if (!*row) return mailbox::NoMessageWithKey();
+          if (!*row || mailbox::KeyForgotten(FromMicros(find_idem_.Int(1)), since)) return mailbox::NoMessageWithKey();
           id = MessageId(find_idem_.Text(0));
         }
         return DoTrack(s, id);

@@ -106,7 +106,7 @@ class SqliteStore final : public Store {
   void Hide(OrgCode recipient, MessageId id, absl::Time until, StoreCallback<bool> done) override;
 
   void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) override;
-  void TrackByKey(OrgCode sender, std::string key, StoreCallback<TrackInfo> done) override;
+  void TrackByKey(OrgCode sender, std::string key, absl::Time since, StoreCallback<TrackInfo> done) override;
 
   void Inbox(InboxQuery query, StoreCallback<InboxPage> done) override;
   void Fetch(FetchRequest req, StoreCallback<Fetched> done) override;
@@ -353,7 +353,7 @@ class SqliteStore final : public Store {
   int64_t batch_max_seq_ = 0;  // highest seq stored by the batch being built
   Stmt find_idem_, insert_msg_, insert_claimed_, insert_body_, claim_select_, claim_update_, select_body_;
   Stmt ack_update_, ack_state_, release_, hide_, track_, mailbox_stats_, expire_select_, expire_update_, delete_body_;
-  Stmt hold_update_, reject_select_, purge_held_select_, find_messages_, action_select_, release_update_, cancel_update_;
+  Stmt forget_key_, hold_update_, reject_select_, purge_held_select_, find_messages_, action_select_, release_update_, cancel_update_;
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
   Stmt audit_insert_, head_insert_, block_insert_;
   Stmt inbox_page_, inbox_count_, fetch_select_, fetch_update_, once_insert_, once_forget_;

@@ -67,6 +67,9 @@ struct NewMessage {
   std::string workflow;
   std::string purpose;
   std::string idempotency_key;  // empty: no idempotency
+  // The key of a message accepted before this is forgotten
+  // (delivery.idempotency_window): this one is then a new message.
+  absl::Time key_since = absl::InfinitePast();
   std::string content_type;
   std::string local_reference;
   v1::MessageKind kind = v1::MESSAGE_KIND_DATA;
@@ -395,7 +398,8 @@ class Store {
   // message, in order. A message whose (sender, idempotency_key) is already
   // stored with the same digest answers the first receipt with
   // duplicate=true and stores nothing; with another digest it answers
-  // ALREADY_EXISTS. Messages become claimable by their recipient at once.
+  // ALREADY_EXISTS. A key first stored before the message's key_since is
+  // forgotten (taken off the first message) and the message stored anew. Messages become claimable by their recipient at once.
   virtual void Append(std::vector<NewMessage> msgs,
                       StoreCallback<std::vector<absl::StatusOr<AppendReceipt>>> done) = 0;
 
@@ -490,9 +494,10 @@ class Store {
   // Tracking for a message the caller sent or received; NOT_FOUND for any
   // other (so ids of other organisations' messages reveal nothing).
   virtual void Track(OrgCode caller, MessageId id, StoreCallback<TrackInfo> done) = 0;
-  // The same for the message `sender` sent with idempotency key `key`;
-  // NOT_FOUND for a key it never sent with.
-  virtual void TrackByKey(OrgCode sender, std::string key, StoreCallback<TrackInfo> done) = 0;
+  // The same for the message `sender` sent with idempotency key `key` at
+  // or after `since` (the idempotency window); NOT_FOUND for a key it
+  // never sent with, or only before.
+  virtual void TrackByKey(OrgCode sender, std::string key, absl::Time since, StoreCallback<TrackInfo> done) = 0;
 
   // The recipient's inbox, a page at a time (InboxQuery).
   virtual void Inbox(InboxQuery query, StoreCallback<InboxPage> done) = 0;

@@ -53,8 +53,10 @@ inline absl::StatusOr<int> ReleaseSync(Store& s, OrgCode r, ClaimToken t, std::v
 inline absl::StatusOr<bool> HideSync(Store& s, OrgCode r, MessageId id, absl::Time until) {
   return AwaitStore<bool>([&](auto cb) { s.Hide(std::move(r), std::move(id), until, std::move(cb)); });
 }
-inline absl::StatusOr<TrackInfo> TrackByKeySync(Store& s, OrgCode sender, std::string key) {
-  return AwaitStore<TrackInfo>([&](auto cb) { s.TrackByKey(std::move(sender), std::move(key), std::move(cb)); });
+inline absl::StatusOr<TrackInfo> TrackByKeySync(Store& s, OrgCode sender, std::string key,
+                                                absl::Time since = absl::InfinitePast()) {
+  return AwaitStore<TrackInfo>(
+      [&](auto cb) { s.TrackByKey(std::move(sender), std::move(key), since, std::move(cb)); });
 }
 inline absl::StatusOr<TrackInfo> TrackSync(Store& s, OrgCode caller, MessageId id) {
   return AwaitStore<TrackInfo>([&](auto cb) { s.Track(std::move(caller), std::move(id), std::move(cb)); });

@@ -215,6 +215,32 @@ TEST_P(StoreConformance, TrackByKeyFindsTheSendersMessageOnly) {
   EXPECT_EQ(t.status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_P(StoreConformance, AnIdempotencyKeyPastItsWindowStartsANewMessage) {
+  auto store = Open(Instance());
+  const MessageId first = AppendOne(*store, Msg(kTrust, kCouncil, "ref-7", "first"));
+  NewMessage retry = Msg(kTrust, kCouncil, "ref-7", "first", kT0 + absl::Hours(1));
+  retry.key_since = kT0;  // within the window: the first message's receipt
+  auto r = AppendSync(*store, {retry});
+  ASSERT_TRUE((*r)[0].ok()) << (*r)[0].status();
+  EXPECT_TRUE((*r)[0]->duplicate);
+  EXPECT_EQ((*r)[0]->id, first);
+
+  NewMessage later = Msg(kTrust, kCouncil, "ref-7", "another", kT0 + absl::Hours(800));
+  later.key_since = kT0 + absl::Hours(80);  // the window has passed the first message
+  r = AppendSync(*store, {later});
+  ASSERT_TRUE((*r)[0].ok()) << (*r)[0].status();
+  EXPECT_FALSE((*r)[0]->duplicate) << "a new message, even with another payload";
+  EXPECT_EQ((*r)[0]->id, later.id);
+  EXPECT_EQ(TrackByKeySync(*store, kTrust, "ref-7")->id, later.id);
+  EXPECT_EQ(TrackSync(*store, kTrust, first)->status, v1::MESSAGE_STATUS_ACCEPTED) << "the first is still there";
+  EXPECT_EQ(TrackByKeySync(*store, kTrust, "ref-7", kT0 + absl::Hours(900)).status().code(),
+            absl::StatusCode::kNotFound) << "past the window, Track by key finds nothing";
+  auto c = ClaimSync(*store, Claim(kCouncil, 10, kT0 + absl::Hours(800)));  // the first has expired by now
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].id, later.id);
+  EXPECT_EQ((*c)[0].payload, "another");
+}
+
 TEST_P(StoreConformance, HideKeepsAClaimedMessageHiddenLongerAndNothingElse) {
   auto store = Open(Instance());
   const MessageId id = AppendOne(*store, Msg(kTrust, kCouncil));

@@ -683,6 +683,26 @@ TEST_F(ExchangeTest, AMessageNeverAcknowledgedIsHeldAfterMaxAttemptsAndStopsBloc
   EXPECT_EQ(t.delivery_count(), 2u);
 }
 
+TEST_F(ExchangeTest, AnIdempotencyKeyIsHeldForItsWindowThenMakesANewMessage) {
+  Restart("delivery: {idempotency_window: 1h}\n");
+  const std::string first = SendOk(*trust_, Req("503", "daily-return", "{\"day\":1}"));
+  clock_.Advance(absl::Minutes(59));
+  v1::SendReceipt again;
+  ASSERT_TRUE(SendStatus(*trust_, Req("503", "daily-return", "{\"day\":1}"), &again).ok());
+  EXPECT_TRUE(again.duplicate());
+  EXPECT_EQ(again.message_id(), first);
+  clock_.Advance(absl::Minutes(2));
+  v1::SendReceipt fresh;
+  ASSERT_TRUE(SendStatus(*trust_, Req("503", "daily-return", "{\"day\":2}"), &fresh).ok());
+  EXPECT_FALSE(fresh.duplicate()) << "the key's hour has passed";
+  EXPECT_NE(fresh.message_id(), first);
+  v1::TrackRequest by_key;
+  by_key.set_idempotency_key("daily-return");
+  v1::TrackResponse t;
+  ASSERT_TRUE(Call(&v1::Exchange::Stub::Track, *trust_, by_key, &t).ok());
+  EXPECT_EQ(t.message_id(), fresh.message_id());
+}
+
 TEST_F(ExchangeTest, TwoSystemsShareAMailboxByWorkflow) {
   v1::SendRequest referral = Req("503", "wf-1");
   referral.set_workflow("REFERRAL");
