@@ -352,7 +352,11 @@ void Connect::OutboundLoop() {
     }
     auto stream = stub_->Receive(&ctx);
     v1::ReceiveRequest open;
-    open.mutable_open()->set_max_in_flight(16);
+    // One at a time, as the output takes them: a message handed over and
+    // not yet tried would be charged a delivery attempt (delivery.
+    // max_attempts) each time a failure ends the stream, and held with the
+    // one that failed.
+    open.mutable_open()->set_max_in_flight(1);
     bool healthy = stream->Write(open);
     v1::DeliveryBatch batch;
     while (healthy && stream->Read(&batch)) {

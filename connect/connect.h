@@ -17,7 +17,8 @@
 // and the next message goes out. On any other failure the stream is
 // dropped and reopened after a backoff (doubling to 60 s, or the webhook's
 // Retry-After), and the broker redelivers (holding the message after
-// delivery.max_attempts).
+// delivery.max_attempts). The stream has one message in flight at a time,
+// so only the message being tried is charged an attempt.
 #pragma once
 
 #include <atomic>
