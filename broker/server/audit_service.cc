@@ -141,12 +141,6 @@ AuditRecord QueryRecord(const ServiceDeps& d, const Identity& who, const std::st
   return d.audit.entries().Make(std::move(e));
 }
 
-grpc::ServerUnaryReactor* Answer(grpc::CallbackServerContext* ctx, const absl::Status& s) {
-  auto* r = ctx->DefaultReactor();
-  r->Finish(ToGrpcStatus(s));
-  return r;
-}
-
 }  // namespace
 
 grpc::ServerWriteReactor<v1::AuditEntry>* AuditService::Query(grpc::CallbackServerContext* ctx,
@@ -197,17 +191,17 @@ grpc::ServerWriteReactor<v1::ExportChunk>* AuditService::Export(grpc::CallbackSe
 grpc::ServerUnaryReactor* AuditService::GetTreeHead(grpc::CallbackServerContext* ctx, const v1::GetTreeHeadRequest*,
                                                     v1::SignedTreeHead* resp) {
   auto id = Officer(ctx, d_);
-  if (!id.ok()) return Answer(ctx, id.status());
+  if (!id.ok()) return FinishNow(ctx, id.status());
   *resp = d_.audit.LatestHead();
-  return Answer(ctx, absl::OkStatus());
+  return FinishNow(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* AuditService::ProveInclusion(grpc::CallbackServerContext* ctx,
                                                        const v1::InclusionRequest* req, v1::InclusionProof* resp) {
   auto id = Officer(ctx, d_);
-  if (!id.ok()) return Answer(ctx, id.status());
+  if (!id.ok()) return FinishNow(ctx, id.status());
   auto p = d_.audit.ProveInclusion(req->index(), req->tree_size());
-  if (!p.ok()) return Answer(ctx, p.status());
+  if (!p.ok()) return FinishNow(ctx, p.status());
   *resp = *std::move(p);
   auto* reactor = ctx->DefaultReactor();
   d_.store.ReadAudit(AuditRead{req->index(), 1, "", false}, [reactor, resp](absl::StatusOr<std::vector<AuditRow>> r) {
@@ -221,11 +215,11 @@ grpc::ServerUnaryReactor* AuditService::ProveConsistency(grpc::CallbackServerCon
                                                          const v1::ConsistencyRequest* req,
                                                          v1::ConsistencyProof* resp) {
   auto id = Officer(ctx, d_);
-  if (!id.ok()) return Answer(ctx, id.status());
+  if (!id.ok()) return FinishNow(ctx, id.status());
   auto p = d_.audit.ProveConsistency(req->first(), req->second());
-  if (!p.ok()) return Answer(ctx, p.status());
+  if (!p.ok()) return FinishNow(ctx, p.status());
   *resp = *std::move(p);
-  return Answer(ctx, absl::OkStatus());
+  return FinishNow(ctx, absl::OkStatus());
 }
 
 }  // namespace carebroker

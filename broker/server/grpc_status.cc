@@ -1,5 +1,7 @@
 #include "broker/server/grpc_status.h"
 
+#include <grpcpp/server_context.h>
+
 #include "core/reasons.h"
 #include "core/status.h"
 #include "google/rpc/status.pb.h"
@@ -61,6 +63,12 @@ v1::Error ToStreamError(const absl::Status& s) {
   e.set_reason(Generic(s.code()) ? reason::kInternal : ReasonOf(s));
   e.set_message(Generic(s.code()) ? "internal error" : std::string(s.message()));
   return e;
+}
+
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  auto* r = ctx->DefaultReactor();
+  r->Finish(ToGrpcStatus(s));
+  return r;
 }
 
 }  // namespace carebroker

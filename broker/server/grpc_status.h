@@ -4,6 +4,7 @@
 // bug never leaks data.
 #pragma once
 
+#include <grpcpp/support/server_callback.h>
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
@@ -12,6 +13,9 @@
 namespace carebroker {
 
 grpc::Status ToGrpcStatus(const absl::Status& s);
+
+// Answers a unary call with `s` at once (a refusal before any work).
+grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* ctx, const absl::Status& s);
 
 // The same error as a per-request result inside a stream.
 v1::Error ToStreamError(const absl::Status& s);

@@ -15,12 +15,6 @@
 namespace carebroker {
 namespace {
 
-grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::Status& s) {
-  auto* r = ctx->DefaultReactor();
-  r->Finish(ToGrpcStatus(s));
-  return r;
-}
-
 constexpr uint32_t kDefaultPage = 100;
 constexpr size_t kMaxJustification = 4096;
 
@@ -48,7 +42,7 @@ grpc::ServerUnaryReactor* OperationsService::ListMailboxes(grpc::CallbackServerC
                                                            const v1::ListMailboxesRequest*,
                                                            v1::ListMailboxesResponse* resp) {
   auto id = Authorize(ctx, d_, Role::kOperator);
-  if (!id.ok()) return Finish(ctx, id.status());
+  if (!id.ok()) return FinishNow(ctx, id.status());
   auto* reactor = ctx->DefaultReactor();
   d_.store.MailboxStats([this, reactor, resp](absl::StatusOr<std::vector<MailboxStat>> stats) {
     if (!stats.ok()) return reactor->Finish(ToGrpcStatus(stats.status()));
@@ -81,9 +75,9 @@ grpc::ServerUnaryReactor* OperationsService::FindMessages(grpc::CallbackServerCo
                                                           const v1::FindMessagesRequest* req,
                                                           v1::FindMessagesResponse* resp) {
   auto id = Authorize(ctx, d_, Role::kOperator);
-  if (!id.ok()) return Finish(ctx, id.status());
+  if (!id.ok()) return FinishNow(ctx, id.status());
   auto q = QueryOf(*req);
-  if (!q.ok()) return Finish(ctx, q.status());
+  if (!q.ok()) return FinishNow(ctx, q.status());
   auto* reactor = ctx->DefaultReactor();
   const int max = q->max;
   d_.store.FindMessages(*std::move(q), [reactor, resp, max](absl::StatusOr<std::vector<MessageSummary>> found) {
@@ -113,15 +107,15 @@ grpc::ServerUnaryReactor* OperationsService::ActOnMessage(grpc::CallbackServerCo
                                                           const v1::MessageActionRequest* req,
                                                           v1::MessageActionResponse* resp) {
   auto id = Authorize(ctx, d_, Role::kOperator);
-  if (!id.ok()) return Finish(ctx, id.status());
+  if (!id.ok()) return FinishNow(ctx, id.status());
   if (!IsMessageIdShape(req->message_id())) {
-    return Finish(ctx, InvalidArgument(reason::kMessageIdInvalid, "a message id is 32 hex characters"));
+    return FinishNow(ctx, InvalidArgument(reason::kMessageIdInvalid, "a message id is 32 hex characters"));
   }
   if (req->action() != v1::MESSAGE_ACTION_RELEASE && req->action() != v1::MESSAGE_ACTION_CANCEL) {
-    return Finish(ctx, InvalidArgument(reason::kFieldRequired, "action is release or cancel"));
+    return FinishNow(ctx, InvalidArgument(reason::kFieldRequired, "action is release or cancel"));
   }
   if (absl::StripAsciiWhitespace(req->justification()).empty() || req->justification().size() > kMaxJustification) {
-    return Finish(ctx, InvalidArgument(reason::kJustificationInvalid,
+    return FinishNow(ctx, InvalidArgument(reason::kJustificationInvalid,
                                        "a justification is required (1 to 4096 bytes): why, e.g. a ticket reference"));
   }
   OperatorAction a{req->action() == v1::MESSAGE_ACTION_RELEASE ? OperatorAction::kRelease : OperatorAction::kCancel,

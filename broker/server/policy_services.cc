@@ -18,12 +18,6 @@
 namespace carebroker {
 namespace {
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* ctx, const absl::Status& s) {
-  auto* r = ctx->DefaultReactor();
-  r->Finish(ToGrpcStatus(s));
-  return r;
-}
-
 absl::Status CheckNhsNumber(const std::string& nhs) {
   if (!IsValidNhsNumber(nhs)) {
     return InvalidArgument(reason::kNhsNumberInvalid, "nhs_number is not a valid NHS number (ten digits, Modulus 11)");
@@ -96,24 +90,24 @@ void ConsentService::Commit(v1::ConsentChange change,
 grpc::ServerUnaryReactor* ConsentService::Record(grpc::CallbackServerContext* ctx, const v1::RecordRequest* req,
                                                  v1::Directive* resp) {
   auto id = ConsentCaller(ctx, d_, true);
-  if (!id.ok()) return Done(ctx, id.status());
-  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return FinishNow(ctx, s);
   if (req->kind() == v1::DIRECTIVE_KIND_UNSPECIFIED) {
-    return Done(ctx, InvalidArgument(reason::kDirectiveKindRequired, "kind must be consent or dissent"));
+    return FinishNow(ctx, InvalidArgument(reason::kDirectiveKindRequired, "kind must be consent or dissent"));
   }
   const v1::Purpose purpose = policy::PurposeFromWire(req->purpose());
   if (purpose == v1::PURPOSE_UNSPECIFIED) {
-    return Done(ctx, InvalidArgument(reason::kPurposeUnknown, "purpose must be one of direct-care, safeguarding, planning, "
+    return FinishNow(ctx, InvalidArgument(reason::kPurposeUnknown, "purpose must be one of direct-care, safeguarding, planning, "
                                                         "research, commissioning, public-health"));
   }
   if (req->scope().has_ods() && !IsOdsCodeShape(req->scope().ods())) {
-    return Done(ctx, InvalidArgument(reason::kScopeInvalid, "scope.ods must be an ODS code"));
+    return FinishNow(ctx, InvalidArgument(reason::kScopeInvalid, "scope.ods must be an ODS code"));
   }
   if (req->scope().has_kind() && req->scope().kind() == v1::ORGANISATION_KIND_UNSPECIFIED) {
-    return Done(ctx, InvalidArgument(reason::kScopeInvalid, "scope.kind must name an organisation kind"));
+    return FinishNow(ctx, InvalidArgument(reason::kScopeInvalid, "scope.kind must name an organisation kind"));
   }
-  if (auto s = CheckText(req->source(), "source", true); !s.ok()) return Done(ctx, s);
-  if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return Done(ctx, s);
+  if (auto s = CheckText(req->source(), "source", true); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return FinishNow(ctx, s);
 
   const absl::Time now = d_.clock.Now();
   v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), now);
@@ -138,15 +132,15 @@ grpc::ServerUnaryReactor* ConsentService::Record(grpc::CallbackServerContext* ct
 grpc::ServerUnaryReactor* ConsentService::Withdraw(grpc::CallbackServerContext* ctx, const v1::WithdrawRequest* req,
                                                    v1::Directive* resp) {
   auto id = ConsentCaller(ctx, d_, true);
-  if (!id.ok()) return Done(ctx, id.status());
-  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
-  if (auto s = CheckText(req->source(), "source", true); !s.ok()) return Done(ctx, s);
-  if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return Done(ctx, s);
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = CheckText(req->source(), "source", true); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return FinishNow(ctx, s);
   auto standing = d_.policy.consent().FindDirective(req->nhs_number(), req->directive_id());
   {
     absl::MutexLock l(&mu_);
     if (!standing || !withdrawing_.insert(req->directive_id()).second) {
-      return Done(ctx, Error(absl::StatusCode::kNotFound, reason::kDirectiveNotFound,
+      return FinishNow(ctx, Error(absl::StatusCode::kNotFound, reason::kDirectiveNotFound,
                              "no standing directive with that id for this person"));
     }
   }
@@ -172,10 +166,10 @@ grpc::ServerUnaryReactor* ConsentService::SetNationalOptOut(grpc::CallbackServer
                                                             const v1::SetNationalOptOutRequest* req,
                                                             v1::ConsentState* resp) {
   auto id = ConsentCaller(ctx, d_, true);
-  if (!id.ok()) return Done(ctx, id.status());
-  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
-  if (auto s = CheckText(req->source(), "source", true); !s.ok()) return Done(ctx, s);
-  if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return Done(ctx, s);
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = CheckText(req->source(), "source", true); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return FinishNow(ctx, s);
   v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), d_.clock.Now());
   c.set_national_opt_out(req->opted_out());
   auto* reactor = ctx->DefaultReactor();
@@ -192,8 +186,8 @@ grpc::ServerUnaryReactor* ConsentService::SetNationalOptOut(grpc::CallbackServer
 grpc::ServerUnaryReactor* ConsentService::Get(grpc::CallbackServerContext* ctx, const v1::GetConsentRequest* req,
                                               v1::ConsentState* resp) {
   auto id = ConsentCaller(ctx, d_, false);
-  if (!id.ok()) return Done(ctx, id.status());
-  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return Done(ctx, s);
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return FinishNow(ctx, s);
   auto* reactor = ctx->DefaultReactor();
   ReadState(req->nhs_number(), resp, reactor);
   return reactor;
@@ -242,12 +236,12 @@ v1::ReloadResponse DescribePolicy(const policy::PolicySet& set) {
 grpc::ServerUnaryReactor* PolicyService::Reload(grpc::CallbackServerContext* ctx, const v1::ReloadRequest*,
                                                 v1::ReloadResponse* resp) {
   auto id = Authorize(ctx, d_, Role::kOperator);
-  if (!id.ok()) return Done(ctx, id.status());
+  if (!id.ok()) return FinishNow(ctx, id.status());
   // Reading the config file, a few PEM files and a folder of small files:
   // quick enough for a callback thread. The reload audits itself.
   auto r = d_.reload(id->org.str());
   if (r.ok()) *resp = *std::move(r);
-  return Done(ctx, r.status());
+  return FinishNow(ctx, r.status());
 }
 
 }  // namespace carebroker

@@ -39,6 +39,20 @@ constexpr size_t kMaxNotifyPayload = 7000;  // PostgreSQL's limit is 8000 bytes
 Param Time(absl::Time t) { return Param::Int(Micros(t)); }
 Param TextOrNull(absl::string_view v) { return v.empty() ? Param::Null() : Param::Text(v); }
 
+// Columns 1 to 7 of row `i` of kWithhold, kRejectSelect and kActionSelect:
+// sender, workflow, purpose, subject, kind, local_ref, accepted_at.
+mailbox::Row RowColumns(const pg::Result& r, int i, const MessageId& id, const OrgCode& recipient) {
+  return mailbox::Row{.id = id,
+                      .sender = OrgCode(r.Str(i, 1)),
+                      .recipient = recipient,
+                      .workflow = r.Str(i, 2),
+                      .purpose = r.Str(i, 3),
+                      .subject = r.Str(i, 4),
+                      .kind = static_cast<v1::MessageKind>(r.Int(i, 5)),
+                      .local_reference = r.Str(i, 6),
+                      .accepted_at = FromMicros(r.Int(i, 7))};
+}
+
 // Every failed statement fails its transaction: the store answers
 // UNAVAILABLE, as the embedded store does for a failed commit.
 absl::Status Unavailable(const absl::Status& s) {
@@ -226,7 +240,7 @@ constexpr const char* kFetchDeliver =
     "UPDATE messages SET state = 2, deliveries = deliveries + $3, first_delivered_at = coalesce(first_delivered_at, $2) "
     "WHERE seq = $1 AND state < 3 RETURNING deliveries";
 constexpr const char* kRejectSelect =
-    "SELECT seq, state, expires_at, sender, workflow, purpose, subject, kind, local_ref, accepted_at FROM messages "
+    "SELECT seq, sender, workflow, purpose, subject, kind, local_ref, accepted_at, expires_at, state FROM messages "
     "WHERE id = $1 AND recipient = $2 FOR UPDATE";
 constexpr const char* kHold =
     "UPDATE messages SET state = 7, held_at = $2, held_reason = $3, reject_code = $4, reject_text = $5, "
@@ -551,15 +565,7 @@ class PgStore final : public Store {
           if (r->rows() == 0) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no message has this id");
           if (auto s = mailbox::CheckOperatorAction(r->Int(0, 9), r->Str(0, 10) == "t"); !s.ok()) return s;
           const int64_t seq = r->Int(0, 0);
-          const mailbox::Row m{.id = a.id,
-                               .sender = OrgCode(r->Str(0, 1)),
-                               .recipient = OrgCode(r->Str(0, 8)),
-                               .workflow = r->Str(0, 2),
-                               .purpose = r->Str(0, 3),
-                               .subject = r->Str(0, 4),
-                               .kind = static_cast<v1::MessageKind>(r->Int(0, 5)),
-                               .local_reference = r->Str(0, 6),
-                               .accepted_at = FromMicros(r->Int(0, 7))};
+          const mailbox::Row m = RowColumns(*r, 0, a.id, OrgCode(r->Str(0, 8)));
           RecordEvent(t, mailbox::ActionEvent(m, a));
           auto u = a.kind == OperatorAction::kRelease
                        ? t.conn.ExecPrepared(kReleaseHeld, {Param::Int(seq), Time(a.now)})
@@ -1100,23 +1106,15 @@ class PgStore final : public Store {
     if (r->rows() == 0) {
       return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailbox");
     }
-    const int64_t state = r->Int(0, 1);
-    const absl::Time expires_at = FromMicros(r->Int(0, 2));
+    const int64_t state = r->Int(0, 9);
+    const absl::Time expires_at = FromMicros(r->Int(0, 8));
     switch (mailbox::ClassifyReject(state, expires_at, rj.now)) {
       case mailbox::RejectOutcome::kNotFound:
         return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no such message in your mailbox");
       case mailbox::RejectOutcome::kUnchanged: return mailbox::FetchStatus(state, expires_at, rj.now);
       case mailbox::RejectOutcome::kHold: break;
     }
-    const mailbox::Row m{.id = rj.id,
-                         .sender = OrgCode(r->Str(0, 3)),
-                         .recipient = rj.recipient,
-                         .workflow = r->Str(0, 4),
-                         .purpose = r->Str(0, 5),
-                         .subject = r->Str(0, 6),
-                         .kind = static_cast<v1::MessageKind>(r->Int(0, 7)),
-                         .local_reference = r->Str(0, 8),
-                         .accepted_at = FromMicros(r->Int(0, 9))};
+    const mailbox::Row m = RowColumns(*r, 0, rj.id, rj.recipient);
     auto held = HoldRow(t, r->Int(0, 0), m, expires_at, mailbox::HoldFor(rj), rj.now);  // the row is locked
     if (!held.ok()) return held.status();
     return v1::MESSAGE_STATUS_HELD;
@@ -1168,15 +1166,7 @@ class PgStore final : public Store {
       if (it == rows.end()) continue;
       const int i = it->second;
       rows.erase(it);  // a repeated id is withheld once
-      const mailbox::Row m{.id = id,
-                           .sender = OrgCode(r->Str(i, 1)),
-                           .recipient = recipient,
-                           .workflow = r->Str(i, 2),
-                           .purpose = r->Str(i, 3),
-                           .subject = r->Str(i, 4),
-                           .kind = static_cast<v1::MessageKind>(r->Int(i, 5)),
-                           .local_reference = r->Str(i, 6),
-                           .accepted_at = FromMicros(r->Int(i, 7))};
+      const mailbox::Row m = RowColumns(*r, i, id, recipient);
       RecordEvent(t, mailbox::WithheldEvent(m, reason, now));
       if (auto report = mailbox::WithheldReport(m, reason, now, FromMicros(r->Int(i, 8)) - m.accepted_at)) {
         if (auto s = Insert(t, *report); !s.ok()) return s.status();

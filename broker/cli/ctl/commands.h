@@ -24,6 +24,7 @@
 
 #include "broker/client/client.h"
 #include "broker/client/flags.h"
+#include "carebroker/v1/exchange.pb.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/timestamp.pb.h"
 
@@ -60,6 +61,8 @@ void AddOperationsCommands(CLI::App& app, Run& run);
 
 // Helpers the commands share.
 
+// A message status without its prefix, as Track shows it: HELD, ACKNOWLEDGED, ...
+std::string StatusName(v1::MessageStatus s);
 // RFC 3339, or "" for an unset timestamp.
 std::string Rfc3339(const google::protobuf::Timestamp& t);
 // Prints "carebrokerctl: CODE REASON: message"; exit code 1.

@@ -15,6 +15,10 @@ void Run::Online(std::function<int()> f) {
   };
 }
 
+std::string StatusName(v1::MessageStatus s) {
+  return v1::MessageStatus_Name(s).substr(std::string("MESSAGE_STATUS_").size());
+}
+
 std::string Rfc3339(const google::protobuf::Timestamp& t) {
   return t.seconds() == 0 && t.nanos() == 0 ? "" : google::protobuf::util::TimeUtil::ToString(t);
 }

@@ -311,11 +311,6 @@ int DoAck(const Global& g, const std::vector<std::string>& ids, std::ostream& ou
   return r.not_found().empty() && r.expired().empty() ? 0 : 1;
 }
 
-// A status as Track shows it: HELD, ACKNOWLEDGED, ...
-std::string StatusName(v1::MessageStatus s) {
-  return v1::MessageStatus_Name(s).substr(std::string("MESSAGE_STATUS_").size());
-}
-
 struct RejectArgs {
   std::string id, code, text;
 };

@@ -16,9 +16,8 @@ namespace {
 using json = nlohmann::json;
 using google::protobuf::util::TimeUtil;
 
-std::string Status(v1::MessageStatus s) {
-  return absl::AsciiStrToLower(v1::MessageStatus_Name(s).substr(std::string("MESSAGE_STATUS_").size()));
-}
+// Lower case, as the operator commands print it.
+std::string Status(v1::MessageStatus s) { return absl::AsciiStrToLower(StatusName(s)); }
 
 // Rows under a header, each column as wide as its widest cell.
 void PrintTable(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows,
