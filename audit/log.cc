@@ -73,6 +73,7 @@ AuditRecord EntryMaker::Record(const MessageEvent& e) const {
   a.set_delivery_count(e.delivery_count);
   if (!e.reason.empty()) a.add_reasons(e.reason);
   if (!e.code.empty()) a.add_reasons(e.code);
+  a.set_detail(e.detail);
   return Make(std::move(a), e.nhs_number);
 }
 

@@ -136,6 +136,11 @@ inline constexpr char kRejectedByRecipient[] = "REJECTED_BY_RECIPIENT";
 inline constexpr char kMaxAttemptsReached[] = "MAX_ATTEMPTS_REACHED";
 // An operator's action on a message that is not held (or held past its expiry).
 inline constexpr char kMessageNotHeld[] = "MESSAGE_NOT_HELD";
+// An operator's redirect or resend of a message that is not held or expired,
+// whose body is gone, that was replaced already, or that came in chunks.
+inline constexpr char kMessageNotResendable[] = "MESSAGE_NOT_RESENDABLE";
+// A redirect to the organisation the message was already for (resend it).
+inline constexpr char kRedirectSameRecipient[] = "REDIRECT_SAME_RECIPIENT";
 
 // Starting up: config, agreements, files, listening.
 inline constexpr char kConfigInvalid[] = "CONFIG_INVALID";

@@ -169,8 +169,16 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
                  absl::StrCat("recipient ", recipient.str(), " is not a registered organisation"));
   }
 
+  // Registered when the caller was identified, but the agreements in force
+  // may come from a reload since (and an operator's resend is from the
+  // original sender).
+  const v1::Organisation* from = config.FindOrganisation(sender);
+  if (from == nullptr) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kUnknownOrganisation,
+                 absl::StrCat("sender ", sender.str(), " is no longer a registered organisation"));
+  }
   policy::DecisionInput in;
-  in.sender = {sender, config.FindOrganisation(sender)->kind()};
+  in.sender = {sender, from->kind()};
   in.recipient = {recipient, to->kind()};
   in.workflow = req.workflow();
   in.purpose = purpose;

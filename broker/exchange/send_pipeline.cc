@@ -116,6 +116,12 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, SendOption
     });
     return;
   }
+  if (options.replaces && admitted->message.subject != options.replaced_subject) {
+    budget_.Release(held);
+    return std::move(done)(Error(absl::StatusCode::kFailedPrecondition, reason::kMessageNotResendable,
+                                 "the stored copy does not name the person it was decided for, so it cannot be "
+                                 "decided again; its sender must send it again"));
+  }
   // The rendered payload is what stays in memory until the commit.
   const uint64_t out = admitted->message.payload.size();
   if (out > held && !budget_.TryAcquire(out - held)) {
@@ -129,6 +135,7 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, SendOption
   NewMessage m = std::move(admitted->message);
   m.meta = std::move(options.meta);
   m.chunks = options.chunks;
+  m.replaces = std::move(options.replaces);
   const OrgCode recipient = m.recipient;
   std::string workflow = m.workflow;
   // A Receive stream of the recipient that can take the message now gets

@@ -23,6 +23,8 @@
 #pragma once
 
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
@@ -51,6 +53,13 @@ struct SendOptions {
   uint32_t chunks = 1;
   // The payload's limit; 0: limits.max_message_bytes.
   uint64_t max_bytes = 0;
+  // An operator's redirect or resend of an undelivered message
+  // (NewMessage::replaces) that was decided for the person
+  // `replaced_subject` ("" for none): the new send must be about the same
+  // person, or it is refused FAILED_PRECONDITION MESSAGE_NOT_RESENDABLE
+  // (a copy minimised to carry no NHS number cannot be decided again).
+  std::optional<OperatorAction> replaces;
+  std::string replaced_subject;
 };
 
 class SendPipeline {

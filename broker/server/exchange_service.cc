@@ -131,7 +131,7 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
     reactor->Finish(ToGrpcStatus(bad));
     return reactor;
   }
-  auto answer = [reactor, resp](absl::StatusOr<TrackInfo> r) {
+  auto answer = [reactor, resp, caller = id->org](absl::StatusOr<TrackInfo> r) {
     if (r.ok()) {
       resp->set_message_id(r->id.str());
       resp->set_sender(r->sender.str());
@@ -152,6 +152,9 @@ grpc::ServerUnaryReactor* ExchangeService::Track(grpc::CallbackServerContext* ct
       resp->set_held_reason(r->held_reason);
       resp->set_rejection_code(r->rejection_code);
       resp->set_rejection_text(r->rejection_text);
+      resp->set_replaces(r->replaces.str());
+      // A redirect's new message is another organisation's: only its sender learns its id.
+      if (r->sender == caller) resp->set_replaced_by(r->replaced_by.str());
     }
     reactor->Finish(ToGrpcStatus(r.status()));
   };

@@ -8,6 +8,7 @@
 #include "broker/server/auth.h"
 #include "broker/server/grpc_status.h"
 #include "core/ids.h"
+#include "core/shapes.h"
 #include "core/reasons.h"
 #include "core/status.h"
 #include "core/time.h"
@@ -34,6 +35,16 @@ absl::StatusOr<MessageQuery> QueryOf(const v1::FindMessagesRequest& r) {
     return InvalidArgument(reason::kQueryInvalid, "page_token is not one this broker gave");
   }
   return q;
+}
+
+absl::StatusOr<OperatorAction::Kind> KindOf(v1::MessageAction a) {
+  switch (a) {
+    case v1::MESSAGE_ACTION_RELEASE: return OperatorAction::kRelease;
+    case v1::MESSAGE_ACTION_CANCEL: return OperatorAction::kCancel;
+    case v1::MESSAGE_ACTION_REDIRECT: return OperatorAction::kRedirect;
+    case v1::MESSAGE_ACTION_RESEND: return OperatorAction::kResend;
+    default: return InvalidArgument(reason::kFieldRequired, "action is release, cancel, redirect or resend");
+  }
 }
 
 }  // namespace
@@ -96,6 +107,7 @@ grpc::ServerUnaryReactor* OperationsService::FindMessages(grpc::CallbackServerCo
       s->set_reason(m.reason);
       s->set_rejection_code(m.rejection_code);
       s->set_bytes(m.bytes);
+      s->set_replaced_by(m.replaced_by.str());
     }
     if (static_cast<int>(found->size()) == max) resp->set_next_page_token(absl::StrCat(found->back().seq));
     reactor->Finish(grpc::Status::OK);
@@ -111,19 +123,59 @@ grpc::ServerUnaryReactor* OperationsService::ActOnMessage(grpc::CallbackServerCo
   if (!IsMessageIdShape(req->message_id())) {
     return FinishNow(ctx, InvalidArgument(reason::kMessageIdInvalid, "a message id is 32 hex characters"));
   }
-  if (req->action() != v1::MESSAGE_ACTION_RELEASE && req->action() != v1::MESSAGE_ACTION_CANCEL) {
-    return FinishNow(ctx, InvalidArgument(reason::kFieldRequired, "action is release or cancel"));
-  }
+  auto kind = KindOf(req->action());
+  if (!kind.ok()) return FinishNow(ctx, kind.status());
   if (absl::StripAsciiWhitespace(req->justification()).empty() || req->justification().size() > kMaxJustification) {
     return FinishNow(ctx, InvalidArgument(reason::kJustificationInvalid,
                                        "a justification is required (1 to 4096 bytes): why, e.g. a ticket reference"));
   }
-  OperatorAction a{req->action() == v1::MESSAGE_ACTION_RELEASE ? OperatorAction::kRelease : OperatorAction::kCancel,
-                   MessageId(req->message_id()), id->org, req->justification(), d_.clock.Now()};
+  const bool redirect = *kind == OperatorAction::kRedirect;
+  if (redirect != !req->organisation().empty() || (redirect && !IsOdsCodeShape(req->organisation()))) {
+    return FinishNow(ctx, InvalidArgument(reason::kRecipientInvalid,
+                                       redirect ? "a redirect names its new recipient's ODS code (organisation)"
+                                                : "only a redirect names an organisation"));
+  }
+  OperatorAction a{*kind, MessageId(req->message_id()), id->org, req->justification(), d_.clock.Now()};
   auto* reactor = ctx->DefaultReactor();
-  d_.store.ActOn(std::move(a), [reactor, resp](absl::StatusOr<v1::MessageStatus> r) {
-    if (r.ok()) resp->set_status(*r);
-    reactor->Finish(ToGrpcStatus(r.status()));
+  if (*kind == OperatorAction::kRelease || *kind == OperatorAction::kCancel) {
+    d_.store.ActOn(std::move(a), [reactor, resp](absl::StatusOr<v1::MessageStatus> r) {
+      if (r.ok()) resp->set_status(*r);
+      reactor->Finish(ToGrpcStatus(r.status()));
+    });
+    return reactor;
+  }
+  // A redirect or resend is a new send from the original sender, through
+  // the one send pipeline: decided again, minimised again, and stored only
+  // while the original can still be replaced (in the same commit).
+  MessageId original = a.id;  // copied first: the callback takes `a`
+  d_.store.ReadUndelivered(std::move(original), [this, reactor, resp, a = std::move(a), to = req->organisation()](
+                                     absl::StatusOr<Undelivered> u) mutable {
+    if (!u.ok()) return reactor->Finish(ToGrpcStatus(u.status()));
+    if (a.kind == OperatorAction::kRedirect && OrgCode(to) == u->recipient) {
+      return reactor->Finish(ToGrpcStatus(InvalidArgument(
+          reason::kRedirectSameRecipient, "the message is for that organisation already: resend it instead")));
+    }
+    v1::SendRequest send;
+    send.set_recipient(a.kind == OperatorAction::kRedirect ? to : u->recipient.str());
+    send.set_workflow(u->workflow);
+    send.set_purpose(u->purpose);
+    send.set_content_type(u->content_type);
+    send.set_local_reference(u->local_reference);
+    *send.mutable_payload() = std::move(u->payload);
+    SendOptions options;
+    options.meta = std::move(u->meta);
+    options.replaced_subject = std::move(u->subject);
+    options.replaces = std::move(a);
+    d_.sends.Send(
+        u->sender, std::move(send),
+        [reactor, resp](absl::StatusOr<v1::SendReceipt> r) {
+          if (r.ok()) {
+            resp->set_status(v1::MESSAGE_STATUS_ACCEPTED);
+            *resp->mutable_receipt() = *std::move(r);
+          }
+          reactor->Finish(ToGrpcStatus(r.status()));
+        },
+        nullptr, std::move(options));
   });
   return reactor;
 }

@@ -224,25 +224,65 @@ int StateOf(v1::MessageStatus s) {
   }
 }
 
-absl::Status CheckOperatorAction(int64_t state, bool purged) {
+absl::Status CheckOperatorAction(int64_t state, bool purged, absl::Time expires_at, absl::Time now) {
   if (state != kHeld) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kMessageNotHeld,
                  "only a held message can be released or cancelled");
   }
   if (purged) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kMessageNotHeld,
-                 "the message was held past its expiry: its body is gone");
+                 "the message's body is gone (redirected or resent, or purged after retention)");
+  }
+  if (expires_at <= now) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kMessageNotHeld,
+                 "the message was held past its expiry: it can be resent (decided again), not released");
   }
   return absl::OkStatus();
 }
 
 State AfterAction(OperatorAction::Kind kind) { return kind == OperatorAction::kRelease ? kAccepted : kCancelled; }
 
-MessageEvent ActionEvent(const Row& r, const OperatorAction& a) {
+absl::Status CheckReplaceable(int64_t state, bool purged, absl::string_view replaced_by, int64_t chunks,
+                              absl::string_view sender) {
+  auto refuse = [](absl::string_view why) {
+    return Error(absl::StatusCode::kFailedPrecondition, reason::kMessageNotResendable, why);
+  };
+  if (state != kHeld && state != kExpired) return refuse("only a held or expired message can be redirected or resent");
+  if (!replaced_by.empty()) {
+    return refuse(absl::StrCat("the message was redirected or resent already, as message ", replaced_by));
+  }
+  if (purged) return refuse("the message's body is no longer kept (purged after retention, or never completed)");
+  if (chunks > 1) return refuse("a message sent in chunks cannot be redirected or resent: its sender must send it again");
+  if (sender.empty()) return refuse("a broker report is not redirected or resent");
+  return absl::OkStatus();
+}
+
+absl::Status Original::Replaceable() const {
+  return refusal.ok() ? CheckReplaceable(state, purged, replaced_by, chunks, row.sender.str()) : refusal;
+}
+
+Undelivered Original::ToUndelivered(std::string payload) const {
+  Undelivered u{row.id,      row.sender, row.recipient, row.workflow, row.purpose, content_type, row.local_reference,
+                row.subject, meta,       std::move(payload)};
+  u.status = *StatusOf(state);
+  return u;
+}
+
+Original NoOriginal() {
+  Original o;
+  o.refusal = Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no message has this id");
+  return o;
+}
+
+MessageEvent ActionEvent(const Row& r, const OperatorAction& a, const NewMessage* replacement) {
+  static constexpr const char* kNames[] = {"RELEASE", "CANCEL", "REDIRECT", "RESEND"};
   MessageEvent e{v1::AUDIT_EVENT_OPERATOR_ACTION, r.id, r.sender, r.recipient, r.workflow, r.purpose,
-                 r.subject, 0, a.kind == OperatorAction::kRelease ? "RELEASE" : "CANCEL", "", a.now};
+                 r.subject, 0, kNames[a.kind], "", a.now};
   e.actor = a.actor.str();
   e.justification = a.justification;
+  if (replacement != nullptr) {
+    e.detail = absl::StrCat("as message ", replacement->id.str(), " to ", replacement->recipient.str());
+  }
   return e;
 }
 

@@ -207,12 +207,41 @@ inline bool CountsAsDelivery(bool claimed, absl::Time visible_at, absl::Time now
 MessageEvent HeldEvent(const Row& r, const Hold& h, absl::Time now);
 std::optional<NewMessage> HeldReport(const Row& held, const Hold& h, absl::Time now, absl::Duration lifetime);
 
-// An operator's action on a message in `state` (`purged`: its body is
-// gone): OK for a held message whose body is kept, else FAILED_PRECONDITION
-// MESSAGE_NOT_HELD. The state it leaves it in, and its audit entry.
-absl::Status CheckOperatorAction(int64_t state, bool purged);
+// An operator's release or cancel of a message in `state` (`purged`: its
+// body is gone): OK for a held message whose body is kept and whose expiry
+// is still ahead, else FAILED_PRECONDITION MESSAGE_NOT_HELD. The state it
+// leaves it in.
+absl::Status CheckOperatorAction(int64_t state, bool purged, absl::Time expires_at, absl::Time now);
 State AfterAction(OperatorAction::Kind kind);
-MessageEvent ActionEvent(const Row& r, const OperatorAction& a);
+// An operator's redirect or resend of a message in `state`: OK for a held or
+// expired data message sent whole by an agency whose body is kept (a
+// replaced one's is deleted: `replaced_by` names its replacement), else
+// FAILED_PRECONDITION MESSAGE_NOT_RESENDABLE saying which.
+absl::Status CheckReplaceable(int64_t state, bool purged, absl::string_view replaced_by, int64_t chunks,
+                              absl::string_view sender);
+// A message an operator acts on, as each store reads it by id (`refusal`:
+// NOT_FOUND MESSAGE_NOT_FOUND when there is none).
+struct Original {
+  absl::Status refusal;
+  int64_t seq = 0;
+  Row row;
+  int64_t state = 0;
+  bool purged = false;
+  absl::Time expires_at;
+  std::string replaced_by;
+  int64_t chunks = 1;
+  std::string content_type;
+  std::string meta;
+  // `refusal`, or else CheckReplaceable.
+  absl::Status Replaceable() const;
+  // What a new send of it needs, with its stored body.
+  Undelivered ToUndelivered(std::string payload) const;
+};
+Original NoOriginal();
+
+// The OPERATOR_ACTION entry of `a` on the message `r`; a redirect's or
+// resend's names the `replacement` in its detail.
+MessageEvent ActionEvent(const Row& r, const OperatorAction& a, const NewMessage* replacement = nullptr);
 // INVALID_ARGUMENT QUERY_INVALID for a page size out of 1..1000.
 absl::Status CheckQuery(const MessageQuery& q);
 

@@ -61,10 +61,12 @@ TEST(MailboxRulesTest, AWorkflowFilterIsAListTheStoresSearch) {
 }
 
 TEST(MailboxRulesTest, AnOperatorActsOnlyOnAHeldMessageWithItsBodyAndIsAudited) {
-  EXPECT_TRUE(CheckOperatorAction(kHeld, false).ok());
-  EXPECT_THAT(CheckOperatorAction(kHeld, true), HasReason("MESSAGE_NOT_HELD")) << "past its expiry";
+  const absl::Time expires = kT0 + absl::Hours(1);
+  EXPECT_TRUE(CheckOperatorAction(kHeld, false, expires, kT0).ok());
+  EXPECT_THAT(CheckOperatorAction(kHeld, true, expires, kT0), HasReason("MESSAGE_NOT_HELD")) << "body gone";
+  EXPECT_THAT(CheckOperatorAction(kHeld, false, expires, expires), HasReason("MESSAGE_NOT_HELD")) << "past expiry";
   for (State s : {kAccepted, kDelivered, kAcknowledged, kExpired, kWithheld, kUploading, kCancelled}) {
-    EXPECT_THAT(CheckOperatorAction(s, false), HasReason("MESSAGE_NOT_HELD")) << s;
+    EXPECT_THAT(CheckOperatorAction(s, false, expires, kT0), HasReason("MESSAGE_NOT_HELD")) << s;
   }
   EXPECT_EQ(AfterAction(OperatorAction::kRelease), kAccepted);
   EXPECT_EQ(AfterAction(OperatorAction::kCancel), kCancelled);
@@ -78,6 +80,34 @@ TEST(MailboxRulesTest, AnOperatorActsOnlyOnAHeldMessageWithItsBodyAndIsAudited) 
   EXPECT_EQ(e.justification, "INC1");
   EXPECT_THAT(CheckQuery(MessageQuery{.max = 0}), HasReason("QUERY_INVALID"));
   EXPECT_TRUE(CheckQuery(MessageQuery{.max = 1000}).ok());
+}
+
+TEST(MailboxRulesTest, OnlyAHeldOrExpiredMessageSentWholeWithItsBodyIsRedirectedOrResentOnce) {
+  EXPECT_TRUE(CheckReplaceable(kHeld, false, "", 1, "RR8").ok());
+  EXPECT_TRUE(CheckReplaceable(kExpired, false, "", 1, "RR8").ok());
+  for (State s : {kAccepted, kDelivered, kAcknowledged, kWithheld, kUploading, kCancelled}) {
+    EXPECT_THAT(CheckReplaceable(s, false, "", 1, "RR8"), HasReason("MESSAGE_NOT_RESENDABLE")) << s;
+  }
+  EXPECT_THAT(CheckReplaceable(kExpired, true, "", 1, "RR8"), HasReason("MESSAGE_NOT_RESENDABLE")) << "past retention";
+  const absl::Status again = CheckReplaceable(kHeld, true, "fedcba9876543210fedcba9876543210", 1, "RR8");
+  EXPECT_THAT(again, HasReason("MESSAGE_NOT_RESENDABLE"));
+  EXPECT_THAT(std::string(again.message()), ::testing::HasSubstr("fedcba9876543210fedcba9876543210"))
+      << "names its replacement";
+  EXPECT_THAT(CheckReplaceable(kExpired, false, "", 3, "RR8"), HasReason("MESSAGE_NOT_RESENDABLE")) << "chunked";
+  EXPECT_THAT(CheckReplaceable(kExpired, false, "", 1, ""), HasReason("MESSAGE_NOT_RESENDABLE")) << "a report";
+
+  const Row r{.id = MessageId("0123456789abcdef0123456789abcdef"), .sender = OrgCode("RR8"),
+              .recipient = OrgCode("503")};
+  NewMessage m;
+  m.id = MessageId("fedcba9876543210fedcba9876543210");
+  m.recipient = OrgCode("511");
+  const MessageEvent e =
+      ActionEvent(r, OperatorAction{OperatorAction::kRedirect, r.id, OrgCode("X26"), "INC2", kT0}, &m);
+  EXPECT_EQ(e.reason, "REDIRECT");
+  EXPECT_EQ(e.id, r.id) << "the entry is about the original";
+  EXPECT_EQ(e.detail, "as message fedcba9876543210fedcba9876543210 to 511");
+  EXPECT_EQ(ActionEvent(r, OperatorAction{OperatorAction::kResend, r.id, OrgCode("X26"), "INC3", kT0}).reason,
+            "RESEND");
 }
 
 TEST(MailboxRulesTest, ARejectionsCodeAndTextAreBounded) {

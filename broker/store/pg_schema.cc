@@ -101,6 +101,13 @@ ALTER TABLE messages ADD COLUMN reject_text TEXT;
 ALTER TABLE messages ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX messages_held ON messages (expires_at) WHERE state = 7 AND NOT purged;
 )sql",
+      // 4 -> 5: an operator's redirect or resend links the original and its
+      // replacement; expired bodies are kept until retention (for a resend).
+      R"sql(
+ALTER TABLE messages ADD COLUMN replaces TEXT;
+ALTER TABLE messages ADD COLUMN replaced_by TEXT;
+CREATE INDEX messages_expired ON messages (expired_at) WHERE state = 4 AND NOT purged;
+)sql",
   };
   return *m;
 }

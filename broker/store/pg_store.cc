@@ -198,7 +198,7 @@ SELECT id, sender, workflow, purpose, subject, kind, local_ref, accepted_at, exp
 constexpr const char* kTrack =
     "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, acked_at, "
     "expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason, held_at, held_reason, reject_code, "
-    "reject_text FROM messages "
+    "reject_text, replaces, replaced_by FROM messages "
     "WHERE id = $1 AND (sender = $2 OR recipient = $2)";
 
 constexpr const char* kInboxPage =
@@ -222,14 +222,18 @@ constexpr const char* kFindMessages = R"sql(
 SELECT seq, id, sender, recipient, workflow, local_ref, state, accepted_at, expires_at, deliveries,
        coalesce(held_reason, withheld_reason), reject_code,
        coalesce((SELECT length(body) FROM bodies b WHERE b.seq = m.seq),
-                (SELECT sum(length(body)) FROM chunks c WHERE c.seq = m.seq), 0)
+                (SELECT sum(length(body)) FROM chunks c WHERE c.seq = m.seq), 0), replaced_by
 FROM messages m
 WHERE seq > $1 AND ($2 = '' OR sender = $2) AND ($3 = '' OR recipient = $3) AND ($4 = '' OR workflow = $4)
   AND ($5 = 0 OR state = $5) AND accepted_at >= $6 AND accepted_at < $7 AND ($8 = '' OR local_ref = $8)
 ORDER BY seq LIMIT $9)sql";
 constexpr const char* kActionSelect =
-    "SELECT seq, sender, workflow, purpose, subject, kind, local_ref, accepted_at, recipient, state, purged "
-    "FROM messages WHERE id = $1 FOR UPDATE";
+    "SELECT seq, sender, workflow, purpose, subject, kind, local_ref, accepted_at, recipient, state, purged, "
+    "expires_at, replaced_by, chunks, content_type, meta FROM messages WHERE id = $1 FOR UPDATE";
+constexpr const char* kReplacedUpdate =
+    "WITH upd AS (UPDATE messages SET replaced_by = $2, purged = true, subject = NULL, claim_token = NULL "
+    "WHERE seq = $1), b AS (DELETE FROM bodies WHERE seq = $1) DELETE FROM chunks WHERE seq = $1";
+constexpr const char* kReplacesUpdate = "UPDATE messages SET replaces = $2 WHERE seq = $1";
 constexpr const char* kReleaseHeld =
     "UPDATE messages SET state = 1, visible_at = $2, claim_token = NULL, attempt_base = deliveries, held_at = NULL, "
     "held_reason = NULL, reject_code = NULL, reject_text = NULL WHERE seq = $1";
@@ -255,18 +259,19 @@ constexpr const char* kExpireSelect =
     "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind, purpose, subject FROM messages "
     "WHERE state < 3 AND expires_at <= $1 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED";
 constexpr const char* kExpireUpdate =
-    "WITH upd AS (UPDATE messages SET state = 4, expired_at = $2, claim_token = NULL, purged = true, subject = NULL "
-    "WHERE seq = ANY($1::bigint[])), b AS (DELETE FROM bodies WHERE seq = ANY($1::bigint[])) "
-    "DELETE FROM chunks WHERE seq = ANY($1::bigint[])";
+    "UPDATE messages SET state = 4, expired_at = $2, claim_token = NULL WHERE seq = ANY($1::bigint[])";
 constexpr const char* kPurgeSelect =
     "SELECT seq FROM messages WHERE state = 3 AND NOT purged AND acked_at <= $1 ORDER BY acked_at LIMIT $2 "
     "FOR UPDATE SKIP LOCKED";
 constexpr const char* kPurgeHeldSelect =
     "SELECT seq FROM messages WHERE state = 7 AND NOT purged AND expires_at <= $1 ORDER BY expires_at LIMIT $2 "
     "FOR UPDATE SKIP LOCKED";
+constexpr const char* kPurgeExpiredSelect =
+    "SELECT seq FROM messages WHERE state = 4 AND NOT purged AND expired_at <= $1 ORDER BY expired_at LIMIT $2 "
+    "FOR UPDATE SKIP LOCKED";
 constexpr const char* kPurgeUpdate =
-    "WITH upd AS (UPDATE messages SET purged = true, subject = NULL WHERE seq = ANY($1::bigint[])) "
-    "DELETE FROM bodies WHERE seq = ANY($1::bigint[])";
+    "WITH upd AS (UPDATE messages SET purged = true, subject = NULL WHERE seq = ANY($1::bigint[])), "
+    "b AS (DELETE FROM bodies WHERE seq = ANY($1::bigint[])) DELETE FROM chunks WHERE seq = ANY($1::bigint[])";
 constexpr const char* kAbandon =
     "WITH gone AS (UPDATE messages SET state = 4, expired_at = $1, purged = true, pending_audit = NULL, progress = NULL "
     "WHERE seq IN (SELECT seq FROM messages WHERE state = 6 AND expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED) "
@@ -551,6 +556,7 @@ class PgStore final : public Store {
             if (!r->IsNull(i, 10)) m.reason = r->Str(i, 10);
             if (!r->IsNull(i, 11)) m.rejection_code = r->Str(i, 11);
             m.bytes = static_cast<uint64_t>(r->Int(i, 12));
+            if (!r->IsNull(i, 13)) m.replaced_by = MessageId(r->Str(i, 13));
           }
           return out;
         },
@@ -560,19 +566,30 @@ class PgStore final : public Store {
   void ActOn(OperatorAction action, StoreCallback<v1::MessageStatus> done) override {
     Enqueue<v1::MessageStatus>(
         [this, a = std::move(action)](Txn& t) -> absl::StatusOr<v1::MessageStatus> {
-          auto r = t.conn.ExecPrepared(kActionSelect, {Param::Text(a.id.str())});
-          if (!r.ok()) return Unavailable(r.status());
-          if (r->rows() == 0) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no message has this id");
-          if (auto s = mailbox::CheckOperatorAction(r->Int(0, 9), r->Str(0, 10) == "t"); !s.ok()) return s;
-          const int64_t seq = r->Int(0, 0);
-          const mailbox::Row m = RowColumns(*r, 0, a.id, OrgCode(r->Str(0, 8)));
-          RecordEvent(t, mailbox::ActionEvent(m, a));
+          auto o = SelectOriginal(t, a.id);
+          if (!o.ok()) return o.status();
+          if (!o->refusal.ok()) return o->refusal;
+          if (auto s = mailbox::CheckOperatorAction(o->state, o->purged, o->expires_at, a.now); !s.ok()) return s;
+          RecordEvent(t, mailbox::ActionEvent(o->row, a));
           auto u = a.kind == OperatorAction::kRelease
-                       ? t.conn.ExecPrepared(kReleaseHeld, {Param::Int(seq), Time(a.now)})
-                       : t.conn.ExecPrepared(kCancelHeld, {Param::Int(seq)});
+                       ? t.conn.ExecPrepared(kReleaseHeld, {Param::Int(o->seq), Time(a.now)})
+                       : t.conn.ExecPrepared(kCancelHeld, {Param::Int(o->seq)});
           if (!u.ok()) return Unavailable(u.status());
-          if (a.kind == OperatorAction::kRelease) t.arrivals.insert(m.recipient);
+          if (a.kind == OperatorAction::kRelease) t.arrivals.insert(o->row.recipient);
           return *mailbox::StatusOf(mailbox::AfterAction(a.kind));
+        },
+        std::move(done));
+  }
+
+  void ReadUndelivered(MessageId id, StoreCallback<Undelivered> done) override {
+    Enqueue<Undelivered>(
+        [id = std::move(id)](Txn& t) -> absl::StatusOr<Undelivered> {
+          auto o = SelectOriginal(t, id);
+          if (!o.ok()) return o.status();
+          if (auto s = o->Replaceable(); !s.ok()) return s;
+          auto b = t.conn.ExecPrepared(kBodyRead, {Param::Int(o->seq)});
+          if (!b.ok()) return Unavailable(b.status());
+          return o->ToUndelivered(b->rows() > 0 ? b->Bytes(0, 0) : "");
         },
         std::move(done));
   }
@@ -973,6 +990,24 @@ class PgStore final : public Store {
     return out;
   }
 
+  // A message an operator acts on, its row locked (kActionSelect).
+  static absl::StatusOr<mailbox::Original> SelectOriginal(Txn& t, const MessageId& id) {
+    auto r = t.conn.ExecPrepared(kActionSelect, {Param::Text(id.str())});
+    if (!r.ok()) return Unavailable(r.status());
+    if (r->rows() == 0) return mailbox::NoOriginal();
+    mailbox::Original o;
+    o.seq = r->Int(0, 0);
+    o.row = RowColumns(*r, 0, id, OrgCode(r->Str(0, 8)));
+    o.state = r->Int(0, 9);
+    o.purged = r->Str(0, 10) == "t";
+    o.expires_at = FromMicros(r->Int(0, 11));
+    if (!r->IsNull(0, 12)) o.replaced_by = r->Str(0, 12);
+    o.chunks = r->Int(0, 13);
+    o.content_type = r->Str(0, 14);
+    if (!r->IsNull(0, 15)) o.meta = r->Bytes(0, 15);
+    return o;
+  }
+
   void RecordEvent(Txn& t, const MessageEvent& e) const {
     if (recorder_ != nullptr) t.audit.push_back(recorder_->Record(e));
   }
@@ -1013,8 +1048,25 @@ class PgStore final : public Store {
     std::vector<absl::StatusOr<AppendReceipt>> out;
     out.reserve(msgs.size());
     for (const NewMessage& m : msgs) {
+      std::optional<mailbox::Original> original;
+      if (m.replaces) {  // checked, its row locked, before anything is written
+        auto o = SelectOriginal(t, m.replaces->id);
+        if (!o.ok()) return o.status();
+        if (absl::Status ok = o->Replaceable(); !ok.ok()) {
+          out.push_back(ok);
+          continue;
+        }
+        original = *std::move(o);
+      }
       auto stored = Insert(t, m);
       if (!stored.ok()) return stored.status();
+      if (original && *stored != 0) {
+        auto u = t.conn.ExecPrepared(kReplacedUpdate, {Param::Int(original->seq), Param::Text(m.id.str())});
+        if (!u.ok()) return Unavailable(u.status());
+        u = t.conn.ExecPrepared(kReplacesUpdate, {Param::Int(*stored), Param::Text(original->row.id.str())});
+        if (!u.ok()) return Unavailable(u.status());
+        RecordEvent(t, mailbox::ActionEvent(original->row, *m.replaces, &m));
+      }
       if (*stored == 0) {
         // The key is taken (by an earlier send, or by another replica's that
         // committed while this insert waited).
@@ -1348,6 +1400,8 @@ class PgStore final : public Store {
     if (!r->IsNull(0, 16)) info.held_reason = r->Str(0, 16);
     if (!r->IsNull(0, 17)) info.rejection_code = r->Str(0, 17);
     if (!r->IsNull(0, 18)) info.rejection_text = r->Str(0, 18);
+    if (!r->IsNull(0, 19)) info.replaces = MessageId(r->Str(0, 19));
+    if (!r->IsNull(0, 20)) info.replaced_by = MessageId(r->Str(0, 20));
     return info;
   }
 
@@ -1382,10 +1436,10 @@ class PgStore final : public Store {
         ++out.reports;
       }
     }
-    // Acknowledged bodies past retention; held ones (kept for an operator's
-    // release) once they would have expired.
-    for (auto [q, before] : {std::pair{kPurgeSelect, req.purge_acked_before}, std::pair{kPurgeHeldSelect, req.now}}) {
-      auto purge = t.conn.ExecPrepared(q, {Time(before), Param::Int(int64_t{req.max_items} + 1)});
+    // Bodies past retention: acknowledged, expired (kept for an operator's
+    // resend) and held (kept for a release, and then for a resend).
+    for (const char* q : {kPurgeSelect, kPurgeExpiredSelect, kPurgeHeldSelect}) {
+      auto purge = t.conn.ExecPrepared(q, {Time(req.purge_before), Param::Int(int64_t{req.max_items} + 1)});
       if (!purge.ok()) return Unavailable(purge.status());
       seqs.clear();
       const int n_purge = mailbox::SweepBatch(purge->rows(), req.max_items, out.more);

@@ -172,7 +172,7 @@ absl::Status SqliteStore::PrepareAll() {
       {&track_,
        "SELECT id, sender, recipient, workflow, local_ref, state, accepted_at, first_delivered_at, "
        "acked_at, expired_at, expires_at, deliveries, purged, withheld_at, withheld_reason, held_at, held_reason, "
-       "reject_code, reject_text FROM messages "
+       "reject_code, reject_text, replaces, replaced_by FROM messages "
        "WHERE id = ?1 AND (sender = ?2 OR recipient = ?2)"},
       {&inbox_page_,
        "SELECT seq, id, workflow, meta FROM messages WHERE recipient = ?1 AND state < 3 AND expires_at > ?2 AND seq > ?3 "
@@ -195,6 +195,8 @@ absl::Status SqliteStore::PrepareAll() {
        "WHERE id = ?1 AND recipient = ?2 AND seq <= ?3"},
       {&purge_held_select_,
        "SELECT seq FROM messages WHERE state = 7 AND purged = 0 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"},
+      {&purge_expired_select_,
+       "SELECT seq FROM messages WHERE state = 4 AND purged = 0 AND expired_at <= ?1 ORDER BY expired_at LIMIT ?2"},
       {&once_insert_, "INSERT INTO used_once (key, forget_at) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING"},
       {&once_forget_, "DELETE FROM used_once WHERE key IN (SELECT key FROM used_once WHERE forget_at <= ?1 LIMIT ?2)"},
       {&mailbox_stats_,
@@ -207,13 +209,16 @@ absl::Status SqliteStore::PrepareAll() {
        "SELECT seq, id, sender, recipient, workflow, local_ref, state, accepted_at, expires_at, deliveries, "
        "coalesce(held_reason, withheld_reason), reject_code, "
        "coalesce((SELECT length(body) FROM bodies b WHERE b.seq = m.seq), "
-       "(SELECT sum(length(body)) FROM chunks c WHERE c.seq = m.seq), 0) FROM messages m "
+       "(SELECT sum(length(body)) FROM chunks c WHERE c.seq = m.seq), 0), replaced_by FROM messages m "
        "WHERE seq > ?1 AND seq <= ?2 AND (?3 = '' OR sender = ?3) AND (?4 = '' OR recipient = ?4) "
        "AND (?5 = '' OR workflow = ?5) AND (?6 = 0 OR state = ?6) AND accepted_at >= ?7 AND accepted_at < ?8 "
        "AND (?9 = '' OR local_ref = ?9) ORDER BY seq LIMIT ?10"},
       {&action_select_,
-       "SELECT seq, sender, workflow, purpose, subject, kind, local_ref, accepted_at, recipient, state, purged "
-       "FROM messages WHERE id = ?1"},
+       "SELECT seq, sender, workflow, purpose, subject, kind, local_ref, accepted_at, recipient, state, purged, "
+       "expires_at, replaced_by, chunks, content_type, meta FROM messages WHERE id = ?1"},
+      {&replaced_update_,
+       "UPDATE messages SET replaced_by = ?2, purged = 1, subject = NULL, claim_token = NULL WHERE seq = ?1"},
+      {&replaces_update_, "UPDATE messages SET replaces = ?2 WHERE seq = ?1"},
       {&release_update_,
        "UPDATE messages SET state = 1, visible_at = ?2, claim_token = NULL, attempt_base = deliveries, held_at = NULL, "
        "held_reason = NULL, reject_code = NULL, reject_text = NULL WHERE seq = ?1"},
@@ -222,8 +227,7 @@ absl::Status SqliteStore::PrepareAll() {
        "SELECT seq, id, sender, recipient, workflow, local_ref, accepted_at, kind, purpose, subject FROM messages "
        "WHERE state < 3 AND expires_at <= ?1 ORDER BY expires_at LIMIT ?2"},
       {&expire_update_,
-       "UPDATE messages SET state = 4, expired_at = ?2, claim_token = NULL, purged = 1, subject = NULL "
-       "WHERE seq = ?1"},
+       "UPDATE messages SET state = 4, expired_at = ?2, claim_token = NULL WHERE seq = ?1"},
       {&delete_body_, "DELETE FROM bodies WHERE seq = ?1"},
       {&purge_select_,
        "SELECT seq FROM messages WHERE state = 3 AND purged = 0 AND acked_at <= ?1 "
@@ -328,8 +332,21 @@ absl::StatusOr<std::vector<absl::StatusOr<AppendReceipt>>> SqliteStore::DoAppend
         if (auto s = forget_key_.Bind(1, m.sender.str()).Bind(2, m.idempotency_key).Exec(); !s.ok()) return s;
       }
     }
+    std::optional<mailbox::Original> original;
+    if (m.replaces) {  // checked before anything is written
+      auto o = SelectOriginal(m.replaces->id);
+      if (!o.ok()) return o.status();
+      if (absl::Status ok = o->Replaceable(); !ok.ok()) {
+        out.push_back(ok);
+        continue;
+      }
+      original = *std::move(o);
+    }
     auto seq = Insert(m);
     if (!seq.ok()) return seq.status();
+    if (original) {
+      if (auto s = LinkReplacement(*original, m, *seq); !s.ok()) return s;
+    }
     out.push_back(AppendReceipt{m.id, m.accepted_at, false, *seq});
   }
   return out;
@@ -690,6 +707,8 @@ absl::StatusOr<TrackInfo> SqliteStore::DoTrack(const OrgCode& caller, const Mess
   if (!track_.IsNull(16)) t.held_reason = track_.Text(16);
   if (!track_.IsNull(17)) t.rejection_code = track_.Text(17);
   if (!track_.IsNull(18)) t.rejection_text = track_.Text(18);
+  if (!track_.IsNull(19)) t.replaces = MessageId(track_.Text(19));
+  if (!track_.IsNull(20)) t.replaced_by = MessageId(track_.Text(20));
   return t;
 }
 
@@ -805,35 +824,64 @@ absl::StatusOr<std::vector<MessageSummary>> SqliteStore::DoFindMessages(const Me
     if (!f.IsNull(10)) m.reason = f.Text(10);
     if (!f.IsNull(11)) m.rejection_code = f.Text(11);
     m.bytes = static_cast<uint64_t>(f.Int(12));
+    if (!f.IsNull(13)) m.replaced_by = MessageId(f.Text(13));
   }
 }
 
+absl::StatusOr<mailbox::Original> SqliteStore::SelectOriginal(const MessageId& id) {
+  Stmt& q = action_select_;
+  q.Bind(1, id.str());
+  ResetOnExit reset{q};
+  auto row = q.Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return mailbox::NoOriginal();
+  mailbox::Original o;
+  o.seq = q.Int(0);
+  o.row.id = id;
+  RowColumns(q, o.row);
+  o.row.recipient = OrgCode(q.Text(8));
+  o.state = q.Int(9);
+  o.purged = q.Int(10) != 0;
+  o.expires_at = FromMicros(q.Int(11));
+  if (!q.IsNull(12)) o.replaced_by = q.Text(12);
+  o.chunks = q.Int(13);
+  o.content_type = q.Text(14);
+  if (!q.IsNull(15)) o.meta = q.Text(15);
+  return o;
+}
+
 absl::StatusOr<v1::MessageStatus> SqliteStore::DoActOn(const OperatorAction& a) {
-  int64_t seq, state;
-  bool purged;
-  mailbox::Row m{.id = a.id};
-  {
-    action_select_.Bind(1, a.id.str());
-    ResetOnExit reset{action_select_};
-    auto row = action_select_.Step();
-    if (!row.ok()) return row.status();
-    if (!*row) return Error(absl::StatusCode::kNotFound, reason::kMessageNotFound, "no message has this id");
-    seq = action_select_.Int(0);
-    RowColumns(action_select_, m);
-    m.recipient = OrgCode(action_select_.Text(8));
-    state = action_select_.Int(9);
-    purged = action_select_.Int(10) != 0;
-  }
-  if (auto s = mailbox::CheckOperatorAction(state, purged); !s.ok()) return s;
-  if (auto s = RecordEvent(mailbox::ActionEvent(m, a)); !s.ok()) return s;
+  auto o = SelectOriginal(a.id);
+  if (!o.ok()) return o.status();
+  if (!o->refusal.ok()) return o->refusal;
+  if (auto s = mailbox::CheckOperatorAction(o->state, o->purged, o->expires_at, a.now); !s.ok()) return s;
+  if (auto s = RecordEvent(mailbox::ActionEvent(o->row, a)); !s.ok()) return s;
   if (a.kind == OperatorAction::kRelease) {
-    if (auto s = release_update_.Bind(1, seq).Bind(2, Micros(a.now)).Exec(); !s.ok()) return s;
-    arrivals_.insert(m.recipient);
+    if (auto s = release_update_.Bind(1, o->seq).Bind(2, Micros(a.now)).Exec(); !s.ok()) return s;
+    arrivals_.insert(o->row.recipient);
   } else {
-    if (auto s = cancel_update_.Bind(1, seq).Exec(); !s.ok()) return s;
-    if (auto s = DeleteBody(seq); !s.ok()) return s;
+    if (auto s = cancel_update_.Bind(1, o->seq).Exec(); !s.ok()) return s;
+    if (auto s = DeleteBody(o->seq); !s.ok()) return s;
   }
   return *mailbox::StatusOf(mailbox::AfterAction(a.kind));
+}
+
+absl::StatusOr<Undelivered> SqliteStore::DoReadUndelivered(const MessageId& id) {
+  auto o = SelectOriginal(id);
+  if (!o.ok()) return o.status();
+  if (auto s = o->Replaceable(); !s.ok()) return s;
+  select_body_.Bind(1, o->seq);
+  ResetOnExit reset{select_body_};
+  auto row = select_body_.Step();
+  if (!row.ok()) return row.status();
+  return o->ToUndelivered(*row ? select_body_.Text(0) : "");
+}
+
+absl::Status SqliteStore::LinkReplacement(const mailbox::Original& o, const NewMessage& m, int64_t seq) {
+  if (auto s = replaced_update_.Bind(1, o.seq).Bind(2, m.id.str()).Exec(); !s.ok()) return s;
+  if (auto s = DeleteBody(o.seq); !s.ok()) return s;
+  if (auto s = replaces_update_.Bind(1, seq).Bind(2, o.row.id.str()).Exec(); !s.ok()) return s;
+  return RecordEvent(mailbox::ActionEvent(o.row, *m.replaces, &m));
 }
 
 absl::StatusOr<v1::ConsentChange> SqliteStore::DoAppendConsent(v1::ConsentChange c) {
@@ -906,7 +954,6 @@ absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
   expired.resize(mailbox::SweepBatch(static_cast<int>(expired.size()), req.max_items, r.more));
   for (const auto& [seq, e] : expired) {
     if (auto s = expire_update_.Bind(1, seq).Bind(2, Micros(req.now)).Exec(); !s.ok()) return s;
-    if (auto s = DeleteBody(seq); !s.ok()) return s;
     ++r.expired;
     ++r.expired_by_workflow[e.workflow];
     mailbox::ExpiryPlan plan = mailbox::PlanExpiry(e, req);
@@ -918,10 +965,10 @@ absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
       ++r.reports;
     }
   }
-  // Acknowledged bodies past retention; held ones (kept for an operator's
-  // release) once they would have expired.
-  for (auto [q, before] : {std::pair{&purge_select_, req.purge_acked_before}, std::pair{&purge_held_select_, req.now}}) {
-    auto purge = SweepSeqs(*q, before, req.max_items, r.more);
+  // Bodies past retention: acknowledged, expired (kept for an operator's
+  // resend) and held (kept for a release, and then for a resend).
+  for (Stmt* q : {&purge_select_, &purge_expired_select_, &purge_held_select_}) {
+    auto purge = SweepSeqs(*q, req.purge_before, req.max_items, r.more);
     if (!purge.ok()) return purge.status();
     for (int64_t seq : *purge) {
       if (auto s = purge_update_.Bind(1, seq).Exec(); !s.ok()) return s;

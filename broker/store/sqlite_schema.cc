@@ -43,7 +43,9 @@ CREATE TABLE IF NOT EXISTS messages (
   held_reason TEXT,
   reject_code TEXT,
   reject_text TEXT,
-  attempt_base INTEGER NOT NULL DEFAULT 0
+  attempt_base INTEGER NOT NULL DEFAULT 0,
+  replaces TEXT,
+  replaced_by TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS messages_idem ON messages(sender, idem_key) WHERE idem_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS messages_mailbox ON messages(recipient, visible_at, seq) WHERE state < 3;
@@ -56,6 +58,7 @@ CREATE TABLE IF NOT EXISTS chunks (seq INTEGER NOT NULL, n INTEGER NOT NULL, par
                                    body BLOB NOT NULL, PRIMARY KEY (seq, n, part));
 CREATE INDEX IF NOT EXISTS messages_uploading ON messages(expires_at) WHERE state = 6;
 CREATE INDEX IF NOT EXISTS messages_held ON messages(expires_at) WHERE state = 7 AND purged = 0;
+CREATE INDEX IF NOT EXISTS messages_expired ON messages(expired_at) WHERE state = 4 AND purged = 0;
 CREATE TABLE IF NOT EXISTS consent (seq INTEGER PRIMARY KEY, nhs_number TEXT NOT NULL, change BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS consent_person ON consent(nhs_number, seq);
 CREATE TABLE IF NOT EXISTS audit (idx INTEGER PRIMARY KEY, at INTEGER NOT NULL, subject TEXT, entry BLOB NOT NULL,
@@ -108,6 +111,13 @@ ALTER TABLE messages ADD COLUMN held_reason TEXT;
 ALTER TABLE messages ADD COLUMN reject_code TEXT;
 ALTER TABLE messages ADD COLUMN reject_text TEXT;
 ALTER TABLE messages ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
+)sql";
+
+// Version 7 to 8: an operator's redirect or resend links the original and
+// its replacement (expired bodies are kept from now on until retention).
+constexpr const char* kMigrateV7 = R"sql(
+ALTER TABLE messages ADD COLUMN replaces TEXT;
+ALTER TABLE messages ADD COLUMN replaced_by TEXT;
 )sql";
 
 }  // namespace
@@ -172,6 +182,7 @@ absl::Status MigrateSchema(sqlite3* db) {
       (version >= 1 && version <= 4 && sqlite3_exec(db, kMigrateV4, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       (version >= 1 && version <= 5 && sqlite3_exec(db, kMigrateV5, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       (version >= 1 && version <= 6 && sqlite3_exec(db, kMigrateV6, nullptr, nullptr, nullptr) != SQLITE_OK) ||
+      (version >= 1 && version <= 7 && sqlite3_exec(db, kMigrateV7, nullptr, nullptr, nullptr) != SQLITE_OK) ||
       sqlite3_exec(db, kSchema, nullptr, nullptr, nullptr) != SQLITE_OK) {
     auto err = SqlError(db, "create schema");
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);

@@ -15,7 +15,7 @@
 namespace carebroker::sqlite {
 
 // The schema version this build writes.
-inline constexpr int kSchemaVersion = 7;
+inline constexpr int kSchemaVersion = 8;
 
 // Creates the schema in a new file, or migrates an older one (back-filling
 // the audit subject filters). FAILED_PRECONDITION STORE_SCHEMA_NEWER when

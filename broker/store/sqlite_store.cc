@@ -186,6 +186,10 @@ void SqliteStore::ActOn(OperatorAction action, StoreCallback<v1::MessageStatus> 
       kDurable, [this, a = std::move(action)]() { return DoActOn(a); }, std::move(done));
 }
 
+void SqliteStore::ReadUndelivered(MessageId id, StoreCallback<Undelivered> done) {
+  Enqueue<Undelivered>(kAtCommit, [this, id = std::move(id)]() { return DoReadUndelivered(id); }, std::move(done));
+}
+
 void SqliteStore::AppendConsent(v1::ConsentChange change, AuditRecord audit, StoreCallback<v1::ConsentChange> done) {
   Enqueue<v1::ConsentChange>(
       kDurable,

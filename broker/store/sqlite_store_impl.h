@@ -135,6 +135,7 @@ class SqliteStore final : public Store {
   void Reject(Rejection rejection, StoreCallback<v1::MessageStatus> done) override;
   void FindMessages(MessageQuery query, StoreCallback<std::vector<MessageSummary>> done) override;
   void ActOn(OperatorAction action, StoreCallback<v1::MessageStatus> done) override;
+  void ReadUndelivered(MessageId id, StoreCallback<Undelivered> done) override;
 
   void AppendConsent(v1::ConsentChange change, AuditRecord audit, StoreCallback<v1::ConsentChange> done) override;
 
@@ -316,6 +317,12 @@ class SqliteStore final : public Store {
   absl::StatusOr<v1::MessageStatus> DoReject(const Rejection& r);
   absl::StatusOr<std::vector<MessageSummary>> DoFindMessages(const MessageQuery& q);
   absl::StatusOr<v1::MessageStatus> DoActOn(const OperatorAction& a);
+  // A message an operator acts on, by id (action_select_).
+  absl::StatusOr<mailbox::Original> SelectOriginal(const MessageId& id);
+  absl::StatusOr<Undelivered> DoReadUndelivered(const MessageId& id);
+  // The rest of storing `m` (at `seq`), a redirect or resend of `o`: the
+  // original's body deleted, both linked, the OPERATOR_ACTION entry.
+  absl::Status LinkReplacement(const mailbox::Original& o, const NewMessage& m, int64_t seq);
   // Holds message `seq` (`m`, expiring at `expires_at`): its state, its
   // HELD event and its sender's report.
   absl::Status HoldRow(int64_t seq, const mailbox::Row& m, absl::Time expires_at, const mailbox::Hold& h,
@@ -354,6 +361,7 @@ class SqliteStore final : public Store {
   Stmt find_idem_, insert_msg_, insert_claimed_, insert_body_, claim_select_, claim_update_, select_body_;
   Stmt ack_update_, ack_state_, release_, hide_, track_, mailbox_stats_, expire_select_, expire_update_, delete_body_;
   Stmt forget_key_, hold_update_, reject_select_, purge_held_select_, find_messages_, action_select_, release_update_, cancel_update_;
+  Stmt purge_expired_select_, replaced_update_, replaces_update_;
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
   Stmt audit_insert_, head_insert_, block_insert_;
   Stmt inbox_page_, inbox_count_, fetch_select_, fetch_update_, once_insert_, once_forget_;

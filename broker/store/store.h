@@ -56,6 +56,19 @@ struct AuditRecord {
   bool empty() const { return entry.empty(); }
 };
 
+// An operator's action on one undelivered message, audited as
+// OPERATOR_ACTION with the operator and the justification: a release or a
+// cancel (Store::ActOn) of a held message, or a redirect or resend
+// (NewMessage::replaces) of a held or expired one.
+struct OperatorAction {
+  enum Kind { kRelease, kCancel, kRedirect, kResend };
+  Kind kind = kRelease;
+  MessageId id;
+  OrgCode actor;  // the operator's organisation, from the certificate
+  std::string justification;
+  absl::Time now;
+};
+
 // A message ready to be stored; the broker has checked and minimised it.
 struct NewMessage {
   // The SEND_ACCEPTED entry, written in the same commit as the message
@@ -99,6 +112,13 @@ struct NewMessage {
   // (a serialized v1::SubmissionProgress, broker/exchange/submission.h),
   // kept until the last; "" for any other message.
   std::string progress;
+  // An operator's redirect or resend of an undelivered message (kind
+  // kRedirect or kResend, id the original): this message is stored only if
+  // the original is still replaceable (mailbox::CheckReplaceable), and in
+  // the same commit the original's body is deleted, each is linked to the
+  // other, and the OPERATOR_ACTION entry is written. Otherwise this one
+  // answers FAILED_PRECONDITION MESSAGE_NOT_RESENDABLE.
+  std::optional<OperatorAction> replaces;
 };
 
 // A message lifecycle event the store itself records (deliveries, acks,
@@ -119,6 +139,7 @@ struct MessageEvent {
   // (`reason` names the action).
   std::string actor;
   std::string justification;
+  std::string detail;  // a redirect's or resend's new message (AuditEntry.detail)
 };
 
 // Turns lifecycle events into entries. Called on the store's writer thread
@@ -312,17 +333,7 @@ struct MessageSummary {
   std::string reason;          // why withheld or held
   std::string rejection_code;  // a recipient's rejection
   uint64_t bytes = 0;          // the stored body (0 once purged)
-};
-
-// An operator's action on one held message (Store::ActOn), audited as
-// OPERATOR_ACTION with the operator and the justification.
-struct OperatorAction {
-  enum Kind { kRelease, kCancel };
-  Kind kind = kRelease;
-  MessageId id;
-  OrgCode actor;  // the operator's organisation, from the certificate
-  std::string justification;
-  absl::Time now;
+  MessageId replaced_by;       // an operator's redirect or resend of it ("" none)
 };
 
 struct StoreGauges {
@@ -357,6 +368,26 @@ struct TrackInfo {
   std::string held_reason;  // REJECTED_BY_RECIPIENT or MAX_ATTEMPTS_REACHED
   std::string rejection_code;
   std::string rejection_text;
+  // An operator's redirect or resend: the message this one replaces, and
+  // the one that replaced it ("" for none).
+  MessageId replaces;
+  MessageId replaced_by;
+};
+
+// An undelivered message an operator may redirect or resend, as stored
+// (Store::ReadUndelivered): what a new send of it needs.
+struct Undelivered {
+  MessageId id;
+  OrgCode sender;
+  OrgCode recipient;
+  std::string workflow;
+  std::string purpose;
+  std::string content_type;
+  std::string local_reference;
+  std::string subject;  // the person it was decided for ("" none)
+  std::string meta;
+  std::string payload;
+  v1::MessageStatus status = v1::MESSAGE_STATUS_UNSPECIFIED;  // HELD or EXPIRED
 };
 
 // A recipient's refusal of one message for good (Store::Reject).
@@ -370,9 +401,10 @@ struct Rejection {
 
 struct SweepRequest {
   absl::Time now;
-  // Bodies of messages acknowledged at or before this are purged (and of
-  // held messages past their expiry).
-  absl::Time purge_acked_before;
+  // Bodies are purged of messages acknowledged or expired at or before
+  // this, and of held ones whose expiry was at or before it (now less the
+  // retention period).
+  absl::Time purge_before;
   // Lifetime of the non-delivery reports this sweep creates.
   absl::Duration report_expiry;
   int max_items = 10000;  // bound on work per sweep; call again if `more`
@@ -449,13 +481,21 @@ class Store {
   // Messages of any mailbox matching `query`, in seq order, a page at a time.
   virtual void FindMessages(MessageQuery query, StoreCallback<std::vector<MessageSummary>> done) = 0;
 
-  // An operator's action on a held message whose body is kept, with its
-  // OPERATOR_ACTION entry in the same commit: release makes it waiting
-  // again (delivered afresh, with delivery.max_attempts counted anew);
-  // cancel ends it (CANCELLED, body deleted). Answers its status after.
-  // NOT_FOUND MESSAGE_NOT_FOUND for an unknown id; FAILED_PRECONDITION
-  // MESSAGE_NOT_HELD for a message not held, or held past its expiry.
+  // An operator's release or cancel of a held message whose body is kept,
+  // with its OPERATOR_ACTION entry in the same commit: release makes it
+  // waiting again (delivered afresh, with delivery.max_attempts counted
+  // anew); cancel ends it (CANCELLED, body deleted). Answers its status
+  // after. NOT_FOUND MESSAGE_NOT_FOUND for an unknown id; FAILED_PRECONDITION
+  // MESSAGE_NOT_HELD for a message not held, held past its expiry, or
+  // redirected or resent already.
   virtual void ActOn(OperatorAction action, StoreCallback<v1::MessageStatus> done) = 0;
+
+  // Any organisation's held or expired message with its body, for an
+  // operator's redirect or resend (NewMessage::replaces). NOT_FOUND
+  // MESSAGE_NOT_FOUND for an unknown id; FAILED_PRECONDITION
+  // MESSAGE_NOT_RESENDABLE for one that cannot be replaced
+  // (mailbox::CheckReplaceable).
+  virtual void ReadUndelivered(MessageId id, StoreCallback<Undelivered> done) = 0;
 
   // Appends one consent change durably, with its audit entry in the same
   // commit; answers it with its seq assigned.
@@ -525,7 +565,8 @@ class Store {
 
   // Expires unacknowledged messages whose time is up (creating one
   // non-delivery report in the sender's mailbox for each, in the same
-  // commit) and purges acknowledged bodies past retention.
+  // commit; their bodies are kept for an operator's resend) and purges the
+  // bodies of acknowledged, expired and held messages past retention.
   virtual void Sweep(SweepRequest req, StoreCallback<SweepResult> done) = 0;
 
   // Called (on a store thread) with a recipient each time messages become

@@ -75,6 +75,9 @@ inline absl::StatusOr<std::vector<MessageSummary>> FindMessagesSync(Store& s, Me
 inline absl::StatusOr<v1::MessageStatus> ActOnSync(Store& s, OperatorAction a) {
   return AwaitStore<v1::MessageStatus>([&](auto cb) { s.ActOn(std::move(a), std::move(cb)); });
 }
+inline absl::StatusOr<Undelivered> ReadUndeliveredSync(Store& s, MessageId id) {
+  return AwaitStore<Undelivered>([&](auto cb) { s.ReadUndelivered(std::move(id), std::move(cb)); });
+}
 inline absl::StatusOr<v1::ConsentChange> AppendConsentSync(Store& s, v1::ConsentChange c, AuditRecord a = {}) {
   return AwaitStore<v1::ConsentChange>([&](auto cb) { s.AppendConsent(std::move(c), std::move(a), std::move(cb)); });
 }

@@ -204,7 +204,8 @@ TEST(SqliteSchema, AVersionThreeAuditLogGetsItsSearchFilters) {
   }
   // As version 3 left it: a subject index and no filters (nor what
   // version 5 added: transport metadata and single-use credentials, nor
-  // version 6's submission progress, nor version 7's held messages).
+  // version 6's submission progress, nor version 7's held messages, nor
+  // version 8's links between a message and its redirect or resend).
   Exec(path, "DROP TABLE audit_blocks; CREATE INDEX audit_subject ON audit(subject, idx) WHERE subject IS NOT NULL; "
              "ALTER TABLE messages DROP COLUMN meta; ALTER TABLE messages DROP COLUMN chunks; "
              "ALTER TABLE messages DROP COLUMN pending_audit; ALTER TABLE messages DROP COLUMN progress; "
@@ -212,7 +213,8 @@ TEST(SqliteSchema, AVersionThreeAuditLogGetsItsSearchFilters) {
              "ALTER TABLE messages DROP COLUMN held_reason; ALTER TABLE messages DROP COLUMN reject_code; "
              "ALTER TABLE messages DROP COLUMN reject_text; ALTER TABLE messages DROP COLUMN attempt_base; "
              "DROP INDEX messages_uploading; DROP TABLE chunks; "
-             "DROP TABLE used_once; PRAGMA user_version = 3;");
+             "DROP TABLE used_once; DROP INDEX messages_expired; ALTER TABLE messages DROP COLUMN replaces; "
+             "ALTER TABLE messages DROP COLUMN replaced_by; PRAGMA user_version = 3;");
   auto store = OpenSqliteStore(path);
   ASSERT_TRUE(store.ok()) << store.status();
   EXPECT_EQ(Count(path, "PRAGMA user_version"), sqlite::kSchemaVersion);
@@ -220,6 +222,8 @@ TEST(SqliteSchema, AVersionThreeAuditLogGetsItsSearchFilters) {
   EXPECT_EQ(Count(path, "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'progress'"), 1);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'reject_text'"), 1);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'messages_held'"), 1);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM pragma_table_info('messages') WHERE name = 'replaced_by'"), 1);
+  EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'messages_expired'"), 1);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'used_once'"), 1);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM audit_blocks"), 2);
   EXPECT_EQ(Count(path, "SELECT count(*) FROM sqlite_master WHERE name = 'audit_subject'"), 0);

@@ -540,13 +540,17 @@ TEST_P(StoreConformance, ARejectedMessageIsHeldNeverDeliveredAgainAndItsSenderIs
   EXPECT_EQ(reports[0].local_reference(), m.local_reference);
 
   // At its expiry a held message is not expired again (no second report);
-  // its body goes, its tracking stays.
+  // its body is kept until retention (for a resend), its tracking for ever.
   auto swept = SweepSync(*store, SweepRequest{kT0 + absl::Hours(200), kT0, absl::Hours(120)});
   ASSERT_TRUE(swept.ok()) << swept.status();
   EXPECT_EQ(swept->expired, 1) << "only the one behind it";
   t = TrackSync(*store, kTrust, id);
   EXPECT_EQ(t->status, v1::MESSAGE_STATUS_HELD);
-  EXPECT_TRUE(t->body_purged);
+  EXPECT_FALSE(t->body_purged);
+  ASSERT_TRUE(SweepSync(*store, SweepRequest{kT0 + absl::Hours(200), kT0 + absl::Hours(120), absl::Hours(120)}).ok());
+  t = TrackSync(*store, kTrust, id);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_HELD);
+  EXPECT_TRUE(t->body_purged) << "past retention";
   auto after = TakeReports(*store, kTrust, kT0 + absl::Hours(201));
   ASSERT_THAT(after, SizeIs(1));
   EXPECT_EQ(after[0].message_id(), behind.str());
@@ -712,13 +716,111 @@ TEST_P(StoreConformance, AnOperatorReleasesOrCancelsOnlyAHeldMessageWithItsBody)
   cancel.id = MessageId("0123456789abcdef0123456789abcdef");
   EXPECT_EQ(ActOnSync(*store, cancel).status().code(), absl::StatusCode::kNotFound);
 
-  // Held past its expiry, its body is gone: nothing to release.
+  // Held past its expiry: its body is kept for a resend, but it is not
+  // released (nor cancelled) as it stands.
   const MessageId late = AppendOne(*store, Msg(kTrust, kCouncil));
   ASSERT_EQ(*RejectSync(*store, Rejection{kCouncil, late, "AE", "", kT0}), v1::MESSAGE_STATUS_HELD);
   ASSERT_TRUE(SweepSync(*store, SweepRequest{kT0 + absl::Hours(200), kT0, absl::Hours(120)}).ok());
   OperatorAction too_late = release;
   too_late.id = late;
+  too_late.now = kT0 + absl::Hours(200);
   EXPECT_THAT(ActOnSync(*store, too_late).status(), HasReason("MESSAGE_NOT_HELD"));
+  too_late.kind = OperatorAction::kCancel;
+  EXPECT_THAT(ActOnSync(*store, too_late).status(), HasReason("MESSAGE_NOT_HELD"));
+}
+
+TEST_P(StoreConformance, AnOperatorRedirectsOrResendsAHeldOrExpiredMessageOnceWhileItsBodyIsKept) {
+  auto store = Open(Instance());
+  const OrgCode kOperator("X26");
+  NewMessage first = Msg(kTrust, kCouncil, "", "body-h");
+  first.subject = "9434765919";
+  first.meta = R"({"mex-subject":"discharge"})";
+  const MessageId held = AppendOne(*store, first);
+  ASSERT_EQ(*RejectSync(*store, Rejection{kCouncil, held, "AE", "", kT0}), v1::MESSAGE_STATUS_HELD);
+
+  // What a new send of it needs, as stored.
+  auto u = ReadUndeliveredSync(*store, held);
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(u->id, held);
+  EXPECT_EQ(u->sender, kTrust);
+  EXPECT_EQ(u->recipient, kCouncil);
+  EXPECT_EQ(u->workflow, first.workflow);
+  EXPECT_EQ(u->purpose, first.purpose);
+  EXPECT_EQ(u->content_type, first.content_type);
+  EXPECT_EQ(u->local_reference, first.local_reference);
+  EXPECT_EQ(u->subject, "9434765919");
+  EXPECT_EQ(u->meta, first.meta);
+  EXPECT_EQ(u->payload, "body-h");
+  EXPECT_EQ(u->status, v1::MESSAGE_STATUS_HELD);
+
+  // Redirected to the GP: stored, the original's body deleted, each linked.
+  const absl::Time at = kT0 + absl::Minutes(1);
+  NewMessage redirect = Msg(kTrust, kGp, "", "body-r", at);
+  redirect.replaces = OperatorAction{OperatorAction::kRedirect, held, kOperator, "wrong council (INC1)", at};
+  auto r = AppendSync(*store, {redirect});
+  ASSERT_TRUE(r.ok() && (*r)[0].ok()) << (r.ok() ? (*r)[0].status() : r.status());
+  auto t = TrackSync(*store, kTrust, held);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_HELD);
+  EXPECT_TRUE(t->body_purged);
+  EXPECT_EQ(t->replaced_by, redirect.id);
+  EXPECT_EQ(TrackSync(*store, kGp, redirect.id)->replaces, held);
+  auto c = ClaimSync(*store, Claim(kGp, 10, at));
+  ASSERT_THAT(*c, SizeIs(1));
+  EXPECT_EQ((*c)[0].payload, "body-r");
+  auto found = FindMessagesSync(*store, MessageQuery{.recipient = kCouncil, .status = v1::MESSAGE_STATUS_HELD});
+  ASSERT_THAT(*found, SizeIs(1));
+  EXPECT_EQ((*found)[0].replaced_by, redirect.id);
+  EXPECT_EQ((*found)[0].bytes, 0u);
+  for (const MailboxStat& m : *MailboxStatsSync(*store)) {
+    EXPECT_NE(m.recipient, kCouncil) << "the council holds nothing now";
+  }
+  ASSERT_THAT(AckSync(*store, kGp, {redirect.id}, at)->acknowledged, SizeIs(1));
+  ASSERT_THAT(TakeReports(*store, kTrust, at), SizeIs(1)) << "the rejection's";
+
+  // Once only: a second replacement stores nothing; the original is not released either.
+  NewMessage twice = Msg(kTrust, kGp, "", "body-2", at);
+  twice.replaces = redirect.replaces;
+  r = AppendSync(*store, {twice});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT((*r)[0].status(), HasReason("MESSAGE_NOT_RESENDABLE"));
+  EXPECT_EQ(TrackSync(*store, kGp, twice.id).status().code(), absl::StatusCode::kNotFound) << "nothing stored";
+  EXPECT_THAT(ReadUndeliveredSync(*store, held).status(), HasReason("MESSAGE_NOT_RESENDABLE"));
+  EXPECT_THAT(ActOnSync(*store, OperatorAction{OperatorAction::kRelease, held, kOperator, "x", at}).status(),
+              HasReason("MESSAGE_NOT_HELD"));
+
+  // An expired message keeps its body until retention, and is resent to its recipient.
+  const MessageId expired = AppendOne(*store, Msg(kTrust, kCouncil, "", "body-e"));
+  const MessageId old = AppendOne(*store, Msg(kTrust, kCouncil, "", "body-o"));
+  const MessageId waiting = AppendOne(*store, Msg(kTrust, kCouncil, "", "body-w", kT0 + absl::Hours(100)));
+  const absl::Time later = kT0 + absl::Hours(121);
+  ASSERT_EQ(SweepSync(*store, SweepRequest{later, kT0, absl::Hours(120)})->expired, 2);
+  t = TrackSync(*store, kTrust, expired);
+  EXPECT_EQ(t->status, v1::MESSAGE_STATUS_EXPIRED);
+  EXPECT_FALSE(t->body_purged) << "kept for a resend";
+  u = ReadUndeliveredSync(*store, expired);
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(u->payload, "body-e");
+  EXPECT_EQ(u->status, v1::MESSAGE_STATUS_EXPIRED);
+  NewMessage resend = Msg(kTrust, kCouncil, "", "body-e", later);
+  resend.replaces = OperatorAction{OperatorAction::kResend, expired, kOperator, "council back up (INC2)", later};
+  r = AppendSync(*store, {resend});
+  ASSERT_TRUE(r.ok() && (*r)[0].ok());
+  EXPECT_EQ(TrackSync(*store, kTrust, expired)->replaced_by, resend.id);
+  EXPECT_EQ(TrackSync(*store, kTrust, resend.id)->replaces, expired);
+  EXPECT_EQ(TrackSync(*store, kTrust, resend.id)->status, v1::MESSAGE_STATUS_ACCEPTED);
+
+  // Not replaceable: one still waiting, an unknown id, one past retention.
+  EXPECT_THAT(ReadUndeliveredSync(*store, waiting).status(), HasReason("MESSAGE_NOT_RESENDABLE"));
+  const MessageId unknown("0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(ReadUndeliveredSync(*store, unknown).status().code(), absl::StatusCode::kNotFound);
+  NewMessage orphan = Msg(kTrust, kCouncil, "", "", later);
+  orphan.replaces = OperatorAction{OperatorAction::kResend, unknown, kOperator, "x", later};
+  r = AppendSync(*store, {orphan});
+  EXPECT_EQ((*r)[0].status().code(), absl::StatusCode::kNotFound);
+  ASSERT_EQ(SweepSync(*store, SweepRequest{later + absl::Hours(1), later, absl::Hours(120)})->purged, 3)
+      << "old, and the redirect and the report acknowledged at kT0 + 1 min";
+  EXPECT_TRUE(TrackSync(*store, kTrust, old)->body_purged);
+  EXPECT_THAT(ReadUndeliveredSync(*store, old).status(), HasReason("MESSAGE_NOT_RESENDABLE"));
 }
 
 TEST_P(StoreConformance, AClaimWithAWorkflowFilterTakesOnlyThoseWorkflows) {
@@ -898,6 +1000,11 @@ TEST_P(StoreConformance, AChunkedMessageIsInvisibleUntilItsLastChunkThenReadAChu
   EXPECT_EQ(written.payload_digest(), Sha256("chunk-one;" + two_bytes + "chunk-three"));
   EXPECT_EQ(TrackSync(*store, kTrust, id)->status, v1::MESSAGE_STATUS_DELIVERED);
   ASSERT_THAT(AckSync(*store, kCouncil, {id}, kT0 + absl::Minutes(2))->acknowledged, ElementsAre(id));
+  // Past retention its chunks go, as a body sent whole does.
+  EXPECT_GT((*FindMessagesSync(*store, MessageQuery{.sender = kTrust}))[0].bytes, mailbox::kPieceBytes);
+  ASSERT_EQ(SweepSync(*store, SweepRequest{kT0 + absl::Hours(1), kT0 + absl::Minutes(2), absl::Hours(120)})->purged, 1);
+  EXPECT_TRUE(TrackSync(*store, kTrust, id)->body_purged);
+  EXPECT_EQ((*FindMessagesSync(*store, MessageQuery{.sender = kTrust}))[0].bytes, 0u);
 }
 
 TEST_P(StoreConformance, ASubmissionsProgressAdvancesOnceAChunkAndItsPatchCompletesTheEntry) {

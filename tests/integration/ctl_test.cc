@@ -287,10 +287,43 @@ TEST_F(CtlTest, AnOperatorSeesEveryMailboxFindsHeldMessagesAndReleasesOrCancelsT
   EXPECT_EQ(json::parse(got.out).at("received"), 2) << "REF-A released, REF-C";
   EXPECT_TRUE(fs::exists(inbox + "/" + a + ".json"));
 
+  // Redirect one to another council, resend another to its own: each a new send.
+  const std::string c = send("REF-D"), e = send("REF-E");
+  ASSERT_EQ(Ctl("503", {"reject", c, "--code", "NOT_OUR_AREA"}).rc, 0);
+  ASSERT_EQ(Ctl("503", {"reject", e, "--code", "AE"}).rc, 0);
+  EXPECT_EQ(Ctl("operator", {"message", "redirect", c, "--justification", "x"}).rc, 2) << "--to is required";
+  CtlRun redirected = Ctl("operator", {"--format", "json", "message", "redirect", c, "--to", "511", "--justification",
+                                       "the person moved (INC0044)"});
+  ASSERT_EQ(redirected.rc, 0) << redirected.err;
+  json rd = json::parse(redirected.out);
+  EXPECT_EQ(rd.at("message_id"), c);
+  EXPECT_EQ(rd.at("status"), "accepted");
+  EXPECT_EQ(rd.at("recipient"), "511");
+  EXPECT_EQ(rd.at("flow"), "synthetic-opaque");
+  const std::string moved = rd.at("new_message_id");
+  EXPECT_EQ(json::parse(Ctl("RR8", {"--format", "json", "track", c}).out).at("replaced_by"), moved);
+  EXPECT_EQ(json::parse(Ctl("RR8", {"--format", "json", "track", moved}).out).at("replaces"), c);
+  CtlRun resent = Ctl("operator", {"message", "resend", e, "--justification", "consumer fixed (INC0045)"});
+  ASSERT_EQ(resent.rc, 0) << resent.err;
+  EXPECT_THAT(resent.out, ::testing::StartsWith(e + " replaced by ")) << resent.out;
+  EXPECT_THAT(resent.out, ::testing::HasSubstr(" to 503 accepted (TEST-EXCHANGE/synthetic-opaque)")) << resent.out;
+  CtlRun twice = Ctl("operator", {"message", "resend", e, "--justification", "again"});
+  EXPECT_EQ(twice.rc, 1);
+  EXPECT_NE(twice.err.find("FAILED_PRECONDITION MESSAGE_NOT_RESENDABLE"), std::string::npos) << twice.err;
+  CtlRun found_moved =
+      Ctl("operator", {"--format", "json", "messages", "find", "--sender", "RR8", "--local-reference", "REF-D"});
+  ASSERT_EQ(json::parse(found_moved.out).at("messages").size(), 2u) << found_moved.out;
+  EXPECT_EQ(json::parse(found_moved.out).at("messages")[0].at("replaced_by"), moved);
+
   AuditRun report = AuditCli(*broker_, "ig-officer", {"--format", "json", "report", "operator-actions"});
   ASSERT_EQ(report.rc, 0) << report.err;
   json r = json::parse(report.out);
-  ASSERT_EQ(r.size(), 2u) << report.out;
+  ASSERT_EQ(r.size(), 4u) << report.out;
+  EXPECT_EQ(r[2].at("action"), "redirect");
+  EXPECT_EQ(r[2].at("message"), c);
+  EXPECT_EQ(r[2].at("detail"), absl::StrCat("as message ", moved, " to 511"));
+  EXPECT_EQ(r[3].at("action"), "resend");
+  EXPECT_EQ(r[3].at("justification"), "consumer fixed (INC0045)");
   EXPECT_EQ(r[0].at("operator"), "X26");
   EXPECT_EQ(r[0].at("action"), "release");
   EXPECT_EQ(r[0].at("message"), a);

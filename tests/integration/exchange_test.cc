@@ -13,6 +13,7 @@
 #include "core/vocabulary.h"
 #include "broker/client/client.h"
 #include "broker/exchange/intake.h"
+#include "carebroker/v1/operations.grpc.pb.h"
 #include "carebroker/v1/record.pb.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/probe.pb.h"
@@ -546,6 +547,56 @@ TEST_F(ExchangeTest, ExpiryMakesNonDeliveryReportForSender) {
   Receiver council_rx(*council_, 10);
   EXPECT_FALSE(council_rx.Next(absl::Milliseconds(300)).has_value()) << "an expired message was delivered";
   council_rx.Close();
+}
+
+TEST_F(ExchangeTest, AnExpiredMessageIsResentWhileItsBodyIsKeptUntilRetention) {
+  v1::SendRequest r = Req("503", "exp-2", "{\"event\":\"discharge\"}");
+  r.set_local_reference("LOCAL-8");
+  const std::string id = SendOk(*trust_, r);
+  const std::string late = SendOk(*trust_, Req("503", "exp-3"));
+  clock_.Advance(absl::Hours(24 * 5) + absl::Seconds(1));
+  ASSERT_EQ(broker_->SweepNow()->expired, 2);
+  v1::TrackResponse t = Tracked(*trust_, id);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_EXPIRED);
+  EXPECT_FALSE(t.body_purged()) << "kept for delivery.retention";
+
+  auto ops = v1::Operations::NewStub(ChannelAs(*broker_, "operator"));
+  auto act = [&](const std::string& which, v1::MessageActionResponse* out) {
+    v1::MessageActionRequest req;
+    req.set_message_id(which);
+    req.set_action(v1::MESSAGE_ACTION_RESEND);
+    req.set_justification("council system was down (INC0200)");
+    return Call(&v1::Operations::Stub::ActOnMessage, *ops, req, out);
+  };
+  v1::MessageActionResponse resp;
+  grpc::Status s = act(id, &resp);
+  ASSERT_TRUE(s.ok()) << DescribeStatus(s);
+  const std::string resent = resp.receipt().message_id();
+  EXPECT_EQ(resp.status(), v1::MESSAGE_STATUS_ACCEPTED);
+  EXPECT_EQ(resp.receipt().flow(), "synthetic-opaque");
+  Receiver rx(*council_, 10);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->message_id(), resent);
+  EXPECT_EQ(d->payload(), "{\"event\":\"discharge\"}");
+  EXPECT_EQ(d->local_reference(), "LOCAL-8");
+  EXPECT_EQ(d->sender(), "RR8");
+  rx.Ack(resent);
+  rx.Close();
+  t = Tracked(*trust_, id);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_EXPIRED);
+  EXPECT_EQ(t.replaced_by(), resent);
+  EXPECT_TRUE(t.body_purged());
+  EXPECT_EQ(Tracked(*trust_, resent).replaces(), id);
+  EXPECT_EQ(ErrorReason(act(id, &resp)), "MESSAGE_NOT_RESENDABLE") << "once";
+
+  // Past retention (30 days by default) the body is gone: nothing to resend.
+  clock_.Advance(absl::Hours(24 * 30));
+  ASSERT_TRUE(broker_->SweepNow().ok());
+  EXPECT_TRUE(Tracked(*trust_, late).body_purged());
+  s = act(late, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(ErrorReason(s), "MESSAGE_NOT_RESENDABLE");
 }
 
 v1::ReceiveRequest RejectOf(const std::string& id, const std::string& code, const std::string& text) {

@@ -12,6 +12,7 @@
 #include "broker/client/client.h"
 #include "broker/exchange/intake.h"
 #include "carebroker/v1/consent.grpc.pb.h"
+#include "carebroker/v1/operations.grpc.pb.h"
 #include "carebroker/v1/policy.grpc.pb.h"
 #include "carebroker/v1/record.pb.h"
 #include "policy/minimise.h"
@@ -74,6 +75,15 @@ class PolicyTest : public ::testing::Test {
     grpc::Status s = Call(&v1::Consent::Stub::Record, *gp_consent_, req, &d);
     EXPECT_TRUE(s.ok()) << DescribeStatus(s);
     return d;
+  }
+
+  grpc::Status Withdraw(const v1::Directive& d, v1::Directive* out) {
+    v1::WithdrawRequest w;
+    w.set_nhs_number(kNhs);
+    w.set_directive_id(d.id());
+    w.set_source("letter");
+    w.set_recorded_by("Dr Synthetic");
+    return Call(&v1::Consent::Stub::Withdraw, *gp_consent_, w, out);
   }
 
   void OptOut(bool on) { EXPECT_EQ(SetNationalOptOut(*broker_, kNhs, on).national_opt_out(), on); }
@@ -141,16 +151,10 @@ TEST_F(PolicyTest, DissentRecordedWhileWaitingWithholdsAtDelivery) {
                         "1\n"));
 
   // Once the dissent is withdrawn, new messages flow again.
-  v1::WithdrawRequest w;
-  w.set_nhs_number(kNhs);
-  w.set_directive_id(d.id());
-  w.set_source("letter");
-  w.set_recorded_by("Dr Synthetic");
   v1::Directive out;
-  ASSERT_TRUE(Call(&v1::Consent::Stub::Withdraw, *gp_consent_, w, &out).ok());
+  ASSERT_TRUE(Withdraw(d, &out).ok());
   EXPECT_TRUE(out.has_withdrawn_at());
-  grpc::Status again = Call(&v1::Consent::Stub::Withdraw, *gp_consent_, w, &out);
-  EXPECT_EQ(again.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(Withdraw(d, &out).error_code(), grpc::StatusCode::NOT_FOUND);
   ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care")).ok());
   Receiver rx(*council_, 10);
   EXPECT_TRUE(rx.Next().has_value());
@@ -404,6 +408,156 @@ TEST_F(PolicyTest, SendsAreRefusedWhenTheAuditLogCannotBeWritten) {
   v1::SendReceipt r;
   ASSERT_TRUE(Send(*trust_, req, &r).ok());
   EXPECT_FALSE(r.duplicate()) << "the refused send stored nothing";
+}
+
+
+// An operator's redirect and resend are new sends from the original sender:
+// decided again by the agreements and the person's wishes in force, and
+// minimised again for the new recipient.
+class OperatorResendTest : public PolicyTest {
+ protected:
+  void SetUp() override {
+    PolicyTest::SetUp();
+    ops_ = v1::Operations::NewStub(ChannelAs(*broker_, "operator"));
+  }
+
+  // A care record from the trust to the council, rejected by the council.
+  std::string SendAndReject() {
+    v1::SendReceipt receipt;
+    EXPECT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_ADMISSION", "direct-care"), &receipt).ok());
+    v1::RejectRequest rj;
+    rj.set_message_id(receipt.message_id());
+    rj.set_code("UNKNOWN_PATIENT");
+    v1::RejectResponse rr;
+    grpc::Status s = Call(&v1::Exchange::Stub::Reject, *council_, rj, &rr);
+    EXPECT_TRUE(s.ok()) << DescribeStatus(s);
+    return receipt.message_id();
+  }
+
+  grpc::Status Act(v1::MessageAction action, const std::string& id, const std::string& to,
+                   v1::MessageActionResponse* out = nullptr, v1::Operations::Stub* stub = nullptr,
+                   const std::string& why = "wrong recipient (INC0100)") {
+    v1::MessageActionRequest req;
+    req.set_message_id(id);
+    req.set_action(action);
+    req.set_organisation(to);
+    req.set_justification(why);
+    v1::MessageActionResponse r;
+    grpc::Status s = Call(&v1::Operations::Stub::ActOnMessage, stub != nullptr ? *stub : *ops_, req, &r);
+    if (out != nullptr) *out = r;
+    return s;
+  }
+
+  v1::TrackResponse TrackAs(v1::Exchange::Stub& stub, const std::string& id) {
+    v1::TrackRequest tr;
+    tr.set_message_id(id);
+    v1::TrackResponse t;
+    grpc::Status s = Call(&v1::Exchange::Stub::Track, stub, tr, &t);
+    EXPECT_TRUE(s.ok()) << DescribeStatus(s);
+    return t;
+  }
+
+  std::unique_ptr<v1::Operations::Stub> ops_;
+};
+
+TEST_F(OperatorResendTest, ARedirectIsDecidedAndMinimisedAgainForItsNewRecipientAndLinked) {
+  const std::string held = SendAndReject();
+  v1::MessageActionResponse r;
+  grpc::Status s = Act(v1::MESSAGE_ACTION_REDIRECT, held, "Y06601", &r);
+  ASSERT_TRUE(s.ok()) << DescribeStatus(s);
+  EXPECT_EQ(r.status(), v1::MESSAGE_STATUS_ACCEPTED);
+  const v1::SendReceipt& sent = r.receipt();
+  EXPECT_NE(sent.message_id(), held);
+  EXPECT_EQ(sent.recipient(), "Y06601");
+  EXPECT_EQ(sent.agreement_id(), "DSA-ACUTE-TO-PRIMARY-CARE");
+  EXPECT_EQ(sent.flow(), "admission-and-discharge-to-gp");
+  EXPECT_THAT(sent.withheld_fields(), ::testing::Contains("person.address")) << "the GP flow does not release it";
+
+  auto gp = StubAs(*broker_, "Y06601");
+  Receiver rx(*gp, 10);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->message_id(), sent.message_id());
+  EXPECT_EQ(d->sender(), "RR8") << "sent on the trust's behalf";
+  v1::CareRecord got;
+  ASSERT_TRUE(got.ParseFromString(d->payload()));
+  EXPECT_EQ(got.person().nhs_number(), kNhs);
+  EXPECT_FALSE(got.person().has_address());
+  EXPECT_EQ(d->payload().find("SYN-CONSULTANT-9"), std::string::npos);
+  ASSERT_TRUE(rx.Ack(d->message_id()));
+  rx.Close();
+
+  // Linked both ways; the original's body is gone, and only its sender learns the new id.
+  v1::TrackResponse t = TrackAs(*trust_, held);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_HELD);
+  EXPECT_TRUE(t.body_purged());
+  EXPECT_EQ(t.replaced_by(), sent.message_id());
+  EXPECT_EQ(TrackAs(*council_, held).replaced_by(), "");
+  EXPECT_EQ(TrackAs(*trust_, sent.message_id()).replaces(), held);
+
+  // Once only; and a release of the original is refused now.
+  EXPECT_EQ(ErrorReason(Act(v1::MESSAGE_ACTION_REDIRECT, held, "511")), "MESSAGE_NOT_RESENDABLE");
+  EXPECT_EQ(ErrorReason(Act(v1::MESSAGE_ACTION_RELEASE, held, "")), "MESSAGE_NOT_HELD");
+
+  // Refused by the policy: nothing is stored and the original stays held with its body.
+  const std::string second = SendAndReject();
+  s = Act(v1::MESSAGE_ACTION_REDIRECT, second, "RH8");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "NO_AGREEMENT");
+  EXPECT_EQ(s.error_message().find(kNhs), std::string::npos);
+  t = TrackAs(*trust_, second);
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_HELD);
+  EXPECT_FALSE(t.body_purged());
+  EXPECT_EQ(t.replaced_by(), "");
+  EXPECT_EQ(ErrorReason(Act(v1::MESSAGE_ACTION_REDIRECT, second, "999")), "UNKNOWN_RECIPIENT");
+
+  // Bad requests, and callers without the operator role.
+  EXPECT_EQ(ErrorReason(Act(v1::MESSAGE_ACTION_REDIRECT, second, "503")), "REDIRECT_SAME_RECIPIENT");
+  EXPECT_EQ(ErrorReason(Act(v1::MESSAGE_ACTION_REDIRECT, second, "")), "RECIPIENT_INVALID");
+  EXPECT_EQ(ErrorReason(Act(v1::MESSAGE_ACTION_RESEND, second, "511")), "RECIPIENT_INVALID");
+  EXPECT_EQ(ErrorReason(Act(v1::MESSAGE_ACTION_REDIRECT, second, "511", nullptr, nullptr, " ")),
+            "JUSTIFICATION_INVALID");
+  auto agency = v1::Operations::NewStub(ChannelAs(*broker_, "RR8"));
+  s = Act(v1::MESSAGE_ACTION_REDIRECT, second, "511", nullptr, agency.get());
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "ROLE_NOT_ALLOWED");
+  EXPECT_EQ(TrackAs(*trust_, second).replaced_by(), "") << "none of it acted";
+}
+
+TEST_F(OperatorResendTest, AResendIsDecidedAgainstTheWishesInForceNow) {
+  const std::string held = SendAndReject();
+  v1::Directive dissent = Record(v1::DIRECTIVE_KIND_DISSENT, "direct-care");
+  grpc::Status s = Act(v1::MESSAGE_ACTION_RESEND, held, "");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "CONSENT_DISSENT");
+  EXPECT_FALSE(TrackAs(*trust_, held).body_purged()) << "refused: left as it was";
+
+  v1::Directive out;
+  ASSERT_TRUE(Withdraw(dissent, &out).ok());
+  v1::MessageActionResponse r;
+  s = Act(v1::MESSAGE_ACTION_RESEND, held, "", &r, nullptr, "patient registered (INC0101)");
+  ASSERT_TRUE(s.ok()) << DescribeStatus(s);
+  EXPECT_EQ(r.receipt().recipient(), "503");
+  EXPECT_EQ(r.receipt().flow(), "admission-and-discharge");
+  Receiver rx(*council_, 10);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->message_id(), r.receipt().message_id());
+  EXPECT_EQ(TrackAs(*council_, d->message_id()).replaces(), held);
+  ASSERT_TRUE(rx.Ack(d->message_id()));
+  rx.Close();
+
+  // The audit report: the resend with its justification and new message;
+  // the refused one is the SEND_DENIED of the send it would have been.
+  AuditRun report = AuditCli(*broker_, "ig-officer", {"--format", "json", "report", "operator-actions"});
+  ASSERT_EQ(report.rc, 0) << report.err;
+  const auto actions = nlohmann::json::parse(report.out);
+  ASSERT_EQ(actions.size(), 1u) << report.out;
+  EXPECT_EQ(actions[0].at("operator"), "X26");
+  EXPECT_EQ(actions[0].at("action"), "resend");
+  EXPECT_EQ(actions[0].at("message"), held);
+  EXPECT_EQ(actions[0].at("justification"), "patient registered (INC0101)");
+  EXPECT_EQ(actions[0].at("detail"), absl::StrCat("as message ", d->message_id(), " to 503"));
 }
 
 }  // namespace

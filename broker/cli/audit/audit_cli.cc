@@ -282,9 +282,9 @@ int DoOperatorActions(const Options& o, std::ostream& out, std::ostream& err) {
   std::vector<std::vector<std::string>> table;
   for (const auto& e : *rows) {
     table.push_back({Time(e.at()), e.actor(), absl::AsciiStrToLower(absl::StrJoin(e.reasons(), " ")), e.message_id(),
-                     e.sender(), e.recipient(), e.workflow(), e.justification()});
+                     e.sender(), e.recipient(), e.workflow(), e.justification(), e.detail()});
   }
-  Print(o, {"at", "operator", "action", "message", "from", "to", "workflow", "justification"}, table, out);
+  Print(o, {"at", "operator", "action", "message", "from", "to", "workflow", "justification", "detail"}, table, out);
   return 0;
 }
 

@@ -370,7 +370,9 @@ int DoTrack(const Global& g, const std::string& id, const std::string& key, std:
          {"held_at", Rfc3339(r.held_at())},
          {"held_reason", r.held_reason()},
          {"rejection_code", r.rejection_code()},
-         {"rejection_text", r.rejection_text()}};
+         {"rejection_text", r.rejection_text()},
+         {"replaces", r.replaces()},
+         {"replaced_by", r.replaced_by()}};
   if (g.json()) {
     out << j.dump() << "\n";
   } else {

@@ -1,4 +1,4 @@
-// carebrokerctl mailbox list, messages find, message release|cancel: the
+// carebrokerctl mailbox list, messages find, message release|cancel|redirect|resend: the
 // Operations service (operations.proto), for an operator's certificate.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -112,7 +112,8 @@ int DoFind(const Global& g, FindArgs a, std::ostream& out, std::ostream& err) {
                    {"delivery_count", m.delivery_count()},
                    {"reason", m.reason()},
                    {"rejection_code", m.rejection_code()},
-                   {"bytes", m.bytes()}});
+                   {"bytes", m.bytes()},
+                   {"replaced_by", m.replaced_by()}});
     rows.push_back({m.message_id(), Rfc3339(m.accepted_at()), m.sender(), m.recipient(), m.workflow(),
                     Status(m.status()), absl::StrCat(m.delivery_count()),
                     m.rejection_code().empty() ? m.reason() : absl::StrCat(m.reason(), " ", m.rejection_code()),
@@ -135,8 +136,21 @@ int DoAction(const Global& g, const v1::MessageActionRequest& req, std::ostream&
   v1::MessageActionResponse r;
   grpc::Status s = stub->ActOnMessage(&ctx, req, &r);
   if (!s.ok()) return RpcFailed(err, s);
+  const v1::SendReceipt& sent = r.receipt();
   if (g.json()) {
-    out << json{{"message_id", req.message_id()}, {"status", Status(r.status())}}.dump() << "\n";
+    json j{{"message_id", req.message_id()}, {"status", Status(r.status())}};
+    if (r.has_receipt()) {
+      j["new_message_id"] = sent.message_id();
+      j["recipient"] = sent.recipient();
+      j["agreement_id"] = sent.agreement_id();
+      j["flow"] = sent.flow();
+      j["withheld_fields"] = std::vector<std::string>(sent.withheld_fields().begin(), sent.withheld_fields().end());
+    }
+    out << j.dump() << "\n";
+  } else if (r.has_receipt()) {
+    // The new message, as `send` prints it.
+    out << req.message_id() << " replaced by " << sent.message_id() << " to " << sent.recipient() << " "
+        << Status(r.status()) << " (" << sent.agreement_id() << "/" << sent.flow() << ")\n";
   } else {
     out << req.message_id() << " " << Status(r.status()) << "\n";
   }
@@ -171,11 +185,15 @@ void AddOperationsCommands(CLI::App& app, Run& run) {
                                           "from the page before");
   find->callback([&run, fa] { run.Online([&run, fa] { return DoFind(run.g, *fa, run.out, run.err); }); });
 
-  auto* message = app.add_subcommand("message", "act on one held message (operator; audited)");
+  auto* message = app.add_subcommand("message", "act on one held or expired message (operator; audited)");
   message->require_subcommand(1);
   for (auto [name, action, help] :
        {std::tuple{"release", v1::MESSAGE_ACTION_RELEASE, "deliver a held message again"},
-        std::tuple{"cancel", v1::MESSAGE_ACTION_CANCEL, "cancel a held message: never delivered, body deleted"}}) {
+        std::tuple{"cancel", v1::MESSAGE_ACTION_CANCEL, "cancel a held message: never delivered, body deleted"},
+        std::tuple{"redirect", v1::MESSAGE_ACTION_REDIRECT,
+                   "send a held or expired message to another organisation instead (decided again)"},
+        std::tuple{"resend", v1::MESSAGE_ACTION_RESEND,
+                   "send a held or expired message to its recipient again (decided again)"}}) {
     auto req = std::make_shared<v1::MessageActionRequest>();
     req->set_action(action);
     auto* cmd = message->add_subcommand(name, help);
@@ -185,6 +203,11 @@ void AddOperationsCommands(CLI::App& app, Run& run) {
                                           [req](const std::string& v) { req->set_justification(v); },
                                           "why, for the audit log (e.g. a ticket reference)")
         ->required();
+    if (action == v1::MESSAGE_ACTION_REDIRECT) {
+      cmd->add_option_function<std::string>("--to", [req](const std::string& v) { req->set_organisation(v); },
+                                            "the new recipient's ODS code")
+          ->required();
+    }
     cmd->callback([&run, req] { run.Online([&run, req] { return DoAction(run.g, *req, run.out, run.err); }); });
   }
 }
