@@ -1,10 +1,12 @@
 #include "broker/server/operations_service.h"
 
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "broker/exchange/submission.h"
 #include "broker/server/auth.h"
 #include "broker/server/grpc_status.h"
 #include "core/ids.h"
@@ -155,6 +157,13 @@ grpc::ServerUnaryReactor* OperationsService::ActOnMessage(grpc::CallbackServerCo
       return reactor->Finish(ToGrpcStatus(InvalidArgument(
           reason::kRedirectSameRecipient, "the message is for that organisation already: resend it instead")));
     }
+    if (IsSubmissionContentType(u->content_type)) {
+      // Its rows were decided one by one and pseudonymised: nothing in the
+      // stored copy names the people to decide it for again.
+      return reactor->Finish(ToGrpcStatus(Error(absl::StatusCode::kFailedPrecondition, reason::kMessageNotResendable,
+                                                "a CLD return is minimised row by row to pseudonyms and cannot be "
+                                                "decided again: its sender must send it again")));
+    }
     v1::SendRequest send;
     send.set_recipient(a.kind == OperatorAction::kRedirect ? to : u->recipient.str());
     send.set_workflow(u->workflow);
@@ -164,6 +173,10 @@ grpc::ServerUnaryReactor* OperationsService::ActOnMessage(grpc::CallbackServerCo
     *send.mutable_payload() = std::move(u->payload);
     SendOptions options;
     options.meta = std::move(u->meta);
+    // A chunked message goes through as its first chunk (already within
+    // the limits it was accepted under); the store copies the rest.
+    options.chunks = u->chunks;
+    if (u->chunks > 1) options.max_bytes = std::max<uint64_t>(send.payload().size(), 1);
     options.replaced_subject = std::move(u->subject);
     options.replaces = std::move(a);
     d_.sends.Send(

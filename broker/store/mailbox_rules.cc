@@ -242,8 +242,7 @@ absl::Status CheckOperatorAction(int64_t state, bool purged, absl::Time expires_
 
 State AfterAction(OperatorAction::Kind kind) { return kind == OperatorAction::kRelease ? kAccepted : kCancelled; }
 
-absl::Status CheckReplaceable(int64_t state, bool purged, absl::string_view replaced_by, int64_t chunks,
-                              absl::string_view sender) {
+absl::Status CheckReplaceable(int64_t state, bool purged, absl::string_view replaced_by, absl::string_view sender) {
   auto refuse = [](absl::string_view why) {
     return Error(absl::StatusCode::kFailedPrecondition, reason::kMessageNotResendable, why);
   };
@@ -252,19 +251,19 @@ absl::Status CheckReplaceable(int64_t state, bool purged, absl::string_view repl
     return refuse(absl::StrCat("the message was redirected or resent already, as message ", replaced_by));
   }
   if (purged) return refuse("the message's body is no longer kept (purged after retention, or never completed)");
-  if (chunks > 1) return refuse("a message sent in chunks cannot be redirected or resent: its sender must send it again");
   if (sender.empty()) return refuse("a broker report is not redirected or resent");
   return absl::OkStatus();
 }
 
 absl::Status Original::Replaceable() const {
-  return refusal.ok() ? CheckReplaceable(state, purged, replaced_by, chunks, row.sender.str()) : refusal;
+  return refusal.ok() ? CheckReplaceable(state, purged, replaced_by, row.sender.str()) : refusal;
 }
 
 Undelivered Original::ToUndelivered(std::string payload) const {
   Undelivered u{row.id,      row.sender, row.recipient, row.workflow, row.purpose, content_type, row.local_reference,
                 row.subject, meta,       std::move(payload)};
   u.status = *StatusOf(state);
+  u.chunks = static_cast<uint32_t>(chunks);
   return u;
 }
 

@@ -214,11 +214,10 @@ std::optional<NewMessage> HeldReport(const Row& held, const Hold& h, absl::Time 
 absl::Status CheckOperatorAction(int64_t state, bool purged, absl::Time expires_at, absl::Time now);
 State AfterAction(OperatorAction::Kind kind);
 // An operator's redirect or resend of a message in `state`: OK for a held or
-// expired data message sent whole by an agency whose body is kept (a
-// replaced one's is deleted: `replaced_by` names its replacement), else
-// FAILED_PRECONDITION MESSAGE_NOT_RESENDABLE saying which.
-absl::Status CheckReplaceable(int64_t state, bool purged, absl::string_view replaced_by, int64_t chunks,
-                              absl::string_view sender);
+// expired message from an agency whose body is kept (a replaced one's is
+// deleted: `replaced_by` names its replacement), else FAILED_PRECONDITION
+// MESSAGE_NOT_RESENDABLE saying which.
+absl::Status CheckReplaceable(int64_t state, bool purged, absl::string_view replaced_by, absl::string_view sender);
 // A message an operator acts on, as each store reads it by id (`refusal`:
 // NOT_FOUND MESSAGE_NOT_FOUND when there is none).
 struct Original {
@@ -234,7 +233,8 @@ struct Original {
   std::string meta;
   // `refusal`, or else CheckReplaceable.
   absl::Status Replaceable() const;
-  // What a new send of it needs, with its stored body.
+  // What a new send of it needs, with its stored body (the first chunk of
+  // a chunked one).
   Undelivered ToUndelivered(std::string payload) const;
 };
 Original NoOriginal();

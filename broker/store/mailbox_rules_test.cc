@@ -82,19 +82,18 @@ TEST(MailboxRulesTest, AnOperatorActsOnlyOnAHeldMessageWithItsBodyAndIsAudited) 
   EXPECT_TRUE(CheckQuery(MessageQuery{.max = 1000}).ok());
 }
 
-TEST(MailboxRulesTest, OnlyAHeldOrExpiredMessageSentWholeWithItsBodyIsRedirectedOrResentOnce) {
-  EXPECT_TRUE(CheckReplaceable(kHeld, false, "", 1, "RR8").ok());
-  EXPECT_TRUE(CheckReplaceable(kExpired, false, "", 1, "RR8").ok());
+TEST(MailboxRulesTest, OnlyAHeldOrExpiredMessageWithItsBodyIsRedirectedOrResentOnce) {
+  EXPECT_TRUE(CheckReplaceable(kHeld, false, "", "RR8").ok());
+  EXPECT_TRUE(CheckReplaceable(kExpired, false, "", "RR8").ok());
   for (State s : {kAccepted, kDelivered, kAcknowledged, kWithheld, kUploading, kCancelled}) {
-    EXPECT_THAT(CheckReplaceable(s, false, "", 1, "RR8"), HasReason("MESSAGE_NOT_RESENDABLE")) << s;
+    EXPECT_THAT(CheckReplaceable(s, false, "", "RR8"), HasReason("MESSAGE_NOT_RESENDABLE")) << s;
   }
-  EXPECT_THAT(CheckReplaceable(kExpired, true, "", 1, "RR8"), HasReason("MESSAGE_NOT_RESENDABLE")) << "past retention";
-  const absl::Status again = CheckReplaceable(kHeld, true, "fedcba9876543210fedcba9876543210", 1, "RR8");
+  EXPECT_THAT(CheckReplaceable(kExpired, true, "", "RR8"), HasReason("MESSAGE_NOT_RESENDABLE")) << "past retention";
+  const absl::Status again = CheckReplaceable(kHeld, true, "fedcba9876543210fedcba9876543210", "RR8");
   EXPECT_THAT(again, HasReason("MESSAGE_NOT_RESENDABLE"));
   EXPECT_THAT(std::string(again.message()), ::testing::HasSubstr("fedcba9876543210fedcba9876543210"))
       << "names its replacement";
-  EXPECT_THAT(CheckReplaceable(kExpired, false, "", 3, "RR8"), HasReason("MESSAGE_NOT_RESENDABLE")) << "chunked";
-  EXPECT_THAT(CheckReplaceable(kExpired, false, "", 1, ""), HasReason("MESSAGE_NOT_RESENDABLE")) << "a report";
+  EXPECT_THAT(CheckReplaceable(kExpired, false, "", ""), HasReason("MESSAGE_NOT_RESENDABLE")) << "a report";
 
   const Row r{.id = MessageId("0123456789abcdef0123456789abcdef"), .sender = OrgCode("RR8"),
               .recipient = OrgCode("503")};

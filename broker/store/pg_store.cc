@@ -234,6 +234,8 @@ constexpr const char* kReplacedUpdate =
     "WITH upd AS (UPDATE messages SET replaced_by = $2, purged = true, subject = NULL, claim_token = NULL "
     "WHERE seq = $1), b AS (DELETE FROM bodies WHERE seq = $1) DELETE FROM chunks WHERE seq = $1";
 constexpr const char* kReplacesUpdate = "UPDATE messages SET replaces = $2 WHERE seq = $1";
+constexpr const char* kCopyChunks =
+    "INSERT INTO chunks (seq, n, part, body) SELECT $1, n, part, body FROM chunks WHERE seq = $2 AND n >= 2";
 constexpr const char* kReleaseHeld =
     "UPDATE messages SET state = 1, visible_at = $2, claim_token = NULL, attempt_base = deliveries, held_at = NULL, "
     "held_reason = NULL, reject_code = NULL, reject_text = NULL WHERE seq = $1";
@@ -587,6 +589,12 @@ class PgStore final : public Store {
           auto o = SelectOriginal(t, id);
           if (!o.ok()) return o.status();
           if (auto s = o->Replaceable(); !s.ok()) return s;
+          if (o->chunks > 1) {
+            std::string first;
+            auto read = ReadChunk(t, o->seq, 1, [&first](absl::string_view p) { first.append(p.data(), p.size()); });
+            if (!read.ok()) return read;
+            return o->ToUndelivered(std::move(first));
+          }
           auto b = t.conn.ExecPrepared(kBodyRead, {Param::Int(o->seq)});
           if (!b.ok()) return Unavailable(b.status());
           return o->ToUndelivered(b->rows() > 0 ? b->Bytes(0, 0) : "");
@@ -1061,6 +1069,13 @@ class PgStore final : public Store {
       auto stored = Insert(t, m);
       if (!stored.ok()) return stored.status();
       if (original && *stored != 0) {
+        if (m.chunks > 1) {  // the original's other chunks, and the copy is complete
+          auto copied = t.conn.ExecPrepared(kCopyChunks, {Param::Int(*stored), Param::Int(original->seq)});
+          if (!copied.ok()) return Unavailable(copied.status());
+          auto done = CompleteUpload(t, *stored, m.chunks, mailbox::PackPendingAudit(m.audit), "", m.recipient,
+                                     m.accepted_at);
+          if (!done.ok()) return done;
+        }
         auto u = t.conn.ExecPrepared(kReplacedUpdate, {Param::Int(original->seq), Param::Text(m.id.str())});
         if (!u.ok()) return Unavailable(u.status());
         u = t.conn.ExecPrepared(kReplacesUpdate, {Param::Int(*stored), Param::Text(original->row.id.str())});
@@ -1349,23 +1364,32 @@ class PgStore final : public Store {
       }
       return out;
     }
-    // Of the whole, a chunk at a time (a submission's is the one of its
-    // chunks as sent, in its patch).
+    auto done = CompleteUpload(t, seq, chunks, r->IsNull(0, 3) ? "" : r->Bytes(0, 3), c.audit_patch,
+                               OrgCode(r->Str(0, 4)), c.now);
+    if (!done.ok()) return done;
+    out.complete = true;
+    return out;
+  }
+
+  // The last chunk of message `seq` is stored: its SEND_ACCEPTED entry
+  // (`pending`) written with the whole payload's digest, read a chunk at a
+  // time, or `patch` (a submission's) merged in; claimable now.
+  static absl::Status CompleteUpload(Txn& t, int64_t seq, int64_t chunks, const std::string& pending,
+                                     const std::string& patch, const OrgCode& recipient, absl::Time now) {
     Sha256Stream digest;
-    for (int64_t n = 1; c.audit_patch.empty() && n <= chunks; ++n) {
+    for (int64_t n = 1; patch.empty() && n <= chunks; ++n) {
       auto read = ReadChunk(t, seq, static_cast<uint32_t>(n), [&digest](absl::string_view p) { digest.Update(p); });
       if (!read.ok()) return read;
     }
     const std::string whole = digest.Finish();
-    auto entry = mailbox::CompletedAudit(r->IsNull(0, 3) ? "" : r->Bytes(0, 3), whole, c.now, c.audit_patch);
+    auto entry = mailbox::CompletedAudit(pending, whole, now, patch);
     if (!entry.ok()) return entry.status();
     t.audit.push_back(*std::move(entry));
-    if (auto u = t.conn.ExecPrepared(kChunkComplete, {Param::Int(seq), Time(c.now)}); !u.ok()) {
+    if (auto u = t.conn.ExecPrepared(kChunkComplete, {Param::Int(seq), Time(now)}); !u.ok()) {
       return Unavailable(u.status());
     }
-    t.arrivals.insert(OrgCode(r->Str(0, 4)));
-    out.complete = true;
-    return out;
+    t.arrivals.insert(recipient);
+    return absl::OkStatus();
   }
 
   static absl::StatusOr<TrackInfo> DoTrack(Txn& t, const OrgCode& caller, const MessageId& id) {

@@ -219,6 +219,7 @@ absl::Status SqliteStore::PrepareAll() {
       {&replaced_update_,
        "UPDATE messages SET replaced_by = ?2, purged = 1, subject = NULL, claim_token = NULL WHERE seq = ?1"},
       {&replaces_update_, "UPDATE messages SET replaces = ?2 WHERE seq = ?1"},
+      {&copy_chunks_, "INSERT INTO chunks (seq, n, part, body) SELECT ?1, n, part, body FROM chunks WHERE seq = ?2 AND n >= 2"},
       {&release_update_,
        "UPDATE messages SET state = 1, visible_at = ?2, claim_token = NULL, attempt_base = deliveries, held_at = NULL, "
        "held_reason = NULL, reject_code = NULL, reject_text = NULL WHERE seq = ?1"},
@@ -470,23 +471,29 @@ absl::StatusOr<ChunkStored> SqliteStore::DoAppendChunk(const ChunkUpload& c) {
     }
     return out;
   }
-  // The last chunk: the digest of the whole, a chunk at a time (a
-  // submission's is the one of its chunks as sent, in its patch).
+  if (auto s = CompleteUpload(seq, chunks, pending, c.audit_patch, recipient, c.now); !s.ok()) return s;
+  out.complete = true;
+  return out;
+}
+
+absl::Status SqliteStore::CompleteUpload(int64_t seq, int64_t chunks, const std::string& pending,
+                                         const std::string& patch, const OrgCode& recipient, absl::Time now) {
+  // The digest of the whole, a chunk at a time (a submission's is the one
+  // of its chunks as sent, in its patch).
   Sha256Stream digest;
-  for (int64_t n = 1; c.audit_patch.empty() && n <= chunks; ++n) {
+  for (int64_t n = 1; patch.empty() && n <= chunks; ++n) {
     if (auto s = ReadChunk(seq, static_cast<uint32_t>(n), [&digest](absl::string_view p) { digest.Update(p); });
         !s.ok()) {
       return s;
     }
   }
   const std::string whole = digest.Finish();
-  auto entry = mailbox::CompletedAudit(pending, whole, c.now, c.audit_patch);
+  auto entry = mailbox::CompletedAudit(pending, whole, now, patch);
   if (!entry.ok()) return entry.status();
   if (auto s = WriteAudit(*entry); !s.ok()) return s;
-  if (auto s = chunk_complete_.Bind(1, seq).Bind(2, Micros(c.now)).Exec(); !s.ok()) return s;
+  if (auto s = chunk_complete_.Bind(1, seq).Bind(2, Micros(now)).Exec(); !s.ok()) return s;
   arrivals_.insert(recipient);
-  out.complete = true;
-  return out;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<StoredDelivery>> SqliteStore::DoClaim(const ClaimRequest& req) {
@@ -870,6 +877,13 @@ absl::StatusOr<Undelivered> SqliteStore::DoReadUndelivered(const MessageId& id) 
   auto o = SelectOriginal(id);
   if (!o.ok()) return o.status();
   if (auto s = o->Replaceable(); !s.ok()) return s;
+  if (o->chunks > 1) {
+    std::string first;
+    if (auto s = ReadChunk(o->seq, 1, [&first](absl::string_view p) { first.append(p.data(), p.size()); }); !s.ok()) {
+      return s;
+    }
+    return o->ToUndelivered(std::move(first));
+  }
   select_body_.Bind(1, o->seq);
   ResetOnExit reset{select_body_};
   auto row = select_body_.Step();
@@ -878,6 +892,13 @@ absl::StatusOr<Undelivered> SqliteStore::DoReadUndelivered(const MessageId& id) 
 }
 
 absl::Status SqliteStore::LinkReplacement(const mailbox::Original& o, const NewMessage& m, int64_t seq) {
+  if (m.chunks > 1) {  // the original's other chunks, and the copy is complete
+    if (auto s = copy_chunks_.Bind(1, seq).Bind(2, o.seq).Exec(); !s.ok()) return s;
+    if (auto s = CompleteUpload(seq, m.chunks, mailbox::PackPendingAudit(m.audit), "", m.recipient, m.accepted_at);
+        !s.ok()) {
+      return s;
+    }
+  }
   if (auto s = replaced_update_.Bind(1, o.seq).Bind(2, m.id.str()).Exec(); !s.ok()) return s;
   if (auto s = DeleteBody(o.seq); !s.ok()) return s;
   if (auto s = replaces_update_.Bind(1, seq).Bind(2, o.row.id.str()).Exec(); !s.ok()) return s;

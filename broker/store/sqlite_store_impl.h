@@ -323,6 +323,11 @@ class SqliteStore final : public Store {
   // The rest of storing `m` (at `seq`), a redirect or resend of `o`: the
   // original's body deleted, both linked, the OPERATOR_ACTION entry.
   absl::Status LinkReplacement(const mailbox::Original& o, const NewMessage& m, int64_t seq);
+  // The last chunk of message `seq` is stored: its SEND_ACCEPTED entry
+  // (`pending`) written with the whole payload's digest, or `patch` merged
+  // in; claimable now.
+  absl::Status CompleteUpload(int64_t seq, int64_t chunks, const std::string& pending, const std::string& patch,
+                              const OrgCode& recipient, absl::Time now);
   // Holds message `seq` (`m`, expiring at `expires_at`): its state, its
   // HELD event and its sender's report.
   absl::Status HoldRow(int64_t seq, const mailbox::Row& m, absl::Time expires_at, const mailbox::Hold& h,
@@ -361,7 +366,7 @@ class SqliteStore final : public Store {
   Stmt find_idem_, insert_msg_, insert_claimed_, insert_body_, claim_select_, claim_update_, select_body_;
   Stmt ack_update_, ack_state_, release_, hide_, track_, mailbox_stats_, expire_select_, expire_update_, delete_body_;
   Stmt forget_key_, hold_update_, reject_select_, purge_held_select_, find_messages_, action_select_, release_update_, cancel_update_;
-  Stmt purge_expired_select_, replaced_update_, replaces_update_;
+  Stmt purge_expired_select_, replaced_update_, replaces_update_, copy_chunks_;
   Stmt purge_select_, purge_update_, withhold_select_, withhold_update_, consent_insert_, consent_person_, consent_all_;
   Stmt audit_insert_, head_insert_, block_insert_;
   Stmt inbox_page_, inbox_count_, fetch_select_, fetch_update_, once_insert_, once_forget_;

@@ -117,7 +117,10 @@ struct NewMessage {
   // the original is still replaceable (mailbox::CheckReplaceable), and in
   // the same commit the original's body is deleted, each is linked to the
   // other, and the OPERATOR_ACTION entry is written. Otherwise this one
-  // answers FAILED_PRECONDITION MESSAGE_NOT_RESENDABLE.
+  // answers FAILED_PRECONDITION MESSAGE_NOT_RESENDABLE. A chunked one
+  // (`chunks` the original's, `payload` its first chunk) gets the original's
+  // other chunks copied and is complete (claimable, its SEND_ACCEPTED entry
+  // written with the whole payload's digest) in that commit.
   std::optional<OperatorAction> replaces;
 };
 
@@ -386,7 +389,8 @@ struct Undelivered {
   std::string local_reference;
   std::string subject;  // the person it was decided for ("" none)
   std::string meta;
-  std::string payload;
+  std::string payload;  // a chunked message's first chunk
+  uint32_t chunks = 1;  // more than 1: the rest are copied by the store (NewMessage::replaces)
   v1::MessageStatus status = v1::MESSAGE_STATUS_UNSPECIFIED;  // HELD or EXPIRED
 };
 

@@ -1007,6 +1007,59 @@ TEST_P(StoreConformance, AChunkedMessageIsInvisibleUntilItsLastChunkThenReadAChu
   EXPECT_EQ((*FindMessagesSync(*store, MessageQuery{.sender = kTrust}))[0].bytes, 0u);
 }
 
+TEST_P(StoreConformance, AChunkedMessagesRedirectGetsItsOtherChunksCopiedAndIsCompleteAtOnce) {
+  auto store = Open(Instance());
+  NewMessage m = Msg(kTrust, kCouncil, "", "first;");
+  m.chunks = 3;
+  const MessageId id = AppendOne(*store, m);
+  const std::string big = std::string(mailbox::kPieceBytes, 's') + "second;";
+  for (uint32_t n : {2u, 3u}) {
+    auto c = AwaitStore<ChunkStored>([&](auto cb) {
+      store->AppendChunk(ChunkUpload{kTrust, id, n, 3, n == 2 ? big : "third", kT0}, std::move(cb));
+    });
+    ASSERT_TRUE(c.ok()) << c.status();
+  }
+  ASSERT_EQ(*RejectSync(*store, Rejection{kCouncil, id, "AE", "", kT0}), v1::MESSAGE_STATUS_HELD);
+  auto u = ReadUndeliveredSync(*store, id);
+  ASSERT_TRUE(u.ok()) << u.status();
+  EXPECT_EQ(u->chunks, 3u);
+  EXPECT_EQ(u->payload, "first;") << "the first chunk only";
+
+  NewMessage redirect = Msg(kTrust, kGp, "", u->payload, kT0 + absl::Minutes(1));
+  redirect.chunks = 3;
+  v1::AuditEntry accepted;
+  accepted.set_event(v1::AUDIT_EVENT_SEND_ACCEPTED);
+  accepted.set_message_id(redirect.id.str());
+  accepted.SerializeToString(&redirect.audit.entry);
+  redirect.audit.at = redirect.accepted_at;
+  redirect.replaces = OperatorAction{OperatorAction::kRedirect, id, OrgCode("X26"), "INC3", redirect.accepted_at};
+  auto r = AppendSync(*store, {redirect});
+  ASSERT_TRUE(r.ok() && (*r)[0].ok()) << (r.ok() ? (*r)[0].status() : r.status());
+
+  // Complete and claimable at once, every chunk as the original had it.
+  EXPECT_EQ(TrackSync(*store, kGp, redirect.id)->status, v1::MESSAGE_STATUS_ACCEPTED);
+  ClaimRequest large = Claim(kGp, 10, kT0 + absl::Minutes(1));
+  large.chunked = true;
+  auto claimed = ClaimSync(*store, large);
+  ASSERT_THAT(*claimed, SizeIs(1));
+  EXPECT_EQ((*claimed)[0].chunks, 3u);
+  const absl::Time at = kT0 + absl::Minutes(2);
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kGp, redirect.id, at, false, true, 1})->delivery.payload, "first;");
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kGp, redirect.id, at, false, true, 2})->delivery.payload, big);
+  EXPECT_EQ(FetchSync(*store, FetchRequest{kGp, redirect.id, at, false, true, 3})->delivery.payload, "third");
+  auto rows = ReadAuditSync(*store, {.from = 0, .max = 1000});
+  ASSERT_FALSE(rows->empty());
+  v1::AuditEntry written;
+  ASSERT_TRUE(written.ParseFromString(rows->back().entry));
+  EXPECT_EQ(written.message_id(), redirect.id.str());
+  EXPECT_EQ(written.payload_digest(), Sha256("first;" + big + "third")) << "of the whole, as at any last chunk";
+  // The original's chunks are gone.
+  auto t = TrackSync(*store, kTrust, id);
+  EXPECT_TRUE(t->body_purged);
+  EXPECT_EQ(t->replaced_by, redirect.id);
+  EXPECT_EQ((*FindMessagesSync(*store, MessageQuery{.recipient = kCouncil}))[0].bytes, 0u);
+}
+
 TEST_P(StoreConformance, ASubmissionsProgressAdvancesOnceAChunkAndItsPatchCompletesTheEntry) {
   auto store = Open(Instance());
   NewMessage m = Msg(kTrust, kCouncil, "", "header,rows-1;");

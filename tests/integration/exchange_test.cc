@@ -13,7 +13,6 @@
 #include "core/vocabulary.h"
 #include "broker/client/client.h"
 #include "broker/exchange/intake.h"
-#include "carebroker/v1/operations.grpc.pb.h"
 #include "carebroker/v1/record.pb.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/probe.pb.h"
@@ -560,13 +559,8 @@ TEST_F(ExchangeTest, AnExpiredMessageIsResentWhileItsBodyIsKeptUntilRetention) {
   EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_EXPIRED);
   EXPECT_FALSE(t.body_purged()) << "kept for delivery.retention";
 
-  auto ops = v1::Operations::NewStub(ChannelAs(*broker_, "operator"));
   auto act = [&](const std::string& which, v1::MessageActionResponse* out) {
-    v1::MessageActionRequest req;
-    req.set_message_id(which);
-    req.set_action(v1::MESSAGE_ACTION_RESEND);
-    req.set_justification("council system was down (INC0200)");
-    return Call(&v1::Operations::Stub::ActOnMessage, *ops, req, out);
+    return OperatorAct(*broker_, v1::MESSAGE_ACTION_RESEND, which, "", "council system was down (INC0200)", out);
   };
   v1::MessageActionResponse resp;
   grpc::Status s = act(id, &resp);

@@ -106,6 +106,28 @@ AuditRun AuditCli(const Broker& b, const std::string& who, std::vector<std::stri
   return {rc, out.str(), err.str()};
 }
 
+grpc::Status RejectAs(v1::Exchange::Stub& stub, const std::string& id, const std::string& code) {
+  v1::RejectRequest req;
+  req.set_message_id(id);
+  req.set_code(code);
+  v1::RejectResponse resp;
+  return Call(&v1::Exchange::Stub::Reject, stub, req, &resp);
+}
+
+grpc::Status OperatorAct(const Broker& b, v1::MessageAction action, const std::string& id, const std::string& to,
+                         const std::string& justification, v1::MessageActionResponse* out) {
+  auto ops = v1::Operations::NewStub(ChannelAs(b, "operator"));
+  v1::MessageActionRequest req;
+  req.set_message_id(id);
+  req.set_action(action);
+  req.set_organisation(to);
+  req.set_justification(justification);
+  v1::MessageActionResponse resp;
+  grpc::Status s = Call(&v1::Operations::Stub::ActOnMessage, *ops, req, &resp);
+  if (out != nullptr) *out = resp;
+  return s;
+}
+
 int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, std::string* server_cert) {
   grpc::TemplatedGenericStub<cbtest::HealthCheckRequest, cbtest::HealthCheckResponse> health(channel);
   grpc::CompletionQueue cq;

@@ -16,6 +16,7 @@
 #include "core/clock.h"
 #include "broker/server/broker.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
+#include "carebroker/v1/operations.grpc.pb.h"
 #include "carebroker/v1/record.pb.h"
 #include "tests/testutil/testutil.h"
 
@@ -46,6 +47,14 @@ grpc::Status Call(grpc::Status (Stub::*rpc)(grpc::ClientContext*, const Req&, Re
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   return (stub.*rpc)(&ctx, req, resp);
 }
+
+// The recipient's unary Reject of message `id` with `code`.
+grpc::Status RejectAs(v1::Exchange::Stub& stub, const std::string& id, const std::string& code);
+
+// Operations.ActOnMessage as the operator certificate: `action` on message
+// `id`, `to` a redirect's organisation ("" for any other action).
+grpc::Status OperatorAct(const Broker& b, v1::MessageAction action, const std::string& id, const std::string& to,
+                         const std::string& justification, v1::MessageActionResponse* out = nullptr);
 
 // grpc.health.v1 Check over `channel`: 1 SERVING, 2 NOT_SERVING, or -1
 // when the call fails. `server_cert`, when given, gets the certificate the

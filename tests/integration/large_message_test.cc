@@ -7,7 +7,10 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "adapters/cld/cld.h"
@@ -200,6 +203,47 @@ TEST_F(LargeMessageTest, ADownloadRenewsTheClaimSoTheMessageIsNotHandedOutAgainM
   EXPECT_EQ(again->delivery_count(), 2u) << "the claim (the download under it was part of it) and this";
   EXPECT_TRUE(rx.Ack(r.message_id()));
   EXPECT_TRUE(rx.Close().ok());
+}
+
+TEST_F(LargeMessageTest, ARejectedFileInChunksIsRedirectedWholeItsChunksCopiedByTheStore) {
+  // Three chunks, two of them over the store's 4 MiB pieces.
+  const std::string c1 = FileBytes(5 * kMiB, 'p'), c2 = FileBytes(5 * kMiB, 'q'), c3 = FileBytes(1000, 'r');
+  v1::SendReceipt r;
+  ASSERT_TRUE(SendLarge(*trust_, {Start(Pdf("503", c1), 3), Chunk(c2), Chunk(c3)}, &r).ok());
+  ASSERT_TRUE(RejectAs(*council_, r.message_id(), "NOT_OUR_AREA").ok());
+  v1::MessageActionResponse resp;
+  grpc::Status s =
+      OperatorAct(*broker_, v1::MESSAGE_ACTION_REDIRECT, r.message_id(), "511", "the person moved (INC0300)", &resp);
+  ASSERT_TRUE(s.ok()) << DescribeStatus(s);
+  const std::string moved = resp.receipt().message_id();
+
+  auto other = StubAs(*broker_, "511");
+  Receiver rx(*other, 10, /*large_messages=*/true);
+  auto d = rx.Next();
+  ASSERT_TRUE(d.has_value()) << "complete and claimable at once";
+  EXPECT_EQ(d->message_id(), moved);
+  EXPECT_EQ(d->chunks(), 3u);
+  Downloaded got = Download(*other, moved);
+  ASSERT_TRUE(got.status.ok()) << DescribeStatus(got.status);
+  EXPECT_TRUE(got.payload == c1 + c2 + c3) << "every chunk, in order";
+  ASSERT_TRUE(rx.Ack(moved));
+  rx.Close();
+  v1::TrackRequest tr;
+  tr.set_message_id(r.message_id());
+  v1::TrackResponse t;
+  ASSERT_TRUE(Call(&v1::Exchange::Stub::Track, *trust_, tr, &t).ok());
+  EXPECT_EQ(t.replaced_by(), moved);
+  EXPECT_TRUE(t.body_purged()) << "the original's chunks are gone";
+
+  // Its accepted entry has the digest of the whole file, as the first send's had.
+  AuditRun q = AuditCli(*broker_, "ig-officer", {"--format", "json", "query", "--event", "send-accepted"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  const auto entries = nlohmann::json::parse(q.out);
+  std::map<std::string, std::string> digest;
+  for (const auto& e : entries) digest[e.at("message")] = e.at("digest");
+  ASSERT_EQ(digest.count(moved), 1u) << q.out;
+  EXPECT_EQ(digest[moved], digest[r.message_id()]);
+  EXPECT_FALSE(digest[moved].empty());
 }
 
 TEST_F(LargeMessageTest, DownloadServesAMessageSentWholeToItsRecipientOnly) {
@@ -400,6 +444,20 @@ TEST_F(CldSubmissionTest, RowsArrivingInChunksAreMinimisedAndAnOptedOutPersonsRo
   EXPECT_THAT(q.out, ::testing::HasSubstr("CLD submission: 20000 rows, 19999 released, 1 withheld "
                                           "(NATIONAL_OPT_OUT 1); CLD out"));
   EXPECT_EQ(q.out.find(SyntheticNhsNumber(17)), std::string::npos);
+}
+
+TEST_F(CldSubmissionTest, AReturnIsNotRedirectedOrResent) {
+  v1::SendRequest start = Req("X26", "", Return(40));
+  start.set_workflow("CLD_RETURN");
+  start.set_purpose("planning");
+  start.set_content_type("text/csv; profile=asc-cld-release-1");
+  v1::SendReceipt receipt;
+  ASSERT_TRUE(Call(&v1::Exchange::Stub::Send, *council_, start, &receipt).ok());
+  ASSERT_TRUE(RejectAs(*nhse_, receipt.message_id(), "WRONG_PERIOD").ok());
+  grpc::Status s =
+      OperatorAct(*broker_, v1::MESSAGE_ACTION_RESEND, receipt.message_id(), "", "sent for the wrong quarter (INC0301)");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(ErrorReason(s), "MESSAGE_NOT_RESENDABLE") << "its rows are pseudonyms: nothing to decide them for";
 }
 
 TEST_F(CldSubmissionTest, ABadRowInALaterChunkEndsTheSendNamingItsRowAndCareRecordsStillCannotBeChunked) {

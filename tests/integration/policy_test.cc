@@ -425,11 +425,7 @@ class OperatorResendTest : public PolicyTest {
   std::string SendAndReject() {
     v1::SendReceipt receipt;
     EXPECT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_ADMISSION", "direct-care"), &receipt).ok());
-    v1::RejectRequest rj;
-    rj.set_message_id(receipt.message_id());
-    rj.set_code("UNKNOWN_PATIENT");
-    v1::RejectResponse rr;
-    grpc::Status s = Call(&v1::Exchange::Stub::Reject, *council_, rj, &rr);
+    grpc::Status s = RejectAs(*council_, receipt.message_id(), "UNKNOWN_PATIENT");
     EXPECT_TRUE(s.ok()) << DescribeStatus(s);
     return receipt.message_id();
   }

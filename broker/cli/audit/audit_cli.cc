@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
@@ -221,10 +222,10 @@ int DoQuery(const Options& o, QueryArgs q, std::ostream& out, std::ostream& err)
     table.push_back({absl::StrCat(e.index()), Time(e.at()), Event(e.event()), e.actor(), e.sender(), e.recipient(),
                      e.workflow(), e.purpose(), e.agreement_id().empty() ? "" : absl::StrCat(e.agreement_id(), " v", e.agreement_version()),
                      e.flow(), absl::StrJoin(e.reasons(), " "), e.safeguarding_override() ? "yes" : "", e.message_id(),
-                     e.detail()});
+                     e.detail(), absl::BytesToHexString(e.payload_digest())});
   }
   Print(o, {"index", "at", "event", "actor", "sender", "recipient", "workflow", "purpose", "agreement", "flow",
-            "reasons", "override", "message", "detail"},
+            "reasons", "override", "message", "detail", "digest"},
         table, out);
   return 0;
 }
