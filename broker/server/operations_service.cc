@@ -10,8 +10,8 @@
 #include "broker/server/auth.h"
 #include "broker/server/grpc_status.h"
 #include "core/ids.h"
-#include "core/shapes.h"
 #include "core/reasons.h"
+#include "core/shapes.h"
 #include "core/status.h"
 #include "core/time.h"
 
@@ -173,10 +173,11 @@ grpc::ServerUnaryReactor* OperationsService::ActOnMessage(grpc::CallbackServerCo
     *send.mutable_payload() = std::move(u->payload);
     SendOptions options;
     options.meta = std::move(u->meta);
-    // A chunked message goes through as its first chunk (already within
-    // the limits it was accepted under); the store copies the rest.
+    // Within the limits of the front door it came through once (MESH takes
+    // more than a gRPC Send); a chunked message goes as its first chunk, and
+    // the store copies the rest.
     options.chunks = u->chunks;
-    if (u->chunks > 1) options.max_bytes = std::max<uint64_t>(send.payload().size(), 1);
+    options.max_bytes = std::max<uint64_t>(send.payload().size(), 1);
     options.replaced_subject = std::move(u->subject);
     options.replaces = std::move(a);
     d_.sends.Send(
