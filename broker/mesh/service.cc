@@ -902,6 +902,9 @@ void MeshService::Track(std::shared_ptr<Call> call) {
         body["carebroker_rejection_code"] = t->rejection_code;
         body["carebroker_rejection_text"] = t->rejection_text;
       }
+      // An operator's redirect or resend (the caller is the sender of both).
+      if (!t->replaced_by.empty()) body["carebroker_replaced_by"] = t->replaced_by.str();
+      if (!t->replaces.empty()) body["carebroker_replaces"] = t->replaces.str();
     } else {
       body = {{"messageID", id},
               {"localID", t->local_reference},

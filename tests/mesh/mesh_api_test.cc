@@ -550,6 +550,23 @@ TEST_F(MeshApiTest, AMessageDownloadedMaxAttemptsTimesWithoutAnAckIsHeld) {
   Reply track = Call("GET", "/messageexchange/RR8HC001/outbox/tracking?messageID=" + id, "RR8", "RR8HC001");
   EXPECT_EQ(track.json().value("carebroker_reason", ""), "MAX_ATTEMPTS_REACHED");
   EXPECT_EQ(track.json().value("delivery_count", 0), 10);
+
+  // An operator resends it once the consumer is fixed: a new message in the
+  // same inbox, its pass-through headers kept, linked in tracking.
+  v1::MessageActionResponse resent;
+  grpc::Status s = carebroker::testing::OperatorAct(*broker_, v1::MESSAGE_ACTION_RESEND, id, "",
+                                                    "consumer fixed (INC0400)", &resent);
+  ASSERT_TRUE(s.ok()) << DescribeStatus(s);
+  const std::string again = resent.receipt().message_id();
+  EXPECT_THAT(Inbox("503", "503HC001"), ::testing::ElementsAre(again));
+  Reply got = Call("GET", "/messageexchange/503HC001/inbox/" + again, "503", "503HC001");
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, "{}");
+  EXPECT_EQ(got.header("mex-workflowid"), "TOC_FHIR_IP_DISCH");
+  track = Call("GET", "/messageexchange/RR8HC001/outbox/tracking?messageID=" + id, "RR8", "RR8HC001");
+  EXPECT_EQ(track.json().value("carebroker_replaced_by", ""), again);
+  track = Call("GET", "/messageexchange/RR8HC001/outbox/tracking?messageID=" + again, "RR8", "RR8HC001");
+  EXPECT_EQ(track.json().value("carebroker_replaces", ""), id);
 }
 
 TEST_F(MeshApiTest, AnExpiredMessageReachesItsSenderAsAMeshReport) {
