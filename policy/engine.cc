@@ -41,7 +41,20 @@ bool CompiledFlow::OptOutApplies(v1::Purpose p) const {
     case v1::OPT_OUT_RULE_EXEMPT:
       return false;
     default:
-      return p == v1::PURPOSE_PLANNING || p == v1::PURPOSE_RESEARCH;
+      return p != v1::PURPOSE_DIRECT_CARE && p != v1::PURPOSE_SAFEGUARDING;
+  }
+}
+
+std::string CompiledFlow::OptOutRule(v1::Purpose p) const {
+  switch (flow->national_opt_out()) {
+    case v1::OPT_OUT_RULE_APPLIES:
+      return "applies (the agreement says so for this flow)";
+    case v1::OPT_OUT_RULE_EXEMPT:
+      return absl::StrCat("does not apply: the flow is exempt (", flow->legal_basis().statutory(), ")");
+    default:
+      return OptOutApplies(p) ? "applies (to every purpose beyond direct care and safeguarding unless the agreement "
+                                "states an exemption)"
+                              : "does not apply (never to direct care or safeguarding)";
   }
 }
 
@@ -170,6 +183,7 @@ Decision PolicySet::Decide(const DecisionInput& in) const {
   }
   if (consent_denial != nullptr) {
     d.flow = consent_denial;
+    d.opt_out_applies = consent_denial->OptOutApplies(in.purpose);
     d.reasons = std::move(consent_reasons);
   } else {
     d.flow = other;

@@ -52,7 +52,11 @@ struct CompiledFlow {
   int order = 0;  // agreement id order, then flow order: ties break the same way every time
 
   // Does the national data opt-out apply to a send for `p` under this flow?
+  // As the agreement states (applies, or exempt); unstated, it applies to
+  // every purpose beyond direct care and safeguarding.
   bool OptOutApplies(v1::Purpose p) const;
+  // Which rule decided that, and why, for `policy explain` (no patient data).
+  std::string OptOutRule(v1::Purpose p) const;
 };
 
 struct Decision {

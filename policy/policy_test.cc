@@ -317,6 +317,40 @@ TEST_F(Decisions, NationalOptOutAppliesToPlanningNotDirectCare) {
   EXPECT_TRUE(d.opt_out_applies);
 }
 
+TEST_F(Decisions, TheOptOutRuleCoversEveryPurposeAndADenialNamesIt) {
+  // Unstated, the rule covers every purpose beyond direct care and
+  // safeguarding (commissioning and public health too); stated, it is
+  // what the agreement says.
+  v1::Flow flow;
+  const CompiledFlow f{nullptr, &flow, Minimiser{}, 0};
+  for (v1::Purpose p : {v1::PURPOSE_PLANNING, v1::PURPOSE_RESEARCH, v1::PURPOSE_COMMISSIONING,
+                        v1::PURPOSE_PUBLIC_HEALTH}) {
+    EXPECT_TRUE(f.OptOutApplies(p)) << v1::Purpose_Name(p);
+    EXPECT_THAT(f.OptOutRule(p), ::testing::StartsWith("applies (to every purpose beyond direct care"));
+  }
+  for (v1::Purpose p : {v1::PURPOSE_DIRECT_CARE, v1::PURPOSE_SAFEGUARDING}) {
+    EXPECT_FALSE(f.OptOutApplies(p)) << v1::Purpose_Name(p);
+    EXPECT_EQ(f.OptOutRule(p), "does not apply (never to direct care or safeguarding)");
+  }
+  flow.set_national_opt_out(v1::OPT_OUT_RULE_EXEMPT);
+  flow.mutable_legal_basis()->set_statutory("Health and Social Care Act 2012 s259");
+  EXPECT_FALSE(f.OptOutApplies(v1::PURPOSE_PLANNING));
+  EXPECT_EQ(f.OptOutRule(v1::PURPOSE_PLANNING),
+            "does not apply: the flow is exempt (Health and Social Care Act 2012 s259)");
+  flow.set_national_opt_out(v1::OPT_OUT_RULE_APPLIES);
+  EXPECT_TRUE(f.OptOutApplies(v1::PURPOSE_COMMISSIONING));
+
+  // A NATIONAL_OPT_OUT denial carries the rule that made it.
+  PersonConsent opted;
+  opted.national_opt_out = true;
+  DecisionInput cld = Cld();
+  cld.consent = &opted;
+  Decision d = policy_->Decide(cld);
+  ASSERT_THAT(d.reasons, ElementsAre("NATIONAL_OPT_OUT"));
+  ASSERT_NE(d.flow, nullptr);
+  EXPECT_TRUE(d.opt_out_applies) << "was false on a denial, so explain said \"does not apply\"";
+}
+
 TEST_F(Decisions, SafeguardingOverrideNeedsJustification) {
   PersonConsent p;
   p.standing.push_back(Dissent(v1::PURPOSE_SAFEGUARDING));

@@ -474,6 +474,9 @@ TEST_F(CtlTest, PolicyExplainShowsTheDecidingFlowAndTheFields) {
   EXPECT_EQ(opted.rc, 0) << opted.err;
   EXPECT_NE(opted.out.find("decision: deny (NATIONAL_OPT_OUT) by DSA-ASC-CLD v1.3 flow quarterly-return"),
             std::string::npos) << opted.out;
+  EXPECT_NE(opted.out.find("national data opt-out: applies (to every purpose beyond direct care and safeguarding"),
+            std::string::npos)
+      << "the rule that denied it, not \"does not apply\": " << opted.out;
 
   CtlRun bad = with({"--dissent", "planning@not a code"});
   EXPECT_EQ(bad.rc, 2);

@@ -194,8 +194,8 @@ int DoExplain(const ExplainArgs& a, std::ostream& out, std::ostream& err) {
       << "; common law " << Short(lb.common_law());
   if (!lb.statutory().empty()) out << "; " << lb.statutory();
   out << "\nconsent model: " << Short(f.consent())
-      << "; national data opt-out: " << (d.opt_out_applies ? "applies" : "does not apply")
       << "; safeguarding override: " << (f.safeguarding_override() ? "allowed" : "not allowed") << "\n";
+  out << "national data opt-out: " << d.flow->OptOutRule(policy::PurposeFromWire(c->purpose())) << "\n";
   if (!d.allowed || a.opaque) return 0;
   out << "fields the flow releases:\n";
   for (const auto& p : f.fields()) out << "  " << p << "\n";
