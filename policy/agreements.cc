@@ -64,6 +64,57 @@ class Checker {
     }
   }
 
+  // The national data opt-out: stated, with its basis or exemption, for a
+  // flow of person-level data beyond direct care and safeguarding.
+  void CheckOptOut(const v1::Flow& f, const std::string& at, bool must_state, bool for_care) {
+    switch (f.national_opt_out()) {
+      case v1::OPT_OUT_RULE_UNSPECIFIED:
+        if (must_state) {
+          Fail(at + ".national_opt_out",
+               "required for a purpose beyond direct care and safeguarding: applies (with opt_out_basis) or exempt "
+               "(with an exemption)");
+        }
+        break;
+      case v1::OPT_OUT_RULE_APPLIES:
+        if (f.opt_out_basis().empty() && !for_care) {  // for care, refused below
+          Fail(at + ".opt_out_basis", "required when the opt-out applies: the basis the disclosure rests on, e.g. "
+                                      "s251 support with its CAG reference");
+        }
+        break;
+      case v1::OPT_OUT_RULE_EXEMPT:
+        if (f.exemption() == v1::OPT_OUT_EXEMPTION_UNSPECIFIED) {
+          Fail(at + ".exemption", "required when the opt-out is exempt: required-by-law, consent, public-interest or "
+                                  "anonymised");
+        }
+        break;
+      default: break;
+    }
+    if (f.exemption() != v1::OPT_OUT_EXEMPTION_UNSPECIFIED && f.national_opt_out() != v1::OPT_OUT_RULE_EXEMPT) {
+      Fail(at + ".exemption", "only with national_opt_out: exempt");
+      return;
+    }
+    if (f.exemption() == v1::OPT_OUT_EXEMPTION_CONSENT && f.consent() != v1::CONSENT_MODEL_EXPLICIT) {
+      Fail(at + ".exemption", "consent exempts a disclosure only under explicit consent");
+    }
+    if (f.exemption() == v1::OPT_OUT_EXEMPTION_PUBLIC_INTEREST && f.opt_out_basis().empty()) {
+      Fail(at + ".opt_out_basis", "required for a public-interest exemption: the interest that overrides");
+    }
+    if (f.exemption() == v1::OPT_OUT_EXEMPTION_ANONYMISED) {
+      const bool pseudonymised = std::any_of(f.transforms().begin(), f.transforms().end(), [](const auto& t) {
+        return t.pseudonymise() && t.field() == "person.nhs_number";
+      });
+      for (int i = 0; i < f.fields_size(); ++i) {
+        const std::string& p = f.fields(i);
+        const bool clear_nhs = !pseudonymised && (Covers(p, "person.nhs_number") || Covers("person.nhs_number", p));
+        if (p == "person" || clear_nhs || Covers("person.names", p) || Covers("person.local_identifiers", p) ||
+            p == "person.address" || Covers("person.address.lines", p)) {
+          Fail(absl::StrCat(at, ".fields[", i, "]"),
+               "an anonymised flow releases no NHS number in the clear, names, local identifiers or address lines");
+        }
+      }
+    }
+  }
+
   void CheckFlow(const v1::Flow& f, const std::string& at) {
     if (!IsPurposeShape(f.name())) Fail(at + ".name", "required: lower-case words joined by '-'");
     CheckParties(f.senders(), at + ".senders");
@@ -75,10 +126,11 @@ class Checker {
       }
     }
     if (f.purposes().empty()) Fail(at + ".purposes", "required: at least one purpose");
-    bool direct_care = false, safeguarding = false;
+    bool direct_care = false, safeguarding = false, beyond = false;
     for (int p : f.purposes()) {
       direct_care |= p == v1::PURPOSE_DIRECT_CARE;
       safeguarding |= p == v1::PURPOSE_SAFEGUARDING;
+      beyond |= p != v1::PURPOSE_DIRECT_CARE && p != v1::PURPOSE_SAFEGUARDING;
     }
     const bool opaque = f.payload() == v1::PAYLOAD_KIND_OPAQUE;
     const auto& lb = f.legal_basis();
@@ -95,11 +147,13 @@ class Checker {
     }
     const bool statute_needed = lb.common_law() == v1::COMMON_LAW_BASIS_STATUTORY_GATEWAY ||
                                 f.consent() == v1::CONSENT_MODEL_NOT_APPLICABLE ||
-                                f.national_opt_out() == v1::OPT_OUT_RULE_EXEMPT;
+                                f.exemption() == v1::OPT_OUT_EXEMPTION_REQUIRED_BY_LAW;
     if (statute_needed && lb.statutory().empty()) {
       Fail(at + ".legal_basis.statutory",
-           "required when consent is not-applicable, the opt-out is exempt or the basis is a statutory gateway");
+           "required when consent is not-applicable, the opt-out exemption is required-by-law or the basis is a "
+           "statutory gateway");
     }
+    CheckOptOut(f, at, beyond && !opaque, direct_care || safeguarding);
     if (f.consent() == v1::CONSENT_MODEL_UNSPECIFIED) {
       Fail(at + ".consent", "required: implied, explicit or not-applicable");
     }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "core/enum_names.h"
 #include "core/reasons.h"
 
 namespace carebroker::policy {
@@ -48,9 +49,15 @@ bool CompiledFlow::OptOutApplies(v1::Purpose p) const {
 std::string CompiledFlow::OptOutRule(v1::Purpose p) const {
   switch (flow->national_opt_out()) {
     case v1::OPT_OUT_RULE_APPLIES:
-      return "applies (the agreement says so for this flow)";
-    case v1::OPT_OUT_RULE_EXEMPT:
-      return absl::StrCat("does not apply: the flow is exempt (", flow->legal_basis().statutory(), ")");
+      return absl::StrCat("applies: the agreement says so (", flow->opt_out_basis(), ")");
+    case v1::OPT_OUT_RULE_EXEMPT: {
+      const v1::OptOutExemption x = flow->exemption();
+      const std::string& why = x == v1::OPT_OUT_EXEMPTION_REQUIRED_BY_LAW ? flow->legal_basis().statutory()
+                               : x == v1::OPT_OUT_EXEMPTION_PUBLIC_INTEREST ? flow->opt_out_basis()
+                                                                            : std::string();
+      return absl::StrCat("does not apply: exempt, ", EnumShortName(v1::OptOutExemption_descriptor(), x),
+                          why.empty() ? "" : absl::StrCat(" (", why, ")"));
+    }
     default:
       return OptOutApplies(p) ? "applies (to every purpose beyond direct care and safeguarding unless the agreement "
                                 "states an exemption)"

@@ -95,6 +95,53 @@ flows:
                                   "a.yaml:15: flows[0].fields[0]: 'nhs_numbr' is not a field of carebroker.v1.Person"));
 }
 
+// The minimal agreement with purpose planning instead: the opt-out must be stated.
+std::string Planning(const std::string& opt_out, const std::string& fields = "[person.nhs_number, person.names]",
+                     const std::string& consent = "implied") {
+  std::string yaml = absl::StrReplaceAll(Agreement(opt_out, fields), {{"purposes: [direct-care]", "purposes: [planning]"},
+                                                                      {"consent: implied", "consent: " + consent}});
+  return yaml;
+}
+
+TEST(Agreements, AFlowBeyondDirectCareStatesTheOptOutWithItsBasisOrExemption) {
+  EXPECT_THAT(Lint(Planning("")), ElementsAre(HasSubstr("flows[0].national_opt_out: required for a purpose beyond "
+                                                        "direct care and safeguarding")));
+  EXPECT_THAT(Lint(Planning("    national_opt_out: applies\n")),
+              ElementsAre(HasSubstr("flows[0].opt_out_basis: required when the opt-out applies")));
+  EXPECT_THAT(Lint(Planning("    national_opt_out: applies\n    opt_out_basis: s251 support, CAG 21/CAG/0001\n")),
+              IsEmpty());
+  EXPECT_THAT(Lint(Planning("    national_opt_out: exempt\n")),
+              ElementsAre(HasSubstr("flows[0].exemption: required when the opt-out is exempt")));
+  EXPECT_THAT(Lint(Planning("    national_opt_out: exempt\n    exemption: required-by-law\n")),
+              ElementsAre(HasSubstr("flows[0].legal_basis.statutory: required")));
+  EXPECT_THAT(Lint(absl::StrReplaceAll(Planning("    national_opt_out: exempt\n    exemption: required-by-law\n"),
+                                       {{"common_law: implied-consent}",
+                                         "common_law: implied-consent, statutory: HSCA 2012 s259}"}})),
+              IsEmpty());
+  EXPECT_THAT(Lint(Planning("    national_opt_out: applies\n    opt_out_basis: x\n    exemption: consent\n")),
+              ElementsAre(HasSubstr("flows[0].exemption: only with national_opt_out: exempt")));
+  EXPECT_THAT(Lint(Planning("    national_opt_out: exempt\n    exemption: consent\n")),
+              ElementsAre(HasSubstr("consent exempts a disclosure only under explicit consent")));
+  EXPECT_THAT(Lint(Planning("    national_opt_out: exempt\n    exemption: consent\n", "[person.nhs_number]", "explicit")),
+              IsEmpty());
+  EXPECT_THAT(Lint(Planning("    national_opt_out: exempt\n    exemption: public-interest\n")),
+              ElementsAre(HasSubstr("required for a public-interest exemption")));
+  // Anonymised: no NHS number in the clear, no names, identifiers or address lines.
+  const std::string anonymised = "    national_opt_out: exempt\n    exemption: anonymised\n";
+  EXPECT_THAT(Lint(Planning(anonymised)), ElementsAre(HasSubstr("fields[0]: an anonymised flow"),
+                                                      HasSubstr("fields[1]: an anonymised flow")));
+  EXPECT_THAT(Lint(Planning(anonymised, "[person]")), ElementsAre(HasSubstr("fields[0]: an anonymised flow")));
+  EXPECT_THAT(Lint(Planning(anonymised + "    transforms: [{field: person.nhs_number, pseudonymise: true}]\n",
+                            "[person.nhs_number, person.birth_date, person.address.postcode]")),
+              IsEmpty());
+  // Opaque payloads name no person: nothing for the opt-out to act on.
+  EXPECT_THAT(Lint(absl::StrReplaceAll(Planning("    payload: opaque\n", "[]", "not-applicable"),
+                                       {{"article9: health-or-social-care", "article9: not-applicable"},
+                                        {"common_law: implied-consent}",
+                                         "common_law: not-confidential, statutory: synthetic}"}})),
+              IsEmpty());
+}
+
 TEST(Agreements, SchemaErrorsNameTheKey) {
   EXPECT_THAT(Lint(Agreement("    colour: red\n")), ElementsAre(HasSubstr("a.yaml:15: flows[0].colour: unknown key")));
   EXPECT_THAT(Lint(Agreement("    purposes: [gossip]\n")), ElementsAre(HasSubstr("appears twice")));
@@ -300,24 +347,50 @@ TEST_F(Decisions, ExplicitConsentModel) {
             "NATIONAL_OPT_OUT");
 }
 
-TEST_F(Decisions, NationalOptOutAppliesToPlanningNotDirectCare) {
+TEST_F(Decisions, TheCldReturnIsRequiredByLawSoTheOptOutDoesNotStopIt) {
   PersonConsent p;
   p.national_opt_out = true;
   DecisionInput cld = Cld();
   cld.consent = &p;
   Decision d = policy_->Decide(cld);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_FALSE(d.opt_out_applies);
+  EXPECT_EQ(d.flow->OptOutRule(v1::PURPOSE_PLANNING),
+            "does not apply: exempt, required-by-law (Health and Social Care Act 2012 s259 Data Provision Notice "
+            "(Adult Social Care Client Level Data))");
+}
+
+TEST_F(Decisions, WhereTheOptOutAppliesItDeniesPlanningNotDirectCare) {
+  auto set = LoadAgreements(SourceDir() + "/deploy/agreements");
+  ASSERT_TRUE(set.ok()) << set.status();
+  for (auto& a : set->agreements) {
+    if (a.agreement.id() != "DSA-ASC-CLD") continue;
+    v1::Flow* f = a.agreement.mutable_flows(0);
+    f->set_national_opt_out(v1::OPT_OUT_RULE_APPLIES);
+    f->clear_exemption();
+    f->set_opt_out_basis("s251 support (synthetic)");
+  }
+  const auto applies = PolicySet::Build(*std::move(set));
+  PersonConsent p;
+  p.national_opt_out = true;
+  DecisionInput cld = Cld();
+  cld.consent = &p;
+  Decision d = applies->Decide(cld);
   EXPECT_FALSE(d.allowed);
   EXPECT_THAT(d.reasons, ElementsAre("NATIONAL_OPT_OUT"));
+  ASSERT_NE(d.flow, nullptr);
+  EXPECT_TRUE(d.opt_out_applies) << "was false on a denial, so explain said \"does not apply\"";
+  EXPECT_EQ(d.flow->OptOutRule(v1::PURPOSE_PLANNING), "applies: the agreement says so (s251 support (synthetic))");
   DecisionInput care = Discharge();
   care.consent = &p;
-  EXPECT_TRUE(policy_->Decide(care).allowed);
+  EXPECT_TRUE(applies->Decide(care).allowed);
   p.national_opt_out = false;
-  d = policy_->Decide(cld);
+  d = applies->Decide(cld);
   EXPECT_TRUE(d.allowed);
   EXPECT_TRUE(d.opt_out_applies);
 }
 
-TEST_F(Decisions, TheOptOutRuleCoversEveryPurposeAndADenialNamesIt) {
+TEST_F(Decisions, TheOptOutRuleCoversEveryPurposeAndNamesItsBasis) {
   // Unstated, the rule covers every purpose beyond direct care and
   // safeguarding (commissioning and public health too); stated, it is
   // what the agreement says.
@@ -333,22 +406,14 @@ TEST_F(Decisions, TheOptOutRuleCoversEveryPurposeAndADenialNamesIt) {
     EXPECT_EQ(f.OptOutRule(p), "does not apply (never to direct care or safeguarding)");
   }
   flow.set_national_opt_out(v1::OPT_OUT_RULE_EXEMPT);
-  flow.mutable_legal_basis()->set_statutory("Health and Social Care Act 2012 s259");
-  EXPECT_FALSE(f.OptOutApplies(v1::PURPOSE_PLANNING));
-  EXPECT_EQ(f.OptOutRule(v1::PURPOSE_PLANNING),
-            "does not apply: the flow is exempt (Health and Social Care Act 2012 s259)");
+  flow.set_exemption(v1::OPT_OUT_EXEMPTION_PUBLIC_INTEREST);
+  flow.set_opt_out_basis("a named outbreak (synthetic)");
+  EXPECT_FALSE(f.OptOutApplies(v1::PURPOSE_PUBLIC_HEALTH));
+  EXPECT_EQ(f.OptOutRule(v1::PURPOSE_PUBLIC_HEALTH), "does not apply: exempt, public-interest (a named outbreak (synthetic))");
+  flow.set_exemption(v1::OPT_OUT_EXEMPTION_ANONYMISED);
+  EXPECT_EQ(f.OptOutRule(v1::PURPOSE_PLANNING), "does not apply: exempt, anonymised");
   flow.set_national_opt_out(v1::OPT_OUT_RULE_APPLIES);
   EXPECT_TRUE(f.OptOutApplies(v1::PURPOSE_COMMISSIONING));
-
-  // A NATIONAL_OPT_OUT denial carries the rule that made it.
-  PersonConsent opted;
-  opted.national_opt_out = true;
-  DecisionInput cld = Cld();
-  cld.consent = &opted;
-  Decision d = policy_->Decide(cld);
-  ASSERT_THAT(d.reasons, ElementsAre("NATIONAL_OPT_OUT"));
-  ASSERT_NE(d.flow, nullptr);
-  EXPECT_TRUE(d.opt_out_applies) << "was false on a denial, so explain said \"does not apply\"";
 }
 
 TEST_F(Decisions, SafeguardingOverrideNeedsJustification) {

@@ -54,16 +54,20 @@ class SubmissionTest : public ::testing::Test {
       std::filesystem::permissions(dir_ / f, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     }
     const std::string source = std::getenv("CB_SOURCE_DIR") != nullptr ? std::getenv("CB_SOURCE_DIR") : ".";
+    // Rows of opted-out people are withheld where the opt-out applies; the
+    // shipped agreement sends them (below).
+    testing::CldAgreementWithOptOutApplying(dir_.string());
+    shipped_dir_ = source + "/deploy/agreements";
     config_yaml_ = "listen: 127.0.0.1:1\ndata_dir: d\ntls: {cert: c, key: k, ca: a}\n"
                    "audit: {signing_key: sk, subject_key: subj}\npolicy: {agreements_dir: " +
-                   source + "/deploy/agreements, pseudonym_keys: [{organisation: X26, file: x26.key}]}\n" +
+                   (dir_ / "agreements").string() + ", pseudonym_keys: [{organisation: X26, file: x26.key}]}\n" +
                    "organisations:\n"
                    "  - {ods: \"503\", name: Lincolnshire, kind: local_authority}\n"
                    "  - {ods: X26, name: NHS England, kind: nhs_england, receives: cld}\n";
     auto c = ParseConfig(config_yaml_, "t.yaml", dir_.string(), {});
     ASSERT_TRUE(c.ok()) << c.status();
     config_ = *c;
-    auto p = policy::PolicySet::Load(source + "/deploy/agreements");
+    auto p = policy::PolicySet::Load((dir_ / "agreements").string());
     ASSERT_TRUE(p.ok()) << p.status();
     policy_ = *p;
     for (int i = 0; i < 12; ++i) {
@@ -101,6 +105,7 @@ class SubmissionTest : public ::testing::Test {
   }
 
   std::filesystem::path dir_;
+  std::string shipped_dir_;
   std::string config_yaml_;
   std::shared_ptr<const Config> config_;
   std::shared_ptr<const policy::PolicySet> policy_;
@@ -108,6 +113,19 @@ class SubmissionTest : public ::testing::Test {
   absl::Time now_ = absl::FromCivil(absl::CivilSecond(2026, 11, 20, 10, 0, 0), absl::UTCTimeZone());
   std::string file_;
 };
+
+TEST_F(SubmissionTest, UnderTheShippedAgreementAnOptedOutPersonsRowIsSentBecauseTheReturnIsRequiredByLaw) {
+  auto shipped = policy::PolicySet::Load(shipped_dir_);
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
+  v1::SubmissionProgress p = Start();
+  const SubmissionContext c{*config_, **shipped, book_, OrgCode("503"), OrgCode("X26"), now_};
+  auto out = MinimiseSubmissionChunk(c, file_, 1, true, &p);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(p.released_rows(), 12u) << "person 4 too";
+  EXPECT_TRUE(p.withheld_rows().empty());
+  EXPECT_EQ(out->find(TestNhsNumber(4)), std::string::npos) << "pseudonymised like every other row";
+  EXPECT_NE(out->find("SRV-4,"), std::string::npos) << "the opted-out person's row is in the return";
+}
 
 TEST_F(SubmissionTest, EachRowIsDecidedAndMinimisedAndAnOptedOutPersonsRowWithheld) {
   v1::SubmissionProgress p = Start();

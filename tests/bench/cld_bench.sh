@@ -4,8 +4,10 @@
 # one row per person (valid NHS numbers, names, dates of birth, postcodes;
 # every 10,000th person opted out), sent by carebrokerctl in CHUNK_MB chunks
 # (SendLarge, default 32) to NHS England under the shipped CLD agreement,
-# downloaded back (Download). Prints MB/s and rows/s each way, the rows
-# released and withheld, and the broker's resident memory idle and its peak
+# downloaded back (Download). The return is required by law, so the opted-out
+# people's rows go too (each row's wishes are still looked up). Prints MB/s
+# and rows/s each way, the rows released, and the broker's resident memory
+# idle and its peak
 # (VmHWM). A real broker binary on loopback with the dev PKI and a SQLite
 # store in a temporary folder. Bounded by CLD_MB and TIMEOUT_S.
 #
@@ -95,9 +97,9 @@ ctl X26 receive --out "$work/in" --max 1 --wait 5 >/dev/null
 t2=$(ms)
 out=$(ls "$work"/in/*)
 released=$(($(grep -c '^503,' "$out")))
-[[ $released -eq $((rows - opted)) ]] || { echo "released $released rows of $rows with $opted opted out" >&2; exit 1; }
+[[ $released -eq $rows ]] || { echo "released $released rows of $rows ($opted opted out, required by law)" >&2; exit 1; }
 if grep -q 'Family' "$out"; then echo "a name went out" >&2; exit 1; fi
-echo "CLD_SUBMISSION mb=$mb rows=$rows chunk_mb=$chunk_mb released=$released withheld=$opted" \
+echo "CLD_SUBMISSION mb=$mb rows=$rows chunk_mb=$chunk_mb released=$released opted_out=$opted" \
   "upload_mb_per_s=$((mb * 1000 / (t1 - t0))) upload_rows_per_s=$((rows * 1000 / (t1 - t0)))" \
   "download_mb_per_s=$(($(stat -c %s "$out") * 1000 / (t2 - t1) >> 20)) out_mb=$(($(stat -c %s "$out") >> 20))"
 echo "CLD_SUBMISSION_RSS idle_mb=$((idle / 1024)) peak_after_upload_mb=$up_peak peak_mb=$(($(kb VmHWM) / 1024))" \

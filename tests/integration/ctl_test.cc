@@ -460,10 +460,13 @@ TEST_F(CtlTest, PolicyExplainShowsTheDecidingFlowAndTheFields) {
   };
   CtlRun ok = with({"--record", src + "/deploy/examples/discharge.json"});
   ASSERT_EQ(ok.rc, 0) << ok.err;
-  EXPECT_NE(ok.out.find("DSA-ASC-CLD v1.3 flow quarterly-return: allows"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("DSA-ASC-CLD v1.4 flow quarterly-return: allows"), std::string::npos) << ok.out;
   EXPECT_NE(ok.out.find("legal basis: article 6 legal-obligation; article 9 health-or-social-care"),
             std::string::npos) << ok.out;
-  EXPECT_NE(ok.out.find("national data opt-out: applies"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("national data opt-out: does not apply: exempt, required-by-law (Health and Social Care Act "
+                        "2012 s259"),
+            std::string::npos)
+      << ok.out;
   EXPECT_NE(ok.out.find("person.nhs_number: pseudonymised for the recipient"), std::string::npos) << ok.out;
   const size_t withheld = ok.out.find("withheld:\n");
   ASSERT_NE(withheld, std::string::npos) << ok.out;
@@ -472,11 +475,18 @@ TEST_F(CtlTest, PolicyExplainShowsTheDecidingFlowAndTheFields) {
 
   CtlRun opted = with({"--opt-out"});
   EXPECT_EQ(opted.rc, 0) << opted.err;
-  EXPECT_NE(opted.out.find("decision: deny (NATIONAL_OPT_OUT) by DSA-ASC-CLD v1.3 flow quarterly-return"),
-            std::string::npos) << opted.out;
-  EXPECT_NE(opted.out.find("national data opt-out: applies (to every purpose beyond direct care and safeguarding"),
-            std::string::npos)
-      << "the rule that denied it, not \"does not apply\": " << opted.out;
+  EXPECT_NE(opted.out.find("decision: allow under DSA-ASC-CLD v1.4 flow quarterly-return"), std::string::npos)
+      << "the return is required by law: " << opted.out;
+  // Where the opt-out applies, the denial names the rule (not "does not apply").
+  std::vector<std::string> applies = request;
+  applies[2] = CldAgreementWithOptOutApplying(dir_);
+  applies.push_back("--opt-out");
+  CtlRun denied = Ctl("RR8", applies);
+  EXPECT_EQ(denied.rc, 0) << denied.err;
+  EXPECT_NE(denied.out.find("decision: deny (NATIONAL_OPT_OUT) by DSA-ASC-CLD v1.4 flow quarterly-return"),
+            std::string::npos) << denied.out;
+  EXPECT_NE(denied.out.find("national data opt-out: applies: the agreement says so (s251 support (synthetic))"),
+            std::string::npos) << denied.out;
 
   CtlRun bad = with({"--dissent", "planning@not a code"});
   EXPECT_EQ(bad.rc, 2);

@@ -394,8 +394,10 @@ organisations:
   std::unique_ptr<v1::Exchange::Stub> council_, nhse_;
 };
 
-TEST_F(CldSubmissionTest, RowsArrivingInChunksAreMinimisedAndAnOptedOutPersonsRowIsWithheld) {
-  // Person 17 has opted out of the national data opt-out's uses (planning).
+TEST_F(CldSubmissionTest, RowsArrivingInChunksAreMinimisedAndAnOptedOutPersonsRowIsSentAsTheLawRequires) {
+  // Person 17 has opted out; the return is required by law (exempt), so
+  // their row goes, minimised as every other (a flow where the opt-out
+  // applies withholds it: submission_test).
   SetNationalOptOut(*broker_, SyntheticNhsNumber(17), true);
 
   const int kRows = 20000;  // about 2.4 MB, in three chunks cut mid-row
@@ -422,27 +424,26 @@ TEST_F(CldSubmissionTest, RowsArrivingInChunksAreMinimisedAndAnOptedOutPersonsRo
   ASSERT_TRUE(got.status.ok()) << DescribeStatus(got.status);
   auto rows = adapters::ParseCsv(got.payload);
   ASSERT_TRUE(rows.ok()) << rows.status();
-  ASSERT_EQ(rows->size(), static_cast<size_t>(kRows)) << "the header and every row but the opted-out person's";
+  ASSERT_EQ(rows->size(), static_cast<size_t>(kRows) + 1) << "the header and every row";
   std::set<std::string> references;
   const size_t reference = std::find(cld::Columns().begin(), cld::Columns().end(), "Event Reference") -
                            cld::Columns().begin();
   for (size_t r = 1; r < rows->size(); ++r) references.insert((*rows)[r][reference]);
-  EXPECT_EQ(references.size(), static_cast<size_t>(kRows - 1));
-  EXPECT_FALSE(references.contains("ASM-17"));
+  EXPECT_EQ(references.size(), static_cast<size_t>(kRows));
+  EXPECT_TRUE(references.contains("ASM-17"));
   EXPECT_TRUE(references.contains("ASM-18"));
-  for (int i : {0, 1, 9999, 19999}) {
+  for (int i : {0, 1, 17, 9999, 19999}) {
     EXPECT_EQ(got.payload.find(SyntheticNhsNumber(i)), std::string::npos) << "pseudonymised";
   }
   EXPECT_EQ(got.payload.find("Family"), std::string::npos) << "names are not released";
   EXPECT_EQ(got.payload.find("1AB"), std::string::npos) << "postcodes cut to the district";
   ASSERT_TRUE(rx.Ack(receipt.message_id()));
 
-  // The accepted entry: the rows and why one was withheld, the digest
+  // The accepted entry: the rows released and withheld, the digest
   // chained over the chunks as sent.
   AuditRun q = AuditCli(*broker_, "ig-officer", {"--format", "json", "query", "--event", "send-accepted"});
   ASSERT_EQ(q.rc, 0) << q.err;
-  EXPECT_THAT(q.out, ::testing::HasSubstr("CLD submission: 20000 rows, 19999 released, 1 withheld "
-                                          "(NATIONAL_OPT_OUT 1); CLD out"));
+  EXPECT_THAT(q.out, ::testing::HasSubstr("CLD submission: 20000 rows, 20000 released, 0 withheld; CLD out"));
   EXPECT_EQ(q.out.find(SyntheticNhsNumber(17)), std::string::npos);
 }
 

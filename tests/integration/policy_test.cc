@@ -176,14 +176,10 @@ TEST_F(PolicyTest, SafeguardingOverrideNeedsAJustification) {
   EXPECT_TRUE(rx.Next().has_value()) << "an override stands at delivery too";
 }
 
-TEST_F(PolicyTest, OptOutAppliesToPlanningNotDirectCareAndPseudonymsUseTheRecipientsKey) {
+TEST_F(PolicyTest, TheOptOutDoesNotStopAReturnRequiredByLawAndPseudonymsUseTheRecipientsKey) {
   OptOut(true);
-  grpc::Status s = Send(*council_, CareSend("X26", "CLD_RETURN", "planning"));
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
-  EXPECT_EQ(ErrorReason(s), "NATIONAL_OPT_OUT");
   EXPECT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care")).ok());
-  OptOut(false);
-  ASSERT_TRUE(Send(*council_, CareSend("X26", "CLD_RETURN", "planning")).ok());
+  ASSERT_TRUE(Send(*council_, CareSend("X26", "CLD_RETURN", "planning")).ok()) << "exempt: required by law";
   auto nhse = StubAs(*broker_, "X26");
   Receiver rx(*nhse, 10);
   auto d = rx.Next();
@@ -196,6 +192,18 @@ TEST_F(PolicyTest, OptOutAppliesToPlanningNotDirectCareAndPseudonymsUseTheRecipi
   EXPECT_EQ(got.person().birth_date().month(), 0);
   EXPECT_EQ(got.person().address().postcode(), "LN1");
   EXPECT_EQ(got.person().names_size(), 0);
+  ASSERT_TRUE(rx.Ack(d->message_id()));
+  rx.Close();
+
+  // Under a flow where the opt-out applies (s251 support, not a legal duty),
+  // the same send is refused.
+  CldAgreementWithOptOutApplying(dir_.string());
+  ASSERT_TRUE(broker_->Reload("test").ok());
+  grpc::Status s = Send(*council_, CareSend("X26", "CLD_RETURN", "planning"));
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "NATIONAL_OPT_OUT");
+  OptOut(false);
+  EXPECT_TRUE(Send(*council_, CareSend("X26", "CLD_RETURN", "planning")).ok());
 }
 
 TEST_F(PolicyTest, ConsentServiceChecksRolesInputsAndKeepsHistory) {

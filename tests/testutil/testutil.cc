@@ -6,9 +6,12 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
 #include "core/ids.h"
 #include "core/sha256.h"
@@ -130,6 +133,18 @@ NewMessage TestMessage(const OrgCode& from, const OrgCode& to, std::string idemp
   m.accepted_at = at;
   m.expires_at = at + absl::Hours(120);
   return m;
+}
+
+std::string CldAgreementWithOptOutApplying(const std::string& dir) {
+  const std::string out = dir + "/agreements";
+  std::filesystem::create_directories(out);
+  std::ifstream shipped(SourcePath("deploy/agreements/cld-return.yaml"));
+  const std::string yaml((std::istreambuf_iterator<char>(shipped)), std::istreambuf_iterator<char>());
+  const std::string exempt = "national_opt_out: exempt\n    exemption: required-by-law";
+  EXPECT_NE(yaml.find(exempt), std::string::npos) << "the shipped CLD agreement changed";
+  std::ofstream(out + "/cld-return.yaml")
+      << absl::StrReplaceAll(yaml, {{exempt, "national_opt_out: applies\n    opt_out_basis: s251 support (synthetic)"}});
+  return out;
 }
 
 }  // namespace carebroker::testing

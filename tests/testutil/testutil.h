@@ -30,6 +30,11 @@ std::string PkiDir();
 // A path in the source tree (CB_SOURCE_DIR, "." when unset).
 std::string SourcePath(absl::string_view relative);
 
+// `dir`/agreements: the shipped CLD agreement, but with the national data
+// opt-out applying (as for a return under s251 support rather than a legal
+// duty), so that opted-out people are refused; returns that folder.
+std::string CldAgreementWithOptOutApplying(const std::string& dir);
+
 // The `i`th synthetic NHS number (i >= 0) of the 999 test range, Modulus 11
 // valid, a different one for each `i` up to a million.
 std::string SyntheticNhsNumber(int i);
