@@ -255,6 +255,10 @@ absl::Status CheckReplaceable(int64_t state, bool purged, absl::string_view repl
   return absl::OkStatus();
 }
 
+absl::Status Original::Actionable(absl::Time now) const {
+  return refusal.ok() ? CheckOperatorAction(state, purged, expires_at, now) : refusal;
+}
+
 absl::Status Original::Replaceable() const {
   return refusal.ok() ? CheckReplaceable(state, purged, replaced_by, row.sender.str()) : refusal;
 }

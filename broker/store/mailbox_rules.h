@@ -231,6 +231,8 @@ struct Original {
   int64_t chunks = 1;
   std::string content_type;
   std::string meta;
+  // `refusal`, or else CheckOperatorAction (a release or cancel at `now`).
+  absl::Status Actionable(absl::Time now) const;
   // `refusal`, or else CheckReplaceable.
   absl::Status Replaceable() const;
   // What a new send of it needs, with its stored body (the first chunk of

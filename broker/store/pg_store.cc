@@ -570,8 +570,7 @@ class PgStore final : public Store {
         [this, a = std::move(action)](Txn& t) -> absl::StatusOr<v1::MessageStatus> {
           auto o = SelectOriginal(t, a.id);
           if (!o.ok()) return o.status();
-          if (!o->refusal.ok()) return o->refusal;
-          if (auto s = mailbox::CheckOperatorAction(o->state, o->purged, o->expires_at, a.now); !s.ok()) return s;
+          if (auto s = o->Actionable(a.now); !s.ok()) return s;
           RecordEvent(t, mailbox::ActionEvent(o->row, a));
           auto u = a.kind == OperatorAction::kRelease
                        ? t.conn.ExecPrepared(kReleaseHeld, {Param::Int(o->seq), Time(a.now)})

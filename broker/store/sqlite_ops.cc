@@ -860,8 +860,7 @@ absl::StatusOr<mailbox::Original> SqliteStore::SelectOriginal(const MessageId& i
 absl::StatusOr<v1::MessageStatus> SqliteStore::DoActOn(const OperatorAction& a) {
   auto o = SelectOriginal(a.id);
   if (!o.ok()) return o.status();
-  if (!o->refusal.ok()) return o->refusal;
-  if (auto s = mailbox::CheckOperatorAction(o->state, o->purged, o->expires_at, a.now); !s.ok()) return s;
+  if (auto s = o->Actionable(a.now); !s.ok()) return s;
   if (auto s = RecordEvent(mailbox::ActionEvent(o->row, a)); !s.ok()) return s;
   if (a.kind == OperatorAction::kRelease) {
     if (auto s = release_update_.Bind(1, o->seq).Bind(2, Micros(a.now)).Exec(); !s.ok()) return s;
