@@ -23,6 +23,9 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)  # carebroker_<version>_<arch>.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)  # Depends from the linked libraries (dpkg-shlibdeps)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, openssl")
+# carebroker-audit prints documents to PDF with headless Chromium and draws
+# the data-flow map with Graphviz; neither is needed to run the broker.
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS "chromium, graphviz")
 # Every file under /etc/carebroker is a conffile.
 file(GLOB cb_agreements RELATIVE ${PROJECT_SOURCE_DIR}/deploy/agreements ${PROJECT_SOURCE_DIR}/deploy/agreements/*.yaml)
 set(cb_conffiles "/etc/carebroker/carebroker.yaml\n/etc/carebroker/connect.yaml\n")

@@ -18,6 +18,7 @@
 #include "policy/minimise.h"
 #include "broker/cli/audit/audit_cli.h"
 #include "tests/integration/harness.h"
+#include "tests/integration/policy_fixture.h"
 #include <sqlite3.h>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -25,74 +26,8 @@
 namespace carebroker::testing {
 namespace {
 
-namespace fs = std::filesystem;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-constexpr const char* kNhs = kSyntheticNhs;
-const std::string kX26Key(32, 'n');
-
-class PolicyTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = TempDir("policy");
-    const fs::path& dir = dir_;
-    agreements_ = dir / "agreements";
-    fs::create_directories(agreements_);
-    for (const auto& f : fs::directory_iterator(fs::path(std::getenv("CB_SOURCE_DIR")) / "deploy/agreements")) {
-      fs::copy_file(f.path(), agreements_ / f.path().filename());
-    }
-    std::ofstream(dir / "x26.key") << kX26Key;
-    fs::permissions(dir / "x26.key", fs::perms::owner_read | fs::perms::owner_write);
-    broker_ = StartBroker(ConfigYaml((dir / "data").string(),
-                                     absl::StrCat("policy:\n  agreements_dir: ", agreements_.string(),
-                                                  "\n  pseudonym_keys: [{organisation: X26, file: ",
-                                                  (dir / "x26.key").string(), "}]\n",
-                                                  "audit: {signing_key: ", PkiDir(), "/audit-signing.key, subject_key: ",
-                                                  PkiDir(), "/audit-subject.key, tree_head_every: 4}\n")),
-                          &SystemClock::Get());
-    ASSERT_NE(broker_, nullptr);
-    trust_ = StubAs(*broker_, "RR8");
-    council_ = StubAs(*broker_, "503");
-    gp_consent_ = v1::Consent::NewStub(ChannelAs(*broker_, "Y06601"));
-  }
-
-  grpc::Status Send(v1::Exchange::Stub& stub, const v1::SendRequest& req, v1::SendReceipt* out = nullptr) {
-    v1::SendReceipt r;
-    grpc::Status s = Call(&v1::Exchange::Stub::Send, stub, req, &r);
-    if (out != nullptr) *out = r;
-    return s;
-  }
-
-  v1::Directive Record(v1::DirectiveKind kind, const std::string& purpose) {
-    v1::RecordRequest req;
-    req.set_nhs_number(kNhs);
-    req.set_kind(kind);
-    req.set_purpose(purpose);
-    req.set_source("GP consultation");
-    req.set_recorded_by("Dr Synthetic");
-    v1::Directive d;
-    grpc::Status s = Call(&v1::Consent::Stub::Record, *gp_consent_, req, &d);
-    EXPECT_TRUE(s.ok()) << DescribeStatus(s);
-    return d;
-  }
-
-  grpc::Status Withdraw(const v1::Directive& d, v1::Directive* out) {
-    v1::WithdrawRequest w;
-    w.set_nhs_number(kNhs);
-    w.set_directive_id(d.id());
-    w.set_source("letter");
-    w.set_recorded_by("Dr Synthetic");
-    return Call(&v1::Consent::Stub::Withdraw, *gp_consent_, w, out);
-  }
-
-  void OptOut(bool on) { EXPECT_EQ(SetNationalOptOut(*broker_, kNhs, on).national_opt_out(), on); }
-
-  fs::path dir_, agreements_;
-  std::unique_ptr<Broker> broker_;
-  std::unique_ptr<v1::Exchange::Stub> trust_, council_;
-  std::unique_ptr<v1::Consent::Stub> gp_consent_;
-};
 
 TEST_F(PolicyTest, NoAgreementDeniesAndStoresNothing) {
   grpc::Status s = Send(*trust_, CareSend("Y06601", "HOSPITAL_DISCHARGE", "research"));
@@ -289,10 +224,7 @@ TEST_F(PolicyTest, EveryDecisionIsAuditedAndTheLogVerifies) {
   ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care"), &receipt).ok());
   EXPECT_EQ(Send(*trust_, CareSend("Y06601", "HOSPITAL_DISCHARGE", "research")).error_code(),
             grpc::StatusCode::PERMISSION_DENIED);
-  Record(v1::DIRECTIVE_KIND_DISSENT, "safeguarding");
-  v1::SendRequest concern = CareSend("RR8", "SAFEGUARDING_CONCERN", "safeguarding");
-  concern.set_justification("Section 42 enquiry: risk of serious harm");
-  ASSERT_TRUE(Send(*council_, concern).ok());
+  ASSERT_FALSE(SafeguardingOverride().empty());
   {
     Receiver rx(*council_, 10);
     auto d = rx.Next();

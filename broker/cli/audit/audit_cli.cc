@@ -1,5 +1,8 @@
 #include "broker/cli/audit/audit_cli.h"
 
+#include "broker/cli/audit/audit_io.h"
+#include "broker/cli/audit/governance.h"
+
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
@@ -26,69 +29,10 @@
 namespace carebroker {
 namespace {
 
+using namespace audit_cli;  // NOLINT: this tool's own helpers
+
 using json = nlohmann::json;
 using google::protobuf::util::TimeUtil;
-
-struct Options {
-  ClientTls tls;
-  std::string export_file, store_file, public_key, subject_key, format = "table";
-  double timeout_s = 300;
-  bool offline() const { return !export_file.empty() || !store_file.empty(); }
-};
-
-absl::StatusOr<std::unique_ptr<v1::Audit::Stub>> Connect(const Options& o) {
-  if (o.tls.cert.empty() || o.tls.key.empty() || o.tls.ca.empty() || o.tls.target.empty()) {
-    return absl::InvalidArgumentError(
-        "give --export or --store to work offline, or --target, --cert, --key and --ca "
-        "(or CAREBROKER_TARGET, _CERT, _KEY, _CA) for the broker");
-  }
-  auto ch = MakeChannel(o.tls);
-  if (!ch.ok()) return ch.status();
-  return v1::Audit::NewStub(*ch);
-}
-
-// Prints a failure: exit 1 when the broker refused or failed, 2 for bad
-// usage or unreadable input.
-int Failed(std::ostream& err, const absl::Status& s) {
-  err << "carebroker-audit: " << s.message() << "\n";
-  return absl::IsUnavailable(s) ? 1 : 2;
-}
-
-void Deadline(grpc::ClientContext& ctx, const Options& o) {
-  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(o.timeout_s * 1000)));
-}
-
-int Refused(std::ostream& err, const grpc::Status& s) {
-  err << "carebroker-audit: " << DescribeStatus(s) << "\n";
-  return 1;
-}
-
-// The whole log, as it is read: from the file given, or exported from the broker.
-absl::Status ReadLog(const Options& o, audit::LogVisitor& visitor) {
-  if (!o.export_file.empty()) return audit::ReadExportFile(o.export_file, visitor);
-  if (!o.store_file.empty()) return audit::ReadStoreFile(o.store_file, visitor);
-  auto stub = Connect(o);
-  if (!stub.ok()) return stub.status();
-  grpc::ClientContext ctx;
-  Deadline(ctx, o);
-  auto reader = (*stub)->Export(&ctx, v1::ExportRequest());
-  v1::ExportChunk chunk;
-  while (reader->Read(&chunk)) audit::VisitChunk(chunk, visitor);
-  grpc::Status s = reader->Finish();
-  if (!s.ok()) return absl::UnavailableError(DescribeStatus(s));
-  return absl::OkStatus();
-}
-
-absl::StatusOr<audit::LogCopy> LoadLog(const Options& o) {
-  audit::LogCopy log;
-  if (absl::Status s = ReadLog(o, log); !s.ok()) return s;
-  return log;
-}
-
-absl::StatusOr<audit::Key> PublicKey(const Options& o) {
-  if (o.public_key.empty()) return absl::InvalidArgumentError("--public-key FILE is required (the broker's audit key)");
-  return audit::Key::LoadFile(o.public_key);
-}
 
 struct QueryArgs {
   v1::AuditFilter filter;
@@ -96,101 +40,6 @@ struct QueryArgs {
   std::vector<std::string> events;
   uint32_t limit = 0;
 };
-
-// Entries matching `q`: the broker filters (and records the query) online;
-// offline, the same filter runs here.
-absl::StatusOr<std::vector<v1::AuditEntry>> Select(const Options& o, v1::AuditFilter f, uint32_t limit) {
-  if (!o.offline()) {
-    auto stub = Connect(o);
-    if (!stub.ok()) return stub.status();
-    grpc::ClientContext ctx;
-    Deadline(ctx, o);
-    v1::AuditQueryRequest req;
-    *req.mutable_filter() = f;
-    req.set_limit(limit);
-    auto reader = (*stub)->Query(&ctx, req);
-    std::vector<v1::AuditEntry> out;
-    v1::AuditEntry e;
-    while (reader->Read(&e)) out.push_back(e);
-    grpc::Status s = reader->Finish();
-    if (!s.ok()) return absl::UnavailableError(DescribeStatus(s));
-    return out;
-  }
-  std::string subject = f.subject();
-  if (!f.nhs_number().empty()) {
-    if (o.subject_key.empty()) {
-      return absl::InvalidArgumentError("offline, --nhs-number needs --subject-key FILE (the broker's audit subject key)");
-    }
-    auto key = ReadFileToString(o.subject_key, "subject key");
-    if (!key.ok()) return key.status();
-    subject = audit::EntryMaker(*key).Subject(f.nhs_number());
-  }
-  auto log = LoadLog(o);
-  if (!log.ok()) return log.status();
-  std::vector<v1::AuditEntry> out;
-  for (const auto& x : log->entries) {
-    v1::AuditEntry e;
-    if (!e.ParseFromString(x.entry()) || !audit::Matches(e, f, subject)) continue;
-    out.push_back(std::move(e));
-    if (limit != 0 && out.size() >= limit) break;
-  }
-  return out;
-}
-
-std::string Time(const google::protobuf::Timestamp& t) { return TimeUtil::ToString(t); }
-
-std::string Event(int e) { return EnumShortName(v1::AuditEvent_descriptor(), e); }
-
-// Prints rows as an aligned table, CSV (RFC 4180 quoting) or JSON.
-void Print(const Options& o, const std::vector<std::string>& head, const std::vector<std::vector<std::string>>& rows,
-           std::ostream& out) {
-  if (o.format == "json") {
-    json a = json::array();
-    for (const auto& r : rows) {
-      json obj;
-      for (size_t i = 0; i < head.size(); ++i) obj[head[i]] = r[i];
-      a.push_back(obj);
-    }
-    out << a.dump(2) << "\n";
-    return;
-  }
-  if (o.format == "csv") {
-    auto cell = [](const std::string& s) {
-      if (s.find_first_of(",\"\n") == std::string::npos) return s;
-      std::string q = "\"";
-      for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-      return q + "\"";
-    };
-    std::vector<std::string> h;
-    for (const auto& x : head) h.push_back(cell(x));
-    out << absl::StrJoin(h, ",") << "\n";
-    for (const auto& r : rows) {
-      std::vector<std::string> c;
-      for (const auto& x : r) c.push_back(cell(x));
-      out << absl::StrJoin(c, ",") << "\n";
-    }
-    return;
-  }
-  std::vector<size_t> w(head.size());
-  for (size_t i = 0; i < head.size(); ++i) w[i] = head[i].size();
-  for (const auto& r : rows) {
-    for (size_t i = 0; i < r.size(); ++i) w[i] = std::max(w[i], r[i].size());
-  }
-  auto line = [&](const std::vector<std::string>& r) {
-    for (size_t i = 0; i < r.size(); ++i) out << r[i] << (i + 1 < r.size() ? std::string(w[i] - r[i].size() + 2, ' ') : "");
-    out << "\n";
-  };
-  line(head);
-  for (const auto& r : rows) line(r);
-  out << rows.size() << (rows.size() == 1 ? " entry\n" : " entries\n");
-}
-
-std::string Basis(const v1::LegalBasis& b) {
-  std::string s = absl::StrCat("art6 ", EnumShortName(v1::Article6_descriptor(), b.article6()), "; art9 ",
-                               EnumShortName(v1::Article9_descriptor(), b.article9()));
-  if (!b.statutory().empty()) absl::StrAppend(&s, "; ", b.statutory());
-  return s;
-}
 
 int DoQuery(const Options& o, QueryArgs q, std::ostream& out, std::ostream& err) {
   if (!q.nhs.empty() && !IsValidNhsNumber(q.nhs)) {
@@ -448,7 +297,9 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--store", o.store_file, "offline: a copy of the broker's SQLite store, or a PostgreSQL store's connection string")->excludes(ex);
   app.add_option("--public-key", o.public_key, "the broker's audit public key, PEM (verify, prove)");
   app.add_option("--subject-key", o.subject_key, "offline: the audit subject key, to search by NHS number");
-  app.add_option("--format", o.format, "output format")->check(CLI::IsMember({"table", "csv", "json"}));
+  app.add_option("--format", o.format, "output format: table, csv, json; a report's documents also html, pdf")
+      ->check(CLI::IsMember({"table", "csv", "json", "html", "pdf"}));
+  app.add_option("--chromium", o.chromium, "the headless Chromium that prints PDFs (default: chromium on PATH)");
   AddTimeoutFlag(app, o.timeout_s, "seconds for each request");
 
   QueryArgs q;
@@ -471,6 +322,7 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   std::string sar_nhs;
   auto* sar = report->add_subcommand("sar", "the disclosure log for a subject access request");
   sar->add_option("--nhs-number", sar_nhs, "the person")->required();
+  sar->add_option("--out", o.out_file, "with --format html or pdf: the document's file (html: default stdout)");
   auto* ovr = report->add_subcommand("overrides", "every safeguarding override with its justification");
   auto* ops = report->add_subcommand("operator-actions", "every operator's action on a message, with its justification");
 
@@ -500,8 +352,17 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   q.filter.set_workflow(workflow);
   q.filter.set_purpose(purpose);
   q.filter.set_overrides_only(overrides);
+  const bool document = o.format == "html" || o.format == "pdf";
+  if (document && !*sar) {
+    err << "carebroker-audit: --format " << o.format << " is for a report's documents (report sar); use table, csv or json\n";
+    return 2;
+  }
+  if (!o.out_file.empty() && !document) {
+    err << "carebroker-audit: --out is for a document: give --format html or pdf\n";
+    return 2;
+  }
   if (*query) return DoQuery(o, q, out, err);
-  if (*sar) return DoSar(o, sar_nhs, out, err);
+  if (*sar) return document ? DoSarDocument(o, sar_nhs, out, err) : DoSar(o, sar_nhs, out, err);
   if (*ovr) return DoOverrides(o, out, err);
   if (*ops) return DoOperatorActions(o, out, err);
   if (*verify) return DoVerify(o, out, err);
