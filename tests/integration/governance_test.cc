@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <regex>
 
 #include "broker/cli/audit/audit_cli.h"
@@ -185,6 +187,162 @@ TEST_F(GovernanceTest, TheDocumentIsRefusedWithoutWhatItNeeds) {
   AuditRun bad = AuditCli(*broker_, "ig-officer", {"--format", "html", "report", "sar", "--nhs-number", "1234567890"});
   EXPECT_EQ(bad.rc, 2);
   EXPECT_THAT(bad.err, HasSubstr("not a valid NHS number"));
+}
+
+// Three discharges to the council, a request under no agreement, and a
+// safeguarding override: what the reports below count.
+class ReportsTest : public GovernanceTest {
+ protected:
+  void SetUp() override {
+    GovernanceTest::SetUp();
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care")).ok());
+    ASSERT_EQ(Send(*trust_, CareSend("Y06601", "HOSPITAL_DISCHARGE", "research")).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+    ASSERT_FALSE(SafeguardingOverride().empty());
+  }
+
+  AuditRun Report(const std::string& format, const std::vector<std::string>& args) {
+    std::vector<std::string> all = {"--format", format, "report"};
+    all.insert(all.end(), args.begin(), args.end());
+    return AuditCli(*broker_, "ig-officer", all);
+  }
+
+  static const nlohmann::json* FlowNamed(const nlohmann::json& j, const std::string& flow) {
+    for (const auto& f : j.at("flows")) {
+      if (f.at("flow") == flow) return &f;
+    }
+    return nullptr;
+  }
+};
+
+TEST_F(ReportsTest, TheRecordOfProcessingIsGeneratedFromTheAgreementsInForceAndTheLog) {
+  AuditRun r = Report("json", {"processing", "--agreements", agreements_.string()});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.err, "") << "the folder is the set in force: no warning";
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j.at("is_the_set_in_force").get<bool>());
+  EXPECT_EQ(j.at("refused_under_no_agreement"), 1);
+  ASSERT_EQ(j.at("flows").size(), 7u) << "every flow of the five shipped agreements";
+  const auto* discharge = FlowNamed(j, "admission-and-discharge");
+  ASSERT_NE(discharge, nullptr);
+  EXPECT_EQ(discharge->at("agreement"), "DSA-ACUTE-TO-SOCIAL-CARE");
+  EXPECT_EQ(discharge->at("disclosures"), "3");
+  EXPECT_EQ(discharge->at("refusals"), "0");
+  EXPECT_EQ(discharge->at("controllers"), "RR8, RH8, 503, 511");
+  EXPECT_EQ(discharge->at("senders"), "NHS trusts");
+  EXPECT_EQ(discharge->at("recipients"), "local authorities");
+  EXPECT_EQ(discharge->at("data_subjects"), "adults admitted to hospital who may need care and support after discharge");
+  EXPECT_THAT(discharge->at("data").get<std::string>(), HasSubstr("About the person: NHS number, NHS number status, names"));
+  EXPECT_THAT(discharge->at("data").get<std::string>(), HasSubstr("special category"));
+  EXPECT_EQ(discharge->at("transforms"), "events.admission.consultant: withheld");
+  EXPECT_THAT(discharge->at("legal_basis").get<std::string>(), HasSubstr("Article 9(2)(h) health or social care"));
+  EXPECT_THAT(discharge->at("consent").get<std::string>(), HasSubstr("implied"));
+  EXPECT_EQ(discharge->at("national_opt_out"), "does not apply (never to direct care or safeguarding)");
+  EXPECT_THAT(discharge->at("retention").get<std::string>(), HasSubstr("social care record"));
+  const auto* cld = FlowNamed(j, "quarterly-return");
+  ASSERT_NE(cld, nullptr);
+  EXPECT_THAT(cld->at("national_opt_out").get<std::string>(), HasSubstr("exempt, required-by-law"));
+  EXPECT_THAT(cld->at("transforms").get<std::string>(), HasSubstr("pseudonymised with the recipient's own key"));
+  const auto* concern = FlowNamed(j, "council-to-trust");
+  ASSERT_NE(concern, nullptr);
+  EXPECT_EQ(concern->at("disclosures"), "1");
+  EXPECT_THAT(concern->at("consent").get<std::string>(), HasSubstr("may set aside recorded dissent"));
+
+  // Markdown, the default, for a document repository.
+  AuditRun md = AuditCli(*broker_, "ig-officer", {"report", "processing", "--agreements", agreements_.string()});
+  ASSERT_EQ(md.rc, 0) << md.err;
+  EXPECT_EQ(md.out.rfind("# Record of processing activities\n", 0), 0u);
+  EXPECT_TRUE(Holds(md.out, "## DSA-ACUTE-TO-SOCIAL-CARE v1.0: Hospital admission and discharge notices to adult social "
+                            "care, flow admission-and-discharge"));
+  EXPECT_TRUE(Holds(md.out, "| Disclosures in the period | 3 |"));
+  EXPECT_FALSE(Holds(md.out, kNhs));
+
+  // HTML, read by a real browser: a section per flow.
+  const fs::path html = dir_ / "processing.html";
+  AuditRun page = Report("html", {"processing", "--agreements", agreements_.string(), "--out", html.string()});
+  ASSERT_EQ(page.rc, 0) << page.err;
+  const std::string dom = Chromium(dir_ / "chromium-processing", "--dump-dom file://" + html.string());
+  EXPECT_TRUE(Holds(dom, "<h1>Record of processing activities</h1>"));
+  size_t sections = 0;
+  for (size_t at = dom.find("<h2>"); at != std::string::npos; at = dom.find("<h2>", at + 1)) ++sections;
+  EXPECT_EQ(sections, 7u);
+  EXPECT_TRUE(Holds(dom, "<td>Categories of people</td><td>adults at risk of abuse or neglect"));
+
+  // Over a period that holds none of it, nothing is counted.
+  AuditRun later = Report("json", {"processing", "--agreements", agreements_.string(), "--from", "2099-01-01T00:00:00Z"});
+  ASSERT_EQ(later.rc, 0) << later.err;
+  EXPECT_EQ(FlowNamed(nlohmann::json::parse(later.out), "admission-and-discharge")->at("disclosures"), "0");
+}
+
+TEST_F(ReportsTest, TheRecordSaysWhenTheFolderIsNotTheSetInForceAndRefusesBadInput) {
+  const fs::path changed = dir_ / "changed";
+  fs::create_directories(changed);
+  for (const auto& f : fs::directory_iterator(agreements_)) fs::copy_file(f.path(), changed / f.path().filename());
+  std::ofstream(changed / "council-to-gp.yaml", std::ios::app) << "# edited after the broker loaded it\n";
+  AuditRun r = Report("json", {"processing", "--agreements", changed.string()});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("is not the set the broker last loaded"));
+  EXPECT_FALSE(nlohmann::json::parse(r.out).at("is_the_set_in_force").get<bool>());
+
+  std::ofstream(changed / "broken.yaml") << "id: DSA-BROKEN\nflows: [{name: x}]\n";
+  AuditRun broken = Report("json", {"processing", "--agreements", changed.string()});
+  EXPECT_EQ(broken.rc, 2);
+  EXPECT_THAT(broken.err, HasSubstr("broken.yaml"));
+  AuditRun missing = Report("json", {"processing", "--agreements", (dir_ / "nowhere").string()});
+  EXPECT_EQ(missing.rc, 2);
+  AuditRun csv = Report("csv", {"processing", "--agreements", agreements_.string()});
+  EXPECT_EQ(csv.rc, 2);
+  EXPECT_THAT(csv.err, HasSubstr("this report is written as"));
+  AuditRun bad_time = Report("json", {"processing", "--agreements", agreements_.string(), "--from", "yesterday"});
+  EXPECT_EQ(bad_time.rc, 2);
+  EXPECT_THAT(bad_time.err, HasSubstr("not an RFC 3339 time"));
+  AuditRun md_sar = Report("markdown", {"sar", "--nhs-number", kNhs});
+  EXPECT_EQ(md_sar.rc, 2);
+}
+
+TEST_F(ReportsTest, TheFlowMapDrawsWhoSentWhatToWhomWithVolumesAndRefusals) {
+  AuditRun r = Report("json", {"flows", "--agreements", agreements_.string()});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto edges = nlohmann::json::parse(r.out);
+  std::map<std::string, std::pair<std::string, std::string>> by;  // from>to>agreement>flow -> (disclosed, refused)
+  for (const auto& e : edges) {
+    by[absl::StrCat(e.at("from").get<std::string>(), ">", e.at("to").get<std::string>(), ">",
+                    e.at("agreement").get<std::string>(), ">", e.at("flow").get<std::string>())] = {e.at("disclosed"),
+                                                                                                 e.at("refused")};
+  }
+  EXPECT_EQ(by["RR8>503>DSA-ACUTE-TO-SOCIAL-CARE>admission-and-discharge"], std::make_pair(std::string("3"), std::string("0")));
+  EXPECT_EQ(by["RR8>Y06601>(none)>"], std::make_pair(std::string("0"), std::string("1")));
+  EXPECT_EQ(by["503>RR8>DSA-SAFEGUARDING-ADULTS>council-to-trust"], std::make_pair(std::string("1"), std::string("0")));
+  // A flow in force that carried nothing is on the map too, between the kinds it names.
+  EXPECT_EQ(by["NHS trusts>GP practices>DSA-ACUTE-TO-PRIMARY-CARE>admission-and-discharge-to-gp"],
+            std::make_pair(std::string("0"), std::string("0")));
+
+  const fs::path html = dir_ / "flows.html";
+  AuditRun page = Report("html", {"flows", "--agreements", agreements_.string(), "--out", html.string()});
+  ASSERT_EQ(page.rc, 0) << page.err;
+  auto text = ReadFileToString(html.string(), "map");
+  ASSERT_TRUE(text.ok());
+  EXPECT_FALSE(Holds(*text, kNhs));
+  // Chromium draws the SVG Graphviz made: its nodes and edge labels are in the page.
+  const std::string dom = Chromium(dir_ / "chromium-flows", "--dump-dom file://" + html.string());
+  EXPECT_TRUE(Holds(dom, "<svg"));
+  EXPECT_TRUE(Holds(dom, ">RR8</text>"));
+  EXPECT_TRUE(Holds(dom, ">Y06601</text>"));
+  EXPECT_TRUE(Holds(dom, ">3 disclosed, 0 refused</text>"));
+  EXPECT_TRUE(Holds(dom, ">no agreement</text>"));
+  EXPECT_TRUE(Holds(dom, ">nothing sent</text>"));
+  // Printed, it is a PDF too.
+  const fs::path pdf = dir_ / "flows.pdf";
+  AuditRun printed = Report("pdf", {"flows", "--agreements", agreements_.string(), "--out", pdf.string()});
+  ASSERT_EQ(printed.rc, 0) << printed.err;
+  EXPECT_GE(PdfPages(pdf), 1);
+  if (const char* keep = std::getenv("CB_KEEP_DOCUMENTS")) fs::copy_file(pdf, fs::path(keep) / "flows.pdf", fs::copy_options::overwrite_existing);
+  EXPECT_TRUE(Holds(Sh("pdftotext " + pdf.string() + " -"), "Data flows"));
+
+  AuditRun no_dot = AuditCli(*broker_, "ig-officer", {"--dot", "/nonexistent/dot", "--format", "html", "report", "flows",
+                                                      "--agreements", agreements_.string()});
+  EXPECT_EQ(no_dot.rc, 2);
+  EXPECT_THAT(no_dot.err, HasSubstr("cannot run /nonexistent/dot"));
 }
 
 }  // namespace

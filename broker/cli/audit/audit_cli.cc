@@ -55,15 +55,7 @@ int DoQuery(const Options& o, QueryArgs q, std::ostream& out, std::ostream& err)
     }
     q.filter.add_events(static_cast<v1::AuditEvent>(v->number()));
   }
-  for (auto [text, field] : {std::pair{&q.from, q.filter.mutable_from()}, std::pair{&q.until, q.filter.mutable_until()}}) {
-    if (text->empty()) continue;
-    if (!TimeUtil::FromString(*text, field)) {
-      err << "carebroker-audit: '" << *text << "' is not an RFC 3339 time (e.g. 2026-11-01T00:00:00Z)\n";
-      return 2;
-    }
-  }
-  if (q.from.empty()) q.filter.clear_from();
-  if (q.until.empty()) q.filter.clear_until();
+  if (absl::Status s = SetPeriod(q.from, q.until, &q.filter); !s.ok()) return Failed(err, s);
   auto rows = Select(o, q.filter, q.limit);
   if (!rows.ok()) return Failed(err, rows.status());
   std::vector<std::vector<std::string>> table;
@@ -298,8 +290,9 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   app.add_option("--public-key", o.public_key, "the broker's audit public key, PEM (verify, prove)");
   app.add_option("--subject-key", o.subject_key, "offline: the audit subject key, to search by NHS number");
   app.add_option("--format", o.format, "output format: table, csv, json; a report's documents also html, pdf")
-      ->check(CLI::IsMember({"table", "csv", "json", "html", "pdf"}));
+      ->check(CLI::IsMember({"table", "csv", "json", "markdown", "html", "pdf"}));
   app.add_option("--chromium", o.chromium, "the headless Chromium that prints PDFs (default: chromium on PATH)");
+  app.add_option("--dot", o.dot, "Graphviz's dot, which draws the data-flow map (default: dot on PATH)");
   AddTimeoutFlag(app, o.timeout_s, "seconds for each request");
 
   QueryArgs q;
@@ -323,6 +316,16 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   auto* sar = report->add_subcommand("sar", "the disclosure log for a subject access request");
   sar->add_option("--nhs-number", sar_nhs, "the person")->required();
   sar->add_option("--out", o.out_file, "with --format html or pdf: the document's file (html: default stdout)");
+  std::string agreements_dir;
+  Period period;
+  auto* processing = report->add_subcommand("processing", "the record of processing (UK GDPR Article 30) of the agreements");
+  auto* flows = report->add_subcommand("flows", "a map of who sends what to whom under which agreement");
+  for (auto* r : {processing, flows}) {
+    r->add_option("--agreements", agreements_dir, "the agreements folder the broker loads")->required();
+    r->add_option("--from", period.from, "count the log from this RFC 3339 time (inclusive)");
+    r->add_option("--until", period.until, "count the log until this RFC 3339 time (exclusive)");
+    r->add_option("--out", o.out_file, "with --format html or pdf: the document's file (html: default stdout)");
+  }
   auto* ovr = report->add_subcommand("overrides", "every safeguarding override with its justification");
   auto* ops = report->add_subcommand("operator-actions", "every operator's action on a message, with its justification");
 
@@ -353,8 +356,13 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   q.filter.set_purpose(purpose);
   q.filter.set_overrides_only(overrides);
   const bool document = o.format == "html" || o.format == "pdf";
-  if (document && !*sar) {
-    err << "carebroker-audit: --format " << o.format << " is for a report's documents (report sar); use table, csv or json\n";
+  if ((document || o.format == "markdown") && !*sar && !*processing && !*flows) {
+    err << "carebroker-audit: --format " << o.format
+        << " is for a report's documents (report sar, processing, flows); use table, csv or json\n";
+    return 2;
+  }
+  if (o.format == "markdown" && *sar) {
+    err << "carebroker-audit: report sar is written as table, csv, json, html or pdf\n";
     return 2;
   }
   if (!o.out_file.empty() && !document) {
@@ -363,6 +371,8 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   }
   if (*query) return DoQuery(o, q, out, err);
   if (*sar) return document ? DoSarDocument(o, sar_nhs, out, err) : DoSar(o, sar_nhs, out, err);
+  if (*processing) return DoProcessing(o, agreements_dir, period, out, err);
+  if (*flows) return DoFlows(o, agreements_dir, period, out, err);
   if (*ovr) return DoOverrides(o, out, err);
   if (*ops) return DoOperatorActions(o, out, err);
   if (*verify) return DoVerify(o, out, err);

@@ -187,4 +187,17 @@ absl::Status CheckEntriesInLog(const std::vector<v1::AuditEntry>& entries, const
   return absl::OkStatus();
 }
 
+absl::Status SetPeriod(const std::string& from, const std::string& until, v1::AuditFilter* f) {
+  for (auto [text, field] : {std::pair{&from, f->mutable_from()}, std::pair{&until, f->mutable_until()}}) {
+    if (text->empty()) continue;
+    if (!TimeUtil::FromString(*text, field)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", *text, "' is not an RFC 3339 time (e.g. 2026-11-01T00:00:00Z)"));
+    }
+  }
+  if (from.empty()) f->clear_from();
+  if (until.empty()) f->clear_until();
+  return absl::OkStatus();
+}
+
 }  // namespace carebroker::audit_cli

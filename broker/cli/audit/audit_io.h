@@ -50,6 +50,10 @@ absl::StatusOr<VerifiedLog> LoadVerifiedLog(const Options& o);
 // offline, the same filter runs here (an NHS number needs --subject-key).
 absl::StatusOr<std::vector<v1::AuditEntry>> Select(const Options& o, v1::AuditFilter f, uint32_t limit);
 
+// Sets the filter's from (inclusive) and until (exclusive) from RFC 3339
+// times; an empty one is left open. INVALID_ARGUMENT naming a bad time.
+absl::Status SetPeriod(const std::string& from, const std::string& until, v1::AuditFilter* f);
+
 // Every one of `entries` is, byte for byte, the entry at its index in
 // `log`; otherwise FAILED_PRECONDITION naming the first that is not.
 absl::Status CheckEntriesInLog(const std::vector<v1::AuditEntry>& entries, const audit::LogCopy& log);

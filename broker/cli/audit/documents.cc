@@ -59,6 +59,7 @@ tr.detail td { border-top: none; padding-left: 1.5em; }
 tr.detail { break-before: avoid; }
 .none { color: #555; font-style: italic; }
 .mono { font-family: "DejaVu Sans Mono", monospace; font-size: 8pt; word-break: break-all; }
+.map svg { max-width: 100%; height: auto; }
 @media print { body { margin: 0; max-width: none; } }
 </style>
 </head>
