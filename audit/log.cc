@@ -45,7 +45,7 @@ std::string EntryMaker::Subject(absl::string_view nhs_number) const {
 
 AuditRecord EntryMaker::Make(v1::AuditEntry entry, absl::string_view nhs_number) const {
   entry.clear_index();
-  entry.set_subject(Subject(nhs_number));
+  if (!nhs_number.empty()) entry.set_subject(Subject(nhs_number));  // else as given (a review: the override's)
   AuditRecord r;
   r.subject = entry.subject();
   r.at = FromTimestamp(entry.at());

@@ -36,8 +36,9 @@ class EntryMaker final : public AuditRecorder {
   // Lower-case hex HMAC-SHA256 of the NHS number; "" for "".
   std::string Subject(absl::string_view nhs_number) const;
 
-  // `entry` with its subject set from `nhs_number`, serialised
-  // deterministically. Its index must be unset (the store assigns it).
+  // `entry` with its subject set from `nhs_number` (when given; else the
+  // subject it holds), serialised deterministically. Its index must be
+  // unset (the store assigns it).
   AuditRecord Make(v1::AuditEntry entry, absl::string_view nhs_number = "") const;
 
   AuditRecord Record(const MessageEvent& e) const override;

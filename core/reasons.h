@@ -44,6 +44,9 @@ inline constexpr char kDirectiveNotFound[] = "DIRECTIVE_NOT_FOUND";
 inline constexpr char kDirectiveNotStanding[] = "DIRECTIVE_NOT_STANDING";
 inline constexpr char kAuditReadInvalid[] = "AUDIT_READ_INVALID";
 inline constexpr char kProofOutOfRange[] = "PROOF_OUT_OF_RANGE";
+inline constexpr char kReviewOutcomeInvalid[] = "REVIEW_OUTCOME_INVALID";
+inline constexpr char kReviewNoteInvalid[] = "REVIEW_NOTE_INVALID";
+inline constexpr char kOverrideNotFound[] = "OVERRIDE_NOT_FOUND";
 inline constexpr char kFieldPathInvalid[] = "FIELD_PATH_INVALID";
 
 // The adapters: what a payload in a known format got wrong.

@@ -466,6 +466,9 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
   if (audit->tree_head_interval().seconds() < 1) {
     return err("audit.tree_head_interval", "must be at least 1s");
   }
+  v1::GovernanceConfig* gov = c.mutable_governance();
+  if (gov->review_days() == 0) gov->set_review_days(5);
+  if (gov->review_days() > 365) return err("governance.review_days", "must be 1 to 365 days");
   if (auto s = Config::CheckMesh(*cfg, base_dir, overrides, err); !s.ok()) return s;
   if (pol->consent_writers().empty()) {
     pol->add_consent_writers(v1::ROLE_AGENCY);

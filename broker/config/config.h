@@ -62,6 +62,8 @@ class Config {
   absl::Duration visibility_timeout() const;
   absl::Duration expiry() const;
   absl::Duration retention() const;
+  // governance.review_days, as a duration.
+  absl::Duration override_review_within() const { return absl::Hours(24) * proto_.governance().review_days(); }
   absl::Duration idempotency_window() const;
   absl::Duration sweep_interval() const;
 

@@ -73,6 +73,7 @@ TEST_F(ConfigTest, ResolvesPathsAndFillsDefaults) {
   EXPECT_EQ((*c)->retention(), absl::Hours(24 * 30));
   EXPECT_EQ((*c)->idempotency_window(), absl::Hours(24 * 30)) << "the retention period";
   EXPECT_EQ(p.delivery().max_attempts(), 10u);
+  EXPECT_EQ((*c)->override_review_within(), absl::Hours(24 * 5)) << "governance.review_days";
   ASSERT_NE((*c)->FindOrganisation(OrgCode("503")), nullptr);
   EXPECT_EQ((*c)->FindOrganisation(OrgCode("503"))->name(), "Lincolnshire");
   EXPECT_EQ((*c)->FindOrganisation(OrgCode("999")), nullptr);
@@ -134,6 +135,7 @@ TEST_F(ConfigTest, PreciseErrors) {
   ExpectError(Base() + "delivery: {idempotency_window: 0s}\n",
               "cb.yaml:9: delivery.idempotency_window: must be more than zero");
   ExpectError(Base() + "delivery: {max_attempts: 1001}\n", "cb.yaml:9: delivery.max_attempts: must be 1 to 1000");
+  ExpectError(Base() + "governance: {review_days: 366}\n", "cb.yaml:9: governance.review_days: must be 1 to 365 days");
   ExpectError(Base() + "limits: {max_message_bytes: 999999999}\n", "limits.max_message_bytes: must be at most");
   ExpectError(Base() + "limits: {max_message_bytes: 1048576, memory_budget_bytes: 1048576}\n",
               "limits.memory_budget_bytes");

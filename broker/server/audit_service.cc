@@ -3,6 +3,7 @@
 #include <deque>
 #include <type_traits>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "audit/log.h"
@@ -220,6 +221,69 @@ grpc::ServerUnaryReactor* AuditService::ProveConsistency(grpc::CallbackServerCon
   if (!p.ok()) return FinishNow(ctx, p.status());
   *resp = *std::move(p);
   return FinishNow(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AuditService::ReviewOverride(grpc::CallbackServerContext* ctx,
+                                                       const v1::OverrideReviewRequest* req,
+                                                       v1::OverrideReviewResponse* resp) {
+  constexpr size_t kMaxNote = 4096;
+  auto id = Officer(ctx, d_);
+  if (!id.ok()) return FinishNow(ctx, id.status());
+  if (req->outcome() != v1::OVERRIDE_OUTCOME_APPROPRIATE && req->outcome() != v1::OVERRIDE_OUTCOME_INAPPROPRIATE) {
+    return FinishNow(ctx, InvalidArgument(reason::kReviewOutcomeInvalid, "outcome: appropriate or inappropriate"));
+  }
+  if (absl::StripAsciiWhitespace(req->note()).empty() || req->note().size() > kMaxNote) {
+    return FinishNow(ctx, InvalidArgument(reason::kReviewNoteInvalid,
+                                       "a note is required (1 to 4096 bytes): why the override was or was not appropriate"));
+  }
+  auto* reactor = ctx->DefaultReactor();
+  const uint64_t index = req->override_index();
+  d_.store.ReadAudit(AuditRead{index, 1, "", false}, [this, reactor, req, resp, index, who = *std::move(id)](
+                                                         absl::StatusOr<std::vector<AuditRow>> rows) {
+    if (!rows.ok()) {
+      reactor->Finish(ToGrpcStatus(rows.status()));
+      return;
+    }
+    v1::AuditEntry o;
+    if (rows->empty() || (*rows)[0].index != index || !o.ParseFromString((*rows)[0].entry) ||
+        o.event() != v1::AUDIT_EVENT_SEND_ACCEPTED || !o.safeguarding_override()) {
+      reactor->Finish(ToGrpcStatus(Error(absl::StatusCode::kNotFound, reason::kOverrideNotFound,
+                                         absl::StrCat("audit entry ", index, " is not a safeguarding override"))));
+      return;
+    }
+    // The review carries the override's parties, person and agreement, so
+    // a search by person or organisation finds both.
+    v1::AuditEntry e;
+    *e.mutable_at() = ToTimestamp(d_.clock.Now());
+    e.set_event(v1::AUDIT_EVENT_OVERRIDE_REVIEWED);
+    e.set_actor(who.org.str());
+    e.set_actor_role("ig-officer");
+    e.set_message_id(o.message_id());
+    e.set_sender(o.sender());
+    e.set_recipient(o.recipient());
+    e.set_workflow(o.workflow());
+    e.set_purpose(o.purpose());
+    e.set_subject(o.subject());
+    e.set_agreement_id(o.agreement_id());
+    e.set_agreement_version(o.agreement_version());
+    e.set_flow(o.flow());
+    e.add_reasons(req->outcome() == v1::OVERRIDE_OUTCOME_APPROPRIATE ? "APPROPRIATE" : "INAPPROPRIATE");
+    e.set_justification(req->note());
+    e.set_override_index(index);
+    resp->set_message_id(o.message_id());
+    std::vector<AuditRecord> records;
+    records.push_back(d_.audit.entries().Make(std::move(e)));
+    d_.store.AppendAudit(std::move(records), [reactor, resp](absl::StatusOr<uint64_t> at) {
+      if (!at.ok()) {
+        reactor->Finish(ToGrpcStatus(Error(absl::StatusCode::kUnavailable, reason::kAuditUnavailable,
+                                           "the audit log cannot record the review; nothing was recorded")));
+        return;
+      }
+      resp->set_review_index(*at);
+      reactor->Finish(grpc::Status::OK);
+    });
+  });
+  return reactor;
 }
 
 }  // namespace carebroker

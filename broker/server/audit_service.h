@@ -21,6 +21,8 @@ class AuditService final : public v1::Audit::CallbackService {
                                            v1::InclusionProof* resp) override;
   grpc::ServerUnaryReactor* ProveConsistency(grpc::CallbackServerContext* ctx, const v1::ConsistencyRequest* req,
                                              v1::ConsistencyProof* resp) override;
+  grpc::ServerUnaryReactor* ReviewOverride(grpc::CallbackServerContext* ctx, const v1::OverrideReviewRequest* req,
+                                           v1::OverrideReviewResponse* resp) override;
   grpc::ServerWriteReactor<v1::ExportChunk>* Export(grpc::CallbackServerContext* ctx,
                                                     const v1::ExportRequest* req) override;
 

@@ -35,6 +35,7 @@
 #include "broker/server/identity.h"
 #include "audit/log.h"
 #include "broker/server/audit_service.h"
+#include "broker/server/override_reviews.h"
 #include "broker/server/certificate_gate.h"
 #include "broker/server/operations_service.h"
 #include "broker/server/policy_services.h"
@@ -263,6 +264,7 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
                                      *b->store_, *b->clock_);
   if (!audit.ok()) return audit.status();
   b->audit_ = *std::move(audit);
+  b->override_reviews_ = std::make_unique<OverrideReviews>(*b->store_);
   b->exchange_metrics_ = std::make_unique<ExchangeMetrics>(*b->metrics_);
   auto& refusals = b->metrics_->AddCounters("carebroker_certificate_refusals_total",
                                             "TLS handshakes refused by the certificate gate, by reason.", {"reason"});
@@ -457,6 +459,13 @@ void Broker::RegisterMetrics() {
                  [this] {
                    return std::vector<metrics::Sample>{{{}, double(config_->proto().limits().memory_budget_bytes())}};
                  });
+  r.AddCollector("carebroker_override_reviews_pending",
+                 "Safeguarding overrides no IG officer has reviewed yet (carebroker-audit overrides pending).",
+                 metrics::Type::kGauge, {},
+                 [this] { return std::vector<metrics::Sample>{{{}, double(override_reviews_->counts().pending)}}; });
+  r.AddCollector("carebroker_override_reviews_overdue",
+                 "Safeguarding overrides unreviewed for longer than governance.review_days.", metrics::Type::kGauge, {},
+                 [this] { return std::vector<metrics::Sample>{{{}, double(override_reviews_->counts().overdue)}}; });
   r.AddCollector("carebroker_audit_entries", "Entries in the audit log's Merkle tree.", metrics::Type::kGauge, {},
                  [this] { return std::vector<metrics::Sample>{{{}, double(audit_->size())}}; });
   r.AddCollector("carebroker_audit_signed_entries", "Entries covered by the latest signed tree head.",
@@ -765,6 +774,7 @@ void Broker::Housekeeping() {
     WatchCrl();
     AlarmOnStaleCrl();
     audit_->Tick();
+    override_reviews_->CatchUp(clock_->Now(), policy_->config()->override_review_within());
     if (absl::Now() >= next_sweep) {
       if (auto r = SweepNow(); !r.ok()) {
         Log(LogLevel::kError, "sweep.failed").Str("reason", ReasonOf(r.status())).Msg(r.status().message());

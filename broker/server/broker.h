@@ -24,6 +24,7 @@
 #include "broker/config/config.h"
 #include "broker/http/http_server.h"
 #include "broker/server/certificate_gate.h"
+#include "broker/server/override_reviews.h"
 #include "carebroker/v1/policy.pb.h"
 #include "core/clock.h"
 #include "broker/server/exchange_service.h"
@@ -134,6 +135,7 @@ class Broker {
   std::unique_ptr<Store> store_;
   std::unique_ptr<audit::AuditLog> audit_;
   std::unique_ptr<AuditService> audit_service_;
+  std::unique_ptr<OverrideReviews> override_reviews_;  // read by housekeeping, shown by metrics
   std::unique_ptr<Mailboxes> mailboxes_;
   std::unique_ptr<MemoryBudget> budget_;
   std::unique_ptr<IdentityCache> identities_;

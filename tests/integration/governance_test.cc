@@ -8,6 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <thread>
 
 #include "broker/cli/audit/audit_cli.h"
 #include "broker/cli/audit/documents.h"
@@ -343,6 +344,148 @@ TEST_F(ReportsTest, TheFlowMapDrawsWhoSentWhatToWhomWithVolumesAndRefusals) {
                                                       "--agreements", agreements_.string()});
   EXPECT_EQ(no_dot.rc, 2);
   EXPECT_THAT(no_dot.err, HasSubstr("cannot run /nonexistent/dot"));
+}
+
+// ------------------------------------------------------- override review
+
+class OverrideReviewTest : public GovernanceTest {
+ protected:
+  AuditRun Officer(const std::vector<std::string>& args) { return AuditCli(*broker_, "ig-officer", args); }
+
+  // The override entry's index, as `overrides pending` lists it.
+  std::string PendingIndex(const std::string& message_id) {
+    AuditRun p = Officer({"--format", "json", "overrides", "pending"});
+    EXPECT_EQ(p.rc, 0) << p.err;
+    for (const auto& row : nlohmann::json::parse(p.out)) {
+      if (row.at("message") == message_id) return row.at("index");
+    }
+    return "";
+  }
+};
+
+TEST_F(OverrideReviewTest, AnOfficerReviewsEachOverrideAndTheReviewIsAnAuditEntryUnderTheirName) {
+  const std::string id = SafeguardingOverride();
+  ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care")).ok()) << "not an override";
+  AuditRun p = Officer({"--format", "json", "overrides", "pending"});
+  ASSERT_EQ(p.rc, 0) << p.err;
+  auto rows = nlohmann::json::parse(p.out);
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].at("message"), id);
+  EXPECT_EQ(rows[0].at("overdue"), "no") << "due in five days";
+  EXPECT_EQ(rows[0].at("justification"), "Section 42 enquiry: risk of serious harm");
+  const std::string index = rows[0].at("index");
+  // With no days to review in, it is overdue already.
+  AuditRun late = Officer({"--format", "json", "overrides", "pending", "--review-days", "0", "--overdue-only"});
+  ASSERT_EQ(late.rc, 0) << late.err;
+  EXPECT_EQ(nlohmann::json::parse(late.out).size(), 1u);
+
+  AuditRun r = Officer({"overrides", "review", index, "--outcome", "appropriate", "--note",
+                        "Risk of serious harm confirmed by the safeguarding lead"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("reviewed the override at entry ", index, " (message ", id, "): appropriate")));
+  AuditRun after = Officer({"--format", "json", "overrides", "pending"});
+  ASSERT_EQ(after.rc, 0);
+  EXPECT_EQ(nlohmann::json::parse(after.out).size(), 0u) << "reviewed: no longer pending";
+
+  // The report shows the review; the log holds it under the officer's organisation.
+  AuditRun report = Officer({"--format", "json", "report", "overrides"});
+  ASSERT_EQ(report.rc, 0) << report.err;
+  auto reported = nlohmann::json::parse(report.out);
+  ASSERT_EQ(reported.size(), 1u);
+  EXPECT_EQ(reported[0].at("review"), "appropriate");
+  EXPECT_EQ(reported[0].at("reviewer"), "503");
+  EXPECT_EQ(reported[0].at("review_note"), "Risk of serious harm confirmed by the safeguarding lead");
+  AuditRun q = Officer({"--format", "json", "query", "--event", "override-reviewed"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  auto entries = nlohmann::json::parse(q.out);
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].at("actor"), "503");
+  EXPECT_EQ(entries[0].at("message"), id);
+  EXPECT_EQ(entries[0].at("reasons"), "APPROPRIATE");
+  // It carries the override's person: the subject access report shows the outcome.
+  AuditRun person = Officer({"--format", "json", "query", "--nhs-number", kNhs, "--event", "override-reviewed"});
+  ASSERT_EQ(person.rc, 0) << person.err;
+  EXPECT_EQ(nlohmann::json::parse(person.out).size(), 1u);
+  const fs::path html = dir_ / "sar.html";
+  ASSERT_EQ(Officer({"--format", "html", "report", "sar", "--nhs-number", kNhs, "--out", html.string()}).rc, 0);
+  auto page = ReadFileToString(html.string(), "report");
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(Holds(*page, "found appropriate by an IG officer at 503"));
+
+  // A second review is recorded too, and the latest stands.
+  ASSERT_EQ(Officer({"overrides", "review", index, "--outcome", "inappropriate", "--note", "Caldicott guardian: no"}).rc, 0);
+  reported = nlohmann::json::parse(Officer({"--format", "json", "report", "overrides"}).out);
+  EXPECT_EQ(reported[0].at("review"), "inappropriate");
+  AuditRun v = Officer({"verify"});
+  EXPECT_EQ(v.rc, 0) << v.err;
+}
+
+TEST_F(OverrideReviewTest, ReviewsAreRefusedUnlessByAnOfficerOfAnOverrideWithANote) {
+  SafeguardingOverride();
+  const std::string index = PendingIndex(
+      nlohmann::json::parse(Officer({"--format", "json", "overrides", "pending"}).out)[0].at("message"));
+  ASSERT_FALSE(index.empty());
+  // Only IG officers review.
+  AuditRun agency = AuditCli(*broker_, "RR8", {"overrides", "review", index, "--outcome", "appropriate", "--note", "x"});
+  EXPECT_EQ(agency.rc, 1);
+  EXPECT_THAT(agency.err, HasSubstr("PERMISSION_DENIED"));
+  // Entry 0 is the agreements being loaded, not an override; far past the end, nothing.
+  AuditRun not_override = Officer({"overrides", "review", "0", "--outcome", "appropriate", "--note", "x"});
+  EXPECT_EQ(not_override.rc, 1);
+  EXPECT_THAT(not_override.err, HasSubstr("OVERRIDE_NOT_FOUND"));
+  AuditRun beyond = Officer({"overrides", "review", "99999", "--outcome", "appropriate", "--note", "x"});
+  EXPECT_EQ(beyond.rc, 1);
+  EXPECT_THAT(beyond.err, HasSubstr("OVERRIDE_NOT_FOUND"));
+  AuditRun blank = Officer({"overrides", "review", index, "--outcome", "appropriate", "--note", "   "});
+  EXPECT_EQ(blank.rc, 1);
+  EXPECT_THAT(blank.err, HasSubstr("REVIEW_NOTE_INVALID"));
+  AuditRun outcome = Officer({"overrides", "review", index, "--outcome", "fine", "--note", "x"});
+  EXPECT_EQ(outcome.rc, 2);
+  AuditRun offline = Officer({"--store", (dir_ / "data" / "carebroker.db").string(), "overrides", "review", index,
+                              "--outcome", "appropriate", "--note", "x"});
+  EXPECT_EQ(offline.rc, 2);
+  EXPECT_THAT(offline.err, HasSubstr("a review is recorded by the broker"));
+  // None of these was recorded: it is still pending.
+  EXPECT_EQ(PendingIndex(nlohmann::json::parse(Officer({"--format", "json", "overrides", "pending"}).out)[0].at("message")),
+            index);
+  AuditRun q = Officer({"--format", "json", "query", "--event", "override-reviewed"});
+  EXPECT_EQ(nlohmann::json::parse(q.out).size(), 0u);
+}
+
+// The broker's own count, on a clock the test moves: pending at once,
+// overdue after governance.review_days (5), none once reviewed.
+class OverdueReviewTest : public OverrideReviewTest {
+ protected:
+  const Clock& BrokerClock() override { return clock_; }
+
+  // The gauge's value once it reads `want`, within 15 s; -1 if it never does.
+  double GaugeBecomes(const std::string& name, double want) {
+    double got = -1;
+    for (int i = 0; i < 150; ++i) {
+      std::smatch m;
+      const std::string body = HttpCall(broker_->metrics_port(), "/metrics").body;
+      if (std::regex_search(body, m, std::regex("\n" + name + " ([0-9.e+]+)"))) got = std::stod(m[1]);
+      if (got == want) return got;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return got;
+  }
+
+  FakeClock clock_{absl::Now()};
+};
+
+TEST_F(OverdueReviewTest, OverdueReviewsAreAMetric) {
+  EXPECT_EQ(GaugeBecomes("carebroker_override_reviews_pending", 0), 0);
+  SafeguardingOverride();
+  EXPECT_EQ(GaugeBecomes("carebroker_override_reviews_pending", 1), 1);
+  EXPECT_EQ(GaugeBecomes("carebroker_override_reviews_overdue", 0), 0);
+  clock_.Advance(absl::Hours(24 * 5) + absl::Minutes(1));
+  EXPECT_EQ(GaugeBecomes("carebroker_override_reviews_overdue", 1), 1);
+  const std::string index = PendingIndex(
+      nlohmann::json::parse(Officer({"--format", "json", "overrides", "pending"}).out)[0].at("message"));
+  ASSERT_EQ(Officer({"overrides", "review", index, "--outcome", "appropriate", "--note", "late, but justified"}).rc, 0);
+  EXPECT_EQ(GaugeBecomes("carebroker_override_reviews_overdue", 0), 0);
+  EXPECT_EQ(GaugeBecomes("carebroker_override_reviews_pending", 0), 0);
 }
 
 }  // namespace

@@ -39,12 +39,15 @@ class PolicyTest : public ::testing::Test {
                                                   (dir / "x26.key").string(), "}]\n",
                                                   "audit: {signing_key: ", PkiDir(), "/audit-signing.key, subject_key: ",
                                                   PkiDir(), "/audit-subject.key, tree_head_every: 4}\n")),
-                          &SystemClock::Get());
+                          &BrokerClock());
     ASSERT_NE(broker_, nullptr);
     trust_ = StubAs(*broker_, "RR8");
     council_ = StubAs(*broker_, "503");
     gp_consent_ = v1::Consent::NewStub(ChannelAs(*broker_, "Y06601"));
   }
+
+  // The broker's clock: the system's, unless a test's fixture says otherwise.
+  virtual const Clock& BrokerClock() { return SystemClock::Get(); }
 
   grpc::Status Send(v1::Exchange::Stub& stub, const v1::SendRequest& req, v1::SendReceipt* out = nullptr) {
     v1::SendReceipt r;

@@ -22,6 +22,7 @@
 #include "broker/client/flags.h"
 #include "core/files.h"
 #include "core/nhs_number.h"
+#include "core/time.h"
 #include "core/yaml/yaml_proto.h"
 #include "carebroker/v1/audit.grpc.pb.h"
 #include "google/protobuf/util/time_util.h"
@@ -102,17 +103,62 @@ int DoSar(const Options& o, const std::string& nhs, std::ostream& out, std::ostr
 }
 
 int DoOverrides(const Options& o, std::ostream& out, std::ostream& err) {
-  v1::AuditFilter f;
-  f.set_overrides_only(true);
-  auto rows = Select(o, f, 0);
-  if (!rows.ok()) return Failed(err, rows.status());
+  auto overrides = SelectOverrides(o);
+  if (!overrides.ok()) return Failed(err, overrides.status());
   std::vector<std::vector<std::string>> table;
-  for (const auto& e : *rows) {
-    table.push_back({Time(e.at()), e.sender(), e.recipient(), e.workflow(),
+  for (const auto& [e, review] : *overrides) {
+    const bool reviewed = review.index() != 0;
+    table.push_back({absl::StrCat(e.index()), Time(e.at()), e.sender(), e.recipient(), e.workflow(),
                      absl::StrCat(e.agreement_id(), " v", e.agreement_version(), " ", e.flow()),
-                     absl::StrJoin(e.reasons(), " "), e.justification(), e.message_id()});
+                     absl::StrJoin(e.reasons(), " "), e.justification(), e.message_id(),
+                     reviewed ? absl::AsciiStrToLower(absl::StrJoin(review.reasons(), " ")) : "pending",
+                     review.actor(), reviewed ? Time(review.at()) : "", review.justification()});
   }
-  Print(o, {"at", "from", "to", "workflow", "agreement", "overridden", "justification", "message"}, table, out);
+  Print(o, {"index", "at", "from", "to", "workflow", "agreement", "overridden", "justification", "message", "review",
+            "reviewer", "reviewed_at", "review_note"},
+        table, out);
+  return 0;
+}
+
+// Overrides that wait for review: due `days` after each was made.
+int DoPendingOverrides(const Options& o, uint32_t days, bool overdue_only, std::ostream& out, std::ostream& err) {
+  auto overrides = SelectOverrides(o);
+  if (!overrides.ok()) return Failed(err, overrides.status());
+  const absl::Time now = absl::Now();
+  std::vector<std::vector<std::string>> table;
+  for (const auto& [e, review] : *overrides) {
+    if (review.index() != 0) continue;
+    const absl::Time due = FromTimestamp(e.at()) + absl::Hours(24) * days;
+    if (overdue_only && due > now) continue;
+    table.push_back({absl::StrCat(e.index()), Time(e.at()), Time(ToTimestamp(due)), due <= now ? "yes" : "no",
+                     e.sender(), e.recipient(), e.workflow(),
+                     absl::StrCat(e.agreement_id(), " v", e.agreement_version(), " ", e.flow()), e.justification(),
+                     e.message_id()});
+  }
+  Print(o, {"index", "at", "due", "overdue", "from", "to", "workflow", "agreement", "justification", "message"}, table,
+        out);
+  return 0;
+}
+
+int DoReviewOverride(const Options& o, uint64_t index, const std::string& outcome, const std::string& note,
+                     std::ostream& out, std::ostream& err) {
+  if (o.offline()) {
+    err << "carebroker-audit: a review is recorded by the broker: give --target, --cert, --key and --ca, not --export "
+           "or --store\n";
+    return 2;
+  }
+  auto stub = Connect(o);
+  if (!stub.ok()) return Failed(err, stub.status());
+  v1::OverrideReviewRequest req;
+  req.set_override_index(index);
+  req.set_outcome(outcome == "appropriate" ? v1::OVERRIDE_OUTCOME_APPROPRIATE : v1::OVERRIDE_OUTCOME_INAPPROPRIATE);
+  req.set_note(note);
+  v1::OverrideReviewResponse resp;
+  grpc::ClientContext ctx;
+  Deadline(ctx, o);
+  if (grpc::Status s = (*stub)->ReviewOverride(&ctx, req, &resp); !s.ok()) return Refused(err, s);
+  out << "reviewed the override at entry " << index << " (message " << resp.message_id() << "): " << outcome
+      << ", recorded as entry " << resp.review_index() << "\n";
   return 0;
 }
 
@@ -329,6 +375,23 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   auto* ovr = report->add_subcommand("overrides", "every safeguarding override with its justification");
   auto* ops = report->add_subcommand("operator-actions", "every operator's action on a message, with its justification");
 
+  auto* overrides_cmd = app.add_subcommand("overrides", "safeguarding overrides waiting for an IG officer's review");
+  overrides_cmd->require_subcommand(1);
+  uint32_t review_days = 5;
+  bool overdue_only = false;
+  auto* pending = overrides_cmd->add_subcommand("pending", "overrides not reviewed yet, with when each is due");
+  pending->add_option("--review-days", review_days, "days to review each in (the broker's governance.review_days)")
+      ->check(CLI::Range(0, 365));
+  pending->add_flag("--overdue-only", overdue_only, "only those past their due time");
+  uint64_t review_index = 0;
+  std::string outcome, note;
+  auto* review = overrides_cmd->add_subcommand("review", "record your review of the override at audit entry INDEX");
+  review->add_option("index", review_index, "the override's audit entry (overrides pending lists them)")->required();
+  review->add_option("--outcome", outcome, "appropriate or inappropriate")
+      ->required()
+      ->check(CLI::IsMember({"appropriate", "inappropriate"}));
+  review->add_option("--note", note, "why (required; never patient data)")->required();
+
   auto* verify = app.add_subcommand("verify", "recompute the tree and check every signed tree head");
 
   auto* prove = app.add_subcommand("prove", "inclusion and consistency proofs, checked here");
@@ -375,6 +438,8 @@ int RunAudit(int argc, char** argv, std::ostream& out, std::ostream& err) {
   if (*flows) return DoFlows(o, agreements_dir, period, out, err);
   if (*ovr) return DoOverrides(o, out, err);
   if (*ops) return DoOperatorActions(o, out, err);
+  if (*pending) return DoPendingOverrides(o, review_days, overdue_only, out, err);
+  if (*review) return DoReviewOverride(o, review_index, outcome, note, out, err);
   if (*verify) return DoVerify(o, out, err);
   if (*inc) return DoProve(o, true, index, size, out, err);
   if (*con) return DoProve(o, false, first, second, out, err);

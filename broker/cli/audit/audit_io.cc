@@ -1,6 +1,7 @@
 #include "broker/cli/audit/audit_io.h"
 
 #include <chrono>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -198,6 +199,26 @@ absl::Status SetPeriod(const std::string& from, const std::string& until, v1::Au
   if (from.empty()) f->clear_from();
   if (until.empty()) f->clear_until();
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<v1::AuditEntry, v1::AuditEntry>>> SelectOverrides(const Options& o) {
+  v1::AuditFilter made;
+  made.set_overrides_only(true);
+  auto overrides = Select(o, made, 0);
+  if (!overrides.ok()) return overrides.status();
+  v1::AuditFilter reviewed;
+  reviewed.add_events(v1::AUDIT_EVENT_OVERRIDE_REVIEWED);
+  auto reviews = Select(o, reviewed, 0);
+  if (!reviews.ok()) return reviews.status();
+  std::map<uint64_t, const v1::AuditEntry*> latest;  // override index -> its latest review
+  for (const auto& r : *reviews) latest[r.override_index()] = &r;
+  std::vector<std::pair<v1::AuditEntry, v1::AuditEntry>> out;
+  for (auto& e : *overrides) {
+    if (e.event() != v1::AUDIT_EVENT_SEND_ACCEPTED) continue;
+    auto it = latest.find(e.index());
+    out.emplace_back(std::move(e), it == latest.end() ? v1::AuditEntry() : *it->second);
+  }
+  return out;
 }
 
 }  // namespace carebroker::audit_cli

@@ -50,6 +50,10 @@ absl::StatusOr<VerifiedLog> LoadVerifiedLog(const Options& o);
 // offline, the same filter runs here (an NHS number needs --subject-key).
 absl::StatusOr<std::vector<v1::AuditEntry>> Select(const Options& o, v1::AuditFilter f, uint32_t limit);
 
+// Every safeguarding override (its SEND_ACCEPTED entry) with its latest
+// review (an OVERRIDE_REVIEWED entry; index 0 when none), oldest first.
+absl::StatusOr<std::vector<std::pair<v1::AuditEntry, v1::AuditEntry>>> SelectOverrides(const Options& o);
+
 // Sets the filter's from (inclusive) and until (exclusive) from RFC 3339
 // times; an empty one is left open. INVALID_ARGUMENT naming a bad time.
 absl::Status SetPeriod(const std::string& from, const std::string& until, v1::AuditFilter* f);

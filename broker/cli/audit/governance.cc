@@ -102,6 +102,13 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
     }
   }
 
+  std::map<uint64_t, std::string> reviews;  // override entry -> its latest review, in words
+  for (const auto& e : *entries) {
+    if (e.event() != v1::AUDIT_EVENT_OVERRIDE_REVIEWED) continue;
+    const bool appropriate = !e.reasons().empty() && e.reasons(0) == "APPROPRIATE";
+    reviews[e.override_index()] = absl::StrCat(appropriate ? "found appropriate" : "found not appropriate",
+                                               " by an IG officer at ", e.actor(), " on ", UkTime(e.at()));
+  }
   std::vector<std::vector<std::string>> shared, overrides, refused, wishes, agreements;
   std::set<std::string> recipients;
   std::map<std::string, std::string> bases;  // agreement and version -> its legal basis
@@ -128,7 +135,9 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
                                      e.withheld_fields().empty() ? kNone : Esc(FieldWords(Paths(e.withheld_fields()))),
                                      ".")});
       if (e.safeguarding_override()) {
-        overrides.push_back({when_cell, parties, Agreement(e), Esc(e.justification())});
+        auto review = reviews.find(e.index());
+        overrides.push_back({when_cell, parties, Agreement(e), Esc(e.justification()),
+                             review == reviews.end() ? "waiting for review" : Esc(review->second)});
       }
     } else if (e.event() == v1::AUDIT_EVENT_SEND_DENIED) {
       refused.push_back({when_cell, parties, Purpose(e), Reasons(e)});
@@ -159,7 +168,7 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
   }
   b += "<h2>When your objection was set aside for safeguarding</h2>\n";
   b += overrides.empty() ? "<p class=\"none\">Never.</p>\n"
-                         : Table({"When (UK time)", "From and to", "Agreement", "Justification"},
+                         : Table({"When (UK time)", "From and to", "Agreement", "Justification", "Review"},
                                  overrides);
   b += "<h2>Requests to share that were refused</h2>\n";
   b += refused.empty() ? "<p class=\"none\">None.</p>\n"
