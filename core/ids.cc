@@ -1,5 +1,8 @@
 #include "core/ids.h"
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
 #include <cstdint>
 #include <random>
 
@@ -22,6 +25,25 @@ bool IsMessageIdShape(absl::string_view s) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
   return true;
+}
+
+std::string PersonKey(absl::string_view nhs_number, const v1::LocalIdentifier& local) {
+  if (!nhs_number.empty()) return std::string(nhs_number);
+  if (local.value().empty()) return "";
+  return absl::StrCat(local.assigner(), "|", local.value());
+}
+
+bool IsLocalIdentifierShape(const v1::LocalIdentifier& l) {
+  auto ok = [](absl::string_view s, size_t max) {
+    if (s.empty() || s.size() > max) return false;
+    for (char c : s) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-' && c != '/' && c != ':') {
+        return false;
+      }
+    }
+    return true;
+  };
+  return ok(l.value(), 64) && ok(l.assigner(), 40);
 }
 
 }  // namespace carebroker

@@ -44,6 +44,7 @@ inline constexpr char kDirectiveNotFound[] = "DIRECTIVE_NOT_FOUND";
 inline constexpr char kDirectiveNotStanding[] = "DIRECTIVE_NOT_STANDING";
 inline constexpr char kAuditReadInvalid[] = "AUDIT_READ_INVALID";
 inline constexpr char kProofOutOfRange[] = "PROOF_OUT_OF_RANGE";
+inline constexpr char kLocalIdentifierInvalid[] = "LOCAL_IDENTIFIER_INVALID";
 inline constexpr char kReviewOutcomeInvalid[] = "REVIEW_OUTCOME_INVALID";
 inline constexpr char kReviewNoteInvalid[] = "REVIEW_NOTE_INVALID";
 inline constexpr char kOverrideNotFound[] = "OVERRIDE_NOT_FOUND";

@@ -1,5 +1,7 @@
 #include "policy/consent.h"
 
+#include "core/ids.h"
+
 #include <algorithm>
 
 #include "core/status.h"
@@ -59,12 +61,13 @@ absl::Status ConsentBook::Apply(const v1::ConsentChange& change) {
     if (change.seq() <= applied_seq_) return absl::OkStatus();  // heard before
     applied_seq_ = change.seq();
   }
+  const std::string key = PersonKey(change.nhs_number(), change.local_identifier());
   switch (change.change_case()) {
     case v1::ConsentChange::kRecorded:
-      people_[change.nhs_number()].standing.push_back(change.recorded());
+      people_[key].standing.push_back(change.recorded());
       return absl::OkStatus();
     case v1::ConsentChange::kWithdrawn: {
-      auto it = people_.find(change.nhs_number());
+      auto it = people_.find(key);
       if (it != people_.end()) {
         auto& standing = it->second.standing;
         auto d = std::find_if(standing.begin(), standing.end(),
@@ -80,8 +83,8 @@ absl::Status ConsentBook::Apply(const v1::ConsentChange& change) {
     }
     case v1::ConsentChange::kNationalOptOut:
       if (change.national_opt_out()) {
-        people_[change.nhs_number()].national_opt_out = true;
-      } else if (auto it = people_.find(change.nhs_number()); it != people_.end()) {
+        people_[key].national_opt_out = true;
+      } else if (auto it = people_.find(key); it != people_.end()) {
         it->second.national_opt_out = false;
         if (it->second.standing.empty()) people_.erase(it);
       }
@@ -97,6 +100,32 @@ std::optional<PersonConsent> ConsentBook::Find(absl::string_view nhs_number) con
   auto it = people_.find(nhs_number);
   if (it == people_.end()) return std::nullopt;
   return it->second;
+}
+
+std::optional<PersonConsent> ConsentBook::FindAll(const std::vector<std::string>& keys) const {
+  if (keys.size() == 1) return Find(keys[0]);
+  absl::ReaderMutexLock l(&mu_);
+  std::optional<PersonConsent> out;
+  for (const auto& k : keys) {
+    auto it = people_.find(k);
+    if (it == people_.end()) continue;
+    if (!out) out.emplace();
+    out->national_opt_out = out->national_opt_out || it->second.national_opt_out;
+    out->standing.insert(out->standing.end(), it->second.standing.begin(), it->second.standing.end());
+  }
+  return out;
+}
+
+std::vector<std::string> PersonKeys(absl::string_view nhs_number,
+                                    const google::protobuf::RepeatedPtrField<v1::LocalIdentifier>& ids) {
+  constexpr int kMaxLocal = 16;
+  std::vector<std::string> keys;
+  if (!nhs_number.empty()) keys.emplace_back(nhs_number);
+  for (const auto& id : ids) {
+    if (static_cast<int>(keys.size()) >= kMaxLocal + 1) break;
+    if (IsLocalIdentifierShape(id)) keys.push_back(PersonKey("", id));
+  }
+  return keys;
 }
 
 std::optional<v1::Directive> ConsentBook::FindDirective(absl::string_view nhs_number, absl::string_view id) const {

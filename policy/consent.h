@@ -4,7 +4,8 @@
 //
 // The ConsentBook holds standing state in memory (people with no recorded
 // wishes cost nothing), rebuilt from the store's history at start and
-// updated after each change is durable. Lookups are by NHS number.
+// updated after each change is durable. Lookups are by NHS number, or by
+// an organisation's local identifier for a person not yet traced.
 #pragma once
 
 #include <optional>
@@ -19,6 +20,7 @@
 #include "core/reasons.h"
 #include "carebroker/v1/config.pb.h"
 #include "carebroker/v1/consent.pb.h"
+#include "carebroker/v1/record.pb.h"
 
 namespace carebroker::policy {
 
@@ -50,6 +52,12 @@ uint32_t EncodeConsentCheck(v1::ConsentModel model, bool opt_out_applies, bool o
 absl::string_view RecheckConsent(uint32_t check, v1::Purpose purpose, const OrgCode& recipient,
                                  v1::OrganisationKind recipient_kind, const PersonConsent* person);
 
+// The keys a record's person is known by: the NHS number (if any), then
+// each local identifier that can name a person (IsLocalIdentifierShape;
+// at most 16), as PersonKey makes them.
+std::vector<std::string> PersonKeys(absl::string_view nhs_number,
+                                    const google::protobuf::RepeatedPtrField<v1::LocalIdentifier>& ids);
+
 class ConsentBook {
  public:
   // Applies one stored change. Changes must come in the order stored; one
@@ -58,8 +66,16 @@ class ConsentBook {
   // or already-withdrawn directive is FAILED_PRECONDITION and changes nothing.
   absl::Status Apply(const v1::ConsentChange& change) ABSL_LOCKS_EXCLUDED(mu_);
 
-  // A copy of the person's standing state; nullopt when nothing stands.
-  std::optional<PersonConsent> Find(absl::string_view nhs_number) const ABSL_LOCKS_EXCLUDED(mu_);
+  // A copy of the person's standing state under `key` (PersonKey: an NHS
+  // number, or a local identifier's "ASSIGNER|VALUE"); nullopt when nothing
+  // stands.
+  std::optional<PersonConsent> Find(absl::string_view key) const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // What stands for the person a record is about, under every key it gives
+  // (PersonKeys): the opt-out and directives under the NHS number, and the
+  // directives recorded under any of its local identifiers; nullopt when
+  // nothing stands under any.
+  std::optional<PersonConsent> FindAll(const std::vector<std::string>& keys) const ABSL_LOCKS_EXCLUDED(mu_);
 
   // The standing directive with this id for this person, if any.
   std::optional<v1::Directive> FindDirective(absl::string_view nhs_number, absl::string_view id) const

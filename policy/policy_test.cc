@@ -650,6 +650,52 @@ TEST(ConsentBook, RecordWithdrawAndOptOut) {
   EXPECT_EQ(book.people(), 0u);
 }
 
+TEST(ConsentBook, APersonNotYetTracedIsFoundByALocalIdentifierOfTheRecord) {
+  ConsentBook book;
+  v1::ConsentChange c;
+  c.mutable_local_identifier()->set_value("SC-12345");
+  c.mutable_local_identifier()->set_assigner("503");
+  c.mutable_recorded()->set_id("d1");
+  c.mutable_recorded()->set_kind(v1::DIRECTIVE_KIND_DISSENT);
+  c.mutable_recorded()->set_purpose(v1::PURPOSE_DIRECT_CARE);
+  ASSERT_TRUE(book.Apply(c).ok());
+  EXPECT_TRUE(book.Find("503|SC-12345").has_value());
+  EXPECT_FALSE(book.Find("SC-12345").has_value()) << "the value alone names no one: another assigner may reuse it";
+  v1::ConsentChange o;
+  o.set_nhs_number("9434765919");
+  o.set_national_opt_out(true);
+  ASSERT_TRUE(book.Apply(o).ok());
+
+  // A record's keys: its NHS number, then each local identifier that can
+  // name a person (an assigner is needed).
+  google::protobuf::RepeatedPtrField<v1::LocalIdentifier> ids;
+  auto* council = ids.Add();
+  council->set_value("SC-12345");
+  council->set_assigner("503");
+  ids.Add()->set_value("NO-ASSIGNER");
+  auto* spaced = ids.Add();
+  spaced->set_value("HAS SPACE");
+  spaced->set_assigner("RR8");
+  EXPECT_THAT(PersonKeys("9434765919", ids), ElementsAre("9434765919", "503|SC-12345"));
+  EXPECT_THAT(PersonKeys("", ids), ElementsAre("503|SC-12345"));
+  EXPECT_THAT(PersonKeys("", {}), IsEmpty());
+
+  // Both the opt-out under the NHS number and the dissent under the local identifier stand.
+  auto both = book.FindAll(PersonKeys("9434765919", ids));
+  ASSERT_TRUE(both.has_value());
+  EXPECT_TRUE(both->national_opt_out);
+  ASSERT_EQ(both->standing.size(), 1u);
+  EXPECT_EQ(ConsentVerdict(v1::CONSENT_MODEL_IMPLIED, false, v1::PURPOSE_DIRECT_CARE, OrgCode("RR8"),
+                           v1::ORGANISATION_KIND_NHS_TRUST, &*both),
+            "CONSENT_DISSENT");
+  EXPECT_FALSE(book.FindAll({"RR8|OTHER"}).has_value());
+  // Withdrawn under the same key.
+  v1::ConsentChange w;
+  *w.mutable_local_identifier() = c.local_identifier();
+  w.set_withdrawn("d1");
+  ASSERT_TRUE(book.Apply(w).ok());
+  EXPECT_FALSE(book.Find("503|SC-12345").has_value());
+}
 
 // ----------------------------------------------------------------- cases
 

@@ -76,6 +76,13 @@ absl::StatusOr<OrgCode> RecipientOf(const Config& config, const v1::SendRequest&
   return unroutable("neither the person's postcode district nor their GP practice is in the routing tables");
 }
 
+// The local identifiers' keys among `keys` (those after the NHS number),
+// one a line, for the store's delivery re-check.
+std::string LocalKeys(const std::vector<std::string>& keys, const std::string& nhs) {
+  const size_t first = nhs.empty() ? 0 : 1;
+  return keys.size() <= first ? "" : absl::StrJoin(keys.begin() + first, keys.end(), "\n");
+}
+
 }  // namespace
 
 absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
@@ -185,8 +192,11 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   in.opaque = !canonical && !document && !submission;
   in.document = document;
   in.justification = req.justification();
+  // The person's wishes under their NHS number and under any local
+  // identifier the record gives (for a person not yet traced).
+  const std::vector<std::string> keys = policy::PersonKeys(nhs, record.person().local_identifiers());
   std::optional<policy::PersonConsent> person;
-  if (!nhs.empty()) person = consent.Find(nhs);
+  if (!keys.empty()) person = consent.FindAll(keys);
   in.consent = person ? &*person : nullptr;
   in.now = now;
   const policy::Decision d = policy.Decide(in);
@@ -280,12 +290,14 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
     m.payload = *std::move(rendered);
     m.content_type = std::string(adapters::InfoOf(out_format).content_type);
     m.subject = nhs;
-    m.consent_check = nhs.empty() ? 0 : policy::EncodeConsentCheck(d.flow->flow->consent(), d.opt_out_applies,
-                                                                    d.overridden);
+    m.consent_keys = LocalKeys(keys, nhs);
+    m.consent_check = keys.empty() ? 0 : policy::EncodeConsentCheck(d.flow->flow->consent(), d.opt_out_applies,
+                                                                     d.overridden);
   } else {
     m.payload = std::move(*req.mutable_payload());
     if (document) {  // re-checked at delivery as a record is
       m.subject = nhs;
+      m.consent_keys = LocalKeys(keys, nhs);
       m.consent_check = policy::EncodeConsentCheck(d.flow->flow->consent(), d.opt_out_applies, d.overridden);
     }
   }

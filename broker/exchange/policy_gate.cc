@@ -1,5 +1,7 @@
 #include "broker/exchange/policy_gate.h"
 
+#include "absl/strings/str_split.h"
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "broker/exchange/exchange_metrics.h"
@@ -63,11 +65,16 @@ std::shared_ptr<const PolicyGate::InForce> PolicyGate::in_force() const {
 }
 
 absl::string_view PolicyGate::CheckAtDelivery(const StoredDelivery& d, const OrgCode& recipient) const {
-  if (d.subject.empty() || d.consent_check == 0) return "";
+  if ((d.subject.empty() && d.consent_keys.empty()) || d.consent_check == 0) return "";
   const std::shared_ptr<const Config> config = this->config();
   const auto* org = config->FindOrganisation(recipient);
   const auto kind = org != nullptr ? org->kind() : v1::ORGANISATION_KIND_UNSPECIFIED;
-  auto person = consent_.Find(d.subject);
+  std::vector<std::string> keys;
+  if (!d.subject.empty()) keys.push_back(d.subject);
+  if (!d.consent_keys.empty()) {
+    for (absl::string_view k : absl::StrSplit(d.consent_keys, '\n')) keys.emplace_back(k);
+  }
+  auto person = consent_.FindAll(keys);
   return policy::RecheckConsent(d.consent_check, policy::PurposeFromWire(d.purpose), recipient, kind,
                                 person ? &*person : nullptr);
 }

@@ -147,7 +147,7 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, SendOption
   if (direct != nullptr) {
     m.visible_until = m.accepted_at + config_.visibility_timeout();
     delivery.emplace(StoredDelivery{m.id, m.sender, m.workflow, m.purpose, m.content_type, m.local_reference, m.kind,
-                                    m.payload, m.accepted_at, 1, m.subject, m.consent_check});
+                                    m.payload, m.accepted_at, 1, m.subject, m.consent_check, m.consent_keys});
   }
   const bool chunked = m.chunks > 1;
   std::vector<NewMessage> batch;

@@ -102,7 +102,8 @@ class ChunkMinimiser {
     v1::CareRecord& record = row->record;
     const std::string& nhs = record.person().nhs_number();
     std::optional<policy::PersonConsent> person;
-    if (!nhs.empty()) person = c_.consent.Find(nhs);
+    const std::vector<std::string> keys = policy::PersonKeys(nhs, record.person().local_identifiers());
+    if (!keys.empty()) person = c_.consent.FindAll(keys);
     in_.consent = person ? &*person : nullptr;
     const policy::Decision d = c_.policy.Decide(in_);
     if (!nhs.empty() && !IsValidNhsNumber(nhs) && !(d.allowed && d.flow->flow->accept_unverified_nhs_number())) {

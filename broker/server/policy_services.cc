@@ -42,10 +42,32 @@ absl::StatusOr<Identity> ConsentCaller(grpc::CallbackServerContext* ctx, const S
   return id;
 }
 
-v1::ConsentChange NewChange(const std::string& nhs, const Identity& by, const std::string& recorded_by,
+absl::StatusOr<ConsentPerson> PersonOf(const std::string& nhs, const v1::LocalIdentifier& local) {
+  const bool by_local = !local.value().empty() || !local.assigner().empty();
+  if (!by_local) {
+    if (auto s = CheckNhsNumber(nhs); !s.ok()) return s;
+    return ConsentPerson{nhs, {}};
+  }
+  if (!nhs.empty()) {
+    return InvalidArgument(reason::kLocalIdentifierInvalid,
+                           "name the person by nhs_number or by local_identifier, not both");
+  }
+  if (!IsLocalIdentifierShape(local)) {
+    return InvalidArgument(reason::kLocalIdentifierInvalid,
+                           "local_identifier needs a value (1 to 64 characters) and its assigner (an ODS code or "
+                           "system code, 1 to 40): letters, digits and . _ - / :");
+  }
+  v1::LocalIdentifier l;
+  l.set_value(local.value());
+  l.set_assigner(local.assigner());
+  return ConsentPerson{"", std::move(l)};
+}
+
+v1::ConsentChange NewChange(const ConsentPerson& who, const Identity& by, const std::string& recorded_by,
                             const std::string& source, absl::Time now) {
   v1::ConsentChange c;
-  c.set_nhs_number(nhs);
+  c.set_nhs_number(who.nhs_number);
+  if (!who.local.value().empty()) *c.mutable_local_identifier() = who.local;
   *c.mutable_at() = ToTimestamp(now);
   c.set_by_org(by.org.str());
   c.set_recorded_by(recorded_by);
@@ -69,7 +91,11 @@ void ConsentService::Commit(v1::ConsentChange change,
       if (d.scope().has_ods()) scope = d.scope().ods();
       if (d.scope().has_kind()) scope = EnumShortName(v1::OrganisationKind_descriptor(), d.scope().kind());
       e.set_detail(absl::StrCat(EnumShortName(v1::DirectiveKind_descriptor(), d.kind()), " for ", scope,
-                                "; directive ", d.id()));
+                                "; directive ", d.id(),
+                                change.has_local_identifier()
+                                    ? absl::StrCat("; the person named by a local identifier of ",
+                                                   change.local_identifier().assigner())
+                                    : ""));
       break;
     }
     case v1::ConsentChange::kWithdrawn:
@@ -91,7 +117,8 @@ grpc::ServerUnaryReactor* ConsentService::Record(grpc::CallbackServerContext* ct
                                                  v1::Directive* resp) {
   auto id = ConsentCaller(ctx, d_, true);
   if (!id.ok()) return FinishNow(ctx, id.status());
-  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return FinishNow(ctx, s);
+  auto who = PersonOf(req->nhs_number(), req->local_identifier());
+  if (!who.ok()) return FinishNow(ctx, who.status());
   if (req->kind() == v1::DIRECTIVE_KIND_UNSPECIFIED) {
     return FinishNow(ctx, InvalidArgument(reason::kDirectiveKindRequired, "kind must be consent or dissent"));
   }
@@ -110,10 +137,11 @@ grpc::ServerUnaryReactor* ConsentService::Record(grpc::CallbackServerContext* ct
   if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return FinishNow(ctx, s);
 
   const absl::Time now = d_.clock.Now();
-  v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), now);
+  v1::ConsentChange c = NewChange(*who, *id, req->recorded_by(), req->source(), now);
   v1::Directive* dir = c.mutable_recorded();
   dir->set_id(NewMessageId(now).str());
-  dir->set_nhs_number(req->nhs_number());
+  dir->set_nhs_number(who->nhs_number);
+  if (c.has_local_identifier()) *dir->mutable_local_identifier() = c.local_identifier();
   dir->set_kind(req->kind());
   dir->set_purpose(purpose);
   if (req->has_scope()) *dir->mutable_scope() = req->scope();
@@ -133,10 +161,11 @@ grpc::ServerUnaryReactor* ConsentService::Withdraw(grpc::CallbackServerContext* 
                                                    v1::Directive* resp) {
   auto id = ConsentCaller(ctx, d_, true);
   if (!id.ok()) return FinishNow(ctx, id.status());
-  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return FinishNow(ctx, s);
+  auto who = PersonOf(req->nhs_number(), req->local_identifier());
+  if (!who.ok()) return FinishNow(ctx, who.status());
   if (auto s = CheckText(req->source(), "source", true); !s.ok()) return FinishNow(ctx, s);
   if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return FinishNow(ctx, s);
-  auto standing = d_.policy.consent().FindDirective(req->nhs_number(), req->directive_id());
+  auto standing = d_.policy.consent().FindDirective(who->key(), req->directive_id());
   {
     absl::MutexLock l(&mu_);
     if (!standing || !withdrawing_.insert(req->directive_id()).second) {
@@ -145,7 +174,7 @@ grpc::ServerUnaryReactor* ConsentService::Withdraw(grpc::CallbackServerContext* 
     }
   }
   const absl::Time now = d_.clock.Now();
-  v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), now);
+  v1::ConsentChange c = NewChange(*who, *id, req->recorded_by(), req->source(), now);
   c.set_withdrawn(req->directive_id());
   v1::Directive out = *standing;
   *out.mutable_withdrawn_at() = c.at();
@@ -167,10 +196,10 @@ grpc::ServerUnaryReactor* ConsentService::SetNationalOptOut(grpc::CallbackServer
                                                             v1::ConsentState* resp) {
   auto id = ConsentCaller(ctx, d_, true);
   if (!id.ok()) return FinishNow(ctx, id.status());
-  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return FinishNow(ctx, s);
+  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return FinishNow(ctx, s);  // by NHS number only
   if (auto s = CheckText(req->source(), "source", true); !s.ok()) return FinishNow(ctx, s);
   if (auto s = CheckText(req->recorded_by(), "recorded_by", true); !s.ok()) return FinishNow(ctx, s);
-  v1::ConsentChange c = NewChange(req->nhs_number(), *id, req->recorded_by(), req->source(), d_.clock.Now());
+  v1::ConsentChange c = NewChange(ConsentPerson{req->nhs_number(), {}}, *id, req->recorded_by(), req->source(), d_.clock.Now());
   c.set_national_opt_out(req->opted_out());
   auto* reactor = ctx->DefaultReactor();
   Commit(std::move(c), [this, reactor, resp, nhs = req->nhs_number()](absl::StatusOr<v1::ConsentChange> r) {
@@ -178,7 +207,7 @@ grpc::ServerUnaryReactor* ConsentService::SetNationalOptOut(grpc::CallbackServer
       reactor->Finish(ToGrpcStatus(r.status()));
       return;
     }
-    ReadState(nhs, resp, reactor);
+    ReadState(ConsentPerson{nhs, {}}, resp, reactor);
   });
   return reactor;
 }
@@ -187,20 +216,22 @@ grpc::ServerUnaryReactor* ConsentService::Get(grpc::CallbackServerContext* ctx, 
                                               v1::ConsentState* resp) {
   auto id = ConsentCaller(ctx, d_, false);
   if (!id.ok()) return FinishNow(ctx, id.status());
-  if (auto s = CheckNhsNumber(req->nhs_number()); !s.ok()) return FinishNow(ctx, s);
+  auto who = PersonOf(req->nhs_number(), req->local_identifier());
+  if (!who.ok()) return FinishNow(ctx, who.status());
   auto* reactor = ctx->DefaultReactor();
-  ReadState(req->nhs_number(), resp, reactor);
+  ReadState(*who, resp, reactor);
   return reactor;
 }
 
-void ConsentService::ReadState(const std::string& nhs_number, v1::ConsentState* out,
-                               grpc::ServerUnaryReactor* reactor) {
-  out->set_nhs_number(nhs_number);
-  if (auto p = d_.policy.consent().Find(nhs_number)) {
+void ConsentService::ReadState(const ConsentPerson& who, v1::ConsentState* out, grpc::ServerUnaryReactor* reactor) {
+  const std::string key = who.key();
+  out->set_nhs_number(who.nhs_number);
+  if (!who.local.value().empty()) *out->mutable_local_identifier() = who.local;
+  if (auto p = d_.policy.consent().Find(key)) {
     out->set_national_opt_out(p->national_opt_out);
     for (auto& d : p->standing) *out->add_standing() = std::move(d);
   }
-  d_.store.ReadConsent(nhs_number, [out, reactor](absl::StatusOr<std::vector<v1::ConsentChange>> r) {
+  d_.store.ReadConsent(key, [out, reactor](absl::StatusOr<std::vector<v1::ConsentChange>> r) {
     if (r.ok()) {
       for (auto& c : *r) *out->add_history() = std::move(c);
     }

@@ -7,6 +7,8 @@
 // after the answer sees it. Policy.Reload needs the operator role.
 #pragma once
 
+#include "core/ids.h"
+
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "broker/server/auth.h"
@@ -15,6 +17,14 @@
 #include "carebroker/v1/policy.grpc.pb.h"
 
 namespace carebroker {
+
+// The person a consent request names: an NHS number, or (for a person not
+// yet traced) an organisation's local identifier; never both.
+struct ConsentPerson {
+  std::string nhs_number;
+  v1::LocalIdentifier local;
+  std::string key() const { return PersonKey(nhs_number, local); }
+};
 
 class ConsentService final : public v1::Consent::CallbackService {
  public:
@@ -34,7 +44,7 @@ class ConsentService final : public v1::Consent::CallbackService {
   // Stores `change`, applies it to the book, then runs `done`.
   void Commit(v1::ConsentChange change, absl::AnyInvocable<void(absl::StatusOr<v1::ConsentChange>) &&> done);
   // Fills `out` with the person's standing state and stored history.
-  void ReadState(const std::string& nhs_number, v1::ConsentState* out, grpc::ServerUnaryReactor* reactor);
+  void ReadState(const ConsentPerson& who, v1::ConsentState* out, grpc::ServerUnaryReactor* reactor);
 
   const ServiceDeps& d_;
   absl::Mutex mu_;

@@ -46,6 +46,17 @@ v1::MessageStatus FetchStatus(int64_t state, absl::Time expires_at, absl::Time n
   }
 }
 
+std::string PackSubject(absl::string_view nhs_number, absl::string_view consent_keys) {
+  return consent_keys.empty() ? std::string(nhs_number) : absl::StrCat(nhs_number, "\n", consent_keys);
+}
+
+std::string SubjectOf(absl::string_view packed) { return std::string(packed.substr(0, packed.find('\n'))); }
+
+std::string ConsentKeysOf(absl::string_view packed) {
+  const size_t nl = packed.find('\n');
+  return nl == absl::string_view::npos ? "" : std::string(packed.substr(nl + 1));
+}
+
 std::string PackPendingAudit(const AuditRecord& r) { return absl::StrCat(r.subject, "\n", r.entry); }
 
 absl::StatusOr<AuditRecord> CompletedAudit(absl::string_view packed, absl::string_view digest, absl::Time now,

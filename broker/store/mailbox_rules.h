@@ -52,6 +52,13 @@ inline State InitialState(const NewMessage& m) {
 // entry gets the digest of the whole payload and is written. These pack
 // and unpack the held entry.
 std::string PackPendingAudit(const AuditRecord& r);
+
+// The messages table's subject column: the NHS number, then the local
+// identifiers' consent keys on the lines after it ("" for neither). The
+// NHS number alone is what audit entries and redirects are decided by.
+std::string PackSubject(absl::string_view nhs_number, absl::string_view consent_keys);
+std::string SubjectOf(absl::string_view packed);      // the NHS number
+std::string ConsentKeysOf(absl::string_view packed);  // the lines after it
 // The entry to write at completion, `digest` (32 bytes) put in its
 // payload_digest, or else `patch` (a serialized v1::AuditEntry, a CLD
 // submission's: ChunkUpload::audit_patch) merged into it; INTERNAL

@@ -13,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "audit/merkle.h"
+#include "core/ids.h"
 #include "core/time.h"
 #include "core/status.h"
 #include "core/log.h"
@@ -47,7 +48,7 @@ mailbox::Row RowColumns(const pg::Result& r, int i, const MessageId& id, const O
                       .recipient = recipient,
                       .workflow = r.Str(i, 2),
                       .purpose = r.Str(i, 3),
-                      .subject = r.Str(i, 4),
+                      .subject = mailbox::SubjectOf(r.Str(i, 4)),
                       .kind = static_cast<v1::MessageKind>(r.Int(i, 5)),
                       .local_reference = r.Str(i, 6),
                       .accepted_at = FromMicros(r.Int(i, 7))};
@@ -409,7 +410,8 @@ class PgStore final : public Store {
           v1::ConsentChange stored = c;
           stored.clear_seq();
           auto r = t.conn.ExecPrepared("INSERT INTO consent (nhs_number, change) VALUES ($1, $2) RETURNING seq",
-                                       {Param::Text(stored.nhs_number()), Param::Bytes(stored.SerializeAsString())});
+                                       {Param::Text(PersonKey(stored.nhs_number(), stored.local_identifier())),
+                                        Param::Bytes(stored.SerializeAsString())});
           if (!r.ok()) return Unavailable(r.status());
           stored.set_seq(r->Int(0, 0));
           if (!a.empty()) t.audit.push_back(a);
@@ -1033,7 +1035,7 @@ class PgStore final : public Store {
          Param::Int(mailbox::InitialState(m)), Time(m.accepted_at), Time(m.expires_at),
          Time(claimed ? m.visible_until : m.accepted_at),
          claimed ? Param::Int(static_cast<int64_t>(m.claim_token)) : Param::Null(), Param::Int(claimed ? 1 : 0),
-         claimed ? Time(m.accepted_at) : Param::Null(), TextOrNull(m.subject), Param::Int(m.consent_check),
+         claimed ? Time(m.accepted_at) : Param::Null(), TextOrNull(mailbox::PackSubject(m.subject, m.consent_keys)), Param::Int(m.consent_check),
          Param::Bytes(m.chunks > 1 ? absl::string_view() : absl::string_view(m.payload)),
          m.meta.empty() ? Param::Null() : Param::Bytes(m.meta), Param::Int(m.chunks),
          m.chunks > 1 ? Param::Bytes(mailbox::PackPendingAudit(m.audit)) : Param::Null(),
@@ -1124,7 +1126,10 @@ class PgStore final : public Store {
       d.kind = static_cast<v1::MessageKind>(r->Int(i, 8));
       d.accepted_at = FromMicros(r->Int(i, 9));
       d.delivery_count = static_cast<uint32_t>(r->Int(i, 10));
-      if (!r->IsNull(i, 11)) d.subject = r->Str(i, 11);
+      if (!r->IsNull(i, 11)) {
+        d.subject = mailbox::SubjectOf(r->Str(i, 11));
+        d.consent_keys = mailbox::ConsentKeysOf(r->Str(i, 11));
+      }
       d.consent_check = static_cast<uint32_t>(r->Int(i, 12));
       d.chunks = static_cast<uint32_t>(r->Int(i, 13));
       if (r->Str(i, 16) == "t") {  // held by the statement (max attempts)
@@ -1210,7 +1215,7 @@ class PgStore final : public Store {
                              .recipient = recipient,
                              .workflow = r->Str(i, 3),
                              .purpose = r->Str(i, 4),
-                             .subject = r->Str(i, 5),
+                             .subject = mailbox::SubjectOf(r->Str(i, 5)),
                              .kind = static_cast<v1::MessageKind>(r->Int(i, 6))};
         if (auto e = mailbox::AcknowledgedEvent(m, now)) RecordEvent(t, *e);
       }
@@ -1260,7 +1265,10 @@ class PgStore final : public Store {
     d.kind = static_cast<v1::MessageKind>(r->Int(0, 7));
     d.accepted_at = FromMicros(r->Int(0, 8));
     d.delivery_count = static_cast<uint32_t>(r->Int(0, 9));
-    if (!r->IsNull(0, 10)) d.subject = r->Str(0, 10);
+    if (!r->IsNull(0, 10)) {
+      d.subject = mailbox::SubjectOf(r->Str(0, 10));
+      d.consent_keys = mailbox::ConsentKeysOf(r->Str(0, 10));
+    }
     d.consent_check = static_cast<uint32_t>(r->Int(0, 11));
     if (!r->IsNull(0, 14)) d.meta = r->Bytes(0, 14);
     d.chunks = static_cast<uint32_t>(r->Int(0, 15));
@@ -1446,7 +1454,7 @@ class PgStore final : public Store {
                            .recipient = OrgCode(expired->Str(i, 3)),
                            .workflow = expired->Str(i, 4),
                            .purpose = expired->Str(i, 8),
-                           .subject = expired->Str(i, 9),
+                           .subject = mailbox::SubjectOf(expired->Str(i, 9)),
                            .kind = static_cast<v1::MessageKind>(expired->Int(i, 7)),
                            .local_reference = expired->Str(i, 5),
                            .accepted_at = FromMicros(expired->Int(i, 6))};

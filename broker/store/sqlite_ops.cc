@@ -1,6 +1,7 @@
 // The SQLite store's operations: their SQL inside a batch transaction
 // (sqlite_store_impl.h), following mailbox_rules.h.
 #include "broker/store/sqlite_store_impl.h"
+#include "core/ids.h"
 
 namespace carebroker::sqlite_impl {
 
@@ -271,10 +272,11 @@ absl::StatusOr<int64_t> SqliteStore::Insert(const NewMessage& m) {
   ins.Bind(7, m.content_type).Bind(8, m.local_reference).Bind(9, int64_t{m.kind});
   ins.BindBlob(10, m.digest).Bind(11, Micros(m.accepted_at)).Bind(12, Micros(m.expires_at));
   if (m.claim_token != 0) ins.Bind(13, Micros(m.visible_until)).Bind(14, static_cast<int64_t>(m.claim_token));
-  if (m.subject.empty()) {
+  const std::string subject = mailbox::PackSubject(m.subject, m.consent_keys);  // bound, not copied
+  if (subject.empty()) {
     ins.BindNull(15);
   } else {
-    ins.Bind(15, m.subject);
+    ins.Bind(15, subject);
   }
   ins.Bind(16, int64_t{m.consent_check});
   if (m.meta.empty()) {
@@ -365,7 +367,10 @@ StoredDelivery SqliteStore::DeliveryColumns(Stmt& q) {
   d.kind = static_cast<v1::MessageKind>(q.Int(7));
   d.accepted_at = FromMicros(q.Int(8));
   d.delivery_count = static_cast<uint32_t>(q.Int(9));
-  if (!q.IsNull(10)) d.subject = q.Text(10);
+  if (!q.IsNull(10)) {
+    d.subject = mailbox::SubjectOf(q.View(10));
+    d.consent_keys = mailbox::ConsentKeysOf(q.View(10));
+  }
   d.consent_check = static_cast<uint32_t>(q.Int(11));
   return d;
 }
@@ -558,7 +563,7 @@ absl::StatusOr<AckResult> SqliteStore::DoAck(const OrgCode& recipient, const std
       m.sender = OrgCode(ack_state_.Text(2));
       m.workflow = ack_state_.Text(3);
       m.purpose = ack_state_.Text(4);
-      m.subject = ack_state_.Text(5);
+      m.subject = mailbox::SubjectOf(ack_state_.View(5));
       m.kind = static_cast<v1::MessageKind>(ack_state_.Int(6));
     }
     const mailbox::AckOutcome outcome = mailbox::ClassifyAck(state);
@@ -726,7 +731,7 @@ void RowColumns(Stmt& q, mailbox::Row& m) {
   m.sender = OrgCode(q.Text(1));
   m.workflow = q.Text(2);
   m.purpose = q.Text(3);
-  m.subject = q.Text(4);
+  m.subject = mailbox::SubjectOf(q.View(4));
   m.kind = static_cast<v1::MessageKind>(q.Int(5));
   m.local_reference = q.Text(6);
   m.accepted_at = FromMicros(q.Int(7));
@@ -906,7 +911,7 @@ absl::Status SqliteStore::LinkReplacement(const mailbox::Original& o, const NewM
 
 absl::StatusOr<v1::ConsentChange> SqliteStore::DoAppendConsent(v1::ConsentChange c) {
   c.clear_seq();
-  if (auto s = consent_insert_.Bind(1, c.nhs_number()).BindBlob(2, c.SerializeAsString()).Exec(); !s.ok()) {
+  if (auto s = consent_insert_.Bind(1, PersonKey(c.nhs_number(), c.local_identifier())).BindBlob(2, c.SerializeAsString()).Exec(); !s.ok()) {
     return s;
   }
   c.set_seq(sqlite3_last_insert_rowid(db_));
@@ -967,7 +972,7 @@ absl::StatusOr<SweepResult> SqliteStore::DoSweep(const SweepRequest& req) {
       e.accepted_at = FromMicros(expire_select_.Int(6));
       e.kind = static_cast<v1::MessageKind>(expire_select_.Int(7));
       e.purpose = expire_select_.Text(8);
-      e.subject = expire_select_.Text(9);
+      e.subject = mailbox::SubjectOf(expire_select_.View(9));
       expired.emplace_back(expire_select_.Int(0), std::move(e));
     }
   }

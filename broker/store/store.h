@@ -100,6 +100,9 @@ struct NewMessage {
   // Cleared once the message is acknowledged, expired or withheld.
   std::string subject;
   uint32_t consent_check = 0;
+  // For the same re-check, the keys of the person's local identifiers
+  // (policy::PersonKeys after the NHS number), one a line; "" none.
+  std::string consent_keys;
   // Transport metadata carried to the recipient unchanged (the MESH front
   // door's pass-through mex-* headers, as a JSON object); "" for none.
   std::string meta;
@@ -209,6 +212,7 @@ struct StoredDelivery {
   uint32_t delivery_count = 0;  // including this one
   std::string subject;          // as stored (NewMessage)
   uint32_t consent_check = 0;
+  std::string consent_keys;     // as stored (NewMessage)
   // The message's place in the store: claims return first deliveries in
   // (accepted_at, seq) order.
   int64_t seq = 0;

@@ -439,6 +439,28 @@ TEST_P(StoreConformance, SubjectAndConsentCheckReachTheClaim) {
   EXPECT_EQ((*got)[1].consent_check, 0u);
 }
 
+TEST_P(StoreConformance, ThePersonsLocalIdentifierKeysReachTheClaimBesideTheNhsNumber) {
+  auto store = Open(Instance());
+  NewMessage both = Msg(kTrust, kCouncil);
+  both.subject = "9434765919";
+  both.consent_keys = "RR8|MRN-0042\n503|SC-12345";
+  both.consent_check = 0b1101;
+  NewMessage local_only = Msg(kTrust, kCouncil);
+  local_only.consent_keys = "RR8|MRN-0043";
+  local_only.consent_check = 0b1101;
+  AppendOne(*store, std::move(both));
+  const MessageId untraced = AppendOne(*store, std::move(local_only));
+  auto got = ClaimSync(*store, Claim(kCouncil, 10));
+  ASSERT_THAT(*got, SizeIs(2));
+  EXPECT_EQ((*got)[0].subject, "9434765919") << "the NHS number alone, as audit entries and redirects use it";
+  EXPECT_EQ((*got)[0].consent_keys, "RR8|MRN-0042\n503|SC-12345");
+  EXPECT_EQ((*got)[1].subject, "");
+  EXPECT_EQ((*got)[1].consent_keys, "RR8|MRN-0043");
+  // Withheld like any other; the keys go with the subject.
+  EXPECT_EQ(*WithholdSync(*store, kCouncil, {untraced}, "CONSENT_DISSENT", kT0), 1);
+  EXPECT_EQ(TrackSync(*store, kTrust, untraced)->status, v1::MESSAGE_STATUS_WITHHELD);
+}
+
 TEST_P(StoreConformance, WithheldMessagesAreNeverDeliveredAndTrackSaysWhy) {
   auto store = Open(Instance());
   const MessageId waiting = AppendOne(*store, Msg(kTrust, kCouncil));
@@ -1181,6 +1203,17 @@ TEST_P(StoreConformance, ConsentHistoryIsKeptInOrderPerPerson) {
   EXPECT_EQ((*one)[1].by_org(), "Y06601");
   EXPECT_THAT(*ReadConsentSync(*store, ""), SizeIs(3));
   EXPECT_THAT(*ReadConsentSync(*store, "9999999999"), IsEmpty());
+  // A person named by a local identifier is kept under its key.
+  v1::ConsentChange local;
+  local.mutable_local_identifier()->set_value("SC-12345");
+  local.mutable_local_identifier()->set_assigner("503");
+  local.mutable_recorded()->set_id("d1");
+  local.set_by_org("503");
+  ASSERT_TRUE(AppendConsentSync(*store, local).ok());
+  auto by_local = ReadConsentSync(*store, "503|SC-12345");
+  ASSERT_THAT(*by_local, SizeIs(1));
+  EXPECT_EQ((*by_local)[0].local_identifier().value(), "SC-12345");
+  EXPECT_THAT(*ReadConsentSync(*store, "9434765919"), SizeIs(2)) << "not the NHS-number person's";
 }
 
 TEST_P(StoreConformance, ClosedStoreRefusesWork) {

@@ -520,6 +520,25 @@ TEST_F(CtlTest, ConsentAndReloadAgainstTheBroker) {
                            "r"}).rc,
             2);  // neither --set nor --clear
 
+  // A person not yet traced, named by the council's own id for them.
+  CtlRun local = Ctl("503", {"consent", "record", "--local-id", "SC-12345", "--assigner", "503", "--dissent",
+                             "--purpose", "direct-care", "--source", "visit", "--recorded-by", "SW Synthetic"});
+  ASSERT_EQ(local.rc, 0) << local.err;
+  EXPECT_EQ(json::parse(local.out).at("localIdentifier").at("value"), "SC-12345");
+  const std::string untraced = dir_ + "/untraced.json";
+  std::ofstream(untraced) << R"({"person": {"localIdentifiers": [{"value": "SC-12345", "assigner": "503"}]},)"
+                          << R"( "events": [{"reference": "E2"}]})";
+  CtlRun refused = Ctl("RR8", {"send", "--to", "503", "--workflow", "HOSPITAL_DISCHARGE", "--purpose", "direct-care",
+                               "--care-record", untraced});
+  EXPECT_EQ(refused.rc, 1);
+  EXPECT_NE(refused.err.find("CONSENT_DISSENT"), std::string::npos) << refused.err;
+  CtlRun shown = Ctl("503", {"consent", "show", "--local-id", "SC-12345", "--assigner", "503"});
+  ASSERT_EQ(shown.rc, 0) << shown.err;
+  EXPECT_EQ(json::parse(shown.out).at("standing").size(), 1u);
+  CtlRun nobody = Ctl("503", {"consent", "show", "--local-id", "SC-12345"});
+  EXPECT_EQ(nobody.rc, 2) << "an identifier without its assigner names no one";
+  EXPECT_NE(nobody.err.find("--assigner"), std::string::npos);
+
   CtlRun reload = Ctl("operator", {"policy", "reload"});
   EXPECT_EQ(reload.rc, 0) << reload.err;
   EXPECT_NE(reload.out.find("1 agreements, 3 flows in force"), std::string::npos) << reload.out;

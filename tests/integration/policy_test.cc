@@ -95,6 +95,97 @@ TEST_F(PolicyTest, DissentRecordedWhileWaitingWithholdsAtDelivery) {
   EXPECT_TRUE(rx.Next().has_value());
 }
 
+// A person whose NHS number is not yet traced: the council records their
+// dissent against its own person id, and records sent about them carrying
+// that identifier are refused, and withheld at delivery when the wish comes later.
+TEST_F(PolicyTest, AWishRecordedByALocalIdentifierAppliesToAPersonNotYetTraced) {
+  auto council_consent = v1::Consent::NewStub(ChannelAs(*broker_, "503"));
+  auto local = [](const std::string& value) {
+    v1::LocalIdentifier l;
+    l.set_value(value);
+    l.set_assigner("503");
+    return l;
+  };
+  auto record_dissent = [&](const v1::LocalIdentifier& who, v1::Directive* out) {
+    v1::RecordRequest req;
+    *req.mutable_local_identifier() = who;
+    req.set_kind(v1::DIRECTIVE_KIND_DISSENT);
+    req.set_purpose("direct-care");
+    req.set_source("social work visit");
+    req.set_recorded_by("SW Synthetic");
+    return Call(&v1::Consent::Stub::Record, *council_consent, req, out);
+  };
+  auto untraced = [&](const std::string& value, const std::string& nhs = "") {
+    v1::CareRecord r = SyntheticCareRecord();
+    r.mutable_person()->set_nhs_number(nhs);
+    *r.mutable_person()->mutable_local_identifiers(0) = local(value);
+    return CareSend("503", "HOSPITAL_DISCHARGE", "direct-care", r);
+  };
+
+  v1::Directive dissent;
+  grpc::Status s = record_dissent(local("SC-12345"), &dissent);
+  ASSERT_TRUE(s.ok()) << DescribeStatus(s);
+  EXPECT_EQ(dissent.local_identifier().value(), "SC-12345");
+  EXPECT_EQ(dissent.nhs_number(), "");
+  EXPECT_EQ(ErrorReason(Send(*trust_, untraced("SC-12345"))), "CONSENT_DISSENT");
+  EXPECT_EQ(ErrorReason(Send(*trust_, untraced("SC-12345", kNhs))), "CONSENT_DISSENT")
+      << "traced since: the wish recorded before still applies beside the NHS number";
+  v1::SendReceipt other;
+  ASSERT_TRUE(Send(*trust_, untraced("SC-99999"), &other).ok()) << "another person";
+
+  // Recorded while that one waits: withheld at delivery.
+  v1::Directive later;
+  ASSERT_TRUE(record_dissent(local("SC-99999"), &later).ok());
+  {
+    Receiver rx(*council_, 10);
+    EXPECT_FALSE(rx.Next(absl::Milliseconds(500)).has_value()) << "delivered despite dissent";
+  }
+  v1::TrackRequest tr;
+  tr.set_message_id(other.message_id());
+  v1::TrackResponse t;
+  ASSERT_TRUE(Call(&v1::Exchange::Stub::Track, *trust_, tr, &t).ok());
+  EXPECT_EQ(t.status(), v1::MESSAGE_STATUS_WITHHELD);
+  EXPECT_EQ(t.withheld_reason(), "CONSENT_DISSENT");
+
+  // Read and withdrawn by the same identifier.
+  v1::GetConsentRequest get;
+  *get.mutable_local_identifier() = local("SC-12345");
+  v1::ConsentState state;
+  ASSERT_TRUE(Call(&v1::Consent::Stub::Get, *council_consent, get, &state).ok());
+  EXPECT_EQ(state.local_identifier().value(), "SC-12345");
+  ASSERT_EQ(state.standing_size(), 1);
+  EXPECT_EQ(state.history_size(), 1);
+  v1::WithdrawRequest w;
+  *w.mutable_local_identifier() = local("SC-12345");
+  w.set_directive_id(dissent.id());
+  w.set_source("letter");
+  w.set_recorded_by("SW Synthetic");
+  v1::Directive withdrawn;
+  ASSERT_TRUE(Call(&v1::Consent::Stub::Withdraw, *council_consent, w, &withdrawn).ok());
+  EXPECT_TRUE(Send(*trust_, untraced("SC-12345")).ok());
+
+  // The log names the assigner, never the identifier itself.
+  AuditRun q = AuditCli(*broker_, "ig-officer", {"--format", "json", "query", "--event", "consent-recorded"});
+  ASSERT_EQ(q.rc, 0) << q.err;
+  EXPECT_THAT(q.out, HasSubstr("the person named by a local identifier of 503"));
+  EXPECT_THAT(q.out, ::testing::Not(HasSubstr("SC-12345")));
+
+  // Bad names for a person.
+  v1::Directive ignored;
+  v1::LocalIdentifier no_assigner;
+  no_assigner.set_value("SC-1");
+  EXPECT_EQ(ErrorReason(record_dissent(no_assigner, &ignored)), "LOCAL_IDENTIFIER_INVALID");
+  EXPECT_EQ(ErrorReason(record_dissent(local("SC 1"), &ignored)), "LOCAL_IDENTIFIER_INVALID");
+  v1::RecordRequest both;
+  both.set_nhs_number(kNhs);
+  *both.mutable_local_identifier() = local("SC-1");
+  both.set_kind(v1::DIRECTIVE_KIND_DISSENT);
+  both.set_purpose("direct-care");
+  both.set_source("x");
+  both.set_recorded_by("x");
+  EXPECT_EQ(ErrorReason(Call(&v1::Consent::Stub::Record, *council_consent, both, &ignored)), "LOCAL_IDENTIFIER_INVALID");
+}
+
 TEST_F(PolicyTest, SafeguardingOverrideNeedsAJustification) {
   Record(v1::DIRECTIVE_KIND_DISSENT, "safeguarding");
   v1::SendRequest req = CareSend("RR8", "SAFEGUARDING_CONCERN", "safeguarding");

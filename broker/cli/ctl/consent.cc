@@ -10,9 +10,25 @@ namespace carebroker::ctl {
 namespace {
 
 struct ConsentArgs {
-  std::string nhs, purpose, scope_ods, scope_kind, source, recorded_by, directive;
+  std::string nhs, local_id, assigner, purpose, scope_ods, scope_kind, source, recorded_by, directive;
   bool dissent = false, consent = false, on = false, off = false;
 };
+
+// The person: --nhs-number, or --local-id with --assigner.
+template <typename Req>
+bool SetPerson(const ConsentArgs& a, Req& req, std::ostream& err) {
+  if (a.nhs.empty() == a.local_id.empty() || a.local_id.empty() != a.assigner.empty()) {
+    err << "carebrokerctl: name the person by --nhs-number, or by --local-id with --assigner (for a person whose NHS "
+           "number is not yet traced)\n";
+    return false;
+  }
+  req.set_nhs_number(a.nhs);
+  if (!a.local_id.empty()) {
+    req.mutable_local_identifier()->set_value(a.local_id);
+    req.mutable_local_identifier()->set_assigner(a.assigner);
+  }
+  return true;
+}
 
 int DoConsent(const Global& g, const std::string& cmd, const ConsentArgs& a, std::ostream& out, std::ostream& err) {
   auto stub = Connect<v1::Consent>(g, err);
@@ -26,7 +42,7 @@ int DoConsent(const Global& g, const std::string& cmd, const ConsentArgs& a, std
       return 2;
     }
     v1::RecordRequest req;
-    req.set_nhs_number(a.nhs);
+    if (!SetPerson(a, req, err)) return 2;
     req.set_kind(a.dissent ? v1::DIRECTIVE_KIND_DISSENT : v1::DIRECTIVE_KIND_CONSENT);
     req.set_purpose(a.purpose);
     if (!a.scope_ods.empty()) req.mutable_scope()->set_ods(a.scope_ods);
@@ -45,7 +61,7 @@ int DoConsent(const Global& g, const std::string& cmd, const ConsentArgs& a, std
     if (s.ok()) return PrintJson(d, out);
   } else if (cmd == "withdraw") {
     v1::WithdrawRequest req;
-    req.set_nhs_number(a.nhs);
+    if (!SetPerson(a, req, err)) return 2;
     req.set_directive_id(a.directive);
     req.set_source(a.source);
     req.set_recorded_by(a.recorded_by);
@@ -67,7 +83,7 @@ int DoConsent(const Global& g, const std::string& cmd, const ConsentArgs& a, std
     if (s.ok()) return PrintJson(st, out);
   } else {
     v1::GetConsentRequest req;
-    req.set_nhs_number(a.nhs);
+    if (!SetPerson(a, req, err)) return 2;
     v1::ConsentState st;
     s = stub->Get(&ctx, req, &st);
     if (s.ok()) return PrintJson(st, out);
@@ -85,7 +101,12 @@ void AddConsentCommands(CLI::App& app, Run& run) {
   auto* wd = con->add_subcommand("withdraw", "withdraw a standing directive");
   auto* oo = con->add_subcommand("opt-out", "set or clear the national data opt-out");
   auto* show = con->add_subcommand("show", "standing wishes and history");
-  for (auto* c : {rec, wd, oo, show}) c->add_option("--nhs-number", ca->nhs, "NHS number (10 digits)")->required();
+  oo->add_option("--nhs-number", ca->nhs, "NHS number (10 digits)")->required();
+  for (auto* c : {rec, wd, show}) {
+    c->add_option("--nhs-number", ca->nhs, "NHS number (10 digits)");
+    c->add_option("--local-id", ca->local_id, "instead: the person's identifier at an organisation (not yet traced)");
+    c->add_option("--assigner", ca->assigner, "with --local-id: who assigned it (an ODS code or system code)");
+  }
   for (auto* c : {rec, wd, oo}) {
     c->add_option("--source", ca->source, "where the wish was expressed")->required();
     c->add_option("--recorded-by", ca->recorded_by, "who recorded it")->required();
