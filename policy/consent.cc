@@ -121,9 +121,13 @@ std::vector<std::string> PersonKeys(absl::string_view nhs_number,
   constexpr int kMaxLocal = 16;
   std::vector<std::string> keys;
   if (!nhs_number.empty()) keys.emplace_back(nhs_number);
+  int local = 0;
   for (const auto& id : ids) {
-    if (static_cast<int>(keys.size()) >= kMaxLocal + 1) break;
-    if (IsLocalIdentifierShape(id)) keys.push_back(PersonKey("", id));
+    if (local == kMaxLocal) break;
+    if (IsLocalIdentifierShape(id)) {
+      keys.push_back(PersonKey("", id));
+      ++local;
+    }
   }
   return keys;
 }

@@ -1,5 +1,7 @@
 #include "broker/exchange/intake.h"
 
+#include <algorithm>
+
 #include "broker/exchange/submission.h"
 
 #include "adapters/fhir/fhir.h"
@@ -8,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "adapters/cld/cld.h"
 #include "adapters/documents.h"
 #include "adapters/formats.h"
@@ -88,7 +91,7 @@ std::string LocalKeys(const std::vector<std::string>& keys, const std::string& n
 absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
                                const policy::ConsentBook& consent, const audit::EntryMaker& entries,
                                const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial,
-                               uint64_t max_bytes, uint32_t chunks) {
+                               uint64_t max_bytes, uint32_t chunks, absl::string_view also_keys) {
   const uint64_t limit = max_bytes != 0 ? max_bytes : config.proto().limits().max_message_bytes();
   if (req.payload().size() > limit) {
     return Error(absl::StatusCode::kResourceExhausted, reason::kMessageTooLarge,
@@ -194,7 +197,11 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
   in.justification = req.justification();
   // The person's wishes under their NHS number and under any local
   // identifier the record gives (for a person not yet traced).
-  const std::vector<std::string> keys = policy::PersonKeys(nhs, record.person().local_identifiers());
+  std::vector<std::string> keys = policy::PersonKeys(nhs, record.person().local_identifiers());
+  // A redirect or resend: also the keys the original was decided under.
+  for (absl::string_view k : absl::StrSplit(also_keys, '\n', absl::SkipEmpty())) {
+    if (std::find(keys.begin(), keys.end(), k) == keys.end()) keys.emplace_back(k);
+  }
   std::optional<policy::PersonConsent> person;
   if (!keys.empty()) person = consent.FindAll(keys);
   in.consent = person ? &*person : nullptr;

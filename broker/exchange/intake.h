@@ -71,7 +71,7 @@ struct Admitted {
 absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& policy,
                                const policy::ConsentBook& consent, const audit::EntryMaker& entries,
                                const OrgCode& sender, v1::SendRequest req, absl::Time now, AuditRecord* denial,
-                               uint64_t max_bytes = 0, uint32_t chunks = 1);
+                               uint64_t max_bytes = 0, uint32_t chunks = 1, absl::string_view also_keys = "");
 
 // Fills the decision fields of a receipt.
 void FillReceipt(const Admitted& a, v1::SendReceipt* out);

@@ -104,7 +104,7 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, SendOption
   const std::shared_ptr<const PolicyGate::InForce> in_force = policy_.in_force();
   absl::StatusOr<Admitted> admitted = Admit(*in_force->config, *in_force->policy, policy_.consent(), audit_.entries(),
                                             sender, std::move(req), clock_.Now(), &denial, options.max_bytes,
-                                            options.chunks);
+                                            options.chunks, options.replaced_consent_keys);
   if (!admitted.ok()) {
     budget_.Release(held);
     if (denial.empty()) return std::move(done)(admitted.status());

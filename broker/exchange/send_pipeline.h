@@ -57,9 +57,13 @@ struct SendOptions {
   // (NewMessage::replaces) that was decided for the person
   // `replaced_subject` ("" for none): the new send must be about the same
   // person, or it is refused FAILED_PRECONDITION MESSAGE_NOT_RESENDABLE
-  // (a copy minimised to carry no NHS number cannot be decided again).
+  // (a copy minimised to carry no NHS number cannot be decided again). The
+  // wishes recorded under `replaced_consent_keys` (the original's local
+  // identifiers, which its minimised copy may no longer carry) are
+  // consulted as well.
   std::optional<OperatorAction> replaces;
   std::string replaced_subject;
+  std::string replaced_consent_keys;
 };
 
 class SendPipeline {

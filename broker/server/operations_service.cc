@@ -179,6 +179,7 @@ grpc::ServerUnaryReactor* OperationsService::ActOnMessage(grpc::CallbackServerCo
     options.chunks = u->chunks;
     options.max_bytes = std::max<uint64_t>(send.payload().size(), 1);
     options.replaced_subject = std::move(u->subject);
+    options.replaced_consent_keys = std::move(u->consent_keys);
     options.replaces = std::move(a);
     d_.sends.Send(
         u->sender, std::move(send),

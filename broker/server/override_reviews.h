@@ -3,8 +3,10 @@
 // that set aside recorded dissent is pending until an OVERRIDE_REVIEWED
 // entry names it, and overdue once governance.review_days have passed.
 // The broker's housekeeping reads the entries appended since its last
-// look (the whole log the first time, a bounded number of entries a call),
-// so the counts follow every replica's overrides and reviews.
+// look, every second (the whole log the first time, at most 200,000
+// entries a call), so the counts follow every replica's overrides and
+// reviews. Each entry is read once more this way; only the few that may be
+// an override or a review are parsed.
 #pragma once
 
 #include <cstdint>
@@ -24,7 +26,7 @@ class OverrideReviews {
   // counts, at `now`, the overrides pending and those older than `within`.
   // Blocks (the housekeeping thread). A store that does not answer leaves
   // the counts as they were, to try again.
-  void CatchUp(absl::Time now, absl::Duration within, uint64_t max_entries = 100000) ABSL_LOCKS_EXCLUDED(mu_);
+  void CatchUp(absl::Time now, absl::Duration within, uint64_t max_entries = 200000) ABSL_LOCKS_EXCLUDED(mu_);
 
   struct Counts {
     uint64_t pending = 0;

@@ -279,6 +279,7 @@ Undelivered Original::ToUndelivered(std::string payload) const {
                 row.subject, meta,       std::move(payload)};
   u.status = *StatusOf(state);
   u.chunks = static_cast<uint32_t>(chunks);
+  u.consent_keys = row.consent_keys;
   return u;
 }
 

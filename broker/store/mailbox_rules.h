@@ -160,6 +160,7 @@ struct Row {
   v1::MessageKind kind = v1::MESSAGE_KIND_DATA;
   std::string local_reference;
   absl::Time accepted_at;
+  std::string consent_keys;  // the person's local identifiers' keys (PackSubject)
 };
 
 // The ACKNOWLEDGED event of an ack (nullopt for reports).

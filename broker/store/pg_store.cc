@@ -51,7 +51,8 @@ mailbox::Row RowColumns(const pg::Result& r, int i, const MessageId& id, const O
                       .subject = mailbox::SubjectOf(r.Str(i, 4)),
                       .kind = static_cast<v1::MessageKind>(r.Int(i, 5)),
                       .local_reference = r.Str(i, 6),
-                      .accepted_at = FromMicros(r.Int(i, 7))};
+                      .accepted_at = FromMicros(r.Int(i, 7)),
+                      .consent_keys = mailbox::ConsentKeysOf(r.Str(i, 4))};
 }
 
 // Every failed statement fails its transaction: the store answers

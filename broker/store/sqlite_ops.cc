@@ -732,6 +732,7 @@ void RowColumns(Stmt& q, mailbox::Row& m) {
   m.workflow = q.Text(2);
   m.purpose = q.Text(3);
   m.subject = mailbox::SubjectOf(q.View(4));
+  m.consent_keys = mailbox::ConsentKeysOf(q.View(4));
   m.kind = static_cast<v1::MessageKind>(q.Int(5));
   m.local_reference = q.Text(6);
   m.accepted_at = FromMicros(q.Int(7));

@@ -396,6 +396,7 @@ struct Undelivered {
   std::string payload;  // a chunked message's first chunk
   uint32_t chunks = 1;  // more than 1: the rest are copied by the store (NewMessage::replaces)
   v1::MessageStatus status = v1::MESSAGE_STATUS_UNSPECIFIED;  // HELD or EXPIRED
+  std::string consent_keys;  // the person's local identifiers' keys it was decided under (NewMessage)
 };
 
 // A recipient's refusal of one message for good (Store::Reject).

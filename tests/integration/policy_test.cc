@@ -551,6 +551,31 @@ TEST_F(OperatorResendTest, ARedirectIsDecidedAndMinimisedAgainForItsNewRecipient
   EXPECT_EQ(TrackAs(*trust_, second).replaced_by(), "") << "none of it acted";
 }
 
+// The stored copy of a message about a person not yet traced no longer
+// carries their hospital number (the agreement withholds local
+// identifiers), yet a resend is decided by the wishes recorded under it.
+TEST_F(OperatorResendTest, AResendConsultsTheWishesUnderTheOriginalsLocalIdentifiers) {
+  v1::CareRecord r = SyntheticCareRecord();
+  r.mutable_person()->clear_nhs_number();
+  r.mutable_person()->mutable_local_identifiers(0)->set_value("MRN-0042");
+  r.mutable_person()->mutable_local_identifiers(0)->set_assigner("RR8");
+  v1::SendReceipt receipt;
+  ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_ADMISSION", "direct-care", r), &receipt).ok());
+  ASSERT_TRUE(RejectAs(*council_, receipt.message_id(), "UNKNOWN_PATIENT").ok());
+  v1::RecordRequest req;
+  req.mutable_local_identifier()->set_value("MRN-0042");
+  req.mutable_local_identifier()->set_assigner("RR8");
+  req.set_kind(v1::DIRECTIVE_KIND_DISSENT);
+  req.set_purpose("direct-care");
+  req.set_source("ward conversation");
+  req.set_recorded_by("Nurse Synthetic");
+  v1::Directive d;
+  ASSERT_TRUE(Call(&v1::Consent::Stub::Record, *v1::Consent::NewStub(ChannelAs(*broker_, "RR8")), req, &d).ok());
+  grpc::Status s = Act(v1::MESSAGE_ACTION_RESEND, receipt.message_id(), "");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ErrorReason(s), "CONSENT_DISSENT");
+}
+
 TEST_F(OperatorResendTest, AResendIsDecidedAgainstTheWishesInForceNow) {
   const std::string held = SendAndReject();
   v1::Directive dissent = Record(v1::DIRECTIVE_KIND_DISSENT, "direct-care");
