@@ -158,6 +158,37 @@ TEST_F(GovernanceTest, TheSubjectAccessReportIsADocumentThePersonCanBeSentAndItP
   EXPECT_FALSE(Holds(all, "9876543210"));
 }
 
+TEST_F(GovernanceTest, TheDocumentSaysWhatBecameOfEachMessage) {
+  v1::SendReceipt held, released;
+  ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_ADMISSION", "direct-care"), &held).ok());
+  ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care"), &released).ok());
+  ASSERT_TRUE(RejectAs(*council_, held.message_id(), "UNKNOWN_PATIENT").ok());
+  ASSERT_TRUE(RejectAs(*council_, released.message_id(), "UNKNOWN_PATIENT").ok());
+  ASSERT_TRUE(OperatorAct(*broker_, v1::MESSAGE_ACTION_RELEASE, released.message_id(), "", "patient found (INC0102)").ok());
+  {
+    Receiver rx(*council_, 10);
+    auto d = rx.Next();
+    ASSERT_TRUE(d.has_value());
+    EXPECT_EQ(d->message_id(), released.message_id());
+    ASSERT_TRUE(rx.Ack(d->message_id()));
+  }
+  const fs::path html = dir_ / "fates.html";
+  AuditRun page = AuditCli(*broker_, "ig-officer",
+                           {"--format", "html", "report", "sar", "--nhs-number", kNhs, "--out", html.string()});
+  ASSERT_EQ(page.rc, 0) << page.err;
+  auto text = ReadFileToString(html.string(), "report");
+  ASSERT_TRUE(text.ok());
+  // The admission held (rejected by the council); the discharge released, delivered and received.
+  const size_t admission = text->find("(HOSPITAL_ADMISSION)"), discharge = text->find("(HOSPITAL_DISCHARGE)");
+  ASSERT_NE(admission, std::string::npos);
+  ASSERT_NE(discharge, std::string::npos);
+  EXPECT_EQ(text->find("held, not delivered", admission), text->find("held, not delivered"));
+  EXPECT_LT(text->find("held, not delivered", admission), discharge);
+  const size_t fate = text->find("</td><td>", text->find("SOCIAL-CARE v1.0", discharge));
+  EXPECT_EQ(text->substr(fate + 9, 10), "delivered ");
+  EXPECT_TRUE(Holds(text->substr(fate, 200), "; received "));
+}
+
 TEST_F(GovernanceTest, TheDocumentIsRefusedWithoutWhatItNeeds) {
   ASSERT_TRUE(Send(*trust_, CareSend("503", "HOSPITAL_DISCHARGE", "direct-care")).ok());
   // A PDF needs a file; html and pdf are for documents only.

@@ -92,7 +92,7 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
       case v1::AUDIT_EVENT_OPERATOR_ACTION: {
         const std::string action = e.reasons().empty() ? "" : e.reasons(0);
         if (action == "CANCEL") m.other = "cancelled before delivery";
-        if (action == "RELEASE") m.other = "released for delivery again";
+        if (action == "RELEASE") m.other.clear();  // held no more: delivered (or waiting) as below
         if (action == "REDIRECT") m.other = "not delivered: sent again to another recipient (below)";
         if (action == "RESEND") m.other = "not delivered: sent again (below)";
         break;
