@@ -461,6 +461,26 @@ TEST(Query, FiltersSelectEntries) {
   e.set_safeguarding_override(true);
   EXPECT_TRUE(Matches(e, f, ""));
   EXPECT_EQ(DescribeFilter(f, "abc"), "subject abc; overrides only");
+  f.Clear();
+  e.set_message_id("m2");
+  f.add_message_ids("m1");
+  EXPECT_FALSE(Matches(e, f, ""));
+  f.add_message_ids("m2");
+  EXPECT_TRUE(Matches(e, f, ""));
+  EXPECT_EQ(DescribeFilter(f, ""), "messages m1 m2");
+}
+
+TEST(Query, AnOverrideIsAMessageOrACldRowReleasedWithDissentSetAside) {
+  v1::AuditEntry e;
+  e.set_safeguarding_override(true);
+  for (auto [event, is] : {std::pair{v1::AUDIT_EVENT_SEND_ACCEPTED, true}, {v1::AUDIT_EVENT_ROW_RELEASED, true},
+                           {v1::AUDIT_EVENT_OVERRIDE_REVIEWED, false}, {v1::AUDIT_EVENT_DELIVERED, false}}) {
+    e.set_event(event);
+    EXPECT_EQ(IsOverride(e), is) << event;
+  }
+  e.set_event(v1::AUDIT_EVENT_ROW_RELEASED);
+  e.set_safeguarding_override(false);
+  EXPECT_FALSE(IsOverride(e));
 }
 
 }  // namespace

@@ -16,4 +16,9 @@ bool Matches(const v1::AuditEntry& e, const v1::AuditFilter& f, const std::strin
 // only as its subject hash.
 std::string DescribeFilter(const v1::AuditFilter& f, const std::string& subject);
 
+// Is this entry a safeguarding override an IG officer reviews: a message
+// (SEND_ACCEPTED) or a CLD submission's row (ROW_RELEASED) released with
+// recorded dissent set aside.
+bool IsOverride(const v1::AuditEntry& e);
+
 }  // namespace carebroker::audit

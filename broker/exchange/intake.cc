@@ -266,10 +266,11 @@ absl::StatusOr<Admitted> Admit(const Config& config, const policy::PolicySet& po
     progress.set_purpose(req.purpose());
     progress.set_justification(req.justification());
     progress.set_recipient(recipient.str());
-    auto rows = MinimiseSubmissionChunk({config, policy, consent, sender, recipient, now}, req.payload(), 1,
-                                        chunks <= 1, &progress);
+    auto rows = MinimiseSubmissionChunk({config, policy, consent, entries, sender, recipient, m.id, now},
+                                        req.payload(), 1, chunks <= 1, &progress);
     if (!rows.ok()) return rows.status();
-    m.payload = *std::move(rows);
+    m.payload = std::move(rows->rows);
+    m.row_audit = std::move(rows->row_audit);
     m.content_type = std::string(adapters::InfoOf(adapters::Format::kCld).content_type);
     out.withheld_fields.assign(progress.withheld_fields().begin(), progress.withheld_fields().end());
     if (chunks <= 1) {

@@ -207,11 +207,12 @@ void SendPipeline::SendChunk(ChunkUpload chunk, ChunkDone done) {
       }
       const std::shared_ptr<const PolicyGate::InForce> in_force = policy_.in_force();
       const bool last = c.n == c.total;
-      auto rows = MinimiseSubmissionChunk({*in_force->config, *in_force->policy, policy_.consent(), c.sender,
-                                           OrgCode(progress.recipient()), clock_.Now()},
+      auto rows = MinimiseSubmissionChunk({*in_force->config, *in_force->policy, policy_.consent(), audit_.entries(),
+                                           c.sender, OrgCode(progress.recipient()), c.id, clock_.Now()},
                                           c.data, c.n, last, &progress);
       if (!rows.ok()) return std::move(answer)(rows.status());
-      c.data = *std::move(rows);
+      c.data = std::move(rows->rows);
+      c.row_audit = std::move(rows->row_audit);
       c.after = work->at.received;
       if (last) c.audit_patch = SubmissionAuditPatch(progress).SerializeAsString();
       c.progress = progress.SerializeAsString();

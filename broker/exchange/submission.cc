@@ -8,12 +8,14 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "adapters/cld/cld.h"
+#include "audit/log.h"
 #include "adapters/common/csv.h"
 #include "adapters/formats.h"
 #include "core/nhs_number.h"
 #include "core/reasons.h"
 #include "core/sha256.h"
 #include "core/status.h"
+#include "core/time.h"
 #include "policy/minimise.h"
 #include "policy/agreements.h"
 
@@ -30,8 +32,8 @@ bool IsPersonalReason(absl::string_view why) {
 // The rows of one chunk, read, decided and minimised into `out`.
 class ChunkMinimiser {
  public:
-  ChunkMinimiser(const SubmissionContext& c, uint32_t n, v1::SubmissionProgress* p, std::string* out)
-      : c_(c), n_(n), p_(*p), out_(*out) {
+  ChunkMinimiser(const SubmissionContext& c, uint32_t n, v1::SubmissionProgress* p, SubmissionChunk* out)
+      : c_(c), n_(n), p_(*p), out_(out->rows), audit_(out->row_audit) {
     in_.sender = {c.sender, c.config.FindOrganisation(c.sender)->kind()};
     const v1::Organisation* to = c.config.FindOrganisation(c.recipient);
     in_.recipient = {c.recipient, to != nullptr ? to->kind() : v1::ORGANISATION_KIND_UNSPECIFIED};
@@ -44,6 +46,14 @@ class ChunkMinimiser {
     seen_.period_end = p->period_end();
     released_.insert(p->released_fields().begin(), p->released_fields().end());
     withheld_.insert(p->withheld_fields().begin(), p->withheld_fields().end());
+    *entry_.mutable_at() = ToTimestamp(c.now);
+    entry_.set_actor(c.sender.str());
+    entry_.set_actor_role("agency");
+    entry_.set_message_id(c.id.str());
+    entry_.set_sender(c.sender.str());
+    entry_.set_recipient(c.recipient.str());
+    entry_.set_workflow(p->workflow());
+    entry_.set_purpose(p->purpose());
   }
 
   // Reads the header carried from an earlier chunk.
@@ -101,6 +111,8 @@ class ChunkMinimiser {
     p_.set_rows(number);
     v1::CareRecord& record = row->record;
     const std::string& nhs = record.person().nhs_number();
+    // The entry's person, kept before minimising may replace the number.
+    const std::string subject = IsValidNhsNumber(nhs) ? nhs : std::string();
     std::optional<policy::PersonConsent> person;
     const std::vector<std::string> keys = policy::PersonKeys(nhs, record.person().local_identifiers());
     if (!keys.empty()) person = c_.consent.FindAll(keys);
@@ -119,6 +131,9 @@ class ChunkMinimiser {
                                   "this submission"));
       }
       ++(*p_.mutable_withheld_rows())[why];
+      v1::AuditEntry e = RowEntry(v1::AUDIT_EVENT_ROW_WITHHELD, d, number);
+      for (const auto& r : d.reasons) e.add_reasons(r);
+      audit_.push_back(c_.entries.Make(std::move(e), subject));
       return absl::OkStatus();
     }
     const std::string* key = nullptr;
@@ -126,19 +141,48 @@ class ChunkMinimiser {
       return Error(absl::StatusCode::kFailedPrecondition, reason::kPseudonymKeyMissing,
                    absl::StrCat("no pseudonymisation key for ", c_.recipient.str()));
     }
-    for (auto& f : d.flow->minimiser.Apply(&record, key != nullptr ? *key : "")) withheld_.insert(std::move(f));
-    for (auto& f : policy::PresentPaths(record)) released_.insert(std::move(f));
+    v1::AuditEntry e = RowEntry(v1::AUDIT_EVENT_ROW_RELEASED, d, number);
+    for (auto& f : d.flow->minimiser.Apply(&record, key != nullptr ? *key : "")) {
+      e.add_withheld_fields(f);
+      withheld_.insert(std::move(f));
+    }
+    for (auto& f : policy::PresentPaths(record)) {
+      e.add_released_fields(f);
+      released_.insert(std::move(f));
+    }
+    if (d.overridden) {
+      e.set_safeguarding_override(true);
+      e.set_justification(p_.justification());
+      for (const auto& r : d.reasons) e.add_reasons(r);  // SAFEGUARDING_OVERRIDE
+    }
     // The LA Code is the sender's, as for a record rendered in CLD.
     const cld::Submission details{c_.sender.str(), seen_.period_start, seen_.period_end, {}};
     if (auto s = cld::AppendCldRows(details, record, &out_, absl::StrCat("row ", number)); !s.ok()) return s;
     p_.set_released_rows(p_.released_rows() + 1);
+    audit_.push_back(c_.entries.Make(std::move(e), subject));
     return absl::OkStatus();
+  }
+
+  // The entry of row `number`, decided `d`, without its outcome.
+  v1::AuditEntry RowEntry(v1::AuditEvent event, const policy::Decision& d, uint64_t number) const {
+    v1::AuditEntry e = entry_;
+    e.set_event(event);
+    if (d.flow != nullptr) {
+      e.set_agreement_id(d.flow->agreement->agreement.id());
+      e.set_agreement_version(d.flow->agreement->agreement.version());
+      e.set_flow(d.flow->flow->name());
+      *e.mutable_legal_basis() = d.flow->flow->legal_basis();
+    }
+    e.set_detail(absl::StrCat("CLD submission row ", number));
+    return e;
   }
 
   const SubmissionContext& c_;
   const uint32_t n_;
   v1::SubmissionProgress& p_;
   std::string& out_;
+  std::vector<AuditRecord>& audit_;
+  v1::AuditEntry entry_;  // what every row's entry shares
   policy::DecisionInput in_;
   std::optional<cld::RowReader> reader_;
   cld::Submission seen_;
@@ -148,7 +192,7 @@ class ChunkMinimiser {
 
 }  // namespace
 
-absl::StatusOr<std::string> MinimiseSubmissionChunk(const SubmissionContext& context, absl::string_view chunk,
+absl::StatusOr<SubmissionChunk> MinimiseSubmissionChunk(const SubmissionContext& context, absl::string_view chunk,
                                                     uint32_t n, bool last, v1::SubmissionProgress* progress) {
   v1::SubmissionProgress p = *progress;  // taken only if the whole chunk is
   {
@@ -156,8 +200,8 @@ absl::StatusOr<std::string> MinimiseSubmissionChunk(const SubmissionContext& con
     const Sha256Digest d = Sha256Parts({p.digest(), chunk});  // hashed in place, not joined
     p.set_digest(std::string(reinterpret_cast<const char*>(d.data()), d.size()));
   }
-  std::string out;
-  out.reserve(chunk.size() + p.partial().size() + 4096);  // released rows are about the size of those sent
+  SubmissionChunk out;
+  out.rows.reserve(chunk.size() + p.partial().size() + 4096);  // released rows are about the size of those sent
   ChunkMinimiser rows(context, n, &p, &out);
   if (!p.header().empty()) {
     if (auto s = rows.Header(p.header()); !s.ok()) return s;
@@ -185,7 +229,7 @@ absl::StatusOr<std::string> MinimiseSubmissionChunk(const SubmissionContext& con
   }
   if (last && !rows.has_header()) return InvalidArgument(reason::kCldInvalid, "the file has no header row");
   rows.Finish();
-  p.set_bytes_out(p.bytes_out() + out.size());
+  p.set_bytes_out(p.bytes_out() + out.rows.size());
   *progress = std::move(p);
   return out;
 }

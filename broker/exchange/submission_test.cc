@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/algorithm/container.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/str_replace.h"
@@ -15,6 +16,7 @@
 #include "audit/log.h"
 #include "broker/exchange/intake.h"
 #include "adapters/common/csv.h"
+#include "core/canonical.h"
 #include "core/nhs_number.h"
 #include "core/sha256.h"
 #include "core/status.h"
@@ -87,10 +89,14 @@ class SubmissionTest : public ::testing::Test {
     p.set_recipient("X26");
     return p;
   }
-  SubmissionContext Context() const { return {*config_, *policy_, book_, OrgCode("503"), OrgCode("X26"), now_}; }
+  SubmissionContext Context() const {
+    return {*config_, *policy_, book_, entries_, OrgCode("503"), OrgCode("X26"), kId, now_};
+  }
 
-  // The file in chunks cut at `cuts`, minimised chunk by chunk.
-  absl::StatusOr<std::string> InChunks(const std::vector<size_t>& cuts, v1::SubmissionProgress* p) const {
+  // The file in chunks cut at `cuts`, minimised chunk by chunk; each row's
+  // entry added to `entries` when given.
+  absl::StatusOr<std::string> InChunks(const std::vector<size_t>& cuts, v1::SubmissionProgress* p,
+                                       std::vector<v1::AuditEntry>* entries = nullptr) const {
     std::string out;
     size_t from = 0;
     for (size_t i = 0; i <= cuts.size(); ++i) {
@@ -98,12 +104,20 @@ class SubmissionTest : public ::testing::Test {
       auto rows = MinimiseSubmissionChunk(Context(), absl::string_view(file_).substr(from, to - from),
                                           static_cast<uint32_t>(i + 1), i == cuts.size(), p);
       if (!rows.ok()) return rows.status();
-      out += *rows;
+      out += rows->rows;
+      for (const AuditRecord& r : rows->row_audit) {
+        v1::AuditEntry e;
+        if (!e.ParseFromString(r.entry)) return absl::InternalError("an entry does not parse");
+        if (e.subject() != r.subject) return absl::InternalError("the record's subject is not the entry's");
+        if (entries != nullptr) entries->push_back(std::move(e));
+      }
       from = to;
     }
     return out;
   }
 
+  static inline const MessageId kId{"0123456789abcdef0123456789abcdef"};
+  audit::EntryMaker entries_{std::string(32, 's')};
   std::filesystem::path dir_;
   std::string shipped_dir_;
   std::string config_yaml_;
@@ -118,13 +132,18 @@ TEST_F(SubmissionTest, UnderTheShippedAgreementAnOptedOutPersonsRowIsSentBecause
   auto shipped = policy::PolicySet::Load(shipped_dir_);
   ASSERT_TRUE(shipped.ok()) << shipped.status();
   v1::SubmissionProgress p = Start();
-  const SubmissionContext c{*config_, **shipped, book_, OrgCode("503"), OrgCode("X26"), now_};
+  const SubmissionContext c{*config_, **shipped, book_, entries_, OrgCode("503"), OrgCode("X26"), kId, now_};
   auto out = MinimiseSubmissionChunk(c, file_, 1, true, &p);
   ASSERT_TRUE(out.ok()) << out.status();
   EXPECT_EQ(p.released_rows(), 12u) << "person 4 too";
   EXPECT_TRUE(p.withheld_rows().empty());
-  EXPECT_EQ(out->find(TestNhsNumber(4)), std::string::npos) << "pseudonymised like every other row";
-  EXPECT_NE(out->find("SRV-4,"), std::string::npos) << "the opted-out person's row is in the return";
+  EXPECT_EQ(out->rows.find(TestNhsNumber(4)), std::string::npos) << "pseudonymised like every other row";
+  EXPECT_NE(out->rows.find("SRV-4,"), std::string::npos) << "the opted-out person's row is in the return";
+  ASSERT_EQ(out->row_audit.size(), 12u);
+  EXPECT_EQ(out->row_audit[4].subject, entries_.Subject(TestNhsNumber(4)));
+  v1::AuditEntry e;
+  ASSERT_TRUE(e.ParseFromString(out->row_audit[4].entry));
+  EXPECT_EQ(e.event(), v1::AUDIT_EVENT_ROW_RELEASED) << "their row went in the return, as their SAR says";
 }
 
 TEST_F(SubmissionTest, EachRowIsDecidedAndMinimisedAndAnOptedOutPersonsRowWithheld) {
@@ -198,6 +217,51 @@ TEST_F(SubmissionTest, ChunksCutAnywhereGiveTheSameRowsAsTheWholeFile) {
   EXPECT_EQ(q.digest(), Sha256(Sha256(file_.substr(0, 700)) + file_.substr(700)));
 }
 
+TEST_F(SubmissionTest, EveryRowIsAnEntryAboutItsPersonWhereverTheChunksAreCut) {
+  v1::SubmissionProgress whole_p = Start();
+  std::vector<v1::AuditEntry> whole;
+  ASSERT_TRUE(InChunks({}, &whole_p, &whole).ok());
+  ASSERT_EQ(whole.size(), 12u) << "one per row, none for the header";
+  for (int i = 0; i < 12; ++i) {
+    const v1::AuditEntry& e = whole[i];
+    SCOPED_TRACE(i);
+    EXPECT_EQ(e.detail(), absl::StrCat("CLD submission row ", i + 2)) << "counted as in errors, the header row 1";
+    EXPECT_EQ(e.message_id(), kId.str());
+    EXPECT_EQ(e.sender(), "503");
+    EXPECT_EQ(e.actor(), "503");
+    EXPECT_EQ(e.recipient(), "X26");
+    EXPECT_EQ(e.workflow(), "CLD_RETURN");
+    EXPECT_EQ(e.purpose(), "planning");
+    EXPECT_EQ(e.agreement_id(), "DSA-ASC-CLD");
+    EXPECT_FALSE(e.flow().empty());
+    EXPECT_TRUE(e.has_legal_basis());
+    EXPECT_EQ(e.at().seconds(), absl::ToUnixSeconds(now_));
+    // The subject is the person's real NHS number's, not the pseudonym's.
+    EXPECT_EQ(e.subject(), i == 7 ? "" : entries_.Subject(TestNhsNumber(i))) << "row 9 names no NHS number";
+    EXPECT_EQ(e.SerializeAsString().find(TestNhsNumber(i)), std::string::npos) << "no NHS number in clear";
+    if (i == 4) {
+      EXPECT_EQ(e.event(), v1::AUDIT_EVENT_ROW_WITHHELD);
+      EXPECT_THAT(e.reasons(), ::testing::ElementsAre("NATIONAL_OPT_OUT"));
+      EXPECT_TRUE(e.released_fields().empty());
+    } else {
+      EXPECT_EQ(e.event(), v1::AUDIT_EVENT_ROW_RELEASED);
+      EXPECT_TRUE(e.reasons().empty());
+      // The row's own fields: row 9 has no NHS number to release.
+      EXPECT_EQ(absl::c_linear_search(e.released_fields(), "person.nhs_number"), i != 7) << "as a pseudonym";
+      EXPECT_THAT(e.released_fields(), Not(::testing::Contains("person.names")));
+      EXPECT_THAT(e.withheld_fields(), ::testing::Contains("person.names"));
+    }
+  }
+  // Cut anywhere, the same entries, each row once.
+  for (size_t cut : {size_t{1}, size_t{200}, size_t{333}, file_.size() / 2, file_.size() - 3}) {
+    v1::SubmissionProgress p = Start();
+    std::vector<v1::AuditEntry> two;
+    ASSERT_TRUE(InChunks({cut}, &p, &two).ok());
+    ASSERT_EQ(two.size(), whole.size()) << "cut at " << cut;
+    for (size_t i = 0; i < two.size(); ++i) EXPECT_EQ(Canonical(two[i]), Canonical(whole[i])) << "cut at " << cut;
+  }
+}
+
 TEST_F(SubmissionTest, ABadRowRefusesItsChunkNamingRowAndColumnAndTheChunkMaySendAgain) {
   v1::SubmissionProgress p = Start();
   const std::string first = std::string(kHeader) + Row(0, TestNhsNumber(0)) + Row(1, TestNhsNumber(1));
@@ -213,6 +277,8 @@ TEST_F(SubmissionTest, ABadRowRefusesItsChunkNamingRowAndColumnAndTheChunkMaySen
   auto again = MinimiseSubmissionChunk(Context(), Row(2, TestNhsNumber(2)), 2, true, &p);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(p.released_rows(), 3u);
+  ASSERT_EQ(again->row_audit.size(), 1u) << "the row sent again is audited once, when it is taken";
+  EXPECT_EQ(again->row_audit[0].subject, entries_.Subject(TestNhsNumber(2)));
 
   // An NHS number failing Modulus 11 (the flow takes only verified ones).
   v1::SubmissionProgress q = Start();
@@ -260,6 +326,10 @@ TEST_F(SubmissionTest, AdmitTakesAFileOfManyPeopleAsASubmissionForARecipientTaki
   EXPECT_EQ(entry.payload_digest(), Sha256(file_));
   EXPECT_EQ(std::count(admitted->message.payload.begin(), admitted->message.payload.end(), '\n'), 12)
       << "the header and 11 rows, none with a line break inside (names are not released)";
+  ASSERT_EQ(admitted->message.row_audit.size(), 12u) << "stored with the message";
+  v1::AuditEntry row;
+  ASSERT_TRUE(row.ParseFromString(admitted->message.row_audit[0].entry));
+  EXPECT_EQ(row.message_id(), admitted->message.id.str());
 
   // The first of several chunks: the progress is kept for the next.
   req.set_payload(file_.substr(0, 1000));

@@ -246,7 +246,7 @@ grpc::ServerUnaryReactor* AuditService::ReviewOverride(grpc::CallbackServerConte
     }
     v1::AuditEntry o;
     if (rows->empty() || (*rows)[0].index != index || !o.ParseFromString((*rows)[0].entry) ||
-        o.event() != v1::AUDIT_EVENT_SEND_ACCEPTED || !o.safeguarding_override()) {
+        !audit::IsOverride(o)) {
       reactor->Finish(ToGrpcStatus(Error(absl::StatusCode::kNotFound, reason::kOverrideNotFound,
                                          absl::StrCat("audit entry ", index, " is not a safeguarding override"))));
       return;

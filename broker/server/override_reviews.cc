@@ -1,6 +1,7 @@
 #include "broker/server/override_reviews.h"
 
 #include "absl/strings/match.h"
+#include "audit/query.h"
 
 #include "broker/store/store_sync.h"
 #include "carebroker/v1/audit.pb.h"
@@ -32,7 +33,7 @@ void OverrideReviews::CatchUp(absl::Time now, absl::Duration within, uint64_t ma
     for (const AuditRow& r : *rows) {
       next_ = r.index + 1;
       if (!MayMatter(r.entry) || !e.ParseFromString(r.entry)) continue;
-      if (e.event() == v1::AUDIT_EVENT_SEND_ACCEPTED && e.safeguarding_override()) {
+      if (audit::IsOverride(e)) {
         pending_[r.index] = FromTimestamp(e.at());
       } else if (e.event() == v1::AUDIT_EVENT_OVERRIDE_REVIEWED) {
         pending_.erase(e.override_index());

@@ -1045,9 +1045,11 @@ class PgStore final : public Store {
     if (r->rows() == 0) return 0;
     if (m.chunks > 1) {  // the first chunk; its entry waits for the last
       if (auto w = WriteChunk(t, r->Int(0, 0), 1, m.payload); !w.ok()) return w;
+      t.audit.insert(t.audit.end(), m.row_audit.begin(), m.row_audit.end());
       return r->Int(0, 0);
     }
     if (!m.audit.empty()) t.audit.push_back(m.audit);
+    t.audit.insert(t.audit.end(), m.row_audit.begin(), m.row_audit.end());
     // A message stored already claimed needs no wake-up: its stream has it.
     if (!claimed) t.arrivals.insert(m.recipient);
     if (auto e = mailbox::StoredClaimedEvent(m)) RecordEvent(t, *e);
@@ -1363,6 +1365,7 @@ class PgStore final : public Store {
       return s;
     }
     if (auto w = WriteChunk(t, seq, c.n, c.data); !w.ok()) return w;
+    t.audit.insert(t.audit.end(), c.row_audit.begin(), c.row_audit.end());
     ChunkStored out;
     if (c.n != c.total) {
       if (stored_progress) {

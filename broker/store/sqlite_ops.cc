@@ -261,6 +261,9 @@ absl::StatusOr<int64_t> SqliteStore::Insert(const NewMessage& m) {
   if (m.chunks <= 1) {
     if (auto s = WriteAudit(m.audit); !s.ok()) return s;
   }
+  for (const AuditRecord& r : m.row_audit) {
+    if (auto s = WriteAudit(r); !s.ok()) return s;
+  }
   Stmt& ins = m.claim_token != 0 ? insert_claimed_ : insert_msg_;
   ins.Bind(1, m.id.str()).Bind(2, m.sender.str()).Bind(3, m.recipient.str());
   ins.Bind(4, m.workflow).Bind(5, m.purpose);
@@ -469,6 +472,9 @@ absl::StatusOr<ChunkStored> SqliteStore::DoAppendChunk(const ChunkUpload& c) {
     return s;
   }
   if (auto s = WriteChunk(seq, c.n, c.data); !s.ok()) return s;
+  for (const AuditRecord& r : c.row_audit) {
+    if (auto s = WriteAudit(r); !s.ok()) return s;
+  }
   ChunkStored out;
   if (c.n != c.total) {
     if (stored_progress) {

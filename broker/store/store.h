@@ -115,6 +115,10 @@ struct NewMessage {
   // (a serialized v1::SubmissionProgress, broker/exchange/submission.h),
   // kept until the last; "" for any other message.
   std::string progress;
+  // A CLD submission's ROW_RELEASED and ROW_WITHHELD entries for the rows
+  // `payload` carries, written in the same commit after `audit` (also for
+  // a first chunk, whose `audit` waits for the last).
+  std::vector<AuditRecord> row_audit;
   // An operator's redirect or resend of an undelivered message (kind
   // kRedirect or kResend, id the original): this message is stored only if
   // the original is still replaceable (mailbox::CheckReplaceable), and in
@@ -280,6 +284,9 @@ struct ChunkUpload {
   std::string progress;
   uint32_t after = 0;
   std::string audit_patch;
+  // The entries of the rows this chunk carries, written in its commit (as
+  // NewMessage::row_audit).
+  std::vector<AuditRecord> row_audit;
 };
 
 // What a chunked message's next chunk continues from.

@@ -1084,9 +1084,22 @@ TEST_P(StoreConformance, AChunkedMessagesRedirectGetsItsOtherChunksCopiedAndIsCo
 
 TEST_P(StoreConformance, ASubmissionsProgressAdvancesOnceAChunkAndItsPatchCompletesTheEntry) {
   auto store = Open(Instance());
+  // A row's entry, as the chunk carrying the row gives it.
+  auto row_entry = [](const std::string& detail, const std::string& subject) {
+    v1::AuditEntry e;
+    e.set_event(v1::AUDIT_EVENT_ROW_RELEASED);
+    e.set_detail(detail);
+    e.set_subject(subject);
+    AuditRecord r;
+    e.SerializeToString(&r.entry);
+    r.subject = subject;
+    r.at = kT0;
+    return r;
+  };
   NewMessage m = Msg(kTrust, kCouncil, "", "header,rows-1;");
   m.chunks = 3;
   m.progress = "after-1";
+  m.row_audit = {row_entry("row 2", "s2"), row_entry("row 3", "s3")};
   v1::AuditEntry accepted;
   accepted.set_event(v1::AUDIT_EVENT_SEND_ACCEPTED);
   accepted.set_message_id(m.id.str());
@@ -1106,12 +1119,27 @@ TEST_P(StoreConformance, ASubmissionsProgressAdvancesOnceAChunkAndItsPatchComple
                 .code(),
             absl::StatusCode::kNotFound)
       << "only its sender's";
+  // The first chunk's rows are entries at once; its SEND_ACCEPTED waits.
+  auto details = [&] {
+    std::vector<std::string> out;
+    auto rows = ReadAuditSync(*store, {.from = 0, .max = 1000});
+    EXPECT_TRUE(rows.ok()) << rows.status();
+    for (const AuditRow& r : rows.ok() ? *rows : std::vector<AuditRow>()) {
+      v1::AuditEntry e;
+      EXPECT_TRUE(e.ParseFromString(r.entry));
+      out.push_back(e.detail());
+    }
+    return out;
+  };
+  EXPECT_THAT(details(), ElementsAre("row 2", "row 3"));
+  EXPECT_EQ(ReadAuditSync(*store, {.from = 0, .max = 10, .subject = "s3"})->size(), 1u) << "found by its person";
   auto chunk = [&](uint32_t n, std::string data, std::string progress_after, uint32_t after, std::string patch = "") {
     return AwaitStore<ChunkStored>([&](auto cb) {
       ChunkUpload c{kTrust, id, n, 3, std::move(data), kT0 + absl::Seconds(n)};
       c.progress = std::move(progress_after);
       c.after = after;
       c.audit_patch = std::move(patch);
+      c.row_audit = {row_entry(absl::StrCat("row of chunk ", n, " after ", after), "s")};
       store->AppendChunk(std::move(c), std::move(cb));
     });
   };
@@ -1123,6 +1151,8 @@ TEST_P(StoreConformance, ASubmissionsProgressAdvancesOnceAChunkAndItsPatchComple
   EXPECT_EQ(at->received, 2u);
   EXPECT_EQ(at->progress, "after-2");
   EXPECT_EQ(InboxSync(*store, InboxQuery{kCouncil, 0, 10, kT0})->total, 0u);
+  EXPECT_THAT(details(), ElementsAre("row 2", "row 3", "row of chunk 2 after 1"))
+      << "a chunk refused writes none of its rows' entries";
   v1::AuditEntry patch;
   patch.set_payload_digest(std::string(32, 'd'));
   patch.set_detail("CLD submission: 3 rows, 2 released, 1 withheld (NATIONAL_OPT_OUT 1); CLD out");
@@ -1132,7 +1162,9 @@ TEST_P(StoreConformance, ASubmissionsProgressAdvancesOnceAChunkAndItsPatchComple
   EXPECT_TRUE(three->complete);
   EXPECT_EQ(FetchSync(*store, FetchRequest{kCouncil, id, kT0, false, true, 2})->delivery.payload, "rows-2;");
   // The held entry took the patch: its digest (not the stored chunks'),
-  // the counts and the fields.
+  // the counts and the fields, after the last chunk's rows.
+  EXPECT_THAT(details(), ElementsAre("row 2", "row 3", "row of chunk 2 after 1", "row of chunk 3 after 2",
+                                     patch.detail()));
   auto rows = ReadAuditSync(*store, {.from = 0, .max = 1000});
   v1::AuditEntry written;
   ASSERT_TRUE(written.ParseFromString(rows->back().entry));

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "adapters/cld/cld.h"
 #include "adapters/common/csv.h"
+#include "core/files.h"
 #include "core/sha256.h"
 #include "broker/client/client.h"
 #include "tests/integration/harness.h"
@@ -445,6 +446,67 @@ TEST_F(CldSubmissionTest, RowsArrivingInChunksAreMinimisedAndAnOptedOutPersonsRo
   ASSERT_EQ(q.rc, 0) << q.err;
   EXPECT_THAT(q.out, ::testing::HasSubstr("CLD submission: 20000 rows, 20000 released, 0 withheld; CLD out"));
   EXPECT_EQ(q.out.find(SyntheticNhsNumber(17)), std::string::npos);
+
+  // Every row is an entry about its person, so person 17's subject access
+  // report shows their row in the return, and what became of the return.
+  const std::string n17 = SyntheticNhsNumber(17);
+  AuditRun mine = AuditCli(*broker_, "ig-officer", {"--format", "json", "query", "--nhs-number", n17});
+  ASSERT_EQ(mine.rc, 0) << mine.err;
+  const nlohmann::json entries = nlohmann::json::parse(mine.out);
+  ASSERT_EQ(entries.size(), 2u) << "the opt-out recorded and the row";
+  EXPECT_EQ(entries[1].at("event"), "row-released");
+  EXPECT_EQ(entries[1].at("detail"), "CLD submission row 19") << "the header is row 1";
+  EXPECT_EQ(entries[1].at("message"), receipt.message_id());
+  EXPECT_EQ(entries[1].at("agreement").get<std::string>().rfind("DSA-ASC-CLD v", 0), 0u);
+  AuditRun rows_in = AuditCli(*broker_, "ig-officer", {"--format", "csv", "query", "--event", "row-released"});
+  ASSERT_EQ(rows_in.rc, 0) << rows_in.err;
+  EXPECT_EQ(std::count(rows_in.out.begin(), rows_in.out.end(), '\n'), kRows + 1) << "the head and a line a row";
+
+  AuditRun sar = AuditCli(*broker_, "ig-officer", {"--format", "json", "report", "sar", "--nhs-number", n17});
+  ASSERT_EQ(sar.rc, 0) << sar.err;
+  const nlohmann::json disclosures = nlohmann::json::parse(sar.out);
+  ASSERT_EQ(disclosures.size(), 1u);
+  EXPECT_EQ(disclosures[0].at("to"), "X26");
+  EXPECT_EQ(disclosures[0].at("workflow"), "CLD_RETURN");
+  EXPECT_EQ(disclosures[0].at("message"), receipt.message_id());
+  EXPECT_NE(disclosures[0].at("delivered_at"), "not yet") << "the return's delivery, which names no one";
+  EXPECT_THAT(disclosures[0].at("fields_released").get<std::string>(), ::testing::HasSubstr("person.nhs_number"));
+  EXPECT_THAT(disclosures[0].at("fields_released").get<std::string>(), ::testing::Not(::testing::HasSubstr("names")));
+
+  const std::string html = TempDir("cld-sar") + "/sar.html";
+  AuditRun page = AuditCli(*broker_, "ig-officer",
+                           {"--format", "html", "report", "sar", "--nhs-number", n17, "--out", html});
+  ASSERT_EQ(page.rc, 0) << page.err;
+  auto doc = ReadFileToString(html, "report");
+  ASSERT_TRUE(doc.ok());
+  EXPECT_NE(doc->find("one row of a return about many people"), std::string::npos);
+  EXPECT_NE(doc->find("; received "), std::string::npos) << "delivered to and acknowledged by NHS England";
+  EXPECT_NE(doc->find("1 disclosure to 1 organisation"), std::string::npos);
+  EXPECT_EQ(doc->find(SyntheticNhsNumber(18)), std::string::npos) << "nothing about the others in the return";
+  EXPECT_EQ(doc->find("Given17"), std::string::npos);
+}
+
+TEST_F(CldSubmissionTest, ARowInAReturnNotYetCompleteIsInTheLogButNotShownAsDelivered) {
+  const std::string file = Return(50);
+  v1::SendRequest start = Req("X26", "", file.substr(0, file.size() / 2));
+  start.set_workflow("CLD_RETURN");
+  start.set_purpose("planning");
+  start.set_content_type("text/csv; profile=asc-cld-release-1");
+  v1::SendReceipt receipt;
+  grpc::Status s = SendLarge(*council_, {Start(start, 2)}, &receipt);
+  ASSERT_EQ(ErrorReason(s), "CHUNKS_INCOMPLETE");
+  const std::string html = TempDir("cld-sar-incomplete") + "/sar.html";
+  AuditRun page = AuditCli(*broker_, "ig-officer",
+                           {"--format", "html", "report", "sar", "--nhs-number", SyntheticNhsNumber(3), "--out", html});
+  ASSERT_EQ(page.rc, 0) << page.err;
+  auto doc = ReadFileToString(html, "report");
+  ASSERT_TRUE(doc.ok());
+  EXPECT_NE(doc->find("one row of a return about many people"), std::string::npos) << "decided, and so audited";
+  EXPECT_NE(doc->find("not delivered: the return was still being sent, or was never completed"), std::string::npos);
+  // A row of the second half was never read: nothing about that person.
+  AuditRun later = AuditCli(*broker_, "ig-officer", {"--format", "json", "query", "--nhs-number", SyntheticNhsNumber(49)});
+  ASSERT_EQ(later.rc, 0) << later.err;
+  EXPECT_TRUE(nlohmann::json::parse(later.out).empty());
 }
 
 TEST_F(CldSubmissionTest, AReturnIsNotRedirectedOrResent) {

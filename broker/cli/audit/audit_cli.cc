@@ -81,15 +81,20 @@ int DoSar(const Options& o, const std::string& nhs, std::ostream& out, std::ostr
   f.set_nhs_number(nhs);
   f.add_events(v1::AUDIT_EVENT_SEND_ACCEPTED);
   f.add_events(v1::AUDIT_EVENT_DELIVERED);
+  f.add_events(v1::AUDIT_EVENT_ROW_RELEASED);  // the person's row in a CLD return
   auto rows = Select(o, f, 0);
   if (!rows.ok()) return Failed(err, rows.status());
+  auto returns = SelectSubmissionFates(o, *rows);
+  if (!returns.ok()) return Failed(err, returns.status());
   std::map<std::string, std::string> delivered;  // message id -> first delivery
-  for (const auto& e : *rows) {
-    if (e.event() == v1::AUDIT_EVENT_DELIVERED) delivered.emplace(e.message_id(), Time(e.at()));
+  for (const auto* all : {&*rows, &*returns}) {
+    for (const auto& e : *all) {
+      if (e.event() == v1::AUDIT_EVENT_DELIVERED) delivered.emplace(e.message_id(), Time(e.at()));
+    }
   }
   std::vector<std::vector<std::string>> table;
   for (const auto& e : *rows) {
-    if (e.event() != v1::AUDIT_EVENT_SEND_ACCEPTED) continue;
+    if (e.event() != v1::AUDIT_EVENT_SEND_ACCEPTED && e.event() != v1::AUDIT_EVENT_ROW_RELEASED) continue;
     auto d = delivered.find(e.message_id());
     table.push_back({Time(e.at()), e.sender(), e.recipient(), e.purpose(), e.workflow(), Basis(e.legal_basis()),
                      absl::StrCat(e.agreement_id(), " v", e.agreement_version(), " ", e.flow()),

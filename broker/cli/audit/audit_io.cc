@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -201,6 +202,22 @@ absl::Status SetPeriod(const std::string& from, const std::string& until, v1::Au
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<v1::AuditEntry>> SelectSubmissionFates(const Options& o,
+                                                                  const std::vector<v1::AuditEntry>& about) {
+  std::set<std::string> ids;
+  for (const auto& e : about) {
+    if (e.event() == v1::AUDIT_EVENT_ROW_RELEASED) ids.insert(e.message_id());
+  }
+  if (ids.empty()) return std::vector<v1::AuditEntry>();
+  v1::AuditFilter f;
+  for (const auto& id : ids) f.add_message_ids(id);
+  for (v1::AuditEvent ev : {v1::AUDIT_EVENT_SEND_ACCEPTED, v1::AUDIT_EVENT_DELIVERED, v1::AUDIT_EVENT_ACKNOWLEDGED, v1::AUDIT_EVENT_EXPIRED,
+                            v1::AUDIT_EVENT_HELD, v1::AUDIT_EVENT_OPERATOR_ACTION}) {
+    f.add_events(ev);
+  }
+  return Select(o, f, 0);
+}
+
 absl::StatusOr<std::vector<std::pair<v1::AuditEntry, v1::AuditEntry>>> SelectOverrides(const Options& o) {
   v1::AuditFilter made;
   made.set_overrides_only(true);
@@ -214,7 +231,7 @@ absl::StatusOr<std::vector<std::pair<v1::AuditEntry, v1::AuditEntry>>> SelectOve
   for (const auto& r : *reviews) latest[r.override_index()] = &r;
   std::vector<std::pair<v1::AuditEntry, v1::AuditEntry>> out;
   for (auto& e : *overrides) {
-    if (e.event() != v1::AUDIT_EVENT_SEND_ACCEPTED) continue;
+    if (!audit::IsOverride(e)) continue;
     auto it = latest.find(e.index());
     out.emplace_back(std::move(e), it == latest.end() ? v1::AuditEntry() : *it->second);
   }

@@ -50,7 +50,17 @@ absl::StatusOr<VerifiedLog> LoadVerifiedLog(const Options& o);
 // offline, the same filter runs here (an NHS number needs --subject-key).
 absl::StatusOr<std::vector<v1::AuditEntry>> Select(const Options& o, v1::AuditFilter f, uint32_t limit);
 
-// Every safeguarding override (its SEND_ACCEPTED entry) with its latest
+// What became of the CLD submissions whose rows `about` (one person's
+// entries) names: their SEND_ACCEPTED entry (written when the last chunk
+// is in: none while it uploads or if it never completes), deliveries,
+// acknowledgements, expiry, holds and operators' actions, which name no
+// person (a submission is about many).
+// Empty when `about` holds no ROW_RELEASED entry.
+absl::StatusOr<std::vector<v1::AuditEntry>> SelectSubmissionFates(const Options& o,
+                                                                  const std::vector<v1::AuditEntry>& about);
+
+// Every safeguarding override (its SEND_ACCEPTED entry, or a CLD row's
+// ROW_RELEASED) with its latest
 // review (an OVERRIDE_REVIEWED entry; index 0 when none), oldest first.
 absl::StatusOr<std::vector<std::pair<v1::AuditEntry, v1::AuditEntry>>> SelectOverrides(const Options& o);
 

@@ -1,5 +1,6 @@
 #include "broker/cli/audit/governance.h"
 
+#include <algorithm>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -59,9 +60,15 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
   f.set_nhs_number(nhs);
   auto entries = Select(o, f, 0);
   if (!entries.ok()) return Failed(err, entries.status());
+  // The returns the person's rows went in: their fates name no person.
+  auto returns = SelectSubmissionFates(o, *entries);
+  if (!returns.ok()) return Failed(err, returns.status());
   auto verified = LoadVerifiedLog(o);
   if (!verified.ok()) return Failed(err, verified.status());
-  if (absl::Status s = CheckEntriesInLog(*entries, verified->log); !s.ok()) {
+  std::vector<v1::AuditEntry> used = *entries;
+  used.insert(used.end(), returns->begin(), returns->end());
+  std::sort(used.begin(), used.end(), [](const auto& a, const auto& b) { return a.index() < b.index(); });
+  if (absl::Status s = CheckEntriesInLog(used, verified->log); !s.ok()) {
     err << "carebroker-audit: NOT INTACT: " << s.message() << "\n";
     return 1;
   }
@@ -69,11 +76,15 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
   // What became of each message after it was accepted.
   struct Fate {
     std::string delivered, acknowledged, other;
+    bool accepted = false;  // a return: its last chunk is in
   };
   std::map<std::string, Fate> fate;
-  for (const auto& e : *entries) {
+  for (const auto& e : used) {
     Fate& m = fate[e.message_id()];
     switch (e.event()) {
+      case v1::AUDIT_EVENT_SEND_ACCEPTED:
+        m.accepted = true;
+        break;
       case v1::AUDIT_EVENT_DELIVERED:
         if (m.delivered.empty()) m.delivered = UkTime(e.at());
         break;
@@ -118,10 +129,12 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
     // The date on one line, the time of day under it.
     const std::string when_cell =
         absl::StrCat("<span class=\"when\">", absl::StrReplaceAll(when, {{", ", "</span><br>"}}));
-    if (e.event() == v1::AUDIT_EVENT_SEND_ACCEPTED) {
+    const bool row = e.event() == v1::AUDIT_EVENT_ROW_RELEASED;  // in a return of many people's
+    if (e.event() == v1::AUDIT_EVENT_SEND_ACCEPTED || row) {
       recipients.insert(e.recipient());
       const Fate& m = fate[e.message_id()];
-      std::string status = !m.other.empty()        ? m.other
+      std::string status = row && !m.accepted ? "not delivered: the return was still being sent, or was never completed"
+                           : !m.other.empty()        ? m.other
                            : !m.acknowledged.empty() ? absl::StrCat("delivered ", m.delivered, "; received ", m.acknowledged)
                            : !m.delivered.empty()    ? absl::StrCat("delivered ", m.delivered)
                                                      : "not yet delivered";
@@ -130,7 +143,8 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
         agreements.push_back({Esc(agreement), Esc(BasisWords(e.legal_basis()))});
       }
       shared.push_back({when_cell, parties, Purpose(e), Esc(agreement), Esc(status)});
-      shared.push_back({absl::StrCat("<b>Shared:</b> ", Esc(FieldWords(Paths(e.released_fields()))),
+      shared.push_back({absl::StrCat(row ? "Your record was one row of a return about many people. " : "",
+                                     "<b>Shared:</b> ", Esc(FieldWords(Paths(e.released_fields()))),
                                      ". <b>Not shared:</b> ",
                                      e.withheld_fields().empty() ? kNone : Esc(FieldWords(Paths(e.withheld_fields()))),
                                      ".")});
@@ -141,6 +155,9 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
       }
     } else if (e.event() == v1::AUDIT_EVENT_SEND_DENIED) {
       refused.push_back({when_cell, parties, Purpose(e), Reasons(e)});
+    } else if (e.event() == v1::AUDIT_EVENT_ROW_WITHHELD) {
+      refused.push_back({when_cell, parties, Purpose(e),
+                         absl::StrCat(Reasons(e), ". Your row was left out of a return about many people.")});
     } else if (e.event() == v1::AUDIT_EVENT_CONSENT_RECORDED || e.event() == v1::AUDIT_EVENT_CONSENT_WITHDRAWN ||
                e.event() == v1::AUDIT_EVENT_OPT_OUT_CHANGED) {
       wishes.push_back({when_cell, Esc(e.actor()), Esc(e.detail())});
@@ -180,7 +197,7 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
   const audit::VerifyReport& r = verified->report;
   const v1::SignedTreeHead& head = verified->latest;
   std::vector<std::string> indexes;
-  for (const auto& e : *entries) indexes.push_back(absl::StrCat(e.index()));
+  for (const auto& e : used) indexes.push_back(absl::StrCat(e.index()));
   b += "<h2>How this record was checked</h2>\n";
   absl::StrAppend(
       &b, "<p>The audit log this report was read from was verified with the broker's public key: all ", r.entries,
@@ -192,7 +209,7 @@ int DoSarDocument(const Options& o, const std::string& nhs, std::ostream& out, s
       r.covered + 1 == r.entries ? " 1 newer entry awaits the next signed head."
       : r.covered < r.entries    ? absl::StrCat(" ", r.entries - r.covered, " newer entries await the next signed head.")
                                  : "",
-      " Each of the ", entries->size(), " entries this report was made from is, byte for byte, the entry at its "
+      " Each of the ", used.size(), " entries this report was made from is, byte for byte, the entry at its "
       "position in that log.</p>\n<table>\n<tbody>\n",
       "<tr><th>Signing key id</th><td class=\"mono\">", Esc(head.key_id()), "</td></tr>\n",
       "<tr><th>Root hash</th><td class=\"mono\">", Esc(absl::BytesToHexString(head.root_hash())), "</td></tr>\n",
