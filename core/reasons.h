@@ -61,6 +61,9 @@ inline constexpr char kFhirInvalid[] = "FHIR_INVALID";
 // A document's declaration (a multipart manifest) is unusable.
 inline constexpr char kDocumentInvalid[] = "DOCUMENT_INVALID";
 inline constexpr char kFhirUnsupported[] = "FHIR_UNSUPPORTED";
+// FHIR of another version than R4 (STU3, DSTU2: CareConnect profiles,
+// ReferralRequest, Encounter.patient), which read as R4 would be read wrong.
+inline constexpr char kFhirVersionUnsupported[] = "FHIR_VERSION_UNSUPPORTED";
 inline constexpr char kCouncilJsonInvalid[] = "COUNCIL_JSON_INVALID";
 inline constexpr char kCsvInvalid[] = "CSV_INVALID";
 inline constexpr char kCldInvalid[] = "CLD_INVALID";

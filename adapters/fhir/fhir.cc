@@ -29,6 +29,7 @@ using Json = nlohmann::json;
 absl::Status Invalid(absl::string_view what) { return InvalidArgument(reason::kFhirInvalid, what); }
 absl::Status Unsupported(absl::string_view what) { return InvalidArgument(reason::kFhirUnsupported, what); }
 
+
 constexpr char kVerificationExtension[] = "NHSNumberVerificationStatus";
 constexpr char kUkCoreExtension[] = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-";
 constexpr char kActCode[] = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
@@ -101,6 +102,57 @@ class Reader {
     return out;
   }
 };
+
+// Resource types of FHIR STU3 and DSTU2 that R4 renamed or removed.
+constexpr std::array<absl::string_view, 20> kPreR4Types = {
+    "ReferralRequest",  "ProcedureRequest", "DiagnosticOrder",   "DiagnosticRequest", "DeviceUseRequest",
+    "Order",            "OrderResponse",    "ProcessRequest",    "ProcessResponse",   "EligibilityRequest",
+    "EligibilityResponse", "DataElement",   "ExpansionProfile",  "ImagingManifest",   "ImagingObjectSelection",
+    "BodySite",         "Conformance",      "MedicationOrder",   "Sequence",          "ServiceDefinition"};
+
+absl::Status OtherVersion(const std::string& path, absl::string_view what) {
+  return InvalidArgument(reason::kFhirVersionUnsupported,
+                         absl::StrCat(path, ": ", what, ", which is FHIR STU3 or DSTU2; carebroker reads FHIR R4 "
+                                                        "(UK Core): send R4, or convert the message first"));
+}
+
+// Refuses a resource whose shape is that of FHIR before R4: read as R4 its
+// elements would be misread or dropped. Looks at the resource itself, not
+// the resources inside it.
+absl::Status CheckR4(const Json& r, const std::string& path) {
+  if (!r.is_object()) return absl::OkStatus();
+  const std::string type = r.value("resourceType", "");
+  for (absl::string_view old : kPreR4Types) {
+    if (type == old) return OtherVersion(path, absl::StrCat("resource type ", type));
+  }
+  if (const Json* meta = Reader::At(r, "meta"); meta != nullptr && meta->is_object()) {
+    const Json* profiles = Reader::At(*meta, "profile");
+    for (size_t i = 0; profiles != nullptr && profiles->is_array() && i < profiles->size(); ++i) {
+      const Json& p = (*profiles)[i];
+      if (!p.is_string()) continue;
+      const std::string url = p.get<std::string>();
+      if (absl::StrContains(url, "/STU3/") || absl::StrContains(url, "/DSTU2/") ||
+          absl::StrContains(url, "CareConnect-")) {
+        return OtherVersion(absl::StrCat(path, ".meta.profile[", i, "]"), "a profile of FHIR STU3 (CareConnect)");
+      }
+    }
+  }
+  if (type == "Encounter") {
+    if (r.contains("patient")) return OtherVersion(path + ".patient", "Encounter.patient (R4 has subject)");
+    if (const Json* c = Reader::At(r, "class"); c != nullptr && c->is_string()) {
+      return OtherVersion(path + ".class", "a code-valued Encounter.class (R4 has a Coding)");
+    }
+    if (r.contains("incomingReferral")) return OtherVersion(path + ".incomingReferral", "Encounter.incomingReferral");
+  }
+  if (type == "Patient") {
+    if (r.contains("careProvider")) return OtherVersion(path + ".careProvider", "Patient.careProvider");
+    if (r.contains("animal")) return OtherVersion(path + ".animal", "Patient.animal");
+  }
+  if (type == "MessageHeader" && (r.contains("event") || r.contains("timestamp"))) {
+    return OtherVersion(path, "MessageHeader.event or .timestamp (R4 has eventCoding, and no timestamp)");
+  }
+  return absl::OkStatus();
+}
 
 std::string Index(const std::string& path, const char* key, size_t i) { return absl::StrCat(path, ".", key, "[", i, "]"); }
 
@@ -311,7 +363,20 @@ absl::Status ReadTime(const Json& o, const char* key, const std::string& path, g
   return absl::OkStatus();
 }
 
-absl::Status ReadEncounter(const Json& r, const std::string& path, v1::CareEvent* e) {
+const Json* NhsIdentifier(const Json* identifiers);
+
+// An Encounter: what it is follows the message's event (MessageHeader
+// eventCoding, "" for none) where that says more than the Encounter can:
+// A13 cancels a discharge (the encounter is in progress again), A16 is a
+// pending discharge. Otherwise its status and period: an end with a
+// finished status is a discharge, an end on an encounter still in progress
+// a planned discharge. `subject_nhs` is set to the subject's NHS number
+// identifier when it gives one (a message may send no Patient).
+absl::Status ReadEncounter(const Json& r, const std::string& path, absl::string_view event, v1::CareEvent* e,
+                           const Json** subject_nhs) {
+  if (const Json* subject = Reader::At(r, "subject"); subject != nullptr && subject->is_object()) {
+    if (const Json* ids = Reader::At(*subject, "identifier"); ids != nullptr) *subject_nhs = NhsIdentifier(ids);
+  }
   std::string status;
   if (absl::Status s = Reader::Str(r, "status", path, &status); !s.ok()) return s;
   if (status.empty()) return Invalid(absl::StrCat(path, ".status: required"));
@@ -346,8 +411,10 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, v1::CareEvent
     (lstatus == "completed" ? from_ward : ward) = code;
   }
   const bool cancelled = status == "cancelled" || status == "entered-in-error";
-  if (cancelled) e->set_action(v1::EVENT_ACTION_CANCEL);
-  if (status == "finished" || has_end) {
+  if (cancelled || event == "A13") e->set_action(v1::EVENT_ACTION_CANCEL);
+  const bool planned_discharge = event == "A16" || (has_end && !cancelled && status != "finished" && status != "planned");
+  if (planned_discharge) e->set_action(v1::EVENT_ACTION_PLANNED);
+  if (status == "finished" || (has_end && status != "planned") || event == "A13" || event == "A16") {
     v1::Discharge* d = e->mutable_discharge();
     if (has_end) *d->mutable_discharged_at() = end;
     d->set_site(site);
@@ -368,6 +435,7 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, v1::CareEvent
   v1::Admission* a = e->mutable_admission();
   if (has_start) *a->mutable_admitted_at() = start;
   if (has_start) *e->mutable_occurred_at() = start;
+  if (has_end) *a->mutable_expected_discharge_at() = end;  // a planned encounter's planned end
   const std::string cls = FirstCode(r, "class");
   a->set_patient_class(cls == "IMP" ? "I" : cls == "AMB" ? "O" : cls == "EMER" ? "E" : cls);
   a->set_ward(ward);
@@ -392,17 +460,34 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, v1::CareEvent
 absl::StatusOr<v1::CareRecord> ReadDocument(const Json& doc, const ReadLimits& limits,
                                             const adapters::ReadOptions& options);
 
+// What a message's resources say about its person beyond the Patient.
+struct Subjects {
+  bool person_seen = false;  // a Patient was read
+  const Json* encounter_nhs = nullptr;  // an Encounter's subject identifier
+  std::string encounter_path;
+};
+
 absl::Status ReadResource(const Json& r, const std::string& path, const adapters::ReadOptions& options,
-                          v1::CareRecord* out, bool* person_seen) {
+                          absl::string_view event, v1::CareRecord* out, Subjects* subjects) {
   const Json* type = Reader::At(r, "resourceType");
   if (type == nullptr || !type->is_string()) return Invalid(absl::StrCat(path, ": not a FHIR resource (no resourceType)"));
+  if (absl::Status s = CheckR4(r, path); !s.ok()) return s;
   const std::string t = type->get<std::string>();
+  bool* person_seen = &subjects->person_seen;
   if (t == "Patient") {
     if (*person_seen) return Unsupported(absl::StrCat(path, ": a second Patient; one message is about one person"));
     *person_seen = true;
     return ReadPatient(r, path, options, out->mutable_person());
   }
-  if (t == "Encounter") return ReadEncounter(r, path, out->add_events());
+  if (t == "Encounter") {
+    const Json* nhs = nullptr;
+    if (absl::Status s = ReadEncounter(r, path, event, out->add_events(), &nhs); !s.ok()) return s;
+    if (nhs != nullptr && subjects->encounter_nhs == nullptr) {
+      subjects->encounter_nhs = nhs;
+      subjects->encounter_path = path + ".subject.identifier";
+    }
+    return absl::OkStatus();
+  }
   return Unsupported(absl::StrCat(path, ": resource type ", absl::CHexEscape(t.substr(0, 40)),
                                   " is not carried (Patient, Encounter, or a Bundle of them)"));
 }
@@ -526,10 +611,11 @@ absl::StatusOr<v1::CareRecord> ReadDocument(const Json& doc, const ReadLimits& l
                                             const adapters::ReadOptions& options) {
   if (!doc.is_object()) return Invalid("the document is not a JSON object");
   v1::CareRecord out;
-  bool person_seen = false;
+  Subjects subjects;
   const Json* type = Reader::At(doc, "resourceType");
   if (type != nullptr && type->is_string() && type->get<std::string>() == "Bundle") {
-    std::string header_id;
+    if (absl::Status s = CheckR4(doc, "Bundle"); !s.ok()) return s;
+    std::string header_id, event;
     auto entries = Reader::Each(doc, "entry", "Bundle");
     if (!entries.ok()) return entries.status();
     if (entries->size() > limits.max_entries) return Invalid("Bundle.entry: too many entries");
@@ -540,24 +626,45 @@ absl::StatusOr<v1::CareRecord> ReadDocument(const Json& doc, const ReadLimits& l
       const Json* rt = Reader::At(*r, "resourceType");
       const std::string rtype = rt != nullptr && rt->is_string() ? rt->get<std::string>() : "";
       if (rtype == "Patient" || rtype == "Encounter") {
-        if (absl::Status s = ReadResource(*r, path, options, &out, &person_seen); !s.ok()) return s;
-      } else if (rtype == "MessageHeader" && i == 0) {
-        if (absl::Status s = Reader::Str(*r, "id", path, &header_id); !s.ok()) return s;
+        if (absl::Status s = ReadResource(*r, path, options, event, &out, &subjects); !s.ok()) return s;
+        continue;
       }
-      // Other resources in a Bundle (Organization, Practitioner, ...) are context, not the record.
+      // Other resources in a Bundle (Organization, Practitioner, ...) are
+      // context, not the record, but tell its version as well.
+      if (absl::Status s = CheckR4(*r, path); !s.ok()) return s;
+      if (rtype == "MessageHeader" && i == 0) {
+        if (absl::Status s = Reader::Str(*r, "id", path, &header_id); !s.ok()) return s;
+        if (const Json* coding = Reader::At(*r, "eventCoding"); coding != nullptr && coding->is_object()) {
+          if (absl::Status s = Reader::Str(*coding, "code", path + ".eventCoding", &event); !s.ok()) return s;
+        }
+      }
     }
     for (v1::CareEvent& e : *out.mutable_events()) {
       if (e.reference().empty()) e.set_reference(header_id);
     }
-    if (!person_seen && out.events_size() == 0) {
+    if (!subjects.person_seen && out.events_size() == 0) {
       return Unsupported("Bundle: holds no Patient or Encounter");
     }
-    return out;
-  }
-  if (absl::Status s = ReadResource(doc, type != nullptr && type->is_string() ? type->get<std::string>() : "$", options, &out,
-                                    &person_seen);
-      !s.ok()) {
+  } else if (absl::Status s = ReadResource(doc, type != nullptr && type->is_string() ? type->get<std::string>() : "$",
+                                           options, "", &out, &subjects);
+             !s.ok()) {
     return s;
+  }
+  // The person: the Patient, or an Encounter's subject identifier when no
+  // Patient is sent; never a record about no one.
+  if (subjects.encounter_nhs != nullptr) {
+    auto n = CheckedNhsNumber(subjects.encounter_nhs->value("value", ""), subjects.encounter_path + ".value", options);
+    if (!n.ok()) return n.status();
+    if (out.person().nhs_number().empty()) {  // no Patient, or one known by local identifiers only
+      out.mutable_person()->set_nhs_number(*n);
+    } else if (out.person().nhs_number() != *n) {
+      return Invalid(absl::StrCat(subjects.encounter_path,
+                                  ": the Encounter's subject is not the Patient sent (another NHS number); one "
+                                  "message is about one person"));
+    }
+  } else if (!subjects.person_seen) {
+    return Invalid("Encounter.subject: no Patient is sent, so the Encounter's subject must identify the person by "
+                   "NHS number (identifier with system https://fhir.nhs.uk/Id/nhs-number)");
   }
   return out;
 }
@@ -677,9 +784,12 @@ absl::StatusOr<Json> EncounterJson(const v1::CareEvent& e, const std::string& id
     if (!a.site().empty()) r["serviceProvider"] = OdsReference(kOdsSiteSystem, a.site());
   } else if (e.has_discharge()) {
     const v1::Discharge& d = e.discharge();
-    r["status"] = cancel ? "cancelled" : "finished";
+    // A cancelled discharge (A13) leaves the encounter in progress again; a
+    // planned one (A16) is in progress with the planned end.
+    const bool planned = e.action() == v1::EVENT_ACTION_PLANNED;
+    r["status"] = cancel || planned ? "in-progress" : "finished";
     r["class"] = ClassOf("I");
-    if (d.has_discharged_at()) r["period"] = {{"end", FormatDateTime(d.discharged_at())}};
+    if (d.has_discharged_at() && !cancel) r["period"] = {{"end", FormatDateTime(d.discharged_at())}};
     if (!d.discharge_method().empty()) {
       r["extension"] = Json::array(
           {{{"url", absl::StrCat(kUkCoreExtension, "DischargeMethod")},
@@ -736,7 +846,7 @@ absl::StatusOr<std::string> WriteFhirBundle(const v1::CareRecord& record, const 
     event_code = e.has_discharge() ? "A03" : e.has_transfer() ? "A02" : "A01";
     if (e.action() == v1::EVENT_ACTION_CANCEL) event_code = e.has_discharge() ? "A13" : e.has_transfer() ? "A12" : "A11";
     if (e.action() == v1::EVENT_ACTION_UPDATE) event_code = "A08";
-    if (e.action() == v1::EVENT_ACTION_PLANNED) event_code = "A05";
+    if (e.action() == v1::EVENT_ACTION_PLANNED) event_code = e.has_discharge() ? "A16" : "A05";
   }
   if (focus.empty()) focus.push_back({{"reference", patient_url}});
   const std::string header_id = EntryUuid(info.id, 0);

@@ -9,9 +9,11 @@
 #include <map>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "adapters/common/testdata.h"
 #include "adapters/hl7v2/adt.h"
@@ -52,8 +54,9 @@ TEST(FhirGolden, EverySampleParsesOrIsRefusedPrecisely) {
       {"nhs-api-json/pds/PatientCompoundName.json", "NHS_NUMBER_INVALID"},  // 9000000015 fails Modulus 11
       {"nhs-api-json/pds/RelatedPersonBundle.json", "FHIR_UNSUPPORTED"},    // no Patient or Encounter
       {"r4-base/Bundle-bundle-transaction.json", "FHIR_UNSUPPORTED"},       // five Patients: not one person
-      {"r4-base/Encounter-f001.json", ""},
-      {"r4-base/Encounter-home.json", ""},
+      // An Encounter alone whose subject is only a reference names no person.
+      {"r4-base/Encounter-f001.json", "FHIR_INVALID"},
+      {"r4-base/Encounter-home.json", "FHIR_INVALID"},
       {"r4-base/EpisodeOfCare-example.json", "FHIR_UNSUPPORTED"},
       {"r4-base/Patient-ch-example.json", ""},
       {"r4-base/Patient-dicom.json", ""},
@@ -69,11 +72,11 @@ TEST(FhirGolden, EverySampleParsesOrIsRefusedPrecisely) {
       {"ukcore/UKCore-Patient-RichardSmith-Example.xml", ""},
       {"ukcore/UKCore-Patient-Sn-MultipleLanguages-Example.xml", ""},
       {"ukcore/UKCore-Patient-BabyPatient-Example.xml", "NHS_NUMBER_INVALID"},  // fails Modulus 11
-      {"ukcore/UKCore-Encounter-InpatientEncounter-Example.xml", ""},
+      {"ukcore/UKCore-Encounter-InpatientEncounter-Example.xml", "FHIR_INVALID"},  // subject by reference only
       {"ukcore/UKCore-Bundle-BatchPOST-Example.xml", "FHIR_UNSUPPORTED"},  // no Patient or Encounter
-      {"ukcore/Extension-UKCore-AdmissionMethod-Example.xml", ""},         // an Encounter
-      {"ukcore/Extension-UKCore-DischargeMethod-Example.xml", ""},         // an Encounter
-      {"ukcore/Extension-UKCore-LegalStatus-Example.xml", ""},             // an Encounter
+      {"ukcore/Extension-UKCore-AdmissionMethod-Example.xml", "FHIR_INVALID"},  // Encounters, subject by reference
+      {"ukcore/Extension-UKCore-DischargeMethod-Example.xml", "FHIR_INVALID"},
+      {"ukcore/Extension-UKCore-LegalStatus-Example.xml", "FHIR_INVALID"},
       {"ukcore/Extension-UKCore-DeathNotificationStatus-Example.xml", ""},       // a Patient
       {"ukcore/Extension-UKCore-NHSNumberUnavailableReason-Example.xml", ""},    // a Patient
       {"ukcore/Extension-UKCore-NHSNumberVerificationStatus-Example.xml", ""},   // a Patient
@@ -184,7 +187,15 @@ TEST(FhirXml, UkCorePatientMapsIdentityDemographicsAndExtensions) {
 }
 
 TEST(FhirXml, UkCoreEncounterIsADischarge) {
-  const v1::CareRecord r = MustRead(ReadOrDie(Samples() / "ukcore/UKCore-Encounter-InpatientEncounter-Example.xml"));
+  // UK Core's example names its subject by a reference to a Patient not
+  // sent; given by NHS number, as a message without a Patient must, it reads.
+  std::string xml = ReadOrDie(Samples() / "ukcore/UKCore-Encounter-InpatientEncounter-Example.xml");
+  const std::string reference = R"(<reference value="Patient/UKCore-Patient-RichardSmith-Example" />)";
+  ASSERT_NE(xml.find(reference), std::string::npos);
+  xml.replace(xml.find(reference), reference.size(),
+              R"(<identifier><system value="https://fhir.nhs.uk/Id/nhs-number"/><value value="9990000018"/></identifier>)");
+  const v1::CareRecord r = MustRead(xml);
+  EXPECT_EQ(r.person().nhs_number(), "9990000018");
   ASSERT_EQ(r.events_size(), 1);
   const v1::CareEvent& e = r.events(0);
   ASSERT_TRUE(e.has_discharge());
@@ -302,7 +313,7 @@ std::string HospitalFixture(const std::string& name) { return adapters::Testdata
 // record (minus what FHIR does not carry: MSH-10 is the Encounter identifier).
 TEST(Fhir, HospitalEventsRoundTripThroughAMessageBundle) {
   for (const char* file : {"adt_a01.hl7", "adt_a02.hl7", "adt_a03.hl7", "adt_a04.hl7", "adt_a05.hl7", "adt_a11.hl7",
-                           "adt_a13.hl7", "escapes.hl7", "utf8.hl7"}) {
+                           "adt_a13.hl7", "adt_a16.hl7", "escapes.hl7", "utf8.hl7"}) {
     auto adt = hl7::ReadAdt(HospitalFixture(file));
     ASSERT_TRUE(adt.ok()) << file << ": " << adt.status();
     v1::CareRecord want = adt->record;
@@ -318,6 +329,11 @@ TEST(Fhir, HospitalEventsRoundTripThroughAMessageBundle) {
       }
       if (e.has_transfer()) e.mutable_transfer()->clear_transferred_at();
       if (e.has_discharge() && !e.discharge().has_discharged_at()) e.clear_occurred_at();
+      // A cancelled discharge leaves the encounter in progress, with no end.
+      if (e.has_discharge() && e.action() == v1::EVENT_ACTION_CANCEL) {
+        e.mutable_discharge()->clear_discharged_at();
+        e.clear_occurred_at();
+      }
     }
     const MessageInfo info{"0123456789abcdef0123456789abcdef", "RR8", "503", absl::FromUnixSeconds(1'795'000'000)};
     auto json = WriteFhirBundle(want, info);
@@ -375,6 +391,125 @@ TEST(Fhir, CouncilEventsAreNotForcedIntoFhir) {
   ASSERT_FALSE(out.ok());
   EXPECT_EQ(ReasonOf(out.status()), "FHIR_UNSUPPORTED");
   EXPECT_THAT(out.status().message(), HasSubstr("council JSON"));
+}
+
+// FHIR before R4 is refused by the shapes that give it away, not read as
+// R4 (which would misread or drop its elements).
+TEST(Fhir, StuThreeAndDstuTwoAreRefusedAsAnotherVersion) {
+  const std::string patient = R"("identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}])";
+  struct Case {
+    std::string json, says;
+  };
+  const Case cases[] = {
+      {R"({"resourceType":"Encounter","status":"finished","patient":{"reference":"Patient/1"}})",
+       "Encounter.patient"},
+      {R"({"resourceType":"Encounter","status":"finished","class":"inpatient"})", "code-valued Encounter.class"},
+      {R"({"resourceType":"ReferralRequest","status":"active"})", "resource type ReferralRequest"},
+      {R"({"resourceType":"Patient","meta":{"profile":["https://fhir.hl7.org.uk/STU3/StructureDefinition/CareConnect-Patient-1"]},)" +
+           patient + "}",
+       "Patient.meta.profile[0]: a profile of FHIR STU3"},
+      {R"({"resourceType":"Patient","animal":{"species":{"text":"dog"}},)" + patient + "}", "Patient.animal"},
+      {R"({"resourceType":"Bundle","type":"message","entry":[
+          {"resource":{"resourceType":"MessageHeader","event":{"code":"ADT^A03"}}},
+          {"resource":{"resourceType":"Patient",)" + patient + R"(}}]})",
+       "MessageHeader.event"},
+      {R"({"resourceType":"Bundle","type":"message","entry":[
+          {"resource":{"resourceType":"Patient",)" + patient + R"(}},
+          {"resource":{"resourceType":"ProcedureRequest","status":"active"}}]})",
+       "Bundle.entry[1].resource: resource type ProcedureRequest"},
+  };
+  for (const Case& c : cases) {
+    auto r = ReadFhir(c.json);
+    ASSERT_FALSE(r.ok()) << c.json;
+    EXPECT_EQ(ReasonOf(r.status()), "FHIR_VERSION_UNSUPPORTED") << r.status();
+    EXPECT_THAT(r.status().message(), HasSubstr(c.says));
+    EXPECT_THAT(r.status().message(), HasSubstr("carebroker reads FHIR R4"));
+    EXPECT_THAT(r.status().message(), Not(HasSubstr("9990000018")));
+  }
+  // UK Core (R4) profiles are R4.
+  EXPECT_TRUE(ReadFhir(R"({"resourceType":"Patient","meta":{"profile":["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"]},)" +
+                       patient + "}")
+                  .ok());
+}
+
+// What an Encounter is comes from its status with its period: an end is a
+// discharge only once the encounter has finished.
+TEST(Fhir, AnEncounterWithAnEndIsADischargeOnlyWhenFinished) {
+  auto read = [](const std::string& status, bool end) {
+    return MustRead(absl::StrCat(
+        R"({"resourceType":"Encounter","status":")", status, R"(","class":{"code":"IMP"},)",
+        R"("subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}},)",
+        R"("period":{"start":"2026-11-15T09:00:00Z")", end ? R"(,"end":"2026-11-22T10:00:00Z")" : "", "}}"));
+  };
+  const v1::CareRecord finished = read("finished", true);
+  ASSERT_TRUE(finished.events(0).has_discharge());
+  EXPECT_EQ(finished.events(0).action(), v1::EVENT_ACTION_UNSPECIFIED);
+  const v1::CareRecord going = read("in-progress", true);
+  ASSERT_TRUE(going.events(0).has_discharge()) << "an end on an encounter in progress: a planned discharge";
+  EXPECT_EQ(going.events(0).action(), v1::EVENT_ACTION_PLANNED);
+  EXPECT_EQ(TimeUtil::ToString(going.events(0).discharge().discharged_at()), "2026-11-22T10:00:00Z");
+  const v1::CareRecord cancelled = read("cancelled", true);
+  ASSERT_TRUE(cancelled.events(0).has_discharge());
+  EXPECT_EQ(cancelled.events(0).action(), v1::EVENT_ACTION_CANCEL);
+  const v1::CareRecord planned = read("planned", true);
+  ASSERT_TRUE(planned.events(0).has_admission()) << "a planned encounter is a planned admission";
+  EXPECT_EQ(planned.events(0).action(), v1::EVENT_ACTION_PLANNED);
+  const v1::CareRecord admitted = read("in-progress", false);
+  ASSERT_TRUE(admitted.events(0).has_admission());
+  EXPECT_EQ(admitted.events(0).action(), v1::EVENT_ACTION_UNSPECIFIED);
+}
+
+// A message may send an Encounter without its Patient, naming the person
+// by NHS number; it is never a record about no one.
+TEST(Fhir, AnEncountersSubjectIdentifierIsThePersonWhenNoPatientIsSent) {
+  auto encounter = [](const std::string& subject) {
+    return absl::StrCat(R"({"resourceType":"Encounter","status":"finished","subject":)", subject,
+                        R"(,"period":{"end":"2026-11-22T10:00:00Z"}})");
+  };
+  const std::string by_nhs = R"({"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}})";
+  const v1::CareRecord r = MustRead(encounter(by_nhs));
+  EXPECT_EQ(r.person().nhs_number(), "9990000018");
+  ASSERT_TRUE(r.events(0).has_discharge());
+
+  auto bad = ReadFhir(encounter(R"({"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000019"}})"));
+  EXPECT_EQ(ReasonOf(bad.status()), "NHS_NUMBER_INVALID") << "checked like any other";
+  EXPECT_THAT(bad.status().message(), HasSubstr("Encounter.subject.identifier.value"));
+  EXPECT_THAT(bad.status().message(), Not(HasSubstr("9990000019")));
+
+  auto nobody = ReadFhir(encounter(R"({"reference":"Patient/123"})"));
+  EXPECT_EQ(ReasonOf(nobody.status()), "FHIR_INVALID");
+  EXPECT_THAT(nobody.status().message(), HasSubstr("must identify the person by NHS number"));
+  EXPECT_EQ(ReasonOf(ReadFhir(R"({"resourceType":"Encounter","status":"finished"})").status()), "FHIR_INVALID");
+
+  // Beside a Patient, the Encounter's subject must be that Patient.
+  const std::string patient =
+      R"({"resource":{"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}]}})";
+  const std::string other = R"({"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000026"}})";
+  auto two = ReadFhir(absl::StrCat(R"({"resourceType":"Bundle","type":"message","entry":[)", patient,
+                                   R"(,{"resource":)", encounter(other), "}]}"));
+  EXPECT_EQ(ReasonOf(two.status()), "FHIR_INVALID");
+  EXPECT_THAT(two.status().message(), HasSubstr("not the Patient sent"));
+  EXPECT_TRUE(ReadFhir(absl::StrCat(R"({"resourceType":"Bundle","type":"message","entry":[)", patient,
+                                    R"(,{"resource":)", encounter(by_nhs), "}]}"))
+                  .ok());
+}
+
+// A13 and A16 say what the Encounter alone cannot: the discharge is
+// cancelled (in progress again) or pending (in progress, with its end).
+TEST(Fhir, CancelledAndPendingDischargesAreInProgressEncountersWithTheirEvent) {
+  const MessageInfo info{"0123456789abcdef0123456789abcdef", "RR8", "503", absl::FromUnixSeconds(1'795'000'000)};
+  for (const auto& [file, event, end] : {std::tuple{"adt_a13.hl7", "A13", false}, {"adt_a16.hl7", "A16", true},
+                                         {"adt_a03.hl7", "A03", true}}) {
+    auto adt = hl7::ReadAdt(HospitalFixture(file));
+    ASSERT_TRUE(adt.ok()) << adt.status();
+    auto json = WriteFhirBundle(adt->record, info);
+    ASSERT_TRUE(json.ok()) << json.status();
+    const Json b = Json::parse(*json);
+    EXPECT_EQ(b["entry"][0]["resource"]["eventCoding"]["code"], event) << file;
+    const Json& enc = b["entry"][2]["resource"];
+    EXPECT_EQ(enc["status"], std::string(event) == "A03" ? "finished" : "in-progress") << file;
+    EXPECT_EQ(enc.contains("period") && enc["period"].contains("end"), end) << file;
+  }
 }
 
 }  // namespace

@@ -295,8 +295,8 @@ absl::Status ReadDischarge(const Segment& pv1, v1::Discharge* d) {
   return ReadTime(&pv1, 45, [&] { return d->mutable_discharged_at(); });
 }
 
-constexpr std::array<absl::string_view, 12> kEvents = {"A01", "A02", "A03", "A04", "A05", "A08",
-                                                       "A11", "A12", "A13", "A28", "A31", "A40"};
+constexpr std::array<absl::string_view, 13> kEvents = {"A01", "A02", "A03", "A04", "A05", "A08", "A11",
+                                                       "A12", "A13", "A16", "A28", "A31", "A40"};
 
 absl::Status ReadEvent(const Message& m, absl::string_view trigger, const adapters::ReadOptions& options,
                        v1::CareEvent* e) {
@@ -311,6 +311,13 @@ absl::Status ReadEvent(const Message& m, absl::string_view trigger, const adapte
   if (trigger == "A03" || trigger == "A13") {
     if (trigger == "A13") e->set_action(v1::EVENT_ACTION_CANCEL);
     return ReadDischarge(*pv1, e->mutable_discharge());
+  }
+  if (trigger == "A16") {  // pending discharge: the expected time (PV2-9), the council's earliest notice
+    e->set_action(v1::EVENT_ACTION_PLANNED);
+    v1::Discharge* d = e->mutable_discharge();
+    if (absl::Status s = ReadDischarge(*pv1, d); !s.ok()) return s;
+    if (d->has_discharged_at()) return absl::OkStatus();
+    return ReadTime(m.Find("PV2"), 9, [&] { return d->mutable_discharged_at(); });
   }
   if (trigger == "A02" || trigger == "A12") {
     if (trigger == "A12") e->set_action(v1::EVENT_ACTION_CANCEL);
@@ -348,7 +355,7 @@ absl::StatusOr<Adt> ReadAdt(const Message& m, const adapters::ReadOptions& optio
   h.trigger = absl::AsciiStrToUpper(msh.Get(9, 2));
   if (std::find(kEvents.begin(), kEvents.end(), h.trigger) == kEvents.end()) {
     return UnsupportedEvent(absl::StrCat("MSH-9: event ", absl::CHexEscape(h.trigger.substr(0, 3)),
-                                         " is not supported (A01 A02 A03 A04 A05 A08 A11 A12 A13 A28 A31 A40)"));
+                                         " is not supported (A01 A02 A03 A04 A05 A08 A11 A12 A13 A16 A28 A31 A40)"));
   }
   h.sending_application = msh.Get(3);
   h.sending_facility = msh.Get(4);
@@ -412,6 +419,7 @@ absl::string_view StructureOf(absl::string_view trigger) {
   if (trigger == "A05" || trigger == "A28" || trigger == "A31") return "ADT_A05";
   if (trigger == "A11" || trigger == "A12") return "ADT_A09";
   if (trigger == "A40") return "ADT_A39";
+  if (trigger == "A16") return "ADT_A16";
   return "ADT_A01";  // A01, A04, A08, A13
 }
 
@@ -430,7 +438,8 @@ absl::string_view TriggerOf(const v1::CareRecord& r, std::string* error) {
       if (e.action() == v1::EVENT_ACTION_PLANNED) return "A05";
       return e.admission().patient_class() == "O" ? "A04" : "A01";
     case v1::CareEvent::kTransfer: return cancel ? "A12" : "A02";
-    case v1::CareEvent::kDischarge: return cancel ? "A13" : update ? "A08" : "A03";
+    case v1::CareEvent::kDischarge:
+      return cancel ? "A13" : update ? "A08" : e.action() == v1::EVENT_ACTION_PLANNED ? "A16" : "A03";
     case v1::CareEvent::kPersonChange: return e.person_change().created() ? "A28" : "A31";
     case v1::CareEvent::kMerge: return "A40";
     default:
@@ -531,8 +540,12 @@ absl::StatusOr<std::string> WriteAdt(const v1::CareRecord& r, const Header& h) {
     pv1.Set(3, Location("", d.site(), enc));
     pv1.Set(36, Escape(d.discharge_method(), enc));
     pv1.Set(37, Escape(d.discharge_destination(), enc));
-    if (d.has_discharged_at()) pv1.Set(45, FormatDtm(d.discharged_at()));
+    const bool pending = e->action() == v1::EVENT_ACTION_PLANNED;  // A16: expected, in PV2-9
+    if (d.has_discharged_at() && !pending) pv1.Set(45, FormatDtm(d.discharged_at()));
     absl::StrAppend(&out, pv1.Finish());
+    if (d.has_discharged_at() && pending) {
+      absl::StrAppend(&out, SegmentText("PV2").Set(9, FormatDtm(d.discharged_at())).Finish());
+    }
   } else if (e->has_transfer()) {
     const v1::Transfer& t = e->transfer();
     pv1.Set(2, "I");

@@ -99,6 +99,7 @@ TEST(Adt, EveryEventMapsToItsDetailAndAction) {
       {"adt_a11.hl7", v1::CareEvent::kAdmission, v1::EVENT_ACTION_CANCEL},
       {"adt_a12.hl7", v1::CareEvent::kTransfer, v1::EVENT_ACTION_CANCEL},
       {"adt_a13.hl7", v1::CareEvent::kDischarge, v1::EVENT_ACTION_CANCEL},
+      {"adt_a16.hl7", v1::CareEvent::kDischarge, v1::EVENT_ACTION_PLANNED},
       {"adt_a28.hl7", v1::CareEvent::kPersonChange, v1::EVENT_ACTION_UNSPECIFIED},
       {"adt_a31.hl7", v1::CareEvent::kPersonChange, v1::EVENT_ACTION_UNSPECIFIED},
       {"adt_a40.hl7", v1::CareEvent::kMerge, v1::EVENT_ACTION_UNSPECIFIED},
@@ -119,6 +120,9 @@ TEST(Adt, EveryEventMapsToItsDetailAndAction) {
   EXPECT_EQ(t.to_ward(), "WARD9");
   const v1::Admission pre = Read("adt_a05.hl7").record.events(0).admission();
   EXPECT_EQ(Utc(pre.admitted_at()), "2026-12-01T09:00:00Z") << "PV2-8 expected admission";
+  const v1::Discharge pending = Read("adt_a16.hl7").record.events(0).discharge();
+  EXPECT_EQ(Utc(pending.discharged_at()), "2026-11-22T10:00:00Z") << "PV2-9 expected discharge";
+  EXPECT_EQ(pending.discharge_destination(), "54");
   const v1::Merge m = Read("adt_a40.hl7").record.events(0).merge();
   EXPECT_EQ(m.retired_nhs_number(), "9990000034");
   ASSERT_EQ(m.retired_identifiers_size(), 1);
@@ -190,8 +194,8 @@ TEST(Adt, BadMessagesGetPreciseErrors) {
 
 TEST(Adt, EveryFixtureRoundTripsThroughWriteAdt) {
   for (const char* file : {"adt_a01.hl7", "adt_a02.hl7", "adt_a03.hl7", "adt_a04.hl7", "adt_a05.hl7", "adt_a08.hl7",
-                           "adt_a11.hl7", "adt_a12.hl7", "adt_a13.hl7", "adt_a28.hl7", "adt_a31.hl7", "adt_a40.hl7",
-                           "escapes.hl7", "latin1.hl7", "utf8.hl7"}) {
+                           "adt_a11.hl7", "adt_a12.hl7", "adt_a13.hl7", "adt_a16.hl7", "adt_a28.hl7", "adt_a31.hl7",
+                           "adt_a40.hl7", "escapes.hl7", "latin1.hl7", "utf8.hl7"}) {
     const Adt first = Read(file);
     auto er7 = WriteAdt(first.record, first.header);
     ASSERT_TRUE(er7.ok()) << file << ": " << er7.status();
