@@ -1,7 +1,10 @@
 #include "policy/minimise.h"
 
 #include <algorithm>
+#include <memory>
+#include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -180,13 +183,23 @@ bool IsLeafMessage(const Descriptor* d) {
   return d->full_name() == "google.protobuf.Timestamp" || d->full_name() == v1::Date::descriptor()->full_name();
 }
 
-void CollectPaths(const Message& m, const std::string& prefix, std::vector<std::string>* out) {
+// The path of field `f` under `prefix`, itself a path this made (or the
+// empty root): made once a thread, as the schema bounds the paths there are.
+const std::string& PathOf(const std::string& prefix, const FieldDescriptor* f) {
+  thread_local absl::flat_hash_map<std::pair<const std::string*, const FieldDescriptor*>, std::unique_ptr<std::string>>
+      paths;
+  std::unique_ptr<std::string>& p = paths[{&prefix, f}];
+  if (p == nullptr) p = std::make_unique<std::string>(prefix.empty() ? f->name() : absl::StrCat(prefix, ".", f->name()));
+  return *p;
+}
+
+void CollectPaths(const Message& m, const std::string& prefix, std::vector<const std::string*>* out) {
   std::vector<const FieldDescriptor*> set;
   m.GetReflection()->ListFields(m, &set);
   for (const FieldDescriptor* f : set) {
-    const std::string path = prefix.empty() ? f->name() : absl::StrCat(prefix, ".", f->name());
+    const std::string& path = PathOf(prefix, f);
     if (f->cpp_type() != FieldDescriptor::CPPTYPE_MESSAGE || IsLeafMessage(f->message_type())) {
-      out->push_back(path);
+      out->push_back(&path);
     } else if (f->is_repeated()) {
       for (int i = 0; i < m.GetReflection()->FieldSize(m, f); ++i) {
         CollectPaths(m.GetReflection()->GetRepeatedMessage(m, f, i), path, out);
@@ -200,10 +213,14 @@ void CollectPaths(const Message& m, const std::string& prefix, std::vector<std::
 }  // namespace
 
 std::vector<std::string> PresentPaths(const Message& m) {
+  static const std::string kRoot;
+  std::vector<const std::string*> found;
+  CollectPaths(m, kRoot, &found);
+  std::sort(found.begin(), found.end(), [](const std::string* a, const std::string* b) { return *a < *b; });
+  found.erase(std::unique(found.begin(), found.end()), found.end());  // one string a path
   std::vector<std::string> out;
-  CollectPaths(m, "", &out);
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
+  out.reserve(found.size());
+  for (const std::string* p : found) out.push_back(*p);
   return out;
 }
 

@@ -104,3 +104,6 @@ echo "CLD_SUBMISSION mb=$mb rows=$rows chunk_mb=$chunk_mb released=$released opt
   "download_mb_per_s=$(($(stat -c %s "$out") * 1000 / (t2 - t1) >> 20)) out_mb=$(($(stat -c %s "$out") >> 20))"
 echo "CLD_SUBMISSION_RSS idle_mb=$((idle / 1024)) peak_after_upload_mb=$up_peak peak_mb=$(($(kb VmHWM) / 1024))" \
   "above_idle_mb=$((($(kb VmHWM) - idle) / 1024))"
+# The store after the return (SQLite and its WAL): the rows as released
+# and the audit log, an entry a row.
+echo "CLD_SUBMISSION_STORE store_mb=$(($(du -sk "$work/data" | cut -f1) / 1024))"
