@@ -365,6 +365,11 @@ absl::Status ReadTime(const Json& o, const char* key, const std::string& path, g
 
 const Json* NhsIdentifier(const Json* identifiers);
 
+// HL7 PV1-2 from an Encounter.class code (v3 ActCode).
+std::string ClassFromFhir(const std::string& code) {
+  return code == "IMP" ? "I" : code == "AMB" ? "O" : code == "EMER" ? "E" : code;
+}
+
 // An Encounter: what it is follows the message's event (MessageHeader
 // eventCoding, "" for none) where that says more than the Encounter can:
 // A13 cancels a discharge (the encounter is in progress again), A16 is a
@@ -380,13 +385,20 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, absl::string_
   std::string status;
   if (absl::Status s = Reader::Str(r, "status", path, &status); !s.ok()) return s;
   if (status.empty()) return Invalid(absl::StrCat(path, ".status: required"));
+  // The visit number: the identifier typed VN (HL7 table 0203), else the
+  // first (an encounter's identifier in the sender's system).
   auto ids = Reader::Each(r, "identifier", path);
   if (!ids.ok()) return ids.status();
-  if (!ids->empty()) {
-    if (absl::Status s = Reader::Str(*ids->front(), "value", path + ".identifier[0]", e->mutable_reference()); !s.ok()) {
+  for (size_t i = 0; i < ids->size(); ++i) {
+    const bool visit = FirstCode(*(*ids)[i], "type") == "VN";
+    if (i > 0 && !visit) continue;
+    if (absl::Status s = Reader::Str(*(*ids)[i], "value", Index(path, "identifier", i), e->mutable_visit_number());
+        !s.ok()) {
       return s;
     }
+    if (visit) break;
   }
+  const std::string cls = ClassFromFhir(FirstCode(r, "class"));
   google::protobuf::Timestamp start, end;
   bool has_start = false, has_end = false;
   if (const Json* period = Reader::At(r, "period"); period != nullptr) {
@@ -418,6 +430,7 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, absl::string_
     v1::Discharge* d = e->mutable_discharge();
     if (has_end) *d->mutable_discharged_at() = end;
     d->set_site(site);
+    d->set_patient_class(cls);
     if (const Json* m = FindExtension(r, "DischargeMethod"); m != nullptr) {
       d->set_discharge_method(FirstCode(*m, "valueCodeableConcept"));
     }
@@ -429,6 +442,7 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, absl::string_
     v1::Transfer* t = e->mutable_transfer();
     t->set_from_ward(from_ward);
     t->set_to_ward(ward);
+    t->set_patient_class(cls);
     return absl::OkStatus();
   }
   if (status == "planned") e->set_action(v1::EVENT_ACTION_PLANNED);
@@ -436,8 +450,8 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, absl::string_
   if (has_start) *a->mutable_admitted_at() = start;
   if (has_start) *e->mutable_occurred_at() = start;
   if (has_end) *a->mutable_expected_discharge_at() = end;  // a planned encounter's planned end
-  const std::string cls = FirstCode(r, "class");
-  a->set_patient_class(cls == "IMP" ? "I" : cls == "AMB" ? "O" : cls == "EMER" ? "E" : cls);
+  a->set_patient_class(cls);
+  a->set_registration(event == "A04");
   a->set_ward(ward);
   a->set_site(site);
   if (hosp != nullptr) {
@@ -616,6 +630,10 @@ absl::StatusOr<v1::CareRecord> ReadDocument(const Json& doc, const ReadLimits& l
   if (type != nullptr && type->is_string() && type->get<std::string>() == "Bundle") {
     if (absl::Status s = CheckR4(doc, "Bundle"); !s.ok()) return s;
     std::string header_id, event;
+    // The message's own id (HL7 MSH-10) is the Bundle's identifier.
+    if (const Json* id = Reader::At(doc, "identifier"); id != nullptr && id->is_object()) {
+      if (absl::Status s = Reader::Str(*id, "value", "Bundle.identifier", &header_id); !s.ok()) return s;
+    }
     auto entries = Reader::Each(doc, "entry", "Bundle");
     if (!entries.ok()) return entries.status();
     if (entries->size() > limits.max_entries) return Invalid("Bundle.entry: too many entries");
@@ -633,7 +651,9 @@ absl::StatusOr<v1::CareRecord> ReadDocument(const Json& doc, const ReadLimits& l
       // context, not the record, but tell its version as well.
       if (absl::Status s = CheckR4(*r, path); !s.ok()) return s;
       if (rtype == "MessageHeader" && i == 0) {
-        if (absl::Status s = Reader::Str(*r, "id", path, &header_id); !s.ok()) return s;
+        if (header_id.empty()) {
+          if (absl::Status s = Reader::Str(*r, "id", path, &header_id); !s.ok()) return s;
+        }
         if (const Json* coding = Reader::At(*r, "eventCoding"); coding != nullptr && coding->is_object()) {
           if (absl::Status s = Reader::Str(*coding, "code", path + ".eventCoding", &event); !s.ok()) return s;
         }
@@ -760,9 +780,14 @@ Json ClassOf(absl::string_view patient_class) {
   return Coding(kActCode, "IMP", "inpatient encounter");
 }
 
-absl::StatusOr<Json> EncounterJson(const v1::CareEvent& e, const std::string& id, const std::string& patient_url) {
+absl::StatusOr<Json> EncounterJson(const v1::CareEvent& e, const std::string& id, const std::string& patient_url,
+                                   absl::string_view sender) {
   Json r = {{"resourceType", "Encounter"}, {"id", id}};
-  if (!e.reference().empty()) r["identifier"] = Json::array({{{"value", e.reference()}}});
+  if (!e.visit_number().empty()) {  // HL7 v2-to-FHIR: PV1-19 is an identifier of type VN, assigned by the sender
+    Json visit = {{"type", Concept(kV2IdentifierType, "VN")}, {"value", e.visit_number()}};
+    if (!sender.empty()) visit["assigner"] = OdsReference(kOdsOrganisationSystem, sender);
+    r["identifier"] = Json::array({std::move(visit)});
+  }
   const bool cancel = e.action() == v1::EVENT_ACTION_CANCEL;
   r["subject"] = {{"reference", patient_url}};
   if (e.has_admission()) {
@@ -788,7 +813,7 @@ absl::StatusOr<Json> EncounterJson(const v1::CareEvent& e, const std::string& id
     // planned one (A16) is in progress with the planned end.
     const bool planned = e.action() == v1::EVENT_ACTION_PLANNED;
     r["status"] = cancel || planned ? "in-progress" : "finished";
-    r["class"] = ClassOf("I");
+    r["class"] = ClassOf(d.patient_class());
     if (d.has_discharged_at() && !cancel) r["period"] = {{"end", FormatDateTime(d.discharged_at())}};
     if (!d.discharge_method().empty()) {
       r["extension"] = Json::array(
@@ -804,7 +829,7 @@ absl::StatusOr<Json> EncounterJson(const v1::CareEvent& e, const std::string& id
   } else if (e.has_transfer()) {
     const v1::Transfer& t = e.transfer();
     r["status"] = cancel ? "cancelled" : "in-progress";
-    r["class"] = ClassOf("I");
+    r["class"] = ClassOf(t.patient_class());
     Json locations = Json::array();
     if (!t.from_ward().empty()) locations.push_back(LocationEntry(t.from_ward(), "completed"));
     if (!t.to_ward().empty()) locations.push_back(LocationEntry(t.to_ward(), "active"));
@@ -839,11 +864,11 @@ absl::StatusOr<std::string> WriteFhirBundle(const v1::CareRecord& record, const 
   for (int i = 0; i < record.events_size(); ++i) {
     const v1::CareEvent& e = record.events(i);
     const std::string enc_id = EntryUuid(info.id, i + 2);
-    auto enc = EncounterJson(e, enc_id, patient_url);
+    auto enc = EncounterJson(e, enc_id, patient_url, info.source);
     if (!enc.ok()) return enc.status();
     entries.push_back({{"fullUrl", "urn:uuid:" + enc_id}, {"resource", *std::move(enc)}});
     focus.push_back({{"reference", "urn:uuid:" + enc_id}});
-    event_code = e.has_discharge() ? "A03" : e.has_transfer() ? "A02" : "A01";
+    event_code = e.has_discharge() ? "A03" : e.has_transfer() ? "A02" : e.admission().registration() ? "A04" : "A01";
     if (e.action() == v1::EVENT_ACTION_CANCEL) event_code = e.has_discharge() ? "A13" : e.has_transfer() ? "A12" : "A11";
     if (e.action() == v1::EVENT_ACTION_UPDATE) event_code = "A08";
     if (e.action() == v1::EVENT_ACTION_PLANNED) event_code = e.has_discharge() ? "A16" : "A05";
@@ -869,7 +894,16 @@ absl::StatusOr<std::string> WriteFhirBundle(const v1::CareRecord& record, const 
       {"timestamp", FormatDateTime(adapters::ToProto(info.timestamp))},
       {"entry", std::move(entries)},
   };
-  if (!info.id.empty()) bundle["identifier"] = {{"system", "https://carebroker.nhs.uk/Id/message"}, {"value", info.id}};
+  // The message's id: the sender's own (HL7 MSH-10, the event's reference)
+  // assigned by the sender, as the HL7 v2-to-FHIR map gives MSH-10 to
+  // Bundle.identifier; else carebroker's.
+  const std::string& reference = record.events_size() > 0 ? record.events(0).reference() : "";
+  if (!reference.empty()) {
+    bundle["identifier"] = {{"value", reference}};
+    if (!info.source.empty()) bundle["identifier"]["assigner"] = OdsReference(kOdsOrganisationSystem, info.source);
+  } else if (!info.id.empty()) {
+    bundle["identifier"] = {{"system", "https://carebroker.nhs.uk/Id/message"}, {"value", info.id}};
+  }
   return bundle.dump(indent, ' ', false, Json::error_handler_t::replace);
 }
 

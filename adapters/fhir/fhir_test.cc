@@ -202,7 +202,8 @@ TEST(FhirXml, UkCoreEncounterIsADischarge) {
   EXPECT_EQ(TimeUtil::ToString(e.discharge().discharged_at()), "2019-12-11T13:00:00Z");
   EXPECT_EQ(e.discharge().discharge_method(), "1");
   EXPECT_EQ(e.discharge().discharge_destination(), "19");
-  EXPECT_EQ(e.reference(), "6f40cebe-7b55-461d-9d7f-eadb4c065762");
+  EXPECT_EQ(e.visit_number(), "6f40cebe-7b55-461d-9d7f-eadb4c065762") << "the encounter's identifier is its visit's";
+  EXPECT_EQ(e.discharge().patient_class(), "I") << "class IMP";
 }
 
 // The same message in XML and in JSON gives the same record: repeated
@@ -510,6 +511,63 @@ TEST(Fhir, CancelledAndPendingDischargesAreInProgressEncountersWithTheirEvent) {
     EXPECT_EQ(enc["status"], std::string(event) == "A03" ? "finished" : "in-progress") << file;
     EXPECT_EQ(enc.contains("period") && enc["period"].contains("end"), end) << file;
   }
+}
+
+// The HL7 v2-to-FHIR maps: PV1-19 is the Encounter's identifier (type VN,
+// assigned by the sending trust), so an admission and its discharge link
+// up; MSH-10 is the Bundle's; PV1-2 gives every event its class; A04 stays
+// a registration.
+TEST(Fhir, VisitNumberClassAndRegistrationFollowTheV2ToFhirMaps) {
+  const MessageInfo info{"0123456789abcdef0123456789abcdef", "RR8", "503", absl::FromUnixSeconds(1'795'000'000)};
+  auto bundle_of = [&](const std::string& er7) {
+    auto adt = hl7::ReadAdt(er7);
+    EXPECT_TRUE(adt.ok()) << adt.status();
+    if (!adt.ok()) std::abort();
+    auto json = WriteFhirBundle(adt->record, info);
+    EXPECT_TRUE(json.ok()) << json.status();
+    if (!json.ok()) std::abort();
+    return std::pair{adt->record, Json::parse(*json)};
+  };
+  const auto [admitted, a01] = bundle_of(HospitalFixture("adt_a01.hl7"));
+  const auto [discharged, a03] = bundle_of(HospitalFixture("adt_a03.hl7"));
+  ASSERT_FALSE(admitted.events(0).visit_number().empty());
+  EXPECT_EQ(admitted.events(0).visit_number(), discharged.events(0).visit_number()) << "one visit, PV1-19";
+  for (const Json* b : {&a01, &a03}) {
+    const Json& id = (*b)["entry"][2]["resource"]["identifier"][0];
+    EXPECT_EQ(id["value"], admitted.events(0).visit_number());
+    EXPECT_EQ(id["type"]["coding"][0]["system"], "http://terminology.hl7.org/CodeSystem/v2-0203");
+    EXPECT_EQ(id["type"]["coding"][0]["code"], "VN");
+    EXPECT_EQ(id["assigner"]["identifier"]["value"], "RR8");
+  }
+  EXPECT_EQ(a03["identifier"]["value"], "RR8-A03-0001") << "MSH-10 is the message's id";
+  EXPECT_EQ(a03["identifier"]["assigner"]["identifier"]["value"], "RR8");
+  EXPECT_EQ(MustRead(a03.dump()).events(0).visit_number(), admitted.events(0).visit_number()) << "and back";
+  EXPECT_EQ(MustRead(a03.dump()).events(0).reference(), "RR8-A03-0001");
+
+  // An outpatient's discharge is not an inpatient's: PV1-2 on every event.
+  std::string outpatient = HospitalFixture("adt_a03.hl7");
+  ASSERT_NE(outpatient.find("PV1||I|"), std::string::npos);
+  outpatient.replace(outpatient.find("PV1||I|"), 7, "PV1||O|");
+  const auto [out_record, out_bundle] = bundle_of(outpatient);
+  EXPECT_EQ(out_record.events(0).discharge().patient_class(), "O");
+  EXPECT_EQ(out_bundle["entry"][2]["resource"]["class"]["code"], "AMB");
+  auto er7 = hl7::WriteAdt(out_record, {});
+  ASSERT_TRUE(er7.ok()) << er7.status();
+  EXPECT_NE(er7->find("PV1||O|"), std::string::npos) << "written back as O, not I";
+
+  // A04 is a registration, whatever its class, in HL7 and in FHIR.
+  std::string emergency = HospitalFixture("adt_a04.hl7");
+  const size_t pv1 = emergency.find("PV1||");
+  ASSERT_NE(pv1, std::string::npos);
+  emergency.replace(pv1 + 5, 1, "E");
+  const auto [registered, a04] = bundle_of(emergency);
+  EXPECT_TRUE(registered.events(0).admission().registration());
+  EXPECT_EQ(registered.events(0).admission().patient_class(), "E");
+  EXPECT_EQ(a04["entry"][0]["resource"]["eventCoding"]["code"], "A04");
+  EXPECT_TRUE(MustRead(a04.dump()).events(0).admission().registration());
+  auto back = hl7::WriteAdt(registered, {});
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_NE(back->find("ADT^A04"), std::string::npos) << "not A01";
 }
 
 }  // namespace

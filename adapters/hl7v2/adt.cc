@@ -118,7 +118,8 @@ absl::Status ReadDate(const Segment& seg, int field, v1::Date* out) {
   const std::string v = seg.Get(field);
   if (v.empty()) return absl::OkStatus();
   if (!ParseDtm(v, Where(seg.id(), field)).ok()) {
-    return Invalid(absl::StrCat(Where(seg.id(), field), ": not an HL7 date (YYYY[MM[DD]])"));
+    return Invalid(absl::StrCat(Where(seg.id(), field),
+                                ": not an HL7 date (YYYY[MM[DD]], a time of day HHMM[SS] and a +/-ZZZZ offset may follow)"));
   }
   out->set_year(Digits(v, 0, 4));
   if (v.size() >= 6) out->set_month(Digits(v, 4, 2));
@@ -289,6 +290,7 @@ absl::Status ReadAdmission(const Message& m, const Segment& pv1, v1::Admission* 
 }
 
 absl::Status ReadDischarge(const Segment& pv1, v1::Discharge* d) {
+  d->set_patient_class(pv1.Get(2));
   d->set_discharge_method(pv1.Get(36));
   d->set_discharge_destination(pv1.Get(37));
   d->set_site(pv1.Get(3, 4));
@@ -303,9 +305,11 @@ absl::Status ReadEvent(const Message& m, absl::string_view trigger, const adapte
   const Segment* pv1 = m.Find("PV1");
   const bool needs_visit = trigger != "A28" && trigger != "A31" && trigger != "A40";
   if (needs_visit && pv1 == nullptr) return Required(absl::StrCat("PV1: the segment is required in ", trigger));
+  if (needs_visit) e->set_visit_number(pv1->Get(19));
   if (trigger == "A01" || trigger == "A04" || trigger == "A05" || trigger == "A11") {
     if (trigger == "A05") e->set_action(v1::EVENT_ACTION_PLANNED);
     if (trigger == "A11") e->set_action(v1::EVENT_ACTION_CANCEL);
+    e->mutable_admission()->set_registration(trigger == "A04");
     return ReadAdmission(m, *pv1, e->mutable_admission());
   }
   if (trigger == "A03" || trigger == "A13") {
@@ -322,6 +326,7 @@ absl::Status ReadEvent(const Message& m, absl::string_view trigger, const adapte
   if (trigger == "A02" || trigger == "A12") {
     if (trigger == "A12") e->set_action(v1::EVENT_ACTION_CANCEL);
     v1::Transfer* t = e->mutable_transfer();
+    t->set_patient_class(pv1->Get(2));
     t->set_to_ward(WardOf(*pv1, 3));
     t->set_from_ward(WardOf(*pv1, 6));
     *t->mutable_transferred_at() = e->occurred_at();
@@ -436,7 +441,7 @@ absl::string_view TriggerOf(const v1::CareRecord& r, std::string* error) {
       if (cancel) return "A11";
       if (update) return "A08";
       if (e.action() == v1::EVENT_ACTION_PLANNED) return "A05";
-      return e.admission().patient_class() == "O" ? "A04" : "A01";
+      return e.admission().registration() || e.admission().patient_class() == "O" ? "A04" : "A01";
     case v1::CareEvent::kTransfer: return cancel ? "A12" : "A02";
     case v1::CareEvent::kDischarge:
       return cancel ? "A13" : update ? "A08" : e.action() == v1::EVENT_ACTION_PLANNED ? "A16" : "A03";
@@ -529,6 +534,7 @@ absl::StatusOr<std::string> WriteAdt(const v1::CareRecord& r, const Header& h) {
     pv1.Set(3, Location(a.ward(), a.site(), enc));
     pv1.Set(4, Escape(a.admission_method(), enc));
     pv1.Set(7, Components({a.consultant()}, enc));
+    pv1.Set(19, Escape(e->visit_number(), enc));
     if (a.has_admitted_at()) pv1.Set(44, FormatDtm(a.admitted_at()));
     absl::StrAppend(&out, pv1.Finish());
     if (a.has_expected_discharge_at()) {
@@ -536,8 +542,9 @@ absl::StatusOr<std::string> WriteAdt(const v1::CareRecord& r, const Header& h) {
     }
   } else if (e->has_discharge()) {
     const v1::Discharge& d = e->discharge();
-    pv1.Set(2, "I");
+    pv1.Set(2, Escape(d.patient_class().empty() ? "I" : d.patient_class(), enc));
     pv1.Set(3, Location("", d.site(), enc));
+    pv1.Set(19, Escape(e->visit_number(), enc));
     pv1.Set(36, Escape(d.discharge_method(), enc));
     pv1.Set(37, Escape(d.discharge_destination(), enc));
     const bool pending = e->action() == v1::EVENT_ACTION_PLANNED;  // A16: expected, in PV2-9
@@ -548,9 +555,10 @@ absl::StatusOr<std::string> WriteAdt(const v1::CareRecord& r, const Header& h) {
     }
   } else if (e->has_transfer()) {
     const v1::Transfer& t = e->transfer();
-    pv1.Set(2, "I");
+    pv1.Set(2, Escape(t.patient_class().empty() ? "I" : t.patient_class(), enc));
     pv1.Set(3, Location(t.to_ward(), "", enc));
     pv1.Set(6, Location(t.from_ward(), "", enc));
+    pv1.Set(19, Escape(e->visit_number(), enc));
     absl::StrAppend(&out, pv1.Finish());
   }
   return out;

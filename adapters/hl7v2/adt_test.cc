@@ -177,6 +177,7 @@ TEST(Adt, BadMessagesGetPreciseErrors) {
       {absl::StrReplaceAll(a01, {{"\rPID|", "\rZZZ|"}}), "HL7_REQUIRED_MISSING", "PID: the segment is required"},
       {absl::StrReplaceAll(a01, {{"\rPV1|", "\rZV1|"}}), "HL7_REQUIRED_MISSING", "PV1"},
       {absl::StrReplaceAll(a01, {{"|19470301|", "|19471301|"}}), "HL7_INVALID", "PID-7"},
+      {absl::StrReplaceAll(a01, {{"|19470301|", "|19470301x|"}}), "HL7_INVALID", "a time of day HHMM[SS]"},
       {absl::StrReplaceAll(a01, {{"|20261115090000", "|2026111509000X"}}), "HL7_INVALID", "PV1-44"},
       {absl::StrReplaceAll(a01, {{"|19470301|2|", "|19470301|Q|"}}), "HL7_INVALID", "PID-8"},
       {absl::StrReplaceAll(a01, {{"9990000018^^^NHS^NH~", "9990000018^^^NHS^NH~9990000026^^^NHS^NH~"}}),

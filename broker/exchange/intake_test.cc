@@ -185,7 +185,7 @@ TEST_F(IntakeTest, CanonicalRecordIsMinimisedAndTheReceiptSaysWhat) {
   auto denied = Admit(*config_, *care_, book_, entries_, OrgCode("RR8"), r, absl::FromUnixSeconds(1'800'000'000), &denial_);
   EXPECT_EQ(denied.status().code(), absl::StatusCode::kPermissionDenied);
   EXPECT_EQ(ReasonOf(denied.status()), "CONSENT_DISSENT");
-  EXPECT_EQ(denied.status().message(), "denied: CONSENT_DISSENT under DSA-ACUTE-TO-SOCIAL-CARE v1.0 flow admission-and-discharge");
+  EXPECT_EQ(denied.status().message(), "denied: CONSENT_DISSENT under DSA-ACUTE-TO-SOCIAL-CARE v1.1 flow admission-and-discharge");
 }
 
 TEST(Shapes, WorkflowsAndPurposes) {

@@ -184,7 +184,7 @@ TEST_F(GovernanceTest, TheDocumentSaysWhatBecameOfEachMessage) {
   ASSERT_NE(discharge, std::string::npos);
   EXPECT_EQ(text->find("held, not delivered", admission), text->find("held, not delivered"));
   EXPECT_LT(text->find("held, not delivered", admission), discharge);
-  const size_t fate = text->find("</td><td>", text->find("SOCIAL-CARE v1.0", discharge));
+  const size_t fate = text->find("</td><td>", text->find("SOCIAL-CARE v1.1", discharge));
   EXPECT_EQ(text->substr(fate + 9, 10), "delivered ");
   EXPECT_TRUE(Holds(text->substr(fate, 200), "; received "));
 }
@@ -284,7 +284,7 @@ TEST_F(ReportsTest, TheRecordOfProcessingIsGeneratedFromTheAgreementsInForceAndT
   AuditRun md = AuditCli(*broker_, "ig-officer", {"report", "processing", "--agreements", agreements_.string()});
   ASSERT_EQ(md.rc, 0) << md.err;
   EXPECT_EQ(md.out.rfind("# Record of processing activities\n", 0), 0u);
-  EXPECT_TRUE(Holds(md.out, "## DSA-ACUTE-TO-SOCIAL-CARE v1.0: Hospital admission and discharge notices to adult social "
+  EXPECT_TRUE(Holds(md.out, "## DSA-ACUTE-TO-SOCIAL-CARE v1.1: Hospital admission and discharge notices to adult social "
                             "care, flow admission-and-discharge"));
   EXPECT_TRUE(Holds(md.out, "| Disclosures in the period | 3 |"));
   EXPECT_FALSE(Holds(md.out, kNhs));

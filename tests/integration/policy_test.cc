@@ -335,7 +335,7 @@ TEST_F(PolicyTest, EveryDecisionIsAuditedAndTheLogVerifies) {
   for (const auto& r : rows) events.push_back(r.at("event"));
   EXPECT_THAT(events, ::testing::ElementsAre("agreements-loaded", "send-accepted", "send-denied", "consent-recorded",
                                              "send-accepted", "delivered", "acknowledged", "audit-query"));
-  EXPECT_EQ(rows[1].at("agreement"), "DSA-ACUTE-TO-SOCIAL-CARE v1.0");
+  EXPECT_EQ(rows[1].at("agreement"), "DSA-ACUTE-TO-SOCIAL-CARE v1.1");
   EXPECT_EQ(rows[1].at("message"), receipt.message_id());
   EXPECT_EQ(rows[2].at("reasons"), "NO_AGREEMENT");
   EXPECT_EQ(rows[4].at("override"), "yes");
