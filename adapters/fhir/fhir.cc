@@ -13,6 +13,7 @@
 #include "adapters/common/values.h"
 #include "core/nhs_number.h"
 #include "adapters/fhir/fhir_xml.h"
+#include "core/shapes.h"
 #include "core/status.h"
 #include "core/reasons.h"
 
@@ -162,8 +163,10 @@ std::string FirstCode(const Json& concept_holder, const char* key) {
   if (cc == nullptr) return "";
   const Json* codings = Reader::At(*cc, "coding");
   if (codings == nullptr || !codings->is_array() || codings->empty()) {
-    // A Coding, not a CodeableConcept (Encounter.class).
+    // A Coding, not a CodeableConcept (Encounter.class); or a concept the
+    // sender gave as its own text only.
     const Json* code = Reader::At(*cc, "code");
+    if (code == nullptr) code = Reader::At(*cc, "text");
     return code != nullptr && code->is_string() ? code->get<std::string>() : "";
   }
   const Json* code = Reader::At((*codings)[0], "code");
@@ -406,7 +409,10 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, absl::string_
     if (absl::Status s = ReadTime(*period, "end", path + ".period", &end, &has_end); !s.ok()) return s;
   }
   const Json* hosp = Reader::At(r, "hospitalization");
-  const std::string site = ReferenceCode(Reader::At(r, "serviceProvider"));
+  std::string site = ReferenceCode(Reader::At(r, "serviceProvider"));
+  if (const Json* sp = Reader::At(r, "serviceProvider"); site.empty() && sp != nullptr && sp->is_object()) {
+    if (absl::Status s = Reader::Str(*sp, "display", path + ".serviceProvider", &site); !s.ok()) return s;
+  }
   // Wards: the active (or only) location, and a completed one before it.
   std::string ward, from_ward;
   auto locations = Reader::Each(r, "location", path);
@@ -697,6 +703,38 @@ Json Coding(absl::string_view system, absl::string_view code, absl::string_view 
 
 Json Concept(absl::string_view system, absl::string_view code) { return {{"coding", Json::array({Coding(system, code)})}}; }
 
+// The codes of the NHS Data Dictionary value sets UK Core publishes as
+// CodeSystems for England (admission method, discharge method, discharge
+// destination of a hospital provider spell).
+constexpr std::array<absl::string_view, 20> kAdmissionMethods = {"11", "12", "13", "21", "22", "23", "24",
+                                                                 "25", "2A", "2B", "2C", "2D", "28", "31",
+                                                                 "32", "81", "82", "83", "98", "99"};
+constexpr std::array<absl::string_view, 8> kDischargeMethods = {"1", "3", "4", "5", "6", "7", "8", "9"};
+constexpr std::array<absl::string_view, 21> kDischargeDestinations = {"19", "29", "30", "37", "38", "48", "49",
+                                                                      "50", "51", "52", "53", "54", "65", "66",
+                                                                      "79", "84", "85", "87", "88", "98", "99"};
+
+// `value` under the NHS Data Dictionary code system `system` only when it
+// is one of that value set's `codes`; any other (a trust's local code, free
+// text such as "Home") is the sender's own, carried as the concept's text
+// and never relabelled as a Data Dictionary code.
+template <size_t N>
+Json DataDictionaryConcept(absl::string_view system, const std::array<absl::string_view, N>& codes,
+                           absl::string_view value) {
+  for (absl::string_view c : codes) {
+    if (c == value) return Concept(system, value);
+  }
+  return {{"text", value}};
+}
+
+Json OdsReference(absl::string_view system, absl::string_view code);
+
+// A hospital site: an ODS site code as such, anything else by name only.
+Json SiteReference(absl::string_view site) {
+  if (IsOdsCodeShape(site)) return OdsReference(kOdsSiteSystem, site);
+  return {{"display", site}};
+}
+
 Json OdsReference(absl::string_view system, absl::string_view code) {
   return {{"identifier", {{"system", system}, {"value", code}}}};
 }
@@ -799,14 +837,15 @@ absl::StatusOr<Json> EncounterJson(const v1::CareEvent& e, const std::string& id
       r["hospitalization"]["extension"] = Json::array(
           {{{"url", absl::StrCat(kUkCoreExtension, "AdmissionMethod")},
             {"valueCodeableConcept",
-             Concept("https://fhir.hl7.org.uk/CodeSystem/UKCore-AdmissionMethodEngland", a.admission_method())}}});
+             DataDictionaryConcept("https://fhir.hl7.org.uk/CodeSystem/UKCore-AdmissionMethodEngland",
+                                   kAdmissionMethods, a.admission_method())}}});
     }
     if (!a.ward().empty()) r["location"] = Json::array({LocationEntry(a.ward(), "active")});
     if (!a.consultant().empty()) {
       Json individual = {{"identifier", {{"value", a.consultant()}}}};
       r["participant"] = Json::array({Json{{"individual", std::move(individual)}}});
     }
-    if (!a.site().empty()) r["serviceProvider"] = OdsReference(kOdsSiteSystem, a.site());
+    if (!a.site().empty()) r["serviceProvider"] = SiteReference(a.site());
   } else if (e.has_discharge()) {
     const v1::Discharge& d = e.discharge();
     // A cancelled discharge (A13) leaves the encounter in progress again; a
@@ -819,13 +858,15 @@ absl::StatusOr<Json> EncounterJson(const v1::CareEvent& e, const std::string& id
       r["extension"] = Json::array(
           {{{"url", absl::StrCat(kUkCoreExtension, "DischargeMethod")},
             {"valueCodeableConcept",
-             Concept("https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland", d.discharge_method())}}});
+             DataDictionaryConcept("https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland",
+                                   kDischargeMethods, d.discharge_method())}}});
     }
     if (!d.discharge_destination().empty()) {
       r["hospitalization"]["dischargeDisposition"] =
-          Concept("https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeDestinationEngland", d.discharge_destination());
+          DataDictionaryConcept("https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeDestinationEngland",
+                                kDischargeDestinations, d.discharge_destination());
     }
-    if (!d.site().empty()) r["serviceProvider"] = OdsReference(kOdsSiteSystem, d.site());
+    if (!d.site().empty()) r["serviceProvider"] = SiteReference(d.site());
   } else if (e.has_transfer()) {
     const v1::Transfer& t = e.transfer();
     r["status"] = cancel ? "cancelled" : "in-progress";

@@ -570,5 +570,57 @@ TEST(Fhir, VisitNumberClassAndRegistrationFollowTheV2ToFhirMaps) {
   EXPECT_NE(back->find("ADT^A04"), std::string::npos) << "not A01";
 }
 
+// Only a code of the NHS Data Dictionary value set goes out under its
+// system; a trust's own code is carried as its text, never relabelled; a
+// site that is not an ODS code is not emitted as one.
+TEST(Fhir, OnlyDataDictionaryCodesGoOutUnderADataDictionarySystem) {
+  const MessageInfo info{"0123456789abcdef0123456789abcdef", "RR8", "503", absl::FromUnixSeconds(1'795'000'000)};
+  auto discharge = [&](const std::string& method, const std::string& destination, const std::string& site) {
+    v1::CareRecord r;
+    r.mutable_person()->set_nhs_number("9990000018");
+    v1::Discharge* d = r.add_events()->mutable_discharge();
+    d->set_discharge_method(method);
+    d->set_discharge_destination(destination);
+    d->set_site(site);
+    auto json = WriteFhirBundle(r, info);
+    EXPECT_TRUE(json.ok()) << json.status();
+    return std::pair{r, json.ok() ? Json::parse(*json) : Json()};
+  };
+  const auto [coded, b] = discharge("1", "54", "RR813");
+  const Json& enc = b["entry"][2]["resource"];
+  EXPECT_EQ(enc["extension"][0]["valueCodeableConcept"]["coding"][0]["system"],
+            "https://fhir.hl7.org.uk/CodeSystem/UKCore-DischargeMethodEngland");
+  EXPECT_EQ(enc["hospitalization"]["dischargeDisposition"]["coding"][0]["code"], "54");
+  EXPECT_EQ(enc["serviceProvider"]["identifier"]["system"], "https://fhir.nhs.uk/Id/ods-site-code");
+
+  const auto [local, l] = discharge("2", "Home", "St Elsewhere");  // 2 is Wales's, not England's; Home is free text
+  const Json& lenc = l["entry"][2]["resource"];
+  EXPECT_FALSE(lenc["extension"][0]["valueCodeableConcept"].contains("coding"));
+  EXPECT_EQ(lenc["extension"][0]["valueCodeableConcept"]["text"], "2");
+  EXPECT_FALSE(lenc["hospitalization"]["dischargeDisposition"].contains("coding"));
+  EXPECT_EQ(lenc["hospitalization"]["dischargeDisposition"]["text"], "Home");
+  EXPECT_FALSE(lenc["serviceProvider"].contains("identifier")) << "not an ODS code";
+  EXPECT_EQ(lenc["serviceProvider"]["display"], "St Elsewhere");
+  // Read back as sent.
+  const v1::CareRecord back = MustRead(l.dump());
+  EXPECT_EQ(back.events(0).discharge().discharge_method(), "2");
+  EXPECT_EQ(back.events(0).discharge().discharge_destination(), "Home");
+  EXPECT_EQ(back.events(0).discharge().site(), "St Elsewhere");
+
+  v1::CareRecord admitted;
+  admitted.mutable_person()->set_nhs_number("9990000018");
+  admitted.add_events()->mutable_admission()->set_admission_method("EL");  // a local code
+  auto a = WriteFhirBundle(admitted, info);
+  ASSERT_TRUE(a.ok()) << a.status();
+  const Json method = Json::parse(*a)["entry"][2]["resource"]["hospitalization"]["extension"][0]["valueCodeableConcept"];
+  EXPECT_EQ(method, Json({{"text", "EL"}}));
+  admitted.mutable_events(0)->mutable_admission()->set_admission_method("2A");
+  a = WriteFhirBundle(admitted, info);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(Json::parse(*a)["entry"][2]["resource"]["hospitalization"]["extension"][0]["valueCodeableConcept"]["coding"][0]
+                ["code"],
+            "2A");
+}
+
 }  // namespace
 }  // namespace carebroker::fhir
