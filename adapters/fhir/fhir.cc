@@ -303,6 +303,16 @@ absl::Status ReadAddress(const Json& patient, const std::string& path, v1::Perso
   std::string postcode;
   if (absl::Status s = Reader::Str(a, "postalCode", at, &postcode); !s.ok()) return s;
   out->set_postcode(absl::AsciiStrToUpper(postcode));
+  if (absl::Status s = Reader::Str(a, "country", at, out->mutable_country()); !s.ok()) return s;
+  std::string use, type;
+  if (absl::Status s = Reader::Str(a, "use", at, &use); !s.ok()) return s;
+  if (absl::Status s = Reader::Str(a, "type", at, &type); !s.ok()) return s;
+  out->set_type(type == "postal" ? "M"
+                : use == "home"  ? "H"
+                : use == "work"  ? "B"
+                : use == "temp"  ? "C"
+                : use == "old"   ? "BA"
+                                 : "");
   return absl::OkStatus();
 }
 
@@ -789,11 +799,25 @@ Json PatientJson(const v1::Person& p, const std::string& id) {
   if (p.has_death_date() && p.death_date().year() != 0) r["deceasedDateTime"] = FormatDate(p.death_date());
   if (p.has_address()) {
     const v1::Address& a = p.address();
-    Json addr = {{"use", "home"}};
+    Json addr = Json::object();
+    // HL7 table 0190 to FHIR, after the v2-to-FHIR ConceptMaps: a use, or
+    // for a mailing address a type; unstated, neither.
+    const std::string& type = a.type();
+    if (type == "M") {
+      addr["type"] = "postal";
+    } else {
+      addr["use"] = type == "H"                  ? "home"
+                    : type == "B" || type == "O" ? "work"
+                    : type == "C"                ? "temp"
+                    : type == "BA"               ? "old"
+                                                 : "";
+      if (addr["use"] == "") addr.erase("use");
+    }
     if (a.lines_size() > 0) addr["line"] = Json(std::vector<std::string>(a.lines().begin(), a.lines().end()));
     if (!a.city().empty()) addr["city"] = a.city();
     if (!a.district().empty()) addr["district"] = a.district();
     if (!a.postcode().empty()) addr["postalCode"] = a.postcode();
+    if (!a.country().empty()) addr["country"] = a.country();
     r["address"] = Json::array({std::move(addr)});
   }
   if (!p.gp_practice().empty()) {

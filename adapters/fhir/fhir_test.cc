@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_replace.h"
 #include "adapters/common/testdata.h"
 #include "adapters/hl7v2/adt.h"
@@ -620,6 +622,66 @@ TEST(Fhir, OnlyDataDictionaryCodesGoOutUnderADataDictionarySystem) {
   EXPECT_EQ(Json::parse(*a)["entry"][2]["resource"]["hospitalization"]["extension"][0]["valueCodeableConcept"]["coding"][0]
                 ["code"],
             "2A");
+}
+
+// Names and addresses by the HL7 v2-to-FHIR ConceptMaps (tables 0200 and
+// 0190): only name type S is anonymous; an address keeps its country and
+// type with no lines; the HL7 writer writes every line it was given.
+TEST(Fhir, NameTypesAndAddressesFollowTheConceptMaps) {
+  const std::string a01 = HospitalFixture("adt_a01.hl7");
+  const size_t pid = a01.find("PID|");
+  ASSERT_NE(pid, std::string::npos);
+  const size_t end = a01.find('\r', pid);
+  auto with_pid = [&](const std::string& names, const std::string& address) {
+    std::string f = a01.substr(pid, end - pid);
+    std::vector<std::string> fields = absl::StrSplit(f, '|');
+    fields[5] = names;
+    fields[11] = address;
+    std::string out = a01;
+    out.replace(pid, end - pid, absl::StrJoin(fields, "|"));
+    return out;
+  };
+  const MessageInfo info{"0123456789abcdef0123456789abcdef", "RR8", "503", absl::FromUnixSeconds(1'795'000'000)};
+  const std::string er7 = with_pid("TESTER^ALICE^^^^^L~TEST^A^^^^^S~ALLY^^^^^^A~TESTA^^^^^^T~TESTER^ALICE^^^^^R",
+                                   "^^^^^GBR^M");
+  auto adt = hl7::ReadAdt(er7);
+  ASSERT_TRUE(adt.ok()) << adt.status();
+  const v1::Person& p = adt->record.person();
+  ASSERT_EQ(p.names_size(), 5);
+  EXPECT_EQ(p.names(0).use(), "official");
+  EXPECT_EQ(p.names(1).use(), "anonymous") << "S: a pseudo-name to ensure anonymity";
+  EXPECT_EQ(p.names(2).use(), "") << "A (alias) is not anonymous";
+  EXPECT_EQ(p.names(3).use(), "") << "T (tribal) is not temp";
+  EXPECT_EQ(p.names(4).use(), "official") << "R registered";
+  EXPECT_EQ(p.address().country(), "GBR");
+  EXPECT_EQ(p.address().type(), "M") << "kept with no lines";
+  auto json = WriteFhirBundle(adt->record, info);
+  ASSERT_TRUE(json.ok()) << json.status();
+  const Json patient = Json::parse(*json)["entry"][1]["resource"];
+  EXPECT_EQ(patient["name"][1]["use"], "anonymous");
+  EXPECT_FALSE(patient["name"][2].contains("use"));
+  EXPECT_EQ(patient["address"][0], Json({{"type", "postal"}, {"country", "GBR"}}));
+  EXPECT_EQ(MustRead(*json).person().address().type(), "M");
+
+  // Work and temporary addresses; three lines all written to PID-11.
+  v1::CareRecord r = adt->record;
+  v1::Address* addr = r.mutable_person()->mutable_address();
+  addr->add_lines("Flat 2");
+  addr->add_lines("1 High Street");
+  addr->add_lines("Headingley");
+  addr->set_type("B");
+  auto back = hl7::WriteAdt(r, {});
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_NE(back->find("Flat 2^1 High Street, Headingley^"), std::string::npos) << "no line dropped";
+  auto reread = hl7::ReadAdt(*back);
+  ASSERT_TRUE(reread.ok()) << reread.status();
+  EXPECT_EQ(reread->record.person().address().type(), "B");
+  EXPECT_EQ(reread->record.person().address().country(), "GBR");
+  EXPECT_EQ(reread->record.person().names(1).use(), "anonymous") << "written back as S";
+  json = WriteFhirBundle(r, info);
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ(Json::parse(*json)["entry"][1]["resource"]["address"][0]["use"], "work");
+  EXPECT_EQ(Json::parse(*json)["entry"][1]["resource"]["address"][0]["line"].size(), 3u);
 }
 
 }  // namespace

@@ -188,8 +188,17 @@ absl::string_view SexCode(v1::Sex s) {
 }
 
 // XPN-7 name type <-> the canonical (FHIR) name use.
-constexpr std::array<std::pair<absl::string_view, absl::string_view>, 6> kNameUses = {{
-    {"L", "official"}, {"D", "usual"}, {"M", "maiden"}, {"N", "nickname"}, {"A", "anonymous"}, {"T", "temp"},
+// HL7 table 0200 name types and FHIR name uses, after the HL7 v2-to-FHIR
+// ConceptMap: only S (v2.4's coded pseudo-name to ensure anonymity) is
+// anonymous; A (alias or assigned), B, C, T (tribal) and the rest have no
+// FHIR use.
+constexpr std::array<std::pair<absl::string_view, absl::string_view>, 9> kNameUses = {{
+    {"L", "official"}, {"R", "official"}, {"D", "usual"}, {"M", "maiden"}, {"N", "nickname"},
+    {"S", "anonymous"}, {"TEMP", "temp"}, {"NAV", "temp"}, {"BAD", "old"},
+}};
+// The type written for each use: v2.4's codes (temp and old have none).
+constexpr std::array<std::pair<absl::string_view, absl::string_view>, 5> kNameTypes = {{
+    {"official", "L"}, {"usual", "D"}, {"maiden", "M"}, {"nickname", "N"}, {"anonymous", "S"},
 }};
 
 absl::string_view NameUseOf(absl::string_view code) {
@@ -200,7 +209,7 @@ absl::string_view NameUseOf(absl::string_view code) {
 }
 
 absl::string_view NameTypeOf(absl::string_view use) {
-  for (const auto& [hl7, u] : kNameUses) {
+  for (const auto& [u, hl7] : kNameTypes) {
     if (use == u) return hl7;
   }
   return "";
@@ -236,6 +245,8 @@ void ReadAddress(const Segment& pid, v1::Person* p) {
   a->set_city(pid.Get(11, 3, 1, rep));
   a->set_district(pid.Get(11, 4, 1, rep));
   a->set_postcode(absl::AsciiStrToUpper(pid.Get(11, 5, 1, rep)));
+  a->set_country(pid.Get(11, 6, 1, rep));
+  a->set_type(absl::AsciiStrToUpper(pid.Get(11, 7, 1, rep)));
 }
 
 absl::Status ReadPerson(const Message& m, const adapters::ReadOptions& options, v1::Person* p) {
@@ -477,8 +488,10 @@ std::string PidSegment(const v1::Person& p, const Encoding& enc) {
   pid.Set(8, std::string(SexCode(p.sex())));
   if (p.has_address()) {
     const v1::Address& a = p.address();
-    pid.Set(11, Components({a.lines_size() > 0 ? a.lines(0) : "", a.lines_size() > 1 ? a.lines(1) : "", a.city(),
-                            a.district(), a.postcode(), "", "H"},
+    // XAD-1 the first line, XAD-2 every other (v2.4 has two line components).
+    std::vector<absl::string_view> rest(a.lines().begin() + std::min(1, a.lines_size()), a.lines().end());
+    pid.Set(11, Components({a.lines_size() > 0 ? a.lines(0) : "", absl::StrJoin(rest, ", "), a.city(), a.district(),
+                            a.postcode(), a.country(), a.type()},
                            enc));
   }
   pid.Set(22, Escape(p.ethnicity(), enc));
