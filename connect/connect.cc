@@ -301,6 +301,13 @@ std::string Connect::Handle(const std::string& er7) {
   std::vector<std::pair<std::string, bool>> targets;  // (target, is a route)
   for (const std::string& r : m.recipients()) targets.emplace_back(r, false);
   for (const std::string& r : m.routes()) targets.emplace_back(r, true);
+  // What the ACK says is what happened: AA when a copy was stored, with a
+  // warning (ERR severity W) for each recipient or route refused; AE only
+  // when none was; AR when the broker did not commit one, so the sender
+  // resends (each copy's idempotency key makes those already stored
+  // duplicates, not new messages).
+  int stored = 0;
+  std::vector<hl7::AckError> refused;
   for (const auto& [target, is_route] : targets) {
     v1::SendRequest req;
     (is_route ? *req.mutable_route() : *req.mutable_recipient()) = target;
@@ -314,7 +321,10 @@ std::string Connect::Handle(const std::string& er7) {
                      absl::ToChronoMilliseconds(DurationOr(config_.broker().timeout(), absl::Seconds(10))));
     v1::SendReceipt receipt;
     const grpc::Status s = stub_->Send(&ctx, req, &receipt);
-    if (s.ok()) continue;
+    if (s.ok()) {
+      ++stored;
+      continue;
+    }
     switch (s.error_code()) {
       case grpc::StatusCode::UNAVAILABLE:
       case grpc::StatusCode::DEADLINE_EXCEEDED:
@@ -329,12 +339,17 @@ std::string Connect::Handle(const std::string& er7) {
         const std::string reason = ErrorReason(s);
         hl7::AckError e = hl7::AckErrorFor(
             Error(static_cast<absl::StatusCode>(s.error_code()), reason, s.error_message()));
-        e.text = absl::StrCat(reason, ": ", s.error_message()).substr(0, 400);
-        return answer(hl7::AckCode::kError, std::move(e));
+        e.text = absl::StrCat(is_route ? "route " : "recipient ", target, ": ", reason, ": ", s.error_message())
+                     .substr(0, 400);
+        refused.push_back(std::move(e));
       }
     }
   }
-  return answer(hl7::AckCode::kAccept);
+  if (stored == 0 && !refused.empty()) {
+    return hl7::MakeAckWithErrors(er7, hl7::AckCode::kError, refused, absl::Now(), ack_id);
+  }
+  for (hl7::AckError& e : refused) e.severity = "W";
+  return hl7::MakeAckWithErrors(er7, hl7::AckCode::kAccept, refused, absl::Now(), ack_id);
 }
 
 void Connect::OutboundLoop() {

@@ -1,10 +1,12 @@
 // carebroker-connect: the edge process at an agency.
 //
-// Inbound: an MLLP listener takes HL7 v2 ADT from the hospital, sends each
-// message to the broker (to the configured recipients and routes) and
-// answers AA only once the broker has committed every send; AE with the
-// reason when the message is invalid or refused (resending will not help),
-// AR when the broker cannot be reached (the hospital system retries).
+// Inbound: an MLLP listener takes HL7 v2 ADT from the hospital, sends a
+// copy of each message to the broker for each configured recipient and
+// route, and answers what happened: AA once a copy was committed, with an
+// ERR of severity W for each recipient or route refused; AE with an ERR
+// for each when none was stored (resending will not help); AR when the
+// broker did not commit a copy (unreachable, overloaded: the hospital
+// system retries).
 // Retries are safe: each send's idempotency key is made from MSH-4, MSH-10
 // and the target.
 //

@@ -171,16 +171,49 @@ TEST_F(ConnectTest, InvalidOrRefusedMessagesAreAnsweredAe) {
   EXPECT_EQ(bad_nhs.Find("MSA")->Get(2), "RR8-A01-0001");
   EXPECT_THAT(bad_nhs.Find("MSA")->Get(3), HasSubstr("NHS_NUMBER_INVALID"));
   EXPECT_EQ(bad_nhs.Find("ERR")->Get(3, 1), "102");
+  // Refused on both routes: nothing stored, an error for each.
+  ASSERT_EQ(bad_nhs.FindAll("ERR").size(), 2u);
+  EXPECT_THAT(bad_nhs.FindAll("ERR")[0]->Get(3, 2), HasSubstr("route council-of-residence"));
+  EXPECT_THAT(bad_nhs.FindAll("ERR")[1]->Get(3, 2), HasSubstr("route registered-gp"));
+  EXPECT_EQ(bad_nhs.FindAll("ERR")[1]->Get(4), "E");
 
   const hl7::Message unmapped = Exchange(trust->mllp_port(), Fixture("adt_a02.hl7"));
   EXPECT_EQ(unmapped.Find("MSA")->Get(1), "AE");
   EXPECT_EQ(unmapped.Find("ERR")->Get(3, 1), "201");
 
-  std::string elsewhere = Fixture("adt_a03.hl7");
-  elsewhere = absl::StrReplaceAll(elsewhere, {{"LS1 4AP", "ZE1 0AA"}});
-  const hl7::Message unroutable = Exchange(trust->mllp_port(), elsewhere);
+  // Unroutable everywhere (no address, no GP practice): AE.
+  std::string nowhere = absl::StrReplaceAll(Fixture("adt_a03.hl7"), {{"LS1 4AP", "ZE1 0AA"}});
+  nowhere = absl::StrReplaceAll(nowhere, {{"LEEDS MEDICAL PRACTICE^^Y06601", ""}});
+  const hl7::Message unroutable = Exchange(trust->mllp_port(), nowhere);
   EXPECT_EQ(unroutable.Find("MSA")->Get(1), "AE");
   EXPECT_THAT(unroutable.Find("MSA")->Get(3), HasSubstr("UNROUTABLE"));
+  EXPECT_EQ(unroutable.FindAll("ERR").size(), 2u);
+}
+
+// The ACK says what happened: a copy stored for the GP while the council
+// could not be found is AA, with a warning naming the route refused, never
+// an AE behind which a copy went out.
+TEST_F(ConnectTest, AnAckIsAaWhenACopyWasStoredWithAWarningForEachRouteRefused) {
+  auto trust = Trust();
+  ASSERT_NE(trust, nullptr);
+  const std::string gp_dir = dir_ + "/gp-in";
+  auto gp = StartConnect(Yaml("Y06601", "outbound: {directory: " + gp_dir + ", retry_backoff: 0.1s}\n"));
+  ASSERT_NE(gp, nullptr);
+  const std::string elsewhere = absl::StrReplaceAll(Fixture("adt_a03.hl7"), {{"LS1 4AP", "ZE1 0AA"}});
+  const hl7::Message ack = Exchange(trust->mllp_port(), elsewhere);
+  EXPECT_EQ(ack.Find("MSA")->Get(1), "AA") << "the GP's copy is stored";
+  EXPECT_EQ(ack.Find("MSA")->Get(3), "");
+  const auto errs = ack.FindAll("ERR");
+  ASSERT_EQ(errs.size(), 1u);
+  EXPECT_EQ(errs[0]->Get(4), "W") << "a warning, not an error";
+  EXPECT_THAT(errs[0]->Get(3, 2), HasSubstr("route council-of-residence: UNROUTABLE"));
+  EXPECT_EQ(WaitForFiles(gp_dir, 1).size(), 1u);
+  // Sent again (the ACK lost): the GP's copy is a duplicate, the warning the same.
+  const hl7::Message again = Exchange(trust->mllp_port(), elsewhere);
+  EXPECT_EQ(again.Find("MSA")->Get(1), "AA");
+  EXPECT_EQ(again.FindAll("ERR").size(), 1u);
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(gp->delivered(), 1);
 }
 
 TEST_F(ConnectTest, AnUnreachableBrokerIsAnsweredArSoTheHospitalRetries) {

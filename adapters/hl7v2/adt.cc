@@ -592,6 +592,13 @@ absl::string_view AckCodeText(AckCode c) {
 
 std::string MakeAck(absl::string_view original, AckCode code, const AckError& error, absl::Time now,
                     absl::string_view control_id) {
+  return MakeAckWithErrors(original, code,
+                           code == AckCode::kAccept ? std::vector<AckError>() : std::vector<AckError>{error}, now,
+                           control_id);
+}
+
+std::string MakeAckWithErrors(absl::string_view original, AckCode code, const std::vector<AckError>& errors,
+                              absl::Time now, absl::string_view control_id) {
   // What can be read of the original's MSH; a broken message still gets an answer.
   std::array<std::string, 13> msh;  // MSH-1.. as text, unescaped
   if (auto m = Message::Parse(original); m.ok()) {
@@ -614,13 +621,15 @@ std::string MakeAck(absl::string_view original, AckCode code, const AckError& er
       absl::FormatTime("%Y%m%d%H%M%S", now, absl::UTCTimeZone()), "+0000||ACK^", esc(msh[9]), "^ACK|",
       esc(control_id), "|", esc(msh[11].empty() ? "P" : msh[11]), "|", esc(msh[12].empty() ? "2.4" : msh[12]),
       "|||||GBR|UNICODE UTF-8|EN\r", "MSA|", AckCodeText(code), "|", esc(msh[10]));
-  if (code == AckCode::kAccept) return absl::StrCat(ack, "\r");
-  absl::StrAppend(&ack, "|", esc(error.text), "\r");
+  if (code != AckCode::kAccept && !errors.empty()) absl::StrAppend(&ack, "|", esc(errors.front().text));
+  absl::StrAppend(&ack, "\r");
   // ERR-1 in the v2.4 form (the code in its 4th component), and ERR-3/ERR-4
   // as v2.5 receivers read them.
   const std::string sub(1, out_enc.subcomponent);
-  absl::StrAppend(&ack, "ERR|^^^", esc(error.code), sub, esc(error.text), sub, "HL70357||", esc(error.code), "^",
-                  esc(error.text), "^HL70357|E\r");
+  for (const AckError& error : errors) {
+    absl::StrAppend(&ack, "ERR|^^^", esc(error.code), sub, esc(error.text), sub, "HL70357||", esc(error.code), "^",
+                    esc(error.text), "^HL70357|", esc(error.severity), "\r");
+  }
   return ack;
 }
 

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -65,6 +66,7 @@ enum class AckCode {
 struct AckError {
   std::string code = "207";  // HL7 table 0357, e.g. 101, 102, 103, 200, 201, 207
   std::string text;          // no patient data
+  std::string severity = "E";  // ERR-4 (HL7 table 0516): E error, W warning
 };
 
 // The ACK for `original` (the message as received): MSH with sender and
@@ -73,6 +75,11 @@ struct AckError {
 // original is too broken to read, MSA-2 is whatever MSH-10 could be found.
 std::string MakeAck(absl::string_view original, AckCode code, const AckError& error, absl::Time now,
                     absl::string_view control_id);
+// MakeAck with an ERR segment for each of `errors`, in order, whatever
+// the code (an AA may carry warnings); MSA-3 is the first one's text unless
+// the code is AA.
+std::string MakeAckWithErrors(absl::string_view original, AckCode code, const std::vector<AckError>& errors,
+                              absl::Time now, absl::string_view control_id);
 
 // The table 0357 code and ACK code for an adapter or broker error.
 AckError AckErrorFor(const absl::Status& status);
