@@ -440,7 +440,8 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, absl::string_
   }
   const bool cancelled = status == "cancelled" || status == "entered-in-error";
   if (cancelled || event == "A13") e->set_action(v1::EVENT_ACTION_CANCEL);
-  const bool planned_discharge = event == "A16" || (has_end && !cancelled && status != "finished" && status != "planned");
+  const bool planned_discharge =
+      event == "A16" || (event != "A13" && has_end && !cancelled && status != "finished" && status != "planned");
   if (planned_discharge) e->set_action(v1::EVENT_ACTION_PLANNED);
   if (status == "finished" || (has_end && status != "planned") || event == "A13" || event == "A16") {
     v1::Discharge* d = e->mutable_discharge();

@@ -513,6 +513,13 @@ TEST(Fhir, CancelledAndPendingDischargesAreInProgressEncountersWithTheirEvent) {
     EXPECT_EQ(enc["status"], std::string(event) == "A03" ? "finished" : "in-progress") << file;
     EXPECT_EQ(enc.contains("period") && enc["period"].contains("end"), end) << file;
   }
+  // An A13 whose Encounter still states the end it cancels is a cancellation, not a planned discharge.
+  const v1::CareRecord a13 = MustRead(R"({"resourceType":"Bundle","type":"message","entry":[
+      {"resource":{"resourceType":"MessageHeader","id":"m","eventCoding":{"code":"A13"}}},
+      {"resource":{"resourceType":"Encounter","status":"in-progress","period":{"end":"2026-11-22T10:00:00Z"},
+       "subject":{"identifier":{"system":"https://fhir.nhs.uk/Id/nhs-number","value":"9990000018"}}}}]})");
+  ASSERT_TRUE(a13.events(0).has_discharge());
+  EXPECT_EQ(a13.events(0).action(), v1::EVENT_ACTION_CANCEL);
 }
 
 // The HL7 v2-to-FHIR maps: PV1-19 is the Encounter's identifier (type VN,
