@@ -446,6 +446,8 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, absl::string_
   if (status == "finished" || (has_end && status != "planned") || event == "A13" || event == "A16") {
     v1::Discharge* d = e->mutable_discharge();
     if (has_end) *d->mutable_discharged_at() = end;
+    if (has_start) *d->mutable_admitted_at() = start;
+    d->set_ward(ward.empty() ? from_ward : ward);
     d->set_site(site);
     d->set_patient_class(cls);
     if (const Json* m = FindExtension(r, "DischargeMethod"); m != nullptr) {
@@ -878,7 +880,11 @@ absl::StatusOr<Json> EncounterJson(const v1::CareEvent& e, const std::string& id
     const bool planned = e.action() == v1::EVENT_ACTION_PLANNED;
     r["status"] = cancel || planned ? "in-progress" : "finished";
     r["class"] = ClassOf(d.patient_class());
-    if (d.has_discharged_at() && !cancel) r["period"] = {{"end", FormatDateTime(d.discharged_at())}};
+    if (d.has_admitted_at()) r["period"]["start"] = FormatDateTime(d.admitted_at());
+    if (d.has_discharged_at() && !cancel) r["period"]["end"] = FormatDateTime(d.discharged_at());
+    if (!d.ward().empty()) {
+      r["location"] = Json::array({LocationEntry(d.ward(), cancel || planned ? "active" : "completed")});
+    }
     if (!d.discharge_method().empty()) {
       r["extension"] = Json::array(
           {{{"url", absl::StrCat(kUkCoreExtension, "DischargeMethod")},

@@ -549,6 +549,12 @@ TEST(Fhir, VisitNumberClassAndRegistrationFollowTheV2ToFhirMaps) {
     EXPECT_EQ(id["assigner"]["identifier"]["value"], "RR8");
   }
   EXPECT_EQ(a03["identifier"]["value"], "RR8-A03-0001") << "MSH-10 is the message's id";
+  // A discharge keeps the stay's start (PV1-44) and its ward (PV1-3).
+  EXPECT_EQ(TimeUtil::ToString(discharged.events(0).discharge().admitted_at()), "2026-11-15T09:00:00Z");
+  EXPECT_EQ(discharged.events(0).discharge().ward(), "WARD7");
+  EXPECT_EQ(a03["entry"][2]["resource"]["period"]["start"], "2026-11-15T09:00:00Z");
+  EXPECT_EQ(a03["entry"][2]["resource"]["location"][0]["status"], "completed");
+  EXPECT_EQ(MustRead(a03.dump()).events(0).discharge().ward(), "WARD7");
   EXPECT_EQ(a03["identifier"]["assigner"]["identifier"]["value"], "RR8");
   EXPECT_EQ(MustRead(a03.dump()).events(0).visit_number(), admitted.events(0).visit_number()) << "and back";
   EXPECT_EQ(MustRead(a03.dump()).events(0).reference(), "RR8-A03-0001");

@@ -302,6 +302,8 @@ absl::Status ReadAdmission(const Message& m, const Segment& pv1, v1::Admission* 
 
 absl::Status ReadDischarge(const Segment& pv1, v1::Discharge* d) {
   d->set_patient_class(pv1.Get(2));
+  d->set_ward(WardOf(pv1, 3));
+  if (absl::Status s = ReadTime(&pv1, 44, [&] { return d->mutable_admitted_at(); }); !s.ok()) return s;
   d->set_discharge_method(pv1.Get(36));
   d->set_discharge_destination(pv1.Get(37));
   d->set_site(pv1.Get(3, 4));
@@ -556,8 +558,9 @@ absl::StatusOr<std::string> WriteAdt(const v1::CareRecord& r, const Header& h) {
   } else if (e->has_discharge()) {
     const v1::Discharge& d = e->discharge();
     pv1.Set(2, Escape(d.patient_class().empty() ? "I" : d.patient_class(), enc));
-    pv1.Set(3, Location("", d.site(), enc));
+    pv1.Set(3, Location(d.ward(), d.site(), enc));
     pv1.Set(19, Escape(e->visit_number(), enc));
+    if (d.has_admitted_at()) pv1.Set(44, FormatDtm(d.admitted_at()));
     pv1.Set(36, Escape(d.discharge_method(), enc));
     pv1.Set(37, Escape(d.discharge_destination(), enc));
     const bool pending = e->action() == v1::EVENT_ACTION_PLANNED;  // A16: expected, in PV2-9
