@@ -211,8 +211,8 @@ absl::StatusOr<std::vector<v1::AuditEntry>> SelectSubmissionFates(const Options&
   if (ids.empty()) return std::vector<v1::AuditEntry>();
   v1::AuditFilter f;
   for (const auto& id : ids) f.add_message_ids(id);
-  for (v1::AuditEvent ev : {v1::AUDIT_EVENT_SEND_ACCEPTED, v1::AUDIT_EVENT_DELIVERED, v1::AUDIT_EVENT_ACKNOWLEDGED, v1::AUDIT_EVENT_EXPIRED,
-                            v1::AUDIT_EVENT_HELD, v1::AUDIT_EVENT_OPERATOR_ACTION}) {
+  for (v1::AuditEvent ev : {v1::AUDIT_EVENT_SEND_ACCEPTED, v1::AUDIT_EVENT_DELIVERED, v1::AUDIT_EVENT_ACKNOWLEDGED,
+                            v1::AUDIT_EVENT_EXPIRED, v1::AUDIT_EVENT_HELD, v1::AUDIT_EVENT_OPERATOR_ACTION}) {
     f.add_events(ev);
   }
   return Select(o, f, 0);
