@@ -1,6 +1,7 @@
 #include "adapters/fhir/fhir.h"
 
 #include <array>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -29,7 +30,6 @@ using Json = nlohmann::json;
 
 absl::Status Invalid(absl::string_view what) { return InvalidArgument(reason::kFhirInvalid, what); }
 absl::Status Unsupported(absl::string_view what) { return InvalidArgument(reason::kFhirUnsupported, what); }
-
 
 constexpr char kVerificationExtension[] = "NHSNumberVerificationStatus";
 constexpr char kUkCoreExtension[] = "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-";
@@ -276,6 +276,13 @@ absl::Status ReadNames(const Json& patient, const std::string& path, v1::Person*
   return absl::OkStatus();
 }
 
+// HL7 table 0190 address types and FHIR address uses, after the v2-to-FHIR
+// ConceptMaps (both ways; a use read back takes its first type). M, a
+// mailing address, is a FHIR type (postal), not a use.
+constexpr std::array<std::pair<absl::string_view, absl::string_view>, 5> kAddressUses = {{
+    {"H", "home"}, {"B", "work"}, {"O", "work"}, {"C", "temp"}, {"BA", "old"},
+}};
+
 absl::Status ReadAddress(const Json& patient, const std::string& path, v1::Person* p) {
   auto addresses = Reader::Each(patient, "address", path);
   if (!addresses.ok()) return addresses.status();
@@ -307,12 +314,16 @@ absl::Status ReadAddress(const Json& patient, const std::string& path, v1::Perso
   std::string use, type;
   if (absl::Status s = Reader::Str(a, "use", at, &use); !s.ok()) return s;
   if (absl::Status s = Reader::Str(a, "type", at, &type); !s.ok()) return s;
-  out->set_type(type == "postal" ? "M"
-                : use == "home"  ? "H"
-                : use == "work"  ? "B"
-                : use == "temp"  ? "C"
-                : use == "old"   ? "BA"
-                                 : "");
+  if (type == "postal") {
+    out->set_type("M");
+  } else {
+    for (const auto& [hl7, fhir] : kAddressUses) {
+      if (use == fhir) {
+        out->set_type(std::string(hl7));
+        break;
+      }
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -419,8 +430,9 @@ absl::Status ReadEncounter(const Json& r, const std::string& path, absl::string_
     if (absl::Status s = ReadTime(*period, "end", path + ".period", &end, &has_end); !s.ok()) return s;
   }
   const Json* hosp = Reader::At(r, "hospitalization");
-  std::string site = ReferenceCode(Reader::At(r, "serviceProvider"));
-  if (const Json* sp = Reader::At(r, "serviceProvider"); site.empty() && sp != nullptr && sp->is_object()) {
+  const Json* sp = Reader::At(r, "serviceProvider");
+  std::string site = ReferenceCode(sp);
+  if (site.empty() && sp != nullptr && sp->is_object()) {
     if (absl::Status s = Reader::Str(*sp, "display", path + ".serviceProvider", &site); !s.ok()) return s;
   }
   // Wards: the active (or only) location, and a completed one before it.
@@ -803,18 +815,10 @@ Json PatientJson(const v1::Person& p, const std::string& id) {
   if (p.has_address()) {
     const v1::Address& a = p.address();
     Json addr = Json::object();
-    // HL7 table 0190 to FHIR, after the v2-to-FHIR ConceptMaps: a use, or
-    // for a mailing address a type; unstated, neither.
-    const std::string& type = a.type();
-    if (type == "M") {
-      addr["type"] = "postal";
-    } else {
-      addr["use"] = type == "H"                  ? "home"
-                    : type == "B" || type == "O" ? "work"
-                    : type == "C"                ? "temp"
-                    : type == "BA"               ? "old"
-                                                 : "";
-      if (addr["use"] == "") addr.erase("use");
+    // A use, or for a mailing address a type (kAddressUses); unstated, neither.
+    if (a.type() == "M") addr["type"] = "postal";
+    for (const auto& [hl7, fhir] : kAddressUses) {
+      if (a.type() == hl7) addr["use"] = fhir;
     }
     if (a.lines_size() > 0) addr["line"] = Json(std::vector<std::string>(a.lines().begin(), a.lines().end()));
     if (!a.city().empty()) addr["city"] = a.city();
