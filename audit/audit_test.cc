@@ -316,6 +316,11 @@ TEST_F(AuditLogTest, RefusalFloodsAreCountedNotEachRecorded) {
     (*log)->RecordRefusal(std::move(e));
   };
   for (int i = 0; i < AuditLog::kRefusalsPerMinute + 5; ++i) refuse();
+  // Refused sends have a window of their own: a certificate flood does not
+  // silence them.
+  v1::AuditEntry send;
+  send.add_reasons("HL7_INVALID");
+  (*log)->RecordRefusal(send, v1::AUDIT_EVENT_SEND_REFUSED);
   clock.Advance(absl::Minutes(1));
   refuse();
   // An append after them completes only once they are durable too.
@@ -324,9 +329,13 @@ TEST_F(AuditLogTest, RefusalFloodsAreCountedNotEachRecorded) {
   ASSERT_TRUE(AppendAuditSync(**store, {(*log)->entries().Make(marker)}).ok());
   auto rows = ReadAuditSync(**store, {.from = 0, .max = 100000});
   ASSERT_TRUE(rows.ok()) << rows.status();
-  ASSERT_EQ(rows->size(), static_cast<size_t>(AuditLog::kRefusalsPerMinute + 2));
+  ASSERT_EQ(rows->size(), static_cast<size_t>(AuditLog::kRefusalsPerMinute + 3));
+  v1::AuditEntry refused_send;
+  ASSERT_TRUE(refused_send.ParseFromString((*rows)[AuditLog::kRefusalsPerMinute].entry));
+  EXPECT_EQ(refused_send.event(), v1::AUDIT_EVENT_SEND_REFUSED);
+  EXPECT_THAT(refused_send.reasons(), ::testing::ElementsAre("HL7_INVALID"));
   v1::AuditEntry last;
-  ASSERT_TRUE(last.ParseFromString((*rows)[AuditLog::kRefusalsPerMinute].entry));
+  ASSERT_TRUE(last.ParseFromString((*rows)[AuditLog::kRefusalsPerMinute + 1].entry));
   EXPECT_EQ(last.event(), v1::AUDIT_EVENT_CERTIFICATE_REFUSED);
   EXPECT_EQ(last.at().seconds(), 1'800'000'060);
   EXPECT_THAT(last.detail(), HasSubstr("5 earlier refusals were counted but not recorded one by one"));

@@ -198,27 +198,28 @@ void AuditLog::Persist(v1::SignedTreeHead head, absl::AnyInvocable<void(absl::St
   });
 }
 
-void AuditLog::RecordRefusal(v1::AuditEntry entry) {
+void AuditLog::RecordRefusal(v1::AuditEntry entry, v1::AuditEvent event) {
   const absl::Time now = clock_.Now();
   {
     absl::MutexLock l(&refusal_mu_);
-    if (now - refusal_window_ >= absl::Minutes(1)) {
-      refusal_window_ = now;
-      refusals_recorded_ = 0;
+    RefusalWindow& w = event == v1::AUDIT_EVENT_SEND_REFUSED ? send_refusals_ : certificate_refusals_;
+    if (now - w.start >= absl::Minutes(1)) {
+      w.start = now;
+      w.recorded = 0;
     }
-    if (refusals_recorded_ >= kRefusalsPerMinute) {
-      ++refusals_unrecorded_;
+    if (w.recorded >= kRefusalsPerMinute) {
+      ++w.unrecorded;
       return;
     }
-    ++refusals_recorded_;
-    if (refusals_unrecorded_ > 0) {
-      entry.set_detail(absl::StrCat(entry.detail(), "; ", refusals_unrecorded_,
+    ++w.recorded;
+    if (w.unrecorded > 0) {
+      entry.set_detail(absl::StrCat(entry.detail(), "; ", w.unrecorded,
                                     " earlier refusals were counted but not recorded one by one"));
-      refusals_unrecorded_ = 0;
+      w.unrecorded = 0;
     }
   }
   *entry.mutable_at() = ToTimestamp(now);
-  entry.set_event(v1::AUDIT_EVENT_CERTIFICATE_REFUSED);
+  entry.set_event(event);
   store_.AppendAudit({entries_.Make(std::move(entry))}, [](absl::StatusOr<uint64_t>) {});
 }
 

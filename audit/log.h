@@ -83,13 +83,15 @@ class AuditLog {
   absl::StatusOr<v1::ConsistencyProof> ProveConsistency(uint64_t first, uint64_t second) const
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  // Records a refused caller as a CERTIFICATE_REFUSED entry (`entry` with
-  // actor, role, reason and detail; the time is set here), without
-  // waiting. A flood cannot fill the disk: at most kRefusalsPerMinute are
-  // recorded one by one in a minute; the rest are counted, and the next
-  // recorded refusal says how many went unrecorded.
+  // Records a refusal as an entry of `event`, CERTIFICATE_REFUSED (a
+  // refused caller) or SEND_REFUSED (a refused send): `entry` with actor,
+  // role, reason and detail; the time is set here. Without waiting. A
+  // flood cannot fill the disk: at most kRefusalsPerMinute of each event
+  // are recorded one by one in a minute; the rest are counted, and the next
+  // recorded refusal of that event says how many went unrecorded.
   static constexpr int kRefusalsPerMinute = 600;
-  void RecordRefusal(v1::AuditEntry entry) ABSL_LOCKS_EXCLUDED(refusal_mu_);
+  void RecordRefusal(v1::AuditEntry entry, v1::AuditEvent event = v1::AUDIT_EVENT_CERTIFICATE_REFUSED)
+      ABSL_LOCKS_EXCLUDED(refusal_mu_);
 
   // Signs a head if entries were added since the last and `interval` has
   // passed (called by the broker's timer).
@@ -120,10 +122,15 @@ class AuditLog {
   absl::Time signed_at_ ABSL_GUARDED_BY(mu_);
   v1::SignedTreeHead latest_ ABSL_GUARDED_BY(mu_);  // latest stored
 
+  // One minute's window of refusals of one event.
+  struct RefusalWindow {
+    absl::Time start = absl::InfinitePast();
+    int recorded = 0;
+    uint64_t unrecorded = 0;
+  };
   absl::Mutex refusal_mu_;
-  absl::Time refusal_window_ ABSL_GUARDED_BY(refusal_mu_) = absl::InfinitePast();
-  int refusals_recorded_ ABSL_GUARDED_BY(refusal_mu_) = 0;
-  uint64_t refusals_unrecorded_ ABSL_GUARDED_BY(refusal_mu_) = 0;
+  RefusalWindow certificate_refusals_ ABSL_GUARDED_BY(refusal_mu_);
+  RefusalWindow send_refusals_ ABSL_GUARDED_BY(refusal_mu_);
 };
 
 }  // namespace carebroker::audit

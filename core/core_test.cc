@@ -132,6 +132,29 @@ TEST(YamlToProto, ErrorsNameFileLineAndKey) {
   }
 }
 
+// Aliases are read (a shared block written once), but a file whose aliases
+// of aliases would yield more values than it has bytes is refused before it
+// can take the broker's memory: this one, 30 KB, would be 8 million.
+TEST(YamlToProto, AliasesMayNotMultiplyAFile) {
+  v1::BrokerConfig c;
+  ASSERT_TRUE(YamlToProto("organisations:\n  - &o {ods: RR8, name: Leeds, kind: nhs_trust}\n  - *o\n", "c.yaml", &c).ok());
+  ASSERT_EQ(c.organisations_size(), 2);
+  EXPECT_EQ(c.organisations(1).ods(), "RR8");
+
+  std::string bomb = "organisations:\n  - &o {ods: RR8, name: Leeds, kind: nhs_trust, receives_by_workflow: {";
+  for (int i = 0; i < 2000; ++i) absl::StrAppend(&bomb, i ? "," : "", "W", i, ": x");
+  bomb += "}}\n";
+  for (int i = 0; i < 2000; ++i) bomb += "  - *o\n";
+  absl::Status s = YamlToProto(bomb, "c.yaml", &c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("anchors and aliases make this file more than"));
+
+  std::string deep = "listen: " + std::string(5000, '[') + std::string(5000, ']') + "\n";
+  s = YamlToProto(deep, "c.yaml", &c);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("levels deep or more"));
+}
+
 TEST(YamlError, UsesTheNearestRecordedLine) {
   YamlLines lines{{"organisations", 3}, {"organisations[1]", 5}};
   absl::Status s = YamlError("f.yaml", lines, "organisations[1].kind", "required");

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -586,15 +587,54 @@ const Json* BundleSubject(const Json& bundle) {
 
 }  // namespace
 
+namespace {
+
+// FHIR JSON, or discarded when it is not well formed or an object gives a
+// key twice: FHIR's JSON format does not allow it, and a parser keeping the
+// last of them would read what the sender's own tools did not. `*twice`
+// says which.
+Json ParseFhirJson(absl::string_view text, bool* twice) {
+  *twice = false;
+  std::vector<absl::flat_hash_set<std::string>> keys;  // of each open object, by depth
+  size_t open = 0;
+  Json doc = Json::parse(
+      text.begin(), text.end(),
+      [&](int, Json::parse_event_t event, Json& parsed) {
+        switch (event) {
+          case Json::parse_event_t::object_start:
+            if (open == keys.size()) keys.emplace_back();
+            keys[open++].clear();
+            break;
+          case Json::parse_event_t::key:
+            if (!keys[open - 1].insert(parsed.get_ref<const std::string&>()).second) *twice = true;
+            break;
+          case Json::parse_event_t::object_end:
+            --open;
+            break;
+          default:
+            break;
+        }
+        return true;
+      },
+      /*allow_exceptions=*/false);
+  if (*twice) doc = Json(Json::value_t::discarded);
+  return doc;
+}
+
+}  // namespace
+
 bool IsDocument(absl::string_view text) {
   if (!absl::StrContains(text, "DocumentReference") && !absl::StrContains(text, "\"document\"")) {
     return false;  // most payloads stop here
   }
-  return IsDocumentJson(Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false));
+  bool twice;
+  return IsDocumentJson(ParseFhirJson(text, &twice));
 }
 
 absl::StatusOr<DocumentSubject> ReadDocumentSubject(absl::string_view text) {
-  const Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  bool twice;
+  const Json doc = ParseFhirJson(text, &twice);
+  if (twice) return Invalid("an object gives a key twice");
   if (!IsDocumentJson(doc)) return Invalid("not a FHIR JSON DocumentReference or document Bundle");
   const bool bundle = doc.value("resourceType", "") == "Bundle";
   if (bundle) {
@@ -645,7 +685,9 @@ absl::StatusOr<v1::CareRecord> ReadFhir(absl::string_view text, const ReadLimits
     if (!doc.ok()) return doc.status();
     return ReadDocument(*doc, limits, options);
   }
-  const Json doc = Json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+  bool twice;
+  const Json doc = ParseFhirJson(text, &twice);
+  if (twice) return Invalid("an object gives a key twice (FHIR JSON does not allow it)");
   if (doc.is_discarded()) return Invalid("not well-formed JSON");
   return ReadDocument(doc, limits, options);
 }

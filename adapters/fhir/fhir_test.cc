@@ -247,6 +247,29 @@ TEST(FhirXml, XmlAndJsonGiveTheSameRecord) {
   EXPECT_EQ(from_xml.events(0).reference(), "m-1");
 }
 
+// FHIR's JSON format does not allow a key twice in one object; read as the
+// last, the record would hold what the sender's own tools did not show.
+TEST(Fhir, AKeyGivenTwiceIsRefused) {
+  for (const char* json : {
+           R"({"resourceType":"Patient","resourceType":"Patient"})",
+           R"({"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number",)"
+           R"("value":"9434765919","value":"9990000018"}]})",
+           R"({"resourceType":"Bundle","type":"message","entry":[{"resource":{"resourceType":"Patient",)"
+           R"("gender":"female","gender":"male"}}]})",
+       }) {
+    auto r = ReadFhir(json);
+    ASSERT_FALSE(r.ok()) << json;
+    EXPECT_EQ(ReasonOf(r.status()), "FHIR_INVALID");
+    EXPECT_THAT(r.status().message(), HasSubstr("a key twice"));
+  }
+  // The same key in two objects, and in an object and the one inside it, is fine.
+  auto r = ReadFhir(R"({"resourceType":"Patient","identifier":[{"system":"https://fhir.nhs.uk/Id/nhs-number",)"
+                    R"("value":"9434765919"},{"system":"https://example.org/mrn","value":"A1"}],)"
+                    R"("extension":[{"url":"u","extension":[{"url":"v","valueString":"x"}]}]})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->person().nhs_number(), "9434765919");
+}
+
 TEST(FhirXml, HostileOrBrokenXmlGetsPreciseErrors) {
   std::string deep = "<Patient xmlns=\"http://hl7.org/fhir\">";
   for (int i = 0; i < 70; ++i) deep += "<extension>";

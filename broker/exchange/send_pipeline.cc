@@ -12,6 +12,7 @@
 #include "broker/store/mailbox_rules.h"
 #include "core/log.h"
 #include "core/reasons.h"
+#include "core/shapes.h"
 #include "core/status.h"
 #include "core/time.h"
 
@@ -33,7 +34,42 @@ absl::Status ExecutorFull() {
                "the broker's intake queue is full; retry shortly");
 }
 
+// A refusal of the send itself (its shape, size, recipient or format), which
+// is recorded; not one for load or an unavailable store, which the sender
+// retries and the metrics count.
+bool IsRequestRefusal(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kPermissionDenied:
+      return true;
+    case absl::StatusCode::kResourceExhausted:
+      return ReasonOf(s) == reason::kMessageTooLarge;
+    default:
+      return false;
+  }
+}
+
 }  // namespace
+
+void SendPipeline::RecordRefusal(const OrgCode& sender, const RefusedSend& send, const absl::Status& why) {
+  if (!IsRequestRefusal(why)) return;
+  v1::AuditEntry e;
+  e.set_actor(sender.str());
+  e.set_actor_role("agency");
+  e.set_sender(sender.str());
+  // The caller's words only when well formed: a refused send may carry anything.
+  if (IsOdsCodeShape(send.recipient)) e.set_recipient(send.recipient);
+  if (IsWorkflowShape(send.workflow)) e.set_workflow(send.workflow);
+  if (IsPurposeShape(send.purpose)) e.set_purpose(send.purpose);
+  std::string reason = ReasonOf(why);
+  e.add_reasons(reason.empty() ? reason::kInternal : reason);
+  e.set_detail(absl::StrCat("send refused before any decision: ", absl::StatusCodeToString(why.code())));
+  audit_.RecordRefusal(std::move(e), v1::AUDIT_EVENT_SEND_REFUSED);
+}
 
 void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
                         const std::shared_ptr<Executor::Serial>& serial, SendOptions options) {
@@ -65,10 +101,12 @@ void SendPipeline::Send(const OrgCode& sender, v1::SendRequest req, Done answer,
   if (!audit_.healthy()) return std::move(done)(AuditUnavailable());
   if (options.chunks > 1 && adapters::FormatByContentType(req.content_type()).ok() &&
       !IsSubmissionContentType(req.content_type())) {
-    return std::move(done)(InvalidArgument(reason::kChunkRangeInvalid,
+    absl::Status refused = InvalidArgument(reason::kChunkRangeInvalid,
                                            "a care record (HL7 v2, FHIR, council JSON) is decided as a whole: send it "
                                            "in one message; chunked messages carry CLD submissions, documents and "
-                                           "files"));
+                                           "files");
+    RecordRefusal(sender, {req.recipient(), req.workflow(), req.purpose()}, refused);
+    return std::move(done)(std::move(refused));
   }
   // A payload over the size limit is refused by intake before any parsing;
   // it holds no budget meanwhile.
@@ -102,12 +140,16 @@ void SendPipeline::Intake(const OrgCode& sender, v1::SendRequest req, SendOption
   // One snapshot of what is in force decides the whole message, across a
   // reload.
   const std::shared_ptr<const PolicyGate::InForce> in_force = policy_.in_force();
+  RefusedSend named{req.recipient(), req.workflow(), req.purpose()};  // for a refusal's entry
   absl::StatusOr<Admitted> admitted = Admit(*in_force->config, *in_force->policy, policy_.consent(), audit_.entries(),
                                             sender, std::move(req), clock_.Now(), &denial, options.max_bytes,
                                             options.chunks, options.replaced_consent_keys);
   if (!admitted.ok()) {
     budget_.Release(held);
-    if (denial.empty()) return std::move(done)(admitted.status());
+    if (denial.empty()) {
+      RecordRefusal(sender, named, admitted.status());
+      return std::move(done)(admitted.status());
+    }
     std::vector<AuditRecord> records;
     records.push_back(std::move(denial));
     store_.AppendAudit(std::move(records), [denied = admitted.status(), done = std::move(done)](

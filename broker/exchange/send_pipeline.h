@@ -17,7 +17,10 @@
 //      snapshot of the config and agreements in force decides it;
 //   5. a policy denial's audit entry is made durable before the denial is
 //      answered (UNAVAILABLE AUDIT_UNAVAILABLE when it cannot be);
-//   6. an admitted message is stored, reserved for direct delivery to a
+//   6. a send refused for what it is (its shape, size, recipient or format;
+//      not for load) is recorded as a SEND_REFUSED audit entry, without
+//      waiting, rate-limited (AuditLog::RecordRefusal);
+//   7. an admitted message is stored, reserved for direct delivery to a
 //      Receive stream of the recipient that can take it now.
 // The budget is released once the append completes, whatever its outcome.
 #pragma once
@@ -104,6 +107,15 @@ class SendPipeline {
 
   // A serial queue for one caller's sends (a stream's).
   std::shared_ptr<Executor::Serial> NewSerial() const { return executor_.NewSerial(); }
+
+  // What a refused send named, as the caller gave it.
+  struct RefusedSend {
+    std::string recipient, workflow, purpose;
+  };
+  // Records `why`, a refusal of a send from `sender`, as step 6 says (a
+  // front door's own refusals before the pipeline, too); nothing for a
+  // refusal for load.
+  void RecordRefusal(const OrgCode& sender, const RefusedSend& send, const absl::Status& why);
 
  private:
   void Intake(const OrgCode& sender, v1::SendRequest req, SendOptions options, uint64_t held, Done done);

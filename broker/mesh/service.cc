@@ -704,27 +704,39 @@ void MeshService::Acknowledge(std::shared_ptr<Call> call, const std::string& id)
 void MeshService::Send(std::shared_ptr<Call> call) {
   const HttpRequest& r = call->req;
   const Config& config = call->config();
+  // A send refused here, before the pipeline, is recorded as the pipeline
+  // records its refusals (SEND_REFUSED), naming what was already found.
+  const v1::MeshMailbox* recipient = nullptr;
+  const v1::MeshWorkflow* workflow = nullptr;
+  auto refuse = [&](int status, absl::string_view event, absl::string_view code, const absl::Status& why) {
+    d_.sends.RecordRefusal(call->who.org,
+                           {recipient != nullptr ? recipient->organisation() : "",
+                            workflow != nullptr ? workflow->workflow() : "",
+                            workflow != nullptr ? workflow->purpose() : ""},
+                           why);
+    call->Fail(status, event, code, why);
+  };
   if (r.body.empty()) {
-    return call->Fail(417, "COLLECT", "02", InvalidArgument(reason::kPayloadEmpty, "the message body is empty"));
+    return refuse(417, "COLLECT", "02", InvalidArgument(reason::kPayloadEmpty, "the message body is empty"));
   }
-  if (auto s = CheckSendHeaders(r.headers); !s.ok()) return call->Fail(417, "TRANSFER", "06", s);
+  if (auto s = CheckSendHeaders(r.headers); !s.ok()) return refuse(417, "TRANSFER", "06", s);
   const std::string to = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(r.Header("mex-to")));
   if (to.empty()) {
-    return call->Fail(417, "SEND", "08", InvalidArgument(reason::kRecipientInvalid, "mex-to is required"));
+    return refuse(417, "SEND", "08", InvalidArgument(reason::kRecipientInvalid, "mex-to is required"));
   }
-  const v1::MeshMailbox* recipient = config.FindMeshMailbox(to);
+  recipient = config.FindMeshMailbox(to);
   if (recipient == nullptr) {
-    return call->Fail(417, "SEND", "12",
+    return refuse(417, "SEND", "12",
                       Error(absl::StatusCode::kFailedPrecondition, reason::kMeshMailboxUnknown,
                             "mex-to names no mailbox registered with this broker"));
   }
   const std::string workflow_id(absl::StripAsciiWhitespace(r.Header("mex-workflowid")));
   if (workflow_id.empty()) {
-    return call->Fail(417, "SEND", "06", InvalidArgument(reason::kWorkflowInvalid, "mex-workflowid is required"));
+    return refuse(417, "SEND", "06", InvalidArgument(reason::kWorkflowInvalid, "mex-workflowid is required"));
   }
-  const v1::MeshWorkflow* workflow = config.FindMeshWorkflow(workflow_id);
+  workflow = config.FindMeshWorkflow(workflow_id);
   if (workflow == nullptr) {
-    return call->Fail(417, "SEND", "17",
+    return refuse(417, "SEND", "17",
                       Error(absl::StatusCode::kPermissionDenied, reason::kMeshWorkflowUnknown,
                             "the workflow id is not registered with this broker (mesh.workflows)"));
   }
@@ -732,7 +744,7 @@ void MeshService::Send(std::shared_ptr<Call> call) {
   if (const absl::string_view range = r.Header("mex-chunk-range"); !range.empty()) {
     auto parsed = ParseChunkRange(range);
     if (!parsed.ok() || parsed->first != 1) {
-      return call->Fail(417, "SEND", "06",
+      return refuse(417, "SEND", "06",
                         InvalidArgument(reason::kChunkRangeInvalid, "mex-chunk-range on a send is 1:N (N chunks, 1 to 10000)"));
     }
     chunks = parsed->second;
@@ -745,7 +757,7 @@ void MeshService::Send(std::shared_ptr<Call> call) {
   const uint64_t limit =
       chunks > 1 ? config.proto().mesh().max_request_bytes() : config.proto().limits().max_message_bytes();
   auto payload = Body(call->req, limit);
-  if (!payload.ok()) return call->Fail(417, "SEND", "06", payload.status());
+  if (!payload.ok()) return refuse(417, "SEND", "06", payload.status());
   Json meta{{"mex-from", call->mailbox->id()}, {"mex-to", recipient->id()}, {"mex-workflowid", workflow_id}};
   for (absl::string_view h : kPassThrough) {
     if (absl::string_view v = r.Header(h); !v.empty()) meta[std::string(h)] = std::string(v);

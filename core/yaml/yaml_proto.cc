@@ -1,7 +1,9 @@
 #include "core/yaml/yaml_proto.h"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <limits>
@@ -33,7 +35,8 @@ using google::protobuf::Reflection;
 
 class Reader {
  public:
-  Reader(absl::string_view file, YamlLines* lines) : file_(file), lines_(lines) {}
+  // `budget`: the most values the document may yield (see YamlToProto).
+  Reader(absl::string_view file, YamlLines* lines, size_t budget) : file_(file), lines_(lines), budget_(budget) {}
 
   absl::Status Fail(const YAML::Node& n, absl::string_view path, absl::string_view reason) const {
     return InvalidArgument(reason::kConfigInvalid, absl::StrCat(file_, ":", n.Mark().line + 1, ": ",
@@ -109,6 +112,10 @@ class Reader {
 
   absl::Status ReadField(const YAML::Node& n, const std::string& path, Message* msg,
                          const FieldDescriptor* f, bool repeated) {
+    if (++values_ > budget_) {
+      return Fail(n, path, absl::StrCat("anchors and aliases make this file more than ", budget_,
+                                        " values, more than its size allows; write the repeated parts out"));
+    }
     const Reflection* r = msg->GetReflection();
     if (f->cpp_type() == FieldDescriptor::CPPTYPE_MESSAGE) {
       Message* sub = repeated ? r->AddMessage(msg, f) : r->MutableMessage(msg, f);
@@ -185,6 +192,8 @@ class Reader {
 
   std::string file_;
   YamlLines* lines_;
+  const size_t budget_;
+  size_t values_ = 0;
 };
 
 }  // namespace
@@ -195,11 +204,18 @@ absl::Status YamlToProto(absl::string_view text, absl::string_view file, Message
   YAML::Node root;
   try {
     root = YAML::Load(std::string(text));
+  } catch (const YAML::DeepRecursion& e) {
+    return InvalidArgument(reason::kConfigInvalid, absl::StrCat(file, ":", e.mark.line + 1, ": not valid YAML: nested ",
+                                                                e.depth(), " levels deep or more"));
   } catch (const YAML::Exception& e) {
     return InvalidArgument(reason::kConfigInvalid,
                            absl::StrCat(file, ":", e.mark.line + 1, ": not valid YAML: ", e.msg));
   }
-  Reader reader(file, lines);
+  // A document without aliases yields at most one value for every byte
+  // (`a,` is two bytes); aliases can make a few kilobytes yield millions
+  // (an alias of a list of aliases...), so a document yielding more than
+  // that is refused before it can exhaust the broker's memory.
+  Reader reader(file, lines, std::max<size_t>(text.size(), 1024));
   try {
     return reader.ReadMessage(root, "", msg);
   } catch (const YAML::Exception& e) {

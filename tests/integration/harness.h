@@ -93,6 +93,9 @@ struct HttpsReply {
 HttpsReply HttpsCall(int port, const std::string& method, const std::string& path, const std::string& cert,
                      const std::vector<std::string>& headers = {}, const std::string& body = "");
 
+// `data` compressed as a gzip stream (as a MESH client's Content-Encoding: gzip).
+std::string Gzip(const std::string& data);
+
 // Sends and expects success; returns the message id.
 std::string SendOk(v1::Exchange::Stub& stub, const v1::SendRequest& req);
 
