@@ -10,11 +10,15 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "broker/client/client.h"
 #include "carebroker/v1/exchange.grpc.pb.h"
 
@@ -34,7 +38,7 @@ int FreePort() {
   return ntohs(a.sin_port);
 }
 
-void BrokerProcess::Start() {
+void BrokerProcess::Spawn() {
   const char* bin = std::getenv("CB_BINARY_DIR");
   ASSERT_NE(bin, nullptr) << "run through ctest";
   const std::string binary = (std::filesystem::path(bin) / "broker/carebroker").string();
@@ -45,8 +49,31 @@ void BrokerProcess::Start() {
   char* argv[] = {b.data(), const_cast<char*>("--config"), config_.data(), nullptr};
   ASSERT_EQ(posix_spawn(&pid_, b.c_str(), &fa, nullptr, argv, environ), 0);
   posix_spawn_file_actions_destroy(&fa);
+}
+
+void BrokerProcess::Start() {
+  Spawn();
   ASSERT_TRUE(Channel("RR8")->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(30)))
       << "broker did not come up; see " << log_;
+}
+
+bool BrokerProcess::StartOnce(std::string* error) {
+  const auto log_size = std::filesystem::exists(log_) ? std::filesystem::file_size(log_) : 0;
+  Spawn();
+  auto channel = Channel("RR8");
+  for (int i = 0; i < 300; ++i) {
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      std::ifstream in(log_);
+      in.seekg(static_cast<std::streamoff>(log_size));
+      error->assign(std::istreambuf_iterator<char>(in), {});
+      return false;
+    }
+    if (channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::milliseconds(100))) return true;
+  }
+  ADD_FAILURE() << "broker neither came up nor exited in 30 s; see " << log_;
+  return false;
 }
 
 void BrokerProcess::Kill() { Signal(SIGKILL); }
@@ -66,6 +93,59 @@ std::shared_ptr<grpc::Channel> BrokerProcess::Channel(const std::string& who) co
                                   absl::StrCat(pki, "/", who, ".key"), absl::StrCat(pki, "/ca.crt")});
   EXPECT_TRUE(ch.ok()) << ch.status();
   return *ch;
+}
+
+std::string BrokerConfig(int port, const std::string& data_dir, const std::string& extra) {
+  const std::string pki = std::getenv("CB_TEST_PKI");
+  return absl::StrCat("listen: 127.0.0.1:", port, "\nmetrics: {listen: \"127.0.0.1:0\"}\ndata_dir: ", data_dir,
+                      "\ntls:\n  cert: ", pki, "/server.crt\n  key: ", pki, "/server.key\n  ca: ", pki,
+                      "/ca.crt\n  crl: ", pki, "/crl.pem\n",
+                      "organisations:\n  - {ods: RR8, name: Leeds, kind: nhs_trust}\n"
+                      "  - {ods: \"503\", name: Lincolnshire, kind: local_authority}\n",
+                      "policy: {agreements_dir: ", std::getenv("CB_SOURCE_DIR"), "/tests/agreements}\n",
+                      "audit: {signing_key: ", pki, "/audit-signing.key, subject_key: ", pki, "/audit-subject.key}\n",
+                      extra);
+}
+
+std::vector<std::string> Drain(const BrokerProcess& broker, const std::string& who, int limit) {
+  auto stub = v1::Exchange::NewStub(broker.Channel(who));
+  grpc::ClientContext ctx;
+  auto stream = stub->Receive(&ctx);
+  v1::ReceiveRequest open;
+  open.mutable_open()->set_max_in_flight(200);
+  stream->Write(open);
+  std::vector<std::string> got;
+  absl::Mutex mu;
+  bool quiet = false;
+  std::atomic<int64_t> last_ms{absl::ToUnixMillis(absl::Now())};
+  std::thread watchdog([&] {
+    absl::MutexLock l(&mu);
+    while (!quiet) {
+      mu.AwaitWithTimeout(absl::Condition(&quiet), absl::Milliseconds(200));
+      if (absl::ToUnixMillis(absl::Now()) - last_ms.load() > 1500) {
+        quiet = true;
+        ctx.TryCancel();
+      }
+    }
+  });
+  v1::DeliveryBatch batch;
+  while (static_cast<int>(got.size()) < limit && stream->Read(&batch)) {
+    last_ms = absl::ToUnixMillis(absl::Now());
+    for (const auto& d : batch.deliveries()) {
+      got.push_back(d.message_id());
+      v1::ReceiveRequest ack;
+      ack.set_ack(d.message_id());
+      stream->Write(ack);
+    }
+  }
+  {
+    absl::MutexLock l(&mu);
+    quiet = true;
+  }
+  watchdog.join();
+  ctx.TryCancel();
+  stream->Finish();
+  return got;
 }
 
 std::vector<std::string> SendStreamed(const BrokerProcess& broker, int round, int count, size_t payload_bytes,

@@ -25,6 +25,9 @@ class BrokerProcess {
   // Starts the binary and waits (up to 30 s) until it serves RR8's certificate.
   // Fails the test when it does not come up.
   void Start();
+  // Starts the binary and waits (up to 30 s) until it serves, true, or
+  // exits, false with what it wrote to its log meanwhile in `error`.
+  bool StartOnce(std::string* error);
   // SIGKILL, then reaps it. Nothing when it is not running.
   void Kill();
   // SIGTERM (a clean stop), then reaps it.
@@ -37,11 +40,21 @@ class BrokerProcess {
   std::shared_ptr<grpc::Channel> Channel(const std::string& who) const;
 
  private:
+  void Spawn();
   void Signal(int sig);
   std::string config_, log_;
   int port_;
   pid_t pid_ = -1;
 };
+
+// A config for the binary: `port` on loopback, the data folder, the dev
+// PKI, RR8 (an NHS trust) and 503 (a council), tests/agreements, and `extra`
+// appended.
+std::string BrokerConfig(int port, const std::string& data_dir, const std::string& extra = "");
+
+// Receives as `who` and acks until `limit` messages or a quiet 1.5 s; the
+// ids received, in order (a redelivery appears again).
+std::vector<std::string> Drain(const BrokerProcess& broker, const std::string& who, int limit);
 
 // Streams `count` sends from RR8 to 503 through one SendStream to `broker`
 // (idempotency keys "round<round>-<i>", payloads of `payload_bytes`);
