@@ -29,3 +29,9 @@ if ! tests/fuzz.sh; then
   echo "tests/run.sh: FUZZING FOUND A CRASH (inputs in build-fuzz/crashes/)" >&2
   exit 1
 fi
+# The unit tests and two integration tests once more under ASan and UBSan
+# (about 9 minutes on 2 cores, most of it building).
+if ! tests/sanitize.sh; then
+  echo "tests/run.sh: A SANITIZER FOUND A DEFECT (or a test failed under it)" >&2
+  exit 1
+fi

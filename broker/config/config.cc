@@ -32,8 +32,8 @@ using google::protobuf::util::TimeUtil;
 
 constexpr uint64_t kMaxMessageBytesCeiling = 64ull << 20;  // gRPC frames above this are unwise
 
-void SetDefault(google::protobuf::Duration* d, absl::Duration v, bool has) {
-  if (!has) *d = TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(v));
+void SetDuration(google::protobuf::Duration* d, absl::Duration v) {
+  *d = TimeUtil::NanosecondsToDuration(absl::ToInt64Nanoseconds(v));
 }
 
 // A key file: readable by the broker's user only (mode 600), or owned by
@@ -368,12 +368,15 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
   }
   if (lim->intake_queue() > 1000000) return err("limits.intake_queue", "must be at most 1000000");
 
+  // has_ before mutable_, which makes the field (never one call's two
+  // arguments: their order is unspecified, and under clang every default
+  // looked given).
   auto* del = c.mutable_delivery();
-  SetDefault(del->mutable_visibility_timeout(), absl::Seconds(30), del->has_visibility_timeout());
-  SetDefault(del->mutable_expiry(), absl::Hours(24 * 5), del->has_expiry());
-  SetDefault(del->mutable_retention(), absl::Hours(24 * 30), del->has_retention());
-  SetDefault(del->mutable_sweep_interval(), absl::Seconds(60), del->has_sweep_interval());
-  SetDefault(del->mutable_idempotency_window(), FromDuration(del->retention()), del->has_idempotency_window());
+  if (!del->has_visibility_timeout()) SetDuration(del->mutable_visibility_timeout(), absl::Seconds(30));
+  if (!del->has_expiry()) SetDuration(del->mutable_expiry(), absl::Hours(24 * 5));
+  if (!del->has_retention()) SetDuration(del->mutable_retention(), absl::Hours(24 * 30));
+  if (!del->has_sweep_interval()) SetDuration(del->mutable_sweep_interval(), absl::Seconds(60));
+  if (!del->has_idempotency_window()) SetDuration(del->mutable_idempotency_window(), FromDuration(del->retention()));
   for (auto [key, d] : {std::pair{"delivery.visibility_timeout", del->visibility_timeout()},
                         std::pair{"delivery.expiry", del->expiry()},
                         std::pair{"delivery.retention", del->retention()},
