@@ -367,6 +367,14 @@ absl::StatusOr<std::shared_ptr<const Config>> ParseConfig(absl::string_view text
     return err("metrics.listen", "expected host:port with a port 0-65535, or off");
   }
   if (lim->intake_queue() > 1000000) return err("limits.intake_queue", "must be at most 1000000");
+  if (!lim->has_handshake_timeout()) SetDuration(lim->mutable_handshake_timeout(), absl::Seconds(10));
+  if (!lim->has_idle_timeout()) SetDuration(lim->mutable_idle_timeout(), absl::Minutes(5));
+  if (const absl::Duration d = FromDuration(lim->handshake_timeout()); d < absl::Seconds(1) || d > absl::Minutes(5)) {
+    return err("limits.handshake_timeout", "must be 1s to 5m");
+  }
+  if (const absl::Duration d = FromDuration(lim->idle_timeout()); d < absl::Seconds(1) || d > absl::Hours(24)) {
+    return err("limits.idle_timeout", "must be 1s to 24h");
+  }
 
   // has_ before mutable_, which makes the field (never one call's two
   // arguments: their order is unspecified, and under clang every default

@@ -68,6 +68,8 @@ TEST_F(ConfigTest, ResolvesPathsAndFillsDefaults) {
   EXPECT_EQ(p.limits().max_in_flight_per_stream(), 1000u);
   EXPECT_EQ(p.limits().intake_threads(), std::max(1u, std::thread::hardware_concurrency()));
   EXPECT_EQ(p.limits().intake_queue(), 4096u);
+  EXPECT_EQ(p.limits().handshake_timeout().seconds(), 10);
+  EXPECT_EQ(p.limits().idle_timeout().seconds(), 300);
   EXPECT_EQ((*c)->expiry(), absl::Hours(120));
   EXPECT_EQ((*c)->visibility_timeout(), absl::Seconds(30));
   EXPECT_EQ((*c)->retention(), absl::Hours(24 * 30));
@@ -141,6 +143,9 @@ TEST_F(ConfigTest, PreciseErrors) {
               "limits.memory_budget_bytes");
   ExpectError(Base() + "limits: {intake_threads: 257}\n", "limits.intake_threads: must be at most 256");
   ExpectError(Base() + "limits: {intake_queue: 1000001}\n", "limits.intake_queue: must be at most 1000000");
+  ExpectError(Base() + "limits: {handshake_timeout: 500ms}\n", "limits.handshake_timeout: must be 1s to 5m");
+  ExpectError(Base() + "limits: {handshake_timeout: 6m}\n", "limits.handshake_timeout: must be 1s to 5m");
+  ExpectError(Base() + "limits: {idle_timeout: 25h}\n", "limits.idle_timeout: must be 1s to 24h");
   ExpectError(Base() + "  - {ods: RR8, name: Again, kind: nhs_trust}\n",
               "cb.yaml:9: organisations[2].ods: 'RR8' is registered twice");
   ExpectError(Base() + "  - {ods: rr9, name: Lower, kind: nhs_trust}\n", "organisations[2].ods: an ODS code is");

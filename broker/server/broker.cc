@@ -316,6 +316,12 @@ absl::StatusOr<std::unique_ptr<Broker>> Broker::Start(std::shared_ptr<const Conf
   // it, 163 MB without; at full load of small messages the same throughput,
   // and deliveries trail sends by less: docs/performance.md).
   builder.AddChannelArgument(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  // A connection that never completes its handshake, or holds no call, is
+  // closed rather than held (limits.handshake_timeout, limits.idle_timeout).
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(FromDuration(c.limits().handshake_timeout()))));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(FromDuration(c.limits().idle_timeout()))));
   // Which server is ours, for channelz's count of its connections.
   const intptr_t servers_before = NewestServerId();
   b->server_ = builder.BuildAndStart();

@@ -6,7 +6,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
 #include <fstream>
+#include <iostream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -847,6 +855,58 @@ TEST_F(ExchangeTest, HealthAndReflectionAreServed) {
   bool ok;
   while (cq.Next(&tag, &ok)) {
   }
+}
+
+// Connections that never finish their TLS handshake are closed after
+// limits.handshake_timeout, and one with no call open after
+// limits.idle_timeout, so a client cannot hold descriptors by connecting
+// and saying nothing.
+TEST_F(ExchangeTest, SilentAndIdleConnectionsAreClosed) {
+  Restart("limits: {handshake_timeout: 1s, idle_timeout: 2s}\n");
+  constexpr int kSilent = 200;
+  std::vector<int> fds;
+  for (int i = 0; i < kSilent; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(broker_->port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << std::strerror(errno);
+    fds.push_back(fd);
+  }
+  const absl::Time opened = absl::Now();
+  // Each is closed by the broker: a read returns end of file or a reset.
+  int closed = 0;
+  for (int fd : fds) {
+    pollfd p{fd, POLLIN, 0};
+    const int left = static_cast<int>(absl::ToInt64Milliseconds(opened + absl::Seconds(10) - absl::Now()));
+    if (::poll(&p, 1, std::max(left, 0)) == 1) {
+      char c;
+      if (::recv(fd, &c, 1, 0) <= 0) ++closed;
+    }
+    ::close(fd);
+  }
+  const absl::Duration took = absl::Now() - opened;
+  EXPECT_EQ(closed, kSilent);
+  EXPECT_GE(took, absl::Milliseconds(900)) << "closed before the handshake timeout";
+  std::cout << kSilent << " silent connections closed in " << absl::ToInt64Milliseconds(took) << " ms\n";
+
+  // A connection that made a call and then holds none is sent away.
+  auto channel = ChannelAs(*broker_, "RR8");
+  auto stub = v1::Exchange::NewStub(channel);
+  v1::TrackRequest track;
+  track.set_message_id("01J00000000000000000000000");
+  v1::TrackResponse resp;
+  (void)Call(&v1::Exchange::Stub::Track, *stub, track, &resp);
+  ASSERT_EQ(channel->GetState(false), GRPC_CHANNEL_READY);
+  bool idle = false;
+  for (int i = 0; i < 100 && !idle; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    idle = channel->GetState(false) != GRPC_CHANNEL_READY;
+  }
+  EXPECT_TRUE(idle) << "an idle connection was kept past limits.idle_timeout";
+  // The client reconnects on its next call.
+  SendOk(*stub, Req("503", "after-idle"));
 }
 
 }  // namespace
