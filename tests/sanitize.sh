@@ -3,9 +3,10 @@
 # (exchange_test, hostile_test: a real server on loopback) under
 # AddressSanitizer and UndefinedBehaviorSanitizer, built with clang in the
 # fuzzers' build folder (tests/fuzz.sh), so the adapters compile once. Any
-# report fails the run. `--all` adds every other integration test;
-# `--thread` builds the store and exchange tests under ThreadSanitizer in
-# build-tsan instead (by hand: about 10 minutes on 2 cores).
+# report fails the run. `--all` adds every other integration test.
+# Not ThreadSanitizer: Debian's Abseil is not built with it, so TSan cannot
+# see absl::Mutex and reports a race on everything it guards; the lock
+# annotations are checked statically instead (clang -Wthread-safety).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -16,17 +17,8 @@ integration="exchange_test hostile_test"
 case "${1:-}" in
   --all) integration="$integration large_message_test mesh_api_test observability_test reload_test
            policy_integration_test governance_test ctl_test" ;;
-  --thread)
-    build=${TSAN_BUILD_DIR:-build-tsan}
-    CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCB_SANITIZE_THREAD=ON \
-      >/dev/null
-    tests="executor_test mailboxes_test send_pipeline_test sqlite_conformance_test exchange_test"
-    # shellcheck disable=SC2086
-    cmake --build "$build" -j "$jobs" --target $tests
-    export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
-    exec ctest --test-dir "$build" -j "$jobs" --output-on-failure -R "^(dev_pki|${tests// /|})\$" ;;
   "") ;;
-  *) echo "usage: tests/sanitize.sh [--all|--thread]" >&2; exit 2 ;;
+  *) echo "usage: tests/sanitize.sh [--all]" >&2; exit 2 ;;
 esac
 build=${FUZZ_BUILD_DIR:-build-fuzz}
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCB_FUZZ=ON >/dev/null
