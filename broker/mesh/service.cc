@@ -727,8 +727,8 @@ void MeshService::Send(std::shared_ptr<Call> call) {
   recipient = config.FindMeshMailbox(to);
   if (recipient == nullptr) {
     return refuse(417, "SEND", "12",
-                      Error(absl::StatusCode::kFailedPrecondition, reason::kMeshMailboxUnknown,
-                            "mex-to names no mailbox registered with this broker"));
+                Error(absl::StatusCode::kFailedPrecondition, reason::kMeshMailboxUnknown,
+                      "mex-to names no mailbox registered with this broker"));
   }
   const std::string workflow_id(absl::StripAsciiWhitespace(r.Header("mex-workflowid")));
   if (workflow_id.empty()) {
@@ -737,15 +737,15 @@ void MeshService::Send(std::shared_ptr<Call> call) {
   workflow = config.FindMeshWorkflow(workflow_id);
   if (workflow == nullptr) {
     return refuse(417, "SEND", "17",
-                      Error(absl::StatusCode::kPermissionDenied, reason::kMeshWorkflowUnknown,
-                            "the workflow id is not registered with this broker (mesh.workflows)"));
+                Error(absl::StatusCode::kPermissionDenied, reason::kMeshWorkflowUnknown,
+                      "the workflow id is not registered with this broker (mesh.workflows)"));
   }
   uint32_t chunks = 1;
   if (const absl::string_view range = r.Header("mex-chunk-range"); !range.empty()) {
     auto parsed = ParseChunkRange(range);
     if (!parsed.ok() || parsed->first != 1) {
       return refuse(417, "SEND", "06",
-                        InvalidArgument(reason::kChunkRangeInvalid, "mex-chunk-range on a send is 1:N (N chunks, 1 to 10000)"));
+                  InvalidArgument(reason::kChunkRangeInvalid, "mex-chunk-range on a send is 1:N (N chunks, 1 to 10000)"));
     }
     chunks = parsed->second;
   }

@@ -57,7 +57,7 @@ class FaultTest : public ::testing::Test {
   void TearDown() override {
     broker_.reset();
     if (mounted_) ::umount2((dir_ / "data").c_str(), MNT_DETACH);
-    fs::remove_all(dir_);
+    if (!dir_.empty()) fs::remove_all(dir_);
   }
 
   void Remount(const std::string& options) {
