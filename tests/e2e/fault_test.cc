@@ -70,13 +70,8 @@ class FaultTest : public ::testing::Test {
   // One unary send of `bytes` from RR8 to 503 (key "<tag>-<i>").
   Sent SendOne(const std::string& tag, int i, size_t bytes) {
     if (!stub_) stub_ = v1::Exchange::NewStub(broker_->Channel("RR8"));
-    v1::SendRequest r;
-    r.set_recipient("503");
-    r.set_workflow("HOSPITAL_DISCHARGE");
-    r.set_purpose("direct-care");
-    r.set_idempotency_key(absl::StrCat(tag, "-", i));
-    r.set_content_type("application/json");
-    r.set_payload(std::string(bytes, static_cast<char>('a' + i % 26)));
+    const v1::SendRequest r =
+        testing::Req("503", absl::StrCat(tag, "-", i), std::string(bytes, static_cast<char>('a' + i % 26)));
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::SendReceipt receipt;

@@ -17,7 +17,6 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "broker/client/client.h"
-#include "broker/mesh/auth.h"
 #include "carebroker/v1/audit.grpc.pb.h"
 #include "carebroker/v1/operations.grpc.pb.h"
 #include "core/enum_names.h"
@@ -132,12 +131,10 @@ mesh:
   }
 
   Outcome Mesh(const YAML::Node& c) {
-    const std::string ts = absl::FormatTime("%Y%m%d%H%M", absl::Now(), absl::UTCTimeZone());
-    const std::string nonce = absl::StrCat("h0571e00-0000-4000-8000-", ++nonce_);
     std::vector<std::string> h = {
         "accept: application/vnd.mesh.v2+json",
-        absl::StrCat("authorization: NHSMESH RR8HC001:", nonce, ":1:", ts, ":",
-                     mesh::TokenHmac(kSecret, "RR8HC001", nonce, "1", "pw-RR8HC001", ts)),
+        "authorization: " + MeshToken(kSecret, "RR8HC001", "pw-RR8HC001",
+                                      absl::StrCat("h0571e00-0000-4000-8000-", ++nonce_), absl::Now()),
         "mex-clientversion: hostile==1", "mex-osname: Linux", "mex-osversion: 6"};
     for (const YAML::Node& x : c["headers"]) h.push_back(x.as<std::string>());
     HttpsReply r = HttpsCall(broker_->mesh_port(), "POST", "/messageexchange/RR8HC001/outbox", "RR8", h,

@@ -22,6 +22,7 @@
 #include "broker/client/client.h"
 #include "broker/config/config.h"
 #include "broker/exchange/intake.h"
+#include "broker/mesh/auth.h"
 #include "carebroker/v1/consent.grpc.pb.h"
 #include "tests/integration/probe.pb.h"
 
@@ -222,6 +223,13 @@ HttpsReply HttpsCall(int port, const std::string& method, const std::string& pat
   curl_slist_free_all(list);
   curl_easy_cleanup(curl);
   return out;
+}
+
+std::string MeshToken(const std::string& secret, const std::string& mailbox, const std::string& password,
+                      const std::string& nonce, absl::Time at) {
+  const std::string ts = absl::FormatTime("%Y%m%d%H%M", at, absl::UTCTimeZone());
+  return absl::StrCat("NHSMESH ", mailbox, ":", nonce, ":1:", ts, ":",
+                      mesh::TokenHmac(secret, mailbox, nonce, "1", password, ts));
 }
 
 std::string Gzip(const std::string& data) {

@@ -93,6 +93,11 @@ struct HttpsReply {
 HttpsReply HttpsCall(int port, const std::string& method, const std::string& path, const std::string& cert,
                      const std::vector<std::string>& headers = {}, const std::string& body = "");
 
+// A MESH Authorization value ("NHSMESH mailbox:nonce:1:timestamp:hmac") for
+// `mailbox` with `password` under the environment's `secret`, stamped `at`.
+std::string MeshToken(const std::string& secret, const std::string& mailbox, const std::string& password,
+                      const std::string& nonce, absl::Time at);
+
 // `data` compressed as a gzip stream (as a MESH client's Content-Encoding: gzip).
 std::string Gzip(const std::string& data);
 

@@ -21,7 +21,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "broker/client/client.h"
-#include "broker/mesh/auth.h"
 #include "carebroker/v1/consent.grpc.pb.h"
 #include "tests/integration/harness.h"
 
@@ -103,11 +102,8 @@ mesh:
 
   std::string Token(const std::string& mailbox, absl::Time at, const std::string& secret = kSecret,
                     const std::string& password = "") {
-    const std::string ts = absl::FormatTime("%Y%m%d%H%M", at, absl::UTCTimeZone());
-    const std::string nonce = absl::StrCat("a1b2c3d4-0000-4000-8000-", ++nonce_);
-    const std::string pw = password.empty() ? absl::StrCat("pw-", mailbox) : password;
-    return absl::StrCat("NHSMESH ", mailbox, ":", nonce, ":1:", ts, ":",
-                        mesh::TokenHmac(secret, mailbox, nonce, "1", pw, ts));
+    return MeshToken(secret, mailbox, password.empty() ? absl::StrCat("pw-", mailbox) : password,
+                     absl::StrCat("a1b2c3d4-0000-4000-8000-", ++nonce_), at);
   }
 
   // One request as `cert` (a dev PKI name), authenticated as `mailbox`
